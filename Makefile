@@ -1,0 +1,50 @@
+# vectordb-operator
+SHELL := /usr/bin/env bash
+BIN := $(CURDIR)/bin
+CONTROLLER_GEN := $(BIN)/controller-gen
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/vectordb-io/vectordb-operator/internal/version.Version=$(VERSION)
+GO_TEST_FLAGS ?= -count=1 -timeout 40m
+export VECTORDB_BIN_DIR := $(BIN)
+
+.PHONY: all
+all: build
+
+##@ Development
+
+.PHONY: tools
+tools: ## Build or install kube-apiserver, kube-controller-manager, etcd, MinIO, helm, controller-gen, dynalite into bin/ (cached by version).
+	bash hack/tools.sh all
+
+.PHONY: manifests
+manifests: ## Generate the CRD and RBAC under config/ (and the chart's copy of the CRD).
+	@test -x $(CONTROLLER_GEN) || bash hack/tools.sh controller-gen
+	$(CONTROLLER_GEN) rbac:roleName=vectordb-operator-manager crd paths="./..." \
+		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@if [ -d charts/vectordb-operator/templates ]; then bash hack/sync-chart-crds.sh; fi
+
+.PHONY: generate
+generate: ## Generate deepcopy code.
+	@test -x $(CONTROLLER_GEN) || bash hack/tools.sh controller-gen
+	$(CONTROLLER_GEN) object paths="./api/..."
+
+.PHONY: fmt
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: vet
+vet:
+	go vet ./...
+
+.PHONY: build
+build: ## Build the manager and the embedder into bin/.
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/manager ./cmd/manager
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/embedder ./cmd/embedder
+
+.PHONY: test
+test: vet build ## go vet and every test (envtest, kube-controller-manager, MinIO, dynalite and the fakes).
+	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: help
+help:
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'

@@ -1,0 +1,679 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// CsvIngestionSpec says which CSV to read, how its rows become vectors, and where they go.
+// Source, mapping, target, tracking, the embedding model and the task id are fixed once the resource
+// exists: changing them would mix vectors from two configurations in one index. Suspend, cancel,
+// parallelism, the rate budgets and worker resources may change while it runs.
+//
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.taskID) || (has(self.taskID) && self.taskID == oldSelf.taskID)",message="spec.taskID cannot change once set; create a new CsvIngestion for a new task"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.tracking) || (has(self.tracking) && self.tracking == oldSelf.tracking)",message="spec.tracking cannot change once set; create a new CsvIngestion to track elsewhere"
+// +kubebuilder:validation:XValidation:rule="!(has(oldSelf.cancel) && oldSelf.cancel) || (has(self.cancel) && self.cancel)",message="spec.cancel cannot be unset: a cancelled ingestion stays cancelled; create a new CsvIngestion to run again"
+type CsvIngestionSpec struct {
+	// TaskID is the key of this ingestion in the DynamoDB task table and the REST API.
+	// Defaults to metadata.uid.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][A-Za-z0-9._:-]*$`
+	TaskID string `json:"taskID,omitempty"`
+
+	// Source is the CSV to ingest.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.source is immutable; create a new CsvIngestion for another file"
+	Source SourceSpec `json:"source"`
+
+	// Mapping says how a row becomes an id, a text and metadata.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.mapping is immutable; create a new CsvIngestion for another mapping"
+	Mapping MappingSpec `json:"mapping"`
+
+	// Embedding names the OpenAI(-compatible) embedding model and the rate budgets.
+	Embedding EmbeddingSpec `json:"embedding"`
+
+	// Target is where the vectors go.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.target is immutable; create a new CsvIngestion for another index"
+	Target TargetSpec `json:"target"`
+
+	// Chunking controls how the file is split into Jobs.
+	// +optional
+	// +kubebuilder:default={}
+	Chunking ChunkingSpec `json:"chunking,omitempty"`
+
+	// Tracking mirrors the task into a DynamoDB task table.
+	// +optional
+	Tracking *TrackingSpec `json:"tracking,omitempty"`
+
+	// DeadLetter is where failed rows are written, as CSV with the reason. It uses the source's S3
+	// connection (for a Metabase source, that of stageTo).
+	// +optional
+	DeadLetter *DeadLetterSpec `json:"deadLetter,omitempty"`
+
+	// Worker shapes the pods that do the data work.
+	// +optional
+	Worker WorkerSpec `json:"worker,omitempty"`
+
+	// DryRun plans and estimates only: rows, tokens, cost and the minimum time the budgets allow.
+	// +optional
+	DryRun bool `json:"dryRun,omitempty"`
+
+	// Suspend creates no new chunk Jobs and suspends running ones; unset it to resume.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+
+	// Cancel ends the ingestion: running Jobs are deleted and the phase becomes Cancelled.
+	// +optional
+	Cancel bool `json:"cancel,omitempty"`
+}
+
+// SourceSpec is exactly one of s3 or metabase, plus how the CSV is encoded.
+// +kubebuilder:validation:XValidation:rule="has(self.s3) != has(self.metabase)",message="set exactly one of spec.source.s3 or spec.source.metabase"
+type SourceSpec struct {
+	// S3 is a CSV object in S3 or an S3-compatible store.
+	// +optional
+	S3 *S3Source `json:"s3,omitempty"`
+
+	// Metabase is a saved question whose CSV export is staged to S3 first.
+	// +optional
+	Metabase *MetabaseSource `json:"metabase,omitempty"`
+
+	// CSV says how the file is encoded.
+	// +optional
+	// +kubebuilder:default={}
+	CSV CSVFormat `json:"csv,omitempty"`
+}
+
+// S3Connection says how to reach an S3 store.
+type S3Connection struct {
+	// Region of the bucket.
+	// +optional
+	// +kubebuilder:default="us-east-1"
+	// +kubebuilder:validation:MaxLength=64
+	Region string `json:"region,omitempty"`
+
+	// Endpoint of an S3-compatible store such as MinIO; path-style addressing is used when set.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^https?://`
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// CredentialsSecretRef names a Secret with an access key; without it the pod's identity
+	// (IRSA, EKS Pod Identity, instance profile) is used.
+	// +optional
+	CredentialsSecretRef *S3CredentialsSecretRef `json:"credentialsSecretRef,omitempty"`
+}
+
+// S3CredentialsSecretRef names a Secret holding an S3 access key pair.
+type S3CredentialsSecretRef struct {
+	// Name of the Secret in the ingestion's namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// AccessKeyIDKey is the Secret key holding the access key id.
+	// +optional
+	// +kubebuilder:default="AWS_ACCESS_KEY_ID"
+	// +kubebuilder:validation:MaxLength=253
+	AccessKeyIDKey string `json:"accessKeyIDKey,omitempty"`
+
+	// SecretAccessKeyKey is the Secret key holding the secret access key.
+	// +optional
+	// +kubebuilder:default="AWS_SECRET_ACCESS_KEY"
+	// +kubebuilder:validation:MaxLength=253
+	SecretAccessKeyKey string `json:"secretAccessKeyKey,omitempty"`
+}
+
+// SecretKeyRef names one key of a Secret in the ingestion's namespace.
+type SecretKeyRef struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// Key in the Secret.
+	// +optional
+	// +kubebuilder:default="api-key"
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key,omitempty"`
+}
+
+// S3Source is one CSV object.
+type S3Source struct {
+	// Bucket holding the object.
+	// +kubebuilder:validation:MinLength=3
+	// +kubebuilder:validation:MaxLength=63
+	Bucket string `json:"bucket"`
+
+	// Key of the object.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Key string `json:"key"`
+
+	S3Connection `json:",inline"`
+}
+
+// MetabaseSource is a Metabase saved question exported as CSV.
+type MetabaseSource struct {
+	// URL of the Metabase instance.
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^https?://`
+	URL string `json:"url"`
+
+	// QuestionID is the saved question (card) id.
+	// +kubebuilder:validation:Minimum=1
+	QuestionID int64 `json:"questionID"`
+
+	// Parameters fill the question's template tags, e.g. Start_Date.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	Parameters map[string]string `json:"parameters,omitempty"`
+
+	// APIKeySecretRef names the Metabase API key.
+	APIKeySecretRef SecretKeyRef `json:"apiKeySecretRef"`
+
+	// StageTo is where the export is written before it is planned.
+	StageTo S3Stage `json:"stageTo"`
+}
+
+// S3Stage is a bucket and prefix where a Metabase export is staged.
+type S3Stage struct {
+	// Bucket to stage into.
+	// +kubebuilder:validation:MinLength=3
+	// +kubebuilder:validation:MaxLength=63
+	Bucket string `json:"bucket"`
+
+	// KeyPrefix of the staged object; the object is <keyPrefix><taskID>.csv.
+	// +optional
+	// +kubebuilder:default="staged/"
+	// +kubebuilder:validation:MaxLength=512
+	KeyPrefix string `json:"keyPrefix,omitempty"`
+
+	S3Connection `json:",inline"`
+}
+
+// CSVFormat says how the file is encoded.
+type CSVFormat struct {
+	// Delimiter is the one-character field separator.
+	// +optional
+	// +kubebuilder:default=","
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1
+	Delimiter string `json:"delimiter,omitempty"`
+
+	// Compression of the object: auto looks at the first bytes (gzip magic) and the key suffix.
+	// +optional
+	// +kubebuilder:default=auto
+	// +kubebuilder:validation:Enum=auto;none;gzip
+	Compression string `json:"compression,omitempty"`
+}
+
+// MappingSpec says how a row becomes a vector record.
+// +kubebuilder:validation:XValidation:rule="has(self.textColumn) != has(self.textTemplate)",message="set exactly one of spec.mapping.textColumn or spec.mapping.textTemplate"
+type MappingSpec struct {
+	// IDColumn holds the row's id.
+	// +optional
+	// +kubebuilder:default=id
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	IDColumn string `json:"idColumn,omitempty"`
+
+	// IDPrefix is put before the id to form the vector id (legacy: "<question_id>.").
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	IDPrefix string `json:"idPrefix,omitempty"`
+
+	// TextColumn holds the text to embed.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	TextColumn string `json:"textColumn,omitempty"`
+
+	// TextTemplate is a Go template over the row's columns, e.g. "{{.title}}: {{.body}}".
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	TextTemplate string `json:"textTemplate,omitempty"`
+
+	// Sanitize is how text is cleaned: none, basic (HTML, entities, whitespace) or legacy (basic,
+	// plus the old system's date rewriting and character filter).
+	// +optional
+	// +kubebuilder:default=basic
+	// +kubebuilder:validation:Enum=none;basic;legacy
+	Sanitize string `json:"sanitize,omitempty"`
+
+	// NamespaceColumn routes each row to the Pinecone namespace named in that column.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	NamespaceColumn string `json:"namespaceColumn,omitempty"`
+
+	// Metadata says which columns become vector metadata.
+	// +optional
+	// +kubebuilder:default={}
+	Metadata MetadataSpec `json:"metadata,omitempty"`
+}
+
+// MetadataSpec selects and shapes vector metadata.
+// +kubebuilder:validation:XValidation:rule="self.include != 'columns' || (has(self.columns) && size(self.columns) > 0)",message="spec.mapping.metadata.columns must list at least one column when include is columns"
+type MetadataSpec struct {
+	// Include is all (every column but id and text, less exclude), columns (only those listed) or
+	// none.
+	// +optional
+	// +kubebuilder:default=all
+	// +kubebuilder:validation:Enum=all;columns;none
+	Include string `json:"include,omitempty"`
+
+	// Columns to include when include is columns.
+	// +optional
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=256
+	// +listType=set
+	Columns []string `json:"columns,omitempty"`
+
+	// Exclude lists columns never put in metadata.
+	// +optional
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=256
+	// +listType=set
+	Exclude []string `json:"exclude,omitempty"`
+
+	// InferTypes stores numbers and booleans as such instead of strings.
+	// +optional
+	InferTypes bool `json:"inferTypes,omitempty"`
+
+	// TextField is the metadata key of the sanitized text; empty leaves the text out.
+	// +optional
+	// +kubebuilder:default=text
+	// +kubebuilder:validation:MaxLength=256
+	TextField string `json:"textField,omitempty"`
+
+	// TextMaxChars cuts the text stored in metadata.
+	// +optional
+	// +kubebuilder:default=1000
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=40000
+	TextMaxChars int32 `json:"textMaxChars,omitempty"`
+}
+
+// EmbeddingSpec names the model and the budgets shared by all of the ingestion's chunks.
+// +kubebuilder:validation:XValidation:rule="self.model == oldSelf.model",message="spec.embedding.model is immutable: vectors of two models cannot share an index"
+// +kubebuilder:validation:XValidation:rule="(has(self.dimensions) ? self.dimensions : 0) == (has(oldSelf.dimensions) ? oldSelf.dimensions : 0)",message="spec.embedding.dimensions is immutable"
+// +kubebuilder:validation:XValidation:rule="(has(self.baseURL) ? self.baseURL : ”) == (has(oldSelf.baseURL) ? oldSelf.baseURL : ”)",message="spec.embedding.baseURL is immutable"
+type EmbeddingSpec struct {
+	// Model is the embedding model.
+	// +kubebuilder:default=text-embedding-3-small
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	Model string `json:"model"`
+
+	// Dimensions shortens text-embedding-3-* vectors; 0 keeps the model's size.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=8192
+	Dimensions int32 `json:"dimensions,omitempty"`
+
+	// BaseURL of an OpenAI-compatible endpoint; empty means OpenAI.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^https?://`
+	BaseURL string `json:"baseURL,omitempty"`
+
+	// APIKeySecretRef names the API key.
+	APIKeySecretRef SecretKeyRef `json:"apiKeySecretRef"`
+
+	// RequestsPerMinute is the request budget of the whole ingestion, split across running chunks.
+	// +optional
+	// +kubebuilder:default=300
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	RequestsPerMinute int32 `json:"requestsPerMinute,omitempty"`
+
+	// TokensPerMinute is the token budget of the whole ingestion, split across running chunks.
+	// +optional
+	// +kubebuilder:default=1000000
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000
+	TokensPerMinute int64 `json:"tokensPerMinute,omitempty"`
+
+	// MaxInputsPerRequest caps the inputs in one embeddings request.
+	// +optional
+	// +kubebuilder:default=2048
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=2048
+	MaxInputsPerRequest int32 `json:"maxInputsPerRequest,omitempty"`
+}
+
+// TargetSpec is where vectors are written.
+type TargetSpec struct {
+	// Pinecone index.
+	Pinecone PineconeTarget `json:"pinecone"`
+}
+
+// PineconeTarget is a Pinecone index and namespace.
+type PineconeTarget struct {
+	// Index name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=45
+	Index string `json:"index"`
+
+	// Namespace in the index; empty is the default namespace (the old system used v2).
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Namespace string `json:"namespace,omitempty"`
+
+	// Host of the index; found with DescribeIndex when empty.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Host string `json:"host,omitempty"`
+
+	// APIKeySecretRef names the Pinecone API key.
+	APIKeySecretRef SecretKeyRef `json:"apiKeySecretRef"`
+
+	// BatchSize is the most vectors in one upsert.
+	// +optional
+	// +kubebuilder:default=100
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	BatchSize int32 `json:"batchSize,omitempty"`
+}
+
+// ChunkingSpec splits the file into Jobs.
+type ChunkingSpec struct {
+	// RowsPerChunk is the rows each chunk Job handles; fixed once the resource exists.
+	// +optional
+	// +kubebuilder:default=1000
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.chunking.rowsPerChunk is immutable: the plan depends on it"
+	RowsPerChunk int32 `json:"rowsPerChunk,omitempty"`
+
+	// Parallelism is the most chunk Jobs running at once.
+	// +optional
+	// +kubebuilder:default=4
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	Parallelism int32 `json:"parallelism,omitempty"`
+
+	// ChunkTimeout bounds one attempt of a chunk (the Job's activeDeadlineSeconds).
+	// +optional
+	// +kubebuilder:default="30m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="spec.chunking.chunkTimeout must be a positive duration of at least 1s, e.g. 30m"
+	ChunkTimeout metav1.Duration `json:"chunkTimeout,omitempty"`
+
+	// RetriesPerChunk is the Job's backoffLimit.
+	// +optional
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	RetriesPerChunk int32 `json:"retriesPerChunk,omitempty"`
+
+	// MaxFailedRowsPercent of the file's rows may fail and the ingestion still end
+	// PartiallyCompleted rather than Failed.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	MaxFailedRowsPercent int32 `json:"maxFailedRowsPercent,omitempty"`
+}
+
+// TrackingSpec mirrors the task elsewhere.
+type TrackingSpec struct {
+	// DynamoDB task table.
+	// +optional
+	DynamoDB *DynamoDBTracking `json:"dynamoDB,omitempty"`
+}
+
+// DynamoDBTracking is a DynamoDB task table (partition key task_id).
+type DynamoDBTracking struct {
+	// Table name.
+	// +kubebuilder:validation:MinLength=3
+	// +kubebuilder:validation:MaxLength=255
+	Table string `json:"table"`
+
+	// Region of the table.
+	// +optional
+	// +kubebuilder:default="us-east-1"
+	// +kubebuilder:validation:MaxLength=64
+	Region string `json:"region,omitempty"`
+
+	// Endpoint of a DynamoDB-compatible server; empty means AWS.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^https?://`
+	Endpoint string `json:"endpoint,omitempty"`
+}
+
+// DeadLetterSpec is where failed rows go.
+type DeadLetterSpec struct {
+	// Bucket for dead-letter objects.
+	// +kubebuilder:validation:MinLength=3
+	// +kubebuilder:validation:MaxLength=63
+	Bucket string `json:"bucket"`
+
+	// KeyPrefix; objects are <keyPrefix><taskID>/chunk-NNNN.csv.
+	// +optional
+	// +kubebuilder:default="failed/"
+	// +kubebuilder:validation:MaxLength=512
+	KeyPrefix string `json:"keyPrefix,omitempty"`
+}
+
+// WorkerSpec shapes the planner and chunk pods.
+type WorkerSpec struct {
+	// Image of the embedder; defaults to the operator's configured embedder image.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Image string `json:"image,omitempty"`
+
+	// ServiceAccountName the worker pods run as (S3 and DynamoDB identity, plan ConfigMap writes).
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
+	// Resources of the worker container.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// NodeSelector of the worker pods.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// Tolerations of the worker pods.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+}
+
+// Phase is where an ingestion is in its life.
+// +kubebuilder:validation:Enum=Pending;Planning;ProcessingChunks;Completed;PartiallyCompleted;Failed;Cancelled
+type Phase string
+
+const (
+	PhasePending            Phase = "Pending"
+	PhasePlanning           Phase = "Planning"
+	PhaseProcessingChunks   Phase = "ProcessingChunks"
+	PhaseCompleted          Phase = "Completed"
+	PhasePartiallyCompleted Phase = "PartiallyCompleted"
+	PhaseFailed             Phase = "Failed"
+	PhaseCancelled          Phase = "Cancelled"
+)
+
+// Terminal reports whether no more work will happen in this phase.
+func (p Phase) Terminal() bool {
+	switch p {
+	case PhaseCompleted, PhasePartiallyCompleted, PhaseFailed, PhaseCancelled:
+		return true
+	}
+	return false
+}
+
+// Condition types.
+const (
+	ConditionPlanned          = "Planned"
+	ConditionComplete         = "Complete"
+	ConditionFailed           = "Failed"
+	ConditionSuspended        = "Suspended"
+	ConditionTrackingDegraded = "TrackingDegraded"
+)
+
+// CsvIngestionStatus is derived from the ingestion's Jobs and plan on every reconcile. Its size is
+// bounded whatever the size of the file.
+type CsvIngestionStatus struct {
+	// Phase of the ingestion.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+
+	// TaskID in effect (spec.taskID or metadata.uid).
+	// +optional
+	TaskID string `json:"taskID,omitempty"`
+
+	// ObservedGeneration is the spec generation this status reflects.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Planned, Complete, Failed, Suspended, TrackingDegraded.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Source as planned.
+	// +optional
+	Source *SourceStatus `json:"source,omitempty"`
+
+	// Estimate of the work, from the plan.
+	// +optional
+	Estimate *Estimate `json:"estimate,omitempty"`
+
+	// Chunks counts chunks by state.
+	// +optional
+	Chunks ChunkCounts `json:"chunks,omitempty"`
+
+	// Progress is "<finished chunks>/<total chunks>" for kubectl.
+	// +optional
+	Progress string `json:"progress,omitempty"`
+
+	// CompletedChunks lists finished chunk indexes as compact ranges, e.g. "0-41,43-55".
+	// +optional
+	CompletedChunks string `json:"completedChunks,omitempty"`
+
+	// FailedChunks lists failed chunks, at most 50.
+	// +optional
+	// +kubebuilder:validation:MaxItems=50
+	FailedChunks []FailedChunk `json:"failedChunks,omitempty"`
+
+	// Records counts rows.
+	// +optional
+	Records RecordCounts `json:"records,omitempty"`
+
+	// Usage adds up the chunks' API usage.
+	// +optional
+	Usage *Usage `json:"usage,omitempty"`
+
+	// StartTime is when the ingestion was first reconciled.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+
+	// CompletionTime is when it reached a terminal phase.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+
+	// Message is a human summary of the current state.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// SourceStatus is the object that was planned.
+type SourceStatus struct {
+	ETag      string `json:"etag,omitempty"`
+	Bucket    string `json:"bucket,omitempty"`
+	Key       string `json:"key,omitempty"`
+	SizeBytes int64  `json:"sizeBytes,omitempty"`
+	TotalRows int64  `json:"totalRows,omitempty"`
+}
+
+// Estimate is what the plan expects the ingestion to cost.
+type Estimate struct {
+	Tokens  int64  `json:"tokens,omitempty"`
+	CostUSD string `json:"costUSD,omitempty"`
+	// MinDuration is the floor the rate budgets allow.
+	MinDuration string `json:"minDuration,omitempty"`
+	Requests    int64  `json:"requests,omitempty"`
+}
+
+// ChunkCounts counts chunks by state.
+type ChunkCounts struct {
+	Total     int32 `json:"total"`
+	Pending   int32 `json:"pending"`
+	Active    int32 `json:"active"`
+	Succeeded int32 `json:"succeeded"`
+	Failed    int32 `json:"failed"`
+}
+
+// RecordCounts counts rows.
+type RecordCounts struct {
+	Total     int64 `json:"total"`
+	Processed int64 `json:"processed"`
+	Failed    int64 `json:"failed"`
+	Skipped   int64 `json:"skipped"`
+}
+
+// Usage adds up the API usage reported by finished chunks.
+type Usage struct {
+	VectorsUpserted int64 `json:"vectorsUpserted,omitempty"`
+	Tokens          int64 `json:"tokens,omitempty"`
+	Requests        int64 `json:"requests,omitempty"`
+	Retries         int64 `json:"retries,omitempty"`
+	RateLimited     int64 `json:"rateLimited,omitempty"`
+}
+
+// FailedChunk is one chunk that failed.
+type FailedChunk struct {
+	Index int32 `json:"index"`
+	// Rows is the chunk's row range, e.g. "42000-42999".
+	Rows   string `json:"rows,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+}
+
+// CsvIngestion turns a CSV file into vectors in a Pinecone index.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=csvi,categories=vectordb
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Progress",type=string,JSONPath=`.status.progress`
+// +kubebuilder:printcolumn:name="Rows",type=integer,JSONPath=`.status.records.total`
+// +kubebuilder:printcolumn:name="Failed",type=integer,JSONPath=`.status.records.failed`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type CsvIngestion struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   CsvIngestionSpec   `json:"spec,omitempty"`
+	Status CsvIngestionStatus `json:"status,omitempty"`
+}
+
+// EffectiveTaskID is spec.taskID, or the object's UID when unset.
+func (c *CsvIngestion) EffectiveTaskID() string {
+	if c.Spec.TaskID != "" {
+		return c.Spec.TaskID
+	}
+	return string(c.UID)
+}
+
+// CsvIngestionList is a list of CsvIngestion.
+// +kubebuilder:object:root=true
+type CsvIngestionList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []CsvIngestion `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&CsvIngestion{}, &CsvIngestionList{})
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Builds or installs every binary the tests and the demo need into bin/, from the Go module proxy and
+# npm only. Idempotent: each tool is keyed by its version and skipped when already present.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN="$ROOT/bin"
+mkdir -p "$BIN"
+
+K8S_VERSION=${K8S_VERSION:-v1.37.2}
+K8S_STAGING_VERSION=${K8S_STAGING_VERSION:-v0.37.2}
+ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+MINIO_VERSION=${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}
+HELM_VERSION=${HELM_VERSION:-v3.22.0}
+CONTROLLER_GEN_VERSION=${CONTROLLER_GEN_VERSION:-v0.23.0}
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+
+# have NAME VERSION: true when bin/NAME was built for VERSION.
+have() { [ -x "$BIN/$1" ] && [ -f "$BIN/.$1.version" ] && [ "$(cat "$BIN/.$1.version")" = "$2" ]; }
+mark() { echo "$2" >"$BIN/.$1.version"; }
+
+go_install() { # name module@version
+  local name=$1 pkg=$2 version=${2##*@}
+  if have "$name" "$version"; then log "$name $version cached"; return; fi
+  log "installing $name $version"
+  GOBIN="$BIN" CGO_ENABLED=0 go install "$pkg"
+  mark "$name" "$version"
+}
+
+build_k8s() {
+  if have kube-apiserver "$K8S_VERSION" && have kube-controller-manager "$K8S_VERSION"; then
+    log "kube-apiserver and kube-controller-manager $K8S_VERSION cached"; return
+  fi
+  local dir="$BIN/.build/k8s-$K8S_VERSION"
+  mkdir -p "$dir"
+  log "building kube-apiserver and kube-controller-manager $K8S_VERSION (several minutes)"
+  (
+    cd "$dir"
+    # k8s.io/kubernetes points its staging modules at ./staging; a scratch module replaces each with
+    # its published release so the commands build from the module proxy alone.
+    local gomod
+    gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    {
+      echo "module vectordb.io/k8sbuild"
+      echo
+      echo "go 1.26"
+      echo
+      echo "require k8s.io/kubernetes $K8S_VERSION"
+      echo
+      grep -oE '^\s*k8s.io/[a-z0-9-]+ => ./staging/src/k8s.io/[a-z0-9-]+' "$gomod" |
+        awk -v v="$K8S_STAGING_VERSION" '{print "replace " $1 " => " $1 " " v}'
+    } >go.mod
+    cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+)
+GO
+    go mod tidy -e >/dev/null 2>&1 || true
+    go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" >/dev/null
+    CGO_ENABLED=0 go build -trimpath -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+    CGO_ENABLED=0 go build -trimpath -o "$BIN/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager
+  )
+  mark kube-apiserver "$K8S_VERSION"
+  mark kube-controller-manager "$K8S_VERSION"
+}
+
+build_etcd() {
+  if have etcd "$ETCD_VERSION"; then log "etcd $ETCD_VERSION cached"; return; fi
+  local dir="$BIN/.build/etcd-$ETCD_VERSION"
+  mkdir -p "$dir"
+  log "building etcd $ETCD_VERSION"
+  (
+    cd "$dir"
+    cat >main.go <<'GO'
+package main
+
+import "go.etcd.io/etcd/server/v3/etcdmain"
+
+func main() { etcdmain.Main(nil) }
+GO
+    printf 'module vectordb.io/etcdbuild\n\ngo 1.26\n' >go.mod
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null
+    go mod tidy >/dev/null
+    CGO_ENABLED=0 go build -trimpath -o "$BIN/etcd" .
+  )
+  mark etcd "$ETCD_VERSION"
+}
+
+install_dynalite() {
+  if [ -x "$ROOT/hack/dynalite/node_modules/.bin/dynalite" ]; then log "dynalite cached"; return; fi
+  log "installing dynalite (npm ci)"
+  (cd "$ROOT/hack/dynalite" && npm ci --no-audit --no-fund --loglevel=error)
+}
+
+want=${*:-all}
+for t in $want; do
+  case $t in
+    all)
+      go_install controller-gen "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION"
+      build_etcd
+      build_k8s
+      go_install minio "github.com/minio/minio@$MINIO_VERSION"
+      go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+      install_dynalite
+      ;;
+    controller-gen) go_install controller-gen "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION" ;;
+    etcd) build_etcd ;;
+    k8s) build_k8s ;;
+    minio) go_install minio "github.com/minio/minio@$MINIO_VERSION" ;;
+    helm) go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ;;
+    dynalite) install_dynalite ;;
+    *) echo "unknown tool $t" >&2; exit 2 ;;
+  esac
+done

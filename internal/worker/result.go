@@ -1,0 +1,121 @@
+package worker
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"unicode/utf8"
+)
+
+// MaxMessageBytes is the kubelet's limit on a termination message.
+const MaxMessageBytes = 4096
+
+// Reasons a worker or a row fails with. Rows also fail with mapping reasons (see the mapping package).
+const (
+	ReasonPermanentError = "PermanentError"
+	ReasonRetryableError = "RetryableError"
+	ReasonHeaderMismatch = "HeaderMismatch"
+	ReasonSourceChanged  = "SourceChanged"
+	ReasonSourceMissing  = "SourceMissing"
+	ReasonUnauthorized   = "Unauthorized"
+	ReasonQuotaExceeded  = "InsufficientQuota"
+	ReasonModelNotFound  = "ModelNotFound"
+	ReasonIndexNotFound  = "IndexNotFound"
+	ReasonDimension      = "DimensionMismatch"
+	ReasonTooManyChunks  = "TooManyChunks"
+)
+
+// FailedRow is a sample of a row that failed.
+type FailedRow struct {
+	Row    int64  `json:"row"`
+	Reason string `json:"reason"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Result is what a worker writes to its termination message. Counters are for this attempt.
+type Result struct {
+	Role            string      `json:"role"` // plan | chunk
+	Chunk           int         `json:"chunk,omitempty"`
+	RowsRead        int64       `json:"rowsRead"`
+	Processed       int64       `json:"processed"`
+	Failed          int64       `json:"failed"`
+	Skipped         int64       `json:"skipped"`
+	VectorsUpserted int64       `json:"vectorsUpserted"`
+	Tokens          int64       `json:"tokens"`
+	Requests        int64       `json:"requests"`
+	Retries         int64       `json:"retries"`
+	RateLimited     int64       `json:"rateLimited"`
+	DurationMillis  int64       `json:"durationMs"`
+	Reason          string      `json:"reason,omitempty"`
+	Error           string      `json:"error,omitempty"`
+	DeadLetterKey   string      `json:"deadLetterKey,omitempty"`
+	FailedSamples   []FailedRow `json:"failedSamples,omitempty"`
+}
+
+// MaxSamples is the most failed-row samples a result carries.
+const MaxSamples = 5
+
+// Encode renders the result in at most MaxMessageBytes, dropping samples and cutting strings
+// until it fits, so the kubelet never truncates it into invalid JSON.
+func (r Result) Encode() []byte {
+	if len(r.FailedSamples) > MaxSamples {
+		r.FailedSamples = r.FailedSamples[:MaxSamples]
+	}
+	for i := range r.FailedSamples {
+		r.FailedSamples[i].Detail = truncate(r.FailedSamples[i].Detail, 200)
+		r.FailedSamples[i].Reason = truncate(r.FailedSamples[i].Reason, 64)
+	}
+	r.Error = truncate(r.Error, 2048)
+	r.Reason = truncate(r.Reason, 64)
+	r.DeadLetterKey = truncate(r.DeadLetterKey, 512)
+	for {
+		b, err := json.Marshal(r)
+		if err == nil && len(b) <= MaxMessageBytes {
+			return b
+		}
+		switch {
+		case len(r.FailedSamples) > 0:
+			r.FailedSamples = r.FailedSamples[:len(r.FailedSamples)-1]
+		case len(r.Error) > 64:
+			r.Error = truncate(r.Error, len(r.Error)/2)
+		default:
+			r.DeadLetterKey = ""
+			r.Error = truncate(r.Error, 32)
+		}
+	}
+}
+
+// DecodeResult parses a termination message.
+func DecodeResult(msg string) (Result, error) {
+	var r Result
+	if err := json.Unmarshal([]byte(msg), &r); err != nil {
+		return r, fmt.Errorf("decode worker result: %w", err)
+	}
+	return r, nil
+}
+
+// WriteResult writes the result to path (the termination-message path).
+func WriteResult(path string, r Result) error {
+	if path == "" {
+		path = DefaultTerminationLog
+	}
+	if err := os.WriteFile(path, r.Encode(), 0o644); err != nil {
+		return fmt.Errorf("write termination message %s: %w", path, err)
+	}
+	return nil
+}
+
+// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	if n <= 3 {
+		return s[:0]
+	}
+	cut := n - 3
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}

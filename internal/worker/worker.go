@@ -1,0 +1,125 @@
+// Package worker is the contract between the controller and the embedder: how a worker pod is
+// told what to do (arguments and environment), the plan the planner writes, the exit codes, and the
+// result JSON a worker leaves in its termination message. Both sides import it, so neither can drift.
+package worker
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+)
+
+// Exit codes of the embedder. A Job's podFailurePolicy fails the Job at once on ExitPermanent;
+// ExitRetryable counts against backoffLimit.
+const (
+	ExitOK        = 0
+	ExitRetryable = 1
+	ExitUsage     = 2
+	ExitPermanent = 42
+)
+
+// Environment variables a worker pod gets. Secret values come from secretKeyRef, never inline.
+const (
+	// EnvIngestion holds the JSON of an Ingestion (no secret values, only references).
+	EnvIngestion = "VECTORDB_INGESTION"
+
+	EnvOpenAIAPIKey       = "OPENAI_API_KEY"
+	EnvPineconeAPIKey     = "PINECONE_API_KEY"
+	EnvMetabaseAPIKey     = "METABASE_API_KEY"
+	EnvAWSAccessKeyID     = "AWS_ACCESS_KEY_ID"
+	EnvAWSSecretKey       = "AWS_SECRET_ACCESS_KEY"
+	EnvTerminationLog     = "VECTORDB_TERMINATION_LOG"
+	DefaultTerminationLog = "/dev/termination-log"
+)
+
+// Ingestion is what a worker needs to know of its CsvIngestion.
+type Ingestion struct {
+	Name      string                    `json:"name"`
+	Namespace string                    `json:"namespace"`
+	UID       string                    `json:"uid"`
+	TaskID    string                    `json:"taskID"`
+	Spec      v1alpha1.CsvIngestionSpec `json:"spec"`
+}
+
+// FromObject builds the worker's view of a CsvIngestion.
+func FromObject(obj *v1alpha1.CsvIngestion) Ingestion {
+	return Ingestion{
+		Name:      obj.Name,
+		Namespace: obj.Namespace,
+		UID:       string(obj.UID),
+		TaskID:    obj.EffectiveTaskID(),
+		Spec:      obj.Spec,
+	}
+}
+
+// Encode returns the JSON for EnvIngestion.
+func (in Ingestion) Encode() (string, error) {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return "", fmt.Errorf("encode ingestion: %w", err)
+	}
+	return string(b), nil
+}
+
+// DecodeIngestion parses EnvIngestion.
+func DecodeIngestion(s string) (Ingestion, error) {
+	var in Ingestion
+	if s == "" {
+		return in, fmt.Errorf("%s is empty", EnvIngestion)
+	}
+	if err := json.Unmarshal([]byte(s), &in); err != nil {
+		return in, fmt.Errorf("decode %s: %w", EnvIngestion, err)
+	}
+	return in, nil
+}
+
+// Names of children, deterministic so a restarted controller finds what it created.
+func PlanJobName(ingestion string) string       { return ingestion + "-plan" }
+func PlanConfigMapName(ingestion string) string { return ingestion + "-plan" }
+func ChunkJobName(ingestion string, index int) string {
+	return fmt.Sprintf("%s-chunk-%d", ingestion, index)
+}
+
+// Labels on every child (DESIGN §2).
+const (
+	LabelName   = "ingestion.vectordb.io/name"
+	LabelUID    = "ingestion.vectordb.io/uid"
+	LabelTaskID = "ingestion.vectordb.io/task-id"
+	LabelRole   = "ingestion.vectordb.io/role"
+	LabelChunk  = "ingestion.vectordb.io/chunk"
+
+	RolePlan  = "plan"
+	RoleChunk = "chunk"
+)
+
+// PlanDataKey is the ConfigMap key holding the plan JSON.
+const PlanDataKey = "plan.json"
+
+// ChunkArgs is one chunk's assignment, passed as flags to `embedder chunk`.
+type ChunkArgs struct {
+	Index    int
+	Offset   int64 // byte offset of the chunk's first row in the (decompressed) object
+	Length   int64 // bytes of the chunk
+	FirstRow int64 // 0-based data row number of the chunk's first row
+	Rows     int64
+	ETag     string
+	// Shares of the ingestion's budgets for this chunk.
+	RequestsPerMinute float64
+	TokensPerMinute   float64
+}
+
+// Flags renders the arguments of `embedder chunk`.
+func (c ChunkArgs) Flags() []string {
+	return []string{
+		"chunk",
+		fmt.Sprintf("--index=%d", c.Index),
+		fmt.Sprintf("--offset=%d", c.Offset),
+		fmt.Sprintf("--length=%d", c.Length),
+		fmt.Sprintf("--first-row=%d", c.FirstRow),
+		fmt.Sprintf("--rows=%d", c.Rows),
+		"--etag=" + c.ETag,
+		fmt.Sprintf("--rpm=%g", c.RequestsPerMinute),
+		fmt.Sprintf("--tpm=%g", c.TokensPerMinute),
+	}
+}
