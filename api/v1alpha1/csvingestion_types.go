@@ -561,7 +561,11 @@ type CsvIngestionStatus struct {
 	// +optional
 	CompletedChunks string `json:"completedChunks,omitempty"`
 
-	// FailedChunks lists failed chunks, at most 50.
+	// FailedChunkIndexes lists every failed chunk index as compact ranges.
+	// +optional
+	FailedChunkIndexes string `json:"failedChunkIndexes,omitempty"`
+
+	// FailedChunks details failed chunks, at most 50.
 	// +optional
 	// +kubebuilder:validation:MaxItems=50
 	FailedChunks []FailedChunk `json:"failedChunks,omitempty"`
@@ -573,6 +577,11 @@ type CsvIngestionStatus struct {
 	// Usage adds up the chunks' API usage.
 	// +optional
 	Usage *Usage `json:"usage,omitempty"`
+
+	// TrackingVersion increases with every status change mirrored to the task table; the table
+	// accepts only writes with a newer version, so a stale writer never moves it backwards.
+	// +optional
+	TrackingVersion int64 `json:"trackingVersion,omitempty"`
 
 	// StartTime is when the ingestion was first reconciled.
 	// +optional

@@ -55,6 +55,8 @@ func (p *Plan) Chunk(i int) (ChunkArgs, error) {
 		FirstRow: first,
 		Rows:     rows,
 		ETag:     p.ETag,
+		// The plan records what it found; an old plan without it was read as plain text.
+		Compression: p.Compression,
 	}, nil
 }
 

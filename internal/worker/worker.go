@@ -104,6 +104,9 @@ type ChunkArgs struct {
 	FirstRow int64 // 0-based data row number of the chunk's first row
 	Rows     int64
 	ETag     string
+	// Compression of the object as the planner found it (none | gzip); offsets are positions in
+	// the decompressed stream, so a gzip chunk must be read from the start.
+	Compression string
 	// Shares of the ingestion's budgets for this chunk.
 	RequestsPerMinute float64
 	TokensPerMinute   float64
@@ -111,7 +114,7 @@ type ChunkArgs struct {
 
 // Flags renders the arguments of `embedder chunk`.
 func (c ChunkArgs) Flags() []string {
-	return []string{
+	flags := []string{
 		"chunk",
 		fmt.Sprintf("--index=%d", c.Index),
 		fmt.Sprintf("--offset=%d", c.Offset),
@@ -122,4 +125,8 @@ func (c ChunkArgs) Flags() []string {
 		fmt.Sprintf("--rpm=%g", c.RequestsPerMinute),
 		fmt.Sprintf("--tpm=%g", c.TokensPerMinute),
 	}
+	if c.Compression != "" {
+		flags = append(flags, "--compression="+c.Compression)
+	}
+	return flags
 }

@@ -1,0 +1,245 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/test/harness"
+)
+
+var cluster *harness.Cluster
+
+func TestMain(m *testing.M) {
+	c, err := harness.NewCluster(harness.ClusterOptions{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start cluster:", err)
+		os.Exit(1)
+	}
+	cluster = c
+	code := m.Run()
+	if err := c.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stop cluster:", err)
+	}
+	os.Exit(code)
+}
+
+func loadSample(t *testing.T, file string) *unstructured.Unstructured {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "config/samples", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(b, &u.Object); err != nil {
+		t.Fatalf("parse %s: %v", file, err)
+	}
+	u.SetNamespace("default")
+	return u
+}
+
+const minimal = "ingestion_v1alpha1_csvingestion_minimal.yaml"
+const legacy = "ingestion_v1alpha1_csvingestion_legacy.yaml"
+
+func TestSamplesAcceptedWithDefaults(t *testing.T) {
+	ctx := context.Background()
+	for _, file := range []string{minimal, legacy} {
+		u := loadSample(t, file)
+		u.SetName("sample-" + strings.TrimSuffix(strings.TrimPrefix(file, "ingestion_v1alpha1_csvingestion_"), ".yaml"))
+		if err := cluster.Client.Create(ctx, u); err != nil {
+			t.Fatalf("%s rejected: %v", file, err)
+		}
+		var got v1alpha1.CsvIngestion
+		if err := cluster.Client.Get(ctx, client.ObjectKeyFromObject(u), &got); err != nil {
+			t.Fatal(err)
+		}
+		s := got.Spec
+		checks := map[string][2]any{
+			"chunking.rowsPerChunk":         {s.Chunking.RowsPerChunk, int32(1000)},
+			"chunking.parallelism":          {s.Chunking.Parallelism, int32(4)},
+			"chunking.chunkTimeout":         {s.Chunking.ChunkTimeout.Duration.String(), "30m0s"},
+			"chunking.retriesPerChunk":      {s.Chunking.RetriesPerChunk, int32(3)},
+			"chunking.maxFailedRowsPercent": {s.Chunking.MaxFailedRowsPercent, int32(1)},
+			"embedding.requestsPerMinute":   {s.Embedding.RequestsPerMinute, int32(300)},
+			"embedding.tokensPerMinute":     {s.Embedding.TokensPerMinute, int64(1000000)},
+			"embedding.maxInputsPerRequest": {s.Embedding.MaxInputsPerRequest, int32(2048)},
+			"embedding.apiKeySecretRef.key": {s.Embedding.APIKeySecretRef.Key, "api-key"},
+			"target.pinecone.batchSize":     {s.Target.Pinecone.BatchSize, int32(100)},
+			"source.csv.delimiter":          {s.Source.CSV.Delimiter, ","},
+			"source.csv.compression":        {s.Source.CSV.Compression, "auto"},
+			"source.s3.region":              {s.Source.S3.Region, "us-east-1"},
+			"mapping.idColumn":              {s.Mapping.IDColumn, "id"},
+			"mapping.metadata.include":      {s.Mapping.Metadata.Include, "all"},
+			"mapping.metadata.textField":    {s.Mapping.Metadata.TextField, "text"},
+			"mapping.metadata.textMaxChars": {s.Mapping.Metadata.TextMaxChars, int32(1000)},
+		}
+		if file == minimal {
+			checks["mapping.sanitize"] = [2]any{s.Mapping.Sanitize, "basic"}
+		} else {
+			checks["mapping.sanitize"] = [2]any{s.Mapping.Sanitize, "legacy"}
+			checks["mapping.idPrefix"] = [2]any{s.Mapping.IDPrefix, "239."}
+			checks["target.pinecone.namespace"] = [2]any{s.Target.Pinecone.Namespace, "v2"}
+			checks["tracking.dynamoDB.table"] = [2]any{s.Tracking.DynamoDB.Table, "vectordb-tasks-prod"}
+			checks["deadLetter.keyPrefix"] = [2]any{s.DeadLetter.KeyPrefix, "failed/"}
+		}
+		for field, c := range checks {
+			if c[0] != c[1] {
+				t.Errorf("%s: spec.%s = %v, want %v", file, field, c[0], c[1])
+			}
+		}
+	}
+}
+
+// set walks path (dot separated) in obj and sets it, creating maps on the way; nil deletes.
+func set(obj map[string]any, path string, v any) {
+	parts := strings.Split(path, ".")
+	m := obj
+	for _, p := range parts[:len(parts)-1] {
+		next, ok := m[p].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			m[p] = next
+		}
+		m = next
+	}
+	if v == nil {
+		delete(m, parts[len(parts)-1])
+		return
+	}
+	m[parts[len(parts)-1]] = v
+}
+
+func TestInvalidSpecsRejected(t *testing.T) {
+	ctx := context.Background()
+	metabase := map[string]any{
+		"url": "https://metabase.example.com", "questionID": int64(239),
+		"apiKeySecretRef": map[string]any{"name": "metabase"},
+		"stageTo":         map[string]any{"bucket": "csv-storage"},
+	}
+	cases := []struct {
+		name   string
+		mutate func(spec map[string]any)
+		want   string
+	}{
+		{"both sources", func(s map[string]any) { set(s, "source.metabase", metabase) }, "set exactly one of spec.source.s3 or spec.source.metabase"},
+		{"no source", func(s map[string]any) { set(s, "source.s3", nil) }, "set exactly one of spec.source.s3 or spec.source.metabase"},
+		{"both text fields", func(s map[string]any) { set(s, "mapping.textTemplate", "{{.title}}") }, "set exactly one of spec.mapping.textColumn or spec.mapping.textTemplate"},
+		{"no text field", func(s map[string]any) { set(s, "mapping.textColumn", nil) }, "set exactly one of spec.mapping.textColumn or spec.mapping.textTemplate"},
+		{"rowsPerChunk 0", func(s map[string]any) { set(s, "chunking.rowsPerChunk", int64(0)) }, "spec.chunking.rowsPerChunk: Invalid value: 0: spec.chunking.rowsPerChunk in body should be greater than or equal to 1"},
+		{"rowsPerChunk too big", func(s map[string]any) { set(s, "chunking.rowsPerChunk", int64(1000001)) }, "should be less than or equal to 1000000"},
+		{"parallelism 0", func(s map[string]any) { set(s, "chunking.parallelism", int64(0)) }, "spec.chunking.parallelism in body should be greater than or equal to 1"},
+		{"parallelism too big", func(s map[string]any) { set(s, "chunking.parallelism", int64(1001)) }, "spec.chunking.parallelism in body should be less than or equal to 1000"},
+		{"batchSize 0", func(s map[string]any) { set(s, "target.pinecone.batchSize", int64(0)) }, "spec.target.pinecone.batchSize in body should be greater than or equal to 1"},
+		{"batchSize too big", func(s map[string]any) { set(s, "target.pinecone.batchSize", int64(1001)) }, "spec.target.pinecone.batchSize in body should be less than or equal to 1000"},
+		{"maxInputsPerRequest too big", func(s map[string]any) { set(s, "embedding.maxInputsPerRequest", int64(2049)) }, "spec.embedding.maxInputsPerRequest in body should be less than or equal to 2048"},
+		{"maxFailedRowsPercent too big", func(s map[string]any) { set(s, "chunking.maxFailedRowsPercent", int64(101)) }, "spec.chunking.maxFailedRowsPercent in body should be less than or equal to 100"},
+		{"maxFailedRowsPercent negative", func(s map[string]any) { set(s, "chunking.maxFailedRowsPercent", int64(-1)) }, "spec.chunking.maxFailedRowsPercent in body should be greater than or equal to 0"},
+		{"requestsPerMinute 0", func(s map[string]any) { set(s, "embedding.requestsPerMinute", int64(0)) }, "spec.embedding.requestsPerMinute in body should be greater than or equal to 1"},
+		{"tokensPerMinute 0", func(s map[string]any) { set(s, "embedding.tokensPerMinute", int64(0)) }, "spec.embedding.tokensPerMinute in body should be greater than or equal to 1"},
+		{"chunkTimeout zero", func(s map[string]any) { set(s, "chunking.chunkTimeout", "0s") }, "spec.chunking.chunkTimeout must be a positive duration of at least 1s"},
+		{"chunkTimeout garbage", func(s map[string]any) { set(s, "chunking.chunkTimeout", "soon") }, "spec.chunking.chunkTimeout in body should match"},
+		{"missing OpenAI secret ref", func(s map[string]any) { set(s, "embedding.apiKeySecretRef", nil) }, "spec.embedding.apiKeySecretRef: Required value"},
+		{"empty Pinecone secret name", func(s map[string]any) { set(s, "target.pinecone.apiKeySecretRef.name", "") }, "spec.target.pinecone.apiKeySecretRef.name in body should be at least 1 chars long"},
+		{"missing index", func(s map[string]any) { set(s, "target.pinecone.index", nil) }, "spec.target.pinecone.index: Required value"},
+		{"missing bucket", func(s map[string]any) { set(s, "source.s3.bucket", nil) }, "spec.source.s3.bucket: Required value"},
+		{"bad sanitize", func(s map[string]any) { set(s, "mapping.sanitize", "aggressive") }, `spec.mapping.sanitize: Unsupported value: "aggressive"`},
+		{"metadata columns without list", func(s map[string]any) { set(s, "mapping.metadata.include", "columns") }, "spec.mapping.metadata.columns must list at least one column when include is columns"},
+		{"two-character delimiter", func(s map[string]any) { set(s, "source.csv.delimiter", ";;") }, "spec.source.csv.delimiter: Too long"},
+		{"endpoint without scheme", func(s map[string]any) { set(s, "source.s3.endpoint", "minio:9000") }, "spec.source.s3.endpoint in body should match '^https?://'"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u := loadSample(t, minimal)
+			u.SetName(fmt.Sprintf("invalid-%d", i))
+			spec := u.Object["spec"].(map[string]any)
+			tc.mutate(spec)
+			err := cluster.Client.Create(ctx, u)
+			if err == nil {
+				t.Fatalf("accepted; want rejection containing %q", tc.want)
+			}
+			if !apierrors.IsInvalid(err) {
+				t.Fatalf("want an Invalid error, got %v", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q\ndoes not contain %q", err.Error(), tc.want)
+			}
+		})
+	}
+}
+
+func TestUpdates(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		name   string
+		mutate func(spec map[string]any)
+		want   string // empty: accepted
+	}{
+		{"change source", func(s map[string]any) { set(s, "source.s3.key", "exports/other.csv") }, "spec.source is immutable"},
+		{"change mapping", func(s map[string]any) { set(s, "mapping.textColumn", "body") }, "spec.mapping is immutable"},
+		{"change target", func(s map[string]any) { set(s, "target.pinecone.index", "other") }, "spec.target is immutable"},
+		{"change taskID", func(s map[string]any) { set(s, "taskID", "task-2") }, "spec.taskID cannot change once set"},
+		{"drop taskID", func(s map[string]any) { set(s, "taskID", nil) }, "spec.taskID cannot change once set"},
+		{"change model", func(s map[string]any) { set(s, "embedding.model", "text-embedding-3-large") }, "spec.embedding.model is immutable"},
+		{"change dimensions", func(s map[string]any) { set(s, "embedding.dimensions", int64(256)) }, "spec.embedding.dimensions is immutable"},
+		{"change rowsPerChunk", func(s map[string]any) { set(s, "chunking.rowsPerChunk", int64(500)) }, "spec.chunking.rowsPerChunk is immutable"},
+		{"change tracking", func(s map[string]any) { set(s, "tracking.dynamoDB.table", "other-table") }, "spec.tracking cannot change once set"},
+		{"change parallelism", func(s map[string]any) { set(s, "chunking.parallelism", int64(16)) }, ""},
+		{"suspend", func(s map[string]any) { set(s, "suspend", true) }, ""},
+		{"change rate budgets", func(s map[string]any) {
+			set(s, "embedding.requestsPerMinute", int64(600))
+			set(s, "embedding.tokensPerMinute", int64(5000000))
+		}, ""},
+		{"change worker resources", func(s map[string]any) {
+			set(s, "worker.resources", map[string]any{"limits": map[string]any{"memory": "256Mi"}})
+		}, ""},
+		{"cancel", func(s map[string]any) { set(s, "cancel", true) }, ""},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u := loadSample(t, legacy)
+			u.SetName(fmt.Sprintf("update-%d", i))
+			set(u.Object, "spec.taskID", fmt.Sprintf("task-%d", i))
+			if err := cluster.Client.Create(ctx, u); err != nil {
+				t.Fatalf("create: %v", err)
+			}
+			tc.mutate(u.Object["spec"].(map[string]any))
+			err := cluster.Client.Update(ctx, u)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("update rejected: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("update accepted; want rejection containing %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q\ndoes not contain %q", err.Error(), tc.want)
+			}
+		})
+	}
+}
+
+func TestCancelCannotBeUndone(t *testing.T) {
+	ctx := context.Background()
+	u := loadSample(t, minimal)
+	u.SetName("cancel-undo")
+	set(u.Object, "spec.cancel", true)
+	if err := cluster.Client.Create(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	set(u.Object, "spec.cancel", false)
+	err := cluster.Client.Update(ctx, u)
+	if err == nil || !strings.Contains(err.Error(), "spec.cancel cannot be unset") {
+		t.Fatalf("want rejection of un-cancel, got %v", err)
+	}
+}

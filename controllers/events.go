@@ -1,0 +1,67 @@
+package controllers
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+)
+
+// emitEvents runs after the status write: events describe what the written status says.
+func (p *pass) emitEvents(before *v1alpha1.CsvIngestionStatus) {
+	rec, obj, st := p.r.Recorder, p.obj, &p.status
+	if rec == nil {
+		return
+	}
+	if isTrue(st, v1alpha1.ConditionPlanned) && !isTrue(before, v1alpha1.ConditionPlanned) {
+		rec.Eventf(obj, nil, corev1.EventTypeNormal, "Planned", "Plan", "%d rows in %d chunks; estimate %d tokens, %s USD, at least %s",
+			st.Records.Total, st.Chunks.Total, estTokens(st), estCost(st), estDuration(st))
+	}
+	for _, fc := range p.newlyFailed {
+		rec.Eventf(obj, nil, corev1.EventTypeWarning, "ChunkFailed", "RunChunk", "chunk %d (rows %s) failed: %s: %s", fc.Index, fc.Rows, fc.Reason, fc.Message)
+	}
+	for _, w := range p.warnings {
+		rec.Eventf(obj, nil, corev1.EventTypeWarning, "OutcomeUnavailable", "RunChunk", "%s", w)
+	}
+	if st.Phase == v1alpha1.PhaseProcessingChunks {
+		was, is := isTrue(before, v1alpha1.ConditionSuspended), isTrue(st, v1alpha1.ConditionSuspended)
+		if is && !was {
+			rec.Eventf(obj, nil, corev1.EventTypeNormal, "Suspended", "Suspend", "suspended at %s chunks", st.Progress)
+		}
+		if was && !is {
+			rec.Eventf(obj, nil, corev1.EventTypeNormal, "Resumed", "Resume", "resumed at %s chunks", st.Progress)
+		}
+	}
+	if st.Phase != before.Phase && st.Phase.Terminal() {
+		typ := corev1.EventTypeNormal
+		if st.Phase == v1alpha1.PhaseFailed || st.Phase == v1alpha1.PhasePartiallyCompleted {
+			typ = corev1.EventTypeWarning
+		}
+		rec.Eventf(obj, nil, typ, string(st.Phase), "Finish", "%s", st.Message)
+	}
+}
+
+func isTrue(st *v1alpha1.CsvIngestionStatus, t string) bool {
+	return meta.IsStatusConditionTrue(st.Conditions, t)
+}
+
+func estTokens(st *v1alpha1.CsvIngestionStatus) int64 {
+	if st.Estimate == nil {
+		return 0
+	}
+	return st.Estimate.Tokens
+}
+
+func estCost(st *v1alpha1.CsvIngestionStatus) string {
+	if st.Estimate == nil {
+		return "?"
+	}
+	return st.Estimate.CostUSD
+}
+
+func estDuration(st *v1alpha1.CsvIngestionStatus) string {
+	if st.Estimate == nil {
+		return "?"
+	}
+	return st.Estimate.MinDuration
+}

@@ -1,0 +1,232 @@
+package controllers
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+)
+
+// containerName is the worker container in every Job; the podFailurePolicy refers to it.
+const containerName = "embedder"
+
+func childLabels(obj *v1alpha1.CsvIngestion, role string) map[string]string {
+	return map[string]string{
+		worker.LabelName:   obj.Name,
+		worker.LabelUID:    string(obj.UID),
+		worker.LabelTaskID: obj.EffectiveTaskID(),
+		worker.LabelRole:   role,
+	}
+}
+
+func ownerRef(obj *v1alpha1.CsvIngestion) metav1.OwnerReference {
+	return metav1.OwnerReference{
+		APIVersion:         v1alpha1.GroupVersion.String(),
+		Kind:               "CsvIngestion",
+		Name:               obj.Name,
+		UID:                obj.UID,
+		Controller:         ptr.To(true),
+		BlockOwnerDeletion: ptr.To(true),
+	}
+}
+
+func secretEnv(name string, ref v1alpha1.SecretKeyRef) corev1.EnvVar {
+	key := ref.Key
+	if key == "" {
+		key = "api-key"
+	}
+	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: ref.Name}, Key: key,
+	}}}
+}
+
+// s3Env passes S3 credentials by reference; without a Secret the pod's identity is used.
+func s3Env(conn v1alpha1.S3Connection) []corev1.EnvVar {
+	ref := conn.CredentialsSecretRef
+	if ref == nil {
+		return nil
+	}
+	idKey, secretKey := ref.AccessKeyIDKey, ref.SecretAccessKeyKey
+	if idKey == "" {
+		idKey = "AWS_ACCESS_KEY_ID"
+	}
+	if secretKey == "" {
+		secretKey = "AWS_SECRET_ACCESS_KEY"
+	}
+	sel := func(k string) *corev1.EnvVarSource {
+		return &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: ref.Name}, Key: k,
+		}}
+	}
+	return []corev1.EnvVar{
+		{Name: worker.EnvAWSAccessKeyID, ValueFrom: sel(idKey)},
+		{Name: worker.EnvAWSSecretKey, ValueFrom: sel(secretKey)},
+	}
+}
+
+func sourceConnection(spec *v1alpha1.CsvIngestionSpec) v1alpha1.S3Connection {
+	if spec.Source.Metabase != nil {
+		return spec.Source.Metabase.StageTo.S3Connection
+	}
+	if spec.Source.S3 != nil {
+		return spec.Source.S3.S3Connection
+	}
+	return v1alpha1.S3Connection{}
+}
+
+// podSpec is what the planner and chunk pods share: restricted security context, the worker's
+// service account and scheduling settings, and the ingestion as JSON (references only, no secrets).
+func (r *Reconciler) podSpec(obj *v1alpha1.CsvIngestion, args []string, env []corev1.EnvVar, needAPI bool) (corev1.PodSpec, error) {
+	ing, err := worker.FromObject(obj).Encode()
+	if err != nil {
+		return corev1.PodSpec{}, err
+	}
+	image := obj.Spec.Worker.Image
+	if image == "" {
+		image = r.Config.EmbedderImage
+	}
+	sa := obj.Spec.Worker.ServiceAccountName
+	if sa == "" {
+		sa = r.Config.WorkerServiceAccount
+	}
+	env = append([]corev1.EnvVar{{Name: worker.EnvIngestion, Value: ing}}, env...)
+	env = append(env, s3Env(sourceConnection(&obj.Spec))...)
+	return corev1.PodSpec{
+		RestartPolicy:                 corev1.RestartPolicyNever,
+		ServiceAccountName:            sa,
+		AutomountServiceAccountToken:  ptr.To(needAPI),
+		NodeSelector:                  obj.Spec.Worker.NodeSelector,
+		Tolerations:                   obj.Spec.Worker.Tolerations,
+		TerminationGracePeriodSeconds: ptr.To[int64](30),
+		SecurityContext: &corev1.PodSecurityContext{
+			RunAsNonRoot:   ptr.To(true),
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		Containers: []corev1.Container{{
+			Name:                     containerName,
+			Image:                    image,
+			Args:                     args,
+			Env:                      env,
+			Resources:                obj.Spec.Worker.Resources,
+			TerminationMessagePath:   worker.DefaultTerminationLog,
+			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+			SecurityContext: &corev1.SecurityContext{
+				AllowPrivilegeEscalation: ptr.To(false),
+				ReadOnlyRootFilesystem:   ptr.To(true),
+				RunAsNonRoot:             ptr.To(true),
+				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			},
+		}},
+	}, nil
+}
+
+// failurePolicy fails the Job at once on the embedder's permanent exit code, and does not count
+// node disruptions (evictions, preemption) against the retries.
+func failurePolicy() *batchv1.PodFailurePolicy {
+	return &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
+		{
+			Action: batchv1.PodFailurePolicyActionFailJob,
+			OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+				ContainerName: ptr.To(containerName),
+				Operator:      batchv1.PodFailurePolicyOnExitCodesOpIn,
+				Values:        []int32{worker.ExitPermanent},
+			},
+		},
+		{
+			Action: batchv1.PodFailurePolicyActionIgnore,
+			OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{
+				{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue},
+			},
+		},
+	}}
+}
+
+func (r *Reconciler) job(obj *v1alpha1.CsvIngestion, name, role string, pod corev1.PodSpec, extraLabels map[string]string) *batchv1.Job {
+	labels := childLabels(obj, role)
+	for k, v := range extraLabels {
+		labels[k] = v
+	}
+	timeout := obj.Spec.Chunking.ChunkTimeout.Duration
+	if timeout <= 0 {
+		timeout = 30 * time.Minute
+	}
+	retries := obj.Spec.Chunking.RetriesPerChunk
+	// Each attempt is bounded by chunkTimeout (the pod's deadline); the Job's deadline leaves room
+	// for every allowed retry.
+	pod.ActiveDeadlineSeconds = ptr.To(int64(timeout.Seconds()))
+	return &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            name,
+			Namespace:       obj.Namespace,
+			Labels:          labels,
+			OwnerReferences: []metav1.OwnerReference{ownerRef(obj)},
+		},
+		Spec: batchv1.JobSpec{
+			Parallelism:             ptr.To[int32](1),
+			Completions:             ptr.To[int32](1),
+			BackoffLimit:            ptr.To(retries),
+			ActiveDeadlineSeconds:   ptr.To(int64(timeout.Seconds()) * int64(retries+1)),
+			TTLSecondsAfterFinished: ptr.To(int32(r.Config.JobTTL.Seconds())),
+			PodFailurePolicy:        failurePolicy(),
+			Suspend:                 ptr.To(false),
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       pod,
+			},
+		},
+	}
+}
+
+// plannerJob reads the object once and writes the plan ConfigMap, so it alone needs API access.
+func (r *Reconciler) plannerJob(obj *v1alpha1.CsvIngestion) (*batchv1.Job, error) {
+	var env []corev1.EnvVar
+	if mb := obj.Spec.Source.Metabase; mb != nil {
+		env = append(env, secretEnv(worker.EnvMetabaseAPIKey, mb.APIKeySecretRef))
+	}
+	pod, err := r.podSpec(obj, []string{"plan"}, env, true)
+	if err != nil {
+		return nil, err
+	}
+	return r.job(obj, worker.PlanJobName(obj.Name), worker.RolePlan, pod, nil), nil
+}
+
+// chunkJob embeds one chunk. Its budget shares are fixed at creation.
+func (r *Reconciler) chunkJob(obj *v1alpha1.CsvIngestion, args worker.ChunkArgs) (*batchv1.Job, error) {
+	env := []corev1.EnvVar{
+		secretEnv(worker.EnvOpenAIAPIKey, obj.Spec.Embedding.APIKeySecretRef),
+		secretEnv(worker.EnvPineconeAPIKey, obj.Spec.Target.Pinecone.APIKeySecretRef),
+	}
+	pod, err := r.podSpec(obj, args.Flags(), env, false)
+	if err != nil {
+		return nil, err
+	}
+	return r.job(obj, worker.ChunkJobName(obj.Name, args.Index), worker.RoleChunk, pod,
+		map[string]string{worker.LabelChunk: strconv.Itoa(args.Index)}), nil
+}
+
+// budgetShare splits a per-minute budget across the chunks that can run at once: never more
+// than parallelism, never more than the chunks still unfinished, so the tail gets the whole budget.
+func budgetShare(total float64, parallelism int32, unfinished int) float64 {
+	n := int(parallelism)
+	if unfinished < n {
+		n = unfinished
+	}
+	if n < 1 {
+		n = 1
+	}
+	return total / float64(n)
+}
+
+func chunkRows(args worker.ChunkArgs) string {
+	if args.Rows <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d-%d", args.FirstRow, args.FirstRow+args.Rows-1)
+}

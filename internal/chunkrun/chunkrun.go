@@ -1,0 +1,587 @@
+// Package chunkrun is `embedder chunk`: it streams one chunk's rows from the object (a ranged GET
+// pinned to the planned ETag), maps them, embeds them in batches and upserts the vectors, and
+// dead-letters every row it could not ingest with its reason.
+//
+// The work is a pipeline of bounded stages so memory does not depend on the chunk's size and the
+// network waits overlap:
+//
+//	read+map (1) → batch+tokenize (1) → embed (a few requests in flight) → upsert (a few)
+//
+// Rows fail one at a time (malformed CSV, a mapping error, too many tokens, bad metadata) and are
+// counted and dead-lettered; the chunk still succeeds. A failure that concerns every row (bad key,
+// missing index, dimension mismatch, retries exhausted) stops the chunk with an error.
+package chunkrun
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/go-logr/logr"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vectordb-io/vectordb-operator/internal/csvplan"
+	"github.com/vectordb-io/vectordb-operator/internal/deadletter"
+	"github.com/vectordb-io/vectordb-operator/internal/embedding"
+	"github.com/vectordb-io/vectordb-operator/internal/mapping"
+	"github.com/vectordb-io/vectordb-operator/internal/pinecone"
+	"github.com/vectordb-io/vectordb-operator/internal/planner"
+	"github.com/vectordb-io/vectordb-operator/internal/source"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+)
+
+// ReasonInvalidMetadata fails a row whose metadata the Pinecone client cannot encode.
+const ReasonInvalidMetadata = "invalid_metadata"
+
+// MaxVectorBytesPerRequest bounds the vectors one embeddings request returns (512 inputs at 1,536
+// dimensions), so the requests in flight and their decoded responses keep a chunk pod far below
+// 64 MiB whatever maxInputsPerRequest says. Requests stay large enough that the request budget
+// is not what limits throughput at realistic token budgets.
+const MaxVectorBytesPerRequest = 3 << 20
+
+// Pipeline shape: goroutines per stage and the queue between stages (in batches).
+const (
+	embedWorkers  = 3
+	upsertWorkers = 2
+	rowsPerSlice  = 128
+)
+
+// Deps are the chunk's connections. Zero values are built from the ingestion and the arguments.
+type Deps struct {
+	// S3 reaches the source bucket (and the dead-letter bucket). nil: built from the source's
+	// S3 connection and the AWS_* environment.
+	S3 *s3.Client
+	// Embedder and Upserter may be shared by chunks running in one process (`embedder run`), so
+	// they share one rate budget. nil: built for this chunk with its budget shares.
+	Embedder *embedding.Embedder
+	Upserter *pinecone.Upserter
+	// OpenAIAPIKey and PineconeAPIKey are used when the clients are built here.
+	OpenAIAPIKey   string
+	PineconeAPIKey string
+	// PineconeControlHost is the control-plane base URL (env PINECONE_CONTROL_HOST); empty means
+	// Pinecone's.
+	PineconeControlHost string
+	// HTTPClient for OpenAI; nil: a pooled client.
+	HTTPClient *http.Client
+	Log        logr.Logger
+	// Now stamps processed_at; nil: time.Now.
+	Now func() time.Time
+	// Progress, when set, is called with the number of rows just finished (upserted or failed).
+	Progress func(rows int64)
+}
+
+// NewEmbedder builds the embeddings client for ing with the given budgets. dimension is the
+// index's dimension: every vector must have it.
+func NewEmbedder(ing worker.Ingestion, apiKey string, rpm, tpm float64, dimension int, hc *http.Client, log logr.Logger) (*embedding.Embedder, error) {
+	spec := ing.Spec.Embedding
+	if apiKey == "" {
+		return nil, worker.Permanent(worker.ReasonUnauthorized, fmt.Errorf("no OpenAI API key (%s is empty)", worker.EnvOpenAIAPIKey))
+	}
+	if spec.Dimensions > 0 && dimension > 0 && int(spec.Dimensions) != dimension {
+		return nil, worker.Permanent(worker.ReasonDimension, fmt.Errorf(
+			"spec.embedding.dimensions is %d but index %q has dimension %d", spec.Dimensions, ing.Spec.Target.Pinecone.Index, dimension))
+	}
+	maxInputs := int(spec.MaxInputsPerRequest)
+	if maxInputs <= 0 || maxInputs > embedding.MaxInputsPerRequest {
+		maxInputs = embedding.MaxInputsPerRequest
+	}
+	if dimension > 0 {
+		maxInputs = max(1, min(maxInputs, MaxVectorBytesPerRequest/(4*dimension)))
+	}
+	model := spec.Model
+	if model == "" {
+		model = "text-embedding-3-small"
+	}
+	emb, err := embedding.New(embedding.Config{
+		APIKey:              apiKey,
+		BaseURL:             spec.BaseURL,
+		Model:               model,
+		Dimensions:          int(spec.Dimensions),
+		ExpectedDimension:   dimension,
+		MaxInputsPerRequest: maxInputs,
+		RequestsPerMinute:   rpm,
+		TokensPerMinute:     tpm,
+		MaxInFlight:         embedWorkers,
+		HTTPClient:          hc,
+		Logger:              log,
+	})
+	if err != nil {
+		return nil, worker.Permanent(worker.ReasonPermanentError, err)
+	}
+	return emb, nil
+}
+
+// NewUpserter connects to the ingestion's Pinecone index.
+func NewUpserter(ctx context.Context, ing worker.Ingestion, apiKey, controlHost string, log logr.Logger) (*pinecone.Upserter, error) {
+	t := ing.Spec.Target.Pinecone
+	if apiKey == "" {
+		return nil, worker.Permanent(worker.ReasonUnauthorized, fmt.Errorf("no Pinecone API key (%s is empty)", worker.EnvPineconeAPIKey))
+	}
+	up, err := pinecone.New(ctx, pinecone.Config{
+		APIKey:      apiKey,
+		Index:       t.Index,
+		Host:        t.Host,
+		ControlHost: controlHost,
+		BatchSize:   int(t.BatchSize),
+		Logger:      log,
+	})
+	if err != nil {
+		var perm *pinecone.PermanentError
+		var exhausted *pinecone.RetryExhaustedError
+		switch {
+		case errors.As(err, &perm):
+			return nil, err
+		case errors.As(err, &exhausted), ctx.Err() != nil:
+			return nil, fmt.Errorf("connect to Pinecone index %q: %w", t.Index, err)
+		}
+		// What is left is configuration New rejected (batch size, host): no retry helps.
+		return nil, worker.Permanent(worker.ReasonPermanentError, fmt.Errorf("connect to Pinecone index %q: %w", t.Index, err))
+	}
+	return up, nil
+}
+
+// Fixed is the metadata every record of the chunk carries.
+func Fixed(ing worker.Ingestion, loc planner.Location, chunk int, now time.Time) mapping.Fixed {
+	f := mapping.Fixed{
+		DefaultNamespace: ing.Spec.Target.Pinecone.Namespace,
+		Source:           loc.Kind,
+		S3Key:            loc.Key,
+		TaskID:           ing.TaskID,
+		ChunkID:          chunk,
+		ProcessedAt:      mapping.FormatTime(now),
+	}
+	if mb := ing.Spec.Source.Metabase; mb != nil {
+		f.QuestionID = mb.QuestionID
+	} else {
+		f.QuestionID = QuestionIDFromPrefix(ing.Spec.Mapping.IDPrefix)
+	}
+	return f
+}
+
+var legacyPrefix = regexp.MustCompile(`^([1-9][0-9]{0,17})\.$`)
+
+// QuestionIDFromPrefix returns the question id of a legacy id prefix "<question_id>." (the REST
+// API builds the prefix that way), or 0 when the prefix is not of that form.
+func QuestionIDFromPrefix(prefix string) int64 {
+	m := legacyPrefix.FindStringSubmatch(prefix)
+	if m == nil {
+		return 0
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// Run ingests one chunk and returns its counters. The result is filled as far as the chunk got,
+// also when it returns an error.
+func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps Deps) (res worker.Result, err error) {
+	start := time.Now()
+	res = worker.Result{Role: worker.RoleChunk, Chunk: args.Index}
+	defer func() { res.DurationMillis = time.Since(start).Milliseconds() }()
+	log := deps.Log.WithValues("chunk", args.Index)
+	now := time.Now
+	if deps.Now != nil {
+		now = deps.Now
+	}
+
+	if args.ETag == "" {
+		return res, worker.Permanent(worker.ReasonPermanentError, errors.New("chunk has no --etag: reads must be pinned to the planned object"))
+	}
+	if args.Offset < 0 || args.Length < 0 || args.Rows < 0 || args.FirstRow < 0 {
+		return res, worker.Permanent(worker.ReasonPermanentError, fmt.Errorf("chunk %d: negative offset, length or rows", args.Index))
+	}
+	loc, err := planner.Locate(ing)
+	if err != nil {
+		return res, err
+	}
+	delim, err := planner.Delimiter(ing.Spec.Source.CSV.Delimiter)
+	if err != nil {
+		return res, err
+	}
+	cl, err := planner.S3Client(ctx, deps.S3, loc.Conn)
+	if err != nil {
+		return res, err
+	}
+	obj := &source.Object{Client: cl, Bucket: loc.Bucket, Key: loc.Key, ETag: args.ETag}
+
+	header, err := readHeader(ctx, obj, args.Compression, args.Offset, delim)
+	if err != nil {
+		return res, err
+	}
+	fixed := Fixed(ing, loc, args.Index, now())
+	mapper, err := mapping.New(ing.Spec.Mapping, header, fixed)
+	if err != nil {
+		return res, worker.Permanent(worker.ReasonHeaderMismatch, err)
+	}
+
+	up := deps.Upserter
+	if up == nil {
+		if up, err = NewUpserter(ctx, ing, deps.PineconeAPIKey, deps.PineconeControlHost, log); err != nil {
+			return res, err
+		}
+		defer up.Close()
+	}
+	emb := deps.Embedder
+	ownEmbedder := emb == nil
+	if ownEmbedder {
+		if emb, err = NewEmbedder(ing, deps.OpenAIAPIKey, args.RequestsPerMinute, args.TokensPerMinute, up.Dimension(), deps.HTTPClient, log); err != nil {
+			return res, err
+		}
+	}
+
+	var dl *deadletter.Writer
+	if d := ing.Spec.DeadLetter; d != nil && d.Bucket != "" {
+		dl = deadletter.New(cl, d.Bucket, d.KeyPrefix, ing.TaskID, args.Index, header)
+	}
+	fails := &failures{dl: dl, log: log, progress: deps.Progress}
+
+	p := &pipeline{
+		emb: emb, up: up, mapper: mapper, fails: fails, progress: deps.Progress,
+	}
+	if args.Length > 0 {
+		body, err := obj.OpenChunk(ctx, args.Compression, args.Offset, args.Length)
+		if err != nil {
+			return res, err
+		}
+		rd, err := csvplan.NewReader(body, header, csvplan.ReaderOptions{
+			Delimiter: delim, FirstRow: args.FirstRow, Offset: args.Offset, ExpectRows: args.Rows,
+		})
+		if err != nil {
+			body.Close()
+			return res, worker.Permanent(worker.ReasonPermanentError, err)
+		}
+		err = p.run(ctx, rd)
+		body.Close()
+		res.RowsRead = rd.Rows()
+		if err == nil {
+			var rc *csvplan.RowCountError
+			if rerr := rd.Err(); errors.As(rerr, &rc) {
+				err = worker.Permanent(worker.ReasonSourceChanged, fmt.Errorf("chunk %d of s3://%s/%s: %w", args.Index, loc.Bucket, loc.Key, rerr))
+			} else if rerr != nil {
+				err = fmt.Errorf("read chunk %d of s3://%s/%s: %w", args.Index, loc.Bucket, loc.Key, rerr)
+			}
+		}
+	} else if args.Rows > 0 {
+		err = worker.Permanent(worker.ReasonPermanentError, fmt.Errorf("chunk %d has %d rows in 0 bytes", args.Index, args.Rows))
+	}
+
+	// Dead letters are written even when the chunk failed: the rows found bad so far are kept.
+	if dl != nil {
+		if cerr := dl.Close(ctx); cerr != nil && err == nil {
+			err = fmt.Errorf("chunk %d: %w", args.Index, cerr)
+		}
+		if keys := dl.Keys(); len(keys) > 0 {
+			res.DeadLetterKey = keys[0]
+		}
+	}
+	res.Processed = p.upserted.Load()
+	res.VectorsUpserted = p.upserted.Load()
+	res.Failed = fails.count()
+	res.FailedSamples = fails.sampled()
+	if ownEmbedder {
+		st := emb.Stats()
+		res.Tokens, res.Requests, res.Retries, res.RateLimited = st.Tokens, st.Requests, st.Retries, st.RateLimited
+	} else {
+		// A shared embedder's counters are the whole run's; count this chunk's own requests.
+		res.Tokens, res.Requests = p.tokens.Load(), p.requests.Load()
+	}
+	if deps.Upserter == nil {
+		res.Retries += up.Stats().Retries
+	}
+	log.Info("chunk finished", "rowsRead", res.RowsRead, "upserted", res.VectorsUpserted, "failed", res.Failed,
+		"tokens", res.Tokens, "requests", res.Requests, "retries", res.Retries, "rateLimited", res.RateLimited,
+		"duration", time.Since(start).Round(time.Millisecond), "error", errString(err))
+	return res, err
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// readHeader reads the object's first record: the chunk checks its mapping against the header of
+// the very object it reads (pinned to the same ETag). The header lies before the first data row,
+// so it is within [0, dataStart). A gzip object is decompressed from its start.
+func readHeader(ctx context.Context, obj *source.Object, compression string, dataStart int64, delim rune) ([]string, error) {
+	if dataStart <= 0 {
+		return nil, worker.Permanent(worker.ReasonPermanentError, fmt.Errorf("chunk offset %d leaves no room for the CSV header", dataStart))
+	}
+	body, err := obj.OpenChunk(ctx, compression, 0, dataStart)
+	if err != nil {
+		return nil, err
+	}
+	// Only the first record is read; closing the body early abandons the rest of the range.
+	defer body.Close()
+	rd, err := csvplan.NewReader(body, []string{"header"}, csvplan.ReaderOptions{Delimiter: delim})
+	if err != nil {
+		return nil, worker.Permanent(worker.ReasonPermanentError, err)
+	}
+	if !rd.Next() {
+		if err := rd.Err(); err != nil {
+			return nil, fmt.Errorf("read CSV header of s3://%s/%s: %w", obj.Bucket, obj.Key, err)
+		}
+		return nil, worker.Permanent(worker.ReasonHeaderMismatch, fmt.Errorf("s3://%s/%s has no header row before byte %d", obj.Bucket, obj.Key, dataStart))
+	}
+	row := rd.Row()
+	if row.Fields == nil || (row.Err != nil && row.Err.Reason != csvplan.ReasonWrongFieldCount) {
+		detail := "unreadable"
+		if row.Err != nil {
+			detail = row.Err.Reason + ": " + row.Err.Detail
+		}
+		return nil, worker.Permanent(worker.ReasonHeaderMismatch, fmt.Errorf("CSV header of s3://%s/%s: %s", obj.Bucket, obj.Key, detail))
+	}
+	header := row.Fields
+	header[0] = strings.TrimPrefix(header[0], "\uFEFF")
+	return header, nil
+}
+
+// item is a mapped row on its way through the pipeline; fields are kept for the dead letter.
+type item struct {
+	rec    mapping.Record
+	fields []string
+}
+
+type embedJob struct {
+	batch embedding.Batch
+	items []item
+}
+
+type upsertJob struct {
+	items []item
+	outs  []embedding.Output
+}
+
+type pipeline struct {
+	emb      *embedding.Embedder
+	up       *pinecone.Upserter
+	mapper   *mapping.Mapper
+	fails    *failures
+	progress func(int64)
+
+	upserted, tokens, requests atomic.Int64
+}
+
+// run drives the stages until the reader is exhausted or a stage fails; the first error cancels
+// the others.
+func (p *pipeline) run(ctx context.Context, rd *csvplan.Reader) error {
+	g, ctx := errgroup.WithContext(ctx)
+	mapped := make(chan []item, 4)
+	batches := make(chan embedJob, 1)
+	embedded := make(chan upsertJob, upsertWorkers)
+
+	g.Go(func() error {
+		defer close(mapped)
+		return p.readAndMap(ctx, rd, mapped)
+	})
+	g.Go(func() error {
+		defer close(batches)
+		return p.batch(ctx, mapped, batches)
+	})
+	var embedders sync.WaitGroup
+	for range embedWorkers {
+		embedders.Add(1)
+		g.Go(func() error {
+			defer embedders.Done()
+			return p.embed(ctx, batches, embedded)
+		})
+	}
+	g.Go(func() error {
+		embedders.Wait()
+		close(embedded)
+		return nil
+	})
+	for range upsertWorkers {
+		g.Go(func() error { return p.upsert(ctx, embedded) })
+	}
+	return g.Wait()
+}
+
+func send[T any](ctx context.Context, ch chan<- T, v T) error {
+	select {
+	case ch <- v:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// readAndMap reads rows and maps them; malformed rows and rows the mapping rejects fail here.
+func (p *pipeline) readAndMap(ctx context.Context, rd *csvplan.Reader, out chan<- []item) error {
+	slice := make([]item, 0, rowsPerSlice)
+	for rd.Next() {
+		row := rd.Row()
+		if row.Err != nil {
+			if err := p.fails.add(ctx, row.Num, row.Fields, row.Err.Reason, row.Err.Detail); err != nil {
+				return err
+			}
+			continue
+		}
+		rec, rerr := p.mapper.Map(row.Num, row.Fields)
+		if rerr != nil {
+			if err := p.fails.add(ctx, row.Num, row.Fields, rerr.Reason, rerr.Detail); err != nil {
+				return err
+			}
+			continue
+		}
+		slice = append(slice, item{rec: rec, fields: row.Fields})
+		if len(slice) == rowsPerSlice {
+			if err := send(ctx, out, slice); err != nil {
+				return err
+			}
+			slice = make([]item, 0, rowsPerSlice)
+		}
+	}
+	if len(slice) > 0 {
+		return send(ctx, out, slice)
+	}
+	return nil
+}
+
+// batch packs mapped rows into embeddings requests (counting their tokens); a text the model
+// cannot take fails its row.
+func (p *pipeline) batch(ctx context.Context, in <-chan []item, out chan<- embedJob) error {
+	b := p.emb.NewBatcher()
+	var pending []item
+	for slice := range in {
+		for _, it := range slice {
+			full, bad := b.Add(embedding.Input{ID: it.rec.Row, Text: it.rec.Text})
+			if bad != nil {
+				if err := p.fails.add(ctx, it.rec.Row, it.fields, bad.Reason, bad.Detail); err != nil {
+					return err
+				}
+				continue
+			}
+			if full != nil {
+				// The full batch is exactly the rows added before this one.
+				if len(full.Inputs) != len(pending) {
+					return fmt.Errorf("batcher returned %d inputs for %d pending rows", len(full.Inputs), len(pending))
+				}
+				if err := send(ctx, out, embedJob{batch: *full, items: pending}); err != nil {
+					return err
+				}
+				pending = make([]item, 0, len(full.Inputs))
+			}
+			pending = append(pending, it)
+		}
+	}
+	if last := b.Flush(); last != nil {
+		return send(ctx, out, embedJob{batch: *last, items: pending})
+	}
+	return nil
+}
+
+func (p *pipeline) embed(ctx context.Context, in <-chan embedJob, out chan<- upsertJob) error {
+	for job := range in {
+		outs, err := p.emb.EmbedBatch(ctx, job.batch)
+		if err != nil {
+			return err
+		}
+		p.requests.Add(1)
+		p.tokens.Add(int64(job.batch.Tokens))
+		if len(outs) != len(job.items) {
+			return fmt.Errorf("embeddings: %d vectors for %d rows", len(outs), len(job.items))
+		}
+		for i := range outs {
+			if outs[i].ID != job.items[i].rec.Row {
+				return fmt.Errorf("embeddings: vector for row %d where row %d was expected", outs[i].ID, job.items[i].rec.Row)
+			}
+		}
+		if err := send(ctx, out, upsertJob{items: job.items, outs: outs}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// upsert writes one embedded batch, namespace by namespace.
+func (p *pipeline) upsert(ctx context.Context, in <-chan upsertJob) error {
+	for job := range in {
+		byNS := map[string][]pinecone.Vector{}
+		var order []string
+		for i, it := range job.items {
+			md, err := it.rec.MetadataStruct()
+			if err != nil {
+				if err := p.fails.add(ctx, it.rec.Row, it.fields, ReasonInvalidMetadata, err.Error()); err != nil {
+					return err
+				}
+				continue
+			}
+			ns := it.rec.Namespace
+			if _, ok := byNS[ns]; !ok {
+				order = append(order, ns)
+			}
+			byNS[ns] = append(byNS[ns], pinecone.Vector{ID: it.rec.ID, Values: job.outs[i].Vector, Metadata: md})
+		}
+		for _, ns := range order {
+			vecs := byNS[ns]
+			if err := p.up.Upsert(ctx, ns, vecs); err != nil {
+				return err
+			}
+			p.upserted.Add(int64(len(vecs)))
+			if p.progress != nil {
+				p.progress(int64(len(vecs)))
+			}
+		}
+	}
+	return nil
+}
+
+// failures counts failed rows, keeps a few samples and writes them to the dead letter. Stages
+// call it concurrently.
+type failures struct {
+	mu       sync.Mutex
+	dl       *deadletter.Writer
+	log      logr.Logger
+	progress func(int64)
+	n        int64
+	samples  []worker.FailedRow
+}
+
+// loggedFailures is how many failed rows are logged one by one; the rest are only counted.
+const loggedFailures = 20
+
+func (f *failures) add(ctx context.Context, row int64, fields []string, reason, detail string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n++
+	if len(f.samples) < worker.MaxSamples {
+		f.samples = append(f.samples, worker.FailedRow{Row: row, Reason: reason, Detail: detail})
+	}
+	if f.n <= loggedFailures {
+		f.log.Info("row failed", "row", row, "reason", reason, "detail", detail)
+	}
+	if f.progress != nil {
+		f.progress(1)
+	}
+	if f.dl == nil {
+		return nil
+	}
+	if err := f.dl.Add(ctx, row, fields, reason, detail); err != nil {
+		return fmt.Errorf("dead letter: %w", err)
+	}
+	return nil
+}
+
+func (f *failures) count() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n
+}
+
+func (f *failures) sampled() []worker.FailedRow {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]worker.FailedRow(nil), f.samples...)
+}

@@ -1,0 +1,359 @@
+// Package embedding turns texts into vectors with the OpenAI embeddings API (go-openai): it packs
+// inputs into requests within OpenAI's limits, keeps to a request and a token budget, retries
+// transient failures with jittered backoff honouring Retry-After, and fails fast, with a typed
+// error, on failures that retrying cannot fix.
+package embedding
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	openai "github.com/sashabaranov/go-openai"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+)
+
+// Config configures an Embedder. Zero values take the defaults noted.
+type Config struct {
+	APIKey string
+	// BaseURL of an OpenAI-compatible API, e.g. "http://127.0.0.1:8080/v1". Empty: OpenAI.
+	BaseURL string
+	Model   string
+	// Dimensions is sent as the request's `dimensions` (text-embedding-3-* only). 0: omitted.
+	Dimensions int
+	// ExpectedDimension is the length every returned vector must have (the index's
+	// dimension); a different length is a permanent error. 0: Dimensions, or unchecked if that
+	// is 0 too.
+	ExpectedDimension int
+	// MaxInputsPerRequest caps inputs per request (1..2048). 0: 2048.
+	MaxInputsPerRequest int
+	// RequestsPerMinute and TokensPerMinute are this worker's budgets. 0: unlimited.
+	RequestsPerMinute float64
+	TokensPerMinute   float64
+	// MaxRetries is the retries of one request after its first attempt. 0: 8; negative: none.
+	MaxRetries int
+	// MaxRetryTime bounds the time one request may spend retrying. 0: 10 minutes.
+	MaxRetryTime time.Duration
+	// BaseBackoff and MaxBackoff shape the exponential backoff. 0: 500ms and 30s.
+	BaseBackoff time.Duration
+	MaxBackoff  time.Duration
+	// RequestTimeout bounds one attempt. 0: 2 minutes.
+	RequestTimeout time.Duration
+	// MaxInFlight is how many requests may be outstanding at once, so latency does not cap
+	// throughput. 0: 3.
+	MaxInFlight int
+	// HTTPClient is used for requests; it is not modified. nil: a pooled client.
+	HTTPClient *http.Client
+	Logger     logr.Logger
+	// Count counts an input's tokens. nil: the cl100k_base tokenizer.
+	Count func(string) int
+}
+
+// Stats are the embedder's counters since New.
+type Stats struct {
+	Requests    int64 // attempts sent, retries included
+	Retries     int64
+	RateLimited int64 // 429 responses that were retried
+	Tokens      int64 // usage reported by the API
+	Inputs      int64 // inputs embedded
+}
+
+// Embedder embeds batches of texts. It is safe for concurrent use; budgets and the in-flight
+// cap are shared by all callers.
+type Embedder struct {
+	client         *openai.Client
+	log            logr.Logger
+	apiKey         string
+	model          string
+	dimensions     int
+	expectedDim    int
+	count          func(string) int
+	maxInputs      int
+	maxBatchTokens int
+	maxRetries     int
+	maxRetryTime   time.Duration
+	baseBackoff    time.Duration
+	maxBackoff     time.Duration
+	requestTimeout time.Duration
+	requests       *rate.Limiter
+	tokens         *rate.Limiter
+	inFlight       chan struct{}
+
+	nRequests, nRetries, nRateLimited, nTokens, nInputs atomic.Int64
+}
+
+// New validates cfg and returns an Embedder.
+func New(cfg Config) (*Embedder, error) {
+	if cfg.APIKey == "" {
+		return nil, errors.New("embedding: API key is empty")
+	}
+	if cfg.Model == "" {
+		return nil, errors.New("embedding: model is empty")
+	}
+	switch {
+	case cfg.MaxInputsPerRequest == 0:
+		cfg.MaxInputsPerRequest = MaxInputsPerRequest
+	case cfg.MaxInputsPerRequest < 0 || cfg.MaxInputsPerRequest > MaxInputsPerRequest:
+		return nil, fmt.Errorf("embedding: maxInputsPerRequest %d is outside 1..%d", cfg.MaxInputsPerRequest, MaxInputsPerRequest)
+	}
+	if cfg.Dimensions < 0 || cfg.ExpectedDimension < 0 {
+		return nil, errors.New("embedding: dimensions must not be negative")
+	}
+	if cfg.RequestsPerMinute < 0 || cfg.TokensPerMinute < 0 {
+		return nil, errors.New("embedding: rate budgets must not be negative")
+	}
+	if cfg.MaxRetries == 0 {
+		cfg.MaxRetries = 8
+	} else if cfg.MaxRetries < 0 {
+		cfg.MaxRetries = 0
+	}
+	cfg.MaxRetryTime = orDefault(cfg.MaxRetryTime, 10*time.Minute)
+	cfg.BaseBackoff = orDefault(cfg.BaseBackoff, 500*time.Millisecond)
+	cfg.MaxBackoff = orDefault(cfg.MaxBackoff, 30*time.Second)
+	cfg.RequestTimeout = orDefault(cfg.RequestTimeout, 2*time.Minute)
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 3
+	}
+	if cfg.ExpectedDimension == 0 {
+		cfg.ExpectedDimension = cfg.Dimensions
+	}
+	if cfg.Count == nil {
+		count, err := defaultCounter()
+		if err != nil {
+			return nil, fmt.Errorf("embedding: load tokenizer: %w", err)
+		}
+		cfg.Count = count
+	}
+
+	httpClient := cfg.HTTPClient
+	if httpClient == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = cfg.MaxInFlight * 2
+		httpClient = &http.Client{Transport: t}
+	}
+	oc := openai.DefaultConfig(cfg.APIKey)
+	if cfg.BaseURL != "" {
+		oc.BaseURL = cfg.BaseURL
+	}
+	oc.HTTPClient = capturingDoer{client: httpClient}
+
+	// The server meters a sliding minute. A token bucket with burst B lets B plus one minute of
+	// budget through in a minute, so both buckets are kept from bursting: requests have burst
+	// 1 (evenly spaced), and the token bucket starts empty, so a busy worker never sends more
+	// than its rate (plus one batch at a window's edge). Its burst is one minute of budget
+	// capped at 300,000 tokens, and batches are packed to fit it, so every request is a single
+	// draw and a small budget gets small requests.
+	reqLim := rate.NewLimiter(rate.Inf, 1)
+	if cfg.RequestsPerMinute > 0 {
+		reqLim = rate.NewLimiter(rate.Limit(cfg.RequestsPerMinute/60), 1)
+	}
+	tokLim := rate.NewLimiter(rate.Inf, MaxRequestTokens)
+	maxBatchTokens := MaxRequestTokens
+	if cfg.TokensPerMinute > 0 {
+		maxBatchTokens = max(1, min(MaxRequestTokens, int(cfg.TokensPerMinute)))
+		tokLim = rate.NewLimiter(rate.Limit(cfg.TokensPerMinute/60), maxBatchTokens)
+		tokLim.AllowN(time.Now(), maxBatchTokens) // start empty
+	}
+
+	return &Embedder{
+		client:         openai.NewClientWithConfig(oc),
+		log:            cfg.Logger,
+		apiKey:         cfg.APIKey,
+		model:          cfg.Model,
+		dimensions:     cfg.Dimensions,
+		expectedDim:    cfg.ExpectedDimension,
+		count:          cfg.Count,
+		maxInputs:      cfg.MaxInputsPerRequest,
+		maxBatchTokens: maxBatchTokens,
+		maxRetries:     cfg.MaxRetries,
+		maxRetryTime:   cfg.MaxRetryTime,
+		baseBackoff:    cfg.BaseBackoff,
+		maxBackoff:     cfg.MaxBackoff,
+		requestTimeout: cfg.RequestTimeout,
+		requests:       reqLim,
+		tokens:         tokLim,
+		inFlight:       make(chan struct{}, cfg.MaxInFlight),
+	}, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// MaxBatchTokens is the most tokens one batch holds: 300,000 or the token budget per minute.
+func (e *Embedder) MaxBatchTokens() int { return e.maxBatchTokens }
+
+// Stats returns a snapshot of the counters.
+func (e *Embedder) Stats() Stats {
+	return Stats{
+		Requests:    e.nRequests.Load(),
+		Retries:     e.nRetries.Load(),
+		RateLimited: e.nRateLimited.Load(),
+		Tokens:      e.nTokens.Load(),
+		Inputs:      e.nInputs.Load(),
+	}
+}
+
+// Embed packs inputs into batches and embeds them, up to MaxInFlight at a time. Outputs come in
+// no particular order; match them by ID. Inputs that cannot be sent are returned as
+// InputErrors. On error (a *PermanentError, a *RetryExhaustedError or the context's error) the
+// remaining batches are abandoned; the outputs of batches that finished are still returned.
+func (e *Embedder) Embed(ctx context.Context, inputs []Input) ([]Output, []InputError, error) {
+	batches, rejected := e.Split(inputs)
+	var (
+		mu   sync.Mutex
+		outs = make([]Output, 0, len(inputs)-len(rejected))
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	for i := range batches {
+		g.Go(func() error {
+			got, err := e.EmbedBatch(gctx, batches[i])
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			outs = append(outs, got...)
+			mu.Unlock()
+			return nil
+		})
+	}
+	err := g.Wait()
+	return outs, rejected, err
+}
+
+// EmbedBatch sends one batch (from a Batcher or Split) and returns one output per input. It
+// waits for a free in-flight slot, then for the budgets.
+func (e *Embedder) EmbedBatch(ctx context.Context, b Batch) ([]Output, error) {
+	if len(b.Inputs) == 0 {
+		return nil, nil
+	}
+	select {
+	case e.inFlight <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("embed batch: %w", ctx.Err())
+	}
+	defer func() { <-e.inFlight }()
+
+	texts := make([]string, len(b.Inputs))
+	for i, in := range b.Inputs {
+		texts[i] = in.Text
+	}
+	req := openai.EmbeddingRequestStrings{
+		Input:          texts,
+		Model:          openai.EmbeddingModel(e.model),
+		EncodingFormat: openai.EmbeddingEncodingFormatBase64,
+		Dimensions:     e.dimensions,
+	}
+
+	start := time.Now()
+	for attempt := 0; ; attempt++ {
+		// Every attempt is a request; the tokens are charged once, because a refused request
+		// (429) does not use the server's token budget and Retry-After already says how long
+		// the server needs.
+		tokens := b.Tokens
+		if attempt > 0 {
+			tokens = 0
+		}
+		if err := e.wait(ctx, tokens); err != nil {
+			return nil, fmt.Errorf("embed batch: wait for rate budget: %w", err)
+		}
+		outs, hdr, err := e.attempt(ctx, req, b)
+		if err == nil {
+			e.nInputs.Add(int64(len(outs)))
+			return outs, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("embed batch: %w", ctx.Err())
+		}
+		v := classify(err)
+		if v.permanent {
+			var perm *PermanentError
+			if errors.As(err, &perm) {
+				return nil, perm
+			}
+			return nil, &PermanentError{Reason: v.reason, Err: sanitized(err, e.apiKey)}
+		}
+		if v.rateLimited {
+			e.nRateLimited.Add(1)
+		}
+		delay := backoff(attempt, e.baseBackoff, e.maxBackoff, retryAfter(hdr, time.Now()), rand.Float64())
+		if attempt >= e.maxRetries || time.Since(start)+delay > e.maxRetryTime {
+			return nil, &RetryExhaustedError{Attempts: attempt + 1, Err: sanitized(err, e.apiKey)}
+		}
+		e.nRetries.Add(1)
+		e.log.V(1).Info("retrying embeddings request", "attempt", attempt+1, "delay", delay,
+			"inputs", len(b.Inputs), "rateLimited", v.rateLimited, "error", describe(err, e.apiKey))
+		if err := sleep(ctx, delay); err != nil {
+			return nil, fmt.Errorf("embed batch: %w", err)
+		}
+	}
+}
+
+// wait takes one request and n tokens from the budgets. n above the token bucket (one input
+// larger than a tiny per-minute budget) is taken in bucket-sized pieces, which waits as long
+// as the budget requires.
+func (e *Embedder) wait(ctx context.Context, n int) error {
+	if err := e.requests.Wait(ctx); err != nil {
+		return err
+	}
+	for burst := e.tokens.Burst(); n > 0; n -= burst {
+		if err := e.tokens.WaitN(ctx, min(n, burst)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// attempt sends one request and matches the response to the batch. It returns the response
+// headers for Retry-After.
+func (e *Embedder) attempt(ctx context.Context, req openai.EmbeddingRequestStrings, b Batch) ([]Output, http.Header, error) {
+	actx, cancel := context.WithTimeout(ctx, e.requestTimeout)
+	defer cancel()
+	actx, got := withCapture(actx)
+	e.nRequests.Add(1)
+	resp, err := e.client.CreateEmbeddings(actx, req)
+	if err != nil {
+		return nil, got.header, err
+	}
+	e.nTokens.Add(int64(max(resp.Usage.TotalTokens, resp.Usage.PromptTokens)))
+	outs, err := e.match(resp, b)
+	return outs, got.header, err
+}
+
+// match pairs embeddings with inputs by the response's index field, never by position: every
+// index must appear exactly once and every vector must have the expected length.
+func (e *Embedder) match(resp openai.EmbeddingResponse, b Batch) ([]Output, error) {
+	n := len(b.Inputs)
+	if len(resp.Data) != n {
+		return nil, fmt.Errorf("embeddings response has %d vectors for %d inputs", len(resp.Data), n)
+	}
+	outs := make([]Output, n)
+	seen := make([]bool, n)
+	for _, d := range resp.Data {
+		if d.Index < 0 || d.Index >= n {
+			return nil, fmt.Errorf("embeddings response has index %d outside 0..%d", d.Index, n-1)
+		}
+		if seen[d.Index] {
+			return nil, fmt.Errorf("embeddings response repeats index %d", d.Index)
+		}
+		if e.expectedDim > 0 && len(d.Embedding) != e.expectedDim {
+			return nil, &PermanentError{Reason: worker.ReasonDimension, Err: fmt.Errorf(
+				"model %s returned a vector of %d dimensions, the index expects %d", e.model, len(d.Embedding), e.expectedDim)}
+		}
+		seen[d.Index] = true
+		outs[d.Index] = Output{ID: b.Inputs[d.Index].ID, Vector: d.Embedding}
+	}
+	return outs, nil
+}

@@ -1,0 +1,104 @@
+package embedding
+
+import (
+	"context"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// go-openai drops the response headers of a failed request (APIError and RequestError carry no
+// headers, and CreateEmbeddings returns a zero response on error), so Retry-After is out of
+// reach through the SDK. The workaround: the client's HTTPDoer is wrapped, and each call puts a
+// per-attempt holder in the request context where the wrapper leaves the response headers.
+
+type captureKey struct{}
+
+// captured is the response metadata of one attempt.
+type captured struct {
+	status int
+	header http.Header
+}
+
+// capturingDoer records the response headers of requests whose context carries a *captured.
+type capturingDoer struct {
+	client *http.Client
+}
+
+func (d capturingDoer) Do(req *http.Request) (*http.Response, error) {
+	resp, err := d.client.Do(req)
+	if resp != nil {
+		if c, ok := req.Context().Value(captureKey{}).(*captured); ok {
+			c.status = resp.StatusCode
+			c.header = resp.Header
+		}
+	}
+	return resp, err
+}
+
+func withCapture(ctx context.Context) (context.Context, *captured) {
+	c := &captured{}
+	return context.WithValue(ctx, captureKey{}, c), c
+}
+
+// retryAfter reads the server's requested delay: Retry-After-Ms (OpenAI, milliseconds) first,
+// then Retry-After as seconds or an HTTP date. Zero means none given.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	if h == nil {
+		return 0
+	}
+	if v := strings.TrimSpace(h.Get("Retry-After-Ms")); v != "" {
+		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 && !math.IsInf(ms, 0) {
+			return time.Duration(ms * float64(time.Millisecond))
+		}
+	}
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.ParseFloat(v, 64); err == nil {
+		if s <= 0 || math.IsInf(s, 0) || math.IsNaN(s) {
+			return 0
+		}
+		return time.Duration(s * float64(time.Second))
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// backoff is the delay before retry number attempt (0-based). Without a server hint it is
+// exponential with "equal jitter" (half fixed, half random), so concurrent clients spread out
+// but never retry almost immediately. A server hint is a floor: the delay is the hint plus up to
+// 10% jitter, so a herd told "1s" does not return in the same millisecond.
+func backoff(attempt int, base, max, hint time.Duration, rnd float64) time.Duration {
+	if hint > 0 {
+		return hint + time.Duration(rnd*float64(hint)/10)
+	}
+	d := base
+	for i := 0; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d/2 + time.Duration(rnd*float64(d/2))
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,204 @@
+// Package manager assembles the operator process: the controller-runtime manager with a cache
+// limited to the operator's own children, the CsvIngestion reconciler, the task-table tracker and
+// the HTTP shim. cmd/manager only parses flags and calls Run.
+package manager
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.uber.org/zap/zapcore"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/controllers"
+	"github.com/vectordb-io/vectordb-operator/internal/tracking"
+	"github.com/vectordb-io/vectordb-operator/internal/version"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+)
+
+// Options are the manager's flags.
+type Options struct {
+	MetricsAddr             string
+	ProbeAddr               string
+	LeaderElect             bool
+	LeaderElectionNamespace string
+	LeaderElectionID        string
+	WatchNamespaces         []string
+	Controller              controllers.Config
+	// Tracking is on unless disabled: specs ask for it per ingestion.
+	DisableTracking bool
+	// DynamoDBEndpoint overrides the endpoint of every task table (tests, local stacks).
+	DynamoDBEndpoint string
+	LogDevelopment   bool
+	LogLevel         int
+	Shim             ShimOptions
+
+	// RESTConfig, when set, is used instead of the kubeconfig/in-cluster config (tests).
+	RESTConfig *rest.Config
+	// WrapClient, when set, wraps the manager's client (tests count API calls with it).
+	WrapClient func(client.Client) client.Client
+}
+
+// DefaultOptions are the flags' defaults.
+func DefaultOptions() Options {
+	return Options{
+		MetricsAddr:      ":8080",
+		ProbeAddr:        ":8081",
+		LeaderElectionID: "vectordb-operator.ingestion.vectordb.io",
+		Controller: controllers.Config{
+			EmbedderImage:           "ghcr.io/vectordb-io/vectordb-embedder:" + version.Version,
+			WorkerServiceAccount:    "vectordb-embedder",
+			JobTTL:                  time.Hour,
+			FinalizerTimeout:        30 * time.Second,
+			MaxConcurrentReconciles: 4,
+		},
+		Shim: defaultShimOptions(),
+	}
+}
+
+// FlagSet binds the options to flags.
+func FlagSet(o *Options) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("manager", pflag.ContinueOnError)
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "address of the Prometheus metrics endpoint (0 disables)")
+	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz and /readyz")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader so only one replica reconciles")
+	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "namespace of the leader Lease (default: the pod's)")
+	fs.StringVar(&o.LeaderElectionID, "leader-election-id", o.LeaderElectionID, "name of the leader Lease")
+	fs.StringSliceVar(&o.WatchNamespaces, "watch-namespaces", o.WatchNamespaces, "namespaces to watch (comma separated; empty: all)")
+	fs.StringVar(&o.Controller.EmbedderImage, "embedder-image", o.Controller.EmbedderImage, "image of the planner and chunk Jobs unless spec.worker.image is set")
+	fs.StringVar(&o.Controller.WorkerServiceAccount, "worker-service-account", o.Controller.WorkerServiceAccount, "service account of worker pods unless spec.worker.serviceAccountName is set")
+	fs.DurationVar(&o.Controller.JobTTL, "job-ttl", o.Controller.JobTTL, "ttlSecondsAfterFinished of Jobs (long enough for outcomes to be recorded)")
+	fs.DurationVar(&o.Controller.FinalizerTimeout, "finalizer-timeout", o.Controller.FinalizerTimeout, "how long deleting a running ingestion waits for the task table")
+	fs.IntVar(&o.Controller.MaxConcurrentReconciles, "max-concurrent-reconciles", o.Controller.MaxConcurrentReconciles, "ingestions reconciled at once")
+	fs.BoolVar(&o.DisableTracking, "disable-tracking", o.DisableTracking, "never write DynamoDB task items, even when specs ask")
+	fs.StringVar(&o.DynamoDBEndpoint, "dynamodb-endpoint", o.DynamoDBEndpoint, "override the DynamoDB endpoint of every task table (local stacks)")
+	fs.BoolVar(&o.LogDevelopment, "log-development", o.LogDevelopment, "human-readable logs instead of JSON")
+	fs.IntVar(&o.LogLevel, "v", o.LogLevel, "log verbosity")
+	bindShimFlags(fs, &o.Shim)
+	return fs
+}
+
+// Scheme has the built-in types and CsvIngestion.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err) // static registration; cannot fail at run time
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// Run starts everything and blocks until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	log := zap.New(zap.UseDevMode(o.LogDevelopment), zap.Level(zapLevel(o.LogLevel)))
+	ctrl.SetLogger(log)
+	cfg := o.RESTConfig
+	if cfg == nil {
+		var err error
+		if cfg, err = ctrl.GetConfig(); err != nil {
+			return fmt.Errorf("kubernetes config: %w", err)
+		}
+	}
+
+	// The cache holds only the operator's children: Jobs and Pods with its labels and plan
+	// ConfigMaps, never every Pod or ConfigMap in the cluster (and never Secrets).
+	hasUID, err := labels.NewRequirement(worker.LabelUID, selection.Exists, nil)
+	if err != nil {
+		return err
+	}
+	isPlan, err := labels.NewRequirement(worker.LabelRole, selection.Equals, []string{worker.RolePlan})
+	if err != nil {
+		return err
+	}
+	cacheOpts := cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&batchv1.Job{}:      {Label: labels.NewSelector().Add(*hasUID)},
+		&corev1.Pod{}:       {Label: labels.NewSelector().Add(*hasUID)},
+		&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*isPlan)},
+	}}
+	if len(o.WatchNamespaces) > 0 {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range o.WatchNamespaces {
+			if ns = strings.TrimSpace(ns); ns != "" {
+				cacheOpts.DefaultNamespaces[ns] = cache.Config{}
+			}
+		}
+	}
+	mgrOpts := ctrl.Options{
+		Scheme:                        Scheme(),
+		Cache:                         cacheOpts,
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:        o.ProbeAddr,
+		LeaderElection:                o.LeaderElect,
+		LeaderElectionID:              o.LeaderElectionID,
+		LeaderElectionNamespace:       o.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+	}
+	if o.WrapClient != nil {
+		mgrOpts.NewClient = func(c *rest.Config, opts client.Options) (client.Client, error) {
+			cl, err := client.New(c, opts)
+			if err != nil {
+				return nil, err
+			}
+			return o.WrapClient(cl), nil
+		}
+	}
+	mgr, err := ctrl.NewManager(cfg, mgrOpts)
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+
+	r := &controllers.Reconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("vectordb-operator"),
+		Config:   o.Controller,
+	}
+	var tracker *tracking.Tables
+	if !o.DisableTracking {
+		tracker = tracking.New(o.DynamoDBEndpoint)
+		r.Tracker = tracker
+	}
+	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		return fmt.Errorf("set up controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("cache", func(req *http.Request) error {
+		if !mgr.GetCache().WaitForCacheSync(req.Context()) {
+			return fmt.Errorf("cache not synced")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := addShim(ctx, mgr, cfg, o, tracker); err != nil {
+		return err
+	}
+	log.Info("starting manager", "version", version.Version, "embedderImage", o.Controller.EmbedderImage,
+		"watchNamespaces", o.WatchNamespaces, "leaderElect", o.LeaderElect)
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
+	return nil
+}
+
+func zapLevel(v int) zapcore.Level { return zapcore.Level(-v) }

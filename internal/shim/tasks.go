@@ -1,0 +1,162 @@
+package shim
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/taskstatus"
+	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
+)
+
+// ListResponse is the body of GET /api/v1/tasks.
+type ListResponse struct {
+	Tasks []StatusResponse `json:"tasks"`
+	// Total is the number of tasks matching status_filter, before offset and limit.
+	Total  int `json:"total"`
+	Limit  int `json:"limit"`
+	Offset int `json:"offset"`
+}
+
+// maxOffset bounds offset so a query cannot ask for arithmetic on absurd numbers.
+const maxOffset = 1 << 30
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	q := r.URL.Query()
+	var errs []FieldError
+	bad := func(field, typ, msg string) {
+		errs = append(errs, FieldError{Loc: []string{"query", field}, Msg: msg, Type: typ})
+	}
+	filter := strings.TrimSpace(q.Get("status_filter"))
+	if filter != "" && !taskstatus.Valid(filter) {
+		bad("status_filter", "enum", "status_filter must be one of "+strings.Join(taskstatus.All(), ", "))
+	}
+	limit := DefaultListLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		switch {
+		case err != nil:
+			bad("limit", "int_parsing", "limit must be an integer")
+		case n < 1 || n > MaxListLimit:
+			bad("limit", "value_error", fmt.Sprintf("limit must be between 1 and %d", MaxListLimit))
+		default:
+			limit = n
+		}
+	}
+	offset := 0
+	if v := q.Get("offset"); v != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		switch {
+		case err != nil:
+			bad("offset", "int_parsing", "offset must be an integer")
+		case n < 0 || n > maxOffset:
+			bad("offset", "value_error", fmt.Sprintf("offset must be between 0 and %d", maxOffset))
+		default:
+			offset = n
+		}
+	}
+	if len(errs) > 0 {
+		writeInvalid(w, errs)
+		return
+	}
+
+	var list v1alpha1.CsvIngestionList
+	if err := s.deps.Client.List(ctx, &list); err != nil {
+		s.writeAPIError(w, r, fmt.Errorf("listing CsvIngestions: %w", err), "listing tasks")
+		return
+	}
+	active, err := s.activeChunks(ctx)
+	if err != nil {
+		s.log.Error(err, "finding current chunks", "requestID", info(ctx).id)
+	}
+	seen := make(map[string]bool, len(list.Items))
+	items := make([]StatusResponse, 0, len(list.Items))
+	for i := range list.Items {
+		c := &list.Items[i]
+		st := fromIngestion(c, active[c.UID])
+		seen[st.TaskID] = true
+		if filter == "" || st.Status == filter {
+			items = append(items, st)
+		}
+	}
+	// Tasks whose resources were deleted live on in the task table.
+	if s.deps.Tasks != nil {
+		tasks, err := s.deps.Tasks.List(ctx, filter, 0)
+		if err != nil {
+			// The cluster's tasks are still worth answering with.
+			s.log.Error(err, "listing the task table; answering from the cluster only", "requestID", info(ctx).id)
+		}
+		for i := range tasks {
+			if !seen[tasks[i].TaskID] {
+				items = append(items, fromTaskItem(&tasks[i], nil))
+			}
+		}
+	}
+	sortNewestFirst(items)
+	resp := ListResponse{Tasks: []StatusResponse{}, Total: len(items), Limit: limit, Offset: offset}
+	if offset < len(items) {
+		resp.Tasks = items[offset:min(len(items), offset+limit)]
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// handleCancel sets spec.cancel: the controller deletes the running Jobs and the phase becomes
+// Cancelled. 204 also when a cancel is already under way; 409 when the task has finished.
+func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	taskID := r.PathValue("task_id")
+	if !plausibleTaskID(taskID) {
+		writeError(w, http.StatusNotFound, "Task not found")
+		return
+	}
+	obj, err := s.findIngestion(ctx, taskID)
+	if err != nil {
+		s.writeAPIError(w, r, err, "finding task "+strconv.Quote(taskID))
+		return
+	}
+	if obj == nil {
+		s.cancelGone(w, r, taskID)
+		return
+	}
+	if word := taskstatus.FromPhase(obj.Status.Phase); taskstatus.Terminal(word) {
+		writeError(w, http.StatusConflict, "Task already finished with status "+word)
+		return
+	}
+	if !obj.Spec.Cancel {
+		patch := client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"cancel":true}}`))
+		if err := s.deps.Client.Patch(ctx, obj, patch); err != nil {
+			s.writeAPIError(w, r, err, "cancelling CsvIngestion "+obj.Namespace+"/"+obj.Name)
+			return
+		}
+		s.log.Info("task cancelled", "taskID", taskID, "namespace", obj.Namespace, "name", obj.Name,
+			"requestID", info(ctx).id)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// cancelGone answers a cancel of a task with no resource: known to the task table means there is
+// nothing left to stop (409); unknown is 404.
+func (s *Server) cancelGone(w http.ResponseWriter, r *http.Request, taskID string) {
+	if s.deps.Tasks != nil {
+		t, _, err := s.deps.Tasks.Get(r.Context(), taskID)
+		switch {
+		case err == nil && taskstatus.Terminal(t.Status):
+			writeError(w, http.StatusConflict, "Task already finished with status "+t.Status)
+			return
+		case err == nil:
+			writeError(w, http.StatusConflict, "Task has no running ingestion left to cancel (its resource was deleted)")
+			return
+		case !errors.Is(err, tasktable.ErrNotFound):
+			s.log.Error(err, "reading the task table", "taskID", taskID, "requestID", info(r.Context()).id)
+			writeError(w, http.StatusServiceUnavailable, "Task table unavailable; try again later")
+			return
+		}
+	}
+	writeError(w, http.StatusNotFound, "Task not found")
+}

@@ -1,0 +1,197 @@
+// Package tokens counts OpenAI embedding tokens with the real cl100k_base tokenizer, offline, and
+// turns token counts into a cost and a rate-limit floor for the planner's estimate.
+//
+// All three OpenAI embedding models (text-embedding-3-small, text-embedding-3-large,
+// text-embedding-ada-002) use cl100k_base, so one encoder serves them all. For another model behind
+// an OpenAI-compatible baseURL the counts are an approximation.
+package tokens
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	tiktoken "github.com/pkoukk/tiktoken-go"
+	tiktoken_loader "github.com/pkoukk/tiktoken-go-loader"
+)
+
+// EncodingName is the tokenizer the embedding models use.
+const EncodingName = "cl100k_base"
+
+// Limits of the embeddings API the embedder enforces with exact counts.
+const (
+	MaxTokensPerInput   = 8191
+	MaxTokensPerRequest = 300000
+)
+
+func init() {
+	// The BPE table ships inside the binary (go:embed in the loader), so counting never downloads or
+	// writes a cache: worker pods run without network egress to the tokenizer's blob store and
+	// without a writable HOME.
+	tiktoken.SetBpeLoader(tiktoken_loader.NewOfflineLoader())
+}
+
+var encoder = sync.OnceValues(func() (*tiktoken.Tiktoken, error) {
+	enc, err := tiktoken.GetEncoding(EncodingName)
+	if err != nil {
+		return nil, fmt.Errorf("load %s tokenizer: %w", EncodingName, err)
+	}
+	return enc, nil
+})
+
+// Load prepares the encoder (≈ 0.5 s, once per process) and reports whether it could. Call it at
+// start-up to get an error instead of Count's panic.
+func Load() error {
+	_, err := encoder()
+	return err
+}
+
+// Count returns the exact number of cl100k_base tokens in text, as the embeddings API counts them.
+// Special-token text such as "<|endoftext|>" is counted as ordinary text, never rejected. Count is
+// safe for concurrent use. It panics only if the embedded BPE table cannot be loaded, which is a
+// broken build, not bad input; Load reports that as an error.
+func Count(text string) int {
+	enc, err := encoder()
+	if err != nil {
+		panic(err)
+	}
+	return len(enc.EncodeOrdinary(text))
+}
+
+// prices in nano-USD per token (USD per 1M tokens × 1000).
+var prices = map[string]int64{
+	"text-embedding-3-small": 20,  // $0.02 / 1M
+	"text-embedding-3-large": 130, // $0.13 / 1M
+	"text-embedding-ada-002": 100, // $0.10 / 1M
+}
+
+const defaultModel = "text-embedding-3-small"
+
+// PriceKnown reports whether model has its own entry in the price table.
+func PriceKnown(model string) bool {
+	_, ok := prices[model]
+	return ok
+}
+
+// CostUSD returns the cost of embedding tokens with model as a decimal string with at least two
+// decimals and no rounding ("0.30", "0.00002"). An unknown model (e.g. behind a custom baseURL) is
+// priced as text-embedding-3-small; PriceKnown tells the caller when that happened.
+func CostUSD(model string, tokens int64) string {
+	nano, ok := prices[model]
+	if !ok {
+		nano = prices[defaultModel]
+	}
+	if tokens < 0 {
+		tokens = 0
+	}
+	total := tokens * nano // nano-USD; overflows only past 7e16 tokens
+	s := strconv.FormatInt(total/1e9, 10) + "." + fmt.Sprintf("%09d", total%1e9)
+	// Keep two decimals at least, drop the zeros after them.
+	dot := strings.IndexByte(s, '.')
+	end := len(s)
+	for end > dot+3 && s[end-1] == '0' {
+		end--
+	}
+	return s[:end]
+}
+
+// MinDuration is the shortest time the rate budgets allow for the work: the larger of tokens/tpm
+// and requests/rpm minutes. A budget ≤ 0 means no limit of that kind.
+func MinDuration(tokens, requests int64, rpm, tpm int) time.Duration {
+	var minutes float64
+	if tpm > 0 {
+		minutes = float64(tokens) / float64(tpm)
+	}
+	if rpm > 0 {
+		minutes = math.Max(minutes, float64(requests)/float64(rpm))
+	}
+	return time.Duration(math.Ceil(minutes * float64(time.Minute)))
+}
+
+// MinRequests is the fewest embedding requests rows texts totalling tokens can be sent in, given
+// at most maxInputs inputs and MaxTokensPerRequest tokens a request. Greedy batching may need a few
+// more; this is the floor the planner's estimate uses.
+func MinRequests(rows, tokens int64, maxInputs int) int64 {
+	if rows <= 0 {
+		return 0
+	}
+	n := int64(1)
+	if maxInputs > 0 {
+		n = (rows + int64(maxInputs) - 1) / int64(maxInputs)
+	}
+	if byTokens := (tokens + MaxTokensPerRequest - 1) / MaxTokensPerRequest; byTokens > n {
+		n = byTokens
+	}
+	return n
+}
+
+// Estimator sums the tokens of many texts without tokenizing every one: exact counting runs at
+// a few MB/s a core (the library's regexp2 pre-tokenizer), minutes for a 1 GB file, so the planner's estimate samples. The first
+// MinExact texts are counted exactly; after that one text in SampleEvery (chosen by a fixed-seed
+// generator, so the same file gives the same estimate and periodic data cannot alias with the
+// sampling) is counted exactly, and the others are charged at the tokens-per-byte ratio seen in the
+// counted texts. With fewer than MinExact texts the total is exact. The zero value uses the
+// defaults. Not safe for concurrent use.
+type Estimator struct {
+	MinExact    int // default 2000
+	SampleEvery int // default 16
+
+	rng         *rand.Rand
+	texts       int64
+	exactTexts  int64
+	exactTokens int64
+	exactBytes  int64
+	otherBytes  int64
+}
+
+// Add accounts for one text. It takes bytes so a caller scanning a CSV need not allocate a string
+// for the texts that are not sampled.
+func (e *Estimator) Add(text []byte) {
+	e.texts++
+	minExact, every := e.MinExact, e.SampleEvery
+	if minExact <= 0 {
+		minExact = 2000
+	}
+	if every <= 0 {
+		every = 16
+	}
+	exact := e.texts <= int64(minExact)
+	if !exact {
+		if e.rng == nil {
+			e.rng = rand.New(rand.NewPCG(0x5eed, 0xc1100))
+		}
+		exact = e.rng.IntN(every) == 0
+	}
+	if exact {
+		e.exactTexts++
+		e.exactTokens += int64(Count(string(text)))
+		e.exactBytes += int64(len(text))
+		return
+	}
+	e.otherBytes += int64(len(text))
+}
+
+// Tokens is the estimated total: exact tokens of the counted texts plus the other texts' bytes at
+// the counted texts' tokens-per-byte ratio (4 bytes a token if every counted text was empty),
+// rounded up.
+func (e *Estimator) Tokens() int64 {
+	if e.otherBytes == 0 {
+		return e.exactTokens
+	}
+	ratio := 0.25 // OpenAI's rule of thumb, only when every counted text was empty
+	if e.exactBytes > 0 {
+		ratio = float64(e.exactTokens) / float64(e.exactBytes)
+	}
+	est := float64(e.otherBytes) * ratio
+	return e.exactTokens + int64(math.Ceil(est))
+}
+
+// Exact reports whether Tokens is an exact count (every text was tokenized).
+func (e *Estimator) Exact() bool { return e.exactTexts == e.texts }
+
+// Texts is the number of texts added.
+func (e *Estimator) Texts() int64 { return e.texts }
