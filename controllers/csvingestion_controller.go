@@ -44,6 +44,8 @@ type Config struct {
 	FinalizerTimeout time.Duration
 	// MaxConcurrentReconciles across ingestions.
 	MaxConcurrentReconciles int
+	// SkipNameValidation allows more than one controller in a process (tests restart the manager).
+	SkipNameValidation bool
 }
 
 func (c *Config) defaults() {
@@ -126,7 +128,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 			p, ok := o.(*corev1.Pod)
 			return ok && (p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed)
 		}))).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.MaxConcurrentReconciles}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.MaxConcurrentReconciles, SkipNameValidation: &r.Config.SkipNameValidation}).
 		Named("csvingestion").
 		Complete(r)
 }

@@ -13,6 +13,7 @@
 package chunkrun
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -79,8 +80,9 @@ type Deps struct {
 }
 
 // NewEmbedder builds the embeddings client for ing with the given budgets. dimension is the
-// index's dimension: every vector must have it.
-func NewEmbedder(ing worker.Ingestion, apiKey string, rpm, tpm float64, dimension int, hc *http.Client, log logr.Logger) (*embedding.Embedder, error) {
+// index's dimension: every vector must have it. maxInFlight bounds concurrent requests (0: as
+// many as a chunk's embed stage runs).
+func NewEmbedder(ing worker.Ingestion, apiKey string, rpm, tpm float64, dimension, maxInFlight int, hc *http.Client, log logr.Logger) (*embedding.Embedder, error) {
 	spec := ing.Spec.Embedding
 	if apiKey == "" {
 		return nil, worker.Permanent(worker.ReasonUnauthorized, fmt.Errorf("no OpenAI API key (%s is empty)", worker.EnvOpenAIAPIKey))
@@ -109,7 +111,7 @@ func NewEmbedder(ing worker.Ingestion, apiKey string, rpm, tpm float64, dimensio
 		MaxInputsPerRequest: maxInputs,
 		RequestsPerMinute:   rpm,
 		TokensPerMinute:     tpm,
-		MaxInFlight:         embedWorkers,
+		MaxInFlight:         cmp.Or(maxInFlight, embedWorkers),
 		HTTPClient:          hc,
 		Logger:              log,
 	})
@@ -234,7 +236,7 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	emb := deps.Embedder
 	ownEmbedder := emb == nil
 	if ownEmbedder {
-		if emb, err = NewEmbedder(ing, deps.OpenAIAPIKey, args.RequestsPerMinute, args.TokensPerMinute, up.Dimension(), deps.HTTPClient, log); err != nil {
+		if emb, err = NewEmbedder(ing, deps.OpenAIAPIKey, args.RequestsPerMinute, args.TokensPerMinute, up.Dimension(), 0, deps.HTTPClient, log); err != nil {
 			return res, err
 		}
 	}

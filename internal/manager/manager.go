@@ -53,7 +53,7 @@ type Options struct {
 	// RESTConfig, when set, is used instead of the kubeconfig/in-cluster config (tests).
 	RESTConfig *rest.Config
 	// WrapClient, when set, wraps the manager's client (tests count API calls with it).
-	WrapClient func(client.Client) client.Client
+	WrapClient func(client.WithWatch) client.Client
 }
 
 // DefaultOptions are the flags' defaults.
@@ -154,7 +154,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.WrapClient != nil {
 		mgrOpts.NewClient = func(c *rest.Config, opts client.Options) (client.Client, error) {
-			cl, err := client.New(c, opts)
+			cl, err := client.NewWithWatch(c, opts)
 			if err != nil {
 				return nil, err
 			}

@@ -1,16 +1,21 @@
 // Package tasktable mirrors an ingestion's task into the DynamoDB task table (DESIGN §7), the item
 // the legacy REST API and its clients read. The controller is its only writer.
 //
-// Ordering: every write carries a monotonic version and is conditional on it. A write of version v
-// succeeds only when the item is absent, has no version, or holds a version < v (strictly). An equal
-// version is refused too: a version names one state, so a second write of it is either a duplicate
-// (nothing to do) or a conflicting writer (which must not win). A refused write returns ErrStale and
-// changes nothing, so an old leader can never move the item backwards.
+// Ordering: every write carries a monotonic version and is conditional on it. Put of version v
+// lands when the item is absent, has no version, holds a version < v, or holds v with the same
+// status word: one version names one state (the controller's status.trackingVersion, persisted
+// with the status before the mirror), so a re-write of it is idempotent, and it lets a retry
+// complete a write whose later calls failed. The status check means an equal version never
+// changes the status (a cancellation is not undone). MarkCancelled writes a new state, so it needs
+// a version strictly greater than the stored one. A refused write returns ErrStale and changes
+// nothing, so an old leader can never move the item backwards.
 //
 // Chunks: the item's "chunks" map is updated per key (SET chunks.#k = :v), never read, modified and
 // written whole. Callers pass only the entries that changed since their last accepted write; a
-// process that has not written the task yet (a new leader) passes every entry. On ErrStale or any
-// error the caller keeps its old baseline and resends the delta.
+// process that has not written the task yet (a new leader) passes every entry. After an error
+// other than ErrStale the caller keeps its baseline and resends the delta at the same version,
+// which completes a partly applied write; ErrStale means a newer state is stored, and its writer
+// owns the item from then on.
 //
 // Bounds: the map holds every chunk when the task has at most MaxWholeChunks chunks, and above
 // that only failed chunks, and only while no more than MaxChunkEntries chunks have failed. Chunk
@@ -56,8 +61,8 @@ const DefaultRegion = "us-east-1"
 var (
 	// ErrNotFound: no item has this task id.
 	ErrNotFound = errors.New("task not found in the task table")
-	// ErrStale: the item already holds this version or a newer one; nothing was changed.
-	ErrStale = errors.New("stale task write: the item holds the same or a newer version")
+	// ErrStale: the item holds a newer version (or this one with another status); nothing was changed.
+	ErrStale = errors.New("stale task write: the item holds a newer state")
 	// ErrFinished: MarkCancelled found the task already finished; it was left as it is.
 	ErrFinished = errors.New("task already finished")
 	// ErrUnavailable: the table cannot be used now (missing table, no or rejected credentials,

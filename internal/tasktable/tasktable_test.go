@@ -149,11 +149,16 @@ func TestStaleWritesAreRefused(t *testing.T) {
 	before := renderMap(rawItem(t, table, "task-s"))
 	other := newClient(t, table) // another process: an old leader
 	for _, v := range []int64{1, 4, 5} {
-		old := sampleTask("task-s", v)
-		old.Status, old.ProcessedRecords = taskstatus.Failed, 1
-		err := other.Put(ctx, old, map[int]ChunkEntry{0: {Status: "failed", EndRow: 999}, 1: {Status: "failed", EndRow: 10}})
-		if !errors.Is(err, ErrStale) {
-			t.Errorf("Put of version %d over version 5: err = %v, want ErrStale", v, err)
+		for _, status := range []string{taskstatus.Failed, v5.Status} {
+			if v == 5 && status == v5.Status {
+				continue // an idempotent re-write, below
+			}
+			old := sampleTask("task-s", v)
+			old.Status, old.ProcessedRecords = status, 1
+			err := other.Put(ctx, old, map[int]ChunkEntry{0: {Status: "failed", EndRow: 999}, 1: {Status: "failed", EndRow: 10}})
+			if !errors.Is(err, ErrStale) {
+				t.Errorf("Put of version %d (%s) over version 5: err = %v, want ErrStale", v, status, err)
+			}
 		}
 		if err := other.MarkCancelled(ctx, "task-s", v, time.Now()); !errors.Is(err, ErrStale) {
 			t.Errorf("MarkCancelled of version %d over version 5: err = %v, want ErrStale", v, err)
@@ -162,9 +167,71 @@ func TestStaleWritesAreRefused(t *testing.T) {
 	if after := renderMap(rawItem(t, table, "task-s")); after != before {
 		t.Fatalf("refused writes changed the item:\nbefore %s\n after %s", before, after)
 	}
+	// A re-write of version 5 with the same status is idempotent and accepted.
+	if err := other.Put(ctx, v5, map[int]ChunkEntry{0: {Status: "processing", EndRow: 999}}); err != nil {
+		t.Fatalf("re-write of version 5: %v", err)
+	}
+	if after := renderMap(rawItem(t, table, "task-s")); after != before {
+		t.Fatalf("an idempotent re-write changed the item:\nbefore %s\n after %s", before, after)
+	}
 	v6 := sampleTask("task-s", 6)
 	if err := other.Put(ctx, v6, nil); err != nil {
 		t.Fatalf("Put v6 over v5: %v", err)
+	}
+	// A cancellation is a new state; a write of its version with another status cannot undo it.
+	if err := other.MarkCancelled(ctx, "task-s", 7, time.Now()); err != nil {
+		t.Fatalf("MarkCancelled v7: %v", err)
+	}
+	v7 := sampleTask("task-s", 7)
+	if err := c.Put(ctx, v7, nil); !errors.Is(err, ErrStale) {
+		t.Fatalf("Put of version 7 over its cancellation: err = %v, want ErrStale", err)
+	}
+	if got, _, err := c.Get(ctx, "task-s"); err != nil || got.Status != taskstatus.Cancelled {
+		t.Fatalf("after the refused write: %+v, %v; want it still cancelled", got, err)
+	}
+}
+
+// A write whose later calls failed is completed by a retry at the same version.
+func TestRetryCompletesAPartlyAppliedWrite(t *testing.T) {
+	c, _ := newTable(t)
+	ctx := context.Background()
+	task := sampleTask("task-retry", 1)
+	task.ChunksTotal = 300
+	chunks := map[int]ChunkEntry{}
+	for i := 0; i < 300; i++ {
+		chunks[i] = ChunkEntry{Status: "completed", StartRow: int64(i), EndRow: int64(i), ProcessedRecords: 1}
+	}
+	top, err := topLevel(task, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel, err := selectChunks(task, chunks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := planCalls(task.Version, task.Status, top, sel, false)
+	if len(calls) < 2 {
+		t.Fatalf("want a write of several calls, got %d", len(calls))
+	}
+	if err := c.run(ctx, "task-retry", calls[:2]); err != nil { // the rest is lost, say to a timeout
+		t.Fatalf("first calls: %v", err)
+	}
+	_, partial, err := c.Get(ctx, "task-retry")
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	if len(partial) == 0 || len(partial) >= 300 {
+		t.Fatalf("after the first calls the map has %d entries, want some but not all", len(partial))
+	}
+	if err := c.Put(ctx, task, chunks); err != nil {
+		t.Fatalf("retry at the same version: %v", err)
+	}
+	_, got, err := c.Get(ctx, "task-retry")
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	if len(got) != 300 {
+		t.Fatalf("after the retry the map has %d entries, want 300", len(got))
 	}
 }
 
@@ -276,7 +343,8 @@ func TestRacingWritersNeverMoveBackwards(t *testing.T) {
 	}
 	t.Logf("%d writes (%d accepted), %d reads", len(outcomes), accepted, reads)
 
-	// An accepted write never began after a write of a higher version had been accepted.
+	// An accepted write never began after a write of a higher version had been accepted. (Both
+	// writers write versions 31..60 with different statuses; of each such pair only the first lands.)
 	for _, a := range outcomes {
 		for _, b := range outcomes {
 			if a.accepted && b.accepted && b.version > a.version && b.end < a.start {
@@ -327,7 +395,7 @@ func TestOvertakenMultiCallWriteStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	calls := planCalls(2, top, sel, true)
+	calls := planCalls(2, task.Status, top, sel, true)
 	if len(calls) < 3 {
 		t.Fatalf("want a write of at least 3 calls, got %d", len(calls))
 	}
@@ -527,7 +595,7 @@ func TestPlanCallsRespectLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, exists := range []bool{false, true} {
-		calls := planCalls(task.Version, top, sel, exists)
+		calls := planCalls(task.Version, task.Status, top, sel, exists)
 		seen := map[string]int{}
 		for i, cl := range calls {
 			if len(cl.update) > 4096 {

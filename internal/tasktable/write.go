@@ -22,12 +22,15 @@ const (
 	maxActionsPerCall = 120
 )
 
-// Conditions of the calls of one write. The first call claims the version; the others only land
-// while the item still holds exactly that version, so a newer writer that took over in between
-// is never overwritten by the rest of an older write.
+// Conditions of the calls of one write. The first call claims the version: it lands on an item
+// that is absent, unversioned or older, or at the same version and status (a re-write of the same
+// state, e.g. a retry that completes a write whose later calls failed; an equal version can never
+// change the status, so it cannot undo a cancellation). The other calls only land while the item
+// still holds exactly that version and status, so a writer that took over in between is never
+// overwritten by the rest of an older write.
 const (
-	condClaim    = "attribute_not_exists(#id) OR attribute_not_exists(#ver) OR #ver <= :ver"
-	condContinue = "#ver = :ver"
+	condClaim    = "attribute_not_exists(#id) OR attribute_not_exists(#ver) OR #ver < :ver OR (#ver = :ver AND #st = :st)"
+	condContinue = "#ver = :ver AND #st = :st"
 )
 
 // call is one UpdateItem.
@@ -48,12 +51,15 @@ type builder struct {
 	nameOf        map[string]string
 }
 
-func newBuilder(condition string, version int64) *builder {
+func newBuilder(condition string, version int64, status string) *builder {
 	b := &builder{call: call{
 		condition: condition,
-		names:     map[string]string{"#ver": attrVersion},
-		values:    map[string]types.AttributeValue{":ver": &types.AttributeValueMemberN{Value: strconv.FormatInt(version, 10)}},
-	}, nameOf: map[string]string{attrVersion: "#ver"}}
+		names:     map[string]string{"#ver": attrVersion, "#st": attrStatus},
+		values: map[string]types.AttributeValue{
+			":ver": &types.AttributeValueMemberN{Value: strconv.FormatInt(version, 10)},
+			":st":  &types.AttributeValueMemberS{Value: status},
+		},
+	}, nameOf: map[string]string{attrVersion: "#ver", attrStatus: "#st"}}
 	if condition == condClaim {
 		b.names["#id"] = attrTaskID
 		b.nameOf[attrTaskID] = "#id"
@@ -154,8 +160,8 @@ func (b *builder) build() call {
 // planCalls spreads one write over as few UpdateItem calls as the limits allow. The first call sets
 // the top-level attributes and the version; when the item may lack a chunk map it creates an
 // empty one (a nested SET under a missing map fails) and the chunk entries follow in later calls.
-func planCalls(version int64, top []attrUpdate, chunks []chunkUpdate, chunkMapExists bool) []call {
-	b := newBuilder(condClaim, version)
+func planCalls(version int64, status string, top []attrUpdate, chunks []chunkUpdate, chunkMapExists bool) []call {
+	b := newBuilder(condClaim, version, status)
 	for _, a := range top {
 		if a.value == nil {
 			b.remove(b.name(a.name))
@@ -173,7 +179,7 @@ func planCalls(version int64, top []attrUpdate, chunks []chunkUpdate, chunkMapEx
 	}
 	calls := []call{b.build()}
 	for len(chunks) > 0 {
-		b = newBuilder(condContinue, version)
+		b = newBuilder(condContinue, version, status)
 		for len(chunks) > 0 && b.tryChunk(chunks[0]) {
 			chunks = chunks[1:]
 		}
@@ -183,8 +189,9 @@ func planCalls(version int64, top []attrUpdate, chunks []chunkUpdate, chunkMapEx
 }
 
 // Put writes t and the changed chunk entries (index → entry) as version t.Version. It returns
-// ErrStale when the item already holds t.Version or newer, ErrInvalid for a task or chunk that
-// cannot be written (nothing is written then), and ErrUnavailable when the table cannot be used.
+// ErrStale when the item holds a newer version, or t.Version with another status; ErrInvalid for
+// a task or chunk that cannot be written (nothing is written then); ErrUnavailable when the table
+// cannot be used.
 // Entries the bounds leave out (see the package comment) are skipped silently.
 //
 // A write with many chunk entries takes several calls; if a newer writer takes over between them,
@@ -202,12 +209,12 @@ func (c *Client) Put(ctx context.Context, t Task, chunks map[int]ChunkEntry) err
 		return err
 	}
 	known := c.chunksKnown(t.TaskID)
-	err = c.run(ctx, t.TaskID, planCalls(t.Version, top, sel, known))
+	err = c.run(ctx, t.TaskID, planCalls(t.Version, t.Status, top, sel, known))
 	if err != nil && known && isValidation(err) {
 		// The item lost its chunk map (deleted or expired since this client wrote it): write
 		// again the way a first write does.
 		c.rememberChunks(t.TaskID, false)
-		err = c.run(ctx, t.TaskID, planCalls(t.Version, top, sel, false))
+		err = c.run(ctx, t.TaskID, planCalls(t.Version, t.Status, top, sel, false))
 	}
 	// After a failure the chunk map may not exist (the first call may not have landed).
 	c.rememberChunks(t.TaskID, err == nil)

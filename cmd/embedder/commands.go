@@ -1,0 +1,199 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/vectordb-io/vectordb-operator/internal/chunkrun"
+	"github.com/vectordb-io/vectordb-operator/internal/exitcode"
+	"github.com/vectordb-io/vectordb-operator/internal/ingestfile"
+	"github.com/vectordb-io/vectordb-operator/internal/localrun"
+	"github.com/vectordb-io/vectordb-operator/internal/planner"
+	"github.com/vectordb-io/vectordb-operator/internal/version"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+)
+
+// finish writes the termination message and turns the outcome into the exit code.
+func (g *globals) finish(cmd *cobra.Command, res worker.Result, err error) error {
+	log, _ := g.logger()
+	code, werr := exitcode.Finish(exitcode.TerminationPath(g.terminationLog), res, err)
+	if werr != nil {
+		log.Error(werr, "could not write the termination message")
+	}
+	if err != nil {
+		_, reason := exitcode.Of(err)
+		log.Error(err, "failed", "reason", reason, "exitCode", code)
+	}
+	if code != 0 {
+		return &exitError{code: code}
+	}
+	return nil
+}
+
+func newPlanCmd(g *globals) *cobra.Command {
+	var toStdout bool
+	cmd := &cobra.Command{
+		Use:   "plan",
+		Short: "Plan the CsvIngestion in $" + worker.EnvIngestion + " and write ConfigMap <name>-plan",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			res := worker.Result{Role: worker.RolePlan}
+			ing, err := worker.DecodeIngestion(os.Getenv(worker.EnvIngestion))
+			if err != nil {
+				return g.finish(cmd, res, worker.Permanent(worker.ReasonPermanentError, err))
+			}
+			log = log.WithValues("ingestion", ing.Namespace+"/"+ing.Name, "taskID", ing.TaskID)
+			plan, err := planner.Plan(cmd.Context(), ing, planner.Deps{
+				MetabaseAPIKey: os.Getenv(worker.EnvMetabaseAPIKey), Log: log,
+			})
+			if err == nil {
+				res.RowsRead, res.Tokens = plan.TotalRows, plan.EstimatedTokens
+				if toStdout {
+					err = json.NewEncoder(g.stdout).Encode(plan)
+				} else {
+					err = writePlan(cmd, ing, plan)
+				}
+			}
+			res.DurationMillis = time.Since(start).Milliseconds()
+			return g.finish(cmd, res, err)
+		},
+	}
+	cmd.Flags().BoolVar(&toStdout, "stdout", false, "print the plan JSON instead of writing the ConfigMap")
+	return cmd
+}
+
+func writePlan(cmd *cobra.Command, ing worker.Ingestion, plan *worker.Plan) error {
+	kc, err := planner.NewKubeClient()
+	if err != nil {
+		return err
+	}
+	return planner.WritePlanConfigMap(cmd.Context(), kc, ing, plan)
+}
+
+func newChunkCmd(g *globals) *cobra.Command {
+	var a worker.ChunkArgs
+	cmd := &cobra.Command{
+		Use:   "chunk",
+		Short: "Ingest one chunk of the CsvIngestion in $" + worker.EnvIngestion,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			ing, err := worker.DecodeIngestion(os.Getenv(worker.EnvIngestion))
+			if err != nil {
+				return g.finish(cmd, worker.Result{Role: worker.RoleChunk, Chunk: a.Index}, worker.Permanent(worker.ReasonPermanentError, err))
+			}
+			log = log.WithValues("ingestion", ing.Namespace+"/"+ing.Name, "taskID", ing.TaskID)
+			res, err := chunkrun.Run(cmd.Context(), ing, a, chunkrun.Deps{
+				OpenAIAPIKey:        os.Getenv(worker.EnvOpenAIAPIKey),
+				PineconeAPIKey:      os.Getenv(worker.EnvPineconeAPIKey),
+				PineconeControlHost: os.Getenv(EnvPineconeControlHost),
+				Log:                 log,
+			})
+			return g.finish(cmd, res, err)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&a.Index, "index", 0, "chunk index")
+	f.Int64Var(&a.Offset, "offset", 0, "byte offset of the chunk's first row in the decompressed object")
+	f.Int64Var(&a.Length, "length", 0, "bytes of the chunk")
+	f.Int64Var(&a.FirstRow, "first-row", 0, "0-based data row number of the chunk's first row")
+	f.Int64Var(&a.Rows, "rows", 0, "rows in the chunk (a different count is a permanent error)")
+	f.StringVar(&a.ETag, "etag", "", "the planned ETag; every read is pinned to it")
+	f.Float64Var(&a.RequestsPerMinute, "rpm", 0, "this chunk's share of the request budget (0: unlimited)")
+	f.Float64Var(&a.TokensPerMinute, "tpm", 0, "this chunk's share of the token budget (0: unlimited)")
+	f.StringVar(&a.Compression, "compression", "", "compression the planner found: none or gzip")
+	_ = cmd.MarkFlagRequired("etag")
+	return cmd
+}
+
+func newRunCmd(g *globals) *cobra.Command {
+	var (
+		file         string
+		rowsPerChunk int64
+		parallelism  int
+		progress     string
+	)
+	cmd := &cobra.Command{
+		Use:   "run -f ingestion.yaml",
+		Short: "Run a whole CsvIngestion in this process: plan, then chunks in parallel; JSON summary on stdout",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			ing, err := ingestfile.Read(file)
+			if err != nil {
+				return err
+			}
+			var prog localrun.Progress
+			switch progress {
+			case "auto":
+				if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+					prog = localrun.NewBar(g.stderr)
+				} else {
+					prog = localrun.NewLines(g.stderr, 5*time.Second)
+				}
+			case "bar":
+				prog = localrun.NewBar(g.stderr)
+			case "lines":
+				prog = localrun.NewLines(g.stderr, 5*time.Second)
+			case "none":
+			default:
+				return fmt.Errorf("--progress %q: want auto, bar, lines or none", progress)
+			}
+			sum, runErr := localrun.Run(cmd.Context(), ing, localrun.Options{
+				RowsPerChunk:        rowsPerChunk,
+				Parallelism:         parallelism,
+				OpenAIAPIKey:        os.Getenv(worker.EnvOpenAIAPIKey),
+				PineconeAPIKey:      os.Getenv(worker.EnvPineconeAPIKey),
+				MetabaseAPIKey:      os.Getenv(worker.EnvMetabaseAPIKey),
+				PineconeControlHost: os.Getenv(EnvPineconeControlHost),
+				Log:                 log.WithValues("ingestion", ing.Name),
+				Progress:            prog,
+			})
+			enc := json.NewEncoder(g.stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(sum); err != nil {
+				return err
+			}
+			if code, reason := exitcode.Of(runErr); code != 0 {
+				log.Error(runErr, "run failed", "reason", reason, "exitCode", code)
+				return &exitError{code: code}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&file, "file", "f", "", "CsvIngestion manifest (YAML or JSON)")
+	f.Int64Var(&rowsPerChunk, "rows-per-chunk", 0, "override spec.chunking.rowsPerChunk")
+	f.IntVar(&parallelism, "parallelism", 0, "override spec.chunking.parallelism")
+	f.StringVar(&progress, "progress", "auto", "progress on stderr: auto (a bar on a terminal, lines otherwise), bar, lines or none")
+	_ = cmd.MarkFlagRequired("file")
+	return cmd
+}
+
+func newVersionCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, err := fmt.Fprintln(g.stdout, version.Version)
+			return err
+		},
+	}
+}
