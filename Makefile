@@ -48,3 +48,27 @@ test: vet build ## go vet and every test (envtest, kube-controller-manager, MinI
 .PHONY: help
 help:
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+##@ Packaging
+
+IMAGE_REPO ?= ghcr.io/vectordb-io
+MANAGER_IMG ?= $(IMAGE_REPO)/vectordb-operator:$(VERSION)
+EMBEDDER_IMG ?= $(IMAGE_REPO)/vectordb-embedder:$(VERSION)
+HELM := $(BIN)/helm
+CHART := charts/vectordb-operator
+
+.PHONY: docker-build
+docker-build: ## Build the manager and embedder images (needs a Docker engine).
+	@command -v docker >/dev/null 2>&1 || { echo "docker-build: no docker command here; build on a machine with a Docker engine" >&2; exit 1; }
+	docker build --target manager --build-arg VERSION=$(VERSION) -t $(MANAGER_IMG) .
+	docker build --target embedder --build-arg VERSION=$(VERSION) -t $(EMBEDDER_IMG) .
+
+.PHONY: helm-lint
+helm-lint: ## Lint the chart with its default values and with every option on.
+	@test -x $(HELM) || bash hack/tools.sh helm
+	$(HELM) lint --strict $(CHART)
+	$(HELM) lint --strict $(CHART) -f $(CHART)/ci/all-on-values.yaml
+
+.PHONY: reference
+reference: ## Regenerate docs/reference.md from the CRD.
+	go run ./hack/crdref -crds config/crd/bases -out docs/reference.md

@@ -70,8 +70,10 @@ GO
   mark kube-controller-manager "$K8S_VERSION"
 }
 
+ETCD_KEY="$ETCD_VERSION-r2" # bump the suffix when the build recipe changes
+
 build_etcd() {
-  if have etcd "$ETCD_VERSION"; then log "etcd $ETCD_VERSION cached"; return; fi
+  if have etcd "$ETCD_KEY"; then log "etcd $ETCD_VERSION cached"; return; fi
   local dir="$BIN/.build/etcd-$ETCD_VERSION"
   mkdir -p "$dir"
   log "building etcd $ETCD_VERSION"
@@ -80,16 +82,20 @@ build_etcd() {
     cat >main.go <<'GO'
 package main
 
-import "go.etcd.io/etcd/server/v3/etcdmain"
+import (
+	"os"
 
-func main() { etcdmain.Main(nil) }
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
 GO
     printf 'module vectordb.io/etcdbuild\n\ngo 1.26\n' >go.mod
     go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null
     go mod tidy >/dev/null
     CGO_ENABLED=0 go build -trimpath -o "$BIN/etcd" .
   )
-  mark etcd "$ETCD_VERSION"
+  mark etcd "$ETCD_KEY"
 }
 
 install_dynalite() {

@@ -255,7 +255,7 @@ type MappingSpec struct {
 }
 
 // MetadataSpec selects and shapes vector metadata.
-// +kubebuilder:validation:XValidation:rule="self.include != 'columns' || (has(self.columns) && size(self.columns) > 0)",message="spec.mapping.metadata.columns must list at least one column when include is columns"
+// +kubebuilder:validation:XValidation:rule="!has(self.include) || self.include != 'columns' || (has(self.columns) && size(self.columns) > 0)",message="spec.mapping.metadata.columns must list at least one column when include is columns"
 type MetadataSpec struct {
 	// Include is all (every column but id and text, less exclude), columns (only those listed) or
 	// none.
@@ -298,8 +298,8 @@ type MetadataSpec struct {
 
 // EmbeddingSpec names the model and the budgets shared by all of the ingestion's chunks.
 // +kubebuilder:validation:XValidation:rule="self.model == oldSelf.model",message="spec.embedding.model is immutable: vectors of two models cannot share an index"
-// +kubebuilder:validation:XValidation:rule="(has(self.dimensions) ? self.dimensions : 0) == (has(oldSelf.dimensions) ? oldSelf.dimensions : 0)",message="spec.embedding.dimensions is immutable"
-// +kubebuilder:validation:XValidation:rule="(has(self.baseURL) ? self.baseURL : ”) == (has(oldSelf.baseURL) ? oldSelf.baseURL : ”)",message="spec.embedding.baseURL is immutable"
+// +kubebuilder:validation:XValidation:rule="has(self.dimensions) == has(oldSelf.dimensions) && (!has(self.dimensions) || self.dimensions == oldSelf.dimensions)",message="spec.embedding.dimensions is immutable"
+// +kubebuilder:validation:XValidation:rule="has(self.baseURL) == has(oldSelf.baseURL) && (!has(self.baseURL) || self.baseURL == oldSelf.baseURL)",message="spec.embedding.baseURL is immutable"
 type EmbeddingSpec struct {
 	// Model is the embedding model.
 	// +kubebuilder:default=text-embedding-3-small

@@ -52,7 +52,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func sharedMinIO(t *testing.T) *harness.MinIO {
+func sharedMinIO(t testing.TB) *harness.MinIO {
 	t.Helper()
 	minioOnce.Do(func() { minio, minioErr = harness.NewMinIO(bucket) })
 	if minioErr != nil {
@@ -63,7 +63,7 @@ func sharedMinIO(t *testing.T) *harness.MinIO {
 
 // env is one test's world: MinIO (shared), a fake OpenAI and a fake Pinecone with one index.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	minio  *harness.MinIO
 	s3     *s3.Client
 	openai *fakeopenai.Server
@@ -72,7 +72,7 @@ type env struct {
 	prefix string // object keys of this test
 }
 
-func newEnv(t *testing.T, oai fakeopenai.Options) *env {
+func newEnv(t testing.TB, oai fakeopenai.Options) *env {
 	t.Helper()
 	m := sharedMinIO(t)
 	if oai.APIKeys == nil {

@@ -64,7 +64,8 @@ func TestAuthKeysFromSecretWithRotation(t *testing.T) {
 	for _, tc := range []struct{ key, body string }{
 		{"", `{"detail":"API key is missing"}`},
 		{"key-two", `{"detail":"Invalid API key"}`},
-		{"key-one\n", `{"detail":"Invalid API key"}`},
+		{"KEY-ONE", `{"detail":"Invalid API key"}`},
+		{"key-on", `{"detail":"Invalid API key"}`},
 	} {
 		r := do(t, http.MethodGet, tasks, tc.key, nil)
 		if r.Code != http.StatusUnauthorized || strings.TrimSpace(string(r.Body)) != tc.body {

@@ -199,6 +199,7 @@ func sampleIngestion(ns, name, taskID string) *v1alpha1.CsvIngestion {
 			Target: v1alpha1.TargetSpec{Pinecone: v1alpha1.PineconeTarget{
 				Index: "idx", Namespace: "kubectl-ns", APIKeySecretRef: v1alpha1.SecretKeyRef{Name: "pinecone"},
 			}},
+			Chunking: v1alpha1.ChunkingSpec{ChunkTimeout: metav1.Duration{Duration: 30 * time.Minute}},
 		},
 	}
 }

@@ -133,6 +133,7 @@ func TestProcessCreatesTheExpectedIngestion(t *testing.T) {
 		{"target.pinecone.batchSize (5000 capped)", sp.Target.Pinecone.BatchSize, int32(1000)},
 		{"chunking.rowsPerChunk", sp.Chunking.RowsPerChunk, int32(2000)},
 		{"chunking.parallelism", sp.Chunking.Parallelism, int32(4)},
+		{"chunking.chunkTimeout", sp.Chunking.ChunkTimeout.Duration, 30 * time.Minute},
 		{"tracking", sp.Tracking, &v1alpha1.TrackingSpec{DynamoDB: &v1alpha1.DynamoDBTracking{
 			Table: "vectordb-tasks-prod", Region: "us-east-1", Endpoint: "http://127.0.0.1:8001"}}},
 		{"deadLetter", sp.DeadLetter, &v1alpha1.DeadLetterSpec{Bucket: "csv-storage", KeyPrefix: "failed/"}},

@@ -359,6 +359,7 @@ func BuildIngestion(req ProcessRequest, d Defaults, taskID string, created time.
 			Chunking: v1alpha1.ChunkingSpec{
 				RowsPerChunk: int32(req.ChunkSize),
 				Parallelism:  d.Parallelism,
+				ChunkTimeout: metav1.Duration{Duration: d.ChunkTimeout},
 			},
 		},
 	}

@@ -1,9 +1,11 @@
 package shim
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -235,28 +237,22 @@ func TestNewRefusesIncompleteConfig(t *testing.T) {
 func TestGracefulShutdownFinishesRequestsInFlight(t *testing.T) {
 	e := startShim(t, testCluster(t))
 	host := strings.TrimPrefix(e.URL, "http://")
-	pr, pw := io.Pipe()
-	req, _ := http.NewRequest(http.MethodPost, e.URL+"/api/v1/process", pr)
-	req.Header.Set("X-API-Key", testKey)
-	type result struct {
-		code int
-		err  error
-	}
-	res := make(chan result, 1)
-	go func() {
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			res <- result{err: err}
-			return
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		res <- result{code: resp.StatusCode}
-	}()
-	// Half the body is sent: the request is in flight when the shutdown starts.
-	if _, err := pw.Write([]byte(`{"s3_key":"exports/slow.csv",`)); err != nil {
+	conn, err := net.Dial("tcp", host)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer conn.Close()
+	body := `{"s3_key":"exports/slow.csv","question_id":3}`
+	// With Expect: 100-continue the server answers 100 once the handler reads the body, so the
+	// test knows the request is in the handler before it starts the shutdown.
+	fmt.Fprintf(conn, "POST /api/v1/process HTTP/1.1\r\nHost: %s\r\nX-API-Key: %s\r\nContent-Type: application/json\r\n"+
+		"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n", host, testKey, len(body))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusContinue {
+		t.Fatalf("want 100 Continue, got %v %v", resp, err)
+	}
+
 	stopped := make(chan error, 1)
 	go func() { stopped <- e.stop() }()
 	eventually(t, "listener closed", func() error {
@@ -267,13 +263,17 @@ func TestGracefulShutdownFinishesRequestsInFlight(t *testing.T) {
 		}
 		return nil
 	})
-	if _, err := pw.Write([]byte(`"question_id":3}`)); err != nil {
+	if _, err := io.WriteString(conn, body); err != nil {
 		t.Fatal(err)
 	}
-	pw.Close()
-	r := <-res
-	if r.err != nil || r.code != http.StatusAccepted {
-		t.Fatalf("request in flight during shutdown: %d %v, want 202", r.code, r.err)
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("request in flight during shutdown: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("request in flight during shutdown: %d %s, want 202", resp.StatusCode, b)
 	}
 	if err := <-stopped; err != nil {
 		t.Errorf("Serve after graceful shutdown: %v", err)

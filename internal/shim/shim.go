@@ -142,9 +142,12 @@ type Defaults struct {
 	// DeadLetter for failed rows; empty Bucket means none.
 	DeadLetter v1alpha1.DeadLetterSpec
 
-	RowsPerChunk      int32  // default 1000; the request's chunk_size overrides it
-	BatchSize         int32  // default 100; the request's batch_size overrides it
-	Parallelism       int32  // default 4
+	RowsPerChunk int32 // default 1000; the request's chunk_size overrides it
+	BatchSize    int32 // default 100; the request's batch_size overrides it
+	Parallelism  int32 // default 4
+	// ChunkTimeout bounds one attempt of a chunk; default 30m. (Set explicitly: a zero
+	// metav1.Duration is sent as "0s", not left to the CRD's default.)
+	ChunkTimeout      time.Duration
 	RequestsPerMinute int32  // default 300
 	Sanitize          string // default legacy, so new vectors match those already in the index
 }
@@ -257,6 +260,9 @@ func withDefaults(cfg Config) Config {
 	def32(&d.RowsPerChunk, 1000)
 	def32(&d.BatchSize, 100)
 	def32(&d.Parallelism, 4)
+	if d.ChunkTimeout <= 0 {
+		d.ChunkTimeout = 30 * time.Minute
+	}
 	def32(&d.RequestsPerMinute, 300)
 	def(&d.Sanitize, "legacy")
 	return cfg

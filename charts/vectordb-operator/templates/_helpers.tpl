@@ -1,0 +1,113 @@
+{{/* Name of the chart, overridable. */}}
+{{- define "vectordb-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified name of the release's objects. */}}
+{{- define "vectordb-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "vectordb-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "vectordb-operator.labels" -}}
+helm.sh/chart: {{ include "vectordb-operator.chart" . }}
+{{ include "vectordb-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: vectordb-operator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select the manager's pods. */}}
+{{- define "vectordb-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "vectordb-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "vectordb-operator.managerSelectorLabels" -}}
+{{ include "vectordb-operator.selectorLabels" . }}
+app.kubernetes.io/component: manager
+{{- end }}
+
+{{/* The manager's service account. */}}
+{{- define "vectordb-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "vectordb-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* image renders repository:tag or repository@digest; tag defaults to the chart's appVersion. */}}
+{{- define "vectordb-operator.image" -}}
+{{- $img := index . 0 }}{{- $root := index . 1 }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $img.repository $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $img.repository (default $root.Chart.AppVersion $img.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The namespace where the legacy API creates CsvIngestions. */}}
+{{- define "vectordb-operator.apiNamespace" -}}
+{{- default .Release.Namespace .Values.api.namespace }}
+{{- end }}
+
+{{/*
+Namespaces where ingestions run and so where the worker service account and its Role must exist:
+workers.namespaces, else watchNamespaces, else the release namespace; plus the API's namespace when
+the API is on. Rendered as a JSON list; use with fromJsonArray.
+*/}}
+{{- define "vectordb-operator.workerNamespaces" -}}
+{{- $ns := list }}
+{{- if .Values.workers.namespaces }}
+{{- $ns = .Values.workers.namespaces }}
+{{- else if .Values.watchNamespaces }}
+{{- $ns = .Values.watchNamespaces }}
+{{- else }}
+{{- $ns = list .Release.Namespace }}
+{{- end }}
+{{- if .Values.api.enabled }}
+{{- $ns = append $ns (include "vectordb-operator.apiNamespace" .) }}
+{{- end }}
+{{- $ns | uniq | toJson }}
+{{- end }}
+
+{{/* Fails the render on combinations the schema cannot express. */}}
+{{- define "vectordb-operator.validate" -}}
+{{- if and .Values.api.enabled .Values.watchNamespaces }}
+{{- if not (has (include "vectordb-operator.apiNamespace" .) .Values.watchNamespaces) }}
+{{- fail (printf "api.namespace %q must be one of watchNamespaces %v: the operator only sees ingestions there" (include "vectordb-operator.apiNamespace" .) .Values.watchNamespaces) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.watchNamespaces .Values.workers.namespaces }}
+{{- range .Values.workers.namespaces }}
+{{- if not (has . $.Values.watchNamespaces) }}
+{{- fail (printf "workers.namespaces entry %q is not in watchNamespaces %v" . $.Values.watchNamespaces) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and .Values.api.defaults.metabase.url (not .Values.api.defaults.metabase.secret.name) }}
+{{- fail "api.defaults.metabase.secret.name is required with api.defaults.metabase.url" }}
+{{- end }}
+{{- end }}
+
+{{/* PromQL label matchers selecting the manager's metrics (the ServiceMonitor's job label). */}}
+{{- define "vectordb-operator.metricsSelector" -}}
+{{- default (printf "job=%q" (printf "%s-metrics" (include "vectordb-operator.fullname" .))) .Values.prometheusRule.selector }}
+{{- end }}

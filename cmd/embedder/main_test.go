@@ -1,0 +1,273 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/localrun"
+	"github.com/vectordb-io/vectordb-operator/internal/version"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+	fakeopenai "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
+	fakepinecone "github.com/vectordb-io/vectordb-operator/test/fakes/pinecone"
+	"github.com/vectordb-io/vectordb-operator/test/harness"
+)
+
+const (
+	bucket      = "csv"
+	openaiKey   = "sk-embedder-cmd-secret"
+	pineconeKey = "pc-embedder-cmd-secret"
+)
+
+var (
+	minioOnce sync.Once
+	minio     *harness.MinIO
+	minioErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if minio != nil {
+		_ = minio.Stop()
+	}
+	os.Exit(code)
+}
+
+// world is MinIO with a small CSV, the fakes, and the environment a worker pod would get.
+type world struct {
+	minio  *harness.MinIO
+	openai *fakeopenai.Server
+	index  *fakepinecone.Index
+	key    string
+	rows   int
+}
+
+func newWorld(t *testing.T, rows int) *world {
+	t.Helper()
+	minioOnce.Do(func() { minio, minioErr = harness.NewMinIO(bucket) })
+	if minioErr != nil {
+		t.Fatalf("MinIO: %v", minioErr)
+	}
+	o, err := fakeopenai.Start(fakeopenai.Options{APIKeys: []string{openaiKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = o.Close() })
+	pc, err := fakepinecone.Start(fakepinecone.Options{Indexes: map[string]int{"products": 64}, APIKeys: []string{pineconeKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+
+	var b bytes.Buffer
+	b.WriteString("id,body,kind\n")
+	for i := range rows {
+		fmt.Fprintf(&b, "%d,\"<p>Product %d, a fine thing</p>\",kind%d\n", i, i, i%3)
+	}
+	key := strings.ReplaceAll(t.Name(), "/", "_") + "/products.csv"
+	if _, err := minio.S3Client().PutObject(context.Background(), &s3.PutObjectInput{
+		Bucket: aws.String(bucket), Key: aws.String(key), Body: bytes.NewReader(b.Bytes()),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(worker.EnvOpenAIAPIKey, openaiKey)
+	t.Setenv(worker.EnvPineconeAPIKey, pineconeKey)
+	t.Setenv(worker.EnvAWSAccessKeyID, minio.AccessKey)
+	t.Setenv(worker.EnvAWSSecretKey, minio.SecretKey)
+	t.Setenv(EnvPineconeControlHost, pc.ControlURL())
+	return &world{minio: minio, openai: o, index: pc.Index("products"), key: key, rows: rows}
+}
+
+func (w *world) spec() v1alpha1.CsvIngestionSpec {
+	return v1alpha1.CsvIngestionSpec{
+		Source: v1alpha1.SourceSpec{
+			S3:  &v1alpha1.S3Source{Bucket: bucket, Key: w.key, S3Connection: v1alpha1.S3Connection{Region: w.minio.Region, Endpoint: w.minio.Endpoint}},
+			CSV: v1alpha1.CSVFormat{Delimiter: ",", Compression: "auto"},
+		},
+		Mapping: v1alpha1.MappingSpec{IDColumn: "id", IDPrefix: "p.", TextColumn: "body", Sanitize: "basic", NamespaceColumn: "kind",
+			Metadata: v1alpha1.MetadataSpec{Include: "all", TextField: "text", TextMaxChars: 1000}},
+		Embedding: v1alpha1.EmbeddingSpec{Model: "text-embedding-3-small", Dimensions: 64, BaseURL: w.openai.URL(),
+			RequestsPerMinute: 600, TokensPerMinute: 1000000, MaxInputsPerRequest: 100},
+		Target:   v1alpha1.TargetSpec{Pinecone: v1alpha1.PineconeTarget{Index: "products", BatchSize: 100}},
+		Chunking: v1alpha1.ChunkingSpec{RowsPerChunk: 100, Parallelism: 2, RetriesPerChunk: 1, MaxFailedRowsPercent: 1},
+	}
+}
+
+func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = execute(context.Background(), args, &out, &errb)
+	secrets := []string{openaiKey, pineconeKey}
+	if minio != nil {
+		secrets = append(secrets, minio.SecretKey)
+	}
+	for _, secret := range secrets {
+		if strings.Contains(out.String(), secret) || strings.Contains(errb.String(), secret) {
+			t.Fatalf("embedder %v printed a secret", args)
+		}
+	}
+	return code, out.String(), errb.String()
+}
+
+func readResult(t *testing.T, path string) worker.Result {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("termination message: %v", err)
+	}
+	if len(data) > worker.MaxMessageBytes {
+		t.Fatalf("termination message is %d bytes", len(data))
+	}
+	res, err := worker.DecodeResult(string(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func TestRunCommandIngestsAManifest(t *testing.T) {
+	w := newWorld(t, 250)
+	manifest := fmt.Sprintf(`apiVersion: ingestion.vectordb.io/v1alpha1
+kind: CsvIngestion
+metadata: {name: products-run}
+spec:
+  source:
+    s3: {bucket: %s, key: %s, endpoint: %q}
+  mapping: {textColumn: body, idPrefix: "p.", namespaceColumn: kind}
+  embedding: {model: text-embedding-3-small, dimensions: 64, baseURL: %q, apiKeySecretRef: {name: openai}}
+  target:
+    pinecone: {index: products, apiKeySecretRef: {name: pinecone}}
+`, bucket, w.key, w.minio.Endpoint, w.openai.URL())
+	path := filepath.Join(t.TempDir(), "ingestion.yaml")
+	if err := os.WriteFile(path, []byte(manifest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := run(t, "run", "-f", path, "--rows-per-chunk=40", "--parallelism=3", "--progress=lines")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	var sum localrun.Summary
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil {
+		t.Fatalf("stdout is not the JSON summary: %v\n%s", err, stdout)
+	}
+	if sum.Phase != "Completed" || sum.Chunks != 7 || sum.ChunksSucceeded != 7 || sum.VectorsUpserted != 250 ||
+		sum.RowsRead != 250 || sum.TotalRows != 250 || sum.Tokens != w.openai.Stats().Tokens || sum.TaskID != "products-run" {
+		t.Fatalf("summary %+v", sum)
+	}
+	if w.index.Count() != 250 || len(w.index.Vectors("kind1")) != 83 {
+		t.Fatalf("index holds %d vectors, %d in kind1", w.index.Count(), len(w.index.Vectors("kind1")))
+	}
+	if !strings.Contains(stderr, "progress: 250/250 rows (100.0%)") {
+		t.Fatalf("no final progress line on stderr:\n%s", stderr)
+	}
+	for _, line := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(line, "{") && !json.Valid([]byte(line)) {
+			t.Fatalf("log line is not JSON: %s", line)
+		}
+	}
+}
+
+func TestPlanAndChunkCommands(t *testing.T) {
+	w := newWorld(t, 150)
+	ing := worker.Ingestion{Name: "products", Namespace: "default", UID: "uid-1", TaskID: "task-1", Spec: w.spec()}
+	enc, _ := ing.Encode()
+	t.Setenv(worker.EnvIngestion, enc)
+	dir := t.TempDir()
+
+	code, stdout, stderr := run(t, "plan", "--stdout", "--termination-log", filepath.Join(dir, "plan.log"))
+	if code != 0 {
+		t.Fatalf("plan exit %d\n%s", code, stderr)
+	}
+	var plan worker.Plan
+	if err := json.Unmarshal([]byte(stdout), &plan); err != nil || plan.Chunks() != 2 {
+		t.Fatalf("plan %q: %v", stdout, err)
+	}
+	if res := readResult(t, filepath.Join(dir, "plan.log")); res.Role != worker.RolePlan || res.RowsRead != 150 || res.Tokens != plan.EstimatedTokens {
+		t.Fatalf("plan result %+v", res)
+	}
+
+	// Chunk 0 through the flags the controller renders, the message path from the environment.
+	t.Setenv(worker.EnvTerminationLog, filepath.Join(dir, "chunk0.log"))
+	args, _ := plan.Chunk(0)
+	if code, _, stderr := run(t, args.Flags()...); code != 0 {
+		t.Fatalf("chunk 0 exit %d\n%s", code, stderr)
+	}
+	if res := readResult(t, filepath.Join(dir, "chunk0.log")); res.Processed != 100 || res.Failed != 0 || res.Tokens == 0 || res.Requests == 0 {
+		t.Fatalf("chunk 0 result %+v", res)
+	}
+
+	// Chunk 1 with a key OpenAI refuses: the permanent exit code, the reason in the message.
+	t.Setenv(worker.EnvOpenAIAPIKey, "sk-wrong")
+	args, _ = plan.Chunk(1)
+	code, _, stderr = run(t, append(args.Flags(), "--termination-log", filepath.Join(dir, "chunk1.log"))...)
+	if code != worker.ExitPermanent {
+		t.Fatalf("chunk 1 exit %d, want %d\n%s", code, worker.ExitPermanent, stderr)
+	}
+	if res := readResult(t, filepath.Join(dir, "chunk1.log")); res.Reason != worker.ReasonUnauthorized || res.Error == "" {
+		t.Fatalf("chunk 1 result %+v", res)
+	}
+	if strings.Contains(stderr, "sk-wrong") {
+		t.Fatal("the refused key was logged")
+	}
+	if w.index.Count() != 100 {
+		t.Fatalf("index holds %d vectors, want 100", w.index.Count())
+	}
+
+	// A chunk without its ingestion cannot run: permanent, and still a message.
+	t.Setenv(worker.EnvIngestion, "")
+	code, _, _ = run(t, append(args.Flags(), "--termination-log", filepath.Join(dir, "noenv.log"))...)
+	if code != worker.ExitPermanent || readResult(t, filepath.Join(dir, "noenv.log")).Reason != worker.ReasonPermanentError {
+		t.Fatalf("missing %s: exit %d", worker.EnvIngestion, code)
+	}
+}
+
+func TestPlanCommandWritesTheConfigMap(t *testing.T) {
+	w := newWorld(t, 30)
+	c := harness.StartCluster(t, harness.ClusterOptions{})
+	obj := &v1alpha1.CsvIngestion{ObjectMeta: metav1.ObjectMeta{Name: "products", Namespace: "default"}, Spec: w.spec()}
+	obj.Spec.Embedding.APIKeySecretRef = v1alpha1.SecretKeyRef{Name: "openai"}
+	obj.Spec.Target.Pinecone.APIKeySecretRef = v1alpha1.SecretKeyRef{Name: "pinecone"}
+	if err := c.Client.Create(context.Background(), obj); err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := worker.FromObject(obj).Encode()
+	t.Setenv(worker.EnvIngestion, enc)
+	t.Setenv("KUBECONFIG", c.Kubeconfig)
+	log := filepath.Join(t.TempDir(), "plan.log")
+	for attempt := range 2 { // a retried planner finds its own ConfigMap and updates it
+		if code, _, stderr := run(t, "plan", "--termination-log", log); code != 0 {
+			t.Fatalf("attempt %d: exit %d\n%s", attempt, code, stderr)
+		}
+	}
+	var cm corev1.ConfigMap
+	if err := c.Client.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: "products-plan"}, &cm); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := worker.DecodePlan(cm.Data[worker.PlanDataKey])
+	if err != nil || plan.TotalRows != 30 || cm.Labels[worker.LabelRole] != worker.RolePlan || metav1.GetControllerOf(&cm).UID != obj.UID {
+		t.Fatalf("ConfigMap %+v (%v)", cm, err)
+	}
+}
+
+func TestVersionAndUsage(t *testing.T) {
+	code, stdout, _ := run(t, "version")
+	if code != 0 || strings.TrimSpace(stdout) != version.Version {
+		t.Fatalf("version: %d %q", code, stdout)
+	}
+	if code, _, _ := run(t, "chunk", "--index=x"); code != worker.ExitUsage {
+		t.Fatalf("bad flag: exit %d, want %d", code, worker.ExitUsage)
+	}
+}

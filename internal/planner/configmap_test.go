@@ -1,0 +1,80 @@
+package planner_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/planner"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+	"github.com/vectordb-io/vectordb-operator/test/harness"
+)
+
+func TestWritePlanConfigMap(t *testing.T) {
+	c := harness.StartCluster(t, harness.ClusterOptions{})
+	ctx := context.Background()
+	obj := &v1alpha1.CsvIngestion{
+		ObjectMeta: metav1.ObjectMeta{Name: "q239", Namespace: "default"},
+		Spec: v1alpha1.CsvIngestionSpec{
+			Source:    v1alpha1.SourceSpec{S3: &v1alpha1.S3Source{Bucket: "csv", Key: "a.csv"}},
+			Mapping:   v1alpha1.MappingSpec{TextColumn: "formatted_text"},
+			Embedding: v1alpha1.EmbeddingSpec{Model: "text-embedding-3-small", APIKeySecretRef: v1alpha1.SecretKeyRef{Name: "openai"}},
+			Target:    v1alpha1.TargetSpec{Pinecone: v1alpha1.PineconeTarget{Index: "idx", APIKeySecretRef: v1alpha1.SecretKeyRef{Name: "pinecone"}}},
+		},
+	}
+	if err := c.Client.Create(ctx, obj); err != nil {
+		t.Fatalf("create CsvIngestion: %v", err)
+	}
+	ing := worker.FromObject(obj)
+	plan := &worker.Plan{Bucket: "csv", Key: "a.csv", ETag: `"abc"`, Compression: "none", Header: []string{"id", "formatted_text"},
+		TotalRows: 3, RowsPerChunk: 2, Offsets: []int64{20, 40, 50}, EstimatedTokens: 9, EstimatedCostUSD: "0.00"}
+
+	if err := planner.WritePlanConfigMap(ctx, c.Client, ing, plan); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	var cm corev1.ConfigMap
+	key := client.ObjectKey{Namespace: "default", Name: worker.PlanConfigMapName("q239")}
+	if err := c.Client.Get(ctx, key, &cm); err != nil {
+		t.Fatal(err)
+	}
+	wantLabels := map[string]string{worker.LabelName: "q239", worker.LabelUID: string(obj.UID), worker.LabelTaskID: string(obj.UID), worker.LabelRole: worker.RolePlan}
+	for k, v := range wantLabels {
+		if cm.Labels[k] != v {
+			t.Errorf("label %s = %q, want %q", k, cm.Labels[k], v)
+		}
+	}
+	owner := metav1.GetControllerOf(&cm)
+	if owner == nil || owner.UID != obj.UID || owner.Kind != "CsvIngestion" || owner.APIVersion != "ingestion.vectordb.io/v1alpha1" ||
+		owner.Name != "q239" || owner.BlockOwnerDeletion == nil || !*owner.BlockOwnerDeletion {
+		t.Fatalf("owner %+v", owner)
+	}
+	got, err := worker.DecodePlan(cm.Data[worker.PlanDataKey])
+	if err != nil || got.ETag != plan.ETag || got.TotalRows != 3 {
+		t.Fatalf("stored plan %+v, %v", got, err)
+	}
+
+	// A retried planner updates its own ConfigMap.
+	plan.ETag = `"def"`
+	if err := planner.WritePlanConfigMap(ctx, c.Client, ing, plan); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	if err := c.Client.Get(ctx, key, &cm); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := worker.DecodePlan(cm.Data[worker.PlanDataKey]); got == nil || got.ETag != `"def"` {
+		t.Fatalf("plan not updated: %s", cm.Data[worker.PlanDataKey])
+	}
+
+	// Another ingestion of the same name (new UID) must not take over the old one's plan.
+	other := ing
+	other.UID = "00000000-0000-0000-0000-000000000001"
+	err = planner.WritePlanConfigMap(ctx, c.Client, other, plan)
+	if p, ok := worker.AsPermanent(err); !ok || !strings.Contains(p.Error(), "not owned") {
+		t.Fatalf("foreign owner: %v", err)
+	}
+}
