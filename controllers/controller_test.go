@@ -281,11 +281,7 @@ func TestParallelismNeverExceeded(t *testing.T) {
 	waitPhase(t, obj, v1alpha1.PhasePlanning)
 	writePlan(t, obj, 20000, 1000)
 	setParallelism := func(p int32) {
-		cur := get(t, obj)
-		cur.Spec.Chunking.Parallelism = p
-		if err := cluster.Client.Update(context.Background(), cur); err != nil {
-			t.Fatal(err)
-		}
+		update(t, obj, func(o *v1alpha1.CsvIngestion) { o.Spec.Chunking.Parallelism = p })
 		eventually(t, fmt.Sprintf("parallelism %d applied", p), 30*time.Second, func() (bool, string) {
 			cur := get(t, obj)
 			n := len(runningChunkJobs(t, obj))
@@ -410,11 +406,7 @@ func TestTerminalPhases(t *testing.T) {
 		waitPhase(t, obj, v1alpha1.PhasePlanning)
 		writePlan(t, obj, 10000, 1000)
 		eventually(t, "running", 15*time.Second, func() (bool, string) { return len(runningChunkJobs(t, obj)) == 4, "" })
-		cur := get(t, obj)
-		cur.Spec.Cancel = true
-		if err := cluster.Client.Update(context.Background(), cur); err != nil {
-			t.Fatal(err)
-		}
+		update(t, obj, func(o *v1alpha1.CsvIngestion) { o.Spec.Cancel = true })
 		final := waitPhase(t, obj, v1alpha1.PhaseCancelled)
 		eventually(t, "jobs deleted", 15*time.Second, func() (bool, string) {
 			n := len(runningChunkJobs(t, obj))
@@ -467,13 +459,7 @@ func TestSuspendResume(t *testing.T) {
 	writePlan(t, obj, 5000, 1000)
 	eventually(t, "2 running", 15*time.Second, func() (bool, string) { return len(runningChunkJobs(t, obj)) == 2, "" })
 
-	setSuspend := func(s bool) {
-		cur := get(t, obj)
-		cur.Spec.Suspend = s
-		if err := cluster.Client.Update(context.Background(), cur); err != nil {
-			t.Fatal(err)
-		}
-	}
+	setSuspend := func(s bool) { update(t, obj, func(o *v1alpha1.CsvIngestion) { o.Spec.Suspend = s }) }
 	setSuspend(true)
 	eventually(t, "suspended", 15*time.Second, func() (bool, string) {
 		cur := get(t, obj)

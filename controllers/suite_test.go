@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -333,7 +334,13 @@ func finishJob(t *testing.T, job *batchv1.Job, res worker.Result, exitCode int32
 	if err := cluster.Client.Status().Update(ctx, pod); err != nil {
 		t.Fatalf("update pod status: %v", err)
 	}
-	j := getJob(t, job.Namespace, job.Name)
+	j := &batchv1.Job{}
+	if err := cluster.Client.Get(ctx, types.NamespacedName{Namespace: job.Namespace, Name: job.Name}, j); err != nil {
+		if apierrors.IsNotFound(err) {
+			return // the controller deleted it meanwhile (the ingestion ended)
+		}
+		t.Fatalf("get job %s: %v", job.Name, err)
+	}
 	start := metav1.NewTime(now.Add(-5 * time.Second))
 	j.Status.StartTime = &start
 	if exitCode == 0 {
@@ -348,7 +355,7 @@ func finishJob(t *testing.T, job *batchv1.Job, res worker.Result, exitCode int32
 			batchv1.JobCondition{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, Reason: failReason, Message: "job failed", LastTransitionTime: now, LastProbeTime: now},
 			batchv1.JobCondition{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: failReason, Message: "job failed", LastTransitionTime: now, LastProbeTime: now})
 	}
-	if err := cluster.Client.Status().Update(ctx, j); err != nil {
+	if err := cluster.Client.Status().Update(ctx, j); err != nil && !apierrors.IsNotFound(err) {
 		t.Fatalf("update job status: %v", err)
 	}
 }
@@ -397,4 +404,17 @@ func ignoreNotFound(err error) error {
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// update changes the spec, retrying on conflicts with the controller's status writes.
+func update(t *testing.T, obj *v1alpha1.CsvIngestion, mutate func(*v1alpha1.CsvIngestion)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur := get(t, obj)
+		mutate(cur)
+		return cluster.Client.Update(context.Background(), cur)
+	})
+	if err != nil {
+		t.Fatalf("update %s: %v", obj.Name, err)
+	}
 }

@@ -1,0 +1,509 @@
+package chart
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/vectordb-io/vectordb-operator/internal/manager"
+)
+
+func TestHelmLint(t *testing.T) {
+	for name, args := range map[string][]string{
+		"defaults": nil,
+		"all-on":   {"-f", allOnFile},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if out, err := helm(t, append([]string{"lint", "--strict", chartDir}, args...)...); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// parseManagerArgs parses rendered args with the manager's own flag set, so a flag the chart
+// passes but the manager lacks (or a malformed value) fails here rather than in a crash loop.
+func parseManagerArgs(t *testing.T, args []string) (manager.Options, *pflag.FlagSet) {
+	t.Helper()
+	opts := manager.DefaultOptions()
+	fs := manager.FlagSet(&opts)
+	if err := fs.Parse(args); err != nil {
+		t.Fatalf("the manager rejects the chart's args: %v\nargs: %q", err, args)
+	}
+	if fs.NArg() != 0 {
+		t.Fatalf("positional args %q: the manager takes none", fs.Args())
+	}
+	return opts, fs
+}
+
+func deployment(t *testing.T, objs []*unstructured.Unstructured) *unstructured.Unstructured {
+	t.Helper()
+	dep := find(objs, "Deployment", namespace, release)
+	if dep == nil {
+		t.Fatal("no manager Deployment rendered")
+	}
+	return dep
+}
+
+// With only what the API needs set, the chart's values give the manager exactly the code's own
+// defaults, apart from the settings the chart decides on purpose.
+func TestChartDefaultsMatchManagerDefaults(t *testing.T) {
+	objs := mustRender(t,
+		"--set", "api.enabled=true",
+		"--set", "api.apiKeys.existingSecret=keys",
+		"--set", "api.defaults.bucket=csv-storage",
+		"--set", "api.defaults.pinecone.index=clickbid-prod")
+	got, _ := parseManagerArgs(t, managerArgs(t, deployment(t, objs)))
+
+	want := manager.DefaultOptions()
+	want.LeaderElect = true
+	want.LeaderElectionNamespace = namespace
+	want.Controller.EmbedderImage = "ghcr.io/vectordb-io/vectordb-embedder:" + chartAppVersion(t)
+	want.Shim.APIKeysPath = "/etc/vectordb/api-keys"
+	want.Shim.Defaults.Namespace = namespace
+	want.Shim.Defaults.Bucket = "csv-storage"
+	want.Shim.Defaults.Index = "clickbid-prod"
+	// Defaults the shim fills in itself when a flag is empty; the chart spells them out.
+	want.Shim.Defaults.S3Region = "us-east-1"
+	want.Shim.Defaults.DynamoDB.Region = "us-east-1"
+	want.Shim.Defaults.DeadLetter.KeyPrefix = "failed/"
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("chart defaults differ from the manager's:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func chartAppVersion(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(chartDir, "Chart.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "appVersion:"); ok {
+			return strings.Trim(strings.TrimSpace(v), `"`)
+		}
+	}
+	t.Fatal("Chart.yaml has no appVersion")
+	return ""
+}
+
+// Every manager flag can be set from values: the all-on rendering passes each one.
+func TestAllOnSetsEveryManagerFlag(t *testing.T) {
+	objs := mustRender(t, "-f", allOnFile)
+	args := managerArgs(t, deployment(t, objs))
+	opts, fs := parseManagerArgs(t, args)
+
+	passed := map[string]bool{}
+	for _, a := range args {
+		name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		passed[name] = true
+	}
+	var missing []string
+	fs.VisitAll(func(f *pflag.Flag) {
+		if !passed[f.Name] {
+			missing = append(missing, f.Name)
+		}
+	})
+	if len(missing) > 0 {
+		t.Errorf("manager flags no value sets: %v", missing)
+	}
+
+	// Values of several types arrive intact (large integers must not become 1e+06).
+	d := opts.Shim.Defaults
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"watch namespaces", opts.WatchNamespaces, []string{"ingestion", "team-b"}},
+		{"requests per minute", d.RequestsPerMinute, int32(1000000)},
+		{"max body bytes", opts.Shim.MaxBodyBytes, int64(2097152)},
+		{"per-key rate", opts.Shim.PerKeyRate, 5.5},
+		{"embedder image", opts.Controller.EmbedderImage, "ghcr.io/vectordb-io/vectordb-embedder@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
+		{"job ttl", opts.Controller.JobTTL.String(), "2h0m0s"},
+		{"metabase url", d.MetabaseURL, "https://metabase.example.com"},
+		{"dynamodb table", d.DynamoDB.Table, "vectordb-tasks-prod"},
+		{"log level", opts.LogLevel, 1},
+		{"tracking", opts.DisableTracking, false},
+	}
+	for _, c := range checks {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestDefaultRenderObjects(t *testing.T) {
+	objs := mustRender(t)
+	var kinds []string
+	for _, o := range objs {
+		kinds = append(kinds, o.GetKind()+"/"+o.GetName())
+	}
+	sort.Strings(kinds)
+	want := []string{
+		"ClusterRole/" + release + "-csvingestion-editor",
+		"ClusterRole/" + release + "-csvingestion-viewer",
+		"ClusterRole/" + release + "-manager",
+		"ClusterRoleBinding/" + release + "-manager",
+		"CustomResourceDefinition/csvingestions.ingestion.vectordb.io",
+		"Deployment/" + release,
+		"PodDisruptionBudget/" + release,
+		"Role/" + release + "-leader-election",
+		"Role/" + release + "-worker",
+		"RoleBinding/" + release + "-leader-election",
+		"RoleBinding/" + release + "-worker",
+		"Service/" + release,
+		"Service/" + release + "-metrics",
+		"ServiceAccount/" + release,
+		"ServiceAccount/vectordb-embedder",
+	}
+	if !reflect.DeepEqual(kinds, want) {
+		t.Errorf("default render:\n got %v\nwant %v", kinds, want)
+	}
+
+	dep := deployment(t, objs)
+	opts, _ := parseManagerArgs(t, managerArgs(t, dep))
+	if opts.Shim.APIEnabled {
+		t.Error("the task API is on by default, but it needs a key Secret and a bucket")
+	}
+	spec := dep.Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+	if _, ok := spec["volumes"]; ok {
+		t.Error("a volume is mounted although the API (and its key Secret) is off")
+	}
+	c := spec["containers"].([]any)[0].(map[string]any)
+	for probe, path := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz"} {
+		p, _, _ := unstructured.NestedString(c, probe, "httpGet", "path")
+		port, _, _ := unstructured.NestedString(c, probe, "httpGet", "port")
+		if p != path || port != "health" {
+			t.Errorf("%s: %s on port %s, want %s on health", probe, p, port, path)
+		}
+	}
+	ports := map[string]int64{}
+	for _, p := range c["ports"].([]any) {
+		pm := p.(map[string]any)
+		ports[pm["name"].(string)] = pm["containerPort"].(int64)
+	}
+	if !reflect.DeepEqual(ports, map[string]int64{"http": 8000, "metrics": 8080, "health": 8081}) {
+		t.Errorf("container ports %v", ports)
+	}
+	sc := c["securityContext"].(map[string]any)
+	if sc["allowPrivilegeEscalation"] != false || sc["readOnlyRootFilesystem"] != true {
+		t.Errorf("container security context is not restricted: %v", sc)
+	}
+	if pod := spec["securityContext"].(map[string]any); pod["runAsNonRoot"] != true {
+		t.Errorf("pod security context lets root run: %v", pod)
+	}
+}
+
+func TestAPIKeySecretIsMountedNotRead(t *testing.T) {
+	objs := mustRender(t, "-f", allOnFile)
+	dep := deployment(t, objs)
+	opts, _ := parseManagerArgs(t, managerArgs(t, dep))
+	vols, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "volumes")
+	if len(vols) != 1 {
+		t.Fatalf("volumes %v", vols)
+	}
+	secret, _, _ := unstructured.NestedString(vols[0].(map[string]any), "secret", "secretName")
+	if secret != "vectordb-api-keys" {
+		t.Errorf("mounted Secret %q, want vectordb-api-keys", secret)
+	}
+	containers, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
+	mounts, _, _ := unstructured.NestedSlice(containers[0].(map[string]any), "volumeMounts")
+	if len(mounts) != 1 || mounts[0].(map[string]any)["mountPath"] != opts.Shim.APIKeysPath {
+		t.Errorf("volume mounts %v, --api-keys-path %q", mounts, opts.Shim.APIKeysPath)
+	}
+	for _, o := range append(ofKind(objs, "ClusterRole"), ofKind(objs, "Role")...) {
+		rules, _, _ := unstructured.NestedSlice(o.Object, "rules")
+		for _, r := range rules {
+			res, _, _ := unstructured.NestedStringSlice(r.(map[string]any), "resources")
+			for _, x := range res {
+				if x == "secrets" || x == "*" {
+					t.Errorf("%s %s/%s grants %q", o.GetKind(), o.GetNamespace(), o.GetName(), x)
+				}
+			}
+		}
+	}
+}
+
+func TestValuesSchemaRejectsBadValues(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want string // part of helm's error
+	}{
+		{"unknown top-level key", []string{"--set", "replicas=3"}, "replicas"},
+		{"unknown nested key", []string{"--set", "api.defaults.bukcet=x"}, "bukcet"},
+		{"unknown key under a port", []string{"--set", "ports.grpc=9000"}, "grpc"},
+		{"string for an integer", []string{"--set-string", "replicaCount=two"}, "replicaCount"},
+		{"string for a boolean", []string{"--set-string", "crds.keep=yes"}, "keep"},
+		{"string for a list", []string{"--set-string", "watchNamespaces=ingestion"}, "watchNamespaces"},
+		{"invalid namespace", []string{"--set-json", `watchNamespaces=["Ingestion"]`}, "watchNamespaces"},
+		{"pull policy not in enum", []string{"--set", "image.pullPolicy=Sometimes"}, "pullPolicy"},
+		{"sanitize not in enum", []string{"--set", "api.defaults.sanitize=fancy"}, "sanitize"},
+		{"duration without unit", []string{"--set", "manager.jobTTL=3600"}, "jobTTL"},
+		{"port out of range", []string{"--set", "service.port=70000"}, "port"},
+		{"rows per chunk below the API's range", []string{"--set", "api.defaults.rowsPerChunk=10"}, "rowsPerChunk"},
+		{"endpoint without scheme", []string{"--set", "api.defaults.s3.endpoint=minio:9000"}, "endpoint"},
+		{"digest that is not sha256", []string{"--set", "image.digest=latest"}, "digest"},
+		{"API on without a key Secret", []string{"--set", "api.enabled=true", "--set", "api.defaults.bucket=csv", "--set", "api.defaults.pinecone.index=i"}, "existingSecret"},
+		{"API on without a bucket", []string{"--set", "api.enabled=true", "--set", "api.apiKeys.existingSecret=k", "--set", "api.defaults.pinecone.index=i"}, "bucket"},
+		{"API on without an index", []string{"--set", "api.enabled=true", "--set", "api.apiKeys.existingSecret=k", "--set", "api.defaults.bucket=csv"}, "index"},
+		{"negative error rate", []string{"--set", "prometheusRule.thresholds.errorRatePercent=-1"}, "errorRatePercent"},
+		{"extra arg that is not a flag", []string{"--set-json", `manager.extraArgs=["rm -rf"]`}, "extraArgs"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := render(t, c.args...)
+			if err == nil {
+				t.Fatalf("helm template accepted %v:\n%.500s", c.args, out)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, "values don't meet the specifications of the schema") {
+				t.Errorf("failed, but not on the schema: %v", err)
+			}
+			if !strings.Contains(msg, c.want) {
+				t.Errorf("error does not name %q: %v", c.want, err)
+			}
+		})
+	}
+}
+
+// Combinations the schema cannot express fail in the templates with a message naming the values.
+func TestTemplatesRejectInconsistentValues(t *testing.T) {
+	api := []string{"--set", "api.enabled=true", "--set", "api.apiKeys.existingSecret=k", "--set", "api.defaults.bucket=csv", "--set", "api.defaults.pinecone.index=i"}
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"API namespace not watched", append([]string{"--set-json", `watchNamespaces=["a","b"]`, "--set", "api.namespace=c"}, api...), `api.namespace "c" must be one of watchNamespaces`},
+		{"worker namespace not watched", []string{"--set-json", `watchNamespaces=["a"]`, "--set-json", `workers.namespaces=["b"]`}, `workers.namespaces entry "b" is not in watchNamespaces`},
+		{"ServiceMonitor without its Service", []string{"--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"}, "metrics.serviceMonitor.enabled needs metrics.service.enabled"},
+		{"Metabase without its Secret", append([]string{"--set", "api.defaults.metabase.url=https://mb.example.com", "--set", "api.defaults.metabase.secret.name="}, api...), "api.defaults.metabase.secret.name is required"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := render(t, c.args...)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("want an error containing %q, got %v", c.want, err)
+			}
+		})
+	}
+}
+
+func TestWorkerServiceAccountInEveryIngestionNamespace(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"defaults: the release namespace", nil, []string{namespace}},
+		{"watched namespaces", []string{"--set-json", `watchNamespaces=["a","b"]`}, []string{"a", "b"}},
+		{"explicit list", []string{"--set-json", `workers.namespaces=["x"]`}, []string{"x"}},
+		{"plus the API's namespace", []string{"--set", "api.enabled=true", "--set", "api.apiKeys.existingSecret=k", "--set", "api.defaults.bucket=csv",
+			"--set", "api.defaults.pinecone.index=i", "--set", "api.namespace=api-tasks"}, []string{"api-tasks", namespace}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			objs := mustRender(t, c.args...)
+			for _, kind := range []string{"ServiceAccount", "Role", "RoleBinding"} {
+				var got []string
+				for _, o := range ofKind(objs, kind) {
+					if o.GetLabels()["app.kubernetes.io/component"] == "worker" {
+						got = append(got, o.GetNamespace())
+					}
+				}
+				sort.Strings(got)
+				if !reflect.DeepEqual(got, c.want) {
+					t.Errorf("worker %s in %v, want %v", kind, got, c.want)
+				}
+			}
+		})
+	}
+}
+
+// The chart's worker Role is config/rbac/worker_role.yaml's, and its manager rules grant all that
+// config/rbac/role.yaml (generated from the +kubebuilder:rbac markers) does, Leases in the
+// leader-election Role.
+func TestChartRBACMatchesConfig(t *testing.T) {
+	generated := readObjects(t, filepath.Join(root, "config", "rbac", "role.yaml"))[0]
+	worker := readObjects(t, filepath.Join(root, "config", "rbac", "worker_role.yaml"))[0]
+
+	for _, args := range [][]string{nil, {"--set-json", `watchNamespaces=["ingestion"]`}} {
+		objs := mustRender(t, args...)
+		var managerRole *unstructured.Unstructured
+		if len(args) == 0 {
+			managerRole = find(objs, "ClusterRole", "", release+"-manager")
+		} else {
+			managerRole = find(objs, "Role", "ingestion", release+"-manager")
+			if find(objs, "ClusterRole", "", release+"-manager") != nil {
+				t.Error("a ClusterRole for the manager although watchNamespaces limits it")
+			}
+		}
+		leader := find(objs, "Role", namespace, release+"-leader-election")
+		if managerRole == nil || leader == nil {
+			t.Fatalf("manager role %v, leader-election role %v", managerRole != nil, leader != nil)
+		}
+		for _, g := range grants(t, generated) {
+			holder := managerRole
+			if g.resource == "leases" {
+				holder = leader
+			}
+			if !grants(t, holder).has(g) {
+				t.Errorf("%v: chart's %s %s lacks %s", args, holder.GetKind(), holder.GetName(), g)
+			}
+		}
+		chartWorker := find(objs, "Role", "ingestion", release+"-worker")
+		if len(args) == 0 {
+			chartWorker = find(objs, "Role", namespace, release+"-worker")
+		}
+		if chartWorker == nil {
+			t.Fatal("no worker Role rendered")
+		}
+		if !reflect.DeepEqual(grants(t, chartWorker), grants(t, worker)) {
+			t.Errorf("chart worker Role %v, config/rbac/worker_role.yaml %v", grants(t, chartWorker), grants(t, worker))
+		}
+	}
+}
+
+type grant struct{ group, resource, verb string }
+
+func (g grant) String() string { return g.verb + " " + g.resource + "." + g.group }
+
+type grantSet []grant
+
+func (s grantSet) has(g grant) bool {
+	for _, x := range s {
+		if x == g {
+			return true
+		}
+	}
+	return false
+}
+
+// grants expands a role's rules into sorted (group, resource, verb) triples.
+func grants(t *testing.T, role *unstructured.Unstructured) grantSet {
+	t.Helper()
+	rules, _, err := unstructured.NestedSlice(role.Object, "rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out grantSet
+	for _, r := range rules {
+		rm := r.(map[string]any)
+		groups, _, _ := unstructured.NestedStringSlice(rm, "apiGroups")
+		res, _, _ := unstructured.NestedStringSlice(rm, "resources")
+		verbs, _, _ := unstructured.NestedStringSlice(rm, "verbs")
+		for _, g := range groups {
+			for _, x := range res {
+				for _, v := range verbs {
+					out = append(out, grant{g, x, v})
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+// The chart's CRD is config/crd/bases' (plus the chart's labels and the keep policy), and the
+// committed template is what hack/sync-chart-crds.sh makes of config/crd/bases now.
+func TestChartCRDMatchesConfig(t *testing.T) {
+	want := readObjects(t, mustGlob(t, filepath.Join(root, "config", "crd", "bases", "*.yaml"))...)
+
+	rendered := ofKind(mustRender(t, "--show-only", "templates/crds.yaml"), "CustomResourceDefinition")
+	if len(rendered) != len(want) {
+		t.Fatalf("chart has %d CRDs, config/crd/bases %d", len(rendered), len(want))
+	}
+	for _, w := range want {
+		var got *unstructured.Unstructured
+		for _, r := range rendered {
+			if r.GetName() == w.GetName() {
+				got = r
+			}
+		}
+		if got == nil {
+			t.Fatalf("chart lacks CRD %s", w.GetName())
+		}
+		if !reflect.DeepEqual(got.Object["spec"], w.Object["spec"]) {
+			t.Errorf("CRD %s: the chart's spec differs from config/crd/bases: run make manifests", w.GetName())
+		}
+		for k, v := range w.GetAnnotations() {
+			if got.GetAnnotations()[k] != v {
+				t.Errorf("CRD %s: annotation %s=%q, want %q", w.GetName(), k, got.GetAnnotations()[k], v)
+			}
+		}
+		if got.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+			t.Errorf("CRD %s is not kept on uninstall by default", w.GetName())
+		}
+		if got.GetLabels()["app.kubernetes.io/managed-by"] != "Helm" {
+			t.Errorf("CRD %s lacks the chart's labels: %v", w.GetName(), got.GetLabels())
+		}
+	}
+
+	for _, r := range ofKind(mustRender(t, "--show-only", "templates/crds.yaml", "--set", "crds.keep=false"), "CustomResourceDefinition") {
+		if _, ok := r.GetAnnotations()["helm.sh/resource-policy"]; ok {
+			t.Errorf("crds.keep=false still keeps %s", r.GetName())
+		}
+	}
+	if objs := mustRender(t, "--set", "crds.enabled=false"); len(ofKind(objs, "CustomResourceDefinition")) != 0 {
+		t.Error("crds.enabled=false still renders the CRD")
+	}
+
+	out := filepath.Join(t.TempDir(), "crds.yaml")
+	cmd := exec.Command("bash", filepath.Join(root, "hack", "sync-chart-crds.sh"))
+	cmd.Env = append(os.Environ(), "CHART_CRDS_OUT="+out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sync-chart-crds.sh: %v\n%s", err, b)
+	}
+	fresh, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed, err := os.ReadFile(filepath.Join(chartDir, "templates", "crds.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(fresh, committed) {
+		t.Error("charts/vectordb-operator/templates/crds.yaml is stale: run make manifests")
+	}
+}
+
+func mustGlob(t *testing.T, pattern string) []string {
+	t.Helper()
+	m, err := filepath.Glob(pattern)
+	if err != nil || len(m) == 0 {
+		t.Fatalf("glob %s: %v (%d matches)", pattern, err, len(m))
+	}
+	return m
+}
+
+func TestIngressRoutesToTheShim(t *testing.T) {
+	objs := mustRender(t, "-f", allOnFile)
+	ing := find(objs, "Ingress", namespace, release)
+	if ing == nil {
+		t.Fatal("no Ingress with ingress.enabled")
+	}
+	if ing.GetAnnotations()["alb.ingress.kubernetes.io/healthcheck-path"] != "/api/v1/health" {
+		t.Errorf("ALB health check path %q", ing.GetAnnotations()["alb.ingress.kubernetes.io/healthcheck-path"])
+	}
+	rules, _, _ := unstructured.NestedSlice(ing.Object, "spec", "rules")
+	paths, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "http", "paths")
+	svc, _, _ := unstructured.NestedString(paths[0].(map[string]any), "backend", "service", "name")
+	port, _, _ := unstructured.NestedString(paths[0].(map[string]any), "backend", "service", "port", "name")
+	shim := find(objs, "Service", namespace, svc)
+	if shim == nil || port != "http" {
+		t.Fatalf("Ingress routes to Service %q port %q", svc, port)
+	}
+	sp, _, _ := unstructured.NestedSlice(shim.Object, "spec", "ports")
+	if sp[0].(map[string]any)["port"] != int64(8000) || sp[0].(map[string]any)["targetPort"] != "http" {
+		t.Errorf("shim Service ports %v", sp)
+	}
+}
