@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
@@ -85,6 +87,11 @@ func (r *Reconciler) listChildren(ctx context.Context, obj *v1alpha1.CsvIngestio
 	}
 
 	kids := &children{chunks: map[int]*childJob{}}
+	seen := make(map[string]bool, len(jobs.Items))
+	for i := range jobs.Items {
+		seen[jobs.Items[i].Name] = true
+	}
+	unseen := r.unseenJobs(obj.UID, seen)
 	for i := range jobs.Items {
 		j := &jobs.Items[i]
 		c := describeJob(j, podsByJob[j.Name])
@@ -99,6 +106,17 @@ func (r *Reconciler) listChildren(ctx context.Context, obj *v1alpha1.CsvIngestio
 			}
 			c.index = idx
 			kids.chunks[idx] = c
+		}
+	}
+
+	// Jobs this controller created that the cache doesn't show yet count as running.
+	for _, j := range unseen {
+		if idx, err := strconv.Atoi(j[len(obj.Name)+len("-chunk-"):]); err == nil && j == worker.ChunkJobName(obj.Name, idx) {
+			if _, ok := kids.chunks[idx]; !ok {
+				kids.chunks[idx] = &childJob{job: &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: j, Namespace: obj.Namespace}}, index: idx, state: jobActive}
+			}
+		} else if j == worker.PlanJobName(obj.Name) && kids.planner == nil {
+			kids.planner = &childJob{job: &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: j, Namespace: obj.Namespace}}, index: -1, state: jobActive}
 		}
 	}
 
@@ -170,11 +188,37 @@ func lastResult(pods []*corev1.Pod, state jobState) *worker.Result {
 	return nil
 }
 
-// create makes a child, treating AlreadyExists as success: names are deterministic, so an
+// expectationTTL bounds how long a created Job may stay invisible in the cache before the
+// controller stops assuming it exists (then a create simply meets AlreadyExists).
+const expectationTTL = time.Minute
+
+// create makes a child Job, treating AlreadyExists as success: names are deterministic, so an
 // existing child is the one this ingestion made earlier (possibly before a restart).
-func (r *Reconciler) create(ctx context.Context, obj client.Object) error {
-	if err := r.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create %T %s: %w", obj, obj.GetName(), err)
+func (r *Reconciler) create(ctx context.Context, owner types.UID, job *batchv1.Job) error {
+	if err := r.Create(ctx, job); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create job %s: %w", job.Name, err)
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.expected[owner] == nil {
+		r.expected[owner] = map[string]time.Time{}
+	}
+	r.expected[owner][job.Name] = r.Now()
 	return nil
+}
+
+// unseenJobs returns the Jobs created for owner that the cache does not show yet, and forgets
+// those it now shows (or that are too old to wait for).
+func (r *Reconciler) unseenJobs(owner types.UID, seen map[string]bool) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for name, at := range r.expected[owner] {
+		if seen[name] || r.Now().Sub(at) > expectationTTL {
+			delete(r.expected[owner], name)
+			continue
+		}
+		out = append(out, name)
+	}
+	return out
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/controllers"
+	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
@@ -124,11 +125,15 @@ func TestJobsCarryTheContract(t *testing.T) {
 		t.Errorf("the planner needs its service account token to write the plan")
 	}
 	obj = waitPhase(t, obj, v1alpha1.PhasePlanning)
-	if item, _ := taskItem(t, obj.Spec.TaskID); item.Status != "processing" || item.TaskType != "s3_csv_processing" ||
-		item.Parameters.QuestionID != 239 || item.Parameters.S3Key != "exports/239.csv" || item.Parameters.Namespace != "v2" ||
-		item.Parameters.ChunkSize != 1000 || item.K8s.Name != obj.Name || item.K8s.UID != string(obj.UID) {
-		t.Errorf("task item while planning: %+v", item)
-	}
+	eventually(t, "task item while planning", 15*time.Second, func() (bool, string) {
+		item, _, err := tasktable.NewFromAPI(dyn.Client(), taskTable).Get(context.Background(), obj.Spec.TaskID)
+		if err != nil {
+			return false, err.Error()
+		}
+		return item.Status == "processing" && item.TaskType == "s3_csv_processing" && item.Parameters.QuestionID == 239 &&
+			item.Parameters.S3Key == "exports/239.csv" && item.Parameters.Namespace == "v2" && item.Parameters.ChunkSize == 1000 &&
+			item.K8s.Name == obj.Name && item.K8s.UID == string(obj.UID) && !item.CreatedAt.IsZero() && !item.StartedAt.IsZero(), fmt.Sprintf("%+v", item)
+	})
 
 	plan := writePlan(t, obj, 3500, 1000)
 	var chunks []batchv1.Job

@@ -82,6 +82,9 @@ type Reconciler struct {
 	pending map[types.UID]map[int]ChunkOutcome
 	// mirrored is the last TrackingVersion the task table accepted, per ingestion.
 	mirrored map[types.UID]int64
+	// expected holds Jobs created but not yet seen in the cache, so a pass on a stale cache
+	// neither creates them again nor starts more than parallelism chunks.
+	expected map[types.UID]map[string]time.Time
 }
 
 // +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestions,verbs=get;list;watch;create;update;patch
@@ -102,6 +105,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 	r.trackErr = map[types.UID]error{}
 	r.pending = map[types.UID]map[int]ChunkOutcome{}
 	r.mirrored = map[types.UID]int64{}
+	r.expected = map[types.UID]map[string]time.Time{}
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &batchv1.Job{}, jobOwnerUIDIndex, controllerUID); err != nil {
 		return fmt.Errorf("index jobs by owner: %w", err)
@@ -241,5 +245,6 @@ func (r *Reconciler) forget(uid types.UID) {
 	delete(r.trackErr, uid)
 	delete(r.pending, uid)
 	delete(r.mirrored, uid)
+	delete(r.expected, uid)
 	forgetMetrics(uid)
 }

@@ -136,7 +136,7 @@ func (p *pass) planStep(ctx context.Context) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		if err := p.r.create(ctx, job); err != nil {
+		if err := p.r.create(ctx, p.obj.UID, job); err != nil {
 			return false, err
 		}
 		p.setCondition(v1alpha1.ConditionPlanned, false, "Planning", "planner Job created")
@@ -340,7 +340,7 @@ func (p *pass) decide(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := p.r.create(ctx, job); err != nil {
+		if err := p.r.create(ctx, p.obj.UID, job); err != nil {
 			return err
 		}
 		c := &childJob{job: job, index: i, state: jobActive}

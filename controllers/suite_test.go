@@ -65,7 +65,7 @@ func runSuite(m *testing.M) (int, error) {
 
 // callCounter counts the manager's API writes and reads that reach the API server.
 type callCounter struct {
-	mu    sync.Mutex
+	mu     sync.Mutex
 	byVerb map[string]int
 }
 
@@ -306,6 +306,13 @@ func writePlan(t *testing.T, obj *v1alpha1.CsvIngestion, totalRows, rowsPerChunk
 // message, then the Job's terminal conditions.
 func finishJob(t *testing.T, job *batchv1.Job, res worker.Result, exitCode int32, failReason string) {
 	t.Helper()
+	if err := finishJobErr(job, res, exitCode, failReason); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// finishJobErr is finishJob for goroutines.
+func finishJobErr(job *batchv1.Job, res worker.Result, exitCode int32, failReason string) error {
 	ctx := context.Background()
 	msg := string(res.Encode())
 	phase := corev1.PodSucceeded
@@ -324,7 +331,7 @@ func finishJob(t *testing.T, job *batchv1.Job, res worker.Result, exitCode int32
 		Spec: job.Spec.Template.Spec,
 	}
 	if err := cluster.Client.Create(ctx, pod); err != nil {
-		t.Fatalf("create pod: %v", err)
+		return fmt.Errorf("create pod: %w", err)
 	}
 	now := metav1.Now()
 	pod.Status = corev1.PodStatus{Phase: phase, ContainerStatuses: []corev1.ContainerStatus{{
@@ -332,14 +339,14 @@ func finishJob(t *testing.T, job *batchv1.Job, res worker.Result, exitCode int32
 		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: exitCode, Message: msg, StartedAt: now, FinishedAt: now}},
 	}}}
 	if err := cluster.Client.Status().Update(ctx, pod); err != nil {
-		t.Fatalf("update pod status: %v", err)
+		return fmt.Errorf("update pod status: %w", err)
 	}
 	j := &batchv1.Job{}
 	if err := cluster.Client.Get(ctx, types.NamespacedName{Namespace: job.Namespace, Name: job.Name}, j); err != nil {
 		if apierrors.IsNotFound(err) {
-			return // the controller deleted it meanwhile (the ingestion ended)
+			return nil // the controller deleted it meanwhile (the ingestion ended)
 		}
-		t.Fatalf("get job %s: %v", job.Name, err)
+		return fmt.Errorf("get job %s: %w", job.Name, err)
 	}
 	start := metav1.NewTime(now.Add(-5 * time.Second))
 	j.Status.StartTime = &start
@@ -356,8 +363,9 @@ func finishJob(t *testing.T, job *batchv1.Job, res worker.Result, exitCode int32
 			batchv1.JobCondition{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: failReason, Message: "job failed", LastTransitionTime: now, LastProbeTime: now})
 	}
 	if err := cluster.Client.Status().Update(ctx, j); err != nil && !apierrors.IsNotFound(err) {
-		t.Fatalf("update job status: %v", err)
+		return fmt.Errorf("update job status: %w", err)
 	}
+	return nil
 }
 
 // runningChunkJobs are the chunk Jobs neither finished nor suspended.

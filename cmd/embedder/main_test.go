@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -101,8 +102,9 @@ func (w *world) spec() v1alpha1.CsvIngestionSpec {
 			Metadata: v1alpha1.MetadataSpec{Include: "all", TextField: "text", TextMaxChars: 1000}},
 		Embedding: v1alpha1.EmbeddingSpec{Model: "text-embedding-3-small", Dimensions: 64, BaseURL: w.openai.URL(),
 			RequestsPerMinute: 600, TokensPerMinute: 1000000, MaxInputsPerRequest: 100},
-		Target:   v1alpha1.TargetSpec{Pinecone: v1alpha1.PineconeTarget{Index: "products", BatchSize: 100}},
-		Chunking: v1alpha1.ChunkingSpec{RowsPerChunk: 100, Parallelism: 2, RetriesPerChunk: 1, MaxFailedRowsPercent: 1},
+		Target: v1alpha1.TargetSpec{Pinecone: v1alpha1.PineconeTarget{Index: "products", BatchSize: 100}},
+		Chunking: v1alpha1.ChunkingSpec{RowsPerChunk: 100, Parallelism: 2, RetriesPerChunk: 1, MaxFailedRowsPercent: 1,
+			ChunkTimeout: metav1.Duration{Duration: 30 * time.Minute}},
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -251,14 +252,14 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 		emb: emb, up: up, mapper: mapper, fails: fails, progress: deps.Progress,
 	}
 	if args.Length > 0 {
-		body, err := obj.OpenChunk(ctx, args.Compression, args.Offset, args.Length)
-		if err != nil {
+		var body io.ReadCloser
+		if body, err = obj.OpenChunk(ctx, args.Compression, args.Offset, args.Length); err != nil {
 			return res, err
 		}
-		rd, err := csvplan.NewReader(body, header, csvplan.ReaderOptions{
+		var rd *csvplan.Reader
+		if rd, err = csvplan.NewReader(body, header, csvplan.ReaderOptions{
 			Delimiter: delim, FirstRow: args.FirstRow, Offset: args.Offset, ExpectRows: args.Rows,
-		})
-		if err != nil {
+		}); err != nil {
 			body.Close()
 			return res, worker.Permanent(worker.ReasonPermanentError, err)
 		}

@@ -271,14 +271,14 @@ func TestRateLimitStormLosesNothingAndKeepsTheBudget(t *testing.T) {
 	// budget shares would draw 429s of their own; with the budget only the injected storm may
 	// be refused, and it must cost no row.
 	e := newEnv(t, fakeopenai.Options{Window: 4 * time.Second, RPM: 50, TPM: 50000})
-	rows := genLegacy(3000, 3)
+	rows := genLegacy(5000, 3)
 	key := e.prefix + "storm.csv"
 	e.put(key, csvBytes(t, legacyCSV(rows)))
 	ing := e.ingestion(key)
 	ing.Spec.Embedding.RequestsPerMinute = 600
 	ing.Spec.Embedding.TokensPerMinute = 600000
 	ing.Spec.Embedding.MaxInputsPerRequest = 50
-	ing.Spec.Chunking.RowsPerChunk = 1000
+	ing.Spec.Chunking.RowsPerChunk = 1700
 	plan := e.plan(ing)
 	if plan.EstimatedTokens < 2*50000 {
 		t.Fatalf("the file has only about %d tokens: too few to outlast the rate window", plan.EstimatedTokens)
@@ -292,7 +292,7 @@ func TestRateLimitStormLosesNothingAndKeepsTheBudget(t *testing.T) {
 	if failed := sum(results, func(r worker.Result) int64 { return r.Failed }); failed != 0 {
 		t.Fatalf("%d rows failed", failed)
 	}
-	checkIngested(t, e, rows, s3Fixed(key, ing), 1000)
+	checkIngested(t, e, rows, s3Fixed(key, ing), 1700)
 	if st := e.openai.Stats(); st.RateLimited != storm {
 		t.Errorf("the fake answered %d 429s; only the %d injected ones were expected: the budget overran the limit (peak %+v)",
 			st.RateLimited, storm, e.openai.Peak())

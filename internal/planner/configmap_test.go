@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +26,8 @@ func TestWritePlanConfigMap(t *testing.T) {
 			Mapping:   v1alpha1.MappingSpec{TextColumn: "formatted_text"},
 			Embedding: v1alpha1.EmbeddingSpec{Model: "text-embedding-3-small", APIKeySecretRef: v1alpha1.SecretKeyRef{Name: "openai"}},
 			Target:    v1alpha1.TargetSpec{Pinecone: v1alpha1.PineconeTarget{Index: "idx", APIKeySecretRef: v1alpha1.SecretKeyRef{Name: "pinecone"}}},
+			// A typed client sends the zero duration, which the CRD rejects.
+			Chunking: v1alpha1.ChunkingSpec{ChunkTimeout: metav1.Duration{Duration: 30 * time.Minute}},
 		},
 	}
 	if err := c.Client.Create(ctx, obj); err != nil {

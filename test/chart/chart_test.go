@@ -164,6 +164,7 @@ func TestDefaultRenderObjects(t *testing.T) {
 		"ServiceAccount/" + release,
 		"ServiceAccount/vectordb-embedder",
 	}
+	sort.Strings(want)
 	if !reflect.DeepEqual(kinds, want) {
 		t.Errorf("default render:\n got %v\nwant %v", kinds, want)
 	}

@@ -111,3 +111,29 @@ the API is on. Rendered as a JSON list; use with fromJsonArray.
 {{- define "vectordb-operator.metricsSelector" -}}
 {{- default (printf "job=%q" (printf "%s-metrics" (include "vectordb-operator.fullname" .))) .Values.prometheusRule.selector }}
 {{- end }}
+
+{{/*
+The manager's rules: the same as config/rbac/role.yaml (generated from the controller's
++kubebuilder:rbac markers) less the Leases, which only the leader-election Role grants, in one
+namespace. No Secrets: API keys come from a mounted volume, and the workers read their own keys.
+*/}}
+{{- define "vectordb-operator.managerRules" -}}
+- apiGroups: ["ingestion.vectordb.io"]
+  resources: ["csvingestions"]
+  verbs: ["get", "list", "watch", "create", "update", "patch"]
+- apiGroups: ["ingestion.vectordb.io"]
+  resources: ["csvingestions/status"]
+  verbs: ["get", "update", "patch"]
+- apiGroups: ["ingestion.vectordb.io"]
+  resources: ["csvingestions/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods", "configmaps"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
