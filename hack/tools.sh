@@ -16,9 +16,28 @@ CONTROLLER_GEN_VERSION=${CONTROLLER_GEN_VERSION:-v0.23.0}
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
-# have NAME VERSION: true when bin/NAME was built for VERSION.
-have() { [ -x "$BIN/$1" ] && [ -f "$BIN/.$1.version" ] && [ "$(cat "$BIN/.$1.version")" = "$2" ]; }
-mark() { echo "$2" >"$BIN/.$1.version"; }
+# A machine-wide cache outside the clone, so a fresh clone on a machine that built a tool before
+# (a CI run, a second checkout) copies it instead of building it again.
+CACHE=${VECTORDB_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vectordb-operator/tools}
+mkdir -p "$CACHE"
+
+# have NAME VERSION: true when bin/NAME was built for VERSION (restoring it from the cache if there).
+have() {
+  if [ -x "$BIN/$1" ] && [ -f "$BIN/.$1.version" ] && [ "$(cat "$BIN/.$1.version")" = "$2" ]; then
+    [ -x "$CACHE/$1-$2" ] || { cp "$BIN/$1" "$CACHE/$1-$2.tmp" && mv "$CACHE/$1-$2.tmp" "$CACHE/$1-$2"; }
+    return 0
+  fi
+  if [ -x "$CACHE/$1-$2" ]; then
+    cp "$CACHE/$1-$2" "$BIN/$1.tmp" && mv "$BIN/$1.tmp" "$BIN/$1" && echo "$2" >"$BIN/.$1.version"
+    log "$1 $2 restored from $CACHE"
+    return 0
+  fi
+  return 1
+}
+mark() {
+  echo "$2" >"$BIN/.$1.version"
+  cp "$BIN/$1" "$CACHE/$1-$2.tmp" && mv "$CACHE/$1-$2.tmp" "$CACHE/$1-$2"
+}
 
 go_install() { # name module@version
   local name=$1 pkg=$2 version=${2##*@}
