@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"debug/buildinfo"
 	"debug/elf"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // instruction is one Dockerfile instruction with its continuation lines joined.
@@ -87,7 +89,8 @@ func TestDockerfileBuildsStaticVersionedBinaries(t *testing.T) {
 	}
 	out := t.TempDir()
 	script := strings.Replace(line, "-o /out/ ", "-o "+out+"/ ", 1)
-	const version = "v9.8.7-test"
+	// A version no source file contains, so finding it in a binary means the ldflags stamped it.
+	version := fmt.Sprintf("v0.0.0-test.%d", time.Now().UnixNano())
 	cmd := exec.Command("sh", "-c", script)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "VERSION="+version, "TARGETOS=linux", "TARGETARCH="+runtime.GOARCH)
@@ -114,17 +117,14 @@ func TestDockerfileBuildsStaticVersionedBinaries(t *testing.T) {
 			if settings["-trimpath"] != "true" {
 				t.Errorf("-trimpath=%q", settings["-trimpath"])
 			}
-			stamp := "-X github.com/vectordb-io/vectordb-operator/internal/version.Version=" + version
-			if !strings.Contains(settings["-ldflags"], stamp) {
-				t.Errorf("-ldflags %q lacks %q", settings["-ldflags"], stamp)
-			}
-			// The stamped value is in the binary's data, not only in its build info.
+			// With -trimpath the build info leaves the ldflags out, so look for the stamped
+			// value in the binary's data.
 			b, err := os.ReadFile(bin)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n := bytes.Count(b, []byte(version)); n < 2 {
-				t.Errorf("version %q occurs %d times in the binary: the ldflags did not set the variable", version, n)
+			if !bytes.Contains(b, []byte(version)) {
+				t.Errorf("version %q is not in the binary: the ldflags did not set internal/version.Version", version)
 			}
 		})
 	}

@@ -126,6 +126,12 @@ func NewCluster(opts ClusterOptions) (*Cluster, error) {
 		return nil, errors.Join(fmt.Errorf("creating etcd log: %w", err), c.Stop())
 	}
 
+	if apiserverBin, err = dieWithParent(tmp, apiserverBin); err != nil {
+		return nil, errors.Join(err, c.Stop())
+	}
+	if etcdBin, err = dieWithParent(tmp, etcdBin); err != nil {
+		return nil, errors.Join(err, c.Stop())
+	}
 	c.Env = &envtest.Environment{
 		Scheme:                   scheme,
 		BinaryAssetsDirectory:    BinDir(),

@@ -1,12 +1,18 @@
 package harness_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -214,4 +220,78 @@ func TestMissingBinaryNamesTheFix(t *testing.T) {
 			t.Errorf("%s with an empty bin dir: err = %v, want a not-exist error naming hack/tools.sh", name, err)
 		}
 	}
+}
+
+// TestProcessesDieWithTheTestBinary kills a test binary that has a cluster and dynalite running,
+// as a -timeout panic would (no t.Cleanup runs), and expects its services to go with it.
+func TestProcessesDieWithTheTestBinary(t *testing.T) {
+	child := exec.Command(os.Args[0], "-test.run=^TestOrphanChild$", "-test.timeout=3m")
+	child.Env = append(os.Environ(), "HARNESS_ORPHAN_CHILD=1")
+	child.Stderr = os.Stderr
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatalf("start child test binary: %v", err)
+	}
+	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+
+	var addrs []string
+	for sc := bufio.NewScanner(out); sc.Scan(); {
+		if rest, ok := strings.CutPrefix(sc.Text(), "ENDPOINTS "); ok {
+			for _, raw := range strings.Fields(rest) {
+				u, err := url.Parse(raw)
+				if err != nil {
+					t.Fatalf("child printed a bad endpoint %q: %v", raw, err)
+				}
+				addrs = append(addrs, u.Host)
+			}
+			break
+		}
+	}
+	if len(addrs) != 2 {
+		t.Fatalf("child did not report its endpoints (got %v)", addrs)
+	}
+	for _, a := range addrs {
+		if err := dial(a); err != nil {
+			t.Fatalf("%s not serving before the kill: %v", a, err)
+		}
+	}
+	if err := child.Process.Kill(); err != nil {
+		t.Fatalf("kill child: %v", err)
+	}
+	_ = child.Wait()
+	for _, a := range addrs {
+		err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true,
+			func(context.Context) (bool, error) { return dial(a) != nil, nil })
+		if err != nil {
+			t.Errorf("%s still serving after its test binary was killed", a)
+		}
+	}
+}
+
+// TestOrphanChild is the child half of TestProcessesDieWithTheTestBinary.
+func TestOrphanChild(t *testing.T) {
+	if os.Getenv("HARNESS_ORPHAN_CHILD") != "1" {
+		t.Skip("runs only as TestProcessesDieWithTheTestBinary's child")
+	}
+	c, err := harness.NewCluster(harness.ClusterOptions{NoCRDs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := harness.NewDynalite()
+	if err != nil {
+		t.Fatal(errors.Join(err, c.Stop()))
+	}
+	fmt.Println("ENDPOINTS", c.Config.Host, d.Endpoint)
+	time.Sleep(5 * time.Minute) // until killed; -test.timeout ends it otherwise
+}
+
+func dial(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
 }

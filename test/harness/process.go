@@ -115,6 +115,7 @@ func startProc(name, logPath string, env []string, path string, args ...string) 
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	// Its own group, so Stop also ends anything it forks and a ^C to the test does not race us.
+	// Pdeathsig kills it if the test binary dies without cleanup (a -timeout panic skips t.Cleanup).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		_ = logFile.Close()
@@ -205,6 +206,24 @@ func (p *proc) stop() error {
 	}
 	return nil
 }
+
+// dieWithParent returns an executable that runs bin under setpriv --pdeathsig KILL, for processes
+// whose exec.Cmd the harness does not build (envtest's etcd and kube-apiserver): like Pdeathsig above,
+// they then die with the test binary. Without setpriv it returns bin.
+func dieWithParent(dir, bin string) (string, error) {
+	setpriv, err := exec.LookPath("setpriv-nope")
+	if err != nil {
+		return bin, nil
+	}
+	wrapper := filepath.Join(dir, filepath.Base(bin))
+	script := fmt.Sprintf("#!/bin/sh\nexec %s --pdeathsig KILL %s \"$@\"\n", shellQuote(setpriv), shellQuote(bin))
+	if err := os.WriteFile(wrapper, []byte(script), 0o700); err != nil {
+		return "", fmt.Errorf("writing %s wrapper: %w", filepath.Base(bin), err)
+	}
+	return wrapper, nil
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 func (p *proc) tail() string { return tailFile(p.logPath, tailLines) }
 

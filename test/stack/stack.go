@@ -1,0 +1,365 @@
+// Package stack runs the whole product on one machine: a real kube-apiserver, etcd and
+// kube-controller-manager, the local pod runner, the manager's real binary, MinIO, dynalite and
+// the OpenAI and Pinecone fakes. The end-to-end suite, `make demo` and the benchmarks use it.
+package stack
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
+	"github.com/vectordb-io/vectordb-operator/test/fakes/openai"
+	"github.com/vectordb-io/vectordb-operator/test/fakes/pinecone"
+	"github.com/vectordb-io/vectordb-operator/test/harness"
+	"github.com/vectordb-io/vectordb-operator/test/podrunner"
+)
+
+// Fixed names of the local stack.
+const (
+	Bucket        = "csv-storage"
+	Index         = "clickbid-prod"
+	TaskTable     = "vectordb-tasks-prod"
+	EmbedderImage = "vectordb-embedder:local"
+	OpenAIKey     = "sk-local-test"
+	PineconeKey   = "pc-local-test"
+	APIKey        = "local-api-key"
+)
+
+// Options shape the stack.
+type Options struct {
+	// Dimensions of the index and of requested embeddings (text-embedding-3-small shortened).
+	Dimensions int
+	// RPM and TPM the OpenAI fake enforces (0: unlimited).
+	RPM, TPM int
+	// OpenAILatency per embeddings request.
+	OpenAILatency time.Duration
+	// FakeTokenCounter, when set, replaces the fake's real tokenizer (cheaper for big runs).
+	FakeTokenCounter func(string) int
+	// KeepVectorValues keeps vector values in the Pinecone fake (memory grows with the file).
+	KeepVectorValues bool
+	// WorkDir holds logs and pod files; a temp dir when empty.
+	WorkDir string
+	Log     logr.Logger
+}
+
+// Stack is a running local stack.
+type Stack struct {
+	Opts     Options
+	Cluster  *harness.Cluster
+	MinIO    *harness.MinIO
+	Dynalite *harness.Dynalite
+	OpenAI   *openai.Server
+	Pinecone *pinecone.Server
+	Runner   *podrunner.Runner
+	Tasks    *tasktable.Client
+	WorkDir  string
+
+	// Manager endpoints.
+	HTTPAddr, MetricsAddr, ProbeAddr string
+
+	mu      sync.Mutex
+	manager *exec.Cmd
+	mgrDone chan error
+	mgrLog  *os.File
+}
+
+// Start brings everything up; Stop tears it down (also on a failed Start).
+func Start(ctx context.Context, o Options) (s *Stack, err error) {
+	if o.Dimensions == 0 {
+		o.Dimensions = 1536
+	}
+	s = &Stack{Opts: o, WorkDir: o.WorkDir}
+	defer func() {
+		if err != nil {
+			s.Stop()
+			s = nil
+		}
+	}()
+	if s.WorkDir == "" {
+		if s.WorkDir, err = os.MkdirTemp("", "vectordb-stack-"); err != nil {
+			return nil, err
+		}
+	}
+	for _, bin := range []string{"manager", "embedder"} {
+		if _, err := os.Stat(filepath.Join(harness.BinDir(), bin)); err != nil {
+			return nil, fmt.Errorf("bin/%s is missing: run `make build` first", bin)
+		}
+	}
+	if s.Cluster, err = harness.NewCluster(harness.ClusterOptions{ControllerManager: true}); err != nil {
+		return s, fmt.Errorf("kubernetes: %w", err)
+	}
+	if s.MinIO, err = harness.NewMinIO(Bucket); err != nil {
+		return s, fmt.Errorf("minio: %w", err)
+	}
+	if s.Dynalite, err = harness.NewDynalite(); err != nil {
+		return s, fmt.Errorf("dynalite: %w", err)
+	}
+	if err = tasktable.EnsureTable(ctx, s.Dynalite.Client(), TaskTable); err != nil {
+		return s, fmt.Errorf("task table: %w", err)
+	}
+	s.Tasks = tasktable.NewFromAPI(s.Dynalite.Client(), TaskTable)
+	if s.OpenAI, err = openai.Start(openai.Options{APIKeys: []string{OpenAIKey}, RPM: o.RPM, TPM: o.TPM,
+		Latency: o.OpenAILatency, CountTokens: o.FakeTokenCounter}); err != nil {
+		return s, fmt.Errorf("openai fake: %w", err)
+	}
+	if s.Pinecone, err = pinecone.Start(pinecone.Options{Indexes: map[string]int{Index: o.Dimensions},
+		APIKeys: []string{PineconeKey}, DiscardValues: !o.KeepVectorValues}); err != nil {
+		return s, fmt.Errorf("pinecone fake: %w", err)
+	}
+	if s.Runner, err = podrunner.Start(ctx, podrunner.Options{
+		Config: s.Cluster.Config, Kubeconfig: s.Cluster.Kubeconfig,
+		Images:   map[string]string{EmbedderImage: filepath.Join(harness.BinDir(), "embedder")},
+		WorkDir:  filepath.Join(s.WorkDir, "pods"),
+		ExtraEnv: []string{"PINECONE_CONTROL_HOST=" + s.Pinecone.ControlURL()},
+		Logger:   o.Log.WithName("podrunner"),
+	}); err != nil {
+		return s, fmt.Errorf("pod runner: %w", err)
+	}
+	if err = os.WriteFile(filepath.Join(s.WorkDir, "api-keys"), []byte(APIKey+"\n"), 0o600); err != nil {
+		return s, err
+	}
+	if err = s.StartManager(ctx); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// StartManager runs bin/manager against the stack and waits until it is ready.
+func (s *Stack) StartManager(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.manager != nil {
+		return errors.New("manager already running")
+	}
+	var err error
+	for _, a := range []*string{&s.HTTPAddr, &s.MetricsAddr, &s.ProbeAddr} {
+		if *a == "" {
+			if *a, err = freeAddr(); err != nil {
+				return err
+			}
+		}
+	}
+	args := []string{
+		"--embedder-image=" + EmbedderImage,
+		"--metrics-bind-address=" + s.MetricsAddr,
+		"--health-probe-bind-address=" + s.ProbeAddr,
+		"--http-bind-address=" + s.HTTPAddr,
+		"--dynamodb-endpoint=" + s.Dynalite.Endpoint,
+		"--api-keys-path=" + filepath.Join(s.WorkDir, "api-keys"),
+		"--api-namespace=default",
+		"--api-bucket=" + Bucket,
+		"--api-s3-endpoint=" + s.MinIO.Endpoint,
+		"--api-s3-credentials-secret=s3-creds",
+		"--api-index=" + Index,
+		"--api-dynamodb-table=" + TaskTable,
+		"--api-dead-letter-bucket=" + Bucket,
+		"--api-dead-letter-prefix=failed/",
+		"--job-ttl=1h",
+	}
+	cmd := exec.Command(filepath.Join(harness.BinDir(), "manager"), args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+s.Cluster.Kubeconfig, "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local", "AWS_REGION=us-east-1")
+	if s.mgrLog == nil {
+		if s.mgrLog, err = os.OpenFile(filepath.Join(s.WorkDir, "manager.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+			return err
+		}
+	}
+	cmd.Stdout, cmd.Stderr = s.mgrLog, s.mgrLog
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start manager: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	s.manager, s.mgrDone = cmd, done
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			s.manager = nil
+			return fmt.Errorf("manager exited: %v\n%s", err, s.ManagerLog())
+		default:
+		}
+		if resp, err := http.Get("http://" + s.ProbeAddr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("manager not ready after 60s\n%s", s.ManagerLog())
+}
+
+// KillManager ends the manager with SIGKILL, as a crash or a node loss would.
+func (s *Stack) KillManager() error { return s.stopManager(syscall.SIGKILL) }
+
+// StopManager ends the manager gracefully.
+func (s *Stack) StopManager() error { return s.stopManager(syscall.SIGTERM) }
+
+func (s *Stack) stopManager(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.manager == nil {
+		return nil
+	}
+	_ = syscall.Kill(-s.manager.Process.Pid, sig)
+	select {
+	case <-s.mgrDone:
+	case <-time.After(20 * time.Second):
+		_ = syscall.Kill(-s.manager.Process.Pid, syscall.SIGKILL)
+		<-s.mgrDone
+	}
+	s.manager = nil
+	return nil
+}
+
+// ManagerLog is the manager's output so far (the last 64 KiB).
+func (s *Stack) ManagerLog() string {
+	b, _ := os.ReadFile(filepath.Join(s.WorkDir, "manager.log"))
+	if len(b) > 64<<10 {
+		b = b[len(b)-64<<10:]
+	}
+	return string(b)
+}
+
+// Stop tears everything down.
+func (s *Stack) Stop() {
+	_ = s.StopManager()
+	if s.Runner != nil {
+		s.Runner.Stop()
+	}
+	if s.OpenAI != nil {
+		s.OpenAI.Close()
+	}
+	if s.Pinecone != nil {
+		s.Pinecone.Close()
+	}
+	if s.Dynalite != nil {
+		s.Dynalite.Stop()
+	}
+	if s.MinIO != nil {
+		s.MinIO.Stop()
+	}
+	if s.Cluster != nil {
+		s.Cluster.Stop()
+	}
+	if s.mgrLog != nil {
+		s.mgrLog.Close()
+	}
+}
+
+// PrepareNamespace creates ns with the Secrets and the worker ServiceAccount and Role that
+// ingestions in it need.
+func (s *Stack) PrepareNamespace(ctx context.Context, ns string) error {
+	c := s.Cluster.Client
+	create := func(o clientObject) error {
+		if err := c.Create(ctx, o); err != nil && !isAlreadyExists(err) {
+			return fmt.Errorf("create %s: %w", o.GetName(), err)
+		}
+		return nil
+	}
+	if ns != "default" {
+		if err := create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return err
+		}
+	}
+	secret := func(name string, data map[string]string) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, StringData: data}
+	}
+	for _, o := range []clientObject{
+		secret("openai", map[string]string{"api-key": OpenAIKey}),
+		secret("pinecone", map[string]string{"api-key": PineconeKey}),
+		secret("s3-creds", map[string]string{"AWS_ACCESS_KEY_ID": s.MinIO.AccessKey, "AWS_SECRET_ACCESS_KEY": s.MinIO.SecretKey}),
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "vectordb-embedder", Namespace: ns}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "vectordb-embedder", Namespace: ns}, Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "create", "update", "patch"}}}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "vectordb-embedder", Namespace: ns},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "vectordb-embedder"},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "vectordb-embedder", Namespace: ns}}},
+	} {
+		if err := create(o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Upload puts a CSV into the bucket.
+func (s *Stack) Upload(ctx context.Context, key string, body []byte) error {
+	_, err := s.MinIO.S3Client().PutObject(ctx, &s3.PutObjectInput{Bucket: strPtr(Bucket), Key: &key, Body: bytes.NewReader(body)})
+	if err != nil {
+		return fmt.Errorf("upload %s: %w", key, err)
+	}
+	return nil
+}
+
+// Object reads an object from the bucket.
+func (s *Stack) Object(ctx context.Context, key string) ([]byte, error) {
+	out, err := s.MinIO.S3Client().GetObject(ctx, &s3.GetObjectInput{Bucket: strPtr(Bucket), Key: &key})
+	if err != nil {
+		return nil, err
+	}
+	defer out.Body.Close()
+	return io.ReadAll(out.Body)
+}
+
+// LegacyIngestion is config/samples' legacy CsvIngestion pointed at the stack's endpoints.
+func (s *Stack) LegacyIngestion(ns, name, key string) *v1alpha1.CsvIngestion {
+	return &v1alpha1.CsvIngestion{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: v1alpha1.CsvIngestionSpec{
+			Source: v1alpha1.SourceSpec{S3: &v1alpha1.S3Source{Bucket: Bucket, Key: key, S3Connection: v1alpha1.S3Connection{
+				Region: "us-east-1", Endpoint: s.MinIO.Endpoint, CredentialsSecretRef: &v1alpha1.S3CredentialsSecretRef{Name: "s3-creds"}}}},
+			Mapping: v1alpha1.MappingSpec{IDColumn: "id", IDPrefix: "239.", TextColumn: "formatted_text", Sanitize: "legacy",
+				Metadata: v1alpha1.MetadataSpec{Include: "all", TextField: "text", TextMaxChars: 1000}},
+			Embedding: v1alpha1.EmbeddingSpec{Model: "text-embedding-3-small", Dimensions: int32(s.Opts.Dimensions), BaseURL: s.OpenAI.URL(),
+				APIKeySecretRef: v1alpha1.SecretKeyRef{Name: "openai", Key: "api-key"}, RequestsPerMinute: 300, TokensPerMinute: 1000000, MaxInputsPerRequest: 2048},
+			Target: v1alpha1.TargetSpec{Pinecone: v1alpha1.PineconeTarget{Index: Index, Namespace: "v2",
+				APIKeySecretRef: v1alpha1.SecretKeyRef{Name: "pinecone", Key: "api-key"}, BatchSize: 100}},
+			Chunking: v1alpha1.ChunkingSpec{RowsPerChunk: 1000, Parallelism: 4, ChunkTimeout: metav1.Duration{Duration: 30 * time.Minute},
+				RetriesPerChunk: 3, MaxFailedRowsPercent: 1},
+			Tracking:   &v1alpha1.TrackingSpec{DynamoDB: &v1alpha1.DynamoDBTracking{Table: TaskTable, Region: "us-east-1", Endpoint: s.Dynalite.Endpoint}},
+			DeadLetter: &v1alpha1.DeadLetterSpec{Bucket: Bucket, KeyPrefix: "failed/"},
+		},
+	}
+}
+
+// Metrics returns the manager's Prometheus exposition.
+func (s *Stack) Metrics() (string, error) {
+	resp, err := http.Get("http://" + s.MetricsAddr + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func strPtr(s string) *string { return &s }
