@@ -6,12 +6,12 @@
 --   Progressing  otherwise, and whenever the status is older than the spec (observedGeneration)
 local hs = {}
 
-local function condition(status, type)
+local function condition(status, conditionType)
   if status.conditions == nil then
     return nil
   end
   for _, c in ipairs(status.conditions) do
-    if c.type == type then
+    if c.type == conditionType then
       return c
     end
   end

@@ -43,11 +43,12 @@ import (
 // ReasonInvalidMetadata fails a row whose metadata the Pinecone client cannot encode.
 const ReasonInvalidMetadata = "invalid_metadata"
 
-// MaxVectorBytesPerRequest bounds the vectors one embeddings request returns (512 inputs at 1,536
-// dimensions), so the requests in flight and their decoded responses keep a chunk pod far below
-// 64 MiB whatever maxInputsPerRequest says. Requests stay large enough that the request budget
-// is not what limits throughput at realistic token budgets.
-const MaxVectorBytesPerRequest = 3 << 20
+// MaxVectorBytesPerRequest bounds the vectors one embeddings request returns (256 inputs at 1,536
+// dimensions): the requests in flight and their decoded responses (the client holds the JSON,
+// the base64 and the floats at once) are most of a chunk's heap, so this bounds it whatever
+// maxInputsPerRequest says. Requests stay large enough that the token budget, not the request
+// budget, limits throughput at the default budgets.
+const MaxVectorBytesPerRequest = 3 << 19
 
 // Pipeline shape: goroutines per stage and the queue between stages (in batches).
 const (
@@ -382,7 +383,7 @@ func (p *pipeline) run(ctx context.Context, rd *csvplan.Reader) error {
 	g, ctx := errgroup.WithContext(ctx)
 	mapped := make(chan []item, 4)
 	batches := make(chan embedJob, 1)
-	embedded := make(chan upsertJob, upsertWorkers)
+	embedded := make(chan upsertJob, 1)
 
 	g.Go(func() error {
 		defer close(mapped)

@@ -508,3 +508,68 @@ func TestIngressRoutesToTheShim(t *testing.T) {
 		t.Errorf("shim Service ports %v", sp)
 	}
 }
+
+// Turning options off removes what they add and leaves a manager that starts.
+func TestOptionsOff(t *testing.T) {
+	cases := []struct {
+		name  string
+		args  []string
+		check func(t *testing.T, objs []*unstructured.Unstructured)
+	}{
+		{"rbac.create=false", []string{"--set", "rbac.create=false"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+			for _, kind := range []string{"ClusterRole", "ClusterRoleBinding"} {
+				if n := len(ofKind(objs, kind)); n != 0 {
+					t.Errorf("%d %s", n, kind)
+				}
+			}
+			if find(objs, "Role", namespace, release+"-leader-election") != nil {
+				t.Error("leader-election Role rendered")
+			}
+			if find(objs, "Role", namespace, release+"-worker") == nil {
+				t.Error("the worker Role follows workers.rbac.create, not rbac.create")
+			}
+		}},
+		{"existing manager service account", []string{"--set", "serviceAccount.create=false", "--set", "serviceAccount.name=ops-sa"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+			if find(objs, "ServiceAccount", namespace, "ops-sa") != nil || find(objs, "ServiceAccount", namespace, release) != nil {
+				t.Error("a manager ServiceAccount rendered")
+			}
+			sa, _, _ := unstructured.NestedString(deployment(t, objs).Object, "spec", "template", "spec", "serviceAccountName")
+			binding := find(objs, "ClusterRoleBinding", "", release+"-manager")
+			subjects, _, _ := unstructured.NestedSlice(binding.Object, "subjects")
+			if sa != "ops-sa" || subjects[0].(map[string]any)["name"] != "ops-sa" {
+				t.Errorf("pod runs as %q, binding names %v", sa, subjects)
+			}
+		}},
+		{"no worker objects", []string{"--set", "workers.serviceAccount.create=false", "--set", "workers.rbac.create=false"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+			for _, o := range objs {
+				if o.GetLabels()["app.kubernetes.io/component"] == "worker" {
+					t.Errorf("%s %s rendered", o.GetKind(), o.GetName())
+				}
+			}
+		}},
+		{"one replica", []string{"--set", "replicaCount=1", "--set", "leaderElection.enabled=false"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+			if len(ofKind(objs, "PodDisruptionBudget")) != 0 {
+				t.Error("a PodDisruptionBudget for one replica would block every drain")
+			}
+			opts, _ := parseManagerArgs(t, managerArgs(t, deployment(t, objs)))
+			if opts.LeaderElect {
+				t.Error("--leader-elect is on")
+			}
+		}},
+		{"no metrics Service", []string{"--set", "metrics.service.enabled=false"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+			if find(objs, "Service", namespace, release+"-metrics") != nil {
+				t.Error("metrics Service rendered")
+			}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			objs := mustRender(t, c.args...)
+			parseManagerArgs(t, managerArgs(t, deployment(t, objs)))
+			c.check(t, objs)
+		})
+	}
+	if _, err := render(t, "--set", "serviceAccount.create=false"); err == nil || !strings.Contains(err.Error(), "serviceAccount.name is required") {
+		t.Errorf("serviceAccount.create=false without a name: %v", err)
+	}
+}

@@ -51,7 +51,7 @@ func StartMinIO(t testing.TB, buckets ...string) *MinIO {
 	return m
 }
 
-// NewMinIO starts bin/minio on a free loopback port, waits until it is live and creates buckets.
+// NewMinIO starts bin/minio on a free loopback port, waits until it is ready and creates buckets.
 // Call Stop when done.
 func NewMinIO(buckets ...string) (*MinIO, error) {
 	bin, err := binary("minio", "minio")
@@ -111,9 +111,11 @@ func startMinIO(bin string) (*MinIO, error) {
 		_ = os.RemoveAll(tmp)
 		return nil, err
 	}
-	live := m.Endpoint + "/minio/health/live"
+	// /minio/health/live answers before the object layer and IAM are up (S3 calls then get
+	// XMinioServerNotInitialized); /minio/health/cluster waits for both.
+	ready := m.Endpoint + "/minio/health/cluster"
 	if err := m.proc.waitReady(context.Background(), minioStartTimeout, func(ctx context.Context) error {
-		return httpOK(ctx, live)
+		return httpOK(ctx, ready)
 	}); err != nil {
 		return nil, errors.Join(err, m.Stop())
 	}

@@ -116,7 +116,7 @@ func startProc(name, logPath string, env []string, path string, args ...string) 
 	cmd.Stderr = logFile
 	// Its own group, so Stop also ends anything it forks and a ^C to the test does not race us.
 	// Pdeathsig kills it if the test binary dies without cleanup (a -timeout panic skips t.Cleanup).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		_ = logFile.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
@@ -211,7 +211,7 @@ func (p *proc) stop() error {
 // whose exec.Cmd the harness does not build (envtest's etcd and kube-apiserver): like Pdeathsig above,
 // they then die with the test binary. Without setpriv it returns bin.
 func dieWithParent(dir, bin string) (string, error) {
-	setpriv, err := exec.LookPath("setpriv-nope")
+	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
 		return bin, nil
 	}
