@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/localrun"
@@ -280,5 +281,75 @@ func TestVersionAndUsage(t *testing.T) {
 	}
 	if code, _, _ := run(t, "chunk", "--index=x"); code != worker.ExitUsage {
 		t.Fatalf("bad flag: exit %d, want %d", code, worker.ExitUsage)
+	}
+}
+
+// writeManifest writes spec as a CsvIngestion manifest.
+func writeManifest(t *testing.T, name string, spec v1alpha1.CsvIngestionSpec) string {
+	t.Helper()
+	obj := v1alpha1.CsvIngestion{TypeMeta: metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "CsvIngestion"},
+		ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}
+	data, err := yaml.Marshal(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), name+".yaml")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestRunCommandOutcomes(t *testing.T) {
+	w := newWorld(t, 300)
+	// One malformed row in 301 is within maxFailedRowsPercent 1: PartiallyCompleted, exit 0.
+	if _, err := minio.S3Client().PutObject(context.Background(), &s3.PutObjectInput{
+		Bucket: aws.String(bucket), Key: aws.String(w.key + ".bad"),
+		Body: strings.NewReader("id,body,kind\n" + strings.Repeat("1,one,k\n", 150) + "2,\"two\"x,k\n" + strings.Repeat("3,three,k\n", 150)),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	spec := w.spec()
+	spec.Source.S3.Key = w.key + ".bad"
+	spec.DeadLetter = &v1alpha1.DeadLetterSpec{Bucket: bucket, KeyPrefix: "failed/"}
+	code, stdout, stderr := run(t, "run", "-f", writeManifest(t, "partial", spec), "--progress=none")
+	var sum localrun.Summary
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil || code != 0 {
+		t.Fatalf("exit %d: %v\n%s\n%s", code, err, stdout, stderr)
+	}
+	if sum.Phase != "PartiallyCompleted" || sum.Failed != 1 || sum.Processed != 300 || len(sum.DeadLetterKeys) != 1 ||
+		len(sum.FailedSamples) != 1 || sum.FailedSamples[0].Reason != "unbalanced_quote" || sum.FailedSamples[0].Row != 150 {
+		t.Fatalf("summary %+v", sum)
+	}
+
+	// More failed rows than allowed: Failed. (0 written out; a typed spec would omit it.)
+	strict := writeManifest(t, "strict", spec)
+	data, _ := os.ReadFile(strict)
+	if !bytes.Contains(data, []byte("maxFailedRowsPercent: 1\n")) {
+		t.Fatalf("manifest without maxFailedRowsPercent:\n%s", data)
+	}
+	_ = os.WriteFile(strict, bytes.Replace(data, []byte("maxFailedRowsPercent: 1\n"), []byte("maxFailedRowsPercent: 0\n"), 1), 0o600)
+	code, stdout, _ = run(t, "run", "-f", strict, "--progress=none")
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil || code != worker.ExitPermanent || sum.Phase != "Failed" {
+		t.Fatalf("strict: exit %d, summary %+v (%v)", code, sum, err)
+	}
+
+	// A permanent error stops the run: the dimension the spec asks for is not the index's.
+	spec = w.spec()
+	spec.Embedding.Dimensions = 32
+	code, stdout, _ = run(t, "run", "-f", writeManifest(t, "dims", spec), "--progress=none")
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil || code != worker.ExitPermanent || sum.Phase != "Failed" || sum.Reason != worker.ReasonDimension {
+		t.Fatalf("dimension: exit %d, summary %+v (%v)", code, sum, err)
+	}
+
+	// dryRun plans only.
+	spec = w.spec()
+	spec.DryRun = true
+	code, stdout, _ = run(t, "run", "-f", writeManifest(t, "dry", spec), "--progress=none")
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil || code != 0 || sum.Phase != "Planned" || sum.TotalRows != 300 || sum.VectorsUpserted != 0 {
+		t.Fatalf("dry run: exit %d, summary %+v (%v)", code, sum, err)
+	}
+	if w.index.Count() != 3 { // ids 1, 2 and 3 of the partial run
+		t.Fatalf("index holds %d vectors", w.index.Count())
 	}
 }

@@ -116,6 +116,7 @@ func NewEmbedder(ing worker.Ingestion, apiKey string, rpm, tpm float64, dimensio
 		MaxInFlight:         cmp.Or(maxInFlight, embedWorkers),
 		HTTPClient:          hc,
 		Logger:              log,
+		ProbeFirst:          true,
 	})
 	if err != nil {
 		return nil, worker.Permanent(worker.ReasonPermanentError, err)

@@ -53,11 +53,13 @@ type Batcher struct {
 	maxInputs int
 	maxTokens int
 	cur       Batch
+	// probe makes the first batch a single input (see Config.ProbeFirst).
+	probe bool
 }
 
 // NewBatcher returns a batcher with the embedder's limits.
 func (e *Embedder) NewBatcher() *Batcher {
-	return &Batcher{count: e.count, maxInputs: e.maxInputs, maxTokens: e.maxBatchTokens}
+	return &Batcher{count: e.count, maxInputs: e.maxInputs, maxTokens: e.maxBatchTokens, probe: e.probeFirst}
 }
 
 // Add adds an input. When the input does not fit the current batch, that batch is returned
@@ -74,10 +76,11 @@ func (b *Batcher) Add(in Input) (*Batch, *InputError) {
 			Detail: fmt.Sprintf("%d tokens, the model takes at most %d", n, MaxInputTokens)}
 	}
 	var full *Batch
-	if len(b.cur.Inputs) > 0 && (len(b.cur.Inputs)+1 > b.maxInputs || b.cur.Tokens+n > b.maxTokens) {
+	if len(b.cur.Inputs) > 0 && (b.probe || len(b.cur.Inputs)+1 > b.maxInputs || b.cur.Tokens+n > b.maxTokens) {
 		done := b.cur
 		full = &done
 		b.cur = Batch{}
+		b.probe = false
 	}
 	if b.cur.Inputs == nil {
 		b.cur.Inputs = make([]Input, 0, min(b.maxInputs, 256))

@@ -160,3 +160,23 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// With ProbeFirst the first batch holds one input, so a bad key shows after one tiny request.
+func TestProbeFirstSendsOneInputFirst(t *testing.T) {
+	e, err := New(Config{APIKey: "k", Model: "m", ProbeFirst: true, Count: func(s string) int { return len(s) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inputs []Input
+	for i := 0; i < 10; i++ {
+		inputs = append(inputs, Input{ID: int64(i), Text: "hello"})
+	}
+	batches, _ := e.Split(inputs)
+	if len(batches) != 2 || len(batches[0].Inputs) != 1 || len(batches[1].Inputs) != 9 {
+		t.Fatalf("batches %v", batches)
+	}
+	e2, _ := New(Config{APIKey: "k", Model: "m", Count: func(s string) int { return len(s) }})
+	if b, _ := e2.Split(inputs); len(b) != 1 {
+		t.Fatalf("without ProbeFirst: %d batches", len(b))
+	}
+}

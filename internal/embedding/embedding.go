@@ -56,6 +56,10 @@ type Config struct {
 	Logger     logr.Logger
 	// Count counts an input's tokens. nil: the cl100k_base tokenizer.
 	Count func(string) int
+	// ProbeFirst sends a batcher's first input alone, so bad credentials, quota, model or
+	// dimension show within seconds of a start instead of after the first full batch has waited
+	// for its share of the token budget (which can take a minute). It costs one extra request.
+	ProbeFirst bool
 }
 
 // Stats are the embedder's counters since New.
@@ -79,6 +83,7 @@ type Embedder struct {
 	count          func(string) int
 	maxInputs      int
 	maxBatchTokens int
+	probeFirst     bool
 	maxRetries     int
 	maxRetryTime   time.Duration
 	baseBackoff    time.Duration
@@ -174,6 +179,7 @@ func New(cfg Config) (*Embedder, error) {
 		count:          cfg.Count,
 		maxInputs:      cfg.MaxInputsPerRequest,
 		maxBatchTokens: maxBatchTokens,
+		probeFirst:     cfg.ProbeFirst,
 		maxRetries:     cfg.MaxRetries,
 		maxRetryTime:   cfg.MaxRetryTime,
 		baseBackoff:    cfg.BaseBackoff,

@@ -15,8 +15,8 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/controllers"
-	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 	"github.com/vectordb-io/vectordb-operator/internal/taskstatus"
+	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 )
 
 // Tables implements controllers.Tracker over any number of task tables.
