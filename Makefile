@@ -72,3 +72,7 @@ helm-lint: ## Lint the chart with its default values and with every option on.
 .PHONY: reference
 reference: ## Regenerate docs/reference.md from the CRD.
 	go run ./hack/crdref -crds config/crd/bases -out docs/reference.md
+
+.PHONY: demo
+demo: tools build ## Run the whole product locally on a generated 100,000-row CSV (DEMO_ARGS=--keep to leave it up).
+	go run ./hack/demo $(DEMO_ARGS)

@@ -217,6 +217,17 @@ func (s *Stack) StartManager(ctx context.Context) error {
 	return fmt.Errorf("manager not ready after 60s\n%s", s.ManagerLog())
 }
 
+// ManagerPID is the running manager's process id (0 when it is not running), e.g. to read its
+// peak RSS from /proc.
+func (s *Stack) ManagerPID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.manager == nil || s.manager.Process == nil {
+		return 0
+	}
+	return s.manager.Process.Pid
+}
+
 // KillManager ends the manager with SIGKILL, as a crash or a node loss would.
 func (s *Stack) KillManager() error { return s.stopManager(syscall.SIGKILL) }
 
