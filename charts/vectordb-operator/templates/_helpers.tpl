@@ -133,7 +133,7 @@ namespace. No Secrets: API keys come from a mounted volume, and the workers read
 - apiGroups: [""]
   resources: ["pods", "configmaps"]
   verbs: ["get", "list", "watch"]
-- apiGroups: ["events.k8s.io"]
+- apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
