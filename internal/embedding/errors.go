@@ -13,15 +13,9 @@ import (
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
-// PermanentError is a failure that retrying cannot fix (bad key, no quota, unknown model,
-// dimension mismatch, invalid request). Reason is one of the worker.Reason* constants.
-type PermanentError struct {
-	Reason string
-	Err    error
-}
-
-func (e *PermanentError) Error() string { return fmt.Sprintf("%s: %v", e.Reason, e.Err) }
-func (e *PermanentError) Unwrap() error { return e.Err }
+// PermanentError is a failure that retrying cannot fix; it is the worker contract's type, so
+// the embedder maps it to the permanent exit code without knowing which client failed.
+type PermanentError = worker.PermanentError
 
 // RetryExhaustedError is a transient failure (429, 5xx, timeout, connection error) that outlived
 // the retry budget. Re-running the chunk later may succeed.
