@@ -18,6 +18,9 @@ import (
 	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -31,20 +34,53 @@ var (
 	sharedOnce    sync.Once
 	sharedCluster *harness.Cluster
 	sharedErr     error
+	sharedOwned   bool // started here, so stopped here
 )
+
+// sharedKubeconfigEnv passes the shared cluster to fuzz workers: a worker is a child process
+// that would otherwise start a cluster of its own, whose processes outlive it when the fuzzing
+// engine stops it (and keep the engine waiting on their inherited output).
+const sharedKubeconfigEnv = "SHIM_TEST_SHARED_KUBECONFIG"
 
 func testCluster(t testing.TB) *harness.Cluster {
 	t.Helper()
-	sharedOnce.Do(func() { sharedCluster, sharedErr = harness.NewCluster(harness.ClusterOptions{}) })
+	sharedOnce.Do(func() {
+		if kc := os.Getenv(sharedKubeconfigEnv); kc != "" {
+			sharedCluster, sharedErr = connectCluster(kc)
+			return
+		}
+		sharedCluster, sharedErr = harness.NewCluster(harness.ClusterOptions{})
+		sharedOwned = sharedErr == nil
+	})
 	if sharedErr != nil {
 		t.Fatalf("starting the test cluster: %v", sharedErr)
 	}
 	return sharedCluster
 }
 
+// connectCluster uses a running cluster (the fuzzing coordinator's) without owning it.
+func connectCluster(kubeconfig string) (*harness.Cluster, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", kubeconfig, err)
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, err
+	}
+	return &harness.Cluster{Config: cfg, Client: c, Scheme: scheme, Kubeconfig: kubeconfig}, nil
+}
+
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if sharedCluster != nil {
+	if sharedOwned {
 		if err := sharedCluster.Stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "stopping the test cluster: %v\n", err)
 		}

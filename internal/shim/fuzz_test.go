@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 )
@@ -13,9 +15,18 @@ import (
 // FuzzHandlers sends arbitrary requests through the whole handler (middleware, auth, validation,
 // the API server of the test cluster): no input may give a 5xx or a panic (the recovery middleware
 // turns a panic into a 500, so both show as a 5xx here).
+const hangAfter = 30 * time.Second
+
 func FuzzHandlers(f *testing.F) {
+	c := testCluster(f)
+	if os.Getenv(sharedKubeconfigEnv) == "" {
+		// Fuzz workers, started from here on, use this cluster instead of starting their own.
+		if err := os.Setenv(sharedKubeconfigEnv, c.Kubeconfig); err != nil {
+			f.Fatal(err)
+		}
+	}
 	// Discard logs: the fuzz function must not log through f, and there would be millions of lines.
-	e := startShim(f, testCluster(f), func(_ *Config, d *Deps) { d.Log = logr.Discard() })
+	e := startShim(f, c, func(_ *Config, d *Deps) { d.Log = logr.Discard() })
 	h := e.Server.Handler()
 	methods := []string{http.MethodGet, http.MethodPost, http.MethodDelete, http.MethodPut, http.MethodHead, http.MethodOptions, http.MethodPatch}
 
@@ -57,7 +68,18 @@ func FuzzHandlers(f *testing.F) {
 		req.Header.Set("X-Request-ID", header)
 		req.Header.Set("X-Forwarded-For", header)
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req.WithContext(t.Context()))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			h.ServeHTTP(rec, req.WithContext(t.Context()))
+		}()
+		// The fuzzing engine has no notion of a hang; a request still unanswered after this long
+		// (every request is answered from the cache or one API call) is reported as one.
+		select {
+		case <-done:
+		case <-time.After(hangAfter):
+			t.Fatalf("%s %q ?%q body %q: no answer after %s", req.Method, path, query, body, hangAfter)
+		}
 		if rec.Code >= 500 {
 			t.Fatalf("%s %q ?%q body %q: %d %s", req.Method, path, query, body, rec.Code, rec.Body)
 		}
