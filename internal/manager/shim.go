@@ -206,11 +206,6 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 	if err != nil {
 		return fmt.Errorf("http shim: %w", err)
 	}
-	return mgr.Add(everyReplica(srv.Run))
+	return mgr.Add(srv) // the shim runs on every replica (NeedLeaderElection is false)
 }
 
-// everyReplica runs a function on every replica, leader or not.
-type everyReplica func(context.Context) error
-
-func (f everyReplica) Start(ctx context.Context) error { return f(ctx) }
-func (everyReplica) NeedLeaderElection() bool          { return false }
