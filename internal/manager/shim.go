@@ -208,4 +208,3 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 	}
 	return mgr.Add(srv) // the shim runs on every replica (NeedLeaderElection is false)
 }
-
