@@ -45,6 +45,10 @@ build: ## Build the manager and the embedder into bin/.
 test: vet build ## go vet and every test (envtest, kube-controller-manager, MinIO, dynalite and the fakes).
 	go test $(GO_TEST_FLAGS) ./...
 
+.PHONY: bench
+bench: build ## Measure DESIGN §9's figures on this machine (about 25 minutes) and write docs/benchmarks.md.
+	go run ./bench -out docs/benchmarks.md
+
 .PHONY: help
 help:
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'

@@ -180,3 +180,55 @@ func TestProbeFirstSendsOneInputFirst(t *testing.T) {
 		t.Fatalf("without ProbeFirst: %d batches", len(b))
 	}
 }
+
+// A known dimension bounds the vectors one response decodes: 3 MiB is 512 vectors at 1,536
+// dimensions, so a worker's memory does not scale with 2,048-input batches.
+func TestSplitBoundsBatchVectorBytes(t *testing.T) {
+	inputs := make([]Input, 1200)
+	for i := range inputs {
+		inputs[i] = Input{ID: int64(i), Text: "x"}
+	}
+	one := func(string) int { return 1 }
+	for name, tc := range map[string]struct {
+		cfg  Config
+		want []int
+	}{
+		"default at 1536":    {Config{Count: one, ExpectedDimension: 1536}, []int{512, 512, 176}},
+		"default at 256":     {Config{Count: one, Dimensions: 256}, []int{1200}},
+		"explicit 1 MiB":     {Config{Count: one, ExpectedDimension: 1024, MaxBatchVectorBytes: 1 << 20}, []int{256, 256, 256, 256, 176}},
+		"unbounded":          {Config{Count: one, ExpectedDimension: 1536, MaxBatchVectorBytes: -1}, []int{1200}},
+		"input cap is lower": {Config{Count: one, ExpectedDimension: 1536, MaxInputsPerRequest: 500}, []int{500, 500, 200}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			batches, _ := newTestEmbedder(t, tc.cfg).Split(inputs)
+			var got []int
+			for _, b := range batches {
+				got = append(got, len(b.Inputs))
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("batch sizes %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// Batches (and the bucket's burst) are about three seconds of the token budget, so workers
+// sharing a budget cannot overshoot the server's sliding minute by a full batch each, but large
+// enough that the request budget does not bind.
+func TestMaxBatchTokensFollowsBudgets(t *testing.T) {
+	for _, tc := range []struct {
+		tpm, rpm float64
+		want     int
+	}{
+		{1_000_000, 75, 50_000},       // 3 s of budget
+		{1_000_000, 10, 200_000},      // 2 × TPM/RPM: the request budget must not bind
+		{10_000_000, 0, 300_000},      // the API's cap per request
+		{60_000, 300, MaxInputTokens}, // never smaller than the largest input
+		{100, 0, 100},                 // a budget below one input: batches of the budget
+	} {
+		e := newTestEmbedder(t, Config{TokensPerMinute: tc.tpm, RequestsPerMinute: tc.rpm, Count: words})
+		if got := e.MaxBatchTokens(); got != tc.want {
+			t.Errorf("TPM %v RPM %v: max batch %d tokens, want %d", tc.tpm, tc.rpm, got, tc.want)
+		}
+	}
+}

@@ -36,6 +36,12 @@ type Config struct {
 	ExpectedDimension int
 	// MaxInputsPerRequest caps inputs per request (1..2048). 0: 2048.
 	MaxInputsPerRequest int
+	// MaxBatchVectorBytes bounds the decoded vectors of one request (inputs × ExpectedDimension
+	// × 4 bytes) when the dimension is known, lowering the input cap to fit. A response costs
+	// about 3.5 times its vectors while it is read and decoded, and MaxInFlight of them can be
+	// decoding at once, so this is what keeps a worker's memory flat. 0: DefaultMaxBatchVectorBytes;
+	// negative: no bound.
+	MaxBatchVectorBytes int
 	// RequestsPerMinute and TokensPerMinute are this worker's budgets. 0: unlimited.
 	RequestsPerMinute float64
 	TokensPerMinute   float64
@@ -61,6 +67,11 @@ type Config struct {
 	// for its share of the token budget (which can take a minute). It costs one extra request.
 	ProbeFirst bool
 }
+
+// DefaultMaxBatchVectorBytes is 3 MiB of vectors: 512 inputs at 1,536 dimensions, still far
+// more tokens per request (≈ 100,000 for 200-token rows) than a request budget of a few per
+// second needs to spend a token budget.
+const DefaultMaxBatchVectorBytes = 3 << 20
 
 // Stats are the embedder's counters since New.
 type Stats struct {
@@ -131,6 +142,12 @@ func New(cfg Config) (*Embedder, error) {
 	if cfg.ExpectedDimension == 0 {
 		cfg.ExpectedDimension = cfg.Dimensions
 	}
+	if cfg.MaxBatchVectorBytes == 0 {
+		cfg.MaxBatchVectorBytes = DefaultMaxBatchVectorBytes
+	}
+	if cfg.MaxBatchVectorBytes > 0 && cfg.ExpectedDimension > 0 {
+		cfg.MaxInputsPerRequest = max(1, min(cfg.MaxInputsPerRequest, cfg.MaxBatchVectorBytes/(4*cfg.ExpectedDimension)))
+	}
 	if cfg.Count == nil {
 		count, err := defaultCounter()
 		if err != nil {
@@ -164,7 +181,7 @@ func New(cfg Config) (*Embedder, error) {
 	tokLim := rate.NewLimiter(rate.Inf, MaxRequestTokens)
 	maxBatchTokens := MaxRequestTokens
 	if cfg.TokensPerMinute > 0 {
-		maxBatchTokens = max(1, min(MaxRequestTokens, int(cfg.TokensPerMinute)))
+		maxBatchTokens = max(1, min(MaxRequestTokens, int(cfg.TokensPerMinute), batchTokensFor(cfg.TokensPerMinute, cfg.RequestsPerMinute)))
 		tokLim = rate.NewLimiter(rate.Limit(cfg.TokensPerMinute/60), maxBatchTokens)
 		tokLim.AllowN(time.Now(), maxBatchTokens) // start empty
 	}
@@ -189,6 +206,21 @@ func New(cfg Config) (*Embedder, error) {
 		tokens:         tokLim,
 		inFlight:       make(chan struct{}, cfg.MaxInFlight),
 	}, nil
+}
+
+// batchTokensFor sizes batches (and the token bucket's burst) for a token budget. The server
+// meters a sliding minute and a bucket lets its burst through on top of its rate, and every
+// worker sharing the budget can do that at once: a burst of a full minute (up to 300,000 tokens)
+// per worker overshoots the shared limit and turns into 429s and retries. Three seconds of
+// budget keeps the overshoot near 5% however many workers share it, while batches stay large
+// enough (twice budget/RPM) that the request budget is never what binds, and no smaller than the
+// largest input.
+func batchTokensFor(tpm, rpm float64) int {
+	b := max(tpm/20, float64(MaxInputTokens))
+	if rpm > 0 {
+		b = max(b, 2*tpm/rpm)
+	}
+	return int(b)
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -172,6 +172,7 @@ func Run(ctx context.Context, ing worker.Ingestion, opts Options) (Summary, erro
 		mu       sync.Mutex
 		stopErr  error
 		next     int
+		ok       int
 		results  = make([]worker.Result, plan.Chunks())
 		failures []ChunkFailure
 	)
@@ -195,7 +196,9 @@ func Run(ctx context.Context, ing worker.Ingestion, opts Options) (Summary, erro
 				}, opts.Progress)
 				mu.Lock()
 				results[i] = res
-				if err != nil {
+				if err == nil {
+					ok++
+				} else {
 					code, reason := exitcode.Of(err)
 					args, _ := plan.Chunk(i)
 					failures = append(failures, ChunkFailure{Index: i, Rows: fmt.Sprintf("%d-%d", args.FirstRow, args.FirstRow+args.Rows-1),
@@ -233,7 +236,7 @@ func Run(ctx context.Context, ing worker.Ingestion, opts Options) (Summary, erro
 	sum.Retries = st.Retries + up.Stats().Retries
 	sum.FailedChunks = failures
 	sum.ChunksFailed = len(failures)
-	sum.ChunksSucceeded = plan.Chunks() - len(failures)
+	sum.ChunksSucceeded = ok // chunks not started after a permanent error are neither
 	if stopErr != nil {
 		return finish(stopErr)
 	}

@@ -147,7 +147,14 @@ func Decompress(r io.Reader, mode string) (io.Reader, string, error) {
 // start and discards what comes before its range.
 func (o *Object) OpenChunk(ctx context.Context, compression string, off, length int64) (io.ReadCloser, error) {
 	if compression != "gzip" {
-		return o.OpenRange(ctx, off, length)
+		if length <= 0 {
+			return io.NopCloser(strings.NewReader("")), nil
+		}
+		body, err := o.OpenRange(ctx, off, length)
+		if err != nil {
+			return nil, err
+		}
+		return &resumingReader{ctx: ctx, o: o, body: body, off: off, end: off + length}, nil
 	}
 	body, err := o.Open(ctx)
 	if err != nil {
@@ -167,3 +174,62 @@ func (o *Object) OpenChunk(ctx context.Context, compression string, off, length 
 		io.Closer
 	}{io.LimitReader(zr, length), body}, nil
 }
+
+// maxResumes is how many times in a row a chunk's ranged read is reopened after the connection
+// breaks without progress in between.
+const maxResumes = 5
+
+// resumingReader reads [off, end) and, when the stream breaks before end, reopens the range from
+// where it stopped (pinned to the same ETag). A chunk reads its range only as fast as its rate
+// budget lets it embed, so one GET can stay open for many minutes, and servers and proxies close
+// slow streams: without resuming, such a chunk would fail and start over.
+type resumingReader struct {
+	ctx      context.Context
+	o        *Object
+	body     io.ReadCloser
+	off, end int64
+	failures int
+}
+
+func (r *resumingReader) Read(p []byte) (int, error) {
+	for {
+		if r.off >= r.end {
+			return 0, io.EOF
+		}
+		if int64(len(p)) > r.end-r.off {
+			p = p[:r.end-r.off]
+		}
+		n, err := r.body.Read(p)
+		r.off += int64(n)
+		if n > 0 {
+			r.failures = 0
+		}
+		if err == nil || (err == io.EOF && r.off >= r.end) {
+			if err == io.EOF && n > 0 {
+				err = nil
+			}
+			return n, err
+		}
+		if n > 0 {
+			// Hand over what arrived; the next Read reopens.
+			r.body.Close()
+			r.body = io.NopCloser(strings.NewReader(""))
+			return n, nil
+		}
+		if cerr := r.ctx.Err(); cerr != nil {
+			return 0, cerr
+		}
+		r.failures++
+		if r.failures > maxResumes {
+			return 0, fmt.Errorf("read s3://%s/%s at byte %d: %w", r.o.Bucket, r.o.Key, r.off, err)
+		}
+		r.body.Close()
+		body, oerr := r.o.OpenRange(r.ctx, r.off, r.end-r.off)
+		if oerr != nil {
+			return 0, fmt.Errorf("resume s3://%s/%s at byte %d after %v: %w", r.o.Bucket, r.o.Key, r.off, err, oerr)
+		}
+		r.body = body
+	}
+}
+
+func (r *resumingReader) Close() error { return r.body.Close() }

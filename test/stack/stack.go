@@ -5,6 +5,7 @@ package stack
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -55,6 +56,9 @@ type Options struct {
 	FakeTokenCounter func(string) int
 	// KeepVectorValues keeps vector values in the Pinecone fake (memory grows with the file).
 	KeepVectorValues bool
+	// EmbedderBinary runs the embedder image's pods; empty: bin/embedder. The benchmarks point it
+	// at a stand-in whose chunks finish at once, to measure the manager alone.
+	EmbedderBinary string
 	// WorkDir holds logs and pod files; a temp dir when empty.
 	WorkDir string
 	Log     logr.Logger
@@ -126,7 +130,7 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	}
 	if s.Runner, err = podrunner.Start(ctx, podrunner.Options{
 		Config: s.Cluster.Config, Kubeconfig: s.Cluster.Kubeconfig,
-		Images:   map[string]string{EmbedderImage: filepath.Join(harness.BinDir(), "embedder")},
+		Images:   map[string]string{EmbedderImage: cmp.Or(o.EmbedderBinary, filepath.Join(harness.BinDir(), "embedder"))},
 		WorkDir:  filepath.Join(s.WorkDir, "pods"),
 		ExtraEnv: []string{"PINECONE_CONTROL_HOST=" + s.Pinecone.ControlURL()},
 		Logger:   o.Log.WithName("podrunner"),
