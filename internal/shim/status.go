@@ -92,14 +92,8 @@ type K8sRef struct {
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	taskID := r.PathValue("task_id")
-	if !plausibleTaskID(taskID) {
-		writeError(w, http.StatusNotFound, "Task not found")
-		return
-	}
-	obj, err := s.findIngestion(ctx, taskID)
-	if err != nil {
-		s.writeAPIError(w, r, err, "finding task "+strconv.Quote(taskID))
+	taskID, obj, ok := s.lookupTask(w, r)
+	if !ok {
 		return
 	}
 	if obj != nil {
@@ -464,4 +458,20 @@ func apiMessage(err error) string {
 func isTransport(err error) bool {
 	var se apierrors.APIStatus
 	return !errors.As(err, &se)
+}
+
+// lookupTask finds the CsvIngestion of the request's {task_id}; obj is nil when only the task
+// table may know it. When ok is false the response has been written.
+func (s *Server) lookupTask(w http.ResponseWriter, r *http.Request) (taskID string, obj *v1alpha1.CsvIngestion, ok bool) {
+	taskID = r.PathValue("task_id")
+	if !plausibleTaskID(taskID) {
+		writeError(w, http.StatusNotFound, "Task not found")
+		return "", nil, false
+	}
+	obj, err := s.findIngestion(r.Context(), taskID)
+	if err != nil {
+		s.writeAPIError(w, r, err, "finding task "+strconv.Quote(taskID))
+		return "", nil, false
+	}
+	return taskID, obj, true
 }

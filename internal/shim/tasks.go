@@ -110,14 +110,8 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 // Cancelled. 204 also when a cancel is already under way; 409 when the task has finished.
 func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	taskID := r.PathValue("task_id")
-	if !plausibleTaskID(taskID) {
-		writeError(w, http.StatusNotFound, "Task not found")
-		return
-	}
-	obj, err := s.findIngestion(ctx, taskID)
-	if err != nil {
-		s.writeAPIError(w, r, err, "finding task "+strconv.Quote(taskID))
+	taskID, obj, ok := s.lookupTask(w, r)
+	if !ok {
 		return
 	}
 	if obj == nil {
