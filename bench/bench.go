@@ -632,6 +632,9 @@ func runEmbedder(ctx context.Context, c Config, st *stack.Stack, oa *fakeopenai.
 	if profile != "" {
 		cmd.Env = append(cmd.Env, "VECTORDB_CPUPROFILE="+profile)
 	}
+	if d := os.Getenv("BENCH_HEAP_DIR"); d != "" {
+		cmd.Env = append(cmd.Env, "VECTORDB_HEAPPROFILE="+filepath.Join(d, name+".heap"))
+	}
 	var stderr, stdout strings.Builder
 	cmd.Stderr, cmd.Stdout = &stderr, &stdout
 	start := time.Now()
@@ -649,6 +652,14 @@ func runEmbedder(ctx context.Context, c Config, st *stack.Stack, oa *fakeopenai.
 		for {
 			if v, err := vmHWM(cmd.Process.Pid); err == nil && v > hwm {
 				hwm = v
+				if os.Getenv("BENCH_RSS_DEBUG") != "" {
+					b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+					for _, l := range strings.Split(string(b), "\n") {
+						if strings.HasPrefix(l, "Rss") {
+							fmt.Fprintln(os.Stderr, name, l)
+						}
+					}
+				}
 			}
 			select {
 			case <-done:

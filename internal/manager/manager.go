@@ -129,9 +129,9 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	cacheOpts := cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&batchv1.Job{}:      {Label: labels.NewSelector().Add(*hasUID)},
-		&corev1.Pod{}:       {Label: labels.NewSelector().Add(*hasUID)},
+	cacheOpts := cache.Options{DefaultTransform: stripManagedFields, ByObject: map[client.Object]cache.ByObject{
+		&batchv1.Job{}:      {Label: labels.NewSelector().Add(*hasUID), Transform: trimJob},
+		&corev1.Pod{}:       {Label: labels.NewSelector().Add(*hasUID), Transform: trimPod},
 		&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*isPlan)},
 	}}
 	if len(o.WatchNamespaces) > 0 {

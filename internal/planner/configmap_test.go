@@ -34,10 +34,14 @@ func TestWritePlanConfigMap(t *testing.T) {
 		t.Fatalf("create CsvIngestion: %v", err)
 	}
 	ing := worker.FromObject(obj)
+	cms, err := planner.NewConfigMapClient(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
 	plan := &worker.Plan{Bucket: "csv", Key: "a.csv", ETag: `"abc"`, Compression: "none", Header: []string{"id", "formatted_text"},
 		TotalRows: 3, RowsPerChunk: 2, Offsets: []int64{20, 40, 50}, EstimatedTokens: 9, EstimatedCostUSD: "0.00"}
 
-	if err := planner.WritePlanConfigMap(ctx, c.Client, ing, plan); err != nil {
+	if err := planner.WritePlanConfigMap(ctx, cms, ing, plan); err != nil {
 		t.Fatalf("create: %v", err)
 	}
 	var cm corev1.ConfigMap
@@ -63,7 +67,7 @@ func TestWritePlanConfigMap(t *testing.T) {
 
 	// A retried planner updates its own ConfigMap.
 	plan.ETag = `"def"`
-	if err := planner.WritePlanConfigMap(ctx, c.Client, ing, plan); err != nil {
+	if err := planner.WritePlanConfigMap(ctx, cms, ing, plan); err != nil {
 		t.Fatalf("update: %v", err)
 	}
 	if err := c.Client.Get(ctx, key, &cm); err != nil {
@@ -76,7 +80,7 @@ func TestWritePlanConfigMap(t *testing.T) {
 	// Another ingestion of the same name (new UID) must not take over the old one's plan.
 	other := ing
 	other.UID = "00000000-0000-0000-0000-000000000001"
-	err = planner.WritePlanConfigMap(ctx, c.Client, other, plan)
+	err = planner.WritePlanConfigMap(ctx, cms, other, plan)
 	if p, ok := worker.AsPermanent(err); !ok || !strings.Contains(p.Error(), "not owned") {
 		t.Fatalf("foreign owner: %v", err)
 	}
