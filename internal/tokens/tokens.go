@@ -14,9 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	tiktoken "github.com/pkoukk/tiktoken-go"
-	tiktoken_loader "github.com/pkoukk/tiktoken-go-loader"
+	"unicode/utf8"
+	"unsafe"
 )
 
 // EncodingName is the tokenizer the embedding models use.
@@ -28,38 +27,71 @@ const (
 	MaxTokensPerRequest = 300000
 )
 
-func init() {
-	// The BPE table ships inside the binary (go:embed in the loader), so counting never downloads or
-	// writes a cache: worker pods run without network egress to the tokenizer's blob store and
-	// without a writable HOME.
-	tiktoken.SetBpeLoader(tiktoken_loader.NewOfflineLoader())
-}
-
-var encoder = sync.OnceValues(func() (*tiktoken.Tiktoken, error) {
-	enc, err := tiktoken.GetEncoding(EncodingName)
+var table = sync.OnceValues(func() (*rankTable, error) {
+	t, err := loadTable()
 	if err != nil {
 		return nil, fmt.Errorf("load %s tokenizer: %w", EncodingName, err)
 	}
-	return enc, nil
+	return t, nil
 })
 
-// Load prepares the encoder (≈ 0.5 s, once per process) and reports whether it could. Call it at
-// start-up to get an error instead of Count's panic.
+// Load prepares the rank table (tens of milliseconds and about 2 MB of heap, once per process)
+// and reports whether it could. Call it at start-up to get an error instead of Count's panic.
 func Load() error {
-	_, err := encoder()
+	_, err := table()
 	return err
 }
 
 // Count returns the exact number of cl100k_base tokens in text, as the embeddings API counts them.
-// Special-token text such as "<|endoftext|>" is counted as ordinary text, never rejected. Count is
-// safe for concurrent use. It panics only if the embedded BPE table cannot be loaded, which is a
+// Special-token text such as "<|endoftext|>" is counted as ordinary text, never rejected. Invalid
+// UTF-8 is counted as tiktoken counts it, each bad byte as U+FFFD. Count is safe for concurrent
+// use and does not allocate. It panics only if the embedded BPE table cannot be loaded, which is a
 // broken build, not bad input; Load reports that as an error.
 func Count(text string) int {
-	enc, err := encoder()
+	t, err := table()
 	if err != nil {
 		panic(err)
 	}
-	return len(enc.EncodeOrdinary(text))
+	if !utf8.ValidString(text) {
+		return countInvalid(t, text)
+	}
+	return t.count(text)
+}
+
+func (t *rankTable) count(s string) int {
+	n := 0
+	for i := 0; i < len(s); {
+		j := nextPiece(s, i)
+		n += t.countPiece(s[i:j])
+		i = j
+	}
+	return n
+}
+
+var textPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// countInvalid counts text after replacing every byte that is not part of valid UTF-8 with U+FFFD,
+// as tiktoken-go's []rune(text) does before it splits and encodes.
+func countInvalid(t *rankTable, text string) int {
+	bp := textPool.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= 1<<20 { // do not pin a huge text's copy
+			textPool.Put(bp)
+		}
+	}()
+	b := (*bp)[:0]
+	for i := 0; i < len(text); {
+		r, w := utf8.DecodeRuneInString(text[i:])
+		if r == utf8.RuneError && w == 1 {
+			b = utf8.AppendRune(b, utf8.RuneError)
+		} else {
+			b = append(b, text[i:i+w]...)
+		}
+		i += w
+	}
+	*bp = b
+	// The string aliases the pooled buffer only until this call returns, so no copy is needed.
+	return t.count(unsafe.String(unsafe.SliceData(b), len(b)))
 }
 
 // prices in nano-USD per token (USD per 1M tokens × 1000).

@@ -37,10 +37,7 @@ func TestCountKnownStrings(t *testing.T) {
 }
 
 func TestCountMatchesEncoding(t *testing.T) {
-	enc, err := encoder()
-	if err != nil {
-		t.Fatal(err)
-	}
+	enc := reference(t)
 	for _, text := range []string{
 		"hello world",
 		"Premium wireless headphones, 30-hour battery; ships from Ohio.\nRéduction de 20 % — 東京",
@@ -223,17 +220,6 @@ func TestEstimatorSamplesCloseToExact(t *testing.T) {
 	got := e.Tokens()
 	if diff := float64(got-exact) / float64(exact); diff > 0.03 || diff < -0.03 {
 		t.Fatalf("estimate %d vs exact %d: off by %.1f%%", got, exact, 100*diff)
-	}
-}
-
-func BenchmarkCount(b *testing.B) {
-	text := strings.Repeat("Premium wireless headphones with noise cancellation, 30-hour battery life; ships from Ohio. ", 6)
-	if err := Load(); err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(text)))
-	for b.Loop() {
-		Count(text)
 	}
 }
 
