@@ -38,9 +38,7 @@ func trimPod(obj any) (any, error) {
 
 // stripManagedFields drops managedFields from any other cached object.
 func stripManagedFields(obj any) (any, error) {
-	if m, ok := obj.(interface {
-		SetManagedFields([]metav1.ManagedFieldsEntry)
-	}); ok {
+	if m, ok := obj.(metav1.Object); ok {
 		m.SetManagedFields(nil)
 	}
 	return obj, nil
