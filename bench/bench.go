@@ -632,6 +632,8 @@ func runEmbedder(ctx context.Context, c Config, st *stack.Stack, oa *fakeopenai.
 	if profile != "" {
 		cmd.Env = append(cmd.Env, "VECTORDB_CPUPROFILE="+profile)
 	}
+	// BENCH_EMBEDDER_ENV adds variables to the embedder's environment only (GOGC experiments).
+	cmd.Env = append(cmd.Env, strings.Fields(os.Getenv("BENCH_EMBEDDER_ENV"))...)
 	if d := os.Getenv("BENCH_HEAP_DIR"); d != "" {
 		cmd.Env = append(cmd.Env, "VECTORDB_HEAPPROFILE="+filepath.Join(d, name+".heap"))
 	}

@@ -360,38 +360,47 @@ func (e *Embedder) attempt(ctx context.Context, req openai.EmbeddingRequestStrin
 	actx, cancel := context.WithTimeout(ctx, e.requestTimeout)
 	defer cancel()
 	actx, got := withCapture(actx)
+	got.decode = true
 	e.nRequests.Add(1)
 	resp, err := e.client.CreateEmbeddings(actx, req)
 	if err != nil {
 		return nil, got.header, err
 	}
-	e.nTokens.Add(int64(max(resp.Usage.TotalTokens, resp.Usage.PromptTokens)))
-	outs, err := e.match(resp, b)
+	dec := got.resp
+	if dec == nil {
+		// Not decoded on the way in (a 2xx other than 200): take go-openai's decoding.
+		dec = &decodedResponse{promptTokens: resp.Usage.PromptTokens, totalTokens: resp.Usage.TotalTokens}
+		for _, d := range resp.Data {
+			dec.data = append(dec.data, decodedVector{index: d.Index, vector: d.Embedding})
+		}
+	}
+	e.nTokens.Add(int64(max(dec.totalTokens, dec.promptTokens)))
+	outs, err := e.match(dec.data, b)
 	return outs, got.header, err
 }
 
 // match pairs embeddings with inputs by the response's index field, never by position: every
 // index must appear exactly once and every vector must have the expected length.
-func (e *Embedder) match(resp openai.EmbeddingResponse, b Batch) ([]Output, error) {
+func (e *Embedder) match(data []decodedVector, b Batch) ([]Output, error) {
 	n := len(b.Inputs)
-	if len(resp.Data) != n {
-		return nil, fmt.Errorf("embeddings response has %d vectors for %d inputs", len(resp.Data), n)
+	if len(data) != n {
+		return nil, fmt.Errorf("embeddings response has %d vectors for %d inputs", len(data), n)
 	}
 	outs := make([]Output, n)
 	seen := make([]bool, n)
-	for _, d := range resp.Data {
-		if d.Index < 0 || d.Index >= n {
-			return nil, fmt.Errorf("embeddings response has index %d outside 0..%d", d.Index, n-1)
+	for _, d := range data {
+		if d.index < 0 || d.index >= n {
+			return nil, fmt.Errorf("embeddings response has index %d outside 0..%d", d.index, n-1)
 		}
-		if seen[d.Index] {
-			return nil, fmt.Errorf("embeddings response repeats index %d", d.Index)
+		if seen[d.index] {
+			return nil, fmt.Errorf("embeddings response repeats index %d", d.index)
 		}
-		if e.expectedDim > 0 && len(d.Embedding) != e.expectedDim {
+		if e.expectedDim > 0 && len(d.vector) != e.expectedDim {
 			return nil, &PermanentError{Reason: worker.ReasonDimension, Err: fmt.Errorf(
-				"model %s returned a vector of %d dimensions, the index expects %d", e.model, len(d.Embedding), e.expectedDim)}
+				"model %s returned a vector of %d dimensions, the index expects %d", e.model, len(d.vector), e.expectedDim)}
 		}
-		seen[d.Index] = true
-		outs[d.Index] = Output{ID: b.Inputs[d.Index].ID, Vector: d.Embedding}
+		seen[d.index] = true
+		outs[d.index] = Output{ID: b.Inputs[d.index].ID, Vector: d.vector}
 	}
 	return outs, nil
 }

@@ -2,6 +2,7 @@ package embedding
 
 import (
 	"context"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -16,11 +17,17 @@ import (
 
 type captureKey struct{}
 
-// captured is the response metadata of one attempt.
+// captured is the response metadata of one attempt and, when decode is set, its embeddings
+// decoded from the streaming body (see decode.go).
 type captured struct {
 	status int
 	header http.Header
+	decode bool
+	resp   *decodedResponse
 }
+
+// emptyList is the body go-openai gets after the wrapper decoded the real one.
+const emptyList = `{"object":"list","data":[]}`
 
 // capturingDoer records the response headers of requests whose context carries a *captured.
 type capturingDoer struct {
@@ -33,6 +40,18 @@ func (d capturingDoer) Do(req *http.Request) (*http.Response, error) {
 		if c, ok := req.Context().Value(captureKey{}).(*captured); ok {
 			c.status = resp.StatusCode
 			c.header = resp.Header
+			if c.decode && resp.StatusCode == http.StatusOK {
+				got, derr := decodeEmbeddings(resp.Body)
+				_ = resp.Body.Close()
+				if derr != nil {
+					// A truncated or malformed body: go-openai reports it like a transport
+					// error, which is retried.
+					return nil, derr
+				}
+				c.resp = got
+				resp.Body = io.NopCloser(strings.NewReader(emptyList))
+				resp.ContentLength = int64(len(emptyList))
+			}
 		}
 	}
 	return resp, err
