@@ -70,8 +70,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{Dimensions: 1536, RPM: 300, EfficiencyRows: 100000, FloorTarget: 5 * time.Minute,
 		RowsPerChunk: 25000, Parallelism: 4, OldFor: 90 * time.Second, PipelineRows: 50000,
-		MemRows: []int{10000, 1000000}, MemTimeout: 7 * time.Minute,
-		ManagerChunks: 2000, ManagerParallelism: 100, ManagerTimeout: 6 * time.Minute}
+		MemRows: []int{10000, 1000000}, MemTimeout: 15 * time.Minute,
+		ManagerChunks: 2000, ManagerParallelism: 100, ManagerTimeout: 10 * time.Minute}
 }
 
 // Report holds every figure.
@@ -133,6 +133,9 @@ type Memory struct {
 	Rows            int
 	FileBytes       int64
 	MaxRSSMiB       float64
+	MaxAnonMiB      float64 // the process's own memory (RssAnon)
+	MaxFileMiB      float64 // mapped pages of the binary and libraries (RssFile), shared and reclaimable
+	PlanMillis      int64
 	Wall            time.Duration
 	VectorsUpserted int64
 	Finished        bool
@@ -180,36 +183,24 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 			return r, fmt.Errorf("efficiency: %w", err)
 		}
 	}
-	// The rest overlaps: the old pattern and the manager are bound by the caps and the API, not
-	// the CPU, so one embedder's pipeline and memory runs share the time (their CPU figures come
-	// from the child's own rusage).
-	var errCluster, errPipeline error
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if !c.Skip["old"] {
-			if errCluster = runOld(ctx, c, st, r); errCluster != nil {
-				errCluster = fmt.Errorf("old pattern: %w", errCluster)
-				return
-			}
+	// One phase at a time: the CPU figures (pipeline, memory) and the manager's throughput are
+	// not shared with another phase's work on the two cores.
+	if !c.Skip["old"] {
+		if err := runOld(ctx, c, st, r); err != nil {
+			return r, fmt.Errorf("old pattern: %w", err)
 		}
-		if !c.Skip["manager"] {
-			if errCluster = runManager(ctx, c, dir, r); errCluster != nil {
-				errCluster = fmt.Errorf("manager: %w", errCluster)
-			}
+	}
+	if !c.Skip["pipeline"] {
+		if err := runPipelineAndMemory(ctx, c, st, dir, r); err != nil {
+			return r, fmt.Errorf("pipeline: %w", err)
 		}
-	}()
-	go func() {
-		defer wg.Done()
-		if !c.Skip["pipeline"] {
-			if errPipeline = runPipelineAndMemory(ctx, c, st, dir, r); errPipeline != nil {
-				errPipeline = fmt.Errorf("pipeline: %w", errPipeline)
-			}
+	}
+	if !c.Skip["manager"] {
+		if err := runManager(ctx, c, dir, r); err != nil {
+			return r, fmt.Errorf("manager: %w", err)
 		}
-	}()
-	wg.Wait()
-	return r, errors.Join(errCluster, errPipeline)
+	}
+	return r, nil
 }
 
 // generate writes a csvgen file into dir and returns its path and stats.
@@ -479,19 +470,46 @@ func apiRequests(st *stack.Stack) (map[string]float64, error) {
 	return out, nil
 }
 
-// vmHWM reads a process's peak RSS in MiB from /proc.
-func vmHWM(pid int) (float64, error) {
+// procMemory is a process's memory in MiB from /proc/<pid>/status.
+type procMemory struct {
+	HWM        float64 // VmHWM: peak resident set
+	Anon, File float64 // RssAnon, RssFile now
+}
+
+// readProcMemory reads pid's memory from /proc.
+func readProcMemory(pid int) (procMemory, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return procMemory{}, err
 	}
+	var m procMemory
+	found := false
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024, err
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
 		}
+		var dst *float64
+		switch k {
+		case "VmHWM":
+			dst, found = &m.HWM, true
+		case "RssAnon":
+			dst = &m.Anon
+		case "RssFile":
+			dst = &m.File
+		default:
+			continue
+		}
+		kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+		if err != nil {
+			return m, fmt.Errorf("/proc/%d/status %s: %w", pid, k, err)
+		}
+		*dst = kb / 1024
 	}
-	return 0, errors.New("no VmHWM")
+	if !found {
+		return m, errors.New("no VmHWM")
+	}
+	return m, nil
 }
 
 // runManager runs an ingestion of ManagerChunks one-row chunks through the real manager and
@@ -560,9 +578,11 @@ func runManager(ctx context.Context, c Config, dir string, r *Report) error {
 		m.APIRequestsPerChunk = m.APIRequests / float64(m.Finished)
 		m.APIWritesPerChunk /= float64(m.Finished)
 	}
-	if m.PeakRSSMiB, err = vmHWM(st.ManagerPID()); err != nil {
+	pm, err := readProcMemory(st.ManagerPID())
+	if err != nil {
 		return fmt.Errorf("manager rss: %w", err)
 	}
+	m.PeakRSSMiB = pm.HWM
 	if werr != nil {
 		// Stop the rest; the figures cover the chunks that finished.
 		_ = st.Cluster.Client.Delete(ctx, obj)
@@ -595,8 +615,9 @@ type childRun struct {
 		PlanMillis      int64  `json:"planMs"`
 		DurationMillis  int64  `json:"durationMs"`
 	}
-	Wall, CPU time.Duration
-	MaxRSSMiB float64
+	Wall, CPU               time.Duration
+	MaxRSSMiB               float64
+	MaxAnonMiB, MaxFileMiB float64
 }
 
 // runEmbedder runs bin/embedder run on key in one chunk, one process, against the given fakes.
@@ -646,22 +667,16 @@ func runEmbedder(ctx context.Context, c Config, st *stack.Stack, oa *fakeopenai.
 	// Peak RSS is polled from /proc: getrusage's Maxrss of a child started by a Go process
 	// includes the parent's RSS (the child shares the parent's memory until exec, and exec
 	// records that memory's high-water mark), so it would report this process, not the embedder.
-	var hwm float64
+	var peak procMemory
 	done := make(chan struct{})
 	polled := make(chan struct{})
 	go func() {
 		defer close(polled)
 		for {
-			if v, err := vmHWM(cmd.Process.Pid); err == nil && v > hwm {
-				hwm = v
-				if os.Getenv("BENCH_RSS_DEBUG") != "" {
-					b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
-					for _, l := range strings.Split(string(b), "\n") {
-						if strings.HasPrefix(l, "Rss") {
-							fmt.Fprintln(os.Stderr, name, l)
-						}
-					}
-				}
+			if m, err := readProcMemory(cmd.Process.Pid); err == nil {
+				peak.HWM = max(peak.HWM, m.HWM)
+				peak.Anon = max(peak.Anon, m.Anon)
+				peak.File = max(peak.File, m.File)
 			}
 			select {
 			case <-done:
@@ -673,7 +688,7 @@ func runEmbedder(ctx context.Context, c Config, st *stack.Stack, oa *fakeopenai.
 	runErr := cmd.Wait()
 	close(done)
 	<-polled
-	res := &childRun{Wall: time.Since(start), MaxRSSMiB: hwm}
+	res := &childRun{Wall: time.Since(start), MaxRSSMiB: peak.HWM, MaxAnonMiB: peak.Anon, MaxFileMiB: peak.File}
 	if cmd.ProcessState != nil {
 		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 		res.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
@@ -756,11 +771,12 @@ func runPipelineAndMemory(ctx context.Context, c Config, st *stack.Stack, dir st
 		if err != nil {
 			return err
 		}
-		m := Memory{Rows: rows, FileBytes: gen.Bytes, MaxRSSMiB: run.MaxRSSMiB, Wall: run.Wall,
+		m := Memory{Rows: rows, FileBytes: gen.Bytes, MaxRSSMiB: run.MaxRSSMiB, MaxAnonMiB: run.MaxAnonMiB, MaxFileMiB: run.MaxFileMiB,
+			PlanMillis: run.Summary.PlanMillis, Wall: run.Wall,
 			VectorsUpserted: run.Summary.VectorsUpserted, Finished: run.Summary.Phase == "Completed"}
 		r.Memory = append(r.Memory, m)
 		_, _ = st.MinIO.S3Client().DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: ptr(stack.Bucket), Key: &key})
-		c.logf("memory: %d rows, peak RSS %.1f MiB, %s, finished %v", rows, m.MaxRSSMiB, m.Wall.Round(time.Second), m.Finished)
+		c.logf("memory: %d rows, peak RSS %.1f MiB (anon %.1f, file %.1f), %s, finished %v", rows, m.MaxRSSMiB, m.MaxAnonMiB, m.MaxFileMiB, m.Wall.Round(time.Second), m.Finished)
 	}
 	return nil
 }
