@@ -13,6 +13,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/controllers"
@@ -481,12 +482,41 @@ func TestSuspendResume(t *testing.T) {
 	if n := len(listJobs(t, obj, worker.RoleChunk)); n != 2 {
 		t.Fatalf("%d chunk jobs exist while suspended", n)
 	}
+	// A suspended ingestion is not stalled: the stalled alert's series is gone.
+	if progressSeries(t, ns, "suspend") {
+		t.Fatal("vectordb_ingestion_last_progress_timestamp_seconds is exported while suspended")
+	}
 	setSuspend(false)
+	eventually(t, "progress clock restarted", 15*time.Second, func() (bool, string) { return progressSeries(t, ns, "suspend"), "" })
 	final := drive(t, obj, 1000, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" }, nil)
 	if final.Status.Phase != v1alpha1.PhaseCompleted || final.Status.Records.Processed != 5000 {
 		t.Fatalf("status %s", mustJSON(final.Status))
 	}
 	wantEvents(t, obj, "Suspended", "Resumed", "Completed")
+}
+
+// progressSeries reports whether the last-progress gauge has a series for the ingestion.
+func progressSeries(t *testing.T, namespace, name string) bool {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "vectordb_ingestion_last_progress_timestamp_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["namespace"] == namespace && labels["name"] == name {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func TestDeleteMidRunCancelsTask(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -138,9 +139,12 @@ func (p *pass) recordMetrics(before *v1alpha1.CsvIngestionStatus) {
 		rowsTotal.WithLabelValues("failed").Add(float64(rowsOf(fc.Rows)))
 	}
 	setGauges(p.obj.UID, &gaugeView{phase: st.Phase, pending: st.Chunks.Pending, active: st.Chunks.Active, namespace: p.obj.Namespace, name: p.obj.Name})
-	if st.Phase.Terminal() {
+	// A suspended ingestion is not stalled: its series goes away, and resuming restarts the clock.
+	suspended := meta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionSuspended)
+	switch {
+	case st.Phase.Terminal() || suspended:
 		lastProgress.DeleteLabelValues(p.obj.Namespace, p.obj.Name)
-	} else if len(p.results) > 0 || before.StartTime == nil {
+	case len(p.results) > 0 || before.StartTime == nil || meta.IsStatusConditionTrue(before.Conditions, v1alpha1.ConditionSuspended):
 		lastProgress.WithLabelValues(p.obj.Namespace, p.obj.Name).Set(float64(p.now.Unix()))
 	}
 }
