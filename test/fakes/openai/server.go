@@ -61,8 +61,9 @@ type Options struct {
 	Latency time.Duration
 	// Models maps model name to default dimensions; nil means DefaultModels.
 	Models map[string]int
-	// CountTokens counts one input's tokens; nil means tokens.Count, the real cl100k_base
-	// tokenizer the embedder also uses.
+	// CountTokens counts one input's tokens; nil means tiktoken-go's cl100k_base encoder. That is
+	// deliberately not tokens.Count, the embedder's own counter, so that end-to-end tests check the
+	// embedder's counts against an independent reference implementation.
 	CountTokens func(string) int
 }
 
@@ -154,11 +155,13 @@ func newServer(opts Options) (*Server, error) {
 		s.keys[k] = struct{}{}
 	}
 	if s.count == nil {
-		// Load the tokenizer now so that a broken build fails Start, not a request.
-		if err := tokens.Load(); err != nil {
+		// Load the tokenizer now so that a broken build fails Start, not a request. decoder loads
+		// tiktoken-go offline, from the table embedded in the binary.
+		enc, err := decoder()
+		if err != nil {
 			return nil, fmt.Errorf("fake openai: %w", err)
 		}
-		s.count = tokens.Count
+		s.count = func(text string) int { return len(enc.EncodeOrdinary(text)) }
 	}
 	return s, nil
 }
