@@ -10,8 +10,10 @@ import (
 	"github.com/vectordb-io/vectordb-operator/internal/tokens"
 )
 
-// Token-array input is embedded as its decoded text, which internal/tokens does not offer, so the
-// decoder is loaded here, and only when such input first arrives.
+// The fake uses tiktoken-go, the reference implementation, not internal/tokens: it bills every
+// request with it (unless Options.CountTokens says otherwise), so end-to-end runs check the
+// embedder's own counter against it, and it decodes token-array input, which internal/tokens
+// does not offer.
 var decoder = sync.OnceValues(func() (*tiktoken.Tiktoken, error) {
 	tiktoken.SetBpeLoader(tiktoken_loader.NewOfflineLoader())
 	enc, err := tiktoken.GetEncoding(tokens.EncodingName)
