@@ -22,6 +22,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -92,6 +93,7 @@ type Efficiency struct {
 	Phase                                 string
 	Vectors, Missing, Unexpected          int64
 	DuplicateUpserts                      int64
+	FailedAttempts                        int64 // chunk pods that failed (and were retried)
 	Requests, RateLimited                 int64
 	PeakRPM, PeakTPM                      int
 	RowsPerChunk, Parallelism             int32
@@ -364,6 +366,18 @@ func runEfficiency(ctx context.Context, c Config, st *stack.Stack, r *Report) er
 	if err != nil {
 		return err
 	}
+	// A chunk attempt that failed and was retried costs time and re-upserts: count them, and show
+	// why they failed.
+	var pods corev1.PodList
+	if err := st.Cluster.Client.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+		return err
+	}
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodFailed {
+			e.FailedAttempts++
+			c.logf("efficiency: pod %s failed; its log ends:\n%s", p.Name, tail(st.Runner.Logs(ns, p.Name), 3000))
+		}
+	}
 	oa := st.OpenAI.Stats()
 	e.Phase = string(cur.Status.Phase)
 	e.Requests = oa.Accepted - oa0.Accepted
@@ -615,8 +629,8 @@ type childRun struct {
 		PlanMillis      int64  `json:"planMs"`
 		DurationMillis  int64  `json:"durationMs"`
 	}
-	Wall, CPU               time.Duration
-	MaxRSSMiB               float64
+	Wall, CPU              time.Duration
+	MaxRSSMiB              float64
 	MaxAnonMiB, MaxFileMiB float64
 }
 

@@ -160,6 +160,7 @@ func Markdown(r *Report, env Env) string {
 	w("| vectors stored / expected | %d / %d |", e.Vectors, e.Rows)
 	w("| lost (missing) / unexpected ids | %d / %d |", e.Missing, e.Unexpected)
 	w("| re-upserts of an existing id | %d |", e.DuplicateUpserts)
+	w("| failed chunk attempts (retried by their Job) | %d |", e.FailedAttempts)
 	w("| embeddings requests accepted / 429s | %d / %d |", e.Requests, e.RateLimited)
 	w("| busiest 60 s window (fake's Peak) | %d requests, %d tokens |", e.PeakRPM, e.PeakTPM)
 	w("")

@@ -101,6 +101,10 @@ func checkCommonJob(t *testing.T, obj *v1alpha1.CsvIngestion, j *batchv1.Job, ro
 	if err != nil || ing.UID != string(obj.UID) || ing.TaskID != obj.Spec.TaskID || ing.Spec.Mapping.IDPrefix != "239." {
 		t.Errorf("%s: %s = %+v, %v", j.Name, worker.EnvIngestion, ing, err)
 	}
+	if r := env["GOMEMLIMIT"].ValueFrom; r == nil || r.ResourceFieldRef == nil || r.ResourceFieldRef.Resource != "limits.memory" ||
+		r.ResourceFieldRef.ContainerName != c.Name {
+		t.Errorf("%s: GOMEMLIMIT = %+v, want the container's memory limit", j.Name, env["GOMEMLIMIT"])
+	}
 	for _, e := range c.Env {
 		if e.Value != "" && e.Name != worker.EnvIngestion {
 			t.Errorf("%s: env %s has an inline value; only references are allowed", j.Name, e.Name)

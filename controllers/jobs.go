@@ -98,6 +98,10 @@ func (r *Reconciler) podSpec(obj *v1alpha1.CsvIngestion, args []string, env []co
 	}
 	env = append([]corev1.EnvVar{{Name: worker.EnvIngestion, Value: ing}}, env...)
 	env = append(env, s3Env(sourceConnection(&obj.Spec))...)
+	// The Go runtime collects harder as the heap nears the container's memory limit instead of
+	// being OOM-killed (without a limit the kubelet gives the node's allocatable memory).
+	env = append(env, corev1.EnvVar{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{
+		ResourceFieldRef: &corev1.ResourceFieldSelector{ContainerName: containerName, Resource: "limits.memory"}}})
 	return corev1.PodSpec{
 		RestartPolicy:                 corev1.RestartPolicyNever,
 		ServiceAccountName:            sa,

@@ -45,7 +45,10 @@ type Config struct {
 	// RequestsPerMinute and TokensPerMinute are this worker's budgets. 0: unlimited.
 	RequestsPerMinute float64
 	TokensPerMinute   float64
-	// MaxRetries is the retries of one request after its first attempt. 0: 8; negative: none.
+	// MaxRetries is the retries of one request after its first attempt for failures (5xx,
+	// timeouts, network errors, malformed responses). 0: 8; negative: none. A 429 rate limit is
+	// not a failure but the server pacing a shared budget: it is waited out as the server says
+	// and does not count here, only against MaxRetryTime.
 	MaxRetries int
 	// MaxRetryTime bounds the time one request may spend retrying. 0: 10 minutes.
 	MaxRetryTime time.Duration
@@ -296,6 +299,7 @@ func (e *Embedder) EmbedBatch(ctx context.Context, b Batch) ([]Output, error) {
 	}
 
 	start := time.Now()
+	failures := 0 // retried attempts that were not rate limits
 	for attempt := 0; ; attempt++ {
 		// Every attempt is a request; the tokens are charged once, because a refused request
 		// (429) does not use the server's token budget and Retry-After already says how long
@@ -324,10 +328,15 @@ func (e *Embedder) EmbedBatch(ctx context.Context, b Batch) ([]Output, error) {
 			return nil, &PermanentError{Reason: v.reason, Err: sanitized(err, e.apiKey)}
 		}
 		if v.rateLimited {
+			// Under a budget shared by several workers, a request can be refused at a window's
+			// edge several times in a row while the others take the capacity freed; a retry
+			// count would fail a chunk that only had to wait its turn.
 			e.nRateLimited.Add(1)
+		} else {
+			failures++
 		}
 		delay := backoff(attempt, e.baseBackoff, e.maxBackoff, retryAfter(hdr, time.Now()), rand.Float64())
-		if attempt >= e.maxRetries || time.Since(start)+delay > e.maxRetryTime {
+		if failures > e.maxRetries || time.Since(start)+delay > e.maxRetryTime {
 			return nil, &RetryExhaustedError{Attempts: attempt + 1, Err: sanitized(err, e.apiKey)}
 		}
 		e.nRetries.Add(1)

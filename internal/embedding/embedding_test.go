@@ -436,3 +436,27 @@ func TestRequestsOverlapUpToMaxInFlight(t *testing.T) {
 		t.Fatalf("peak %d requests in flight, want 2..3", ct.peak)
 	}
 }
+
+// A run of 429s longer than the retry count is waited out: rate limits pace, they do not fail.
+func TestRateLimitsDoNotUseUpRetries(t *testing.T) {
+	srv := startFake(t, fakeopenai.Options{})
+	srv.RateLimitNext(5, 10*time.Millisecond)
+	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL(), MaxRetries: 2, BaseBackoff: time.Millisecond})
+	inputs := texts(3)
+	outs, _, err := e.Embed(context.Background(), inputs)
+	if err != nil {
+		t.Fatalf("Embed after 5 rate limits with 2 retries: %v", err)
+	}
+	checkOutputs(t, inputs, outs, 1536)
+	if st := e.Stats(); st.RateLimited != 5 || st.Requests != 6 {
+		t.Fatalf("stats = %+v, want 5 rate-limited of 6 requests", st)
+	}
+	// Failures still count, rate limits between them or not.
+	srv.RateLimitNext(2, 10*time.Millisecond)
+	srv.FailNext(100, http.StatusInternalServerError)
+	_, _, err = e.Embed(context.Background(), texts(1))
+	var ex *RetryExhaustedError
+	if !errors.As(err, &ex) {
+		t.Fatalf("err = %v, want RetryExhaustedError", err)
+	}
+}

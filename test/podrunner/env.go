@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -182,9 +184,51 @@ func (e *envResolver) valueFrom(ctx context.Context, name string, src *corev1.En
 	case src.FieldRef != nil:
 		v, err := e.field(src.FieldRef.FieldPath)
 		return v, err == nil, err
+	case src.ResourceFieldRef != nil:
+		v, err := e.resourceField(src.ResourceFieldRef)
+		return v, err == nil, err
 	default:
-		return "", false, &configError{msg: fmt.Sprintf("env %s: only secretKeyRef, configMapKeyRef and fieldRef are supported by the pod runner", name)}
+		return "", false, &configError{msg: fmt.Sprintf("env %s: only secretKeyRef, configMapKeyRef, fieldRef and resourceFieldRef are supported by the pod runner", name)}
 	}
+}
+
+// resourceField resolves a resourceFieldRef as the kubelet does: the named container's limit or
+// request, a missing limit falling back to the node's allocatable, divided by the divisor
+// (default 1) and rounded up.
+func (e *envResolver) resourceField(ref *corev1.ResourceFieldSelector) (string, error) {
+	var c *corev1.Container
+	for i := range e.pod.Spec.Containers {
+		if e.pod.Spec.Containers[i].Name == ref.ContainerName || (ref.ContainerName == "" && len(e.pod.Spec.Containers) == 1) {
+			c = &e.pod.Spec.Containers[i]
+		}
+	}
+	if c == nil {
+		return "", &configError{msg: fmt.Sprintf("resourceFieldRef: no container %q", ref.ContainerName)}
+	}
+	kind, res, ok := strings.Cut(ref.Resource, ".")
+	if !ok || (kind != "limits" && kind != "requests") || (res != "cpu" && res != "memory") {
+		return "", &configError{msg: fmt.Sprintf("resourceFieldRef: unsupported resource %q", ref.Resource)}
+	}
+	name := corev1.ResourceName(res)
+	q, set := c.Resources.Limits[name]
+	if kind == "requests" {
+		q, set = c.Resources.Requests[name]
+	}
+	if !set {
+		q = e.r.nodeStatus().Allocatable[name]
+		if kind == "requests" {
+			q = resource.Quantity{}
+		}
+	}
+	div := ref.Divisor
+	if div.IsZero() {
+		div = resource.MustParse("1")
+	}
+	if res == "cpu" {
+		// Millicores, so fractional cores and divisors round up the way the kubelet does.
+		return strconv.FormatInt((q.MilliValue()+div.MilliValue()-1)/div.MilliValue(), 10), nil
+	}
+	return strconv.FormatInt((q.Value()+div.Value()-1)/div.Value(), 10), nil
 }
 
 func (e *envResolver) field(path string) (string, error) {

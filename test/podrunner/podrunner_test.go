@@ -17,6 +17,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -137,14 +138,26 @@ func (e *env) testComplete(ctx context.Context, t *testing.T) {
 		t.Fatalf("create configmap: %v", err)
 	}
 	job := newJob("complete", "-msg", "done", "-stdout", "hello on stdout",
-		"-msg-env", "KUBECONFIG,RUNNER_EXTRA,POD_NAME,ROLE,FROM_CM,PLAIN")
+		"-msg-env", "KUBECONFIG,RUNNER_EXTRA,POD_NAME,ROLE,FROM_CM,PLAIN,MEM_LIMIT,CPU_REQUEST_M,NO_CPU_LIMIT")
 	job.Spec.Template.Labels = map[string]string{"role": "tester"}
+	c0 := &job.Spec.Template.Spec.Containers[0]
+	c0.Resources = corev1.ResourceRequirements{
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m")},
+	}
 	job.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{
 		{Name: "PLAIN", Value: "plain value"},
 		{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 		{Name: "ROLE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels['role']"}}},
 		{Name: "FROM_CM", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
 			LocalObjectReference: corev1.LocalObjectReference{Name: "complete-cm"}, Key: "greeting"}}},
+		{Name: "MEM_LIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+			ContainerName: c0.Name, Resource: "limits.memory"}}},
+		{Name: "CPU_REQUEST_M", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+			ContainerName: c0.Name, Resource: "requests.cpu", Divisor: resource.MustParse("1m")}}},
+		// No CPU limit: the node's allocatable, in whole cores.
+		{Name: "NO_CPU_LIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+			ContainerName: c0.Name, Resource: "limits.cpu"}}},
 	}
 	job = e.createJob(ctx, t, job)
 	e.waitJob(ctx, t, job.Name, batchv1.JobComplete)
@@ -164,7 +177,10 @@ func (e *env) testComplete(ctx context.Context, t *testing.T) {
 		"\nPOD_NAME=" + pod.Name +
 		"\nROLE=tester" +
 		"\nFROM_CM=hi from configmap" +
-		"\nPLAIN=plain value"
+		"\nPLAIN=plain value" +
+		"\nMEM_LIMIT=67108864" +
+		"\nCPU_REQUEST_M=250" +
+		"\nNO_CPU_LIMIT=64"
 	if term.ExitCode != 0 || term.Reason != "Completed" || term.Message != want {
 		t.Errorf("terminated = exit %d, reason %q, message %q; want 0, Completed, %q", term.ExitCode, term.Reason, term.Message, want)
 	}
