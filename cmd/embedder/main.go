@@ -80,7 +80,8 @@ func startCPUProfile(path string, stderr io.Writer) func() {
 const EnvHeapProfile = "VECTORDB_HEAPPROFILE"
 
 // startPeakHeapProfile samples the live heap every 50 ms and writes a heap profile to path each
-// time it reaches a new peak; the returned stop writes nothing more.
+// time it tops the last written peak by 5%, so the file ends up showing the largest live heap;
+// the returned stop writes nothing more.
 func startPeakHeapProfile(path string, stderr io.Writer) func() {
 	if path == "" {
 		return func() {}

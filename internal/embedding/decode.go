@@ -53,9 +53,9 @@ func decodeEmbeddings(r io.Reader) (*decodedResponse, error) {
 			return d.object(func(key string) error {
 				switch key {
 				case "prompt_tokens":
-					return d.int(&out.promptTokens)
+					return d.integer(&out.promptTokens)
 				case "total_tokens":
-					return d.int(&out.totalTokens)
+					return d.integer(&out.totalTokens)
 				}
 				return d.skip()
 			})
@@ -127,7 +127,7 @@ func (d *respDecoder) skip() error {
 	return d.dec.Decode(&d.raw)
 }
 
-func (d *respDecoder) int(dst *int) error {
+func (d *respDecoder) integer(dst *int) error {
 	t, err := d.dec.Token()
 	if err != nil {
 		return err
@@ -150,7 +150,7 @@ func (d *respDecoder) embedding() (decodedVector, error) {
 	err := d.object(func(key string) error {
 		switch key {
 		case "index":
-			return d.int(&v.index)
+			return d.integer(&v.index)
 		case "embedding":
 			var err error
 			v.vector, err = d.vector()
