@@ -147,8 +147,10 @@ func TestDecodeEmbeddingsAllocatesAboutTheVectors(t *testing.T) {
 		return err
 	})
 	t.Logf("vectors %d KiB; allocated: streaming decoder %d KiB, go-openai %d KiB", vectorBytes>>10, ours>>10, sdk>>10)
-	if ours > vectorBytes*5/4 {
-		t.Errorf("the decoder allocated %d bytes for %d bytes of vectors; want at most 1.25×", ours, vectorBytes)
+	// The vectors themselves plus small change (keys, the index, the reused buffers), where
+	// go-openai allocates over eight times the vectors.
+	if ours > vectorBytes*3/2 {
+		t.Errorf("the decoder allocated %d bytes for %d bytes of vectors; want at most 1.5×", ours, vectorBytes)
 	}
 }
 
