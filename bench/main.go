@@ -143,7 +143,7 @@ func Markdown(r *Report, env Env) string {
 	w("- Go: %s", runtime.Version())
 	w("- Command: `%s`", env.Command)
 	w("- Date: %s; the whole run took %s", env.Date.UTC().Format(time.RFC3339), dur(env.Took))
-	w("- Load average (1/5/15 min) before: %s, after: %s. The 2 cores were shared with other work, so CPU-bound figures are conservative.", env.LoadBefore, env.LoadAfter)
+	w("- Load average (1/5/15 min) before: %s, after: %s (the whole product, fakes included, runs on these cores during the run).", env.LoadBefore, env.LoadAfter)
 	w("")
 	e := r.Efficiency
 	w("## Efficiency under caps (whole cluster)")
