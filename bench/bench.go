@@ -29,6 +29,7 @@ import (
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/csvplan"
 	"github.com/vectordb-io/vectordb-operator/internal/mapping"
+	"github.com/vectordb-io/vectordb-operator/internal/profiling"
 	"github.com/vectordb-io/vectordb-operator/internal/tokens"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	"github.com/vectordb-io/vectordb-operator/test/csvgen"
@@ -665,12 +666,12 @@ func runEmbedder(ctx context.Context, c Config, st *stack.Stack, oa *fakeopenai.
 		"PINECONE_CONTROL_HOST="+pc.ControlURL(),
 		"AWS_ACCESS_KEY_ID="+st.MinIO.AccessKey, "AWS_SECRET_ACCESS_KEY="+st.MinIO.SecretKey, "AWS_REGION=us-east-1")
 	if profile != "" {
-		cmd.Env = append(cmd.Env, "VECTORDB_CPUPROFILE="+profile)
+		cmd.Env = append(cmd.Env, profiling.EnvCPUProfile+"="+profile)
 	}
 	// BENCH_EMBEDDER_ENV adds variables to the embedder's environment only (GOGC experiments).
 	cmd.Env = append(cmd.Env, strings.Fields(os.Getenv("BENCH_EMBEDDER_ENV"))...)
 	if d := os.Getenv("BENCH_HEAP_DIR"); d != "" {
-		cmd.Env = append(cmd.Env, "VECTORDB_HEAPPROFILE="+filepath.Join(d, name+".heap"))
+		cmd.Env = append(cmd.Env, profiling.EnvHeapProfile+"="+filepath.Join(d, name+".heap"))
 	}
 	var stderr, stdout strings.Builder
 	cmd.Stderr, cmd.Stdout = &stderr, &stdout

@@ -18,16 +18,15 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"runtime/metrics"
-	"runtime/pprof"
 	"syscall"
-	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/zapr"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/vectordb-io/vectordb-operator/internal/profiling"
 )
 
 // EnvPineconeControlHost points go-pinecone's control plane elsewhere (the tests' and the demo's
@@ -40,92 +39,15 @@ func main() {
 		// 100% keeps the pod ~20% smaller at 1,536 dimensions for no measurable CPU.
 		debug.SetGCPercent(50)
 	}
-	// VECTORDB_CPUPROFILE writes a CPU profile of the whole process (make bench uses it).
-	stopProfile := startCPUProfile(os.Getenv(EnvCPUProfile), os.Stderr)
-	stopHeap := startPeakHeapProfile(os.Getenv(EnvHeapProfile), os.Stderr)
+	// Profiles of the whole process, for make bench.
+	stopProfile := profiling.StartCPU(os.Getenv(profiling.EnvCPUProfile), os.Stderr)
+	stopHeap := profiling.StartPeakHeap(os.Getenv(profiling.EnvHeapProfile), os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	stopProfile()
 	stopHeap()
 	os.Exit(code)
-}
-
-// EnvCPUProfile names a file to write a CPU profile of the process to (benchmarks).
-const EnvCPUProfile = "VECTORDB_CPUPROFILE"
-
-// startCPUProfile starts a CPU profile into path (nothing when empty) and returns its stop.
-func startCPUProfile(path string, stderr io.Writer) func() {
-	if path == "" {
-		return func() {}
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		fmt.Fprintln(stderr, "embedder: cpu profile:", err)
-		return func() {}
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		fmt.Fprintln(stderr, "embedder: cpu profile:", err)
-		f.Close()
-		return func() {}
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
-	}
-}
-
-// EnvHeapProfile names a file to write a heap profile to, taken when the live heap is largest
-// (benchmarks: what a chunk's peak memory is made of).
-const EnvHeapProfile = "VECTORDB_HEAPPROFILE"
-
-// startPeakHeapProfile samples the live heap every 50 ms and writes a heap profile to path each
-// time it tops the last written peak by 5%, so the file ends up showing the largest live heap;
-// the returned stop writes nothing more.
-func startPeakHeapProfile(path string, stderr io.Writer) func() {
-	if path == "" {
-		return func() {}
-	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-		var peak uint64
-		t := time.NewTicker(50 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-			metrics.Read(sample)
-			if v := sample[0].Value.Uint64(); v > peak+peak/20 {
-				peak = v
-				if err := writeHeapProfile(path); err != nil {
-					fmt.Fprintln(stderr, "embedder: heap profile:", err)
-					return
-				}
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		<-finished
-	}
-}
-
-func writeHeapProfile(path string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // exitError carries a command's exit code through cobra.
