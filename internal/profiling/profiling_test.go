@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"testing"
 	"time"
-
 )
 
 func TestProfilesAreWritten(t *testing.T) {
