@@ -59,16 +59,7 @@ type world struct {
 
 func newWorld(t *testing.T, rows int) *world {
 	t.Helper()
-	minioOnce.Do(func() {
-		// MinIO reports itself live before it accepts requests; under load that takes seconds.
-		if minio, minioErr = harness.NewMinIO(); minioErr == nil {
-			deadline := time.Now().Add(60 * time.Second)
-			for minioErr = minio.CreateBucket(context.Background(), bucket); minioErr != nil && time.Now().Before(deadline); {
-				time.Sleep(500 * time.Millisecond)
-				minioErr = minio.CreateBucket(context.Background(), bucket)
-			}
-		}
-	})
+	minioOnce.Do(func() { minio, minioErr = harness.NewMinIO(bucket) })
 	if minioErr != nil {
 		t.Fatalf("MinIO: %v", minioErr)
 	}

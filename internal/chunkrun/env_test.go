@@ -54,7 +54,7 @@ func TestMain(m *testing.M) {
 
 func sharedMinIO(t testing.TB) *harness.MinIO {
 	t.Helper()
-	minioOnce.Do(func() { minio, minioErr = startMinIO() })
+	minioOnce.Do(func() { minio, minioErr = harness.NewMinIO(bucket) })
 	if minioErr != nil {
 		t.Fatalf("MinIO: %v", minioErr)
 	}
@@ -212,26 +212,4 @@ func readCSV(t testing.TB, data []byte) [][]string {
 		t.Fatalf("parse CSV: %v\n%s", err, data)
 	}
 	return rows
-}
-
-// startMinIO starts MinIO and creates the bucket, retrying while the server still initializes:
-// it reports itself live before it accepts requests, which under load can take seconds.
-func startMinIO() (*harness.MinIO, error) {
-	m, err := harness.NewMinIO()
-	if err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err = m.CreateBucket(context.Background(), bucket)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	if err != nil {
-		_ = m.Stop()
-		return nil, err
-	}
-	return m, nil
 }

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -45,7 +44,7 @@ func TestMain(m *testing.M) {
 
 func sharedMinIO(t *testing.T) *harness.MinIO {
 	t.Helper()
-	minioOnce.Do(func() { minio, minioErr = startMinIO() })
+	minioOnce.Do(func() { minio, minioErr = harness.NewMinIO(bucket) })
 	if minioErr != nil {
 		t.Fatalf("MinIO: %v", minioErr)
 	}
@@ -247,26 +246,4 @@ func TestRequiredColumnsAndLocate(t *testing.T) {
 	if d, err := planner.Delimiter("\t"); err != nil || d != '\t' {
 		t.Fatalf("tab delimiter: %q, %v", d, err)
 	}
-}
-
-// startMinIO starts MinIO and creates the bucket, retrying while the server still initializes:
-// it reports itself live before it accepts requests, which under load can take seconds.
-func startMinIO() (*harness.MinIO, error) {
-	m, err := harness.NewMinIO()
-	if err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err = m.CreateBucket(context.Background(), bucket)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	if err != nil {
-		_ = m.Stop()
-		return nil, err
-	}
-	return m, nil
 }

@@ -62,11 +62,19 @@ func NewMinIO(buckets ...string) (*MinIO, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Under load the first S3 calls can still find the server initializing; retry them.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for _, b := range buckets {
-		if err := m.CreateBucket(ctx, b); err != nil {
-			return nil, errors.Join(err, m.Stop())
+		for {
+			err := m.CreateBucket(ctx, b)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return nil, errors.Join(err, m.Stop())
+			}
+			time.Sleep(500 * time.Millisecond)
 		}
 	}
 	return m, nil
