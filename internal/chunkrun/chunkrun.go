@@ -103,9 +103,6 @@ func NewEmbedder(ing worker.Ingestion, apiKey string, rpm, tpm float64, dimensio
 	if maxInputs <= 0 || maxInputs > embedding.MaxInputsPerRequest {
 		maxInputs = embedding.MaxInputsPerRequest
 	}
-	if dimension > 0 {
-		maxInputs = max(1, min(maxInputs, MaxVectorBytesPerRequest/(4*dimension)))
-	}
 	model := spec.Model
 	if model == "" {
 		model = "text-embedding-3-small"
@@ -117,6 +114,7 @@ func NewEmbedder(ing worker.Ingestion, apiKey string, rpm, tpm float64, dimensio
 		Dimensions:          int(spec.Dimensions),
 		ExpectedDimension:   dimension,
 		MaxInputsPerRequest: maxInputs,
+		MaxBatchVectorBytes: MaxVectorBytesPerRequest,
 		RequestsPerMinute:   rpm,
 		TokensPerMinute:     tpm,
 		MaxInFlight:         cmp.Or(maxInFlight, embedWorkers),
