@@ -314,7 +314,7 @@ func (s *Stack) PrepareNamespace(ctx context.Context, ns string) error {
 		secret("s3-creds", map[string]string{"AWS_ACCESS_KEY_ID": s.MinIO.AccessKey, "AWS_SECRET_ACCESS_KEY": s.MinIO.SecretKey}),
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "vectordb-embedder", Namespace: ns}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "vectordb-embedder", Namespace: ns}, Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "create", "update", "patch"}}}},
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "create"}}}},
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "vectordb-embedder", Namespace: ns},
 			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "vectordb-embedder"},
 			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "vectordb-embedder", Namespace: ns}}},
