@@ -257,7 +257,7 @@ func judgeChunk(c *childJob, rows int64, finished *metav1.Time, now time.Time) v
 			if finished != nil && now.Sub(finished.Time) < resultGrace {
 				return verdict{wait: true}
 			}
-			return verdict{reason: ReasonOutcomeUnknown, message: fmt.Sprintf(
+			return verdict{reason: ReasonOutcomeUnknown, res: worker.Result{Failed: rows}, message: fmt.Sprintf(
 				"the Job succeeded but no pod's termination message could be read (pods gone); its %d rows are counted as failed because their outcome is unknown", rows)}
 		}
 		res, warning := boundCounts(*c.result, rows)
