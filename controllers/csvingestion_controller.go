@@ -233,7 +233,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			res.RequeueAfter = 15 * time.Second
 		}
 	}
-	if mirrorErr == nil {
+	// Released only once the table has the entries; a finished ingestion whose table stayed
+	// away past the finalizer timeout (finalizer gone, item marked stale) lets go regardless.
+	gaveUp := obj.Status.Phase.Terminal() && !controllerutil.ContainsFinalizer(obj, FinalizerTaskCancel)
+	if mirrorErr == nil || gaveUp {
 		if err := r.release(ctx, p, open); err != nil {
 			return ctrl.Result{}, err
 		}
