@@ -589,14 +589,17 @@ func (p *pass) setSuspend(ctx context.Context, c *childJob, suspend bool) error 
 	if c.job.Spec.Suspend != nil && *c.job.Spec.Suspend == suspend {
 		return nil
 	}
-	patch := client.MergeFrom(c.job.DeepCopy())
-	c.job.Spec.Suspend = ptr.To(suspend)
-	if err := p.r.Patch(ctx, c.job, patch); err != nil {
+	// c.job may be the cache's own object (listed without a copy): change a copy.
+	job := c.job.DeepCopy()
+	patch := client.MergeFrom(c.job)
+	job.Spec.Suspend = ptr.To(suspend)
+	if err := p.r.Patch(ctx, job, patch); err != nil {
 		if apierrors.IsNotFound(err) || p.refused(fmt.Sprintf("set suspend=%v on Job %s", suspend, c.job.Name), err) {
 			return nil
 		}
 		return fmt.Errorf("set suspend=%v on job %s: %w", suspend, c.job.Name, err)
 	}
+	c.job = job
 	if suspend {
 		c.state = jobSuspended
 	} else {
