@@ -220,9 +220,10 @@ func TestJobsCarryTheContract(t *testing.T) {
 		return ok, fmt.Sprintf("%+v %+v", item, chunks)
 	})
 	wantEvents(t, obj, "Planned", "Completed")
-	if got := get(t, obj); slices.Contains(got.Finalizers, controllers.FinalizerTaskCancel) {
-		t.Errorf("a finished ingestion keeps no finalizer")
-	}
+	eventually(t, "finalizer removed", 15*time.Second, func() (bool, string) {
+		got := get(t, obj)
+		return !slices.Contains(got.Finalizers, controllers.FinalizerTaskCancel), "a finished ingestion keeps no finalizer"
+	})
 	// Recorded (and mirrored): the Jobs get their TTL and the pods lose the outcome finalizer.
 	eventually(t, "jobs and pods released", 15*time.Second, func() (bool, string) {
 		for _, j := range listJobs(t, obj, worker.RoleChunk) {

@@ -290,7 +290,7 @@ func writePlan(t *testing.T, obj *v1alpha1.CsvIngestion, totalRows, rowsPerChunk
 		ObjectMeta: metav1.ObjectMeta{
 			Name: worker.PlanConfigMapName(obj.Name), Namespace: obj.Namespace,
 			Labels: map[string]string{worker.LabelName: obj.Name, worker.LabelUID: string(obj.UID),
-				worker.LabelTaskID: obj.EffectiveTaskID(), worker.LabelRole: worker.RolePlan},
+				worker.LabelTaskID: worker.LabelValue(obj.EffectiveTaskID()), worker.LabelRole: worker.RolePlan},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: v1alpha1.GroupVersion.String(), Kind: "CsvIngestion",
 				Name: obj.Name, UID: obj.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
 		},
