@@ -56,8 +56,8 @@ func TestFaultTable(t *testing.T) {
 		st.DynamoDB.SetDown(false)
 		restartManager(t, ctx, false)
 	}()
-	// Chunks take a second or two, so faults land while chunks run.
-	st.OpenAI.SetLatency(150 * time.Millisecond)
+	// Chunks take a few seconds (10 requests of 10 rows), so faults land while chunks run.
+	st.OpenAI.SetLatency(300 * time.Millisecond)
 	defer st.OpenAI.SetLatency(0)
 
 	for i, row := range []faultRow{
@@ -80,7 +80,7 @@ func TestFaultTable(t *testing.T) {
 			obj.Spec.Target.Pinecone.Namespace = ns
 			obj.Spec.Chunking.RowsPerChunk = faultPerPart
 			obj.Spec.Chunking.Parallelism = 2
-			obj.Spec.Embedding.MaxInputsPerRequest = 25
+			obj.Spec.Embedding.MaxInputsPerRequest = 10
 			if row.mutate != nil {
 				row.mutate(obj)
 			}
@@ -434,8 +434,17 @@ func managerKilledRepeatedly(t *testing.T, obj *v1alpha1.CsvIngestion) (v1alpha1
 	ctx := context.Background()
 	for round := int32(1); round <= 3; round++ {
 		st.DynamoDB.SetDown(true)
-		waitSucceeded(t, obj, round)
+		cur := waitSucceeded(t, obj, round)
+		// The window: the status has recorded more chunks than the task item has entries.
+		_, chunks, err := st.Tasks.Get(ctx, cur.Status.TaskID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(chunks) >= int(cur.Status.Chunks.Succeeded) {
+			t.Fatalf("round %d: the task item already has %d entries for %d recorded chunks; not between the writes", round, len(chunks), cur.Status.Chunks.Succeeded)
+		}
 		restartManager(t, ctx, true)
+		t.Logf("round %d: SIGKILLed with %d chunks recorded and %d in the task item", round, cur.Status.Chunks.Succeeded, len(chunks))
 		st.DynamoDB.SetDown(false)
 	}
 	// And twice at arbitrary moments.
@@ -445,6 +454,7 @@ func managerKilledRepeatedly(t *testing.T, obj *v1alpha1.CsvIngestion) (v1alpha1
 			break
 		}
 		restartManager(t, ctx, true)
+		t.Logf("SIGKILLed at %s", get(t, obj).Status.Progress)
 	}
 	return v1alpha1.PhaseCompleted, ""
 }
