@@ -332,6 +332,11 @@ func (r *Reconciler) tracked(obj *v1alpha1.CsvIngestion) bool {
 // finalize marks a running task cancelled in the task table before the ingestion goes away. It
 // never blocks deletion for longer than FinalizerTimeout: after that it gives up with an event.
 func (r *Reconciler) finalize(ctx context.Context, obj *v1alpha1.CsvIngestion) (ctrl.Result, error) {
+	// A running ingestion that goes records nothing more: its pods need not wait (with foreground
+	// deletion, they would otherwise hold their Jobs, and the Jobs the ingestion).
+	if err := r.releaseGone(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}, ""); err != nil {
+		return ctrl.Result{}, err
+	}
 	if !controllerutil.ContainsFinalizer(obj, FinalizerTaskCancel) {
 		return ctrl.Result{}, nil
 	}
