@@ -449,6 +449,11 @@ func managerKilledRepeatedly(t *testing.T, obj *v1alpha1.CsvIngestion) (v1alpha1
 		restartManager(t, ctx, true)
 		t.Logf("round %d: SIGKILLed with %d chunks recorded and %d in the task item", round, cur.Status.Chunks.Succeeded, len(chunks))
 		st.DynamoDB.SetDown(false)
+		// The restarted manager writes the entries the dead one could not.
+		waitFor(t, "task item catches up", time.Minute, func() (bool, string) {
+			_, chunks, err := st.Tasks.Get(ctx, cur.Status.TaskID)
+			return err == nil && len(chunks) >= int(cur.Status.Chunks.Succeeded), fmt.Sprintf("%d entries, %v", len(chunks), err)
+		})
 	}
 	// And twice at arbitrary moments.
 	for i := 0; i < 2; i++ {
