@@ -115,9 +115,12 @@ func TestFanOutAPICallsPerChunk(t *testing.T) {
 		t.Errorf("%d job creates sent, want 2001 (planner + 2,000 chunks, each once)", byVerb["create *v1.Job"])
 	}
 	// Once recorded, each chunk Job gets its TTL in one patch.
-	if byVerb["patch *v1.Job"] != 2000 || byVerb["patch *v1.Pod"] != 2000 {
-		t.Errorf("%d job and %d pod patches sent, want 2000 each (one TTL per recorded chunk, one finalizer removal per pod)",
-			byVerb["patch *v1.Job"], byVerb["patch *v1.Pod"])
+	// One TTL per recorded chunk and one finalizer removal per pod; a pass on a cache that has
+	// not yet seen a release may send it again (idempotent), hence the small allowance.
+	for _, verb := range []string{"patch *v1.Job", "patch *v1.Pod"} {
+		if n := byVerb[verb]; n < 2000 || n > 2100 {
+			t.Errorf("%d %s sent, want 2000 (at most 5%% repeated)", n, verb)
+		}
 	}
 	// One Job create, one TTL patch, one finalizer removal per pod and at most a few status
 	// writes per chunk; anything proportional to chunks × parallelism would be far above this.
