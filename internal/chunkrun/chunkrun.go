@@ -165,7 +165,7 @@ func Fixed(ing worker.Ingestion, loc planner.Location, chunk int, now time.Time)
 		S3Key:            loc.Key,
 		TaskID:           ing.TaskID,
 		ChunkID:          chunk,
-		ProcessedAt:      mapping.FormatTime(now),
+		ProcessedAt:      mapping.FormatProcessedAt(ing.Spec.Mapping.Metadata.Format, now),
 	}
 	if mb := ing.Spec.Source.Metabase; mb != nil {
 		f.QuestionID = mb.QuestionID
@@ -228,6 +228,7 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 		return res, err
 	}
 	fixed := Fixed(ing, loc, args.Index, now())
+	fixed.FirstRow = args.FirstRow // legacy record_index counts within the chunk
 	mapper, err := mapping.New(ing.Spec.Mapping, header, fixed)
 	if err != nil {
 		return res, worker.Permanent(worker.ReasonHeaderMismatch, err)
