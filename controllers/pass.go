@@ -121,6 +121,7 @@ func (p *pass) planStep(ctx context.Context) (bool, error) {
 		st.Records.Total = plan.TotalRows
 		st.Chunks.Total = int32(plan.Chunks())
 		st.Estimate = estimate(p.obj, plan)
+		st.VectorSpace = plan.VectorSpace // the planner's vector-space guard (l14)
 		p.setCondition(v1alpha1.ConditionPlanned, true, "Planned",
 			fmt.Sprintf("%d rows in %d chunks of %s", plan.TotalRows, plan.Chunks(), plan.Key))
 		return true, nil

@@ -19,6 +19,7 @@ import (
 	"github.com/vectordb-io/vectordb-operator/internal/chunkrun"
 	"github.com/vectordb-io/vectordb-operator/internal/exitcode"
 	"github.com/vectordb-io/vectordb-operator/internal/planner"
+	"github.com/vectordb-io/vectordb-operator/internal/vectorspace"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
@@ -123,6 +124,9 @@ func Run(ctx context.Context, ing worker.Ingestion, opts Options) (Summary, erro
 	plan, err := planner.Plan(ctx, ing, planner.Deps{
 		S3: cl, HTTPClient: opts.HTTPClient, MetabaseAPIKey: opts.MetabaseAPIKey,
 		RowsPerChunk: opts.RowsPerChunk, Log: opts.Log.WithName("plan"),
+		Guard: vectorspace.ForIngestion(ing, vectorspace.Keys{
+			OpenAI: opts.OpenAIAPIKey, Pinecone: opts.PineconeAPIKey, PineconeControlHost: opts.PineconeControlHost,
+		}, opts.HTTPClient, opts.Log.WithName("guard")),
 	})
 	sum.PlanMillis = time.Since(start).Milliseconds()
 	if err != nil {
