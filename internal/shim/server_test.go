@@ -311,7 +311,8 @@ func TestOpenAPIMatchesRoutesAndTypes(t *testing.T) {
 	}
 	for name, typ := range map[string]any{
 		"Health": HealthResponse{}, "ProcessResponse": ProcessResponse{}, "Status": StatusResponse{}, "Progress": Progress{},
-		"Result": Result{}, "Metadata": Metadata{}, "Parameters": parameters{}, "TaskList": ListResponse{}, "Error": errorBody{},
+		"Result": Result{}, "Metadata": Metadata{}, "Parameters": parameters{}, "Error": errorBody{},
+		"LoadBalancerHealth": LoadBalancerHealth{}, "AppInfo": AppInfo{},
 		"ValidationError": validationBody{},
 	} {
 		schema, ok := doc.Components.Schemas[name]
