@@ -105,7 +105,8 @@ func NewEmbedder(ing worker.Ingestion, apiKey string, rpm, tpm float64, dimensio
 	}
 	model := spec.Model
 	if model == "" {
-		model = "text-embedding-3-small"
+		// No default: a model other than the one the index holds writes another vector space.
+		return nil, worker.Permanent(worker.ReasonPermanentError, errors.New("spec.embedding.model is empty: name the model the index holds"))
 	}
 	emb, err := embedding.New(embedding.Config{
 		APIKey:              apiKey,
