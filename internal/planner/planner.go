@@ -285,6 +285,9 @@ func candidates(ing worker.Ingestion, header []string, out *[]vectorspace.Candid
 	}
 	idCol, nsCol := -1, -1
 	for i, h := range header {
+		if i == 0 {
+			h = strings.TrimPrefix(h, "\uFEFF") // as mapping.New reads the header
+		}
 		if h == idName && idCol < 0 {
 			idCol = i
 		}
