@@ -92,7 +92,7 @@ const (
 )
 
 // splitRouteChecks separates the old route's 400 checks from the model's 422 errors: the model
-// is validated first, so a 400 is answered only when nothing else is wrong.
+// is validated first, so route (the 400's detail) is set only when nothing else is wrong.
 func splitRouteChecks(errs []FieldError) (invalid []FieldError, route string) {
 	for _, e := range errs {
 		if e.Type == routeCheck {
@@ -103,7 +103,10 @@ func splitRouteChecks(errs []FieldError) (invalid []FieldError, route string) {
 		}
 		invalid = append(invalid, e)
 	}
-	return invalid, route
+	if len(invalid) > 0 {
+		return invalid, "" // the model failed: the route never ran
+	}
+	return nil, route
 }
 
 // ParseProcessRequest reads and checks a body the way the old API's model did: every bad field is
