@@ -317,10 +317,12 @@ type EmbeddingSpec struct {
 	// Model is the embedding model. Required, with no default: vectors of two models (e.g.
 	// text-embedding-ada-002 and text-embedding-3-small, both 1,536 dimensions) cannot share an
 	// index, so name the model the index already holds (the old service used
-	// text-embedding-ada-002).
+	// text-embedding-ada-002). Optional in the schema only so that the rule on embedding answers a
+	// missing model with that explanation rather than a bare "Required value".
+	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128
-	Model string `json:"model"`
+	Model string `json:"model,omitempty"`
 
 	// Dimensions shortens text-embedding-3-* vectors; 0 keeps the model's size.
 	// +optional

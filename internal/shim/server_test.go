@@ -195,7 +195,8 @@ func TestAPIDisabledKeepsHealth(t *testing.T) {
 		paths = append(paths, p)
 	}
 	sort.Strings(paths)
-	if want := []string{"/api/v1/health", "/api/v1/openapi.json"}; !slices.Equal(paths, want) {
+	// GET / and GET /health need no key and are served like /api/v1/health, API or not.
+	if want := []string{"/", "/api/v1/health", "/api/v1/openapi.json", "/health"}; !slices.Equal(paths, want) {
 		t.Errorf("OpenAPI paths with the API off = %v, want %v", paths, want)
 	}
 }
