@@ -92,9 +92,22 @@ func TestVectorSpaceGuard(t *testing.T) {
 		return obj
 	}
 
+	// A dry run runs the guard too (it writes nothing), and its estimate counts the guard's tokens.
+	dry := ingestion("dry-run-x", modelX, false)
+	dry.Spec.DryRun = true
+	apply(t, dry)
+	final := waitTerminal(t, dry, 5*time.Minute)
+	if vs := final.Status.VectorSpace; final.Status.Phase != v1alpha1.PhaseCompleted || vs == nil || vs.Result != v1alpha1.VectorSpaceMatched ||
+		vs.Tokens <= 0 || final.Status.Estimate == nil || final.Status.Estimate.Tokens < vs.Tokens {
+		t.Fatalf("dry run with model X: %s, vectorSpace %+v, estimate %+v", final.Status.Phase, vs, final.Status.Estimate)
+	}
+	if n := idx.UpsertCalls(); n != prefilled {
+		t.Fatalf("the dry run wrote: %d upsert calls after the pre-fill's %d", n, prefilled)
+	}
+
 	// Model Y: refused before any write.
 	y := apply(t, ingestion("model-y", modelY, false))
-	final := waitTerminal(t, y, 5*time.Minute)
+	final = waitTerminal(t, y, 5*time.Minute)
 	cond := meta.FindStatusCondition(final.Status.Conditions, v1alpha1.ConditionFailed)
 	if final.Status.Phase != v1alpha1.PhaseFailed || cond == nil || cond.Reason != worker.ReasonVectorSpaceMismatch {
 		t.Fatalf("model Y: phase %s, Failed condition %+v, want Failed with reason VectorSpaceMismatch", final.Status.Phase, cond)
