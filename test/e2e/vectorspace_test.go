@@ -145,7 +145,7 @@ func TestVectorSpaceGuard(t *testing.T) {
 		md["id"] != rows[1][col["id"]] || md["row_id"] != rows[1][col["id"]] || md["source"] != "s3_csv" || md["task_id"] != final.Status.TaskID {
 		t.Errorf("model X: metadata of the first row %v", md)
 	}
-	t.Logf("model X matched: %s", vs.Message)
+	t.Logf("model X matched (%d tokens, estimate %d tokens): %s", vs.Tokens, final.Status.Estimate.Tokens, vs.Message)
 
 	// Model Y with the override: written anyway, and the status says the guard was skipped.
 	before := idx.UpsertCalls()
