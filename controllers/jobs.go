@@ -202,8 +202,13 @@ func (r *Reconciler) job(obj *v1alpha1.CsvIngestion, name, role string, pod core
 }
 
 // plannerJob reads the object once and writes the plan ConfigMap, so it alone needs API access.
+// It also runs the vector-space guard (package vectorspace), which reads the index and embeds a
+// few stored texts, so it gets the OpenAI and Pinecone keys too.
 func (r *Reconciler) plannerJob(obj *v1alpha1.CsvIngestion) (*batchv1.Job, error) {
-	var env []corev1.EnvVar
+	env := []corev1.EnvVar{
+		secretEnv(worker.EnvOpenAIAPIKey, obj.Spec.Embedding.APIKeySecretRef),
+		secretEnv(worker.EnvPineconeAPIKey, obj.Spec.Target.Pinecone.APIKeySecretRef),
+	}
 	if mb := obj.Spec.Source.Metabase; mb != nil {
 		env = append(env, secretEnv(worker.EnvMetabaseAPIKey, mb.APIKeySecretRef))
 	}

@@ -163,6 +163,7 @@ func (p *pass) pinPlan() {
 	st.Records.Total = plan.TotalRows
 	st.Chunks.Total = int32(plan.Chunks())
 	st.Estimate = estimate(p.obj, plan)
+	st.VectorSpace = plan.VectorSpace // the planner's vector-space guard
 }
 
 // planStep makes sure there is a plan: it creates the planner Job, waits for it, or fails the

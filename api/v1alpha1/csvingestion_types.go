@@ -255,6 +255,7 @@ type MappingSpec struct {
 }
 
 // MetadataSpec selects and shapes vector metadata.
+// +kubebuilder:validation:XValidation:rule="!has(self.format) || self.format != 'legacy' || !has(self.inferTypes) || !self.inferTypes",message="spec.mapping.metadata.inferTypes cannot be used with format legacy: the old service stored every column as a string"
 // +kubebuilder:validation:XValidation:rule="!has(self.include) || self.include != 'columns' || (has(self.columns) && size(self.columns) > 0)",message="spec.mapping.metadata.columns must list at least one column when include is columns"
 type MetadataSpec struct {
 	// Include is all (every column but id and text, less exclude), columns (only those listed) or
@@ -294,18 +295,34 @@ type MetadataSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=40000
 	TextMaxChars int32 `json:"textMaxChars,omitempty"`
+
+	// Format is the shape of the metadata. standard: columns (typed with inferTypes), the fixed
+	// fields with chunk_id and record_index as numbers, the id column left out, a CSV column named
+	// like a fixed field rejected. legacy: exactly what the old service wrote (docs/migration.md):
+	// text, source, s3_key, chunk_id "chunk_%04d", record_index within the chunk, task_id,
+	// question_id, row_id as read, processed_at with microseconds, then every other column
+	// (the id included) as a string, skipped when empty or already present.
+	// +optional
+	// +kubebuilder:default=standard
+	// +kubebuilder:validation:Enum=standard;legacy
+	Format string `json:"format,omitempty"`
 }
 
 // EmbeddingSpec names the model and the budgets shared by all of the ingestion's chunks.
+// +kubebuilder:validation:XValidation:rule="has(self.model)",message="spec.embedding.model is required: name the model the index's vectors were made with (the old service used text-embedding-ada-002); vectors of two models cannot share an index"
 // +kubebuilder:validation:XValidation:rule="self.model == oldSelf.model",message="spec.embedding.model is immutable: vectors of two models cannot share an index"
 // +kubebuilder:validation:XValidation:rule="has(self.dimensions) == has(oldSelf.dimensions) && (!has(self.dimensions) || self.dimensions == oldSelf.dimensions)",message="spec.embedding.dimensions is immutable"
 // +kubebuilder:validation:XValidation:rule="has(self.baseURL) == has(oldSelf.baseURL) && (!has(self.baseURL) || self.baseURL == oldSelf.baseURL)",message="spec.embedding.baseURL is immutable"
 type EmbeddingSpec struct {
-	// Model is the embedding model.
-	// +kubebuilder:default=text-embedding-3-small
+	// Model is the embedding model. Required, with no default: vectors of two models (e.g.
+	// text-embedding-ada-002 and text-embedding-3-small, both 1,536 dimensions) cannot share an
+	// index, so name the model the index already holds (the old service used
+	// text-embedding-ada-002). Optional in the schema only so that the rule on embedding answers a
+	// missing model with that explanation rather than a bare "Required value".
+	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128
-	Model string `json:"model"`
+	Model string `json:"model,omitempty"`
 
 	// Dimensions shortens text-embedding-3-* vectors; 0 keeps the model's size.
 	// +optional
@@ -376,6 +393,13 @@ type PineconeTarget struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000
 	BatchSize int32 `json:"batchSize,omitempty"`
+
+	// AllowMixedVectorSpaces skips the vector-space guard. Without it, before the first write
+	// into a namespace that already holds vectors, the planner fetches a few stored vectors whose
+	// ids the file also has, re-embeds their stored text with spec.embedding's model and
+	// dimensions, and fails the ingestion (reason VectorSpaceMismatch) when they do not match.
+	// +optional
+	AllowMixedVectorSpaces bool `json:"allowMixedVectorSpaces,omitempty"`
 }
 
 // ChunkingSpec splits the file into Jobs.
@@ -586,6 +610,10 @@ type CsvIngestionStatus struct {
 	// +optional
 	Usage *Usage `json:"usage,omitempty"`
 
+	// VectorSpace is what the planner's vector-space guard found.
+	// +optional
+	VectorSpace *VectorSpaceStatus `json:"vectorSpace,omitempty"`
+
 	// TrackingVersion increases with every status change mirrored to the task table; the table
 	// accepts only writes with a newer version, so a stale writer never moves it backwards.
 	// +optional
@@ -656,6 +684,35 @@ type Usage struct {
 	Requests        int64 `json:"requests,omitempty"`
 	Retries         int64 `json:"retries,omitempty"`
 	RateLimited     int64 `json:"rateLimited,omitempty"`
+}
+
+// Results of the vector-space guard.
+const (
+	// VectorSpaceMatched: the stored vectors compared agree with the configured model.
+	VectorSpaceMatched = "Matched"
+	// VectorSpaceMismatch: they do not; the ingestion fails before any write.
+	VectorSpaceMismatch = "Mismatch"
+	// VectorSpaceSkipped: spec.target.pinecone.allowMixedVectorSpaces is set.
+	VectorSpaceSkipped = "Skipped"
+	// VectorSpaceNothingToCompare: none of the file's sampled ids is in the namespace with its
+	// text (an empty namespace, or one holding other ids); nothing is compared.
+	VectorSpaceNothingToCompare = "NothingToCompare"
+)
+
+// VectorSpaceStatus is the outcome of the vector-space guard.
+type VectorSpaceStatus struct {
+	// Result: Matched, Mismatch, Skipped or NothingToCompare.
+	Result string `json:"result"`
+	// Model the stored text was re-embedded with.
+	Model string `json:"model,omitempty"`
+	// Compared is how many stored vectors were re-embedded and compared.
+	Compared int32 `json:"compared,omitempty"`
+	// MinCosine is the lowest cosine similarity measured, e.g. "0.9999".
+	MinCosine string `json:"minCosine,omitempty"`
+	// Tokens the re-embedding used.
+	Tokens int64 `json:"tokens,omitempty"`
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
 }
 
 // FailedChunk is one chunk that failed.

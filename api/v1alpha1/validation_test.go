@@ -84,7 +84,11 @@ func TestSamplesAcceptedWithDefaults(t *testing.T) {
 		}
 		if file == minimal {
 			checks["mapping.sanitize"] = [2]any{s.Mapping.Sanitize, "basic"}
+			checks["mapping.metadata.format"] = [2]any{s.Mapping.Metadata.Format, "standard"}
 		} else {
+			// The old service's vector space and metadata (docs/migration.md).
+			checks["embedding.model"] = [2]any{s.Embedding.Model, "text-embedding-ada-002"}
+			checks["mapping.metadata.format"] = [2]any{s.Mapping.Metadata.Format, "legacy"}
 			checks["mapping.sanitize"] = [2]any{s.Mapping.Sanitize, "legacy"}
 			checks["mapping.idPrefix"] = [2]any{s.Mapping.IDPrefix, "239."}
 			checks["target.pinecone.namespace"] = [2]any{s.Target.Pinecone.Namespace, "v2"}
@@ -131,6 +135,12 @@ func TestInvalidSpecsRejected(t *testing.T) {
 		want   string
 	}{
 		{"both sources", func(s map[string]any) { set(s, "source.metabase", metabase) }, "set exactly one of spec.source.s3 or spec.source.metabase"},
+		{"no model", func(s map[string]any) { set(s, "embedding.model", nil) }, "spec.embedding.model is required: name the model the index's vectors were made with"},
+		{"legacy metadata with inferTypes", func(s map[string]any) {
+			set(s, "mapping.metadata.format", "legacy")
+			set(s, "mapping.metadata.inferTypes", true)
+		}, "spec.mapping.metadata.inferTypes cannot be used with format legacy"},
+		{"unknown metadata format", func(s map[string]any) { set(s, "mapping.metadata.format", "fancy") }, "Unsupported value: \"fancy\""},
 		{"no source", func(s map[string]any) { set(s, "source.s3", nil) }, "set exactly one of spec.source.s3 or spec.source.metabase"},
 		{"both text fields", func(s map[string]any) { set(s, "mapping.textTemplate", "{{.title}}") }, "set exactly one of spec.mapping.textColumn or spec.mapping.textTemplate"},
 		{"no text field", func(s map[string]any) { set(s, "mapping.textColumn", nil) }, "set exactly one of spec.mapping.textColumn or spec.mapping.textTemplate"},

@@ -14,6 +14,7 @@ import (
 	"github.com/vectordb-io/vectordb-operator/internal/ingestfile"
 	"github.com/vectordb-io/vectordb-operator/internal/localrun"
 	"github.com/vectordb-io/vectordb-operator/internal/planner"
+	"github.com/vectordb-io/vectordb-operator/internal/vectorspace"
 	"github.com/vectordb-io/vectordb-operator/internal/version"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
@@ -55,6 +56,10 @@ func newPlanCmd(g *globals) *cobra.Command {
 			log = log.WithValues("ingestion", ing.Namespace+"/"+ing.Name, "taskID", ing.TaskID)
 			plan, err := planner.Plan(cmd.Context(), ing, planner.Deps{
 				MetabaseAPIKey: os.Getenv(worker.EnvMetabaseAPIKey), Log: log,
+				Guard: vectorspace.ForIngestion(ing, vectorspace.Keys{
+					OpenAI: os.Getenv(worker.EnvOpenAIAPIKey), Pinecone: os.Getenv(worker.EnvPineconeAPIKey),
+					PineconeControlHost: os.Getenv(EnvPineconeControlHost),
+				}, nil, log.WithName("guard")),
 			})
 			if err == nil {
 				res.RowsRead, res.Tokens = plan.TotalRows, plan.EstimatedTokens

@@ -135,7 +135,12 @@ func sample(st *stack.Stack, key string) (*v1alpha1.CsvIngestion, error) {
 	obj.Spec.Source.S3.Endpoint = local.Spec.Source.S3.Endpoint
 	obj.Spec.Source.S3.CredentialsSecretRef = local.Spec.Source.S3.CredentialsSecretRef
 	obj.Spec.Embedding.BaseURL = local.Spec.Embedding.BaseURL
-	obj.Spec.Embedding.Dimensions = local.Spec.Embedding.Dimensions
+	// The sample's model, text-embedding-ada-002, gives 1,536 dimensions and takes no `dimensions`
+	// parameter; an index of another size needs a text-embedding-3 model shortened to it.
+	if local.Spec.Embedding.Dimensions != 1536 {
+		obj.Spec.Embedding.Model = local.Spec.Embedding.Model
+		obj.Spec.Embedding.Dimensions = local.Spec.Embedding.Dimensions
+	}
 	obj.Spec.Target.Pinecone.Index = stack.Index
 	obj.Spec.Tracking.DynamoDB.Endpoint = local.Spec.Tracking.DynamoDB.Endpoint
 	// The sample's budgets are OpenAI's; the fake has none, so the demo shows the pipeline's speed.

@@ -105,7 +105,8 @@ func NewEmbedder(ing worker.Ingestion, apiKey string, rpm, tpm float64, dimensio
 	}
 	model := spec.Model
 	if model == "" {
-		model = "text-embedding-3-small"
+		// No default: a model other than the one the index holds writes another vector space.
+		return nil, worker.Permanent(worker.ReasonPermanentError, errors.New("spec.embedding.model is empty: name the model the index holds"))
 	}
 	emb, err := embedding.New(embedding.Config{
 		APIKey:              apiKey,
@@ -165,7 +166,7 @@ func Fixed(ing worker.Ingestion, loc planner.Location, chunk int, now time.Time)
 		S3Key:            loc.Key,
 		TaskID:           ing.TaskID,
 		ChunkID:          chunk,
-		ProcessedAt:      mapping.FormatTime(now),
+		ProcessedAt:      mapping.FormatProcessedAt(ing.Spec.Mapping.Metadata.Format, now),
 	}
 	if mb := ing.Spec.Source.Metabase; mb != nil {
 		f.QuestionID = mb.QuestionID
@@ -228,6 +229,7 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 		return res, err
 	}
 	fixed := Fixed(ing, loc, args.Index, now())
+	fixed.FirstRow = args.FirstRow // legacy record_index counts within the chunk
 	mapper, err := mapping.New(ing.Spec.Mapping, header, fixed)
 	if err != nil {
 		return res, worker.Permanent(worker.ReasonHeaderMismatch, err)

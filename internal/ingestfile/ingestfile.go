@@ -42,7 +42,7 @@ var defaults = []struct {
 	{"mapping?.metadata.include", "all"},
 	{"mapping?.metadata.textField", "text"},
 	{"mapping?.metadata.textMaxChars", int64(1000)},
-	{"embedding?.model", "text-embedding-3-small"},
+	{"mapping?.metadata.format", "standard"},
 	{"embedding?.apiKeySecretRef?.key", "api-key"},
 	{"embedding?.requestsPerMinute", int64(300)},
 	{"embedding?.tokensPerMinute", int64(1000000)},
@@ -142,6 +142,10 @@ func Parse(data []byte) (worker.Ingestion, error) {
 	}
 	if obj.Name == "" {
 		return worker.Ingestion{}, errors.New("metadata.name is required")
+	}
+	if obj.Spec.Embedding.Model == "" {
+		// As the API server's rule: no default model, which could differ from the index's.
+		return worker.Ingestion{}, errors.New("spec.embedding.model is required: name the model the index's vectors were made with (the old service used text-embedding-ada-002)")
 	}
 	ing := worker.FromObject(&obj)
 	if ing.TaskID == "" {

@@ -79,7 +79,7 @@ metadata: {name: sample}
 spec:
   source: {s3: {bucket: b, key: k.csv}}
   mapping: {textColumn: body, idPrefix: "239."}
-  embedding: {apiKeySecretRef: {name: openai}}
+  embedding: {model: text-embedding-ada-002, apiKeySecretRef: {name: openai}}
   target: {pinecone: {index: i, apiKeySecretRef: {name: pinecone}}}
   chunking: {maxFailedRowsPercent: 0}
 `))
@@ -87,7 +87,7 @@ spec:
 		t.Fatal(err)
 	}
 	sp := ing.Spec
-	if ing.TaskID != "sample" || ing.Namespace != "default" || sp.Mapping.IDColumn != "id" || sp.Embedding.Model != "text-embedding-3-small" ||
+	if ing.TaskID != "sample" || ing.Namespace != "default" || sp.Mapping.IDColumn != "id" || sp.Embedding.Model != "text-embedding-ada-002" || sp.Mapping.Metadata.Format != "standard" ||
 		sp.Chunking.RowsPerChunk != 1000 || sp.Chunking.MaxFailedRowsPercent != 0 || sp.Source.S3.Region != "us-east-1" ||
 		sp.Target.Pinecone.APIKeySecretRef.Key != "api-key" || sp.Chunking.ChunkTimeout.Duration.Minutes() != 30 {
 		t.Fatalf("parsed %+v", ing)
@@ -98,6 +98,8 @@ spec:
 		{"apiVersion: ingestion.vectordb.io/v1alpha1\nkind: CsvIngestion\nmetadata: {name: x}\nspec: {sourc: {}}\n", "sourc"},
 		{"apiVersion: ingestion.vectordb.io/v1alpha1\nkind: CsvIngestion\nmetadata: {}\nspec: {}\n", "name"},
 		{"", "empty"},
+		// No default model: one that differs from the index's writes another vector space.
+		{"apiVersion: ingestion.vectordb.io/v1alpha1\nkind: CsvIngestion\nmetadata: {name: x}\nspec: {source: {s3: {bucket: b, key: k}}, mapping: {textColumn: t}, embedding: {apiKeySecretRef: {name: o}}, target: {pinecone: {index: i, apiKeySecretRef: {name: p}}}}\n", "spec.embedding.model is required"},
 	} {
 		if _, err := Parse([]byte(bad.doc)); err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("Parse(%q) = %v, want an error about %s", bad.doc, err, bad.want)

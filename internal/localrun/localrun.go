@@ -16,9 +16,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/go-logr/logr"
 
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/chunkrun"
 	"github.com/vectordb-io/vectordb-operator/internal/exitcode"
 	"github.com/vectordb-io/vectordb-operator/internal/planner"
+	"github.com/vectordb-io/vectordb-operator/internal/vectorspace"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
@@ -49,37 +51,39 @@ type Progress interface {
 
 // Summary is the run's outcome, printed as JSON by `embedder run`.
 type Summary struct {
-	Name             string             `json:"name"`
-	TaskID           string             `json:"taskID"`
-	Phase            string             `json:"phase"` // Completed | PartiallyCompleted | Failed | Planned (dry run)
-	Bucket           string             `json:"bucket"`
-	Key              string             `json:"key"`
-	ETag             string             `json:"etag"`
-	SizeBytes        int64              `json:"sizeBytes"`
-	Compression      string             `json:"compression"`
-	TotalRows        int64              `json:"totalRows"`
-	Chunks           int                `json:"chunks"`
-	ChunksSucceeded  int                `json:"chunksSucceeded"`
-	ChunksFailed     int                `json:"chunksFailed"`
-	EstimatedTokens  int64              `json:"estimatedTokens"`
-	EstimatedCostUSD string             `json:"estimatedCostUSD"`
-	RowsRead         int64              `json:"rowsRead"`
-	Processed        int64              `json:"processed"`
-	Failed           int64              `json:"failed"`
-	Skipped          int64              `json:"skipped"`
-	VectorsUpserted  int64              `json:"vectorsUpserted"`
-	Tokens           int64              `json:"tokens"`
-	Requests         int64              `json:"requests"`
-	Retries          int64              `json:"retries"`
-	RateLimited      int64              `json:"rateLimited"`
-	PlanMillis       int64              `json:"planMs"`
-	DurationMillis   int64              `json:"durationMs"`
-	RowsPerSecond    float64            `json:"rowsPerSecond"`
-	DeadLetterKeys   []string           `json:"deadLetterKeys,omitempty"`
-	FailedSamples    []worker.FailedRow `json:"failedSamples,omitempty"`
-	FailedChunks     []ChunkFailure     `json:"failedChunks,omitempty"`
-	Error            string             `json:"error,omitempty"`
-	Reason           string             `json:"reason,omitempty"`
+	Name             string `json:"name"`
+	TaskID           string `json:"taskID"`
+	Phase            string `json:"phase"` // Completed | PartiallyCompleted | Failed | Planned (dry run)
+	Bucket           string `json:"bucket"`
+	Key              string `json:"key"`
+	ETag             string `json:"etag"`
+	SizeBytes        int64  `json:"sizeBytes"`
+	Compression      string `json:"compression"`
+	TotalRows        int64  `json:"totalRows"`
+	Chunks           int    `json:"chunks"`
+	ChunksSucceeded  int    `json:"chunksSucceeded"`
+	ChunksFailed     int    `json:"chunksFailed"`
+	EstimatedTokens  int64  `json:"estimatedTokens"`
+	EstimatedCostUSD string `json:"estimatedCostUSD"`
+	// VectorSpace is the planner's vector-space guard outcome (tokens included in the estimate).
+	VectorSpace     *v1alpha1.VectorSpaceStatus `json:"vectorSpace,omitempty"`
+	RowsRead        int64                       `json:"rowsRead"`
+	Processed       int64                       `json:"processed"`
+	Failed          int64                       `json:"failed"`
+	Skipped         int64                       `json:"skipped"`
+	VectorsUpserted int64                       `json:"vectorsUpserted"`
+	Tokens          int64                       `json:"tokens"`
+	Requests        int64                       `json:"requests"`
+	Retries         int64                       `json:"retries"`
+	RateLimited     int64                       `json:"rateLimited"`
+	PlanMillis      int64                       `json:"planMs"`
+	DurationMillis  int64                       `json:"durationMs"`
+	RowsPerSecond   float64                     `json:"rowsPerSecond"`
+	DeadLetterKeys  []string                    `json:"deadLetterKeys,omitempty"`
+	FailedSamples   []worker.FailedRow          `json:"failedSamples,omitempty"`
+	FailedChunks    []ChunkFailure              `json:"failedChunks,omitempty"`
+	Error           string                      `json:"error,omitempty"`
+	Reason          string                      `json:"reason,omitempty"`
 }
 
 // ChunkFailure is a chunk that did not finish.
@@ -123,6 +127,9 @@ func Run(ctx context.Context, ing worker.Ingestion, opts Options) (Summary, erro
 	plan, err := planner.Plan(ctx, ing, planner.Deps{
 		S3: cl, HTTPClient: opts.HTTPClient, MetabaseAPIKey: opts.MetabaseAPIKey,
 		RowsPerChunk: opts.RowsPerChunk, Log: opts.Log.WithName("plan"),
+		Guard: vectorspace.ForIngestion(ing, vectorspace.Keys{
+			OpenAI: opts.OpenAIAPIKey, Pinecone: opts.PineconeAPIKey, PineconeControlHost: opts.PineconeControlHost,
+		}, opts.HTTPClient, opts.Log.WithName("guard")),
 	})
 	sum.PlanMillis = time.Since(start).Milliseconds()
 	if err != nil {
@@ -131,6 +138,7 @@ func Run(ctx context.Context, ing worker.Ingestion, opts Options) (Summary, erro
 	sum.Bucket, sum.Key, sum.ETag, sum.SizeBytes, sum.Compression = plan.Bucket, plan.Key, plan.ETag, plan.SizeBytes, plan.Compression
 	sum.TotalRows, sum.Chunks = plan.TotalRows, plan.Chunks()
 	sum.EstimatedTokens, sum.EstimatedCostUSD = plan.EstimatedTokens, plan.EstimatedCostUSD
+	sum.VectorSpace = plan.VectorSpace
 	if spec.DryRun {
 		sum.Phase = "Planned"
 		return finish(nil)

@@ -35,13 +35,16 @@ type ShimOptions struct {
 	PerClientBurst   int
 	ForwardedForHops int
 	MaxBodyBytes     int64
-	Defaults         shim.Defaults
+	// Environment names the deployment in the health body and GET / (the old ENVIRONMENT).
+	Environment string
+	Defaults    shim.Defaults
 }
 
 func defaultShimOptions() ShimOptions {
 	return ShimOptions{
 		Addr:           ":8000",
 		APIEnabled:     true,
+		Environment:    "production",
 		PerKeyRate:     10,
 		PerKeyBurst:    20,
 		PerClientRate:  20,
@@ -49,7 +52,7 @@ func defaultShimOptions() ShimOptions {
 		MaxBodyBytes:   1 << 20,
 		Defaults: shim.Defaults{
 			PineconeNamespace: "v2",
-			Model:             "text-embedding-3-small",
+			Model:             "text-embedding-ada-002",
 			OpenAISecret:      v1alpha1.SecretKeyRef{Name: "openai", Key: "api-key"},
 			PineconeSecret:    v1alpha1.SecretKeyRef{Name: "pinecone", Key: "api-key"},
 			MetabaseSecret:    v1alpha1.SecretKeyRef{Name: "metabase", Key: "api-key"},
@@ -67,6 +70,7 @@ func bindShimFlags(fs *pflag.FlagSet, o *ShimOptions) {
 	d := &o.Defaults
 	fs.StringVar(&o.Addr, "http-bind-address", o.Addr, "address of the HTTP shim: /api/v1/health and the legacy task API")
 	fs.BoolVar(&o.APIEnabled, "api-enabled", o.APIEnabled, "serve the legacy task API (health is always served)")
+	fs.StringVar(&o.Environment, "environment", o.Environment, "deployment name reported by /api/v1/health and / (the old ENVIRONMENT)")
 	fs.StringVar(&o.APIKeysPath, "api-keys-path", o.APIKeysPath, "file (one key a line) or directory (a mounted Secret: each file a key) of accepted X-API-Key values")
 	fs.Float64Var(&o.PerKeyRate, "api-rate-per-key", o.PerKeyRate, "requests per second allowed per API key")
 	fs.IntVar(&o.PerKeyBurst, "api-burst-per-key", o.PerKeyBurst, "burst per API key")
@@ -83,7 +87,7 @@ func bindShimFlags(fs *pflag.FlagSet, o *ShimOptions) {
 	fs.StringVar(&d.PineconeNamespace, "api-pinecone-namespace", d.PineconeNamespace, "Pinecone namespace when a request names none")
 	fs.StringVar(&d.PineconeSecret.Name, "api-pinecone-secret", d.PineconeSecret.Name, "Secret with the Pinecone API key")
 	fs.StringVar(&d.PineconeSecret.Key, "api-pinecone-secret-key", d.PineconeSecret.Key, "key of the Pinecone API key in its Secret")
-	fs.StringVar(&d.Model, "api-model", d.Model, "embedding model")
+	fs.StringVar(&d.Model, "api-model", d.Model, "embedding model of API-created ingestions: the model the index holds (the old service used text-embedding-ada-002)")
 	fs.StringVar(&d.OpenAISecret.Name, "api-openai-secret", d.OpenAISecret.Name, "Secret with the OpenAI API key")
 	fs.StringVar(&d.OpenAISecret.Key, "api-openai-secret-key", d.OpenAISecret.Key, "key of the OpenAI API key in its Secret")
 	fs.StringVar(&d.MetabaseURL, "api-metabase-url", d.MetabaseURL, "Metabase URL; enables data_source metabase")
@@ -176,6 +180,7 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 		ForwardedForHops: so.ForwardedForHops,
 		MaxBodyBytes:     so.MaxBodyBytes,
 		Defaults:         so.Defaults,
+		Environment:      so.Environment,
 	}
 	if so.APIEnabled {
 		if so.APIKeysPath == "" {

@@ -39,6 +39,14 @@ const (
 	DefaultTextMaxChars = 1000
 )
 
+// Values of spec.mapping.metadata.format.
+const (
+	// FormatStandard: typed columns, numeric chunk_id and record_index, the id column left out.
+	FormatStandard = "standard"
+	// FormatLegacy: exactly the metadata the old service wrote (see legacyMap).
+	FormatLegacy = "legacy"
+)
+
 // Values of spec.mapping.metadata.include.
 const (
 	IncludeAll     = "all"
@@ -106,6 +114,9 @@ type Fixed struct {
 	QuestionID int64
 	// ChunkID is the chunk index.
 	ChunkID int
+	// FirstRow is the 0-based data row number of the chunk's first row: the legacy format's
+	// record_index counts from it (the old service numbered rows within their chunk).
+	FirstRow int64
 	// ProcessedAt is stamped on every record of the chunk (one timestamp per chunk, so that
 	// formatting a time is not paid per row). Empty means FormatTime(time.Now()) at New.
 	ProcessedAt string
@@ -113,6 +124,25 @@ type Fixed struct {
 
 // FormatTime renders t as processed_at does: UTC, ISO-8601, seconds, e.g. "2025-01-10T22:45:23Z".
 func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// FormatPythonISO renders t as the old service's Python datetime.utcnow().isoformat() did: naive
+// UTC with microseconds, e.g. "2025-01-10T14:03:07.123456", and no fraction at all when the
+// microseconds are 0 (Python leaves them out then).
+func FormatPythonISO(t time.Time) string {
+	t = t.UTC()
+	if t.Nanosecond()/1000 == 0 {
+		return t.Format("2006-01-02T15:04:05")
+	}
+	return t.Format("2006-01-02T15:04:05.000000")
+}
+
+// FormatProcessedAt renders processed_at for a metadata format.
+func FormatProcessedAt(format string, t time.Time) string {
+	if format == FormatLegacy {
+		return FormatPythonISO(t)
+	}
+	return FormatTime(t)
+}
 
 // Kind is the type of a metadata value.
 type Kind uint8
@@ -236,6 +266,14 @@ type Mapper struct {
 	defaultNS string
 	fixed     []Field // source, s3_key, task_id, question_id, chunk_id, processed_at
 	fixedLen  int     // their estimated JSON size
+
+	// legacy is set with metadata.format legacy; the fields below serve it.
+	legacy      bool
+	firstRow    int64
+	legacyHead  []Field // source, s3_key, chunk_id (record_index follows)
+	legacyMid   []Field // task_id, question_id (row_id follows)
+	legacyTail  []Field // processed_at
+	legacyFixed int     // estimated JSON size of the three
 }
 
 // New compiles spec against the CSV header. It fails, naming what to fix, when a column the spec
@@ -320,6 +358,16 @@ func New(spec v1alpha1.MappingSpec, header []string, fixed Fixed) (*Mapper, erro
 	}
 
 	md := spec.Metadata
+	switch md.Format {
+	case "", FormatStandard:
+	case FormatLegacy:
+		if md.InferTypes {
+			return nil, fmt.Errorf("mapping: metadata.inferTypes cannot be used with format legacy: the old service stored every column as a string")
+		}
+		m.legacy = true
+	default:
+		return nil, fmt.Errorf("mapping: unknown metadata.format %q: want standard or legacy", md.Format)
+	}
 	excluded := make(map[string]bool, len(md.Exclude))
 	for _, name := range md.Exclude {
 		excluded[name] = true
@@ -327,7 +375,8 @@ func New(spec v1alpha1.MappingSpec, header []string, fixed Fixed) (*Mapper, erro
 	switch md.Include {
 	case "", IncludeAll:
 		for i, name := range h {
-			if i == m.idCol || i == m.textCol || excluded[name] {
+			// The old service kept the id column as metadata too; only the embedded text was left out.
+			if (i == m.idCol && !m.legacy) || i == m.textCol || excluded[name] {
 				continue
 			}
 			if strings.TrimSpace(name) == "" {
@@ -377,6 +426,9 @@ func New(spec v1alpha1.MappingSpec, header []string, fixed Fixed) (*Mapper, erro
 	}
 	var clash []string
 	for _, c := range m.meta {
+		if m.legacy {
+			break // legacy skips a column named like a field already set, row by row, as the old code did
+		}
 		for _, r := range reserved {
 			if c.key == r {
 				clash = append(clash, strconv.Quote(c.key))
@@ -424,8 +476,34 @@ func New(spec v1alpha1.MappingSpec, header []string, fixed Fixed) (*Mapper, erro
 	for _, f := range m.fixed {
 		m.fixedLen += fieldLen(f)
 	}
+	if m.legacy {
+		m.firstRow = fixed.FirstRow
+		str := func(key, v string) Field { return Field{Key: key, Value: Value{Kind: KindString, Str: v}} }
+		if fixed.Source != "" {
+			m.legacyHead = append(m.legacyHead, str(KeySource, fixed.Source))
+		}
+		if fixed.S3Key != "" {
+			m.legacyHead = append(m.legacyHead, str(KeyS3Key, fixed.S3Key))
+		}
+		m.legacyHead = append(m.legacyHead, str(KeyChunkID, LegacyChunkID(fixed.ChunkID)))
+		if fixed.TaskID != "" {
+			m.legacyMid = append(m.legacyMid, str(KeyTaskID, fixed.TaskID))
+		}
+		if fixed.QuestionID != 0 {
+			m.legacyMid = append(m.legacyMid, Field{Key: KeyQuestionID, Value: Value{Kind: KindNumber, Num: float64(fixed.QuestionID)}})
+		}
+		m.legacyTail = append(m.legacyTail, str(KeyProcessedAt, processedAt))
+		for _, fs := range [][]Field{m.legacyHead, m.legacyMid, m.legacyTail} {
+			for _, f := range fs {
+				m.legacyFixed += fieldLen(f)
+			}
+		}
+	}
 	return m, nil
 }
+
+// LegacyChunkID is the old service's chunk id: "chunk_%04d" of the 0-based chunk index.
+func LegacyChunkID(chunk int) string { return fmt.Sprintf("chunk_%04d", chunk) }
 
 // templateColumns lists the columns a template names as {{.col}}, {{$.col}} or
 // {{index . "col"}}, so New can check them against the header before any row is read.
@@ -565,6 +643,10 @@ func (m *Mapper) Map(rowNumber int64, fields []string) (Record, *RowError) {
 		return fail(ReasonEmptyText, "text is empty after sanitize %s", m.san.Mode())
 	}
 
+	if m.legacy {
+		return m.legacyRecord(rowNumber, id, ns, text, fields)
+	}
+
 	md := make([]Field, 0, len(m.meta)+len(m.fixed)+3)
 	size := 1 + m.fixedLen // '{' plus each field with its ',' (the last ',' is the '}')
 	for _, c := range m.meta {
@@ -598,6 +680,55 @@ func (m *Mapper) Map(rowNumber int64, fields []string) (Record, *RowError) {
 		}
 		if t != "" {
 			md = append(md, Field{Key: m.textField, Value: Value{Kind: KindString, Str: t}})
+		}
+	}
+	return Record{Row: rowNumber, ID: id, Namespace: ns, Text: text, Metadata: md}, nil
+}
+
+// legacyRecord builds the old service's metadata (its EC2 default path), in its key order:
+// text (the sanitized text cut to textMaxChars), source, s3_key, chunk_id "chunk_%04d",
+// record_index (the row's index within its chunk), task_id, question_id, row_id (the id exactly
+// as read, untrimmed), processed_at, then every other column in header order, the id column
+// included, as the string read (untrimmed), skipped when empty or when its key is already
+// present. Pinecone's metadata limit, which the old code did not check, still applies: the text
+// is shortened first, as in the standard format.
+func (m *Mapper) legacyRecord(rowNumber int64, id, ns, text string, fields []string) (Record, *RowError) {
+	rowID := validUTF8(fields[m.idCol])
+	index := Field{Key: KeyRecordIndex, Value: Value{Kind: KindNumber, Num: float64(rowNumber - m.firstRow)}}
+	rid := Field{Key: KeyRowID, Value: Value{Kind: KindString, Str: rowID}}
+	md := make([]Field, 0, len(m.meta)+len(m.legacyHead)+len(m.legacyMid)+len(m.legacyTail)+3)
+	if m.textField != "" {
+		md = append(md, Field{Key: m.textField}) // filled below, once the size of the rest is known
+	}
+	md = append(md, m.legacyHead...)
+	md = append(md, index)
+	md = append(md, m.legacyMid...)
+	md = append(md, rid)
+	md = append(md, m.legacyTail...)
+	size := 1 + m.legacyFixed + fieldLen(index) + fieldLen(rid)
+	for _, c := range m.meta {
+		v := fields[c.index]
+		if v == "" || slices.ContainsFunc(md, func(f Field) bool { return f.Key == c.key }) {
+			continue
+		}
+		f := Field{Key: c.key, Value: Value{Kind: KindString, Str: validUTF8(v)}}
+		size += fieldLen(f)
+		md = append(md, f)
+	}
+	if size > MaxMetadataBytes {
+		return Record{}, &RowError{Row: rowNumber, Reason: ReasonMetadataTooLarge,
+			Detail: fmt.Sprintf("metadata is about %d bytes without the text, limit %d", size, MaxMetadataBytes)}
+	}
+	if m.textField != "" {
+		t := cutRunes(text, m.textMaxChars)
+		keyLen := jsonStringLen(m.textField) + 2
+		if size+keyLen+jsonStringLen(t) > MaxMetadataBytes {
+			t = cutJSON(t, MaxMetadataBytes-size-keyLen)
+		}
+		if t == "" {
+			md = md[1:]
+		} else {
+			md[0].Value = Value{Kind: KindString, Str: t}
 		}
 	}
 	return Record{Row: rowNumber, ID: id, Namespace: ns, Text: text, Metadata: md}, nil

@@ -23,6 +23,7 @@ import (
 	"github.com/vectordb-io/vectordb-operator/internal/mapping"
 	"github.com/vectordb-io/vectordb-operator/internal/source"
 	"github.com/vectordb-io/vectordb-operator/internal/tokens"
+	"github.com/vectordb-io/vectordb-operator/internal/vectorspace"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
@@ -47,8 +48,15 @@ type Deps struct {
 	MetabaseAPIKey string
 	// RowsPerChunk overrides spec.chunking.rowsPerChunk when positive (`embedder run`).
 	RowsPerChunk int64
-	Log          logr.Logger
+	// Guard checks the target's vector space against some of the file's rows (see package
+	// vectorspace) before anything is written. nil: no guard runs (tests of the plan alone);
+	// `embedder plan` and `embedder run` always set it.
+	Guard Guard
+	Log   logr.Logger
 }
+
+// Guard runs the vector-space check over candidate rows of the file.
+type Guard func(ctx context.Context, cands []vectorspace.Candidate) (*v1alpha1.VectorSpaceStatus, error)
 
 // Location is where an ingestion's CSV object lives.
 type Location struct {
@@ -170,13 +178,15 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 	}
 	est := &tokens.Estimator{}
 	var onRow func(int64, [][]byte) error
+	var cands []vectorspace.Candidate
 	if header != nil {
 		// A header the scanner cannot read is left for Scan to report; otherwise check the
 		// mapping against it before reading the rest of the file.
 		if err := checkRequired(header, RequiredColumns(spec.Mapping)); err != nil {
 			return nil, worker.Permanent(worker.ReasonHeaderMismatch, err)
 		}
-		if onRow, err = estimateRow(spec.Mapping, header, est); err != nil {
+		keep := candidates(ing, header, &cands)
+		if onRow, err = estimateRow(spec.Mapping, header, est, keep); err != nil {
 			return nil, worker.Permanent(worker.ReasonHeaderMismatch, err)
 		}
 	}
@@ -200,6 +210,17 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 		return nil, fmt.Errorf("scan s3://%s/%s: %w", loc.Bucket, loc.Key, err)
 	}
 
+	vs, err := checkVectorSpace(ctx, ing, deps.Guard, cands)
+	if err != nil {
+		return nil, err
+	}
+	guardTokens := int64(0)
+	if vs != nil {
+		guardTokens = vs.Tokens
+		log.Info("vector-space guard", "result", vs.Result, "model", vs.Model, "compared", vs.Compared,
+			"minCosine", vs.MinCosine, "tokens", vs.Tokens, "message", vs.Message)
+	}
+
 	model := spec.Embedding.Model
 	plan := &worker.Plan{
 		Bucket:           loc.Bucket,
@@ -211,9 +232,10 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 		TotalRows:        res.TotalRows,
 		RowsPerChunk:     rpc,
 		Offsets:          res.Offsets,
-		EstimatedTokens:  est.Tokens(),
-		EstimatedCostUSD: tokens.CostUSD(model, est.Tokens()),
+		EstimatedTokens:  est.Tokens() + guardTokens,
+		EstimatedCostUSD: tokens.CostUSD(model, est.Tokens()+guardTokens),
 		BlankRows:        res.BlankRows,
+		VectorSpace:      vs,
 	}
 	if err := plan.Validate(); err != nil {
 		return nil, fmt.Errorf("plan of s3://%s/%s: %w", loc.Bucket, loc.Key, err)
@@ -227,6 +249,80 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 		log.Info("malformed row (it will be dead-lettered by its chunk)", "row", s.Row, "offset", s.Offset, "reason", s.Reason, "detail", s.Detail)
 	}
 	return plan, nil
+}
+
+// checkVectorSpace runs the guard unless the spec allows mixed vector spaces, and turns a
+// mismatch into the permanent error that fails the ingestion before any chunk writes.
+func checkVectorSpace(ctx context.Context, ing worker.Ingestion, guard Guard, cands []vectorspace.Candidate) (*v1alpha1.VectorSpaceStatus, error) {
+	if ing.Spec.Target.Pinecone.AllowMixedVectorSpaces {
+		return &v1alpha1.VectorSpaceStatus{
+			Result:  v1alpha1.VectorSpaceSkipped,
+			Model:   ing.Spec.Embedding.Model,
+			Message: "the vector-space guard was skipped: spec.target.pinecone.allowMixedVectorSpaces is true",
+		}, nil
+	}
+	if guard == nil {
+		return nil, nil
+	}
+	vs, err := guard(ctx, cands)
+	if err != nil {
+		return nil, err
+	}
+	if vs.Result == v1alpha1.VectorSpaceMismatch {
+		return vs, worker.Permanent(worker.ReasonVectorSpaceMismatch, errors.New(vs.Message))
+	}
+	return vs, nil
+}
+
+// candidates returns the scan's hook that keeps the first vectorspace.MaxCandidates rows with
+// an id and a text as the guard's candidates: their vector ids and namespaces as the chunks will
+// compute them, and their text.
+func candidates(ing worker.Ingestion, header []string, out *[]vectorspace.Candidate) func(fields [][]byte, id, ns, text string) {
+	m := ing.Spec.Mapping
+	idName := m.IDColumn
+	if idName == "" {
+		idName = mapping.DefaultIDColumn
+	}
+	idCol, nsCol := -1, -1
+	for i, h := range header {
+		if i == 0 {
+			h = strings.TrimPrefix(h, "\uFEFF") // as mapping.New reads the header
+		}
+		if h == idName && idCol < 0 {
+			idCol = i
+		}
+		if m.NamespaceColumn != "" && h == m.NamespaceColumn && nsCol < 0 {
+			nsCol = i
+		}
+	}
+	def := ing.Spec.Target.Pinecone.Namespace
+	return func(fields [][]byte, id, ns, text string) {
+		if len(*out) >= vectorspace.MaxCandidates {
+			return
+		}
+		if id == "" { // the text-column path: compute what mapping.Map would
+			if idCol < 0 || idCol >= len(fields) {
+				return
+			}
+			raw := strings.TrimSpace(string(fields[idCol]))
+			if raw == "" {
+				return
+			}
+			id, ns = m.IDPrefix+raw, def
+			if nsCol >= 0 && nsCol < len(fields) {
+				if v := strings.TrimSpace(string(fields[nsCol])); v != "" {
+					ns = v
+				}
+			}
+		}
+		if ns == "" {
+			ns = def // the template path's mapper was built without the target namespace
+		}
+		if strings.TrimSpace(text) == "" {
+			return
+		}
+		*out = append(*out, vectorspace.Candidate{ID: id, Namespace: ns, Text: text})
+	}
 }
 
 // RequiredColumns are the columns the mapping names directly: idColumn (default id), textColumn,
@@ -293,7 +389,7 @@ func checkRequired(header, required []string) error {
 // the rendered text (the same mapping.Mapper the chunks run, so template and sanitize costs match).
 // It also compiles the mapping against the header, so a mapping that cannot work fails the plan,
 // not every chunk.
-func estimateRow(spec v1alpha1.MappingSpec, header []string, est *tokens.Estimator) (func(int64, [][]byte) error, error) {
+func estimateRow(spec v1alpha1.MappingSpec, header []string, est *tokens.Estimator, keep func(fields [][]byte, id, ns, text string)) (func(int64, [][]byte) error, error) {
 	m, err := mapping.New(spec, header, mapping.Fixed{})
 	if err != nil {
 		return nil, err
@@ -311,7 +407,9 @@ func estimateRow(spec v1alpha1.MappingSpec, header []string, est *tokens.Estimat
 			return nil, err
 		}
 		return func(_ int64, fields [][]byte) error {
-			est.Add([]byte(san.Sanitize(string(fields[col]))))
+			text := san.Sanitize(string(fields[col]))
+			est.Add([]byte(text))
+			keep(fields, "", "", text)
 			return nil
 		}, nil
 	}
@@ -322,6 +420,7 @@ func estimateRow(spec v1alpha1.MappingSpec, header []string, est *tokens.Estimat
 		}
 		if rec, rerr := m.Map(row, strs); rerr == nil {
 			est.Add([]byte(rec.Text))
+			keep(nil, rec.ID, rec.Namespace, rec.Text)
 		}
 		return nil
 	}, nil

@@ -26,24 +26,46 @@ const (
 	Disabled = "disabled"
 )
 
-// HealthResponse is the body of GET /api/v1/health.
+// HealthResponse is the body of GET /api/v1/health: the old API's HealthResponse keys with their
+// old meanings (status, version, environment, workers{active, available, queued_tasks},
+// services{redis, dynamodb, api}, timestamp), plus checks and workers.queued.
 type HealthResponse struct {
 	// Status is healthy, degraded (the task table is unreachable; tasks still run and are served
 	// from the cluster) or unhealthy (the API server is unreachable or the cache has not synced;
 	// answered with 503).
 	Status  string `json:"status"`
 	Version string `json:"version"`
+	// Environment is the deployment's name (Config.Environment), as the old ENVIRONMENT setting.
+	Environment string  `json:"environment"`
+	Workers     Workers `json:"workers"`
+	// Services are the old keys: redis is the old queue and progress store, whose job the
+	// Kubernetes API server and the manager's cache do now (healthy when both are); dynamodb is
+	// the task table (healthy, unhealthy or disabled); api is this server (healthy).
+	Services Services `json:"services"`
 	// Checks are kubernetes, cache and dynamodb, each healthy, unhealthy or disabled.
 	Checks    map[string]string `json:"checks"`
-	Workers   Workers           `json:"workers"`
 	Timestamp string            `json:"timestamp"`
+}
+
+// Services is the old health body's services object.
+type Services struct {
+	Redis    string `json:"redis"`
+	DynamoDB string `json:"dynamodb"`
+	API      string `json:"api"`
 }
 
 // Workers counts the data work in the cluster.
 type Workers struct {
-	// Active is the number of chunk Jobs with a running pod.
+	// Active is the number of chunk Jobs with a running pod (the old: tasks Celery workers were
+	// running).
 	Active int64 `json:"active"`
-	// Queued is the number of chunks of unfinished ingestions waiting for a Job.
+	// Available is how many more chunk Jobs may start now: the unused parallelism of unfinished,
+	// unsuspended ingestions (the old: idle worker slots).
+	Available int64 `json:"available"`
+	// QueuedTasks is the number of chunks of unfinished ingestions waiting for a Job (the old:
+	// messages waiting in the Celery queues).
+	QueuedTasks int64 `json:"queued_tasks"`
+	// Queued is QueuedTasks under this server's earlier name.
 	Queued int64 `json:"queued"`
 }
 
@@ -107,12 +129,18 @@ func (s *Server) checkHealth(ctx context.Context) HealthResponse {
 		}
 	}
 	now := time.Now()
+	redis := Healthy
+	if checks["kubernetes"] != Healthy || checks["cache"] != Healthy {
+		redis = Unhealthy
+	}
 	hc.resp = HealthResponse{
-		Status:    status,
-		Version:   s.deps.Version,
-		Checks:    checks,
-		Workers:   workers,
-		Timestamp: now.UTC().Format(tasktable.TimeFormat),
+		Status:      status,
+		Version:     s.deps.Version,
+		Environment: s.cfg.Environment,
+		Workers:     workers,
+		Services:    Services{Redis: redis, DynamoDB: checks["dynamodb"], API: Healthy},
+		Checks:      checks,
+		Timestamp:   now.UTC().Format(tasktable.TimeFormat),
 	}
 	hc.at = now
 	return hc.resp
@@ -124,9 +152,11 @@ func (s *Server) countWorkers(ctx context.Context) (Workers, error) {
 	if err := s.deps.Client.List(ctx, &jobs, client.MatchingLabels{worker.LabelRole: worker.RoleChunk}); err != nil {
 		return w, fmt.Errorf("listing chunk Jobs: %w", err)
 	}
+	activeByOwner := map[string]int64{}
 	for _, j := range jobs.Items {
 		if j.Status.Active > 0 {
 			w.Active++
+			activeByOwner[j.Labels[worker.LabelUID]]++
 		}
 	}
 	var list v1alpha1.CsvIngestionList
@@ -136,9 +166,44 @@ func (s *Server) countWorkers(ctx context.Context) (Workers, error) {
 	for _, c := range list.Items {
 		if !c.Status.Phase.Terminal() && !c.Spec.Cancel {
 			w.Queued += int64(c.Status.Chunks.Pending)
+			if !c.Spec.Suspend && c.Status.Chunks.Pending > 0 {
+				free := int64(c.Spec.Chunking.Parallelism) - activeByOwner[string(c.UID)]
+				w.Available += max(0, min(free, int64(c.Status.Chunks.Pending)))
+			}
 		}
 	}
+	w.QueuedTasks = w.Queued
 	return w, nil
+}
+
+// LoadBalancerHealth is the body of GET /health: static, as the old app's, for load balancers
+// that only need to know the process answers.
+type LoadBalancerHealth struct {
+	Status string `json:"status"`
+}
+
+func (s *Server) handleStaticHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, LoadBalancerHealth{Status: Healthy})
+}
+
+// AppInfo is the body of GET /, the old app's root: what this is and where to look.
+type AppInfo struct {
+	Message     string `json:"message"`
+	Version     string `json:"version"`
+	Environment string `json:"environment"`
+	Docs        string `json:"docs"`
+	Health      string `json:"health"`
+}
+
+// AppTitle is the old app's title.
+const AppTitle = "VectorDB Processing API"
+
+func (s *Server) handleRoot(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, AppInfo{
+		Message: AppTitle, Version: s.deps.Version, Environment: s.cfg.Environment,
+		Docs: "/api/v1/openapi.json", Health: "/api/v1/health",
+	})
 }
 
 // APIServerReadyz checks the API server with GET /readyz, which every authenticated identity may

@@ -129,7 +129,9 @@ func TestHealthCountsWorkers(t *testing.T) {
 	createChunkJob(t, e.Direct, obj, 4, 1)
 	createChunkJob(t, e.Direct, obj, 2, 0) // no pod yet: not a running worker
 
-	want := Workers{Active: before.Workers.Active + 2, Queued: before.Workers.Queued + 5}
+	// available: parallelism 4 (the default) less the 2 running Jobs, as at most 5 chunks wait.
+	want := Workers{Active: before.Workers.Active + 2, Queued: before.Workers.Queued + 5,
+		QueuedTasks: before.Workers.QueuedTasks + 5, Available: before.Workers.Available + 2}
 	eventually(t, "workers counted", func() error {
 		if _, h := getHealth(t, e.URL); h.Workers != want {
 			return fmt.Errorf("workers = %+v, want %+v", h.Workers, want)

@@ -22,6 +22,8 @@ type route struct {
 func (s *Server) buildRoutes() []route {
 	rs := []route{
 		{method: http.MethodGet, path: "/api/v1/health", handler: s.handleHealth},
+		{method: http.MethodGet, path: "/health", handler: s.handleStaticHealth},
+		{method: http.MethodGet, path: "/", handler: s.handleRoot},
 		{method: http.MethodGet, path: "/api/v1/openapi.json", handler: s.handleOpenAPI},
 	}
 	if s.cfg.APIEnabled {
@@ -42,7 +44,11 @@ func (s *Server) buildHandler() http.Handler {
 		if rt.private {
 			h = s.guard(h)
 		}
-		mux.Handle(rt.method+" "+rt.path, h)
+		pattern := rt.path
+		if pattern == "/" {
+			pattern = "/{$}" // the root only, not every path
+		}
+		mux.Handle(rt.method+" "+pattern, h)
 	}
 	return s.outer(jsonFallback(mux))
 }

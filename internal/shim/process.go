@@ -83,6 +83,32 @@ type parameters struct {
 	Priority   string `json:"priority,omitempty"`
 }
 
+// The old route's own checks answered 400 {"detail": "..."} with these messages, after pydantic
+// had validated the model (its failures are 422). A FieldError of Type routeCheck is one of them.
+const (
+	DetailQuestionIDRequired = "question_id is required for CSV processing to construct proper vector IDs (format: question_id.row_id)"
+	DetailStartDateRequired  = "start_date is required for metabase data source"
+	routeCheck               = "route_check"
+)
+
+// splitRouteChecks separates the old route's 400 checks from the model's 422 errors: the model
+// is validated first, so route (the 400's detail) is set only when nothing else is wrong.
+func splitRouteChecks(errs []FieldError) (invalid []FieldError, route string) {
+	for _, e := range errs {
+		if e.Type == routeCheck {
+			if route == "" {
+				route = e.Msg
+			}
+			continue
+		}
+		invalid = append(invalid, e)
+	}
+	if len(invalid) > 0 {
+		return invalid, "" // the model failed: the route never ran
+	}
+	return nil, route
+}
+
 // ParseProcessRequest reads and checks a body the way the old API's model did: every bad field is
 // reported, named by its loc. Unknown fields are ignored and null is the same as absent, as
 // pydantic does; integers may be given as whole floats or decimal strings (pydantic's lax mode).
@@ -174,6 +200,9 @@ func ParseProcessRequest(body []byte, d Defaults) (ProcessRequest, []FieldError)
 				req.QuestionID = n
 			}
 		}
+	} else if req.DataSource == SourceS3CSV {
+		// The old route's own check, after the model validated: 400, not 422 (routeCheck).
+		bad("question_id", routeCheck, DetailQuestionIDRequired)
 	} else {
 		bad("question_id", "missing", "question_id is required: it forms the vector id prefix \"<question_id>.\"")
 	}
@@ -187,7 +216,7 @@ func ParseProcessRequest(body []byte, d Defaults) (ProcessRequest, []FieldError)
 			}
 		}
 	} else if req.DataSource == SourceMetabase {
-		bad("start_date", "missing", "start_date is required when data_source is metabase")
+		bad("start_date", routeCheck, DetailStartDateRequired)
 	}
 	if present("end_date") {
 		if s, ok := str("end_date"); ok {
@@ -344,6 +373,9 @@ func BuildIngestion(req ProcessRequest, d Defaults, taskID string, created time.
 				IDPrefix:   strconv.FormatInt(req.QuestionID, 10) + ".",
 				TextColumn: legacyTextColumn,
 				Sanitize:   d.Sanitize,
+				// The old service's metadata, field for field: an upsert replaces a vector's
+				// metadata whole, so the old consumers' filters keep matching.
+				Metadata: v1alpha1.MetadataSpec{Format: "legacy"},
 			},
 			Embedding: v1alpha1.EmbeddingSpec{
 				Model:             d.Model,
@@ -400,8 +432,11 @@ func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req, ferrs := ParseProcessRequest(body, s.cfg.Defaults)
-	if len(ferrs) > 0 {
-		writeInvalid(w, ferrs)
+	if invalid, route := splitRouteChecks(ferrs); len(invalid) > 0 {
+		writeInvalid(w, invalid)
+		return
+	} else if route != "" {
+		writeError(w, http.StatusBadRequest, route)
 		return
 	}
 	taskID := uuid.NewString()

@@ -195,7 +195,8 @@ func TestAPIDisabledKeepsHealth(t *testing.T) {
 		paths = append(paths, p)
 	}
 	sort.Strings(paths)
-	if want := []string{"/api/v1/health", "/api/v1/openapi.json"}; !slices.Equal(paths, want) {
+	// GET / and GET /health need no key and are served like /api/v1/health, API or not.
+	if want := []string{"/", "/api/v1/health", "/api/v1/openapi.json", "/health"}; !slices.Equal(paths, want) {
 		t.Errorf("OpenAPI paths with the API off = %v, want %v", paths, want)
 	}
 }
@@ -311,7 +312,8 @@ func TestOpenAPIMatchesRoutesAndTypes(t *testing.T) {
 	}
 	for name, typ := range map[string]any{
 		"Health": HealthResponse{}, "ProcessResponse": ProcessResponse{}, "Status": StatusResponse{}, "Progress": Progress{},
-		"Result": Result{}, "Metadata": Metadata{}, "Parameters": parameters{}, "TaskList": ListResponse{}, "Error": errorBody{},
+		"Result": Result{}, "Metadata": Metadata{}, "Parameters": parameters{}, "Error": errorBody{},
+		"LoadBalancerHealth": LoadBalancerHealth{}, "AppInfo": AppInfo{},
 		"ValidationError": validationBody{},
 	} {
 		schema, ok := doc.Components.Schemas[name]

@@ -44,6 +44,10 @@ const (
 	NamePrefix = "task-"
 )
 
+// DefaultModel is the old service's embedding model: its client hard-coded
+// openai.Embedding.create(model="text-embedding-ada-002").
+const DefaultModel = "text-embedding-ada-002"
+
 // Legacy row contract (DESIGN §6): the columns the old system's queries produce.
 const (
 	legacyIDColumn   = "id"
@@ -87,6 +91,9 @@ type Config struct {
 	HealthCacheTTL time.Duration
 	// Defaults fill the CsvIngestion created by POST /api/v1/process.
 	Defaults Defaults
+	// Environment names the deployment in health and GET / (the old ENVIRONMENT); default
+	// "production".
+	Environment string
 }
 
 // RateLimit is a token bucket per API key and one per client address. A zero Rate disables that
@@ -127,7 +134,8 @@ type Defaults struct {
 	PineconeNamespace string
 	PineconeSecret    v1alpha1.SecretKeyRef // required; key defaults to api-key
 
-	// Model is the embedding model; default text-embedding-3-small.
+	// Model is the embedding model; default text-embedding-ada-002, the old service's (its
+	// OPENAI_MODEL setting was never read), so API-created ingestions write the index's vector space.
 	Model        string
 	OpenAISecret v1alpha1.SecretKeyRef // required; key defaults to api-key
 
@@ -227,6 +235,7 @@ func withDefaults(cfg Config) Config {
 		}
 	}
 	def(&cfg.Addr, ":8000")
+	def(&cfg.Environment, "production")
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
@@ -246,7 +255,7 @@ func withDefaults(cfg Config) Config {
 	def(&d.S3Region, "us-east-1")
 	def(&d.PineconeNamespace, "v2")
 	def(&d.PineconeSecret.Key, "api-key")
-	def(&d.Model, "text-embedding-3-small")
+	def(&d.Model, DefaultModel)
 	def(&d.OpenAISecret.Key, "api-key")
 	def(&d.MetabaseSecret.Key, "api-key")
 	def(&d.StageBucket, d.Bucket)

@@ -14,14 +14,14 @@ import (
 	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 )
 
-// ListResponse is the body of GET /api/v1/tasks.
-type ListResponse struct {
-	Tasks []StatusResponse `json:"tasks"`
-	// Total is the number of tasks matching status_filter, before offset and limit.
-	Total  int `json:"total"`
-	Limit  int `json:"limit"`
-	Offset int `json:"offset"`
-}
+// GET /api/v1/tasks answers a bare JSON array of StatusResponse, as the old API's list[TaskStatus]
+// did (clients iterate the body). The page is chosen by the query parameters, as before; these
+// headers tell how many tasks match in all and which page this is.
+const (
+	HeaderTotalCount = "X-Total-Count"
+	HeaderLimit      = "X-Limit"
+	HeaderOffset     = "X-Offset"
+)
 
 // maxOffset bounds offset so a query cannot ask for arithmetic on absurd numbers.
 const maxOffset = 1 << 30
@@ -34,6 +34,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		errs = append(errs, FieldError{Loc: []string{"query", field}, Msg: msg, Type: typ})
 	}
 	filter := strings.TrimSpace(q.Get("status_filter"))
+	taskType := strings.TrimSpace(q.Get("task_type")) // e.g. s3_csv_processing, as the old API
 	if filter != "" && !taskstatus.Valid(filter) {
 		bad("status_filter", "enum", "status_filter must be one of "+strings.Join(taskstatus.All(), ", "))
 	}
@@ -81,7 +82,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		c := &list.Items[i]
 		st := fromIngestion(c, active[c.UID])
 		seen[st.TaskID] = true
-		if filter == "" || st.Status == filter {
+		if (filter == "" || st.Status == filter) && (taskType == "" || st.Metadata.TaskType == taskType) {
 			items = append(items, st)
 		}
 	}
@@ -93,17 +94,20 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 			s.log.Error(err, "listing the task table; answering from the cluster only", "requestID", info(ctx).id)
 		}
 		for i := range tasks {
-			if !seen[tasks[i].TaskID] {
-				items = append(items, fromTaskItem(&tasks[i], nil))
+			if st := fromTaskItem(&tasks[i], nil); !seen[tasks[i].TaskID] && (taskType == "" || st.Metadata.TaskType == taskType) {
+				items = append(items, st)
 			}
 		}
 	}
 	sortNewestFirst(items)
-	resp := ListResponse{Tasks: []StatusResponse{}, Total: len(items), Limit: limit, Offset: offset}
+	page := []StatusResponse{}
 	if offset < len(items) {
-		resp.Tasks = items[offset:min(len(items), offset+limit)]
+		page = items[offset:min(len(items), offset+limit)]
 	}
-	writeJSON(w, http.StatusOK, resp)
+	w.Header().Set(HeaderTotalCount, strconv.Itoa(len(items)))
+	w.Header().Set(HeaderLimit, strconv.Itoa(limit))
+	w.Header().Set(HeaderOffset, strconv.Itoa(offset))
+	writeJSON(w, http.StatusOK, page)
 }
 
 // handleCancel sets spec.cancel: the controller deletes the running Jobs and the phase becomes

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -16,12 +17,26 @@ import (
 	"github.com/vectordb-io/vectordb-operator/test/harness"
 )
 
-func listTasks(t testing.TB, e *shimEnv, query string) (int, ListResponse, response) {
+// listPage is a page of GET /api/v1/tasks as a client sees it: the body is a bare JSON array (the
+// old list[TaskStatus]); the totals come from the headers.
+type listPage struct {
+	Tasks                []StatusResponse
+	Total, Limit, Offset int
+}
+
+func listTasks(t testing.TB, e *shimEnv, query string) (int, listPage, response) {
 	t.Helper()
 	r := do(t, http.MethodGet, e.URL+"/api/v1/tasks"+query, testKey, nil)
-	var lr ListResponse
+	var lr listPage
 	if r.Code == http.StatusOK {
-		r.json(t, &lr)
+		r.json(t, &lr.Tasks) // fails unless the body is an array
+		for h, v := range map[string]*int{HeaderTotalCount: &lr.Total, HeaderLimit: &lr.Limit, HeaderOffset: &lr.Offset} {
+			n, err := strconv.Atoi(r.Header.Get(h))
+			if err != nil {
+				t.Fatalf("header %s = %q: %v", h, r.Header.Get(h), err)
+			}
+			*v = n
+		}
 	}
 	return r.Code, lr, r
 }

@@ -3,6 +3,8 @@ package worker
 import (
 	"encoding/json"
 	"fmt"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 )
 
 // MaxChunks bounds a plan so it fits in one ConfigMap (≈ 12 bytes an offset, far below 1 MiB) and
@@ -28,6 +30,9 @@ type Plan struct {
 	EstimatedCostUSD string `json:"estimatedCostUSD"`
 	// BlankRows counts blank lines skipped; they are not rows.
 	BlankRows int64 `json:"blankRows,omitempty"`
+	// VectorSpace is the outcome of the planner's vector-space guard; nil when it did not run.
+	// Its tokens are included in EstimatedTokens.
+	VectorSpace *v1alpha1.VectorSpaceStatus `json:"vectorSpace,omitempty"`
 }
 
 // Chunks is the number of chunks in the plan.

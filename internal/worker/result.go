@@ -23,6 +23,8 @@ const (
 	ReasonIndexNotFound  = "IndexNotFound"
 	ReasonDimension      = "DimensionMismatch"
 	ReasonTooManyChunks  = "TooManyChunks"
+	// ReasonVectorSpaceMismatch: the namespace holds vectors of another model (the planner's guard).
+	ReasonVectorSpaceMismatch = "VectorSpaceMismatch"
 )
 
 // FailedRow is a sample of a row that failed.

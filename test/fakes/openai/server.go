@@ -613,6 +613,7 @@ func (s *Server) encode(sc *scratch, model string, b64 bool, p parsed) []byte {
 		sc.vec = make([]float32, p.dims)
 	}
 	vec := sc.vec[:p.dims]
+	salt := modelSalt(model)
 	out = append(out, `{"object":"list","data":[`...)
 	for i, t := range p.texts {
 		if i > 0 {
@@ -621,7 +622,7 @@ func (s *Server) encode(sc *scratch, model string, b64 bool, p parsed) []byte {
 		out = append(out, `{"object":"embedding","index":`...)
 		out = strconv.AppendInt(out, int64(i), 10)
 		out = append(out, `,"embedding":`...)
-		fillVector(vec, t)
+		fillModelVector(vec, salt, t)
 		if b64 {
 			out, sc.raw = appendBase64(out, vec, sc.raw)
 		} else {

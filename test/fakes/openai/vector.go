@@ -20,10 +20,40 @@ func Vector(text string, dims int) []float32 {
 	return v
 }
 
-// fillVector writes Vector(text, len(dst)) into dst without allocating.
-func fillVector(dst []float32, text string) {
-	// FNV-1a 64, inlined so hashing a string does not allocate.
+// ModelVector is the embedding the fake returns for text from model: each model has its own
+// vector space, as real models do (text-embedding-ada-002 and text-embedding-3-small both give
+// 1,536 dimensions whose values have nothing in common), so a vector-space check can tell them
+// apart. It is still deterministic. text-embedding-3-small gives Vector(text, dims).
+func ModelVector(model, text string, dims int) []float32 {
+	if dims <= 0 {
+		return nil
+	}
+	v := make([]float32, dims)
+	fillModelVector(v, modelSalt(model), text)
+	return v
+}
+
+// modelSalt separates the models' vector spaces; 0 (text-embedding-3-small, or no model) keeps
+// the vectors the fake has always returned.
+func modelSalt(model string) uint64 {
+	if model == "" || model == "text-embedding-3-small" {
+		return 0
+	}
 	h := uint64(14695981039346656037)
+	for i := 0; i < len(model); i++ {
+		h ^= uint64(model[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// fillVector writes Vector(text, len(dst)) into dst without allocating.
+func fillVector(dst []float32, text string) { fillModelVector(dst, 0, text) }
+
+// fillModelVector writes ModelVector into dst without allocating, given modelSalt(model).
+func fillModelVector(dst []float32, salt uint64, text string) {
+	// FNV-1a 64, inlined so hashing a string does not allocate.
+	h := uint64(14695981039346656037) ^ salt
 	for i := 0; i < len(text); i++ {
 		h ^= uint64(text[i])
 		h *= 1099511628211

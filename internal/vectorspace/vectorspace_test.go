@@ -1,0 +1,204 @@
+package vectorspace_test
+
+import (
+	"context"
+	"math"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/embedding"
+	"github.com/vectordb-io/vectordb-operator/internal/pinecone"
+	"github.com/vectordb-io/vectordb-operator/internal/vectorspace"
+	fakeopenai "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
+	fakepinecone "github.com/vectordb-io/vectordb-operator/test/fakes/pinecone"
+)
+
+const (
+	ada   = "text-embedding-ada-002"
+	small = "text-embedding-3-small"
+	dims  = 1536
+)
+
+func TestDecide(t *testing.T) {
+	for _, tc := range []struct {
+		cos  []float64
+		want string
+	}{
+		{nil, v1alpha1.VectorSpaceNothingToCompare},
+		{[]float64{1, 0.9999, 0.995}, v1alpha1.VectorSpaceMatched},
+		{[]float64{0.99}, v1alpha1.VectorSpaceMatched},
+		{[]float64{1, 0.98}, v1alpha1.VectorSpaceMismatch},
+		{[]float64{0.01, -0.02}, v1alpha1.VectorSpaceMismatch},
+	} {
+		if got := vectorspace.Decide(tc.cos, 0.99); got != tc.want {
+			t.Errorf("Decide(%v) = %s, want %s", tc.cos, got, tc.want)
+		}
+	}
+}
+
+func TestSampleText(t *testing.T) {
+	long := strings.Repeat("x", 1000)
+	for _, tc := range []struct {
+		name     string
+		meta     map[string]any
+		field    string
+		fileText string
+		want     string
+		ok       bool
+	}{
+		{"short stored text", map[string]any{"text": "hello"}, "text", "other", "hello", true},
+		{"no text field configured", map[string]any{"text": "hello"}, "", "", "", false},
+		{"no stored text", map[string]any{"city": "Reno"}, "text", "hello", "", false},
+		{"stored text not a string", map[string]any{"text": 3.0}, "text", "", "", false},
+		{"blank stored text", map[string]any{"text": "  "}, "text", "x", "", false},
+		{"cut text, file text continues it", map[string]any{"text": long}, "text", long + "yz", long + "yz", true},
+		{"cut text, file text differs", map[string]any{"text": long}, "text", "changed", "", false},
+		{"cut text, no file text", map[string]any{"text": long}, "text", "", "", false},
+	} {
+		got, ok := vectorspace.SampleText(tc.meta, tc.field, 1000, tc.fileText)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("%s: got %q %v, want %q %v", tc.name, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestCosine(t *testing.T) {
+	a := fakeopenai.ModelVector(ada, "t", 8)
+	if c := vectorspace.Cosine(a, a); math.Abs(c-1) > 1e-6 {
+		t.Errorf("cosine of a vector with itself = %v", c)
+	}
+	if c := vectorspace.Cosine(a, a[:4]); c != -1 {
+		t.Errorf("different lengths: %v", c)
+	}
+	if c := vectorspace.Cosine(nil, nil); c != -1 {
+		t.Errorf("empty: %v", c)
+	}
+}
+
+// env is the guard against the wire-level fakes: an OpenAI fake whose vectors depend on the model,
+// and a Pinecone index whose namespace v2 holds vectors made with ada-002.
+type env struct {
+	openai *fakeopenai.Server
+	index  *fakepinecone.Index
+	up     *pinecone.Upserter
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	oa, err := fakeopenai.Start(fakeopenai.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = oa.Close() })
+	pc, err := fakepinecone.Start(fakepinecone.Options{Indexes: map[string]int{"clickbid-prod": dims}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	up, err := pinecone.New(ctx, pinecone.Config{APIKey: "k", Index: "clickbid-prod", ControlHost: pc.ControlURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = up.Close() })
+	return &env{openai: oa, index: pc.Index("clickbid-prod"), up: up}
+}
+
+func (e *env) seed(t *testing.T, model string, texts map[string]string) {
+	t.Helper()
+	var vecs []pinecone.Vector
+	for id, text := range texts {
+		vecs = append(vecs, pinecone.Vector{ID: id, Values: fakeopenai.ModelVector(model, text, dims), Metadata: meta(t, map[string]any{"text": text, "source": "s3_csv"})})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.up.Upsert(ctx, "v2", vecs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) embedder(t *testing.T, model string) *embedding.Embedder {
+	t.Helper()
+	emb, err := embedding.New(embedding.Config{APIKey: "k", BaseURL: e.openai.URL(), Model: model, ExpectedDimension: dims, Logger: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return emb
+}
+
+func TestCheckAgainstTheFakes(t *testing.T) {
+	e := newEnv(t)
+	long := strings.Repeat("Vintage clock and stand. ", 50) // 1,250 characters, stored cut to 1,000
+	e.seed(t, ada, map[string]string{"239.1": "Lot 12: Vintage clock", "239.2": "Pickup on Main St.", "239.3": "Oak table"})
+	// 239.4 holds the first 1,000 characters of a longer text, as the old service stored it.
+	vec := fakeopenai.ModelVector(ada, long, dims)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.up.Upsert(ctx, "v2", []pinecone.Vector{{ID: "239.4", Values: vec, Metadata: meta(t, map[string]any{"text": long[:1000]})}}); err != nil {
+		t.Fatal(err)
+	}
+	file := []vectorspace.Candidate{
+		{ID: "239.9", Namespace: "v2", Text: "new row"},
+		{ID: "239.4", Namespace: "v2", Text: long},
+		{ID: "239.1", Namespace: "v2", Text: "Lot 12: Vintage clock (edited)"},
+		{ID: "239.2", Namespace: "v2", Text: "Pickup on Main St."},
+		{ID: "239.3", Namespace: "v2", Text: "Oak table"},
+	}
+	cfg := vectorspace.Config{Model: ada, TextField: "text", TextMaxChars: 1000}
+
+	st, err := vectorspace.Check(ctx, cfg, e.embedder(t, ada), e.up, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Result != v1alpha1.VectorSpaceMatched || st.Compared != 3 || st.MinCosine != "1.0000" || st.Tokens <= 0 || st.Model != ada {
+		t.Errorf("same model: %+v", st)
+	}
+
+	cfg.Model = small
+	st, err = vectorspace.Check(ctx, cfg, e.embedder(t, small), e.up, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Result != v1alpha1.VectorSpaceMismatch || st.Compared != 3 {
+		t.Fatalf("other model: %+v", st)
+	}
+	if !strings.Contains(st.Message, small) || !strings.Contains(st.Message, "cosine similarity as low as "+st.MinCosine) ||
+		!strings.Contains(st.Message, "allowMixedVectorSpaces") {
+		t.Errorf("message does not name the model and what was measured: %s", st.Message)
+	}
+	if c, _ := strconv.ParseFloat(st.MinCosine, 64); c > 0.5 {
+		t.Errorf("min cosine across models %s, want far below 0.99", st.MinCosine)
+	}
+	if n := e.index.UpsertCalls(); n != 2 {
+		t.Errorf("the guard wrote: %d upsert calls, the test made 2", n)
+	}
+
+	// Another namespace, or ids the index does not hold: nothing to compare, no tokens spent.
+	before := e.openai.Stats()
+	st, err = vectorspace.Check(ctx, cfg, e.embedder(t, small), e.up, []vectorspace.Candidate{{ID: "239.1", Namespace: "other", Text: "x"}, {ID: "7", Namespace: "v2", Text: "y"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Result != v1alpha1.VectorSpaceNothingToCompare || st.Compared != 0 || st.Tokens != 0 {
+		t.Errorf("no overlap: %+v", st)
+	}
+	if after := e.openai.Stats(); after.Requests != before.Requests {
+		t.Errorf("no overlap still called OpenAI: %+v → %+v", before, after)
+	}
+}
+
+func meta(t *testing.T, m map[string]any) *structpb.Struct {
+	t.Helper()
+	s, err := structpb.NewStruct(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
