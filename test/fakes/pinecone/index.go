@@ -62,6 +62,8 @@ type Index struct {
 	stats      IndexStats
 	calls      map[string]int64
 	byCode     map[string]int64
+	refuse     func(id string) bool // limits.go
+	refuseMsg  string
 }
 
 // Name is the index name.
@@ -275,6 +277,9 @@ func (x *Index) upsert(req protoreflect.Message) (protoreflect.Message, error) {
 		if v.Has(s.vecMetadata) {
 			batch[i].meta = proto.Clone(v.Get(s.vecMetadata).Message().Interface()).(*structpb.Struct)
 		}
+	}
+	if err := x.refused(ids); err != nil {
+		return nil, err
 	}
 	ns := normNS(req.Get(s.upNamespace).String())
 	x.mu.Lock()

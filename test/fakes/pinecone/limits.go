@@ -135,3 +135,26 @@ func requestTooLarge(size int) error {
 	return status.Errorf(codes.InvalidArgument, "Your request is larger than the maximum supported size - 2MB (%d bytes). Please try to reduce your batch size.", size)
 }
 
+// RefuseVectors makes Upsert refuse, with InvalidArgument and message, any request holding a
+// vector whose id refuse accepts: a stand-in for a vector Pinecone refuses for reasons the
+// client cannot check. nil turns it off.
+func (x *Index) RefuseVectors(refuse func(id string) bool, message string) {
+	x.mu.Lock()
+	x.refuse, x.refuseMsg = refuse, message
+	x.mu.Unlock()
+}
+
+func (x *Index) refused(ids []string) error {
+	x.mu.Lock()
+	refuse, msg := x.refuse, x.refuseMsg
+	x.mu.Unlock()
+	if refuse == nil {
+		return nil
+	}
+	for _, id := range ids {
+		if refuse(id) {
+			return status.Error(codes.InvalidArgument, msg)
+		}
+	}
+	return nil
+}

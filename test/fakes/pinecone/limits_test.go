@@ -25,7 +25,9 @@ func TestFakeEnforcesPineconeLimits(t *testing.T) {
 		return &pc.Vector{Id: id, Values: &v, Metadata: md}
 	}
 	md := func(m map[string]*structpb.Value) *structpb.Struct { return &structpb.Struct{Fields: m} }
-	list := func(vs ...*structpb.Value) *structpb.Value { return structpb.NewListValue(&structpb.ListValue{Values: vs}) }
+	list := func(vs ...*structpb.Value) *structpb.Value {
+		return structpb.NewListValue(&structpb.ListValue{Values: vs})
+	}
 	cases := []struct {
 		name string
 		vecs []*pc.Vector
