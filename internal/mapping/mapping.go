@@ -557,6 +557,10 @@ func (m *Mapper) Map(rowNumber int64, fields []string) (Record, *RowError) {
 			return fail(ReasonTemplateError, "%v", err)
 		}
 		raw = m.tmplBuf.String()
+		if m.tmplBuf.Cap() > 1<<20 {
+			// Do not keep an outlier row's megabytes for the rest of the chunk.
+			m.tmplBuf = bytes.Buffer{}
+		}
 	} else {
 		raw = fields[m.textCol]
 	}
