@@ -230,7 +230,9 @@ func TestUpsertRejectsBadVectorsBeforeSending(t *testing.T) {
 		return &structpb.Struct{Fields: map[string]*structpb.Value{k: v}}
 	}
 	// A text of n bytes in Pinecone's measure.
-	text := func(n int) *structpb.Struct { return md("text", structpb.NewStringValue(strings.Repeat("x", n-len(`{"text":""}`)))) }
+	text := func(n int) *structpb.Struct {
+		return md("text", structpb.NewStringValue(strings.Repeat("x", n-len(`{"text":""}`))))
+	}
 	cases := map[string]struct {
 		v      Vector
 		reason string
@@ -243,7 +245,7 @@ func TestUpsertRejectsBadVectorsBeforeSending(t *testing.T) {
 		"list of bools": {Vector{ID: "n", Values: make([]float32, 8), Metadata: md("k", structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewBoolValue(true)}}))}, ReasonInvalidMetadata},
 		// Under Pinecone's 40,960 but inside the margin: refused before sending.
 		"metadata in the margin": {Vector{ID: "m", Values: make([]float32, 8), Metadata: text(MetadataLimit + 1)}, ReasonMetadataTooLarge},
-		"huge metadata": {Vector{ID: "m", Values: make([]float32, 8), Metadata: text(MaxRequestBytes)}, ReasonMetadataTooLarge},
+		"huge metadata":          {Vector{ID: "m", Values: make([]float32, 8), Metadata: text(MaxRequestBytes)}, ReasonMetadataTooLarge},
 	}
 	for name, tc := range cases {
 		rej, err := u.Upsert(context.Background(), "ns", []Vector{tc.v})
