@@ -65,6 +65,9 @@ type Options struct {
 	// deliberately not tokens.Count, the embedder's own counter, so that end-to-end tests check the
 	// embedder's counts against an independent reference implementation.
 	CountTokens func(string) int
+	// RefuseMarker, when set, refuses with a 400 every request holding an input that contains it
+	// (see RefuseMarker in faults.go), from the start.
+	RefuseMarker string
 }
 
 // Stats are counters since Start.
@@ -154,6 +157,9 @@ func newServer(opts Options) (*Server, error) {
 	}
 	for _, k := range opts.APIKeys {
 		s.keys[k] = struct{}{}
+	}
+	if opts.RefuseMarker != "" {
+		s.RefuseMarker(opts.RefuseMarker, "")
 	}
 	if s.count == nil {
 		// Load the tokenizer now so that a broken build fails Start, not a request. decoder loads
