@@ -113,3 +113,18 @@ func TestTruncateHugeTextTokenizesOnlyThePrefix(t *testing.T) {
 		t.Errorf("truncating 12 MiB allocated %d bytes, want ≤ %d", grew, limit)
 	}
 }
+
+// TestEstimatorChargesAnOutlierOneInput: a 12 MiB text is billed at most one input's tokens
+// (it is dead-lettered or truncated) and counting it allocates nothing.
+func TestEstimatorChargesAnOutlierOneInput(t *testing.T) {
+	var e Estimator
+	huge := []byte(strings.Repeat("北京欢迎你東京タワー", 12<<20/30))
+	e.Add([]byte("hello world"))
+	grew := heapGrowth(func() { e.Add(huge) })
+	if want := int64(Count("hello world") + MaxTokensPerInput); e.Tokens() != want {
+		t.Fatalf("Tokens() = %d, want %d", e.Tokens(), want)
+	}
+	if grew > 1<<20 {
+		t.Errorf("adding a 12 MiB text allocated %d bytes", grew)
+	}
+}
