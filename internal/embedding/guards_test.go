@@ -164,3 +164,22 @@ func TestOneInputOverTheTokenBudgetIsFatal(t *testing.T) {
 		t.Fatalf("err = %v, want a PermanentError %s", err, worker.ReasonQuotaExceeded)
 	}
 }
+
+// TestInputTokenMargin: a text between the margin and the API's limit is over-long here, and a
+// text at the margin goes through the real tokenizer's count.
+func TestInputTokenMargin(t *testing.T) {
+	e := newTestEmbedder(t, Config{})
+	b := e.NewBatcher()
+	long := "lorem" + strings.Repeat(" lorem", 9000)
+	at := tokens.Truncate(long, InputTokenLimit)
+	over := tokens.Truncate(long, InputTokenLimit+30) // still under 8,191
+	if tokens.Count(at) != InputTokenLimit || tokens.Count(over) != InputTokenLimit+30 {
+		t.Fatalf("texts have %d and %d tokens", tokens.Count(at), tokens.Count(over))
+	}
+	if _, bad := b.Add(Input{ID: 1, Text: at}); bad != nil {
+		t.Fatalf("a text of %d tokens rejected: %+v", InputTokenLimit, bad)
+	}
+	if _, bad := b.Add(Input{ID: 2, Text: over}); bad == nil || bad.Reason != ReasonTooManyTokens {
+		t.Fatalf("a text of %d tokens accepted, want %s within the margin", tokens.Count(over), ReasonTooManyTokens)
+	}
+}
