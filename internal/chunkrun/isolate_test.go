@@ -83,8 +83,9 @@ func TestRefusedRowsAreIsolatedAndDeadLettered(t *testing.T) {
 		for _, rec := range readCSV(t, data)[1:] {
 			reason, detail := rec[len(rec)-2], rec[len(rec)-1]
 			if reason == embedding.ReasonTooManyTokens {
-				if len(rec[1]) != len(rows[huge].fields[1]) {
-					t.Errorf("the huge row was dead-lettered with %d bytes of text, want all %d", len(rec[1]), len(rows[huge].fields[1]))
+				// Not read into memory: the dead letter holds its position, not its fields.
+				if rec[1] != "" || !strings.Contains(detail, "the row at byte ") {
+					t.Errorf("the huge row was dead-lettered with %d bytes of text and detail %q", len(rec[1]), detail)
 				}
 				detail = ""
 			}
