@@ -30,6 +30,10 @@ const (
 	MaxIDBytes        = 512
 	MaxNamespaceChars = 512
 	MaxMetadataBytes  = 40 * 1024
+	// MetadataBudget is what a record's metadata is trimmed to: a margin under Pinecone's limit
+	// (the same as the upserter's pinecone.MetadataLimit), measured by fieldLen, which is never
+	// less than Pinecone's measure.
+	MetadataBudget = MaxMetadataBytes - 512
 )
 
 // Defaults applied when the spec leaves a field empty (the API server applies the same ones).
@@ -87,7 +91,23 @@ const (
 	ReasonEmptyText = "empty_text"
 	// ReasonMetadataTooLarge: the metadata exceeds MaxMetadataBytes even without the text field.
 	ReasonMetadataTooLarge = "metadata_too_large"
+	// ReasonTooManyTokens: the text is over the model's limit (here: over MaxTextBytes before
+	// sanitizing; the embedder counts the rest). The embedder uses the same reason.
+	ReasonTooManyTokens = "too_many_tokens"
 )
+
+// Values of spec.mapping.overlongText.
+const (
+	OverlongFail     = "fail"
+	OverlongTruncate = "truncate"
+)
+
+// MaxTextBytes bounds the text a row may bring to sanitizing: sanitizing costs several copies
+// of the text, and no text of this size is within the model's 8,191 tokens after it (that would
+// take ≥ 75% markup; an 8,191-token text is at most 1 MiB). A longer text fails its row
+// (overlongText: fail) or is cut to this size first (truncate), so one huge field never sets a
+// chunk's memory.
+const MaxTextBytes = 4 << 20
 
 // RowError says why one row was not turned into a record.
 type RowError struct {
@@ -257,6 +277,9 @@ type Mapper struct {
 	tmplBuf  bytes.Buffer
 
 	san *Sanitizer
+	// truncate is spec.overlongText: truncate; a text over MaxTextBytes is then cut before
+	// sanitizing instead of failing its row.
+	truncate bool
 
 	meta         []metaColumn
 	inferTypes   bool
@@ -455,6 +478,13 @@ func New(spec v1alpha1.MappingSpec, header []string, fixed Fixed) (*Mapper, erro
 		return nil, fmt.Errorf("mapping: %w", err)
 	}
 	m.san = san
+	switch spec.OverlongText {
+	case "", OverlongFail:
+	case OverlongTruncate:
+		m.truncate = true
+	default:
+		return nil, fmt.Errorf("mapping: overlongText %q is neither %s nor %s", spec.OverlongText, OverlongFail, OverlongTruncate)
+	}
 
 	processedAt := fixed.ProcessedAt
 	if processedAt == "" {
@@ -635,8 +665,18 @@ func (m *Mapper) Map(rowNumber int64, fields []string) (Record, *RowError) {
 			return fail(ReasonTemplateError, "%v", err)
 		}
 		raw = m.tmplBuf.String()
+		if m.tmplBuf.Cap() > 1<<20 {
+			// Do not keep an outlier row's megabytes for the rest of the chunk.
+			m.tmplBuf = bytes.Buffer{}
+		}
 	} else {
 		raw = fields[m.textCol]
+	}
+	if len(raw) > MaxTextBytes {
+		if !m.truncate {
+			return fail(ReasonTooManyTokens, "text is %d bytes, far over the model's 8,191 tokens (at most %d bytes are read; set spec.mapping.overlongText: truncate to embed the start)", len(raw), MaxTextBytes)
+		}
+		raw = raw[:runeStart(raw, MaxTextBytes)]
 	}
 	text := m.san.Sanitize(validUTF8(raw))
 	if strings.TrimSpace(text) == "" {
@@ -667,16 +707,16 @@ func (m *Mapper) Map(rowNumber int64, fields []string) (Record, *RowError) {
 		size += fieldLen(f)
 		md = append(md, f)
 	}
-	if size > MaxMetadataBytes {
-		return fail(ReasonMetadataTooLarge, "metadata is about %d bytes without the text, limit %d", size, MaxMetadataBytes)
+	if size > MetadataBudget {
+		return fail(ReasonMetadataTooLarge, "metadata is about %d bytes without the text, limit %d (Pinecone's %d less a margin)", size, MetadataBudget, MaxMetadataBytes)
 	}
 
 	if m.textField != "" {
 		t := cutRunes(text, m.textMaxChars)
 		keyLen := jsonStringLen(m.textField) + 2 // key, ':' and ','
-		if size+keyLen+jsonStringLen(t) > MaxMetadataBytes {
+		if size+keyLen+jsonStringLen(t) > MetadataBudget {
 			// Too large: shorten the text to what fits, or drop it (DESIGN §6: trim text first).
-			t = cutJSON(t, MaxMetadataBytes-size-keyLen)
+			t = cutJSON(t, MetadataBudget-size-keyLen)
 		}
 		if t != "" {
 			md = append(md, Field{Key: m.textField, Value: Value{Kind: KindString, Str: t}})
@@ -817,6 +857,14 @@ func validUTF8(s string) string {
 	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
+// runeStart is the largest character boundary of s at or before i < len(s).
+func runeStart(s string, i int) int {
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return i
+}
+
 // cutRunes returns the first max characters (runes) of s, never splitting one.
 func cutRunes(s string, max int) string {
 	if len(s) <= max {
@@ -854,13 +902,17 @@ func cutJSON(s string, budget int) string {
 	return s
 }
 
-// fieldLen is the JSON size of `"key":value,`, the metadata size estimate of DESIGN §6. Pinecone
-// measures its own encoding; this one is encoding/json's.
+// fieldLen is the JSON size of `"key":value,`, the metadata size estimate of DESIGN §6:
+// encoding/json's, except that an integral number counts the ".0" a 64-bit float gets where
+// Pinecone measures (12 is "12.0"), so it is never less than Pinecone's measure either.
 func fieldLen(f Field) int {
 	n := jsonStringLen(f.Key) + 2
 	switch f.Value.Kind {
 	case KindNumber:
 		n += numberLen(f.Value.Num)
+		if v := f.Value.Num; v == math.Trunc(v) && math.Abs(v) < 1e16 {
+			n += 2
+		}
 	case KindBool:
 		if f.Value.Bool {
 			n += 4

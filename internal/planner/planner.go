@@ -407,6 +407,13 @@ func estimateRow(spec v1alpha1.MappingSpec, header []string, est *tokens.Estimat
 			return nil, err
 		}
 		return func(_ int64, fields [][]byte) error {
+			if f := fields[col]; len(f) > mapping.MaxTextBytes {
+				// Never sanitized by the chunk either (see mapping.MaxTextBytes): the estimator
+				// charges it one input by its length alone, without copying it, and the
+				// vector-space guard never samples it.
+				est.Add(f)
+				return nil
+			}
 			text := san.Sanitize(string(fields[col]))
 			est.Add([]byte(text))
 			keep(fields, "", "", text)
