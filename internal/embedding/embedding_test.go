@@ -44,6 +44,12 @@ func texts(n int) []Input {
 
 func checkOutputs(t *testing.T, inputs []Input, outs []Output, dims int) {
 	t.Helper()
+	checkModelOutputs(t, "", inputs, outs, dims)
+}
+
+// checkModelOutputs checks outs against the fake's vectors for model ("" is the fake's default).
+func checkModelOutputs(t *testing.T, model string, inputs []Input, outs []Output, dims int) {
+	t.Helper()
 	byID := make(map[int64]string, len(inputs))
 	for _, in := range inputs {
 		byID[in.ID] = in.Text
@@ -58,7 +64,7 @@ func checkOutputs(t *testing.T, inputs []Input, outs []Output, dims int) {
 			t.Fatalf("output ID %d unknown or repeated", o.ID)
 		}
 		seen[o.ID] = true
-		want := fakeopenai.Vector(text, dims)
+		want := fakeopenai.ModelVector(model, text, dims)
 		if len(o.Vector) != dims {
 			t.Fatalf("ID %d: %d dims, want %d", o.ID, len(o.Vector), dims)
 		}

@@ -149,7 +149,7 @@ func TestDimensionsNotSentForAda(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Embed with ada-002: %v", err)
 	}
-	checkOutputs(t, inputs, outs, 1536)
+	checkModelOutputs(t, "text-embedding-ada-002", inputs, outs, 1536)
 	if !AcceptsDimensions("text-embedding-3-large") || AcceptsDimensions("text-embedding-ada-002") {
 		t.Error("AcceptsDimensions is wrong about OpenAI's models")
 	}
