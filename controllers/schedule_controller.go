@@ -311,6 +311,10 @@ func (r *ScheduleReconciler) newRun(sch *v1alpha1.CsvIngestionSchedule, name str
 	if err != nil {
 		return nil, renderError{fmt.Errorf("spec.template: %w", err)}
 	}
+	if spec.Sync == nil {
+		// A schedule re-reads overlapping data day after day: unchanged rows are not paid for again.
+		spec.Sync = &v1alpha1.SyncSpec{Mode: v1alpha1.SyncIncremental}
+	}
 	run := &v1alpha1.CsvIngestion{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        name,

@@ -102,7 +102,8 @@ type WindowSpec struct {
 // CsvIngestionTemplate is the CsvIngestion a run creates. spec.source.s3.key and the values of
 // spec.source.metabase.parameters are Go templates over the run:
 // {{ .Window.Start.Format "2006-01-02" }}, .Window.End, .ScheduledTime (all in timeZone) and
-// .ScheduleName. Other fields are copied as they are.
+// .ScheduleName. Other fields are copied as they are, except that a template without spec.sync
+// gives its runs sync.mode incremental.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.taskID)",message="leave spec.template.spec.taskID unset: every run gets its own task id (its uid)"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.cancel) || !self.spec.cancel",message="spec.template.spec.cancel must be false: a cancelled template would start runs that do nothing"
