@@ -35,7 +35,7 @@ const (
 	defaultWindow             = 24 * time.Hour
 	scheduleRequeueSlack      = 100 * time.Millisecond
 	scheduleMinRequeue        = time.Second
-	scheduleFieldManagerEvent = "Schedule"
+	scheduleEventAction = "Schedule"
 )
 
 // ScheduleReconciler creates CsvIngestions from CsvIngestionSchedules, as the CronJob controller
@@ -392,7 +392,7 @@ func (r *ScheduleReconciler) pruneList(ctx context.Context, sch *v1alpha1.CsvIng
 
 func (r *ScheduleReconciler) event(sch *v1alpha1.CsvIngestionSchedule, typ, reason, format string, args ...any) {
 	if r.Recorder != nil {
-		r.Recorder.Eventf(sch, nil, typ, reason, scheduleFieldManagerEvent, format, args...)
+		r.Recorder.Eventf(sch, nil, typ, reason, scheduleEventAction, format, args...)
 	}
 }
 
