@@ -25,17 +25,17 @@ import (
 
 // Labels and annotations a schedule puts on its runs.
 const (
-	LabelSchedule             = "ingestion.vectordb.io/schedule"
-	AnnotationScheduledTime   = "ingestion.vectordb.io/scheduled-time"
-	AnnotationWindowStart     = "ingestion.vectordb.io/window-start"
-	AnnotationWindowEnd       = "ingestion.vectordb.io/window-end"
-	scheduleControllerName    = "csvingestionschedule"
-	defaultSuccessfulHistory  = 3
-	defaultFailedHistory      = 1
-	defaultWindow             = 24 * time.Hour
-	scheduleRequeueSlack      = 100 * time.Millisecond
-	scheduleMinRequeue        = time.Second
-	scheduleEventAction = "Schedule"
+	LabelSchedule            = "ingestion.vectordb.io/schedule"
+	AnnotationScheduledTime  = "ingestion.vectordb.io/scheduled-time"
+	AnnotationWindowStart    = "ingestion.vectordb.io/window-start"
+	AnnotationWindowEnd      = "ingestion.vectordb.io/window-end"
+	scheduleControllerName   = "csvingestionschedule"
+	defaultSuccessfulHistory = 3
+	defaultFailedHistory     = 1
+	defaultWindow            = 24 * time.Hour
+	scheduleRequeueSlack     = 100 * time.Millisecond
+	scheduleMinRequeue       = time.Second
+	scheduleEventAction      = "Schedule"
 )
 
 // ScheduleReconciler creates CsvIngestions from CsvIngestionSchedules, as the CronJob controller

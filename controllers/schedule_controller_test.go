@@ -277,7 +277,10 @@ func TestScheduleForbidReplaceHistoryOutage(t *testing.T) {
 
 	// Starting deadline: a resumed schedule whose latest time is older than the deadline starts
 	// nothing and says why.
-	g.update(func(s *v1alpha1.CsvIngestionSchedule) { s.Spec.Suspend = false; s.Spec.StartingDeadlineSeconds = ptr.To[int64](20) })
+	g.update(func(s *v1alpha1.CsvIngestionSchedule) {
+		s.Spec.Suspend = false
+		s.Spec.StartingDeadlineSeconds = ptr.To[int64](20)
+	})
 	g.now = g.now.Add(40 * time.Second)
 	g.reconcile()
 	st = g.get().Status
