@@ -195,9 +195,9 @@ func (r *ScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 
 func (r *ScheduleReconciler) runData(sch *v1alpha1.CsvIngestionSchedule, at time.Time, loc *time.Location) schedule.Data {
 	at = at.In(loc)
-	length := sch.Spec.Window.Duration.Duration
-	if length <= 0 {
-		length = defaultWindow
+	length := defaultWindow
+	if d := sch.Spec.Window.Duration; d != nil && d.Duration > 0 {
+		length = d.Duration
 	}
 	var lookback time.Duration
 	if sch.Spec.Window.Lookback != nil {

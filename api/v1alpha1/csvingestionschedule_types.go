@@ -89,7 +89,7 @@ type WindowSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="spec.window.duration must be at least 1s, e.g. 24h"
-	Duration metav1.Duration `json:"duration,omitempty"`
+	Duration *metav1.Duration `json:"duration,omitempty"`
 
 	// Lookback is how long before the scheduled time the window starts; defaults to duration, so
 	// the window ends at the scheduled time.

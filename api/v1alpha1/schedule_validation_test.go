@@ -28,7 +28,7 @@ func TestScheduleSamplesAcceptedWithDefaults(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got.Spec.ConcurrencyPolicy != v1alpha1.ConcurrencyForbid || got.Spec.SuccessfulHistoryLimit == nil ||
-			got.Spec.FailedHistoryLimit == nil || got.Spec.Window.Duration.Duration == 0 {
+			got.Spec.FailedHistoryLimit == nil || got.Spec.Window.Duration == nil {
 			t.Fatalf("%s: defaults not applied: %+v", file, got.Spec)
 		}
 		// The template's own defaults apply too.
@@ -45,7 +45,7 @@ func TestScheduleSamplesAcceptedWithDefaults(t *testing.T) {
 	}
 	got := &v1alpha1.CsvIngestionSchedule{}
 	_ = cluster.Client.Get(ctx, client.ObjectKeyFromObject(s), got)
-	if got.Spec.Window.Duration.Duration.String() != "24h0m0s" || got.Spec.SuccessfulHistoryLimit == nil || *got.Spec.SuccessfulHistoryLimit != 3 || *got.Spec.FailedHistoryLimit != 1 {
+	if got.Spec.Window.Duration == nil || got.Spec.Window.Duration.Duration.String() != "24h0m0s" || got.Spec.SuccessfulHistoryLimit == nil || *got.Spec.SuccessfulHistoryLimit != 3 || *got.Spec.FailedHistoryLimit != 1 {
 		t.Fatalf("defaults %+v", got.Spec)
 	}
 	_ = cluster.Client.Delete(ctx, s)

@@ -39,7 +39,7 @@ func scheduleFor(t *testing.T, ns, name, keyTemplate string) *v1alpha1.CsvIngest
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: v1alpha1.CsvIngestionScheduleSpec{
 			Schedule: "* * * * *",
-			Window:   v1alpha1.WindowSpec{Duration: metav1.Duration{Duration: time.Hour}},
+			Window:   v1alpha1.WindowSpec{Duration: &metav1.Duration{Duration: time.Hour}},
 			Template: v1alpha1.CsvIngestionTemplate{
 				Metadata: v1alpha1.TemplateMetadata{Labels: map[string]string{"team": "search"}},
 				Spec:     ing.Spec,
