@@ -290,10 +290,12 @@ func testScheduleReplace(t *testing.T) {
 		}
 		return cancelled && active, fmt.Sprint(runNames(rs))
 	})
-	cur := getSchedule(t, s)
-	if cur.Status.ActiveCount != 1 || cur.Status.Active[0].Name == first.Name {
-		t.Fatalf("active %+v", cur.Status.Active)
-	}
+	// The status is written after the runs change: wait for it to show only the new run.
+	waitFor(t, "status lists only the new run as active", time.Minute, func() (bool, string) {
+		cur := getSchedule(t, s)
+		return cur.Status.ActiveCount == 1 && len(cur.Status.Active) == 1 && cur.Status.Active[0].Name != first.Name,
+			fmt.Sprintf("%+v", cur.Status.Active)
+	})
 	ev := scheduleEvents(t, s)
 	if len(ev["RunReplaced"]) == 0 || !strings.Contains(ev["RunReplaced"][0], first.Name) {
 		t.Fatalf("events %v", ev)
