@@ -21,6 +21,7 @@ manifests: ## Generate the CRD and RBAC under config/ (and the chart's copy of t
 	@test -x $(CONTROLLER_GEN) || bash hack/tools.sh controller-gen
 	$(CONTROLLER_GEN) rbac:roleName=vectordb-operator-manager crd paths="./..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	go run ./hack/crdtemplate
 	@if [ -d charts/vectordb-operator/templates ]; then bash hack/sync-chart-crds.sh; fi
 
 .PHONY: generate

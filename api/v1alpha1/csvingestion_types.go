@@ -65,6 +65,30 @@ type CsvIngestionSpec struct {
 	// Cancel ends the ingestion: running Jobs are deleted and the phase becomes Cancelled.
 	// +optional
 	Cancel bool `json:"cancel,omitempty"`
+
+	// Sync says whether rows already in the index unchanged are embedded again (see SyncSpec).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.sync is immutable; create a new CsvIngestion to sync differently"
+	Sync *SyncSpec `json:"sync,omitempty"`
+}
+
+// Sync modes.
+const (
+	SyncFull        = "full"
+	SyncIncremental = "incremental"
+)
+
+// SyncSpec: with spec.sync set (either mode) every vector carries a content hash (of its id,
+// namespace, text, the metadata that comes from its row, the model and the dimensions) in
+// metadata key content_hash. In incremental mode a chunk
+// fetches the stored hashes of each batch's ids first and neither embeds nor upserts rows whose
+// hash is unchanged; they count as records.skipped.
+type SyncSpec struct {
+	// Mode is full (embed every row) or incremental (skip rows whose stored hash is unchanged).
+	// +optional
+	// +kubebuilder:default=full
+	// +kubebuilder:validation:Enum=full;incremental
+	Mode string `json:"mode,omitempty"`
 }
 
 // SourceSpec is exactly one of s3 or metabase, plus how the CSV is encoded.

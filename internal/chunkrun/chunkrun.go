@@ -36,6 +36,7 @@ import (
 	"github.com/vectordb-io/vectordb-operator/internal/csvplan"
 	"github.com/vectordb-io/vectordb-operator/internal/deadletter"
 	"github.com/vectordb-io/vectordb-operator/internal/embedding"
+	"github.com/vectordb-io/vectordb-operator/internal/incremental"
 	"github.com/vectordb-io/vectordb-operator/internal/mapping"
 	"github.com/vectordb-io/vectordb-operator/internal/pinecone"
 	"github.com/vectordb-io/vectordb-operator/internal/planner"
@@ -263,6 +264,9 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	p := &pipeline{
 		emb: emb, up: up, mapper: mapper, fails: fails, progress: deps.Progress,
 		maxRow: maxRowBytes(ing.Spec.Mapping),
+		model:  cmp.Or(ing.Spec.Embedding.Model, "text-embedding-3-small"), dimension: up.Dimension(),
+		hashes:      ing.Spec.Sync != nil,
+		incremental: ing.Spec.Sync != nil && ing.Spec.Sync.Mode == v1alpha1.SyncIncremental,
 	}
 	if args.Length > 0 {
 		var body io.ReadCloser
@@ -303,6 +307,7 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	}
 	res.Processed = p.upserted.Load()
 	res.VectorsUpserted = p.upserted.Load()
+	res.Skipped = p.skipped.Load()
 	res.Failed = fails.count()
 	res.FailedSamples = fails.sampled()
 	if ownEmbedder {
@@ -383,6 +388,7 @@ func maxRowBytes(spec v1alpha1.MappingSpec) int {
 type item struct {
 	rec    mapping.Record
 	fields []string
+	hash   string // content hash (internal/incremental), written to metadata
 }
 
 type embedJob struct {
@@ -405,6 +411,14 @@ type pipeline struct {
 	maxRow int // rows longer than this are not read into memory (see maxRowBytes)
 
 	upserted, tokens, requests atomic.Int64
+
+	// Incremental sync: the content hash covers the model and the vectors' dimension; rows
+	// stored with the same hash are skipped.
+	model       string
+	dimension   int
+	hashes      bool // spec.sync is set: vectors carry content_hash
+	incremental bool
+	skipped     atomic.Int64
 }
 
 // run drives the stages until the reader is exhausted or a stage fails; the first error cancels
@@ -419,9 +433,18 @@ func (p *pipeline) run(ctx context.Context, rd *csvplan.Reader) error {
 		defer close(mapped)
 		return p.readAndMap(ctx, rd, mapped)
 	})
+	toBatch := mapped
+	if p.incremental {
+		changed := make(chan []item, 4)
+		g.Go(func() error {
+			defer close(changed)
+			return p.skipUnchanged(ctx, mapped, changed)
+		})
+		toBatch = changed
+	}
 	g.Go(func() error {
 		defer close(batches)
-		return p.batch(ctx, mapped, batches)
+		return p.batch(ctx, toBatch, batches)
 	})
 	var embedders sync.WaitGroup
 	for range embedWorkers {
@@ -475,7 +498,11 @@ func (p *pipeline) readAndMap(ctx context.Context, rd *csvplan.Reader, out chan<
 			}
 			continue
 		}
-		slice = append(slice, item{rec: rec, fields: row.Fields})
+		it := item{rec: rec, fields: row.Fields}
+		if p.hashes {
+			it.hash = incremental.Hash(rec, p.model, p.dimension)
+		}
+		slice = append(slice, it)
 		if len(slice) == rowsPerSlice {
 			if err := send(ctx, out, slice); err != nil {
 				return err
@@ -582,6 +609,9 @@ func (p *pipeline) upsert(ctx context.Context, in <-chan upsertJob) error {
 		rowsNS := map[string][]item{}
 		var order []string
 		for i, it := range job.items {
+			if p.hashes {
+				it.rec.Metadata = incremental.WithHash(it.rec.Metadata, it.hash)
+			}
 			md, err := it.rec.MetadataStruct()
 			if err != nil {
 				if err := p.fails.add(ctx, it.rec.Row, it.fields, ReasonInvalidMetadata, err.Error()); err != nil {

@@ -95,7 +95,7 @@ func FlagSet(o *Options) *pflag.FlagSet {
 	return fs
 }
 
-// Scheme has the built-in types and CsvIngestion.
+// Scheme has the built-in types, CsvIngestion and CsvIngestionSchedule.
 func Scheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(s); err != nil {
@@ -178,6 +178,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
+	}
+	sr := &controllers.ScheduleReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("vectordb-operator"),
+		SkipNameValidation: o.Controller.SkipNameValidation}
+	if err := sr.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up schedule controller: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err

@@ -102,6 +102,7 @@ type Stats struct {
 	Vectors  int64 // vectors the server confirmed
 	Requests int64 // upsert attempts sent, retries included
 	Retries  int64
+	Fetches  int64 // fetch attempts (incremental sync's hash lookups), retries included
 }
 
 // Upserter writes vectors to one index. It is safe for concurrent use.
@@ -119,6 +120,7 @@ type Upserter struct {
 	conns map[string]*pinecone.IndexConnection
 
 	nVectors, nRequests, nRetries atomic.Int64
+	nFetches                      atomic.Int64
 }
 
 // New connects to the index and learns its dimension. A missing index, a rejected key or an
@@ -254,7 +256,7 @@ func (u *Upserter) Host() string { return u.host }
 
 // Stats returns a snapshot of the counters.
 func (u *Upserter) Stats() Stats {
-	return Stats{Vectors: u.nVectors.Load(), Requests: u.nRequests.Load(), Retries: u.nRetries.Load()}
+	return Stats{Vectors: u.nVectors.Load(), Requests: u.nRequests.Load(), Retries: u.nRetries.Load(), Fetches: u.nFetches.Load()}
 }
 
 // Close closes the gRPC connection shared by all namespaces.

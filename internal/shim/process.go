@@ -59,6 +59,9 @@ type ProcessRequest struct {
 	ChunkSize  int64
 	Namespace  string
 	Priority   string
+	// SyncMode is "", "full" or "incremental" (an extension the old API did not have and its
+	// clients do not send): incremental skips rows stored unchanged (spec.sync.mode).
+	SyncMode string
 }
 
 // ProcessResponse is the 202 body.
@@ -271,6 +274,16 @@ func ParseProcessRequest(body []byte, d Defaults) (ProcessRequest, []FieldError)
 			bad("priority", "value_error", "priority must be one of low, normal, high or an integer 0–9")
 		}
 	}
+	if present("sync_mode") {
+		if s, ok := str("sync_mode"); ok {
+			switch s {
+			case v1alpha1.SyncFull, v1alpha1.SyncIncremental:
+				req.SyncMode = s
+			default:
+				bad("sync_mode", "enum", "Input should be 'full' or 'incremental'")
+			}
+		}
+	}
 	return req, errs
 }
 
@@ -394,6 +407,9 @@ func BuildIngestion(req ProcessRequest, d Defaults, taskID string, created time.
 				ChunkTimeout: metav1.Duration{Duration: d.ChunkTimeout},
 			},
 		},
+	}
+	if req.SyncMode != "" {
+		obj.Spec.Sync = &v1alpha1.SyncSpec{Mode: req.SyncMode}
 	}
 	switch req.DataSource {
 	case SourceMetabase:

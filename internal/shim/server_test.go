@@ -336,7 +336,7 @@ func TestOpenAPIMatchesRoutesAndTypes(t *testing.T) {
 		req = append(req, p)
 	}
 	sort.Strings(req)
-	if want := []string{"batch_size", "chunk_size", "data_source", "end_date", "namespace", "priority", "question_id", "s3_key", "start_date"}; !slices.Equal(req, want) {
+	if want := []string{"batch_size", "chunk_size", "data_source", "end_date", "namespace", "priority", "question_id", "s3_key", "start_date", "sync_mode"}; !slices.Equal(req, want) {
 		t.Errorf("ProcessRequest schema has %v, want %v", req, want)
 	}
 }

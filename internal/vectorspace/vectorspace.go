@@ -29,7 +29,7 @@ const (
 	// DefaultSamples is how many stored vectors are re-embedded: a few hundred tokens.
 	DefaultSamples = 3
 	// MaxCandidates is how many of the file's ids are looked up.
-	MaxCandidates = pinecone.MaxFetchIDs
+	MaxCandidates = 100
 )
 
 // Candidate is a row of the file: its vector id, namespace and the text it would embed.

@@ -119,8 +119,8 @@ func (e *env) seed(t *testing.T, model string, texts map[string]string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := e.up.Upsert(ctx, "v2", vecs); err != nil {
-		t.Fatal(err)
+	if rejected, err := e.up.Upsert(ctx, "v2", vecs); err != nil || len(rejected) > 0 {
+		t.Fatalf("pre-fill upsert: rejected %+v, err %v", rejected, err)
 	}
 }
 

@@ -153,6 +153,7 @@ func TestDefaultRenderObjects(t *testing.T) {
 		"ClusterRole/" + release + "-manager",
 		"ClusterRoleBinding/" + release + "-manager",
 		"CustomResourceDefinition/csvingestions.ingestion.vectordb.io",
+		"CustomResourceDefinition/csvingestionschedules.ingestion.vectordb.io",
 		"Deployment/" + release,
 		"PodDisruptionBudget/" + release,
 		"Role/" + release + "-leader-election",
