@@ -141,8 +141,8 @@ func TestCheckAgainstTheFakes(t *testing.T) {
 	vec := fakeopenai.ModelVector(ada, long, dims)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := e.up.Upsert(ctx, "v2", []pinecone.Vector{{ID: "239.4", Values: vec, Metadata: meta(t, map[string]any{"text": long[:1000]})}}); err != nil {
-		t.Fatal(err)
+	if rejected, err := e.up.Upsert(ctx, "v2", []pinecone.Vector{{ID: "239.4", Values: vec, Metadata: meta(t, map[string]any{"text": long[:1000]})}}); err != nil || len(rejected) > 0 {
+		t.Fatalf("pre-fill upsert: rejected %+v, err %v", rejected, err)
 	}
 	file := []vectorspace.Candidate{
 		{ID: "239.9", Namespace: "v2", Text: "new row"},

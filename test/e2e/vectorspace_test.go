@@ -76,8 +76,8 @@ func TestVectorSpaceGuard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := up.Upsert(ctx, "v2", seed); err != nil {
-		t.Fatal(err)
+	if rejected, err := up.Upsert(ctx, "v2", seed); err != nil || len(rejected) > 0 {
+		t.Fatalf("pre-fill upsert: rejected %+v, err %v", rejected, err)
 	}
 	_ = up.Close()
 	prefilled := idx.UpsertCalls()
