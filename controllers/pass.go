@@ -451,7 +451,7 @@ func (p *pass) trackingCondition() {
 	err := p.r.trackErr[p.obj.UID]
 	p.r.mu.Unlock()
 	if err != nil {
-		p.setCondition(v1alpha1.ConditionTrackingDegraded, true, "TaskTableUnavailable", err.Error())
+		p.setCondition(v1alpha1.ConditionTrackingDegraded, true, trackingReason(err), err.Error())
 	} else if meta.FindStatusCondition(p.status.Conditions, v1alpha1.ConditionTrackingDegraded) != nil {
 		p.setCondition(v1alpha1.ConditionTrackingDegraded, false, "TaskTableReachable", "")
 	}

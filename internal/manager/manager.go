@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,7 +47,10 @@ type Options struct {
 	DisableTracking bool
 	// DynamoDBEndpoint overrides the endpoint of every task table (tests, local stacks).
 	DynamoDBEndpoint string
-	LogDevelopment   bool
+	// TrackingPolicy limits the task tables and endpoints specs may name (the manager signs
+	// task-table requests with its own identity). The API's own table and endpoint are added.
+	TrackingPolicy tracking.Policy
+	LogDevelopment bool
 	LogLevel         int
 	Shim             ShimOptions
 
@@ -89,6 +93,12 @@ func FlagSet(o *Options) *pflag.FlagSet {
 	fs.IntVar(&o.Controller.MaxConcurrentReconciles, "max-concurrent-reconciles", o.Controller.MaxConcurrentReconciles, "ingestions reconciled at once")
 	fs.BoolVar(&o.DisableTracking, "disable-tracking", o.DisableTracking, "never write DynamoDB task items, even when specs ask")
 	fs.StringVar(&o.DynamoDBEndpoint, "dynamodb-endpoint", o.DynamoDBEndpoint, "override the DynamoDB endpoint of every task table (local stacks)")
+	fs.StringSliceVar(&o.TrackingPolicy.AllowedEndpoints, "tracking-allowed-endpoints", o.TrackingPolicy.AllowedEndpoints,
+		"DynamoDB endpoints (http(s)://host[:port]) that spec.tracking.dynamoDB.endpoint may name; empty: AWS endpoints only")
+	fs.StringSliceVar(&o.TrackingPolicy.AllowedTables, "tracking-allowed-tables", o.TrackingPolicy.AllowedTables,
+		"task tables specs may name (with --tracking-table-prefixes; both empty: any table the manager's identity can write)")
+	fs.StringSliceVar(&o.TrackingPolicy.TablePrefixes, "tracking-table-prefixes", o.TrackingPolicy.TablePrefixes,
+		"name prefixes of task tables specs may name")
 	fs.BoolVar(&o.LogDevelopment, "log-development", o.LogDevelopment, "human-readable logs instead of JSON")
 	fs.IntVar(&o.LogLevel, "v", o.LogLevel, "log verbosity")
 	bindShimFlags(fs, &o.Shim)
@@ -173,7 +183,19 @@ func Run(ctx context.Context, o Options) error {
 	}
 	var tracker *tracking.Tables
 	if !o.DisableTracking {
-		tracker = tracking.New(o.DynamoDBEndpoint)
+		policy := o.TrackingPolicy
+		// The operator's own configuration is trusted: the API creates ingestions with its table.
+		if d := o.Shim.Defaults.DynamoDB; d.Table != "" {
+			if d.Endpoint != "" {
+				policy.AllowedEndpoints = append(slices.Clone(policy.AllowedEndpoints), d.Endpoint)
+			}
+			if len(policy.AllowedTables) > 0 || len(policy.TablePrefixes) > 0 {
+				policy.AllowedTables = append(slices.Clone(policy.AllowedTables), d.Table)
+			}
+		}
+		if tracker, err = tracking.New(o.DynamoDBEndpoint, policy); err != nil {
+			return fmt.Errorf("task-table policy: %w", err)
+		}
 		r.Tracker = tracker
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {

@@ -176,6 +176,8 @@ func (s *Stack) StartManager(ctx context.Context) error {
 		"--health-probe-bind-address=" + s.ProbeAddr,
 		"--http-bind-address=" + s.HTTPAddr,
 		"--dynamodb-endpoint=" + s.Dynalite.Endpoint,
+		// The sample ingestions name dynalite as their endpoint; only listed endpoints are allowed.
+		"--tracking-allowed-endpoints=" + s.Dynalite.Endpoint,
 		"--api-keys-path=" + filepath.Join(s.WorkDir, "api-keys"),
 		"--api-namespace=default",
 		"--api-bucket=" + Bucket,
