@@ -51,8 +51,8 @@ type Options struct {
 	// task-table requests with its own identity). The API's own table and endpoint are added.
 	TrackingPolicy tracking.Policy
 	LogDevelopment bool
-	LogLevel         int
-	Shim             ShimOptions
+	LogLevel       int
+	Shim           ShimOptions
 
 	// RESTConfig, when set, is used instead of the kubeconfig/in-cluster config (tests).
 	RESTConfig *rest.Config
