@@ -64,7 +64,8 @@ func TestAgainstAPIServer(t *testing.T) {
 				filepath.Join(root, "config", "manager", "manager.yaml"),
 				filepath.Join(root, "config", "manager", "rbac.yaml"),
 				filepath.Join(root, "config", "rbac", "role.yaml"),
-				filepath.Join(root, "config", "rbac", "worker_role.yaml")),
+				filepath.Join(root, "config", "rbac", "worker_role.yaml"),
+				filepath.Join(root, "config", "rbac", "metrics_reader_role.yaml")),
 			"argocd ingestions": readObjects(t, mustGlob(t, filepath.Join(root, "deploy", "argocd", "ingestions", "*.yaml"))...),
 		}
 		for name, objs := range sets {

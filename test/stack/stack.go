@@ -173,6 +173,9 @@ func (s *Stack) StartManager(ctx context.Context) error {
 	args := []string{
 		"--embedder-image=" + EmbedderImage,
 		"--metrics-bind-address=" + s.MetricsAddr,
+		// Plain HTTP so the demo can print a curl line and the suites scrape without a token; the
+		// secure default is tested in test/chart.
+		"--metrics-secure=false",
 		"--health-probe-bind-address=" + s.ProbeAddr,
 		"--http-bind-address=" + s.HTTPAddr,
 		"--dynamodb-endpoint=" + s.Dynalite.Endpoint,
