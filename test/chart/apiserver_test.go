@@ -262,6 +262,8 @@ func scrapeManager(ctx context.Context, t *testing.T, cluster *harness.Cluster) 
 	opts := manager.DefaultOptions()
 	opts.RESTConfig = cluster.Config
 	opts.MetricsAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	// Plain HTTP: this reads metric names; security_test.go checks the secure default.
+	opts.MetricsSecure = false
 	opts.ProbeAddr = "0"
 	opts.Shim.Addr = "127.0.0.1:" + strconv.Itoa(freePort(t))
 	opts.Shim.APIEnabled = false
