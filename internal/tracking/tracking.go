@@ -111,6 +111,12 @@ func (t *Tables) Sync(ctx context.Context, obj *v1alpha1.CsvIngestion, chunks ma
 // Cancelled marks a running task cancelled.
 func (t *Tables) Cancelled(ctx context.Context, obj *v1alpha1.CsvIngestion, at time.Time) error {
 	c, err := t.Client(ctx, obj.Spec.Tracking.DynamoDB)
+	var refused *RefusedError
+	if errors.As(err, &refused) {
+		// Nothing of this ingestion's was ever written there; its TrackingDegraded condition said
+		// why while it ran. Waiting for the finalizer timeout would change nothing.
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -126,7 +132,11 @@ func (t *Tables) Cancelled(ctx context.Context, obj *v1alpha1.CsvIngestion, at t
 		task.Version = obj.Status.TrackingVersion + 1
 		err = c.Put(ctx, task, nil)
 	}
-	return refusal(err)
+	if errors.Is(err, tasktable.ErrOwnedElsewhere) {
+		// Another ingestion's item: not this one's to cancel (see the TrackingDegraded condition).
+		return nil
+	}
+	return err
 }
 
 var legacyPrefix = regexp.MustCompile(`^([0-9]+)\.$`)
