@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/manager"
@@ -67,6 +69,17 @@ func TestTenantGuardrails(t *testing.T) {
 		}
 		if cur := get(t, a); meta.IsStatusConditionTrue(cur.Status.Conditions, v1alpha1.ConditionTrackingDegraded) {
 			t.Errorf("A's tracking is degraded: %+v", cur.Status.Conditions)
+		}
+		// Deleting B, still running, must not cancel A's task.
+		if err := cluster.Client.Delete(context.Background(), get(t, b)); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "B gone", 30*time.Second, func() (bool, string) {
+			err := cluster.Client.Get(context.Background(), client.ObjectKeyFromObject(b), &v1alpha1.CsvIngestion{})
+			return apierrors.IsNotFound(err), fmt.Sprint(err)
+		})
+		if item, _ := taskItem(t, a.Spec.TaskID); item.Status == "cancelled" || item.K8s.UID != string(a.UID) {
+			t.Fatalf("deleting B changed A's item: %+v", item)
 		}
 	})
 
