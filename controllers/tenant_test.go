@@ -22,7 +22,7 @@ import (
 func waitTrackingRefused(t *testing.T, obj *v1alpha1.CsvIngestion, reason string) string {
 	t.Helper()
 	var msg string
-	eventually(t, "TrackingDegraded "+reason, 30*time.Second, func() (bool, string) {
+	eventually(t, "TrackingDegraded "+reason, 60*time.Second, func() (bool, string) {
 		c := meta.FindStatusCondition(get(t, obj).Status.Conditions, v1alpha1.ConditionTrackingDegraded)
 		if c == nil {
 			return false, "no TrackingDegraded condition"
