@@ -154,7 +154,10 @@ func TestDefaultRenderObjects(t *testing.T) {
 		"ClusterRole/" + release + "-csvingestion-editor",
 		"ClusterRole/" + release + "-csvingestion-viewer",
 		"ClusterRole/" + release + "-manager",
+		"ClusterRole/" + release + "-metrics-auth",
+		"ClusterRole/" + release + "-metrics-reader",
 		"ClusterRoleBinding/" + release + "-manager",
+		"ClusterRoleBinding/" + release + "-metrics-auth",
 		"CustomResourceDefinition/csvingestions.ingestion.vectordb.io",
 		"Deployment/" + release,
 		"PodDisruptionBudget/" + release,
@@ -211,17 +214,21 @@ func TestAPIKeySecretIsMountedNotRead(t *testing.T) {
 	dep := deployment(t, objs)
 	opts, _ := parseManagerArgs(t, managerArgs(t, dep))
 	vols, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "volumes")
-	if len(vols) != 1 {
+	// All-on also mounts the metrics certificate (metrics.certSecret); the key volume is the first.
+	if len(vols) != 2 {
 		t.Fatalf("volumes %v", vols)
 	}
 	secret, _, _ := unstructured.NestedString(vols[0].(map[string]any), "secret", "secretName")
-	if secret != "vectordb-api-keys" {
+	if secret != "vectordb-api-keys" || vols[0].(map[string]any)["name"] != "api-keys" {
 		t.Errorf("mounted Secret %q, want vectordb-api-keys", secret)
 	}
 	containers, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
 	mounts, _, _ := unstructured.NestedSlice(containers[0].(map[string]any), "volumeMounts")
-	if len(mounts) != 1 || mounts[0].(map[string]any)["mountPath"] != opts.Shim.APIKeysPath {
+	if len(mounts) != 2 || mounts[0].(map[string]any)["mountPath"] != opts.Shim.APIKeysPath {
 		t.Errorf("volume mounts %v, --api-keys-path %q", mounts, opts.Shim.APIKeysPath)
+	}
+	if mounts[1].(map[string]any)["mountPath"] != opts.MetricsCertDir {
+		t.Errorf("volume mounts %v, --metrics-cert-dir %q", mounts, opts.MetricsCertDir)
 	}
 	for _, o := range append(ofKind(objs, "ClusterRole"), ofKind(objs, "Role")...) {
 		rules, _, _ := unstructured.NestedSlice(o.Object, "rules")

@@ -209,6 +209,7 @@ func TestSecurityAgainstAPIServer(t *testing.T) {
 		opts.Shim.Addr = "127.0.0.1:" + strconv.Itoa(freePort(t))
 		opts.Shim.APIEnabled = false
 		opts.DisableTracking = true
+		opts.Controller.SkipNameValidation = true // another test of the package runs a manager too
 		runCtx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- manager.Run(runCtx, opts) }()
@@ -235,6 +236,12 @@ func TestSecurityAgainstAPIServer(t *testing.T) {
 			return resp.StatusCode, string(b), nil
 		}
 		eventually(ctx, t, "metrics served to the reader", func() (bool, string) {
+			select {
+			case err := <-done:
+				done <- err // for the deferred stop
+				t.Fatalf("manager exited: %v", err)
+			default:
+			}
 			code, body, err := get(reader)
 			return err == nil && code == http.StatusOK && strings.Contains(body, "controller_runtime_"), fmt.Sprintf("%d %v %.200s", code, err, body)
 		})
