@@ -237,8 +237,8 @@ func (c *Client) explainRefusal(ctx context.Context, taskID, uid string, refused
 		TableName:                aws.String(c.table),
 		Key:                      key(taskID),
 		ConsistentRead:           aws.Bool(true),
-		ProjectionExpression:     aws.String("#k8s.#uid"),
-		ExpressionAttributeNames: map[string]string{"#k8s": attrK8s, "#uid": attrUID},
+		ProjectionExpression:     aws.String("#id, #k8s.#uid"), // the key too: an item without an owner is not empty
+		ExpressionAttributeNames: map[string]string{"#id": attrTaskID, "#k8s": attrK8s, "#uid": attrUID},
 	}, callOpts)
 	if err != nil || len(out.Item) == 0 {
 		return refused
@@ -330,8 +330,8 @@ func (c *Client) MarkCancelled(ctx context.Context, taskID, uid string, version 
 		TableName:                aws.String(c.table),
 		Key:                      key(taskID),
 		ConsistentRead:           aws.Bool(true),
-		ProjectionExpression:     aws.String("#st, #ver, #k8s.#uid"),
-		ExpressionAttributeNames: map[string]string{"#st": attrStatus, "#ver": attrVersion, "#k8s": attrK8s, "#uid": attrUID},
+		ProjectionExpression:     aws.String("#id, #st, #ver, #k8s.#uid"),
+		ExpressionAttributeNames: map[string]string{"#id": attrTaskID, "#st": attrStatus, "#ver": attrVersion, "#k8s": attrK8s, "#uid": attrUID},
 	}, callOpts)
 	switch {
 	case gerr != nil:
