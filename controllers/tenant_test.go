@@ -46,7 +46,8 @@ func TestTenantGuardrails(t *testing.T) {
 	}, nsA, nsB)
 
 	t.Run("another namespace's task id", func(t *testing.T) {
-		a := create(t, newIngestion(nsA, "owner", func(o *v1alpha1.CsvIngestion) { o.Spec.TaskID = "shared-" + nsA }))
+		shared := fmt.Sprintf("shared-%d", time.Now().UnixNano())
+		a := create(t, newIngestion(nsA, "tenant-a-run", func(o *v1alpha1.CsvIngestion) { o.Spec.TaskID = shared }))
 		var before string
 		eventually(t, "A's task item", 30*time.Second, func() (bool, string) {
 			item, err := taskItemOrNil(a.Spec.TaskID)
@@ -56,9 +57,9 @@ func TestTenantGuardrails(t *testing.T) {
 			before = fmt.Sprintf("%+v", *item)
 			return item.K8s.UID == string(get(t, a).UID), before
 		})
-		b := create(t, newIngestion(nsB, "intruder", func(o *v1alpha1.CsvIngestion) { o.Spec.TaskID = "shared-" + nsA }))
+		b := create(t, newIngestion(nsB, "intruder", func(o *v1alpha1.CsvIngestion) { o.Spec.TaskID = shared }))
 		msg := waitTrackingRefused(t, b, tracking.ReasonOwnedElsewhere)
-		if !strings.Contains(msg, "another CsvIngestion") || strings.Contains(msg, nsA) {
+		if !strings.Contains(msg, "another CsvIngestion") || strings.Contains(msg, nsA) || strings.Contains(msg, "tenant-a-run") {
 			t.Errorf("message should say the item is another ingestion's without naming it: %q", msg)
 		}
 		wantEvents(t, b, "TrackingDegraded")
