@@ -93,15 +93,14 @@ type Reconciler struct {
 	blockedRetries map[types.UID]int
 }
 
-// +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestions,verbs=get;list;watch;create;update;patch
-// +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestions/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestions,verbs=get;list;watch;update
+// +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestions/status,verbs=update
 // +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestions/finalizers,verbs=update
-// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 
 // SetupWithManager registers the field indexes and watches.
 func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {

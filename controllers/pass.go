@@ -687,7 +687,7 @@ func (p *pass) trackingCondition() {
 		return // the stronger word stands until the table takes the final state
 	}
 	if err != nil {
-		p.setCondition(v1alpha1.ConditionTrackingDegraded, true, "TaskTableUnavailable", err.Error())
+		p.setCondition(v1alpha1.ConditionTrackingDegraded, true, trackingReason(err), err.Error())
 	} else if meta.FindStatusCondition(p.status.Conditions, v1alpha1.ConditionTrackingDegraded) != nil {
 		p.setCondition(v1alpha1.ConditionTrackingDegraded, false, "TaskTableReachable", "")
 	}

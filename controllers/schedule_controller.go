@@ -50,10 +50,13 @@ type ScheduleReconciler struct {
 	SkipNameValidation bool
 }
 
-// +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestionschedules,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestionschedules/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestionschedules,verbs=get;list;watch
+// +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestionschedules/status,verbs=update
+// finalizers: runs carry a controller owner reference with blockOwnerDeletion, which clusters with
+// the OwnerReferencesPermissionEnforcement admission plugin only allow with this right.
 // +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestionschedules/finalizers,verbs=update
-// +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestions,verbs=get;list;watch;create;update;patch;delete
+// runs are created, cancelled (patch of spec.cancel) and pruned.
+// +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestions,verbs=get;list;watch;create;patch;delete
 
 // SetupWithManager watches schedules and the runs they own.
 func (r *ScheduleReconciler) SetupWithManager(mgr ctrl.Manager) error {

@@ -127,6 +127,12 @@ func (c *callCounter) wrap(cl client.WithWatch) client.Client {
 // API server, as cmd/manager would, and returns a function that stops it.
 func startManager(t *testing.T, counter *callCounter, namespaces ...string) func() {
 	t.Helper()
+	return startManagerWith(t, counter, nil, namespaces...)
+}
+
+// startManagerWith is startManager with options changed by mutate (when not nil).
+func startManagerWith(t *testing.T, counter *callCounter, mutate func(*manager.Options), namespaces ...string) func() {
+	t.Helper()
 	o := manager.DefaultOptions()
 	o.RESTConfig = cluster.Config
 	o.MetricsAddr = "0"
@@ -140,6 +146,9 @@ func startManager(t *testing.T, counter *callCounter, namespaces ...string) func
 	o.Shim.APIEnabled = false
 	if counter != nil {
 		o.WrapClient = counter.wrap
+	}
+	if mutate != nil {
+		mutate(&o)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
@@ -35,7 +37,13 @@ import (
 
 // Options are the manager's flags.
 type Options struct {
-	MetricsAddr             string
+	MetricsAddr string
+	// MetricsSecure serves /metrics over HTTPS to authenticated, authorized callers only (a
+	// TokenReview and a SubjectAccessReview for GET /metrics per caller; the metrics-reader
+	// ClusterRole grants it). False serves plain HTTP to anyone who can reach the port.
+	MetricsSecure bool
+	// MetricsCertDir holds tls.crt and tls.key for /metrics; empty: a self-signed certificate.
+	MetricsCertDir          string
 	ProbeAddr               string
 	LeaderElect             bool
 	LeaderElectionNamespace string
@@ -46,9 +54,12 @@ type Options struct {
 	DisableTracking bool
 	// DynamoDBEndpoint overrides the endpoint of every task table (tests, local stacks).
 	DynamoDBEndpoint string
-	LogDevelopment   bool
-	LogLevel         int
-	Shim             ShimOptions
+	// TrackingPolicy limits the task tables and endpoints specs may name (the manager signs
+	// task-table requests with its own identity). The API's own table and endpoint are added.
+	TrackingPolicy tracking.Policy
+	LogDevelopment bool
+	LogLevel       int
+	Shim           ShimOptions
 
 	// RESTConfig, when set, is used instead of the kubeconfig/in-cluster config (tests).
 	RESTConfig *rest.Config
@@ -59,7 +70,8 @@ type Options struct {
 // DefaultOptions are the flags' defaults.
 func DefaultOptions() Options {
 	return Options{
-		MetricsAddr:      ":8080",
+		MetricsAddr:      ":8443",
+		MetricsSecure:    true,
 		ProbeAddr:        ":8081",
 		LeaderElectionID: "vectordb-operator.ingestion.vectordb.io",
 		Controller: controllers.Config{
@@ -77,6 +89,8 @@ func DefaultOptions() Options {
 func FlagSet(o *Options) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("manager", pflag.ContinueOnError)
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "address of the Prometheus metrics endpoint (0 disables)")
+	fs.BoolVar(&o.MetricsSecure, "metrics-secure", o.MetricsSecure, "serve /metrics over HTTPS with authentication and authorization; false serves plain HTTP to anyone")
+	fs.StringVar(&o.MetricsCertDir, "metrics-cert-dir", o.MetricsCertDir, "directory with tls.crt and tls.key for /metrics (default: a self-signed certificate)")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz and /readyz")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader so only one replica reconciles")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "namespace of the leader Lease (default: the pod's)")
@@ -89,6 +103,12 @@ func FlagSet(o *Options) *pflag.FlagSet {
 	fs.IntVar(&o.Controller.MaxConcurrentReconciles, "max-concurrent-reconciles", o.Controller.MaxConcurrentReconciles, "ingestions reconciled at once")
 	fs.BoolVar(&o.DisableTracking, "disable-tracking", o.DisableTracking, "never write DynamoDB task items, even when specs ask")
 	fs.StringVar(&o.DynamoDBEndpoint, "dynamodb-endpoint", o.DynamoDBEndpoint, "override the DynamoDB endpoint of every task table (local stacks)")
+	fs.StringSliceVar(&o.TrackingPolicy.AllowedEndpoints, "tracking-allowed-endpoints", o.TrackingPolicy.AllowedEndpoints,
+		"DynamoDB endpoints (http(s)://host[:port]) that spec.tracking.dynamoDB.endpoint may name; empty: AWS endpoints only")
+	fs.StringSliceVar(&o.TrackingPolicy.AllowedTables, "tracking-allowed-tables", o.TrackingPolicy.AllowedTables,
+		"task tables specs may name (with --tracking-table-prefixes; both empty: any table the manager's identity can write)")
+	fs.StringSliceVar(&o.TrackingPolicy.TablePrefixes, "tracking-table-prefixes", o.TrackingPolicy.TablePrefixes,
+		"name prefixes of task tables specs may name")
 	fs.BoolVar(&o.LogDevelopment, "log-development", o.LogDevelopment, "human-readable logs instead of JSON")
 	fs.IntVar(&o.LogLevel, "v", o.LogLevel, "log verbosity")
 	bindShimFlags(fs, &o.Shim)
@@ -145,7 +165,7 @@ func Run(ctx context.Context, o Options) error {
 	mgrOpts := ctrl.Options{
 		Scheme:                        Scheme(),
 		Cache:                         cacheOpts,
-		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
+		Metrics:                       metricsOptions(o),
 		HealthProbeBindAddress:        o.ProbeAddr,
 		LeaderElection:                o.LeaderElect,
 		LeaderElectionID:              o.LeaderElectionID,
@@ -173,7 +193,19 @@ func Run(ctx context.Context, o Options) error {
 	}
 	var tracker *tracking.Tables
 	if !o.DisableTracking {
-		tracker = tracking.New(o.DynamoDBEndpoint)
+		policy := o.TrackingPolicy
+		// The operator's own configuration is trusted: the API creates ingestions with its table.
+		if d := o.Shim.Defaults.DynamoDB; d.Table != "" {
+			if d.Endpoint != "" {
+				policy.AllowedEndpoints = append(slices.Clone(policy.AllowedEndpoints), d.Endpoint)
+			}
+			if len(policy.AllowedTables) > 0 || len(policy.TablePrefixes) > 0 {
+				policy.AllowedTables = append(slices.Clone(policy.AllowedTables), d.Table)
+			}
+		}
+		if tracker, err = tracking.New(o.DynamoDBEndpoint, policy); err != nil {
+			return fmt.Errorf("task-table policy: %w", err)
+		}
 		r.Tracker = tracker
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
@@ -207,3 +239,25 @@ func Run(ctx context.Context, o Options) error {
 }
 
 func zapLevel(v int) zapcore.Level { return zapcore.Level(-v) }
+
+// Leader election: controller-runtime's Lease lock gets, creates and updates one Lease in the
+// operator's namespace (the chart's leader-election Role; vectordb-system for config/).
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update,namespace=vectordb-system
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=vectordb-system
+
+// The manager checks each /metrics caller with the API server (the filter of metricsOptions).
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+// metricsOptions serves /metrics with controller-runtime's secure serving unless turned off: a
+// caller needs a bearer token the API server accepts, for an identity allowed to GET the
+// non-resource URL /metrics.
+func metricsOptions(o Options) metricsserver.Options {
+	m := metricsserver.Options{BindAddress: o.MetricsAddr}
+	if o.MetricsSecure {
+		m.SecureServing = true
+		m.FilterProvider = filters.WithAuthenticationAndAuthorization
+		m.CertDir = o.MetricsCertDir
+	}
+	return m
+}

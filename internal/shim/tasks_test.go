@@ -153,6 +153,7 @@ func TestTaskTableFallback(t *testing.T) {
 		TaskID: uuid.NewString(), Status: "processing_chunks", TaskType: tasktable.TaskTypeS3CSV,
 		Parameters:  tasktable.Parameters{DataSource: "s3_csv", S3Key: "exports/run.csv", QuestionID: 1, Namespace: "v2"},
 		ChunksTotal: 4, ChunksProcessing: 2, CreatedAt: created.Add(time.Minute), Version: 3,
+		K8s: tasktable.K8sRef{UID: "uid-2"}, // every write names its owner
 	}
 	if err := table.Put(ctx, gone, nil); err != nil {
 		t.Fatal(err)
@@ -192,7 +193,7 @@ func TestTaskTableFallback(t *testing.T) {
 	// Listed with the cluster's tasks; a task in both places is listed once, from the cluster.
 	pr := post(t, e, `{"s3_key":"exports/new.csv","question_id":2}`)
 	if err := table.Put(ctx, tasktable.Task{TaskID: pr.TaskID, Status: "pending", TaskType: tasktable.TaskTypeS3CSV,
-		CreatedAt: time.Now(), Version: 1}, nil); err != nil {
+		CreatedAt: time.Now(), Version: 1, K8s: tasktable.K8sRef{UID: "uid-3"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "merged list", func() error {

@@ -22,6 +22,8 @@ const (
 	attrUpdated  = "updated_at"
 	attrComplete = "completed_at"
 	attrProcess  = "chunks_processing"
+	attrK8s      = "k8s"
+	attrUID      = "uid" // inside k8s: the owning CsvIngestion
 )
 
 // itemDoc is the stored form of a task. Writes marshal it (without TaskID and Chunks, which are
@@ -149,6 +151,9 @@ func (t *Task) validate() error {
 	}
 	if t.Version <= 0 {
 		problems = append(problems, "version must be > 0")
+	}
+	if t.K8s.UID == "" {
+		problems = append(problems, "k8s uid is empty (every write is conditional on its owner)")
 	}
 	for name, n := range map[string]int64{
 		"total_records": t.TotalRecords, "processed_records": t.ProcessedRecords, "failed_records": t.FailedRecords,

@@ -5,7 +5,9 @@
 // lands when the item is absent, has no version, holds a version < v, or holds v with the same
 // status word: one version names one state (the controller's status.trackingVersion, persisted
 // with the status before the mirror), so a re-write of it is idempotent, and it lets a retry
-// complete a write whose later calls failed. The status check means an equal version never
+// complete a write whose later calls failed. Every write is also conditional on the item's owner,
+// k8s.uid (or on the item being absent): an ingestion never changes another one's item, whatever
+// task id it picks (ErrOwnedElsewhere). The status check means an equal version never
 // changes the status (a cancellation is not undone). MarkCancelled writes a new state, so it needs
 // a version strictly greater than the stored one. A refused write returns ErrStale and changes
 // nothing, so an old leader can never move the item backwards.
@@ -63,6 +65,10 @@ var (
 	ErrNotFound = errors.New("task not found in the task table")
 	// ErrStale: the item holds a newer version (or this one with another status); nothing was changed.
 	ErrStale = errors.New("stale task write: the item holds a newer state")
+	// ErrOwnedElsewhere: the item exists and belongs to another CsvIngestion (its k8s.uid is not the
+	// writer's, or it has none): two ingestions share a task id and table. Nothing was changed, and
+	// retrying cannot help; the ingestion needs another taskID or table.
+	ErrOwnedElsewhere = errors.New("task item belongs to another CsvIngestion (same task id and table, different k8s.uid); nothing was written: give this ingestion another spec.taskID or table")
 	// ErrFinished: MarkCancelled found the task already finished; it was left as it is.
 	ErrFinished = errors.New("task already finished")
 	// ErrUnavailable: the table cannot be used now (missing table, no or rejected credentials,

@@ -97,10 +97,10 @@ func TestPutWritesTheItemOfDesign7(t *testing.T) {
 		t.Errorf("Get chunks:\n got %+v\nwant %+v", gotChunks, wantChunks)
 	}
 
-	// A later state without an error or completion time removes them; identity attributes the
-	// caller leaves empty (created_at, k8s) stay.
+	// A later state without an error or completion time removes them; an identity attribute the
+	// caller leaves empty (created_at) stays.
 	next := sampleTask("task-1", 2)
-	next.ErrorMessage, next.CompletedAt, next.CreatedAt, next.K8s = "", time.Time{}, time.Time{}, K8sRef{}
+	next.ErrorMessage, next.CompletedAt, next.CreatedAt = "", time.Time{}, time.Time{}
 	next.ProcessedRecords = 2000
 	if err := c.Put(ctx, next, nil); err != nil {
 		t.Fatalf("second Put: %v", err)
@@ -160,7 +160,7 @@ func TestStaleWritesAreRefused(t *testing.T) {
 				t.Errorf("Put of version %d (%s) over version 5: err = %v, want ErrStale", v, status, err)
 			}
 		}
-		if err := other.MarkCancelled(ctx, "task-s", v, time.Now()); !errors.Is(err, ErrStale) {
+		if err := other.MarkCancelled(ctx, "task-s", "0b6c-uid", v, time.Now()); !errors.Is(err, ErrStale) {
 			t.Errorf("MarkCancelled of version %d over version 5: err = %v, want ErrStale", v, err)
 		}
 	}
@@ -179,7 +179,7 @@ func TestStaleWritesAreRefused(t *testing.T) {
 		t.Fatalf("Put v6 over v5: %v", err)
 	}
 	// A cancellation is a new state; a write of its version with another status cannot undo it.
-	if err := other.MarkCancelled(ctx, "task-s", 7, time.Now()); err != nil {
+	if err := other.MarkCancelled(ctx, "task-s", "0b6c-uid", 7, time.Now()); err != nil {
 		t.Fatalf("MarkCancelled v7: %v", err)
 	}
 	v7 := sampleTask("task-s", 7)
@@ -209,7 +209,7 @@ func TestRetryCompletesAPartlyAppliedWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	calls := planCalls(task.Version, task.Status, top, sel, false)
+	calls := planCalls(task.Version, task.Status, task.K8s.UID, top, sel, false)
 	if len(calls) < 2 {
 		t.Fatalf("want a write of several calls, got %d", len(calls))
 	}
@@ -395,7 +395,7 @@ func TestOvertakenMultiCallWriteStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	calls := planCalls(2, task.Status, top, sel, true)
+	calls := planCalls(2, task.Status, task.K8s.UID, top, sel, true)
 	if len(calls) < 3 {
 		t.Fatalf("want a write of at least 3 calls, got %d", len(calls))
 	}
@@ -595,7 +595,7 @@ func TestPlanCallsRespectLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, exists := range []bool{false, true} {
-		calls := planCalls(task.Version, task.Status, top, sel, exists)
+		calls := planCalls(task.Version, task.Status, task.K8s.UID, top, sel, exists)
 		seen := map[string]int{}
 		for i, cl := range calls {
 			if len(cl.update) > 4096 {
@@ -649,7 +649,7 @@ func TestMarkCancelled(t *testing.T) {
 		t.Fatalf("Put: %v", err)
 	}
 	at := time.Date(2025, 1, 10, 13, 0, 0, 0, time.UTC)
-	if err := c.MarkCancelled(ctx, "task-run", 4, at); err != nil {
+	if err := c.MarkCancelled(ctx, "task-run", "0b6c-uid", 4, at); err != nil {
 		t.Fatalf("MarkCancelled: %v", err)
 	}
 	item := rawItem(t, table, "task-run")
@@ -665,7 +665,7 @@ func TestMarkCancelled(t *testing.T) {
 		t.Error("MarkCancelled lost the chunk map")
 	}
 	// Again, newer: the task is finished now.
-	if err := c.MarkCancelled(ctx, "task-run", 5, at); !errors.Is(err, ErrFinished) {
+	if err := c.MarkCancelled(ctx, "task-run", "0b6c-uid", 5, at); !errors.Is(err, ErrFinished) {
 		t.Errorf("MarkCancelled of a cancelled task: err = %v, want ErrFinished", err)
 	}
 
@@ -675,17 +675,89 @@ func TestMarkCancelled(t *testing.T) {
 		t.Fatalf("Put: %v", err)
 	}
 	before := renderMap(rawItem(t, table, "task-done"))
-	if err := c.MarkCancelled(ctx, "task-done", 2, at); !errors.Is(err, ErrFinished) {
+	if err := c.MarkCancelled(ctx, "task-done", "0b6c-uid", 2, at); !errors.Is(err, ErrFinished) {
 		t.Errorf("MarkCancelled of a completed task: err = %v, want ErrFinished", err)
 	}
 	if after := renderMap(rawItem(t, table, "task-done")); after != before {
 		t.Errorf("MarkCancelled changed a completed task:\nbefore %s\n after %s", before, after)
 	}
-	if err := c.MarkCancelled(ctx, "task-absent", 1, at); !errors.Is(err, ErrNotFound) {
+	if err := c.MarkCancelled(ctx, "task-absent", "0b6c-uid", 1, at); !errors.Is(err, ErrNotFound) {
 		t.Errorf("MarkCancelled of an absent task: err = %v, want ErrNotFound", err)
 	}
 	if item := rawItem(t, table, "task-absent"); len(item) != 0 {
 		t.Errorf("MarkCancelled created an item: %s", renderMap(item))
+	}
+}
+
+// Tenants choose spec.taskID freely: an ingestion in namespace B that reuses A's task id and table
+// must not change A's item, by any write or a cancellation, at any version.
+func TestAnotherIngestionCannotChangeTheItem(t *testing.T) {
+	c, table := newTable(t)
+	ctx := context.Background()
+	a := sampleTask("shared-id", 3)
+	a.CompletedAt = time.Time{}
+	a.Status = taskstatus.ProcessingChunks
+	if err := c.Put(ctx, a, map[int]ChunkEntry{0: {Status: "completed", EndRow: 999, ProcessedRecords: 1000}}); err != nil {
+		t.Fatalf("Put of A: %v", err)
+	}
+	before := renderMap(rawItem(t, table, "shared-id"))
+
+	b := newClient(t, table) // tenant B's ingestion, mirrored by the same controller
+	for _, v := range []int64{1, 3, 4, 1000} {
+		tb := sampleTask("shared-id", v)
+		tb.Status = taskstatus.ProcessingChunks
+		tb.K8s = K8sRef{Namespace: "team-b", Name: "mine", UID: "b-uid"}
+		tb.ProcessedRecords = 7
+		err := b.Put(ctx, tb, map[int]ChunkEntry{0: {Status: "failed", EndRow: 999, ErrorMessage: "overwritten"}})
+		if !errors.Is(err, ErrOwnedElsewhere) {
+			t.Errorf("B's Put at version %d: err = %v, want ErrOwnedElsewhere", v, err)
+		}
+		if errors.Is(err, ErrStale) {
+			t.Errorf("B's Put at version %d is reported stale, which the tracker treats as done: %v", v, err)
+		}
+		if err := b.MarkCancelled(ctx, "shared-id", "b-uid", v, time.Now()); !errors.Is(err, ErrOwnedElsewhere) {
+			t.Errorf("B's MarkCancelled at version %d: err = %v, want ErrOwnedElsewhere", v, err)
+		}
+	}
+	if after := renderMap(rawItem(t, table, "shared-id")); after != before {
+		t.Fatalf("B's writes changed A's item:\nbefore %s\n after %s", before, after)
+	}
+	// A multi-call write whose later calls would follow B's first: B never gets the first one,
+	// but check the continuation condition on its own too.
+	top, err := topLevel(a, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range planCalls(4, a.Status, "b-uid", top, []chunkUpdate{{key: ChunkKey(0), value: s("x")}}, true) {
+		cl.condition = condContinue
+		delete(cl.names, "#id") // only the claim names the key
+		_, err := dyn.Client().UpdateItem(ctx, &dynamodb.UpdateItemInput{
+			TableName: aws.String(table), Key: key("shared-id"), UpdateExpression: aws.String(cl.update),
+			ConditionExpression: aws.String(cl.condition), ExpressionAttributeNames: cl.names, ExpressionAttributeValues: cl.values,
+		})
+		var ccf *types.ConditionalCheckFailedException
+		if !errors.As(err, &ccf) {
+			t.Errorf("a continuation call with another owner: err = %v, want ConditionalCheckFailed", err)
+		}
+	}
+
+	// An item without an owner (written by something else) is nobody's to take over.
+	if _, err := dyn.Client().PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(table), Item: map[string]types.AttributeValue{
+		"task_id": s("legacy-id"), "status": s("completed"), "version": n("1"),
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(ctx, sampleTask("legacy-id", 2), nil); !errors.Is(err, ErrOwnedElsewhere) {
+		t.Errorf("Put over an item without k8s.uid: err = %v, want ErrOwnedElsewhere", err)
+	}
+
+	// A itself still writes, and cancels.
+	a.Version = 4
+	if err := c.Put(ctx, a, nil); err != nil {
+		t.Fatalf("A's own next write: %v", err)
+	}
+	if err := c.MarkCancelled(ctx, "shared-id", a.K8s.UID, 5, time.Now()); err != nil {
+		t.Fatalf("A's own cancellation: %v", err)
 	}
 }
 
@@ -707,6 +779,7 @@ func TestPutRejectsInvalidInput(t *testing.T) {
 		"unknown status":     {mutate: func(t *Task) { t.Status = "running" }},
 		"unknown task type":  {mutate: func(t *Task) { t.TaskType = "csv" }},
 		"zero version":       {mutate: func(t *Task) { t.Version = 0 }},
+		"no owner uid":       {mutate: func(t *Task) { t.K8s.UID = "" }},
 		"negative count":     {mutate: func(t *Task) { t.FailedRecords = -1 }},
 		"progress over 100":  {mutate: func(t *Task) { t.ProgressPercentage = 101 }},
 		"chunk out of range": {chunks: map[int]ChunkEntry{3: {Status: "pending"}}},

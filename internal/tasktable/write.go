@@ -23,14 +23,16 @@ const (
 )
 
 // Conditions of the calls of one write. The first call claims the version: it lands on an item
-// that is absent, unversioned or older, or at the same version and status (a re-write of the same
-// state, e.g. a retry that completes a write whose later calls failed; an equal version can never
-// change the status, so it cannot undo a cancellation). The other calls only land while the item
-// still holds exactly that version and status, so a writer that took over in between is never
-// overwritten by the rest of an older write.
+// that is absent, or that belongs to the same CsvIngestion (k8s.uid) and is unversioned or older,
+// or at the same version and status (a re-write of the same state, e.g. a retry that completes a
+// write whose later calls failed; an equal version can never change the status, so it cannot undo
+// a cancellation). The other calls only land while the item still holds exactly that owner,
+// version and status, so a writer that took over in between is never overwritten by the rest of
+// an older write. The owner check keeps an ingestion in one namespace from changing the item of
+// another that happens to use the same task id and table (tenants choose spec.taskID freely).
 const (
-	condClaim    = "attribute_not_exists(#id) OR attribute_not_exists(#ver) OR #ver < :ver OR (#ver = :ver AND #st = :st)"
-	condContinue = "#ver = :ver AND #st = :st"
+	condClaim    = "attribute_not_exists(#id) OR (#k8s.#uid = :uid AND (attribute_not_exists(#ver) OR #ver < :ver OR (#ver = :ver AND #st = :st)))"
+	condContinue = "#k8s.#uid = :uid AND #ver = :ver AND #st = :st"
 )
 
 // call is one UpdateItem.
@@ -51,15 +53,16 @@ type builder struct {
 	nameOf        map[string]string
 }
 
-func newBuilder(condition string, version int64, status string) *builder {
+func newBuilder(condition string, version int64, status, uid string) *builder {
 	b := &builder{call: call{
 		condition: condition,
-		names:     map[string]string{"#ver": attrVersion, "#st": attrStatus},
+		names:     map[string]string{"#ver": attrVersion, "#st": attrStatus, "#k8s": attrK8s, "#uid": attrUID},
 		values: map[string]types.AttributeValue{
 			":ver": &types.AttributeValueMemberN{Value: strconv.FormatInt(version, 10)},
 			":st":  &types.AttributeValueMemberS{Value: status},
+			":uid": &types.AttributeValueMemberS{Value: uid},
 		},
-	}, nameOf: map[string]string{attrVersion: "#ver", attrStatus: "#st"}}
+	}, nameOf: map[string]string{attrVersion: "#ver", attrStatus: "#st", attrK8s: "#k8s"}}
 	if condition == condClaim {
 		b.names["#id"] = attrTaskID
 		b.nameOf[attrTaskID] = "#id"
@@ -160,8 +163,8 @@ func (b *builder) build() call {
 // planCalls spreads one write over as few UpdateItem calls as the limits allow. The first call sets
 // the top-level attributes and the version; when the item may lack a chunk map it creates an
 // empty one (a nested SET under a missing map fails) and the chunk entries follow in later calls.
-func planCalls(version int64, status string, top []attrUpdate, chunks []chunkUpdate, chunkMapExists bool) []call {
-	b := newBuilder(condClaim, version, status)
+func planCalls(version int64, status, uid string, top []attrUpdate, chunks []chunkUpdate, chunkMapExists bool) []call {
+	b := newBuilder(condClaim, version, status, uid)
 	for _, a := range top {
 		if a.value == nil {
 			b.remove(b.name(a.name))
@@ -179,7 +182,7 @@ func planCalls(version int64, status string, top []attrUpdate, chunks []chunkUpd
 	}
 	calls := []call{b.build()}
 	for len(chunks) > 0 {
-		b = newBuilder(condContinue, version, status)
+		b = newBuilder(condContinue, version, status, uid)
 		for len(chunks) > 0 && b.tryChunk(chunks[0]) {
 			chunks = chunks[1:]
 		}
@@ -189,7 +192,9 @@ func planCalls(version int64, status string, top []attrUpdate, chunks []chunkUpd
 }
 
 // Put writes t and the changed chunk entries (index → entry) as version t.Version. It returns
-// ErrStale when the item holds a newer version, or t.Version with another status; ErrInvalid for
+// ErrOwnedElsewhere when the item exists and was written for another CsvIngestion (another
+// k8s.uid, or none); ErrStale when the item holds a newer version, or t.Version with another
+// status; ErrInvalid for
 // a task or chunk that cannot be written (nothing is written then); ErrUnavailable when the table
 // cannot be used.
 // Entries the bounds leave out (see the package comment) are skipped silently.
@@ -209,16 +214,52 @@ func (c *Client) Put(ctx context.Context, t Task, chunks map[int]ChunkEntry) err
 		return err
 	}
 	known := c.chunksKnown(t.TaskID)
-	err = c.run(ctx, t.TaskID, planCalls(t.Version, t.Status, top, sel, known))
+	err = c.run(ctx, t.TaskID, planCalls(t.Version, t.Status, t.K8s.UID, top, sel, known))
 	if err != nil && known && isValidation(err) {
 		// The item lost its chunk map (deleted or expired since this client wrote it): write
 		// again the way a first write does.
 		c.rememberChunks(t.TaskID, false)
-		err = c.run(ctx, t.TaskID, planCalls(t.Version, t.Status, top, sel, false))
+		err = c.run(ctx, t.TaskID, planCalls(t.Version, t.Status, t.K8s.UID, top, sel, false))
 	}
 	// After a failure the chunk map may not exist (the first call may not have landed).
 	c.rememberChunks(t.TaskID, err == nil)
+	if errors.Is(err, ErrStale) {
+		err = c.explainRefusal(ctx, t.TaskID, t.K8s.UID, err)
+	}
 	return err
+}
+
+// explainRefusal tells a refused write on another ingestion's item (ErrOwnedElsewhere) from a
+// stale one. The read happens after the fact, which is enough to explain: the owner of an item
+// never changes once it is written.
+func (c *Client) explainRefusal(ctx context.Context, taskID, uid string, refused error) error {
+	out, err := c.api.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:                aws.String(c.table),
+		Key:                      key(taskID),
+		ConsistentRead:           aws.Bool(true),
+		ProjectionExpression:     aws.String("#id, #k8s.#uid"), // the key too: an item without an owner is not empty
+		ExpressionAttributeNames: map[string]string{"#id": attrTaskID, "#k8s": attrK8s, "#uid": attrUID},
+	}, callOpts)
+	if err != nil || len(out.Item) == 0 {
+		return refused
+	}
+	if owner := itemOwner(out.Item); owner != uid {
+		return fmt.Errorf("writing task %q to table %s: %w", taskID, c.table, ErrOwnedElsewhere)
+	}
+	return refused
+}
+
+// itemOwner is the k8s.uid of an item read with at least that attribute; "" when it has none.
+func itemOwner(item map[string]types.AttributeValue) string {
+	k, ok := item[attrK8s].(*types.AttributeValueMemberM)
+	if !ok {
+		return ""
+	}
+	u, ok := k.Value[attrUID].(*types.AttributeValueMemberS)
+	if !ok {
+		return ""
+	}
+	return u.Value
 }
 
 func (c *Client) run(ctx context.Context, taskID string, calls []call) error {
@@ -244,11 +285,12 @@ func key(taskID string) map[string]types.AttributeValue {
 
 // MarkCancelled sets the task's status to cancelled as version `version`, with completed_at and
 // updated_at at `at` and no chunk processing, for the finalizer of a running ingestion that is
-// deleted. The task must exist (ErrNotFound) and not be finished already (ErrFinished: it is left
-// as it is, since a finished task's outcome is the truth); an older version gets ErrStale.
-func (c *Client) MarkCancelled(ctx context.Context, taskID string, version int64, at time.Time) error {
-	if taskID == "" || version <= 0 {
-		return fmt.Errorf("cancelling task %q: %w: task id must be set and version > 0", taskID, ErrInvalid)
+// deleted. The task must exist (ErrNotFound), belong to the CsvIngestion with uid `uid`
+// (ErrOwnedElsewhere) and not be finished already (ErrFinished: it is left as it is, since a
+// finished task's outcome is the truth); an older version gets ErrStale.
+func (c *Client) MarkCancelled(ctx context.Context, taskID, uid string, version int64, at time.Time) error {
+	if taskID == "" || uid == "" || version <= 0 {
+		return fmt.Errorf("cancelling task %q: %w: task id and owner uid must be set and version > 0", taskID, ErrInvalid)
 	}
 	if at.IsZero() {
 		at = time.Now()
@@ -258,10 +300,11 @@ func (c *Client) MarkCancelled(ctx context.Context, taskID string, version int64
 		TableName:        aws.String(c.table),
 		Key:              key(taskID),
 		UpdateExpression: aws.String("SET #st = :cancelled, #ca = :at, #ua = :at, #cp = :zero, #ver = :ver"),
-		ConditionExpression: aws.String("attribute_exists(#id) AND (attribute_not_exists(#ver) OR #ver < :ver) AND " +
+		ConditionExpression: aws.String("attribute_exists(#id) AND #k8s.#uid = :uid AND (attribute_not_exists(#ver) OR #ver < :ver) AND " +
 			"NOT (#st IN (:completed, :partial, :failed, :cancelled))"),
 		ExpressionAttributeNames: map[string]string{
 			"#id": attrTaskID, "#st": attrStatus, "#ca": attrComplete, "#ua": attrUpdated, "#cp": attrProcess, "#ver": attrVersion,
+			"#k8s": attrK8s, "#uid": attrUID,
 		},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":cancelled": &types.AttributeValueMemberS{Value: taskstatus.Cancelled},
@@ -271,6 +314,7 @@ func (c *Client) MarkCancelled(ctx context.Context, taskID string, version int64
 			":at":        ts,
 			":zero":      &types.AttributeValueMemberN{Value: "0"},
 			":ver":       &types.AttributeValueMemberN{Value: strconv.FormatInt(version, 10)},
+			":uid":       &types.AttributeValueMemberS{Value: uid},
 		},
 	}, callOpts)
 	if err == nil {
@@ -286,14 +330,16 @@ func (c *Client) MarkCancelled(ctx context.Context, taskID string, version int64
 		TableName:                aws.String(c.table),
 		Key:                      key(taskID),
 		ConsistentRead:           aws.Bool(true),
-		ProjectionExpression:     aws.String("#st, #ver"),
-		ExpressionAttributeNames: map[string]string{"#st": attrStatus, "#ver": attrVersion},
+		ProjectionExpression:     aws.String("#id, #st, #ver, #k8s.#uid"),
+		ExpressionAttributeNames: map[string]string{"#id": attrTaskID, "#st": attrStatus, "#ver": attrVersion, "#k8s": attrK8s, "#uid": attrUID},
 	}, callOpts)
 	switch {
 	case gerr != nil:
 		return err
 	case len(out.Item) == 0:
 		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	case itemOwner(out.Item) != uid:
+		return fmt.Errorf("%s: %w", what, ErrOwnedElsewhere)
 	}
 	if s, ok := out.Item[attrStatus].(*types.AttributeValueMemberS); ok && taskstatus.Terminal(s.Value) {
 		return fmt.Errorf("%s: %w (status %s)", what, ErrFinished, s.Value)

@@ -21,22 +21,39 @@ import (
 
 // Tables implements controllers.Tracker over any number of task tables.
 type Tables struct {
-	// EndpointOverride replaces every spec's endpoint (local stacks).
+	// EndpointOverride replaces every spec's endpoint (local stacks). The policy still applies to
+	// what the spec names, so a spec behaves the same here as on a cluster without the override.
 	EndpointOverride string
+
+	policy Policy
 
 	mu      sync.Mutex
 	clients map[string]*tasktable.Client
+	order   []string // keys of clients, oldest first
 }
 
 var _ controllers.Tracker = (*Tables)(nil)
 
-// New returns a tracker; endpoint, when set, overrides every table's endpoint.
-func New(endpoint string) *Tables {
-	return &Tables{EndpointOverride: endpoint, clients: map[string]*tasktable.Client{}}
+// MaxClients bounds the table clients kept at once (one per table, region and endpoint); the
+// oldest is dropped when a new one is needed, so specs naming ever new tables cannot grow the
+// manager's memory. A dropped client costs one extra call on its table's next write.
+const MaxClients = 64
+
+// New returns a tracker limited by policy; endpoint, when set, overrides every table's endpoint.
+func New(endpoint string, policy Policy) (*Tables, error) {
+	p, err := policy.compile()
+	if err != nil {
+		return nil, err
+	}
+	return &Tables{EndpointOverride: endpoint, policy: p, clients: map[string]*tasktable.Client{}}, nil
 }
 
-// Client returns the table client for a spec's tracking settings.
+// Client returns the table client for a spec's tracking settings, or a *RefusedError when the
+// policy does not allow them.
 func (t *Tables) Client(ctx context.Context, d *v1alpha1.DynamoDBTracking) (*tasktable.Client, error) {
+	if err := t.policy.Check(d); err != nil {
+		return nil, err
+	}
 	cfg := tasktable.Config{Table: d.Table, Region: d.Region, Endpoint: d.Endpoint}
 	if t.EndpointOverride != "" {
 		cfg.Endpoint = t.EndpointOverride
@@ -51,8 +68,20 @@ func (t *Tables) Client(ctx context.Context, d *v1alpha1.DynamoDBTracking) (*tas
 	if err != nil {
 		return nil, err
 	}
+	if len(t.order) >= MaxClients {
+		delete(t.clients, t.order[0])
+		t.order = t.order[1:]
+	}
 	t.clients[key] = c
+	t.order = append(t.order, key)
 	return c, nil
+}
+
+// clientCount is how many table clients are kept (tests).
+func (t *Tables) clientCount() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.clients)
 }
 
 // Sync writes obj's task item at its TrackingVersion with the given chunk entries.
@@ -74,7 +103,7 @@ func (t *Tables) Sync(ctx context.Context, obj *v1alpha1.CsvIngestion, chunks ma
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("task %s in %s: %w", obj.EffectiveTaskID(), c.Table(), err)
+		return refusal(fmt.Errorf("task %s in %s: %w", obj.EffectiveTaskID(), c.Table(), err))
 	}
 	return nil
 }
@@ -82,10 +111,16 @@ func (t *Tables) Sync(ctx context.Context, obj *v1alpha1.CsvIngestion, chunks ma
 // Cancelled marks a running task cancelled.
 func (t *Tables) Cancelled(ctx context.Context, obj *v1alpha1.CsvIngestion, at time.Time) error {
 	c, err := t.Client(ctx, obj.Spec.Tracking.DynamoDB)
+	var refused *RefusedError
+	if errors.As(err, &refused) {
+		// Nothing of this ingestion's was ever written there; its TrackingDegraded condition said
+		// why while it ran. Waiting for the finalizer timeout would change nothing.
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	err = c.MarkCancelled(ctx, obj.EffectiveTaskID(), obj.Status.TrackingVersion+1, at)
+	err = c.MarkCancelled(ctx, obj.EffectiveTaskID(), string(obj.UID), obj.Status.TrackingVersion+1, at)
 	if errors.Is(err, tasktable.ErrFinished) || errors.Is(err, tasktable.ErrStale) {
 		return nil
 	}
@@ -96,6 +131,10 @@ func (t *Tables) Cancelled(ctx context.Context, obj *v1alpha1.CsvIngestion, at t
 		task.CompletedAt = at
 		task.Version = obj.Status.TrackingVersion + 1
 		err = c.Put(ctx, task, nil)
+	}
+	if errors.Is(err, tasktable.ErrOwnedElsewhere) {
+		// Another ingestion's item: not this one's to cancel (see the TrackingDegraded condition).
+		return nil
 	}
 	return err
 }

@@ -64,7 +64,8 @@ func TestAgainstAPIServer(t *testing.T) {
 				filepath.Join(root, "config", "manager", "manager.yaml"),
 				filepath.Join(root, "config", "manager", "rbac.yaml"),
 				filepath.Join(root, "config", "rbac", "role.yaml"),
-				filepath.Join(root, "config", "rbac", "worker_role.yaml")),
+				filepath.Join(root, "config", "rbac", "worker_role.yaml"),
+				filepath.Join(root, "config", "rbac", "metrics_reader_role.yaml")),
 			"argocd ingestions": readObjects(t, mustGlob(t, filepath.Join(root, "deploy", "argocd", "ingestions", "*.yaml"))...),
 		}
 		for name, objs := range sets {
@@ -261,6 +262,8 @@ func scrapeManager(ctx context.Context, t *testing.T, cluster *harness.Cluster) 
 	opts := manager.DefaultOptions()
 	opts.RESTConfig = cluster.Config
 	opts.MetricsAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	// Plain HTTP: this reads metric names; security_test.go checks the secure default.
+	opts.MetricsSecure = false
 	opts.ProbeAddr = "0"
 	opts.Shim.Addr = "127.0.0.1:" + strconv.Itoa(freePort(t))
 	opts.Shim.APIEnabled = false

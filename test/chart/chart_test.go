@@ -2,10 +2,13 @@ package chart
 
 import (
 	"bytes"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -151,7 +154,10 @@ func TestDefaultRenderObjects(t *testing.T) {
 		"ClusterRole/" + release + "-csvingestion-editor",
 		"ClusterRole/" + release + "-csvingestion-viewer",
 		"ClusterRole/" + release + "-manager",
+		"ClusterRole/" + release + "-metrics-auth",
+		"ClusterRole/" + release + "-metrics-reader",
 		"ClusterRoleBinding/" + release + "-manager",
+		"ClusterRoleBinding/" + release + "-metrics-auth",
 		"CustomResourceDefinition/csvingestions.ingestion.vectordb.io",
 		"CustomResourceDefinition/csvingestionschedules.ingestion.vectordb.io",
 		"Deployment/" + release,
@@ -192,7 +198,7 @@ func TestDefaultRenderObjects(t *testing.T) {
 		pm := p.(map[string]any)
 		ports[pm["name"].(string)] = pm["containerPort"].(int64)
 	}
-	if !reflect.DeepEqual(ports, map[string]int64{"http": 8000, "metrics": 8080, "health": 8081}) {
+	if !reflect.DeepEqual(ports, map[string]int64{"http": 8000, "metrics": 8443, "health": 8081}) {
 		t.Errorf("container ports %v", ports)
 	}
 	sc := c["securityContext"].(map[string]any)
@@ -209,17 +215,21 @@ func TestAPIKeySecretIsMountedNotRead(t *testing.T) {
 	dep := deployment(t, objs)
 	opts, _ := parseManagerArgs(t, managerArgs(t, dep))
 	vols, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "volumes")
-	if len(vols) != 1 {
+	// All-on also mounts the metrics certificate (metrics.certSecret); the key volume is the first.
+	if len(vols) != 2 {
 		t.Fatalf("volumes %v", vols)
 	}
 	secret, _, _ := unstructured.NestedString(vols[0].(map[string]any), "secret", "secretName")
-	if secret != "vectordb-api-keys" {
+	if secret != "vectordb-api-keys" || vols[0].(map[string]any)["name"] != "api-keys" {
 		t.Errorf("mounted Secret %q, want vectordb-api-keys", secret)
 	}
 	containers, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
 	mounts, _, _ := unstructured.NestedSlice(containers[0].(map[string]any), "volumeMounts")
-	if len(mounts) != 1 || mounts[0].(map[string]any)["mountPath"] != opts.Shim.APIKeysPath {
+	if len(mounts) != 2 || mounts[0].(map[string]any)["mountPath"] != opts.Shim.APIKeysPath {
 		t.Errorf("volume mounts %v, --api-keys-path %q", mounts, opts.Shim.APIKeysPath)
+	}
+	if mounts[1].(map[string]any)["mountPath"] != opts.MetricsCertDir {
+		t.Errorf("volume mounts %v, --metrics-cert-dir %q", mounts, opts.MetricsCertDir)
 	}
 	for _, o := range append(ofKind(objs, "ClusterRole"), ofKind(objs, "Role")...) {
 		rules, _, _ := unstructured.NestedSlice(o.Object, "rules")
@@ -331,49 +341,228 @@ func TestWorkerServiceAccountInEveryIngestionNamespace(t *testing.T) {
 	}
 }
 
-// The chart's worker Role is config/rbac/worker_role.yaml's, and its manager rules grant all that
-// config/rbac/role.yaml (generated from the +kubebuilder:rbac markers) does, Leases in the
-// leader-election Role.
-func TestChartRBACMatchesConfig(t *testing.T) {
-	generated := readObjects(t, filepath.Join(root, "config", "rbac", "role.yaml"))[0]
-	worker := readObjects(t, filepath.Join(root, "config", "rbac", "worker_role.yaml"))[0]
+// apiGrants are what the REST API adds to the controller's rights, in its namespace only:
+// internal/shim/process.go creates CsvIngestions, internal/shim/tasks.go patches spec.cancel.
+var apiGrants = grantSet{{"ingestion.vectordb.io", "csvingestions", "create"}, {"ingestion.vectordb.io", "csvingestions", "patch"}}
 
-	for _, args := range [][]string{nil, {"--set-json", `watchNamespaces=["ingestion"]`}} {
-		objs := mustRender(t, args...)
-		var managerRole *unstructured.Unstructured
-		if len(args) == 0 {
-			managerRole = find(objs, "ClusterRole", "", release+"-manager")
-		} else {
-			managerRole = find(objs, "Role", "ingestion", release+"-manager")
-			if find(objs, "ClusterRole", "", release+"-manager") != nil {
-				t.Error("a ClusterRole for the manager although watchNamespaces limits it")
-			}
+// The manager holds exactly what its code uses, in config/rbac and in the chart: the
+// +kubebuilder:rbac markers (cluster-wide ones in a ClusterRole, or a Role per watched namespace;
+// namespaced ones, the leader-election Lease, in the operator's namespace), plus the API's rights
+// only when the API is on. The worker Role is config/rbac/worker_role.yaml's.
+func TestRBACMatchesCode(t *testing.T) {
+	cluster, namespaced := markerGrants(t)
+	if len(cluster) == 0 || len(namespaced) != 1 {
+		t.Fatalf("markers: %d cluster grants, namespaced in %v", len(cluster), namespaced)
+	}
+	leader := namespaced["vectordb-system"]
+	if !leader.has(grant{"coordination.k8s.io", "leases", "get"}) || leader.has(grant{"coordination.k8s.io", "leases", "delete"}) {
+		t.Errorf("lease markers: %v", leader)
+	}
+	for _, g := range cluster {
+		if g.resource == "leases" {
+			t.Errorf("a cluster-wide grant on leases: %s", g)
 		}
-		leader := find(objs, "Role", namespace, release+"-leader-election")
-		if managerRole == nil || leader == nil {
-			t.Fatalf("manager role %v, leader-election role %v", managerRole != nil, leader != nil)
-		}
-		for _, g := range grants(t, generated) {
-			holder := managerRole
-			if g.resource == "leases" {
-				holder = leader
-			}
-			if !grants(t, holder).has(g) {
-				t.Errorf("%v: chart's %s %s lacks %s", args, holder.GetKind(), holder.GetName(), g)
-			}
-		}
-		chartWorker := find(objs, "Role", "ingestion", release+"-worker")
-		if len(args) == 0 {
-			chartWorker = find(objs, "Role", namespace, release+"-worker")
-		}
-		if chartWorker == nil {
-			t.Fatal("no worker Role rendered")
-		}
-		if !reflect.DeepEqual(grants(t, chartWorker), grants(t, worker)) {
-			t.Errorf("chart worker Role %v, config/rbac/worker_role.yaml %v", grants(t, chartWorker), grants(t, worker))
+		if g.resource == "jobs" && g.verb == "update" || g.resource == "csvingestions" && (g.verb == "create" || g.verb == "patch") {
+			t.Errorf("a grant the controller does not use: %s", g)
 		}
 	}
+
+	generated := readObjects(t, filepath.Join(root, "config", "rbac", "role.yaml"))
+	if cr := find(generated, "ClusterRole", "", "vectordb-operator-manager"); cr == nil || !equalGrants(grants(t, cr), cluster) {
+		t.Errorf("config/rbac/role.yaml's ClusterRole differs from the markers (run make manifests):\n got %v\nwant %v", grantsOf(t, cr), cluster)
+	}
+	if r := find(generated, "Role", "vectordb-system", "vectordb-operator-manager"); r == nil || !equalGrants(grants(t, r), leader) {
+		t.Errorf("config/rbac/role.yaml's Role differs from the markers:\n got %v\nwant %v", grantsOf(t, r), leader)
+	}
+	cfg := readObjects(t, filepath.Join(root, "config", "rbac", "role.yaml"), filepath.Join(root, "config", "manager", "rbac.yaml"))
+	if got, want := boundGrants(t, cfg, "vectordb-system", "vectordb-operator"), union(cluster, leader); !equalGrants(got, want) {
+		t.Errorf("config/: the manager's service account holds\n%v\nwant\n%v", got, want)
+	}
+
+	apiOn := []string{"--set", "api.enabled=true", "--set", "api.apiKeys.existingSecret=k", "--set", "api.defaults.bucket=csv",
+		"--set", "api.defaults.pinecone.index=i", "--set", "api.namespace=api-tasks"}
+	cases := []struct {
+		name string
+		args []string
+		want grantSet
+	}{
+		{"defaults", nil, union(cluster, leader)},
+		{"API on", apiOn, union(cluster, leader, apiGrants)},
+		{"watched namespaces", []string{"--set-json", `watchNamespaces=["ingestion"]`}, union(cluster, leader)},
+		{"plain metrics", []string{"--set", "metrics.secure=false"}, minus(union(cluster, leader), "tokenreviews", "subjectaccessreviews")},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			objs := mustRender(t, c.args...)
+			if got := boundGrants(t, objs, namespace, release); !equalGrants(got, c.want) {
+				t.Errorf("the manager's service account holds\n%v\nwant\n%v", got, c.want)
+			}
+			leaderRole := find(objs, "Role", namespace, release+"-leader-election")
+			if leaderRole == nil || !equalGrants(grants(t, leaderRole), leader) {
+				t.Errorf("leader-election Role %v, markers %v", grantsOf(t, leaderRole), leader)
+			}
+			api := find(objs, "Role", "api-tasks", release+"-api")
+			if (api != nil) != (c.name == "API on") {
+				t.Errorf("API Role rendered: %v", api != nil)
+			}
+			for _, o := range append(ofKind(objs, "ClusterRole"), ofKind(objs, "Role")...) {
+				if o == api || o.GetLabels()["rbac.authorization.k8s.io/aggregate-to-edit"] == "true" {
+					continue
+				}
+				for _, g := range grants(t, o) {
+					if g.resource == "csvingestions" && (g.verb == "create" || g.verb == "patch") {
+						t.Errorf("%s %s grants %s outside the API's Role", o.GetKind(), o.GetName(), g)
+					}
+				}
+			}
+			if c.name == "watched namespaces" {
+				r := find(objs, "Role", "ingestion", release+"-manager")
+				if r == nil || find(objs, "ClusterRole", "", release+"-manager") != nil {
+					t.Fatal("watchNamespaces must give a Role per namespace and no controller ClusterRole")
+				}
+				if want := minus(cluster, "tokenreviews", "subjectaccessreviews"); !equalGrants(grants(t, r), want) {
+					t.Errorf("Role in ingestion %v, want %v", grants(t, r), want)
+				}
+			}
+		})
+	}
+
+	worker := readObjects(t, filepath.Join(root, "config", "rbac", "worker_role.yaml"))[0]
+	chartWorker := find(mustRender(t), "Role", namespace, release+"-worker")
+	if chartWorker == nil {
+		t.Fatal("no worker Role rendered")
+	}
+	if !reflect.DeepEqual(grants(t, chartWorker), grants(t, worker)) {
+		t.Errorf("chart worker Role %v, config/rbac/worker_role.yaml %v", grants(t, chartWorker), grants(t, worker))
+	}
 }
+
+var rbacMarker = regexp.MustCompile(`^\s*//\s*\+kubebuilder:rbac:(.+)$`)
+
+// markerGrants reads the +kubebuilder:rbac markers of the module's Go files (what controller-gen
+// reads): cluster-wide grants, and namespaced ones by namespace.
+func markerGrants(t *testing.T) (grantSet, map[string]grantSet) {
+	t.Helper()
+	var cluster grantSet
+	namespaced := map[string]grantSet{}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			switch d.Name() {
+			case ".git", "bin", "node_modules", "testdata":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			m := rbacMarker.FindStringSubmatch(line)
+			if m == nil {
+				continue
+			}
+			kv := map[string][]string{}
+			for _, part := range strings.Split(m[1], ",") {
+				k, v, _ := strings.Cut(part, "=")
+				kv[k] = strings.Split(strings.Trim(v, `"`), ";")
+			}
+			var gs grantSet
+			for _, g := range kv["groups"] {
+				for _, r := range kv["resources"] {
+					for _, v := range kv["verbs"] {
+						gs = append(gs, grant{strings.Trim(g, `"`), r, v})
+					}
+				}
+			}
+			if ns := kv["namespace"]; len(ns) > 0 {
+				namespaced[ns[0]] = union(namespaced[ns[0]], gs)
+			} else {
+				cluster = union(cluster, gs)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cluster, namespaced
+}
+
+// boundGrants is everything the service account ns/name holds through the Roles and ClusterRoles
+// bound to it in objs.
+func boundGrants(t *testing.T, objs []*unstructured.Unstructured, ns, name string) grantSet {
+	t.Helper()
+	var out grantSet
+	for _, b := range append(ofKind(objs, "RoleBinding"), ofKind(objs, "ClusterRoleBinding")...) {
+		subjects, _, _ := unstructured.NestedSlice(b.Object, "subjects")
+		bound := false
+		for _, s := range subjects {
+			sm := s.(map[string]any)
+			if sm["kind"] == "ServiceAccount" && sm["name"] == name && sm["namespace"] == ns {
+				bound = true
+			}
+		}
+		if !bound {
+			continue
+		}
+		kind, _, _ := unstructured.NestedString(b.Object, "roleRef", "kind")
+		ref, _, _ := unstructured.NestedString(b.Object, "roleRef", "name")
+		roleNS := b.GetNamespace()
+		if kind == "ClusterRole" {
+			roleNS = ""
+		}
+		role := find(objs, kind, roleNS, ref)
+		if role == nil {
+			t.Errorf("%s %s binds %s %s, which is not there", b.GetKind(), b.GetName(), kind, ref)
+			continue
+		}
+		out = union(out, grants(t, role))
+	}
+	return out
+}
+
+func grantsOf(t *testing.T, o *unstructured.Unstructured) grantSet {
+	if o == nil {
+		return nil
+	}
+	return grants(t, o)
+}
+
+// union is the sorted set of the grants of all sets.
+func union(sets ...grantSet) grantSet {
+	seen := map[grant]bool{}
+	var out grantSet
+	for _, s := range sets {
+		for _, g := range s {
+			if !seen[g] {
+				seen[g] = true
+				out = append(out, g)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+// minus is s without the grants on the given resources.
+func minus(s grantSet, resources ...string) grantSet {
+	var out grantSet
+	for _, g := range s {
+		if !slices.Contains(resources, g.resource) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+func equalGrants(a, b grantSet) bool { return reflect.DeepEqual(union(a), union(b)) }
 
 type grant struct{ group, resource, verb string }
 

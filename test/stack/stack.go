@@ -181,9 +181,15 @@ func (s *Stack) StartManager(ctx context.Context) error {
 	args := []string{
 		"--embedder-image=" + EmbedderImage,
 		"--metrics-bind-address=" + s.MetricsAddr,
+		// Plain HTTP so the demo can print a curl line and the suites scrape without a token; the
+		// secure default is tested in test/chart.
+		"--metrics-secure=false",
 		"--health-probe-bind-address=" + s.ProbeAddr,
 		"--http-bind-address=" + s.HTTPAddr,
+		// The manager reaches dynalite through a proxy the fault tests can cut; the sample
+		// ingestions name dynalite itself, which the tracking policy must allow.
 		"--dynamodb-endpoint=http://" + s.DynamoDB.Addr,
+		"--tracking-allowed-endpoints=" + s.Dynalite.Endpoint,
 		"--api-keys-path=" + filepath.Join(s.WorkDir, "api-keys"),
 		"--api-namespace=default",
 		"--api-bucket=" + Bucket,

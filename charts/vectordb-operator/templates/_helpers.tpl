@@ -117,28 +117,30 @@ The manager's rules: the same as config/rbac/role.yaml (generated from the contr
 +kubebuilder:rbac markers) less the Leases, which only the leader-election Role grants, in one
 namespace. No Secrets: API keys come from a mounted volume, and the workers read their own keys.
 */}}
+{{- /* The controller's rules: the +kubebuilder:rbac markers without a namespace (test/chart checks
+they match). */}}
 {{- define "vectordb-operator.managerRules" -}}
 - apiGroups: ["ingestion.vectordb.io"]
   resources: ["csvingestions"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 - apiGroups: ["ingestion.vectordb.io"]
   resources: ["csvingestions/status"]
-  verbs: ["get", "update", "patch"]
+  verbs: ["update"]
 - apiGroups: ["ingestion.vectordb.io"]
   resources: ["csvingestions/finalizers"]
   verbs: ["update"]
 - apiGroups: ["ingestion.vectordb.io"]
   resources: ["csvingestionschedules"]
-  verbs: ["get", "list", "watch", "update", "patch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["ingestion.vectordb.io"]
   resources: ["csvingestionschedules/status"]
-  verbs: ["get", "update", "patch"]
+  verbs: ["update"]
 - apiGroups: ["ingestion.vectordb.io"]
   resources: ["csvingestionschedules/finalizers"]
   verbs: ["update"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch"]
