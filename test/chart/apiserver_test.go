@@ -96,13 +96,15 @@ func TestAgainstAPIServer(t *testing.T) {
 	// install over a CRD it does not own (envtest installed it from config/crd): adopt it first,
 	// as docs/install-eks.md says to.
 	t.Run("install notes", func(t *testing.T) {
-		crd := &unstructured.Unstructured{}
-		crd.SetAPIVersion("apiextensions.k8s.io/v1")
-		crd.SetKind("CustomResourceDefinition")
-		crd.SetName("csvingestions.ingestion.vectordb.io")
 		adopt := fmt.Sprintf(`{"metadata":{"labels":{"app.kubernetes.io/managed-by":"Helm"},"annotations":{"meta.helm.sh/release-name":%q,"meta.helm.sh/release-namespace":%q}}}`, release, namespace)
-		if err := c.Patch(ctx, crd, client.RawPatch("application/merge-patch+json", []byte(adopt))); err != nil {
-			t.Fatalf("adopting the CRD: %v", err)
+		for _, name := range []string{"csvingestions.ingestion.vectordb.io", "csvingestionschedules.ingestion.vectordb.io"} {
+			crd := &unstructured.Unstructured{}
+			crd.SetAPIVersion("apiextensions.k8s.io/v1")
+			crd.SetKind("CustomResourceDefinition")
+			crd.SetName(name)
+			if err := c.Patch(ctx, crd, client.RawPatch("application/merge-patch+json", []byte(adopt))); err != nil {
+				t.Fatalf("adopting the CRD %s: %v", name, err)
+			}
 		}
 		for name, args := range map[string][]string{"defaults": nil, "all-on": {"-f", allOnFile}} {
 			out, err := helm(t, append([]string{"install", release, chartDir, "--namespace", namespace,

@@ -362,7 +362,9 @@ func TestRBACMatchesCode(t *testing.T) {
 		if g.resource == "leases" {
 			t.Errorf("a cluster-wide grant on leases: %s", g)
 		}
-		if g.resource == "jobs" && g.verb == "update" || g.resource == "csvingestions" && (g.verb == "create" || g.verb == "patch") {
+		// csvingestions create/patch/delete are the schedule controller's (runs created, cancelled,
+		// pruned); the REST API's Role adds create/patch in its namespace for the same verbs.
+		if g.resource == "jobs" && g.verb == "update" {
 			t.Errorf("a grant the controller does not use: %s", g)
 		}
 	}
@@ -404,16 +406,6 @@ func TestRBACMatchesCode(t *testing.T) {
 			api := find(objs, "Role", "api-tasks", release+"-api")
 			if (api != nil) != (c.name == "API on") {
 				t.Errorf("API Role rendered: %v", api != nil)
-			}
-			for _, o := range append(ofKind(objs, "ClusterRole"), ofKind(objs, "Role")...) {
-				if o == api || o.GetLabels()["rbac.authorization.k8s.io/aggregate-to-edit"] == "true" {
-					continue
-				}
-				for _, g := range grants(t, o) {
-					if g.resource == "csvingestions" && (g.verb == "create" || g.verb == "patch") {
-						t.Errorf("%s %s grants %s outside the API's Role", o.GetKind(), o.GetName(), g)
-					}
-				}
 			}
 			if c.name == "watched namespaces" {
 				r := find(objs, "Role", "ingestion", release+"-manager")
