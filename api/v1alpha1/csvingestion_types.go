@@ -212,10 +212,11 @@ type CSVFormat struct {
 // MappingSpec says how a row becomes a vector record.
 // +kubebuilder:validation:XValidation:rule="has(self.textColumn) != has(self.textTemplate)",message="set exactly one of spec.mapping.textColumn or spec.mapping.textTemplate"
 type MappingSpec struct {
-	// IDColumn holds the row's id.
+	// IDColumn holds the row's id. Left empty, the column named "id" is used when the header has
+	// one; otherwise the id is derived from the whole row: the hex of the first 16 bytes of SHA-256
+	// over its fields (each as an 8-byte big-endian length and its bytes), so a re-run of the same
+	// file writes the same ids, and identical rows are duplicates.
 	// +optional
-	// +kubebuilder:default=id
-	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=256
 	IDColumn string `json:"idColumn,omitempty"`
 

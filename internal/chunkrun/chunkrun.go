@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -331,28 +330,16 @@ func readHeader(ctx context.Context, obj *source.Object, compression string, dat
 	if err != nil {
 		return nil, err
 	}
-	// Only the first record is read; closing the body early abandons the rest of the range.
+	// Only the header record is read; closing the body early abandons the rest of the range.
 	defer body.Close()
-	rd, err := csvplan.NewReader(body, []string{"header"}, csvplan.ReaderOptions{Delimiter: delim})
-	if err != nil {
-		return nil, worker.Permanent(worker.ReasonPermanentError, err)
+	header, _, err := csvplan.ReadHeader(body, delim, 0)
+	var he *csvplan.HeaderError
+	switch {
+	case errors.As(err, &he):
+		return nil, worker.Permanent(worker.ReasonHeaderMismatch, fmt.Errorf("s3://%s/%s: %w", obj.Bucket, obj.Key, err))
+	case err != nil:
+		return nil, fmt.Errorf("read CSV header of s3://%s/%s: %w", obj.Bucket, obj.Key, err)
 	}
-	if !rd.Next() {
-		if err := rd.Err(); err != nil {
-			return nil, fmt.Errorf("read CSV header of s3://%s/%s: %w", obj.Bucket, obj.Key, err)
-		}
-		return nil, worker.Permanent(worker.ReasonHeaderMismatch, fmt.Errorf("s3://%s/%s has no header row before byte %d", obj.Bucket, obj.Key, dataStart))
-	}
-	row := rd.Row()
-	if row.Fields == nil || (row.Err != nil && row.Err.Reason != csvplan.ReasonWrongFieldCount) {
-		detail := "unreadable"
-		if row.Err != nil {
-			detail = row.Err.Reason + ": " + row.Err.Detail
-		}
-		return nil, worker.Permanent(worker.ReasonHeaderMismatch, fmt.Errorf("CSV header of s3://%s/%s: %s", obj.Bucket, obj.Key, detail))
-	}
-	header := row.Fields
-	header[0] = strings.TrimPrefix(header[0], "\uFEFF")
 	return header, nil
 }
 

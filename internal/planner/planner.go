@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -327,26 +326,14 @@ func estimateRow(spec v1alpha1.MappingSpec, header []string, est *tokens.Estimat
 	}, nil
 }
 
-// peekHeader reads the first record of r and returns it with a reader that replays everything
-// read so far followed by the rest of r, so the one streaming pass can check the mapping before
-// scanning. A first record the reader reports as malformed gives a nil header; Scan then reports
-// the problem as a *csvplan.HeaderError.
+// peekHeader reads the header record of r (csvplan.ReadHeader: BOM and blank lines skipped) and
+// returns it with a reader that replays everything read so far followed by the rest of r, so the
+// one streaming pass can check the mapping before scanning. A header csvplan cannot read gives a
+// nil header and no error; Scan then reports the problem as a *csvplan.HeaderError.
 func peekHeader(r io.Reader, delim rune) ([]string, io.Reader, error) {
 	var seen bytes.Buffer
-	rd, err := csvplan.NewReader(io.TeeReader(r, &seen), []string{"header"}, csvplan.ReaderOptions{Delimiter: delim})
-	if err != nil {
-		return nil, nil, err
-	}
-	var header []string
-	if rd.Next() {
-		row := rd.Row()
-		if row.Fields != nil && (row.Err == nil || row.Err.Reason == csvplan.ReasonWrongFieldCount) {
-			header = row.Fields
-			if len(header) > 0 {
-				header[0] = strings.TrimPrefix(header[0], "\uFEFF")
-			}
-		}
-	} else if err := rd.Err(); err != nil {
+	header, _, err := csvplan.ReadHeader(io.TeeReader(r, &seen), delim, 0)
+	if err != nil && !csvplan.IsHeaderError(err) {
 		return nil, nil, err
 	}
 	return header, io.MultiReader(&seen, r), nil
