@@ -151,6 +151,16 @@ type S3Source struct {
 	// +kubebuilder:validation:MaxLength=1024
 	Key string `json:"key"`
 
+	// StageKeyPrefix is where, in the same bucket, the planner writes what it stages: the
+	// decompressed UTF-8 copy of a gzip or non-UTF-8 object (<prefix><taskID>.utf8.csv) and the
+	// list of duplicate-id rows (<prefix><taskID>.duplicates). Needed only then; the worker's S3
+	// identity must be allowed to write and delete there. Staged objects are deleted when the
+	// ingestion ends.
+	// +optional
+	// +kubebuilder:default="vectordb-staging/"
+	// +kubebuilder:validation:MaxLength=512
+	StageKeyPrefix string `json:"stageKeyPrefix,omitempty"`
+
 	S3Connection `json:",inline"`
 }
 
@@ -203,10 +213,21 @@ type CSVFormat struct {
 	Delimiter string `json:"delimiter,omitempty"`
 
 	// Compression of the object: auto looks at the first bytes (gzip magic) and the key suffix.
+	// A gzip object is decompressed once by the planner into a staged copy (see
+	// S3Source.stageKeyPrefix) that the chunks read with ranged GETs.
 	// +optional
 	// +kubebuilder:default=auto
 	// +kubebuilder:validation:Enum=auto;none;gzip
 	Compression string `json:"compression,omitempty"`
+
+	// Encoding of the text: utf-8 (a BOM is dropped; bytes that are not UTF-8 fail their row as
+	// invalid_utf8), latin-1 (ISO 8859-1), windows-1252, or utf-16 (byte order from the BOM,
+	// little-endian without one). Any encoding but utf-8 is converted to UTF-8 once by the planner
+	// into a staged copy, like gzip.
+	// +optional
+	// +kubebuilder:default=utf-8
+	// +kubebuilder:validation:Enum=utf-8;latin-1;windows-1252;utf-16
+	Encoding string `json:"encoding,omitempty"`
 }
 
 // MappingSpec says how a row becomes a vector record.

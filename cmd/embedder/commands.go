@@ -115,6 +115,9 @@ func newChunkCmd(g *globals) *cobra.Command {
 	f.Float64Var(&a.RequestsPerMinute, "rpm", 0, "this chunk's share of the request budget (0: unlimited)")
 	f.Float64Var(&a.TokensPerMinute, "tpm", 0, "this chunk's share of the token budget (0: unlimited)")
 	f.StringVar(&a.Compression, "compression", "", "compression the planner found: none or gzip")
+	f.StringVar(&a.Key, "key", "", "object to read instead of the source (the planner's staged copy, same bucket)")
+	f.StringVar(&a.DuplicatesKey, "duplicates-key", "", "the planner's list of duplicate-id rows (same bucket)")
+	f.StringVar(&a.DuplicatesETag, "duplicates-etag", "", "ETag the duplicates list is pinned to")
 	_ = cmd.MarkFlagRequired("etag")
 	return cmd
 }

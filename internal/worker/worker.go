@@ -107,6 +107,12 @@ type ChunkArgs struct {
 	// Compression of the object as the planner found it (none | gzip); offsets are positions in
 	// the decompressed stream, so a gzip chunk must be read from the start.
 	Compression string
+	// Key, when set, is the object to read instead of the source's: the planner's staged copy
+	// (same bucket). ETag is then the staged copy's.
+	Key string
+	// DuplicatesKey and DuplicatesETag name the planner's list of duplicate-id rows (same
+	// bucket), when the file has any.
+	DuplicatesKey, DuplicatesETag string
 	// Shares of the ingestion's budgets for this chunk.
 	RequestsPerMinute float64
 	TokensPerMinute   float64
@@ -127,6 +133,12 @@ func (c ChunkArgs) Flags() []string {
 	}
 	if c.Compression != "" {
 		flags = append(flags, "--compression="+c.Compression)
+	}
+	if c.Key != "" {
+		flags = append(flags, "--key="+c.Key)
+	}
+	if c.DuplicatesKey != "" {
+		flags = append(flags, "--duplicates-key="+c.DuplicatesKey, "--duplicates-etag="+c.DuplicatesETag)
 	}
 	return flags
 }
