@@ -184,6 +184,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		log.V(1).Info("status written", "phase", p.status.Phase, "progress", p.status.Progress)
 	}
 
+	if err := r.cleanupStaged(ctx, obj, kids); err != nil {
+		log.Error(err, "staged objects not cleaned up yet")
+	}
 	if obj.Status.Phase.Terminal() && controllerutil.ContainsFinalizer(obj, FinalizerTaskCancel) {
 		// Nothing is running any more: deleting a finished ingestion needs no DynamoDB write.
 		if r.tracked(obj) {

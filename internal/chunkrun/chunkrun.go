@@ -220,7 +220,12 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	if err != nil {
 		return res, err
 	}
-	obj := &source.Object{Client: cl, Bucket: loc.Bucket, Key: loc.Key, ETag: args.ETag}
+	// A staged copy (gzip or another encoding, see the planner) is read instead of the source.
+	obj := &source.Object{Client: cl, Bucket: loc.Bucket, Key: cmp.Or(args.Key, loc.Key), ETag: args.ETag}
+	dups, err := loadDuplicates(ctx, cl, loc.Bucket, args)
+	if err != nil {
+		return res, err
+	}
 
 	header, err := readHeader(ctx, obj, args.Compression, args.Offset, delim)
 	if err != nil {
@@ -254,7 +259,7 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	fails := &failures{dl: dl, log: log, progress: deps.Progress}
 
 	p := &pipeline{
-		emb: emb, up: up, mapper: mapper, fails: fails, progress: deps.Progress,
+		emb: emb, up: up, mapper: mapper, fails: fails, progress: deps.Progress, dups: dups,
 	}
 	if args.Length > 0 {
 		var body io.ReadCloser
@@ -295,6 +300,7 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	res.Processed = p.upserted.Load()
 	res.VectorsUpserted = p.upserted.Load()
 	res.Failed = fails.count()
+	res.Skipped = fails.skippedCount()
 	res.FailedSamples = fails.sampled()
 	if ownEmbedder {
 		st := emb.Stats()
@@ -365,6 +371,7 @@ type pipeline struct {
 	mapper   *mapping.Mapper
 	fails    *failures
 	progress func(int64)
+	dups     map[int64]int64 // duplicate row → the row whose vector is kept
 
 	upserted, tokens, requests atomic.Int64
 }
@@ -420,6 +427,12 @@ func (p *pipeline) readAndMap(ctx context.Context, rd *csvplan.Reader, out chan<
 		row := rd.Row()
 		if row.Err != nil {
 			if err := p.fails.add(ctx, row.Num, row.Fields, row.Err.Reason, row.Err.Detail); err != nil {
+				return err
+			}
+			continue
+		}
+		if first, ok := p.dups[row.Num]; ok {
+			if err := p.skipDuplicate(ctx, row, first); err != nil {
 				return err
 			}
 			continue
@@ -542,6 +555,7 @@ type failures struct {
 	log      logr.Logger
 	progress func(int64)
 	n        int64
+	skipped  int64
 	samples  []worker.FailedRow
 }
 

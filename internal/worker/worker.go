@@ -77,6 +77,7 @@ func DecodeIngestion(s string) (Ingestion, error) {
 // Names of children, deterministic so a restarted controller finds what it created.
 func PlanJobName(ingestion string) string       { return ingestion + "-plan" }
 func PlanConfigMapName(ingestion string) string { return ingestion + "-plan" }
+func CleanupJobName(ingestion string) string    { return ingestion + "-cleanup" }
 func ChunkJobName(ingestion string, index int) string {
 	return fmt.Sprintf("%s-chunk-%d", ingestion, index)
 }
@@ -91,6 +92,8 @@ const (
 
 	RolePlan  = "plan"
 	RoleChunk = "chunk"
+	// RoleCleanup deletes what the planner staged once the ingestion has ended.
+	RoleCleanup = "cleanup"
 )
 
 // PlanDataKey is the ConfigMap key holding the plan JSON.
