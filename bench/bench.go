@@ -83,6 +83,7 @@ type Report struct {
 	Pipeline   Pipeline
 	Planner    Planner
 	Memory     []Memory
+	Outlier    Outlier
 	Manager    Manager
 }
 
@@ -633,6 +634,7 @@ type childRun struct {
 	Wall, CPU              time.Duration
 	MaxRSSMiB              float64
 	MaxAnonMiB, MaxFileMiB float64
+	Stdout                 string
 }
 
 // runEmbedder runs bin/embedder run on key in one chunk, one process, against the given fakes.
@@ -656,6 +658,11 @@ func runEmbedder(ctx context.Context, c Config, st *stack.Stack, oa *fakeopenai.
 	if err := os.WriteFile(manifest, b, 0o600); err != nil {
 		return nil, err
 	}
+	return execEmbedder(ctx, c, st.MinIO, pc, manifest, name, profile)
+}
+
+// execEmbedder runs bin/embedder run -f manifest and polls its peak RSS.
+func execEmbedder(ctx context.Context, c Config, m *harness.MinIO, pc *fakepinecone.Server, manifest, name, profile string) (*childRun, error) {
 	cctx, cancel := context.WithTimeout(ctx, c.MemTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, filepath.Join(harness.BinDir(), "embedder"), "run", "-f", manifest, "--progress", "none", "--log-level", cmp.Or(os.Getenv("BENCH_EMBEDDER_LOG_LEVEL"), "error"))
@@ -664,7 +671,7 @@ func runEmbedder(ctx context.Context, c Config, st *stack.Stack, oa *fakeopenai.
 	cmd.Env = append(os.Environ(),
 		worker.EnvOpenAIAPIKey+"="+stack.OpenAIKey, worker.EnvPineconeAPIKey+"="+stack.PineconeKey,
 		"PINECONE_CONTROL_HOST="+pc.ControlURL(),
-		"AWS_ACCESS_KEY_ID="+st.MinIO.AccessKey, "AWS_SECRET_ACCESS_KEY="+st.MinIO.SecretKey, "AWS_REGION=us-east-1")
+		"AWS_ACCESS_KEY_ID="+m.AccessKey, "AWS_SECRET_ACCESS_KEY="+m.SecretKey, "AWS_REGION=us-east-1")
 	if profile != "" {
 		cmd.Env = append(cmd.Env, profiling.EnvCPUProfile+"="+profile)
 	}
@@ -709,6 +716,7 @@ func runEmbedder(ctx context.Context, c Config, st *stack.Stack, oa *fakeopenai.
 		res.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
 	_ = json.Unmarshal([]byte(stdout.String()), &res.Summary)
+	res.Stdout = stdout.String()
 	if p := os.Getenv("BENCH_EMBEDDER_LOG_DIR"); p != "" {
 		_ = os.WriteFile(filepath.Join(p, name+".log"), []byte(stderr.String()), 0o644)
 	}
@@ -793,6 +801,11 @@ func runPipelineAndMemory(ctx context.Context, c Config, st *stack.Stack, dir st
 		_, _ = st.MinIO.S3Client().DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: ptr(stack.Bucket), Key: &key})
 		c.logf("memory: %d rows, peak RSS %.1f MiB (anon %.1f, file %.1f), %s, finished %v", rows, m.MaxRSSMiB, m.MaxAnonMiB, m.MaxFileMiB, m.Wall.Round(time.Second), m.Finished)
 	}
+	out, err := runOutlier(ctx, c, st.MinIO, oa, pc, dir)
+	if err != nil {
+		return err
+	}
+	r.Outlier = *out
 	return nil
 }
 

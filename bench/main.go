@@ -230,6 +230,16 @@ func Markdown(r *Report, env Env) string {
 		w("| %d | %.1f MB | **%.1f MiB** | %.1f MiB | %.1f MiB | %s | %d | %v |", m.Rows, float64(m.FileBytes)/1e6, m.MaxRSSMiB, m.MaxAnonMiB, m.MaxFileMiB, dur(m.Wall), m.VectorsUpserted, m.Finished)
 	}
 	w("")
+	if o := r.Outlier; o.Rows > 0 {
+		w("### One 12 MiB row")
+		w("")
+		w("The same measure for one `embedder run` (plan and chunk, dead letters on) over %d rows, one of which is a single field of %.1f MiB of CJK text (one pre-token, far over the model's 8,191 tokens). It must be dead-lettered (`too_many_tokens`) while the process stays small.", o.Rows, float64(o.RowBytes)/(1<<20))
+		w("")
+		w("| **peak RSS** (target ≤ 64 MiB) | anon | file-backed | time | phase | processed | failed | outlier's reason |")
+		w("|---|---|---|---|---|---|---|---|")
+		w("| **%.1f MiB** | %.1f MiB | %.1f MiB | %s | %s | %d | %d | `%s` |", o.MaxRSSMiB, o.MaxAnonMiB, o.MaxFileMiB, dur(o.Wall), o.Phase, o.Processed, o.Failed, o.DeadLetterReason)
+		w("")
+	}
 	mg := r.Manager
 	w("Manager (`bin/manager`, the real binary) with an ingestion of %d one-row chunks at parallelism %d, on a second stack whose chunk pods run a stand-in that reports its row as upserted and exits at once (the planner is the real embedder), so the figures are the manager's: real chunk Jobs, pods, kube-controller-manager and status roll-up; peak RSS from /proc/<pid>/status VmHWM (the manager of that stack, which ran nothing else), API requests from its client-go `rest_client_requests_total` during this ingestion.", mg.Chunks, mg.ParallelismUsed)
 	w("")

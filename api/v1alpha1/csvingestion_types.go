@@ -274,6 +274,14 @@ type MappingSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	Metadata MetadataSpec `json:"metadata,omitempty"`
+
+	// OverlongText is what happens to a text longer than the model takes (8,191 tokens, less a
+	// margin of 64): fail dead-letters the row with reason too_many_tokens; truncate embeds the
+	// text's first 8,127 tokens, cut at a token boundary.
+	// +optional
+	// +kubebuilder:default=fail
+	// +kubebuilder:validation:Enum=fail;truncate
+	OverlongText string `json:"overlongText,omitempty"`
 }
 
 // MetadataSpec selects and shapes vector metadata.
@@ -322,6 +330,7 @@ type MetadataSpec struct {
 // +kubebuilder:validation:XValidation:rule="self.model == oldSelf.model",message="spec.embedding.model is immutable: vectors of two models cannot share an index"
 // +kubebuilder:validation:XValidation:rule="has(self.dimensions) == has(oldSelf.dimensions) && (!has(self.dimensions) || self.dimensions == oldSelf.dimensions)",message="spec.embedding.dimensions is immutable"
 // +kubebuilder:validation:XValidation:rule="has(self.baseURL) == has(oldSelf.baseURL) && (!has(self.baseURL) || self.baseURL == oldSelf.baseURL)",message="spec.embedding.baseURL is immutable"
+// +kubebuilder:validation:XValidation:rule="!has(self.dimensions) || self.dimensions == 0 || !self.model.startsWith('text-embedding-ada-')",message="spec.embedding.dimensions is only accepted by models that can shorten their vectors (text-embedding-3-*); text-embedding-ada-002 always returns 1536 dimensions, so leave dimensions unset"
 type EmbeddingSpec struct {
 	// Model is the embedding model.
 	// +kubebuilder:default=text-embedding-3-small

@@ -7,9 +7,11 @@
 //
 //	read+map (1) → batch+tokenize (1) → embed (a few requests in flight) → upsert (a few)
 //
-// Rows fail one at a time (malformed CSV, a mapping error, too many tokens, bad metadata) and are
-// counted and dead-lettered; the chunk still succeeds. A failure that concerns every row (bad key,
-// missing index, dimension mismatch, retries exhausted) stops the chunk with an error.
+// Rows fail one at a time (malformed CSV, a mapping error, too many tokens, bad metadata, an input
+// the embeddings API refuses, a vector Pinecone refuses: a refused request is bisected until the
+// refused rows are alone) and are counted and dead-lettered with the reason and the API's
+// message; the chunk still succeeds. A failure that concerns every row (bad key, unknown model,
+// missing index, dimension mismatch, quota, retries exhausted) stops the chunk with an error.
 package chunkrun
 
 import (
@@ -120,6 +122,7 @@ func NewEmbedder(ing worker.Ingestion, apiKey string, rpm, tpm float64, dimensio
 		HTTPClient:          hc,
 		Logger:              log,
 		ProbeFirst:          true,
+		Overlong:            ing.Spec.Mapping.OverlongText,
 	})
 	if err != nil {
 		return nil, worker.Permanent(worker.ReasonPermanentError, err)
@@ -493,31 +496,62 @@ func (p *pipeline) batch(ctx context.Context, in <-chan []item, out chan<- embed
 
 func (p *pipeline) embed(ctx context.Context, in <-chan embedJob, out chan<- upsertJob) error {
 	for job := range in {
-		outs, err := p.emb.EmbedBatch(ctx, job.batch)
+		outs, refused, err := p.emb.EmbedBatch(ctx, job.batch)
 		if err != nil {
 			return err
 		}
 		p.requests.Add(1)
 		p.tokens.Add(int64(job.batch.Tokens))
-		if len(outs) != len(job.items) {
-			return fmt.Errorf("embeddings: %d vectors for %d rows", len(outs), len(job.items))
+		items, err := p.dropRefused(ctx, job.items, refused)
+		if err != nil {
+			return err
+		}
+		if len(outs) != len(items) {
+			return fmt.Errorf("embeddings: %d vectors for %d rows", len(outs), len(items))
 		}
 		for i := range outs {
-			if outs[i].ID != job.items[i].rec.Row {
-				return fmt.Errorf("embeddings: vector for row %d where row %d was expected", outs[i].ID, job.items[i].rec.Row)
+			if outs[i].ID != items[i].rec.Row {
+				return fmt.Errorf("embeddings: vector for row %d where row %d was expected", outs[i].ID, items[i].rec.Row)
 			}
 		}
-		if err := send(ctx, out, upsertJob{items: job.items, outs: outs}); err != nil {
+		if len(items) == 0 {
+			continue
+		}
+		if err := send(ctx, out, upsertJob{items: items, outs: outs}); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// upsert writes one embedded batch, namespace by namespace.
+// dropRefused fails the rows the embeddings API refused and returns the others, in order.
+func (p *pipeline) dropRefused(ctx context.Context, items []item, refused []embedding.InputError) ([]item, error) {
+	if len(refused) == 0 {
+		return items, nil
+	}
+	byRow := make(map[int64]embedding.InputError, len(refused))
+	for _, r := range refused {
+		byRow[r.ID] = r
+	}
+	kept := make([]item, 0, len(items)-len(refused))
+	for _, it := range items {
+		if r, ok := byRow[it.rec.Row]; ok {
+			if err := p.fails.add(ctx, it.rec.Row, it.fields, r.Reason, r.Detail); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		kept = append(kept, it)
+	}
+	return kept, nil
+}
+
+// upsert writes one embedded batch, namespace by namespace; vectors Pinecone refuses fail their
+// rows.
 func (p *pipeline) upsert(ctx context.Context, in <-chan upsertJob) error {
 	for job := range in {
 		byNS := map[string][]pinecone.Vector{}
+		rowsNS := map[string][]item{}
 		var order []string
 		for i, it := range job.items {
 			md, err := it.rec.MetadataStruct()
@@ -532,15 +566,24 @@ func (p *pipeline) upsert(ctx context.Context, in <-chan upsertJob) error {
 				order = append(order, ns)
 			}
 			byNS[ns] = append(byNS[ns], pinecone.Vector{ID: it.rec.ID, Values: job.outs[i].Vector, Metadata: md})
+			rowsNS[ns] = append(rowsNS[ns], it)
 		}
 		for _, ns := range order {
-			vecs := byNS[ns]
-			if err := p.up.Upsert(ctx, ns, vecs); err != nil {
+			vecs, rows := byNS[ns], rowsNS[ns]
+			rejected, err := p.up.Upsert(ctx, ns, vecs)
+			if err != nil {
 				return err
 			}
-			p.upserted.Add(int64(len(vecs)))
+			for _, r := range rejected {
+				it := rows[r.Index]
+				if err := p.fails.add(ctx, it.rec.Row, it.fields, r.Reason, r.Detail); err != nil {
+					return err
+				}
+			}
+			n := int64(len(vecs) - len(rejected))
+			p.upserted.Add(n)
 			if p.progress != nil {
-				p.progress(int64(len(vecs)))
+				p.progress(n)
 			}
 		}
 	}

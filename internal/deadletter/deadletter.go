@@ -39,6 +39,11 @@ func New(cl *s3.Client, bucket, keyPrefix, taskID string, chunk int, header []st
 }
 
 func (w *Writer) reset() {
+	if w.buf.Cap() > 2*flushBytes {
+		// An outlier row (a field of megabytes) grew the buffer: let it go rather than keep it
+		// for the rest of the chunk.
+		w.buf = bytes.Buffer{}
+	}
 	w.buf.Reset()
 	w.w = csv.NewWriter(&w.buf)
 	_ = w.w.Write(append(append([]string{}, w.header...), "_row", "_reason", "_detail"))

@@ -95,19 +95,19 @@ func TestSplitDefaultCapsAt300kTokensAnd2048Inputs(t *testing.T) {
 	if len(batches) != 2 || len(batches[0].Inputs) != MaxInputsPerRequest || len(batches[1].Inputs) != 952 {
 		t.Fatalf("got %d batches (%d, ...), want 2048 + 952", len(batches), len(batches[0].Inputs))
 	}
-	// 100 inputs of 8,000 tokens: 37 fit in 300,000.
+	// 100 inputs of 8,000 tokens: 36 fit in the 290,000 packed (300,000 less the margin).
 	inputs = inputs[:0]
 	for i := range 100 {
 		inputs = append(inputs, Input{ID: int64(i), Text: strings.Repeat("x", 8000)})
 	}
 	batches, _ = e.Split(inputs)
 	for i, b := range batches {
-		if b.Tokens > MaxRequestTokens {
+		if b.Tokens > RequestTokenLimit {
 			t.Fatalf("batch %d has %d tokens", i, b.Tokens)
 		}
 	}
-	if len(batches[0].Inputs) != 37 {
-		t.Fatalf("first batch has %d inputs, want 37 (37*8000 <= 300000 < 38*8000)", len(batches[0].Inputs))
+	if len(batches[0].Inputs) != 36 {
+		t.Fatalf("first batch has %d inputs, want 36 (36*8000 <= 290000 < 37*8000)", len(batches[0].Inputs))
 	}
 }
 
@@ -222,7 +222,7 @@ func TestMaxBatchTokensFollowsBudgets(t *testing.T) {
 	}{
 		{1_000_000, 75, 50_000},       // 3 s of budget
 		{1_000_000, 10, 200_000},      // 2 × TPM/RPM: the request budget must not bind
-		{10_000_000, 0, 300_000},      // the API's cap per request
+		{10_000_000, 0, 290_000},      // the API's cap per request, less the margin
 		{60_000, 300, MaxInputTokens}, // never smaller than the largest input
 		{100, 0, 100},                 // a budget below one input: batches of the budget
 	} {

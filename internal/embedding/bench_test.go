@@ -147,7 +147,7 @@ func BenchmarkEmbedBatch(b *testing.B) {
 	b.ReportAllocs()
 	cpu0 := cpuTime()
 	for b.Loop() {
-		if _, err := e.EmbedBatch(context.Background(), batches[0]); err != nil {
+		if _, _, err := e.EmbedBatch(context.Background(), batches[0]); err != nil {
 			b.Fatal(err)
 		}
 	}

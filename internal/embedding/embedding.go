@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,8 +64,12 @@ type Config struct {
 	// HTTPClient is used for requests; it is not modified. nil: a pooled client.
 	HTTPClient *http.Client
 	Logger     logr.Logger
-	// Count counts an input's tokens. nil: the cl100k_base tokenizer.
+	// Count counts an input's tokens. nil: the cl100k_base tokenizer, stopping once past the
+	// limit (tokens.CountUpTo), so that a huge text costs no more than a long one.
 	Count func(string) int
+	// Overlong is what happens to a text over InputTokenLimit: OverlongFail (or empty) fails its
+	// row with ReasonTooManyTokens, OverlongTruncate embeds its first InputTokenLimit tokens.
+	Overlong string
 	// ProbeFirst sends a batcher's first input alone, so bad credentials, quota, model or
 	// dimension show within seconds of a start instead of after the first full batch has waited
 	// for its share of the token budget (which can take a minute). It costs one extra request.
@@ -94,7 +99,8 @@ type Embedder struct {
 	model          string
 	dimensions     int
 	expectedDim    int
-	count          func(string) int
+	count          func(string, int) int
+	truncate       bool
 	maxInputs      int
 	maxBatchTokens int
 	probeFirst     bool
@@ -151,12 +157,28 @@ func New(cfg Config) (*Embedder, error) {
 	if cfg.MaxBatchVectorBytes > 0 && cfg.ExpectedDimension > 0 {
 		cfg.MaxInputsPerRequest = max(1, min(cfg.MaxInputsPerRequest, cfg.MaxBatchVectorBytes/(4*cfg.ExpectedDimension)))
 	}
+	var count func(string, int) int
 	if cfg.Count == nil {
-		count, err := defaultCounter()
-		if err != nil {
+		var err error
+		if count, err = defaultCounter(); err != nil {
 			return nil, fmt.Errorf("embedding: load tokenizer: %w", err)
 		}
-		cfg.Count = count
+	} else {
+		c := cfg.Count
+		count = func(s string, _ int) int { return c(s) }
+	}
+	switch cfg.Overlong {
+	case "", OverlongFail, OverlongTruncate:
+	default:
+		return nil, fmt.Errorf("embedding: overlong %q is neither %s nor %s", cfg.Overlong, OverlongFail, OverlongTruncate)
+	}
+	if cfg.Dimensions > 0 && !AcceptsDimensions(cfg.Model) {
+		// text-embedding-ada-002 answers any `dimensions` with a 400; its vectors have 1,536.
+		cfg.Logger.Info("not sending dimensions: the model does not accept it", "model", cfg.Model, "dimensions", cfg.Dimensions)
+		if cfg.ExpectedDimension == 0 {
+			cfg.ExpectedDimension = cfg.Dimensions
+		}
+		cfg.Dimensions = 0
 	}
 
 	httpClient := cfg.HTTPClient
@@ -181,10 +203,10 @@ func New(cfg Config) (*Embedder, error) {
 	if cfg.RequestsPerMinute > 0 {
 		reqLim = rate.NewLimiter(rate.Limit(cfg.RequestsPerMinute/60), 1)
 	}
-	tokLim := rate.NewLimiter(rate.Inf, MaxRequestTokens)
-	maxBatchTokens := MaxRequestTokens
+	tokLim := rate.NewLimiter(rate.Inf, RequestTokenLimit)
+	maxBatchTokens := RequestTokenLimit
 	if cfg.TokensPerMinute > 0 {
-		maxBatchTokens = max(1, min(MaxRequestTokens, int(cfg.TokensPerMinute), batchTokensFor(cfg.TokensPerMinute, cfg.RequestsPerMinute)))
+		maxBatchTokens = max(1, min(RequestTokenLimit, int(cfg.TokensPerMinute), batchTokensFor(cfg.TokensPerMinute, cfg.RequestsPerMinute)))
 		tokLim = rate.NewLimiter(rate.Limit(cfg.TokensPerMinute/60), maxBatchTokens)
 		tokLim.AllowN(time.Now(), maxBatchTokens) // start empty
 	}
@@ -196,7 +218,8 @@ func New(cfg Config) (*Embedder, error) {
 		model:          cfg.Model,
 		dimensions:     cfg.Dimensions,
 		expectedDim:    cfg.ExpectedDimension,
-		count:          cfg.Count,
+		count:          count,
+		truncate:       cfg.Overlong == OverlongTruncate,
 		maxInputs:      cfg.MaxInputsPerRequest,
 		maxBatchTokens: maxBatchTokens,
 		probeFirst:     cfg.ProbeFirst,
@@ -226,6 +249,13 @@ func batchTokensFor(tpm, rpm float64) int {
 	return int(b)
 }
 
+// AcceptsDimensions reports whether model takes the request's `dimensions`: OpenAI's
+// text-embedding-3-* do, text-embedding-ada-002 answers it with a 400. A model OpenAI does not
+// have (behind an OpenAI-compatible baseURL) is given the benefit of the doubt.
+func AcceptsDimensions(model string) bool {
+	return !strings.HasPrefix(model, "text-embedding-ada-")
+}
+
 func orDefault(d, def time.Duration) time.Duration {
 	if d <= 0 {
 		return def
@@ -248,9 +278,10 @@ func (e *Embedder) Stats() Stats {
 }
 
 // Embed packs inputs into batches and embeds them, up to MaxInFlight at a time. Outputs come in
-// no particular order; match them by ID. Inputs that cannot be sent are returned as
-// InputErrors. On error (a *PermanentError, a *RetryExhaustedError or the context's error) the
-// remaining batches are abandoned; the outputs of batches that finished are still returned.
+// no particular order; match them by ID. Inputs that cannot be sent, or that the API refuses,
+// are returned as InputErrors. On error (a *PermanentError, a *RetryExhaustedError or the
+// context's error) the remaining batches are abandoned; the outputs of batches that finished
+// are still returned.
 func (e *Embedder) Embed(ctx context.Context, inputs []Input) ([]Output, []InputError, error) {
 	batches, rejected := e.Split(inputs)
 	var (
@@ -260,12 +291,13 @@ func (e *Embedder) Embed(ctx context.Context, inputs []Input) ([]Output, []Input
 	g, gctx := errgroup.WithContext(ctx)
 	for i := range batches {
 		g.Go(func() error {
-			got, err := e.EmbedBatch(gctx, batches[i])
+			got, refused, err := e.EmbedBatch(gctx, batches[i])
 			if err != nil {
 				return err
 			}
 			mu.Lock()
 			outs = append(outs, got...)
+			rejected = append(rejected, refused...)
 			mu.Unlock()
 			return nil
 		})
@@ -274,9 +306,67 @@ func (e *Embedder) Embed(ctx context.Context, inputs []Input) ([]Output, []Input
 	return outs, rejected, err
 }
 
-// EmbedBatch sends one batch (from a Batcher or Split) and returns one output per input. It
-// waits for a free in-flight slot, then for the budgets.
-func (e *Embedder) EmbedBatch(ctx context.Context, b Batch) ([]Output, error) {
+// minAllRefused: when every input of a batch at least this large is refused on its own, the
+// 400 was about the request after all (a proxy's or a new API rule's wording the classification
+// does not know), and dead-lettering every row would hide it.
+const minAllRefused = 4
+
+// EmbedBatch sends one batch (from a Batcher or Split) and returns, in the batch's order, the
+// outputs of the inputs embedded and the inputs the API refused. A 400 about the inputs, or a
+// request too large for the limits, is isolated by bisection: the batch is sent in halves until
+// the refused inputs are alone, and those come back as InputErrors with ReasonRefused and the
+// API's message. Each request waits for a free in-flight slot, then for the budgets.
+func (e *Embedder) EmbedBatch(ctx context.Context, b Batch) ([]Output, []InputError, error) {
+	outs, refused, err := e.isolate(ctx, b)
+	if err != nil {
+		return nil, nil, err
+	}
+	if n := len(b.Inputs); n >= minAllRefused && len(refused) == n {
+		return nil, nil, &PermanentError{Reason: worker.ReasonPermanentError, Err: fmt.Errorf(
+			"the embeddings API refused each of the %d inputs of a request on its own, so the error is about the request: %s", n, refused[0].Detail)}
+	}
+	return outs, refused, nil
+}
+
+// isolate sends b and, when the API refuses it for its inputs or its size, its halves.
+func (e *Embedder) isolate(ctx context.Context, b Batch) ([]Output, []InputError, error) {
+	outs, err := e.send(ctx, b)
+	var ref *refusedError
+	if !errors.As(err, &ref) {
+		return outs, nil, err
+	}
+	if len(b.Inputs) == 1 {
+		if ref.split {
+			// One input over the token budget per minute: no split or wait can send it.
+			return nil, nil, &PermanentError{Reason: worker.ReasonQuotaExceeded, Err: fmt.Errorf(
+				"one input of %d tokens is refused as too large for the token limit: %s", b.Tokens, ref.msg)}
+		}
+		return nil, []InputError{{ID: b.Inputs[0].ID, Reason: ReasonRefused, Detail: ref.msg}}, nil
+	}
+	e.log.V(1).Info("embeddings request refused, isolating", "inputs", len(b.Inputs), "tooLarge", ref.split, "error", ref.msg)
+	left, right := b.halves()
+	lo, lr, err := e.isolate(ctx, left)
+	if err != nil {
+		return nil, nil, err
+	}
+	ro, rr, err := e.isolate(ctx, right)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(lo, ro...), append(lr, rr...), nil
+}
+
+// refusedError is a request refused for its inputs (a 400 about them) or its size: not
+// retried as is, but split.
+type refusedError struct {
+	split bool
+	msg   string
+}
+
+func (r *refusedError) Error() string { return r.msg }
+
+// send sends one batch as one request, retrying transient failures.
+func (e *Embedder) send(ctx context.Context, b Batch) ([]Output, error) {
 	if len(b.Inputs) == 0 {
 		return nil, nil
 	}
@@ -320,6 +410,9 @@ func (e *Embedder) EmbedBatch(ctx context.Context, b Batch) ([]Output, error) {
 			return nil, fmt.Errorf("embed batch: %w", ctx.Err())
 		}
 		v := classify(err)
+		if v.split || v.refused {
+			return nil, &refusedError{split: v.split, msg: apiMessage(err, e.apiKey)}
+		}
 		if v.permanent {
 			var perm *PermanentError
 			if errors.As(err, &perm) {
@@ -335,7 +428,7 @@ func (e *Embedder) EmbedBatch(ctx context.Context, b Batch) ([]Output, error) {
 		} else {
 			failures++
 		}
-		delay := backoff(attempt, e.baseBackoff, e.maxBackoff, retryAfter(hdr, time.Now()), rand.Float64())
+		delay := backoff(attempt, e.baseBackoff, e.maxBackoff, retryAfter(hdr, time.Now(), v.rateLimited, v.limit), rand.Float64())
 		if failures > e.maxRetries || time.Since(start)+delay > e.maxRetryTime {
 			return nil, &RetryExhaustedError{Attempts: attempt + 1, Err: sanitized(err, e.apiKey)}
 		}

@@ -183,7 +183,7 @@ func TestPermanentErrorsFailFast(t *testing.T) {
 		{"dimension mismatch", func(s *fakeopenai.Server, c *Config) { s.SetDimensionOverride(1024) }, worker.ReasonDimension},
 		{"expected dimension differs", func(s *fakeopenai.Server, c *Config) { c.ExpectedDimension = 3072 }, worker.ReasonDimension},
 		{"invalid request", func(s *fakeopenai.Server, c *Config) {
-			c.Model, c.Dimensions = "text-embedding-ada-002", 512 // ada-002 takes no dimensions
+			c.Dimensions = 4096 // more than text-embedding-3-small has: about the request, not an input
 		}, worker.ReasonPermanentError},
 	}
 	for _, tc := range cases {

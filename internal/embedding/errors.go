@@ -37,22 +37,61 @@ type verdict struct {
 	permanent   bool
 	reason      string // for permanent errors
 	rateLimited bool   // a 429 that is worth retrying
+	limit       string // the 429's limit type ("requests", "tokens"), for x-ratelimit-reset-*
+	// split: the request is too large as a whole (a 429 "Request too large" for the TPM limit,
+	// or more tokens than one request takes); halves may succeed, waiting cannot help.
+	split bool
+	// refused: a 400 about the inputs; halves isolate the input(s) the API refuses.
+	refused bool
 }
 
-// apiStatus extracts the HTTP status, error type and code from go-openai's two error types.
-func apiStatus(err error) (status int, typ, code string, ok bool) {
-	var apiErr *openai.APIError
-	if errors.As(err, &apiErr) {
-		if apiErr.Code != nil {
-			code = fmt.Sprint(apiErr.Code)
+// apiErr is what the classification reads from go-openai's two error types.
+type apiErr struct {
+	status           int
+	typ, code, param string
+	message          string
+}
+
+// apiStatus extracts the HTTP status, error type, code, param and message of an API error.
+func apiStatus(err error) (apiErr, bool) {
+	var ae *openai.APIError
+	if errors.As(err, &ae) {
+		a := apiErr{status: ae.HTTPStatusCode, typ: ae.Type, message: ae.Message}
+		if ae.Code != nil {
+			a.code = fmt.Sprint(ae.Code)
 		}
-		return apiErr.HTTPStatusCode, apiErr.Type, code, true
+		if ae.Param != nil {
+			a.param = *ae.Param
+		}
+		return a, true
 	}
 	var reqErr *openai.RequestError
 	if errors.As(err, &reqErr) {
-		return reqErr.HTTPStatusCode, "", "", true
+		return apiErr{status: reqErr.HTTPStatusCode}, true
 	}
-	return 0, "", "", false
+	return apiErr{}, false
+}
+
+// requestParams are the request's parameters other than the inputs: a 400 naming one of them is
+// about the request as a whole and stays fatal.
+var requestParams = map[string]bool{"model": true, "dimensions": true, "encoding_format": true, "user": true}
+
+// aboutInputs reports whether a 400 concerns the inputs (one of them too long, refused, or an
+// invalid "$.input"), so isolating the culprit helps. A 400 that names another parameter, or
+// says nothing recognisable, is about the request and stays permanent.
+func aboutInputs(a apiErr) bool {
+	if requestParams[a.param] {
+		return false
+	}
+	if strings.HasPrefix(a.param, "input") {
+		return true
+	}
+	switch a.code {
+	case "context_length_exceeded", "invalid_input", "invalid_prompt", "content_policy_violation":
+		return true
+	}
+	m := strings.ToLower(a.message)
+	return strings.Contains(m, "$.input") || strings.Contains(m, "maximum context length") || strings.Contains(m, "input")
 }
 
 // classify decides whether a failed attempt is permanent. Anything that is not recognisably
@@ -62,10 +101,11 @@ func classify(err error) verdict {
 	if errors.As(err, &perm) {
 		return verdict{permanent: true, reason: perm.Reason}
 	}
-	status, typ, code, isHTTP := apiStatus(err)
+	a, isHTTP := apiStatus(err)
 	if !isHTTP {
 		return verdict{} // transport error, timeout, decode error of a truncated body
 	}
+	status, typ, code := a.status, a.typ, a.code
 	switch {
 	case typ == "insufficient_quota" || code == "insufficient_quota":
 		// OpenAI sends an exhausted quota as a 429: retrying only burns time.
@@ -74,10 +114,17 @@ func classify(err error) verdict {
 		return verdict{permanent: true, reason: worker.ReasonUnauthorized}
 	case code == "model_not_found" || status == http.StatusNotFound:
 		return verdict{permanent: true, reason: worker.ReasonModelNotFound}
+	case status == http.StatusTooManyRequests && strings.Contains(strings.ToLower(a.message), "request too large"):
+		// More tokens than the TPM limit in one request: OpenAI refuses it without Retry-After.
+		return verdict{split: true}
 	case status == http.StatusTooManyRequests:
-		return verdict{rateLimited: true}
+		return verdict{rateLimited: true, limit: typ}
 	case status == http.StatusRequestTimeout || status == http.StatusConflict || status >= 500:
 		return verdict{}
+	case status == http.StatusBadRequest && (code == "max_tokens_per_request" || strings.Contains(strings.ToLower(a.message), "tokens per request")):
+		return verdict{split: true}
+	case status == http.StatusBadRequest && aboutInputs(a):
+		return verdict{refused: true}
 	case status >= 400:
 		return verdict{permanent: true, reason: worker.ReasonPermanentError}
 	}
@@ -125,4 +172,21 @@ func sanitized(err error, apiKey string) error {
 		return fmt.Errorf("%s: %w", describe(err, apiKey), netErr)
 	}
 	return errors.New(describe(err, apiKey))
+}
+
+// apiMessage is the API's own message for a refused input, for the dead letter: no status or
+// type noise, no key, bounded.
+func apiMessage(err error, apiKey string) string {
+	msg := describe(err, apiKey)
+	var ae *openai.APIError
+	if errors.As(err, &ae) && ae.Message != "" {
+		msg = ae.Message
+		if apiKey != "" {
+			msg = strings.ReplaceAll(msg, apiKey, "[redacted]")
+		}
+	}
+	if len(msg) > 1024 {
+		msg = msg[:1024] + "..."
+	}
+	return msg
 }

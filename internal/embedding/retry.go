@@ -63,11 +63,40 @@ func withCapture(ctx context.Context) (context.Context, *captured) {
 }
 
 // retryAfter reads the server's requested delay: Retry-After-Ms (OpenAI, milliseconds) first,
-// then Retry-After as seconds or an HTTP date. Zero means none given.
-func retryAfter(h http.Header, now time.Time) time.Duration {
+// then Retry-After as seconds or an HTTP date, then, for a 429 (limit is the refused limit's
+// type, "requests" or "tokens", or "" when unknown), OpenAI's x-ratelimit-reset-* headers. Zero
+// means none given.
+func retryAfter(h http.Header, now time.Time, rateLimited bool, limit string) time.Duration {
 	if h == nil {
 		return 0
 	}
+	if d := retryAfterHeaders(h, now); d > 0 || !rateLimited {
+		return d
+	}
+	return resetAfter(h, limit)
+}
+
+// resetAfter reads x-ratelimit-reset-requests and x-ratelimit-reset-tokens, the time until the
+// limit's window frees up, in OpenAI's Go-duration format ("6m0s", "1s", "20ms"). For a refusal
+// of one limit only that limit's header counts; otherwise the later of the two.
+func resetAfter(h http.Header, limit string) time.Duration {
+	var d time.Duration
+	for _, kind := range []string{"requests", "tokens"} {
+		if limit != "" && limit != kind && (limit == "requests" || limit == "tokens") {
+			continue
+		}
+		v := strings.TrimSpace(h.Get("X-Ratelimit-Reset-" + kind))
+		if v == "" {
+			continue
+		}
+		if r, err := time.ParseDuration(v); err == nil && r > 0 && r < 24*time.Hour {
+			d = max(d, r)
+		}
+	}
+	return d
+}
+
+func retryAfterHeaders(h http.Header, now time.Time) time.Duration {
 	if v := strings.TrimSpace(h.Get("Retry-After-Ms")); v != "" {
 		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 && !math.IsInf(ms, 0) {
 			return time.Duration(ms * float64(time.Millisecond))

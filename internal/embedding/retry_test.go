@@ -28,8 +28,38 @@ func TestRetryAfterHeaders(t *testing.T) {
 		{http.Header{"Retry-After": {"-4"}}, 0},
 	}
 	for _, c := range cases {
-		if got := retryAfter(c.h, now); got != c.want {
+		if got := retryAfter(c.h, now, false, ""); got != c.want {
 			t.Errorf("retryAfter(%v) = %v, want %v", c.h, got, c.want)
+		}
+	}
+}
+
+// TestRetryAfterReadsRateLimitResets: without Retry-After, a 429 waits for OpenAI's
+// x-ratelimit-reset-* of the refused limit (Go duration format), and a 5xx ignores them.
+func TestRetryAfterReadsRateLimitResets(t *testing.T) {
+	now := time.Now()
+	resets := http.Header{"X-Ratelimit-Reset-Requests": {"6m0s"}, "X-Ratelimit-Reset-Tokens": {"20ms"}}
+	cases := []struct {
+		name        string
+		h           http.Header
+		rateLimited bool
+		limit       string
+		want        time.Duration
+	}{
+		{"requests limit", resets, true, "requests", 6 * time.Minute},
+		{"tokens limit", resets, true, "tokens", 20 * time.Millisecond},
+		{"unknown limit takes the later", resets, true, "", 6 * time.Minute},
+		{"other type takes the later", resets, true, "rate_limit_exceeded", 6 * time.Minute},
+		{"seconds", http.Header{"X-Ratelimit-Reset-Tokens": {"1s"}}, true, "tokens", time.Second},
+		{"fractional", http.Header{"X-Ratelimit-Reset-Tokens": {"1.5s"}}, true, "", 1500 * time.Millisecond},
+		{"Retry-After wins", http.Header{"Retry-After": {"2"}, "X-Ratelimit-Reset-Tokens": {"9s"}}, true, "tokens", 2 * time.Second},
+		{"not a 429", resets, false, "", 0},
+		{"garbage", http.Header{"X-Ratelimit-Reset-Tokens": {"soon"}}, true, "tokens", 0},
+		{"negative", http.Header{"X-Ratelimit-Reset-Tokens": {"-3s"}}, true, "tokens", 0},
+	}
+	for _, c := range cases {
+		if got := retryAfter(c.h, now, c.rateLimited, c.limit); got != c.want {
+			t.Errorf("%s: retryAfter(%v) = %v, want %v", c.name, c.h, got, c.want)
 		}
 	}
 }
@@ -86,8 +116,39 @@ func TestClassify(t *testing.T) {
 	}
 	for _, c := range cases {
 		v := classify(c.err)
-		if v.permanent != c.permanent || v.reason != c.reason || v.rateLimited != c.rateLimited {
+		if v.permanent != c.permanent || v.reason != c.reason || v.rateLimited != c.rateLimited || v.split || v.refused {
 			t.Errorf("classify(%v) = %+v, want permanent=%v reason=%q rateLimited=%v", c.err, v, c.permanent, c.reason, c.rateLimited)
+		}
+	}
+}
+
+// TestClassifyInputErrors: which 400s and 429s are about the inputs or the request's size (split
+// and isolate) and which are about the request (fatal).
+func TestClassifyInputErrors(t *testing.T) {
+	str := func(s string) *string { return &s }
+	api := func(status int, typ string, param *string, code any, msg string) error {
+		return &openai.APIError{HTTPStatusCode: status, Type: typ, Param: param, Code: code, Message: msg}
+	}
+	cases := []struct {
+		name                      string
+		err                       error
+		split, refused, permanent bool
+	}{
+		{"context length", api(400, "invalid_request_error", nil, nil, "This model's maximum context length is 8192 tokens, however you requested 8200 tokens"), false, true, false},
+		{"param input", api(400, "invalid_request_error", str("input"), nil, "Invalid input"), false, true, false},
+		{"$.input", api(400, "invalid_request_error", nil, nil, "'$.input' is invalid. Please check the API reference"), false, true, false},
+		{"code", api(400, "invalid_request_error", nil, "context_length_exceeded", "too long"), false, true, false},
+		{"tokens per request", api(400, "invalid_request_error", nil, "max_tokens_per_request", "Requested 310000 tokens, max 300000 tokens per request"), true, false, false},
+		{"request too large", api(429, "tokens", nil, "rate_limit_exceeded", "Request too large for text-embedding-3-small in organization org-x on tokens per min (TPM): Limit 150000, Requested 200000."), true, false, false},
+		{"dimensions", api(400, "invalid_request_error", str("dimensions"), nil, "This model does not support specifying dimensions."), false, false, true},
+		{"model param", api(400, "invalid_request_error", str("model"), nil, "input model is wrong"), false, false, true},
+		{"unknown 400", api(400, "invalid_request_error", nil, nil, "We could not parse the JSON body of your request."), false, false, true},
+		{"quota", api(429, "insufficient_quota", nil, "insufficient_quota", "You exceeded your current quota"), false, false, true},
+	}
+	for _, c := range cases {
+		v := classify(c.err)
+		if v.split != c.split || v.refused != c.refused || v.permanent != c.permanent {
+			t.Errorf("%s: classify = %+v, want split=%v refused=%v permanent=%v", c.name, v, c.split, c.refused, c.permanent)
 		}
 	}
 }

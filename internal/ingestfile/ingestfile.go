@@ -38,6 +38,7 @@ var defaults = []struct {
 	{"source.metabase?.stageTo?.credentialsSecretRef?.secretAccessKeyKey", "AWS_SECRET_ACCESS_KEY"},
 	{"mapping?.idColumn", "id"},
 	{"mapping?.sanitize", "basic"},
+	{"mapping?.overlongText", "fail"},
 	{"mapping?.metadata", map[string]any{}},
 	{"mapping?.metadata.include", "all"},
 	{"mapping?.metadata.textField", "text"},

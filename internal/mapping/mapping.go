@@ -33,6 +33,10 @@ const (
 	MaxIDBytes        = 512
 	MaxNamespaceChars = 512
 	MaxMetadataBytes  = 40 * 1024
+	// MetadataBudget is what a record's metadata is trimmed to: a margin under Pinecone's limit
+	// (the same as the upserter's pinecone.MetadataLimit), measured by fieldLen, which is never
+	// less than Pinecone's measure.
+	MetadataBudget = MaxMetadataBytes - 512
 )
 
 // Defaults applied when the spec leaves a field empty (the API server applies the same ones).
@@ -609,6 +613,10 @@ func (m *Mapper) Map(rowNumber int64, fields []string) (Record, *RowError) {
 			return fail(ReasonTemplateError, "%v", err)
 		}
 		raw = m.tmplBuf.String()
+		if m.tmplBuf.Cap() > 1<<20 {
+			// Do not keep an outlier row's megabytes for the rest of the chunk.
+			m.tmplBuf = bytes.Buffer{}
+		}
 	} else {
 		raw = fields[m.textCol]
 	}
@@ -637,16 +645,16 @@ func (m *Mapper) Map(rowNumber int64, fields []string) (Record, *RowError) {
 		size += fieldLen(f)
 		md = append(md, f)
 	}
-	if size > MaxMetadataBytes {
-		return fail(ReasonMetadataTooLarge, "metadata is about %d bytes without the text, limit %d", size, MaxMetadataBytes)
+	if size > MetadataBudget {
+		return fail(ReasonMetadataTooLarge, "metadata is about %d bytes without the text, limit %d (Pinecone's %d less a margin)", size, MetadataBudget, MaxMetadataBytes)
 	}
 
 	if m.textField != "" {
 		t := cutRunes(text, m.textMaxChars)
 		keyLen := jsonStringLen(m.textField) + 2 // key, ':' and ','
-		if size+keyLen+jsonStringLen(t) > MaxMetadataBytes {
+		if size+keyLen+jsonStringLen(t) > MetadataBudget {
 			// Too large: shorten the text to what fits, or drop it (DESIGN §6: trim text first).
-			t = cutJSON(t, MaxMetadataBytes-size-keyLen)
+			t = cutJSON(t, MetadataBudget-size-keyLen)
 		}
 		if t != "" {
 			md = append(md, Field{Key: m.textField, Value: Value{Kind: KindString, Str: t}})
@@ -846,13 +854,17 @@ func cutJSON(s string, budget int) string {
 	return s
 }
 
-// fieldLen is the JSON size of `"key":value,`, the metadata size estimate of DESIGN §6. Pinecone
-// measures its own encoding; this one is encoding/json's.
+// fieldLen is the JSON size of `"key":value,`, the metadata size estimate of DESIGN §6:
+// encoding/json's, except that an integral number counts the ".0" a 64-bit float gets where
+// Pinecone measures (12 is "12.0"), so it is never less than Pinecone's measure either.
 func fieldLen(f Field) int {
 	n := jsonStringLen(f.Key) + 2
 	switch f.Value.Kind {
 	case KindNumber:
 		n += numberLen(f.Value.Num)
+		if v := f.Value.Num; v == math.Trunc(v) && math.Abs(v) < 1e16 {
+			n += 2
+		}
 	case KindBool:
 		if f.Value.Bool {
 			n += 4

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/pinecone"
 )
 
 var testHeader = []string{"id", "formatted_text", "record_type", "price", "in_stock", "zip", "title", "notes"}
@@ -397,7 +399,7 @@ func TestRowErrors(t *testing.T) {
 		{"template fails", tmplSpec, row(func(r []string) { r[6] = "abc" }), ReasonTemplateError},
 		{"namespace too long", nsSpec, row(func(r []string) { r[2] = strings.Repeat("n", MaxNamespaceChars+1) }), ReasonBadNamespace},
 		{"namespace with NUL", nsSpec, row(func(r []string) { r[2] = "a\x00" }), ReasonBadNamespace},
-		{"metadata too large", legacySpec(), row(func(r []string) { r[7] = strings.Repeat("x", MaxMetadataBytes) }), ReasonMetadataTooLarge},
+		{"metadata too large", legacySpec(), row(func(r []string) { r[7] = strings.Repeat("x", MetadataBudget) }), ReasonMetadataTooLarge},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -457,8 +459,8 @@ func TestMetadataSizeTrimsTextFirst(t *testing.T) {
 	if !ok || got == "" || len(got) >= len(text) || !strings.HasPrefix(text, got) {
 		t.Fatalf("text not shortened: %d bytes", len(got))
 	}
-	if size := jsonSize(t, md); size > MaxMetadataBytes || size < MaxMetadataBytes-10 {
-		t.Fatalf("metadata is %d bytes as JSON; want just under %d", size, MaxMetadataBytes)
+	if size := pineconeSize(t, rec); size > MetadataBudget || size < MetadataBudget-10 {
+		t.Fatalf("metadata is %d bytes as Pinecone measures; want just under %d", size, MetadataBudget)
 	}
 	if rec.Text != text {
 		t.Fatal("the embedded text must not be shortened")
@@ -469,14 +471,15 @@ func TestMetadataSizeTrimsTextFirst(t *testing.T) {
 	noText := legacySpec()
 	noText.Metadata.TextField = ""
 	r[7] = ""
-	base := jsonSize(t, mustMap(t, mustNew(t, noText, testHeader, testFixed), 0, r).MetadataMap())
-	r[7] = strings.Repeat("n", MaxMetadataBytes-base-len(`,"notes":""`))
-	md = mustMap(t, m, 0, r).MetadataMap()
+	base := pineconeSize(t, mustMap(t, mustNew(t, noText, testHeader, testFixed), 0, r))
+	r[7] = strings.Repeat("n", MetadataBudget-base-len(`,"notes":""`))
+	rec = mustMap(t, m, 0, r)
+	md = rec.MetadataMap()
 	if _, ok := md["text"]; ok {
 		t.Fatalf("text kept: %d bytes", len(md["text"].(string)))
 	}
-	if size := jsonSize(t, md); size != MaxMetadataBytes {
-		t.Fatalf("metadata is %d bytes, want exactly %d", size, MaxMetadataBytes)
+	if size := pineconeSize(t, rec); size != MetadataBudget {
+		t.Fatalf("metadata is %d bytes, want exactly %d", size, MetadataBudget)
 	}
 	r[7] += "n"
 	if _, rerr := m.Map(0, r); rerr == nil || rerr.Reason != ReasonMetadataTooLarge {
@@ -647,13 +650,27 @@ func FuzzMap(f *testing.F) {
 		if _, err := protojson.Marshal(s); err != nil {
 			t.Fatal(err)
 		}
-		if size := jsonSize(t, rec.MetadataMap()); size > MaxMetadataBytes {
+		if size := jsonSize(t, rec.MetadataMap()); size > MetadataBudget {
 			t.Fatalf("metadata is %d bytes", size)
+		}
+		if size := pineconeSize(t, rec); size > MetadataBudget {
+			t.Fatalf("metadata is %d bytes as Pinecone measures", size)
 		}
 	})
 }
 
-// The size estimate is what encoding/json writes (without HTML escaping).
+// pineconeSize is rec's metadata as Pinecone measures it.
+func pineconeSize(t testing.TB, rec Record) int {
+	t.Helper()
+	s, err := rec.MetadataStruct()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pinecone.MetadataSize(s)
+}
+
+// The size estimate is what encoding/json writes (without HTML escaping), and two bytes more for
+// an integral number, which Pinecone's measure writes as "12.0".
 func TestFieldLenMatchesEncodingJSON(t *testing.T) {
 	values := []Value{
 		{Str: "plain"}, {Str: `q"uote\back`}, {Str: "nl\n\t\r ctl\x01\x1f"}, {Str: "sep\u2028\u2029"},
@@ -666,6 +683,9 @@ func TestFieldLenMatchesEncodingJSON(t *testing.T) {
 	for _, v := range values {
 		f := Field{Key: "k\"\u2028", Value: v}
 		want := jsonSize(t, map[string]any{f.Key: v.Any()}) - 1 // less the braces, plus the comma
+		if v.Kind == KindNumber && v.Num == math.Trunc(v.Num) && math.Abs(v.Num) < 1e16 {
+			want += 2
+		}
 		if got := fieldLen(f); got != want {
 			t.Errorf("fieldLen(%#v) = %d, encoding/json says %d", v.Any(), got, want)
 		}

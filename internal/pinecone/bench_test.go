@@ -33,7 +33,7 @@ func BenchmarkUpsert(b *testing.B) {
 	b.ReportAllocs()
 	cpu0 := cpuTime()
 	for b.Loop() {
-		if err := u.Upsert(ctx, "v2", in); err != nil {
+		if _, err := u.Upsert(ctx, "v2", in); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -14,12 +14,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 	"github.com/pinecone-io/go-pinecone/v5/pinecone"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
@@ -28,11 +31,33 @@ import (
 // Pinecone's limits for one upsert request.
 const (
 	MaxBatchVectors = 1000
-	// MaxRequestBytes keeps a request under Pinecone's 2 MB, read as decimal megabytes.
+	// MaxRequestBytes is Pinecone's 2 MB, read as decimal megabytes of the serialized request.
 	MaxRequestBytes = 2_000_000
+	// RequestBytesLimit is what batches are packed to: a margin under MaxRequestBytes.
+	RequestBytesLimit = MaxRequestBytes - 100_000
 	// MaxIDBytes is the longest vector id Pinecone accepts.
 	MaxIDBytes = 512
 )
+
+// Reasons a vector is refused, by the upserter's checks or by Pinecone.
+const (
+	ReasonInvalidID        = "invalid_id"
+	ReasonInvalidMetadata  = "invalid_metadata"
+	ReasonMetadataTooLarge = "metadata_too_large"
+	ReasonVectorTooLarge   = "vector_too_large"
+	// ReasonRefused: Pinecone answered InvalidArgument for this vector alone; the detail is
+	// its message.
+	ReasonRefused = "upsert_refused"
+)
+
+// Rejected is a vector that was not upserted, with why. Index is its position in the slice
+// given to Upsert.
+type Rejected struct {
+	Index  int
+	ID     string
+	Reason string
+	Detail string
+}
 
 // defaultNamespace is what go-pinecone sends for the empty namespace; used for the cache key
 // too so "" and "__default__" share a connection.
@@ -265,68 +290,166 @@ func (u *Upserter) conn(namespace string) (*pinecone.IndexConnection, error) {
 	return c, nil
 }
 
-// Upsert writes vecs to namespace in batches within BatchSize, 1,000 vectors and 2 MB,
-// up to MaxInFlight at once (shared by all callers). Upserts are idempotent (same id, same
-// vector), so a retried batch cannot duplicate. On error (a *PermanentError, a
-// *RetryExhaustedError or the context's error) the remaining batches are abandoned; which of
-// the others landed is unknown, and a re-run overwrites them.
-func (u *Upserter) Upsert(ctx context.Context, namespace string, vecs []Vector) error {
+// Upsert writes vecs to namespace in batches within BatchSize, 1,000 vectors and
+// RequestBytesLimit, up to MaxInFlight at once (shared by all callers). Upserts are idempotent
+// (same id, same vector), so a retried batch cannot duplicate. A vector Pinecone would refuse (an
+// id or metadata out of its limits) is not sent, and a batch Pinecone refuses with
+// InvalidArgument is bisected until the vectors it refuses are alone: both come back as
+// Rejected, and the rest is written. A vector of the wrong dimension is an error: it concerns
+// every vector. On error (a *PermanentError, a *RetryExhaustedError or the context's error) the
+// remaining batches are abandoned; which of the others landed is unknown, and a re-run
+// overwrites them.
+func (u *Upserter) Upsert(ctx context.Context, namespace string, vecs []Vector) ([]Rejected, error) {
 	if len(vecs) == 0 {
-		return nil
+		return nil, nil
 	}
-	batches, err := u.split(namespace, vecs)
+	batches, rejected, err := u.split(namespace, vecs)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c, err := u.conn(namespace)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	for _, b := range batches {
-		g.Go(func() error { return u.upsertBatch(gctx, c, b) })
+		g.Go(func() error {
+			refused, err := u.isolate(gctx, c, b)
+			if err != nil {
+				return err
+			}
+			if len(refused) > 0 {
+				mu.Lock()
+				rejected = append(rejected, refused...)
+				mu.Unlock()
+			}
+			return nil
+		})
 	}
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return rejected, nil
 }
 
-// split validates vecs and cuts them into batches by count and encoded size.
-func (u *Upserter) split(namespace string, vecs []Vector) ([][]*pinecone.Vector, error) {
+// batch is one upsert request's vectors and their positions in the caller's slice.
+type batch struct {
+	vecs []*pinecone.Vector
+	idx  []int
+}
+
+// split checks vecs and cuts them into batches by count and encoded size; vectors Pinecone would
+// refuse are returned as Rejected.
+func (u *Upserter) split(namespace string, vecs []Vector) ([]batch, []Rejected, error) {
 	if namespace == "" {
 		namespace = defaultNamespace
 	}
 	overhead := requestOverhead(namespace)
-	var batches [][]*pinecone.Vector
-	var cur []*pinecone.Vector
+	var batches []batch
+	var rejected []Rejected
+	var cur batch
 	size := overhead
+	reject := func(i int, reason, format string, args ...any) {
+		rejected = append(rejected, Rejected{Index: i, ID: vecs[i].ID, Reason: reason, Detail: fmt.Sprintf(format, args...)})
+	}
 	for i := range vecs {
 		v := &vecs[i]
-		switch {
-		case v.ID == "" || len(v.ID) > MaxIDBytes:
-			return nil, &PermanentError{Reason: worker.ReasonPermanentError,
-				Err: fmt.Errorf("vector %d: id of %d bytes, must be 1..%d", i, len(v.ID), MaxIDBytes)}
-		case len(v.Values) != u.dimension:
-			return nil, &PermanentError{Reason: worker.ReasonDimension,
+		if len(v.Values) != u.dimension {
+			return nil, nil, &PermanentError{Reason: worker.ReasonDimension,
 				Err: fmt.Errorf("vector %q has %d values, the index has dimension %d", v.ID, len(v.Values), u.dimension)}
 		}
+		if v.ID == "" || len(v.ID) > MaxIDBytes || !utf8.ValidString(v.ID) {
+			reject(i, ReasonInvalidID, "id of %d bytes, must be 1..%d bytes of UTF-8", len(v.ID), MaxIDBytes)
+			continue
+		}
+		if err := CheckMetadata(v.Metadata); err != nil {
+			reject(i, ReasonInvalidMetadata, "%v", err)
+			continue
+		}
+		if m := MetadataSize(v.Metadata); m > MetadataLimit {
+			reject(i, ReasonMetadataTooLarge, "metadata is %d bytes as Pinecone measures it, limit %d (%d less a margin)", m, MetadataLimit, MaxMetadataBytes)
+			continue
+		}
 		n := vectorSize(v.ID, len(v.Values), v.Metadata)
-		if overhead+n > MaxRequestBytes {
-			return nil, &PermanentError{Reason: worker.ReasonPermanentError,
-				Err: fmt.Errorf("vector %q is %d bytes encoded, more than one request may carry (%d)", v.ID, n, MaxRequestBytes)}
+		if overhead+n > RequestBytesLimit {
+			reject(i, ReasonVectorTooLarge, "vector is %d bytes encoded, more than one request may carry (%d)", n, RequestBytesLimit)
+			continue
 		}
-		if len(cur) > 0 && (len(cur) >= u.batchSize || size+n > MaxRequestBytes) {
+		if len(cur.vecs) > 0 && (len(cur.vecs) >= u.batchSize || size+n > RequestBytesLimit) {
 			batches = append(batches, cur)
-			cur, size = nil, overhead
+			cur, size = batch{}, overhead
 		}
-		if cur == nil {
-			cur = make([]*pinecone.Vector, 0, min(u.batchSize, len(vecs)-i))
+		if cur.vecs == nil {
+			c := min(u.batchSize, len(vecs)-i)
+			cur = batch{vecs: make([]*pinecone.Vector, 0, c), idx: make([]int, 0, c)}
 		}
-		cur = append(cur, &pinecone.Vector{Id: v.ID, Values: &v.Values, Metadata: v.Metadata})
+		cur.vecs = append(cur.vecs, &pinecone.Vector{Id: v.ID, Values: &v.Values, Metadata: v.Metadata})
+		cur.idx = append(cur.idx, i)
 		size += n
 	}
-	if len(cur) > 0 {
+	if len(cur.vecs) > 0 {
 		batches = append(batches, cur)
 	}
-	return batches, nil
+	return batches, rejected, nil
+}
+
+// minAllRefused: when every vector of a batch at least this large is refused on its own, the
+// InvalidArgument was about the request (namespace, index), and it stays an error.
+const minAllRefused = 4
+
+// isolate upserts b and, when Pinecone refuses it with InvalidArgument about its vectors,
+// bisects it to find the vectors refused.
+func (u *Upserter) isolate(ctx context.Context, c *pinecone.IndexConnection, b batch) ([]Rejected, error) {
+	refused, err := u.bisect(ctx, c, b)
+	if err == nil && len(b.vecs) >= minAllRefused && len(refused) == len(b.vecs) {
+		return nil, &PermanentError{Reason: worker.ReasonPermanentError, Err: fmt.Errorf(
+			"pinecone refused each of the %d vectors of an upsert to namespace %q on its own, so the error is about the request: %s", len(b.vecs), c.Namespace(), refused[0].Detail)}
+	}
+	return refused, err
+}
+
+func (u *Upserter) bisect(ctx context.Context, c *pinecone.IndexConnection, b batch) ([]Rejected, error) {
+	err := u.upsertBatch(ctx, c, b.vecs)
+	msg, isRefusal := refusal(err)
+	if err == nil || !isRefusal {
+		return nil, err
+	}
+	if len(b.vecs) == 1 {
+		return []Rejected{{Index: b.idx[0], ID: b.vecs[0].Id, Reason: ReasonRefused, Detail: msg}}, nil
+	}
+	u.log.V(1).Info("upsert refused, isolating", "vectors", len(b.vecs), "error", msg)
+	m := len(b.vecs) / 2
+	left, err := u.bisect(ctx, c, batch{vecs: b.vecs[:m:m], idx: b.idx[:m:m]})
+	if err != nil {
+		return nil, err
+	}
+	right, err := u.bisect(ctx, c, batch{vecs: b.vecs[m:], idx: b.idx[m:]})
+	if err != nil {
+		return nil, err
+	}
+	return append(left, right...), nil
+}
+
+// refusal reports whether err is Pinecone's InvalidArgument about the vectors sent, with its
+// message. A dimension mismatch concerns the index, not a vector, and is not one.
+func refusal(err error) (string, bool) {
+	if err == nil {
+		return "", false
+	}
+	// The status itself, not status.FromError of the wrapper, whose message would be ours.
+	var gs interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &gs) {
+		return "", false
+	}
+	s := gs.GRPCStatus()
+	if s.Code() != codes.InvalidArgument {
+		return "", false
+	}
+	if strings.Contains(strings.ToLower(s.Message()), "dimension") {
+		return "", false
+	}
+	return s.Message(), true
 }
 
 func (u *Upserter) upsertBatch(ctx context.Context, c *pinecone.IndexConnection, batch []*pinecone.Vector) error {

@@ -70,7 +70,7 @@ func TestNewResolvesHostAndDimensionFromControlPlane(t *testing.T) {
 		t.Fatalf("dimension %d host %s, want 1536 at %s", u.Dimension(), u.Host(), srv.Index("wide").Host())
 	}
 	// The http:// host means plaintext gRPC: an upsert reaches the fake.
-	if err := u.Upsert(context.Background(), "ns", vecs("a", 3, 1536)); err != nil {
+	if _, err := u.Upsert(context.Background(), "ns", vecs("a", 3, 1536)); err != nil {
 		t.Fatalf("Upsert: %v", err)
 	}
 	if n := srv.Index("wide").Count(); n != 3 {
@@ -127,16 +127,16 @@ func TestUpsertExactCountAfterTransientFailures(t *testing.T) {
 
 	idx.FailNextUpserts(4, codes.Unavailable)
 	a := vecs("239", 1234, 8)
-	if err := u.Upsert(ctx, "v2", a); err != nil {
+	if _, err := u.Upsert(ctx, "v2", a); err != nil {
 		t.Fatalf("Upsert v2: %v", err)
 	}
 	idx.FailNextUpserts(3, codes.ResourceExhausted)
 	b := vecs("240", 321, 8)
-	if err := u.Upsert(ctx, "", b); err != nil {
+	if _, err := u.Upsert(ctx, "", b); err != nil {
 		t.Fatalf("Upsert default: %v", err)
 	}
 	idx.FailNextUpserts(2, codes.Internal)
-	if err := u.Upsert(ctx, "v2", a[:50]); err != nil { // a re-run overwrites
+	if _, err := u.Upsert(ctx, "v2", a[:50]); err != nil { // a re-run overwrites
 		t.Fatalf("re-Upsert: %v", err)
 	}
 
@@ -176,18 +176,18 @@ func TestBatchesStayWithinRequestSize(t *testing.T) {
 	for i := range in {
 		in[i].Metadata.Fields["text"] = structpb.NewStringValue(strings.Repeat("x", 30_000+i))
 	}
-	if err := u.Upsert(context.Background(), "ns", in); err != nil {
+	if _, err := u.Upsert(context.Background(), "ns", in); err != nil {
 		t.Fatalf("Upsert: %v", err)
 	}
 	fs := idx.Stats()
 	if idx.Count() != 300 {
 		t.Fatalf("index holds %d vectors, want 300", idx.Count())
 	}
-	if fs.MaxUpsertBytes > MaxRequestBytes {
-		t.Fatalf("largest request %d bytes, above %d", fs.MaxUpsertBytes, MaxRequestBytes)
+	if fs.MaxUpsertBytes > RequestBytesLimit {
+		t.Fatalf("largest request %d bytes, above %d", fs.MaxUpsertBytes, RequestBytesLimit)
 	}
 	// Packed, not merely small: the largest request is within a vector or two of the limit.
-	if one := vectorSize(in[0].ID, 1536, in[0].Metadata); fs.MaxUpsertBytes < MaxRequestBytes-2*one {
+	if one := vectorSize(in[0].ID, 1536, in[0].Metadata); fs.MaxUpsertBytes < RequestBytesLimit-2*one {
 		t.Errorf("largest request %d bytes: batches are packed loosely", fs.MaxUpsertBytes)
 	}
 	if fs.MaxUpsertBatch >= 100 {
@@ -200,7 +200,6 @@ func TestUpsertPermanentErrors(t *testing.T) {
 		code   codes.Code
 		reason string
 	}{
-		{codes.InvalidArgument, worker.ReasonPermanentError},
 		{codes.PermissionDenied, worker.ReasonUnauthorized},
 		{codes.Unauthenticated, worker.ReasonUnauthorized},
 		{codes.NotFound, worker.ReasonIndexNotFound},
@@ -211,7 +210,7 @@ func TestUpsertPermanentErrors(t *testing.T) {
 			idx := srv.Index("docs")
 			u := newUpserter(t, Config{Host: idx.Host(), BatchSize: 10, MaxInFlight: 1, MaxRetries: 5})
 			idx.FailNextUpserts(1, tc.code)
-			err := u.Upsert(context.Background(), "ns", vecs("p", 5, 8))
+			_, err := u.Upsert(context.Background(), "ns", vecs("p", 5, 8))
 			var perm *PermanentError
 			if !errors.As(err, &perm) || perm.Reason != tc.reason {
 				t.Fatalf("err = %v, want PermanentError %s", err, tc.reason)
@@ -227,26 +226,121 @@ func TestUpsertRejectsBadVectorsBeforeSending(t *testing.T) {
 	srv := startFake(t, fakepinecone.Options{})
 	idx := srv.Index("docs")
 	u := newUpserter(t, Config{Host: idx.Host()})
-	good := vecs("g", 3, 8)
+	md := func(k string, v *structpb.Value) *structpb.Struct {
+		return &structpb.Struct{Fields: map[string]*structpb.Value{k: v}}
+	}
+	// A text of n bytes in Pinecone's measure.
+	text := func(n int) *structpb.Struct {
+		return md("text", structpb.NewStringValue(strings.Repeat("x", n-len(`{"text":""}`))))
+	}
 	cases := map[string]struct {
 		v      Vector
 		reason string
 	}{
-		"wrong dimension": {Vector{ID: "x", Values: make([]float32, 7)}, worker.ReasonDimension},
-		"empty id":        {Vector{ID: "", Values: make([]float32, 8)}, worker.ReasonPermanentError},
-		"long id":         {Vector{ID: strings.Repeat("i", 513), Values: make([]float32, 8)}, worker.ReasonPermanentError},
-		"huge metadata": {Vector{ID: "m", Values: make([]float32, 8), Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			"text": structpb.NewStringValue(strings.Repeat("x", MaxRequestBytes))}}}, worker.ReasonPermanentError},
+		"empty id":      {Vector{ID: "", Values: make([]float32, 8)}, ReasonInvalidID},
+		"long id":       {Vector{ID: strings.Repeat("i", 513), Values: make([]float32, 8)}, ReasonInvalidID},
+		"invalid id":    {Vector{ID: "a\xff", Values: make([]float32, 8)}, ReasonInvalidID},
+		"null":          {Vector{ID: "n", Values: make([]float32, 8), Metadata: md("k", structpb.NewNullValue())}, ReasonInvalidMetadata},
+		"nested":        {Vector{ID: "n", Values: make([]float32, 8), Metadata: md("k", structpb.NewStructValue(&structpb.Struct{}))}, ReasonInvalidMetadata},
+		"list of bools": {Vector{ID: "n", Values: make([]float32, 8), Metadata: md("k", structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewBoolValue(true)}}))}, ReasonInvalidMetadata},
+		// Under Pinecone's 40,960 but inside the margin: refused before sending.
+		"metadata in the margin": {Vector{ID: "m", Values: make([]float32, 8), Metadata: text(MetadataLimit + 1)}, ReasonMetadataTooLarge},
+		"huge metadata":          {Vector{ID: "m", Values: make([]float32, 8), Metadata: text(MaxRequestBytes)}, ReasonMetadataTooLarge},
 	}
 	for name, tc := range cases {
-		err := u.Upsert(context.Background(), "ns", append(good[:2:2], tc.v))
-		var perm *PermanentError
-		if !errors.As(err, &perm) || perm.Reason != tc.reason {
-			t.Errorf("%s: err = %v, want PermanentError %s", name, err, tc.reason)
+		rej, err := u.Upsert(context.Background(), "ns", []Vector{tc.v})
+		if err != nil || len(rej) != 1 || rej[0].Reason != tc.reason || rej[0].Index != 0 {
+			t.Errorf("%s: rejected %+v, err %v; want it rejected with %s", name, rej, err, tc.reason)
 		}
 	}
 	if n := idx.Stats().Calls["Upsert"]; n != 0 {
-		t.Fatalf("%d upsert calls, want none: a bad batch is refused whole, before sending", n)
+		t.Fatalf("%d upsert calls, want none: vectors Pinecone would refuse are not sent", n)
+	}
+	// At the margin it is sent and accepted; with good vectors around a bad one, they land.
+	good := vecs("g", 3, 8)
+	in := append(good, Vector{ID: "edge", Values: make([]float32, 8), Metadata: text(MetadataLimit)}, Vector{ID: "", Values: make([]float32, 8)})
+	rej, err := u.Upsert(context.Background(), "ns", in)
+	if err != nil || len(rej) != 1 || rej[0].Index != 4 {
+		t.Fatalf("rejected %+v, err %v; want only the empty id", rej, err)
+	}
+	if idx.Count() != 4 {
+		t.Fatalf("index holds %d vectors, want 4", idx.Count())
+	}
+	// A wrong dimension concerns every vector: an error.
+	_, err = u.Upsert(context.Background(), "ns", []Vector{{ID: "x", Values: make([]float32, 7)}})
+	var perm *PermanentError
+	if !errors.As(err, &perm) || perm.Reason != worker.ReasonDimension {
+		t.Fatalf("wrong dimension: err = %v, want PermanentError %s", err, worker.ReasonDimension)
+	}
+}
+
+func TestUpsertIsolatesRefusedVectors(t *testing.T) {
+	srv := startFake(t, fakepinecone.Options{})
+	idx := srv.Index("docs")
+	u := newUpserter(t, Config{Host: idx.Host(), BatchSize: 100})
+	const msg = "Vector refused by the index"
+	idx.RefuseVectors(func(id string) bool { return id == "v.17" || id == "v.60" }, msg)
+	rej, err := u.Upsert(context.Background(), "ns", vecs("v", 100, 8))
+	if err != nil {
+		t.Fatalf("Upsert: %v (refused vectors must not fail the upsert)", err)
+	}
+	if len(rej) != 2 {
+		t.Fatalf("rejected %+v, want v.17 and v.60", rej)
+	}
+	for _, r := range rej {
+		if (r.ID != "v.17" || r.Index != 17) && (r.ID != "v.60" || r.Index != 60) || r.Reason != ReasonRefused || r.Detail != msg {
+			t.Errorf("rejected %+v, want reason %s and Pinecone's message", r, ReasonRefused)
+		}
+	}
+	if n := idx.Count(); n != 98 {
+		t.Fatalf("index holds %d vectors, want the other 98", n)
+	}
+	if calls := idx.Stats().Calls["Upsert"]; calls > 30 {
+		t.Errorf("%d upsert calls to isolate 2 of 100: not a bisection", calls)
+	}
+
+	// A refusal of a whole request (every vector alone refused) is an error, not 100 dead letters.
+	idx.RefuseVectors(func(string) bool { return true }, "Namespace is read-only")
+	_, err = u.Upsert(context.Background(), "ns", vecs("w", 8, 8))
+	var perm *PermanentError
+	if !errors.As(err, &perm) || !strings.Contains(err.Error(), "Namespace is read-only") {
+		t.Fatalf("err = %v, want a PermanentError with Pinecone's message", err)
+	}
+}
+
+func TestInvalidArgumentOnceIsIsolatedToNothing(t *testing.T) {
+	srv := startFake(t, fakepinecone.Options{})
+	idx := srv.Index("docs")
+	u := newUpserter(t, Config{Host: idx.Host(), BatchSize: 10})
+	idx.FailNextUpserts(1, codes.InvalidArgument)
+	rej, err := u.Upsert(context.Background(), "ns", vecs("p", 10, 8))
+	if err != nil || len(rej) != 0 || idx.Count() != 10 {
+		t.Fatalf("rejected %v, err %v, count %d; want the halves upserted", rej, err, idx.Count())
+	}
+}
+
+func TestMetadataSize(t *testing.T) {
+	for _, c := range []struct {
+		m    map[string]any
+		want string
+	}{
+		{map[string]any{}, `{}`},
+		{map[string]any{"a": "x"}, `{"a":"x"}`},
+		{map[string]any{"n": 12.0}, `{"n":12.0}`},
+		{map[string]any{"n": 1.5}, `{"n":1.5}`},
+		{map[string]any{"b": true, "c": false}, `{"b":true,"c":false}`},
+		{map[string]any{"l": []any{"a", "b"}}, `{"l":["a","b"]}`},
+		{map[string]any{"l": []any{}}, `{"l":[]}`},
+		{map[string]any{"s": "é\"\n<&>"}, `{"s":"é\"\n<&>"}`},
+		{map[string]any{"s": "\x01"}, `{"s":"\u0001"}`},
+	} {
+		md, err := structpb.NewStruct(c.m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := MetadataSize(md); got != len(c.want) {
+			t.Errorf("MetadataSize(%v) = %d, want %d (%s)", c.m, got, len(c.want), c.want)
+		}
 	}
 }
 
@@ -255,7 +349,7 @@ func TestUpsertRetriesAreBounded(t *testing.T) {
 	idx := srv.Index("docs")
 	u := newUpserter(t, Config{Host: idx.Host(), MaxRetries: 2})
 	idx.FailNextUpserts(100, codes.Unavailable)
-	err := u.Upsert(context.Background(), "ns", vecs("r", 5, 8))
+	_, err := u.Upsert(context.Background(), "ns", vecs("r", 5, 8))
 	var ex *RetryExhaustedError
 	if !errors.As(err, &ex) || ex.Attempts != 3 || ex.Reason() != worker.ReasonRetryableError {
 		t.Fatalf("err = %v, want RetryExhaustedError after 3 attempts", err)
@@ -282,7 +376,7 @@ func TestDataPlaneDownIsRetryable(t *testing.T) {
 func TestCloseAndInvalidConfig(t *testing.T) {
 	srv := startFake(t, fakepinecone.Options{})
 	u := newUpserter(t, Config{Host: srv.Index("docs").Host()})
-	if err := u.Upsert(context.Background(), "a", vecs("c", 1, 8)); err != nil {
+	if _, err := u.Upsert(context.Background(), "a", vecs("c", 1, 8)); err != nil {
 		t.Fatal(err)
 	}
 	if err := u.Close(); err != nil {
@@ -291,7 +385,7 @@ func TestCloseAndInvalidConfig(t *testing.T) {
 	if err := u.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if err := u.Upsert(context.Background(), "a", vecs("c", 1, 8)); err == nil {
+	if _, err := u.Upsert(context.Background(), "a", vecs("c", 1, 8)); err == nil {
 		t.Fatal("Upsert after Close succeeded")
 	}
 	for name, cfg := range map[string]Config{

@@ -32,6 +32,12 @@ type rankTable struct {
 	// slots hold tag<<rankBits | (rank+1), 0 when empty. The tag, 15 more bits of the hash,
 	// lets a probe skip most wrong slots without comparing bytes.
 	slots []uint32
+	// maxTok is the longest token in bytes: a text of L bytes has at least ceil(L/maxTok)
+	// tokens, the bound that lets CountUpTo stop before tokenizing a huge text.
+	maxTok int
+	// maxHigh is the most bytes ≥ 0x80 in one token (48): the bound for text without ASCII,
+	// such as CJK, whose tokens are far shorter than the longest token.
+	maxHigh int
 }
 
 func (t *rankTable) token(r uint32) []byte { return t.arena[t.offs[r]:t.offs[r+1]] }
@@ -121,6 +127,8 @@ func loadTable() (*rankTable, error) {
 		}
 		t.arena = append(t.arena, buf[:m]...)
 		t.offs = append(t.offs, uint32(len(t.arena)))
+		t.maxTok = max(t.maxTok, m)
+		t.maxHigh = max(t.maxHigh, highBytes(string(buf[:m])))
 		return t.insert(uint32(rank))
 	})
 	if err != nil {
@@ -252,14 +260,37 @@ var scratchPool = sync.Pool{New: func() any { return new(mergeScratch) }}
 // heap ordered like mergeSmall's scan (rank, then position); entries whose pair has since changed
 // are skipped when popped.
 func (t *rankTable) mergeLarge(p string) int {
-	n := len(p)
 	s := scratchPool.Get().(*mergeScratch)
-	defer func() {
-		// Keep scratch for pieces up to 64 KiB (about 1.5 MB); a rare huge piece's is left to the GC.
-		if cap(s.next) <= 1<<16 {
-			scratchPool.Put(s)
-		}
-	}()
+	defer putScratch(s)
+	return t.merge(p, s)
+}
+
+// putScratch keeps scratch for pieces up to 64 KiB (about 1.5 MB); a rare huge piece's is left
+// to the GC, so one outlier row does not pin its working memory.
+func putScratch(s *mergeScratch) {
+	if cap(s.next) <= 1<<16 {
+		scratchPool.Put(s)
+	}
+}
+
+// pieceEnds appends the end offset of each of piece p's tokens to dst.
+func (t *rankTable) pieceEnds(p string, dst []int) []int {
+	if len(p) == 1 || t.rank(p) != noRank {
+		return append(dst, len(p))
+	}
+	s := scratchPool.Get().(*mergeScratch)
+	defer putScratch(s)
+	t.merge(p, s)
+	for i := 0; i < len(p); i = int(s.next[i]) {
+		dst = append(dst, int(s.next[i]))
+	}
+	return dst
+}
+
+// merge runs the byte-pair merges of p in s and returns the number of parts; s.next then links
+// each part's start to the next one's.
+func (t *rankTable) merge(p string, s *mergeScratch) int {
+	n := len(p)
 	if cap(s.next) < n {
 		s.next = make([]int32, n)
 		s.prev = make([]int32, n)

@@ -200,12 +200,26 @@ func (e *Estimator) Add(text []byte) {
 	}
 	if exact {
 		e.exactTexts++
-		e.exactTokens += int64(Count(string(text)))
+		// No text is billed more than one input's tokens (a longer one is dead-lettered or
+		// truncated), and counting stops there, so an outlier row costs no memory. It stays out
+		// of the bytes-per-token ratio, which it would skew.
+		// CountUpTo keeps no reference to the text: no copy of it is needed.
+		n := CountUpTo(unsafe.String(unsafe.SliceData(text), len(text)), MaxTokensPerInput)
+		if n > MaxTokensPerInput {
+			e.exactTokens += MaxTokensPerInput
+			return
+		}
+		e.exactTokens += int64(n)
 		e.exactBytes += int64(len(text))
 		return
 	}
-	e.otherBytes += int64(len(text))
+	// Charged at the ratio, capped near one input's worth.
+	e.otherBytes += int64(min(len(text), maxEstimatedTextBytes))
 }
+
+// maxEstimatedTextBytes caps the bytes a sampled-out text is charged for: 8 bytes a token for a
+// full input, above any text's ratio, so a long row is not charged as thousands of inputs.
+const maxEstimatedTextBytes = 8 * MaxTokensPerInput
 
 // Tokens is the estimated total: exact tokens of the counted texts plus the other texts' bytes at
 // the counted texts' tokens-per-byte ratio (4 bytes a token if every counted text was empty),

@@ -65,6 +65,9 @@ type Options struct {
 	// deliberately not tokens.Count, the embedder's own counter, so that end-to-end tests check the
 	// embedder's counts against an independent reference implementation.
 	CountTokens func(string) int
+	// RefuseMarker, when set, refuses with a 400 every request holding an input that contains it
+	// (see RefuseMarker in faults.go), from the start.
+	RefuseMarker string
 }
 
 // Stats are counters since Start.
@@ -107,6 +110,7 @@ type Server struct {
 	dimOverride int
 	stats       Stats
 	reqID       uint64
+	x           extras // faults.go
 }
 
 // Start listens on opts.Addr and serves until Close.
@@ -153,6 +157,9 @@ func newServer(opts Options) (*Server, error) {
 	}
 	for _, k := range opts.APIKeys {
 		s.keys[k] = struct{}{}
+	}
+	if opts.RefuseMarker != "" {
+		s.RefuseMarker(opts.RefuseMarker, "")
 	}
 	if s.count == nil {
 		// Load the tokenizer now so that a broken build fails Start, not a request. decoder loads
@@ -325,6 +332,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, status, body := s.validate(&req)
+	if status == 0 {
+		status, body = s.refusedInput(p.texts)
+	}
 	if status != 0 {
 		s.reply(w, r, status, body, nil)
 		return
@@ -347,8 +357,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	sc.out = s.encode(sc, req.Model, req.EncodingFormat == "base64", p)
-	s.reply(w, r, http.StatusOK, sc.out, nil)
+	b64, order := s.shape(req.EncodingFormat == "base64", len(p.texts))
+	sc.out = s.encode(sc, req.Model, b64, p, order)
+	s.deliver(w, r, sc.out)
 }
 
 func readBody(r *http.Request, buf []byte) ([]byte, error) {
@@ -607,17 +618,19 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, status int, body 
 
 // encode builds the success body straight into a reused buffer: at 1536 dimensions and 2048
 // inputs the float form is tens of megabytes, so no intermediate structs.
-func (s *Server) encode(sc *scratch, model string, b64 bool, p parsed) []byte {
+func (s *Server) encode(sc *scratch, model string, b64 bool, p parsed, order func(int) int) []byte {
 	out := sc.out[:0]
 	if cap(sc.vec) < p.dims {
 		sc.vec = make([]float32, p.dims)
 	}
 	vec := sc.vec[:p.dims]
 	out = append(out, `{"object":"list","data":[`...)
-	for i, t := range p.texts {
-		if i > 0 {
+	for k := range p.texts {
+		if k > 0 {
 			out = append(out, ',')
 		}
+		i := order(k)
+		t := p.texts[i]
 		out = append(out, `{"object":"embedding","index":`...)
 		out = strconv.AppendInt(out, int64(i), 10)
 		out = append(out, `,"embedding":`...)

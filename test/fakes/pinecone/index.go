@@ -62,6 +62,8 @@ type Index struct {
 	stats      IndexStats
 	calls      map[string]int64
 	byCode     map[string]int64
+	refuse     func(id string) bool // limits.go
+	refuseMsg  string
 }
 
 // Name is the index name.
@@ -240,7 +242,10 @@ func (x *Index) upsert(req protoreflect.Message) (protoreflect.Message, error) {
 	}
 	size := proto.Size(req.Interface())
 	if size > MaxUpsertBytes {
-		return nil, status.Errorf(codes.InvalidArgument, "Invalid request: request size %d bytes exceeds the maximum supported size of %d bytes (2MB)", size, MaxUpsertBytes)
+		return nil, requestTooLarge(size)
+	}
+	if err := checkNamespace(req.Get(s.upNamespace).String()); err != nil {
+		return nil, err
 	}
 	// Check the whole batch before writing any of it, as Pinecone does.
 	ids := make([]string, n)
@@ -250,6 +255,13 @@ func (x *Index) upsert(req protoreflect.Message) (protoreflect.Message, error) {
 		ids[i] = v.Get(s.vecID).String()
 		if ids[i] == "" {
 			return nil, status.Error(codes.InvalidArgument, "Invalid request: vector id must not be empty")
+		}
+		var md *structpb.Struct
+		if v.Has(s.vecMetadata) {
+			md = v.Get(s.vecMetadata).Message().Interface().(*structpb.Struct)
+		}
+		if err := checkVector(ids[i], md); err != nil {
+			return nil, err
 		}
 		vals := v.Get(s.vecValues).List()
 		if vals.Len() != x.dim {
@@ -265,6 +277,9 @@ func (x *Index) upsert(req protoreflect.Message) (protoreflect.Message, error) {
 		if v.Has(s.vecMetadata) {
 			batch[i].meta = proto.Clone(v.Get(s.vecMetadata).Message().Interface()).(*structpb.Struct)
 		}
+	}
+	if err := x.refused(ids); err != nil {
+		return nil, err
 	}
 	ns := normNS(req.Get(s.upNamespace).String())
 	x.mu.Lock()

@@ -24,8 +24,8 @@ import (
 // Pinecone's limits on one upsert request.
 const (
 	MaxUpsertVectors = 1000
-	// MaxUpsertBytes is the largest serialized UpsertRequest accepted (2 MiB).
-	MaxUpsertBytes = 2 << 20
+	// MaxUpsertBytes is the largest serialized UpsertRequest accepted: Pinecone's 2 MB, decimal.
+	MaxUpsertBytes = 2_000_000
 	// DefaultNamespace is where go-pinecone's default ("" or "__default__") namespace lives.
 	DefaultNamespace = "__default__"
 	// APIVersion is the API version go-pinecone v5 sends and this fake speaks.
