@@ -85,6 +85,7 @@ type Report struct {
 	Memory     []Memory
 	Outlier    Outlier
 	Manager    Manager
+	GzipReads  GzipReads
 }
 
 // Efficiency is the capped whole-cluster run.
@@ -198,6 +199,13 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		if err := runPipelineAndMemory(ctx, c, st, dir, r); err != nil {
 			return r, fmt.Errorf("pipeline: %w", err)
 		}
+	}
+	if !c.Skip["gzip"] {
+		g, err := runGzipReads(ctx, c, st.MinIO, dir, GzipReadsRows, 1000, GzipReadsSampleEvery)
+		if err != nil {
+			return r, fmt.Errorf("gzip reads: %w", err)
+		}
+		r.GzipReads = *g
 	}
 	if !c.Skip["manager"] {
 		if err := runManager(ctx, c, dir, r); err != nil {

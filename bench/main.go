@@ -240,6 +240,7 @@ func Markdown(r *Report, env Env) string {
 		w("| **%.1f MiB** | %.1f MiB | %.1f MiB | %s | %s | %d | %d | `%s` |", o.MaxRSSMiB, o.MaxAnonMiB, o.MaxFileMiB, dur(o.Wall), o.Phase, o.Processed, o.Failed, o.DeadLetterReason)
 		w("")
 	}
+	b.WriteString(markdownGzipReads(r.GzipReads))
 	mg := r.Manager
 	w("Manager (`bin/manager`, the real binary) with an ingestion of %d one-row chunks at parallelism %d, on a second stack whose chunk pods run a stand-in that reports its row as upserted and exits at once (the planner is the real embedder), so the figures are the manager's: real chunk Jobs, pods, kube-controller-manager and status roll-up; peak RSS from /proc/<pid>/status VmHWM (the manager of that stack, which ran nothing else), API requests from its client-go `rest_client_requests_total` during this ingestion.", mg.Chunks, mg.ParallelismUsed)
 	w("")
