@@ -77,7 +77,9 @@ func TestSamplesAcceptedWithDefaults(t *testing.T) {
 			"source.csv.delimiter":          {s.Source.CSV.Delimiter, ","},
 			"source.csv.compression":        {s.Source.CSV.Compression, "auto"},
 			"source.s3.region":              {s.Source.S3.Region, "us-east-1"},
-			"mapping.idColumn":              {s.Mapping.IDColumn, "id"},
+			"mapping.idColumn":              {s.Mapping.IDColumn, ""}, // empty: the id column, else ids derived from rows
+			"source.csv.encoding":           {s.Source.CSV.Encoding, "utf-8"},
+			"source.s3.stageKeyPrefix":      {s.Source.S3.StageKeyPrefix, "vectordb-staging/"},
 			"mapping.metadata.include":      {s.Mapping.Metadata.Include, "all"},
 			"mapping.metadata.textField":    {s.Mapping.Metadata.TextField, "text"},
 			"mapping.metadata.textMaxChars": {s.Mapping.Metadata.TextMaxChars, int32(1000)},
