@@ -77,7 +77,6 @@ func TestSamplesAcceptedWithDefaults(t *testing.T) {
 			"source.csv.delimiter":          {s.Source.CSV.Delimiter, ","},
 			"source.csv.compression":        {s.Source.CSV.Compression, "auto"},
 			"source.s3.region":              {s.Source.S3.Region, "us-east-1"},
-			"mapping.idColumn":              {s.Mapping.IDColumn, ""}, // empty: the id column, else ids derived from rows
 			"source.csv.encoding":           {s.Source.CSV.Encoding, "utf-8"},
 			"source.s3.stageKeyPrefix":      {s.Source.S3.StageKeyPrefix, "vectordb-staging/"},
 			"mapping.metadata.include":      {s.Mapping.Metadata.Include, "all"},
@@ -86,6 +85,8 @@ func TestSamplesAcceptedWithDefaults(t *testing.T) {
 		}
 		if file == minimal {
 			checks["mapping.sanitize"] = [2]any{s.Mapping.Sanitize, "basic"}
+			// Not defaulted: empty means the id column when there is one, else ids derived from rows.
+			checks["mapping.idColumn"] = [2]any{s.Mapping.IDColumn, ""}
 		} else {
 			checks["mapping.sanitize"] = [2]any{s.Mapping.Sanitize, "legacy"}
 			checks["mapping.idPrefix"] = [2]any{s.Mapping.IDPrefix, "239."}
