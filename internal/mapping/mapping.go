@@ -90,7 +90,23 @@ const (
 	// read as UTF-8; spec.source.csv.encoding names another encoding). Such a row is failed rather
 	// than ingested with replacement characters, so no text changes without a count.
 	ReasonInvalidUTF8 = "invalid_utf8"
+	// ReasonTooManyTokens: the text is over the model's limit (here: over MaxTextBytes before
+	// sanitizing; the embedder counts the rest). The embedder uses the same reason.
+	ReasonTooManyTokens = "too_many_tokens"
 )
+
+// Values of spec.mapping.overlongText.
+const (
+	OverlongFail     = "fail"
+	OverlongTruncate = "truncate"
+)
+
+// MaxTextBytes bounds the text a row may bring to sanitizing: sanitizing costs several copies
+// of the text, and no text of this size is within the model's 8,191 tokens after it (that would
+// take ≥ 75% markup; an 8,191-token text is at most 1 MiB). A longer text fails its row
+// (overlongText: fail) or is cut to this size first (truncate), so one huge field never sets a
+// chunk's memory.
+const MaxTextBytes = 4 << 20
 
 // RowError says why one row was not turned into a record.
 type RowError struct {
@@ -240,6 +256,9 @@ type Mapper struct {
 	tmplBuf  bytes.Buffer
 
 	san *Sanitizer
+	// truncate is spec.overlongText: truncate; a text over MaxTextBytes is then cut before
+	// sanitizing instead of failing its row.
+	truncate bool
 
 	meta         []metaColumn
 	inferTypes   bool
@@ -417,6 +436,13 @@ func New(spec v1alpha1.MappingSpec, header []string, fixed Fixed) (*Mapper, erro
 		return nil, fmt.Errorf("mapping: %w", err)
 	}
 	m.san = san
+	switch spec.OverlongText {
+	case "", OverlongFail:
+	case OverlongTruncate:
+		m.truncate = true
+	default:
+		return nil, fmt.Errorf("mapping: overlongText %q is neither %s nor %s", spec.OverlongText, OverlongFail, OverlongTruncate)
+	}
 
 	processedAt := fixed.ProcessedAt
 	if processedAt == "" {
@@ -620,6 +646,12 @@ func (m *Mapper) Map(rowNumber int64, fields []string) (Record, *RowError) {
 	} else {
 		raw = fields[m.textCol]
 	}
+	if len(raw) > MaxTextBytes {
+		if !m.truncate {
+			return fail(ReasonTooManyTokens, "text is %d bytes, far over the model's 8,191 tokens (at most %d bytes are read; set spec.mapping.overlongText: truncate to embed the start)", len(raw), MaxTextBytes)
+		}
+		raw = raw[:runeStart(raw, MaxTextBytes)]
+	}
 	text := m.san.Sanitize(validUTF8(raw))
 	if strings.TrimSpace(text) == "" {
 		return fail(ReasonEmptyText, "text is empty after sanitize %s", m.san.Mode())
@@ -815,6 +847,14 @@ func validUTF8(s string) string {
 		return s
 	}
 	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// runeStart is the largest character boundary of s at or before i < len(s).
+func runeStart(s string, i int) int {
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return i
 }
 
 // cutRunes returns the first max characters (runes) of s, never splitting one.

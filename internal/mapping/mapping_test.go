@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"math"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -707,4 +708,40 @@ func TestNewListsEachMissingColumnOnce(t *testing.T) {
 	if err == nil || strings.Count(err.Error(), `"summary"`) != 1 {
 		t.Fatalf("error = %v; want summary named once", err)
 	}
+}
+
+// TestHugeTextIsNotSanitized: a text over MaxTextBytes fails its row before sanitizing (which
+// costs several copies of it), or is cut to MaxTextBytes first with overlongText: truncate.
+func TestHugeTextIsNotSanitized(t *testing.T) {
+	huge := strings.Repeat("北京欢迎你東京タワー", 12<<20/30)
+	r := testRow()
+	r[1] = huge
+	m := mustNew(t, legacySpec(), testHeader, testFixed)
+	var rerr *RowError
+	grew := allocated(func() { _, rerr = m.Map(0, r) })
+	if rerr == nil || rerr.Reason != ReasonTooManyTokens {
+		t.Fatalf("Map = %v, want %s", rerr, ReasonTooManyTokens)
+	}
+	if grew > 1<<20 {
+		t.Errorf("failing a 12 MiB text allocated %d bytes: it was sanitized", grew)
+	}
+	spec := legacySpec()
+	spec.OverlongText = OverlongTruncate
+	m = mustNew(t, spec, testHeader, testFixed)
+	rec := mustMap(t, m, 0, r)
+	if len(rec.Text) > MaxTextBytes || !strings.HasPrefix(huge, rec.Text) || !utf8.ValidString(rec.Text) {
+		t.Fatalf("truncate: text of %d bytes", len(rec.Text))
+	}
+	spec.OverlongText = "split"
+	if _, err := New(spec, testHeader, testFixed); err == nil {
+		t.Fatal("New accepted overlongText: split")
+	}
+}
+
+func allocated(fn func()) uint64 {
+	var a, b runtime.MemStats
+	runtime.ReadMemStats(&a)
+	fn()
+	runtime.ReadMemStats(&b)
+	return b.TotalAlloc - a.TotalAlloc
 }

@@ -363,7 +363,11 @@ func rowHandler(spec v1alpha1.MappingSpec, header []string, est *tokens.Estimato
 			return nil // the chunk fails this row; it has no vector to duplicate
 		}
 		finder.Add(row, key.Namespace, key.ID)
-		if col >= 0 {
+		if col >= 0 && len(fields[col]) > mapping.MaxTextBytes {
+			// Never sanitized by the chunk either (see mapping.MaxTextBytes): the estimator
+			// charges it one input by its length alone, without copying it.
+			est.Add(fields[col])
+		} else if col >= 0 {
 			est.Add([]byte(san.Sanitize(strs[col])))
 		} else if rec, rerr := m.Map(row, strs); rerr == nil {
 			est.Add([]byte(rec.Text))
