@@ -223,6 +223,14 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 	case errors.As(err, &tm):
 		return nil, worker.Permanent(worker.ReasonTooManyChunks, err)
 	case err != nil:
+		if stager != nil {
+			// A stopped staging upload breaks the scan's reads; its own error says why.
+			if uerr := stager.Abort(err); uerr != nil {
+				stager = nil
+				return nil, stageError(source.Classify(fmt.Sprintf("s3://%s/%s", loc.Bucket, stagedKey), uerr), "the staged copy")
+			}
+			stager = nil
+		}
 		return nil, fmt.Errorf("scan s3://%s/%s: %w", loc.Bucket, loc.Key, err)
 	}
 

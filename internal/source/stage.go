@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -76,7 +77,9 @@ func NewStager(ctx context.Context, cl *s3.Client, bucket, key string) (*Stager,
 	go func() {
 		_, err := up.Upload(ctx, &s3.PutObjectInput{Bucket: &s.bkt, Key: &s.key, Body: pr, ContentType: &ct})
 		// Unblock the writer if the upload stopped early.
-		pr.CloseWithError(fmt.Errorf("staging upload stopped: %v", err))
+		if err != nil {
+			pr.CloseWithError(fmt.Errorf("staging upload stopped: %w", err))
+		}
 		s.done <- err
 	}()
 	return s, pw
@@ -91,10 +94,14 @@ func (s *Stager) Finish(ctx context.Context) (*Object, error) {
 	return Head(ctx, s.cl, s.bkt, s.key)
 }
 
-// Abort stops the upload; the uploader aborts the multipart upload, so no parts are left.
-func (s *Stager) Abort(err error) {
+// Abort stops the upload (the uploader aborts the multipart upload, so no parts are left) and
+// returns the upload's own error when it had stopped by itself before, e.g. access denied.
+func (s *Stager) Abort(err error) error {
 	s.pw.CloseWithError(err)
-	<-s.done
+	if uerr := <-s.done; uerr != nil && !errors.Is(uerr, err) {
+		return uerr
+	}
+	return nil
 }
 
 // Delete removes staged objects; a missing one is not an error.
