@@ -3,11 +3,15 @@ package chunkrun_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/vectordb-io/vectordb-operator/internal/chunkrun"
 	"github.com/vectordb-io/vectordb-operator/internal/csvplan"
@@ -137,6 +141,7 @@ func TestPropertyEveryRowUpsertedOrDeadLettered(t *testing.T) {
 			ing.Spec.Chunking.RowsPerChunk = []int32{37, 100, 1000, 64}[seed]
 			ing.Spec.Embedding.MaxInputsPerRequest = int32(8 + rng.IntN(64))
 			ing.Spec.Embedding.TokensPerMinute = 10000000
+			ing.Spec.Embedding.RequestsPerMinute = 100000
 			plan := e.plan(ing)
 			if plan.TotalRows != int64(len(rows)) {
 				t.Fatalf("plan has %d rows, generated %d", plan.TotalRows, len(rows))
@@ -152,10 +157,15 @@ func TestPropertyEveryRowUpsertedOrDeadLettered(t *testing.T) {
 			}
 
 			got := map[int64][2]string{}
-			for c := range plan.Chunks() {
-				data, err := e.get(fmt.Sprintf("%s%s/chunk-%04d.csv", ing.Spec.DeadLetter.KeyPrefix, ing.TaskID, c))
+			list, err := e.s3.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{
+				Bucket: aws.String(bucket), Prefix: aws.String(ing.Spec.DeadLetter.KeyPrefix + ing.TaskID + "/")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range list.Contents {
+				data, err := e.get(aws.ToString(o.Key))
 				if err != nil {
-					continue // no failed row in this chunk
+					t.Fatal(err)
 				}
 				for _, rec := range readCSV(t, data)[1:] {
 					row, err := strconv.ParseInt(rec[len(rec)-3], 10, 64)
