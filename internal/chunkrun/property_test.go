@@ -120,7 +120,7 @@ func genHostile(rng *rand.Rand, n int, refusedIDs map[string]bool) ([]byte, []ho
 // either upserted (as the vector of its own row) or dead-lettered with the reason its hostility
 // calls for, processed + failed + skipped equals the rows, and no chunk fails.
 func TestPropertyEveryRowUpsertedOrDeadLettered(t *testing.T) {
-	for seed := range uint64(4) {
+	for seed := range uint64(8) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			e := newEnv(t, fakeopenai.Options{})
 			e.openai.RefuseMarker(propMarker, propOpenAIMsg)
@@ -138,7 +138,7 @@ func TestPropertyEveryRowUpsertedOrDeadLettered(t *testing.T) {
 			}
 			e.put(key, data)
 			ing := e.ingestion(key)
-			ing.Spec.Chunking.RowsPerChunk = []int32{37, 100, 1000, 64}[seed]
+			ing.Spec.Chunking.RowsPerChunk = []int32{37, 100, 1000, 64}[seed%4]
 			ing.Spec.Embedding.MaxInputsPerRequest = int32(8 + rng.IntN(64))
 			ing.Spec.Embedding.TokensPerMinute = 10000000
 			ing.Spec.Embedding.RequestsPerMinute = 100000
