@@ -29,7 +29,7 @@ func main() {
 	flag.IntVar(&c.PipelineRows, "pipeline-rows", c.PipelineRows, "rows through one embedder with instant fakes")
 	flag.IntVar(&c.ManagerChunks, "manager-chunks", c.ManagerChunks, "chunks of the manager run")
 	mem := flag.String("mem-rows", "10000,1000000", "rows of the embedder memory runs, comma separated")
-	skip := flag.String("skip", "", "phases to leave out, comma separated: efficiency, old, manager, pipeline")
+	skip := flag.String("skip", "", "phases to leave out, comma separated: efficiency, old, manager, pipeline, gzip")
 	flag.Parse()
 	c.Skip = map[string]bool{}
 	for _, s := range strings.Split(*skip, ",") {
