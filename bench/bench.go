@@ -669,20 +669,22 @@ func runEmbedder(ctx context.Context, c Config, st *stack.Stack, oa *fakeopenai.
 	if err := os.WriteFile(manifest, b, 0o600); err != nil {
 		return nil, err
 	}
-	return execEmbedder(ctx, c, st.MinIO, pc, manifest, name, profile)
+	return execEmbedder(ctx, c, st.MinIO, pc, []string{"run", "-f", manifest, "--progress", "none"}, nil, name, profile)
 }
 
-// execEmbedder runs bin/embedder run -f manifest and polls its peak RSS.
-func execEmbedder(ctx context.Context, c Config, m *harness.MinIO, pc *fakepinecone.Server, manifest, name, profile string) (*childRun, error) {
+// execEmbedder runs bin/embedder with args and polls its peak RSS.
+func execEmbedder(ctx context.Context, c Config, m *harness.MinIO, pc *fakepinecone.Server, args, env []string, name, profile string) (*childRun, error) {
 	cctx, cancel := context.WithTimeout(ctx, c.MemTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(cctx, filepath.Join(harness.BinDir(), "embedder"), "run", "-f", manifest, "--progress", "none", "--log-level", cmp.Or(os.Getenv("BENCH_EMBEDDER_LOG_LEVEL"), "error"))
+	args = append(args, "--log-level", cmp.Or(os.Getenv("BENCH_EMBEDDER_LOG_LEVEL"), "error"))
+	cmd := exec.CommandContext(cctx, filepath.Join(harness.BinDir(), "embedder"), args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 20 * time.Second
 	cmd.Env = append(os.Environ(),
 		worker.EnvOpenAIAPIKey+"="+stack.OpenAIKey, worker.EnvPineconeAPIKey+"="+stack.PineconeKey,
 		"PINECONE_CONTROL_HOST="+pc.ControlURL(),
 		"AWS_ACCESS_KEY_ID="+m.AccessKey, "AWS_SECRET_ACCESS_KEY="+m.SecretKey, "AWS_REGION=us-east-1")
+	cmd.Env = append(cmd.Env, env...)
 	if profile != "" {
 		cmd.Env = append(cmd.Env, profiling.EnvCPUProfile+"="+profile)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,6 +15,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/ingestfile"
+	"github.com/vectordb-io/vectordb-operator/internal/planner"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	fakeopenai "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
 	fakepinecone "github.com/vectordb-io/vectordb-operator/test/fakes/pinecone"
 	"github.com/vectordb-io/vectordb-operator/test/harness"
@@ -35,6 +39,8 @@ type Outlier struct {
 	Phase                  string
 	Processed, Failed      int64
 	DeadLetterReason       string // of the outlier row in the dead-letter object
+	// The chunk alone (`embedder chunk`, as a chunk pod runs it).
+	ChunkRSSMiB, ChunkAnonMiB, ChunkFileMiB float64
 }
 
 // runOutlier runs `embedder run` (plan and chunk in one process, dead letters on) over a file of
@@ -98,7 +104,38 @@ func runOutlier(ctx context.Context, c Config, m *harness.MinIO, oa *fakeopenai.
 	if err := os.WriteFile(manifest, j, 0o600); err != nil {
 		return nil, err
 	}
-	run, err := execEmbedder(ctx, c, m, pc, manifest, name, "")
+	// The chunk alone, as a chunk pod runs it: planned here, then `embedder chunk`.
+	ing, err := ingestfile.Parse(j)
+	if err != nil {
+		return nil, err
+	}
+	ing.TaskID = name + "-chunk"
+	plan, err := planner.Plan(ctx, ing, planner.Deps{S3: m.S3Client()})
+	if err != nil {
+		return nil, err
+	}
+	ca, err := plan.Chunk(0)
+	if err != nil {
+		return nil, err
+	}
+	enc, err := ing.Encode()
+	if err != nil {
+		return nil, err
+	}
+	tl := filepath.Join(dir, "outlier-chunk.result")
+	chunk, err := execEmbedder(ctx, c, m, pc, []string{"chunk", "--index", "0", "--offset", strconv.FormatInt(ca.Offset, 10),
+		"--length", strconv.FormatInt(ca.Length, 10), "--first-row", "0", "--rows", strconv.FormatInt(ca.Rows, 10),
+		"--etag", ca.ETag, "--compression", ca.Compression, "--termination-log", tl},
+		[]string{worker.EnvIngestion + "=" + enc}, name+"-chunk", "")
+	if err != nil {
+		return nil, err
+	}
+	var res worker.Result
+	if b, err := os.ReadFile(tl); err != nil || json.Unmarshal(b, &res) != nil || res.Failed != 1 || res.Processed != rows-1 {
+		return nil, fmt.Errorf("outlier: chunk result %+v (%v), want 1 failed and %d processed", res, err, rows-1)
+	}
+
+	run, err := execEmbedder(ctx, c, m, pc, []string{"run", "-f", manifest, "--progress", "none"}, nil, name, "")
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +149,8 @@ func runOutlier(ctx context.Context, c Config, m *harness.MinIO, oa *fakeopenai.
 		return nil, fmt.Errorf("outlier: summary %q: %w", run.Stdout, err)
 	}
 	out := &Outlier{Rows: rows, RowBytes: len(row[textCol]), MaxRSSMiB: run.MaxRSSMiB, MaxAnonMiB: run.MaxAnonMiB, MaxFileMiB: run.MaxFileMiB,
-		Wall: run.Wall, Phase: sum.Phase, Processed: sum.Processed, Failed: sum.Failed}
+		Wall: run.Wall, Phase: sum.Phase, Processed: sum.Processed, Failed: sum.Failed,
+		ChunkRSSMiB: chunk.MaxRSSMiB, ChunkAnonMiB: chunk.MaxAnonMiB, ChunkFileMiB: chunk.MaxFileMiB}
 	dlKey := "failed/" + sum.TaskID + "/chunk-0000.csv"
 	got, err := m.S3Client().GetObject(ctx, &s3.GetObjectInput{Bucket: ptr(stack.Bucket), Key: &dlKey})
 	if err != nil {
@@ -123,13 +161,13 @@ func runOutlier(ctx context.Context, c Config, m *harness.MinIO, oa *fakeopenai.
 	if err != nil {
 		return nil, fmt.Errorf("outlier: dead letter: %w", err)
 	}
-	for _, rec := range dl[1:] {
-		if rec[idCol] == "outlier" {
-			out.DeadLetterReason = rec[len(rec)-2]
-		}
+	// The outlier is the only failed row; with overlongText: fail it is not read into memory, so
+	// its dead letter holds its row number and position, not its fields.
+	if len(dl) == 2 && dl[1][len(dl[1])-3] == strconv.Itoa(rows/2-1) {
+		out.DeadLetterReason = dl[1][len(dl[1])-2]
 	}
 	_, _ = m.S3Client().DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: ptr(stack.Bucket), Key: &key})
-	c.logf("outlier: peak RSS %.1f MiB (anon %.1f, file %.1f), %s, processed %d, failed %d (%s)", out.MaxRSSMiB, out.MaxAnonMiB, out.MaxFileMiB, out.Wall.Round(time.Millisecond), out.Processed, out.Failed, out.DeadLetterReason)
+	c.logf("outlier: chunk peak RSS %.1f MiB; run peak RSS %.1f MiB (anon %.1f, file %.1f), %s, processed %d, failed %d (%s)", out.ChunkRSSMiB, out.MaxRSSMiB, out.MaxAnonMiB, out.MaxFileMiB, out.Wall.Round(time.Millisecond), out.Processed, out.Failed, out.DeadLetterReason)
 	return out, nil
 }
 

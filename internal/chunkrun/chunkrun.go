@@ -31,6 +31,7 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/csvplan"
 	"github.com/vectordb-io/vectordb-operator/internal/deadletter"
 	"github.com/vectordb-io/vectordb-operator/internal/embedding"
@@ -263,6 +264,7 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 
 	p := &pipeline{
 		emb: emb, up: up, mapper: mapper, fails: fails, progress: deps.Progress, dups: dups,
+		maxRow: maxRowBytes(ing.Spec.Mapping),
 	}
 	if args.Length > 0 {
 		var body io.ReadCloser
@@ -272,6 +274,7 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 		var rd *csvplan.Reader
 		if rd, err = csvplan.NewReader(body, header, csvplan.ReaderOptions{
 			Delimiter: delim, FirstRow: args.FirstRow, Offset: args.Offset, ExpectRows: args.Rows,
+			MaxRowBytes: maxRowBytes(ing.Spec.Mapping),
 		}); err != nil {
 			body.Close()
 			return res, worker.Permanent(worker.ReasonPermanentError, err)
@@ -352,6 +355,21 @@ func readHeader(ctx context.Context, obj *source.Object, compression string, dat
 	return header, nil
 }
 
+// maxFailRowBytes is the longest row a chunk reads with overlongText: fail. Any longer row holds
+// a text over mapping.MaxTextBytes (failed without being sanitized) unless a megabyte of other
+// columns makes it long, so it can only fail: the reader counts it and skips its bytes instead of
+// holding megabytes, and it is dead-lettered as too_many_tokens with its position.
+const maxFailRowBytes = mapping.MaxTextBytes + 1<<20
+
+// maxRowBytes is the reader's row limit: with truncate every row up to csvplan's limit is read,
+// since its text is cut, not failed.
+func maxRowBytes(spec v1alpha1.MappingSpec) int {
+	if spec.OverlongText == mapping.OverlongTruncate {
+		return csvplan.DefaultMaxRowBytes
+	}
+	return maxFailRowBytes
+}
+
 // item is a mapped row on its way through the pipeline; fields are kept for the dead letter.
 type item struct {
 	rec    mapping.Record
@@ -375,6 +393,8 @@ type pipeline struct {
 	fails    *failures
 	progress func(int64)
 	dups     map[int64]int64 // duplicate row → the row whose vector is kept
+
+	maxRow int // rows longer than this are not read into memory (see maxRowBytes)
 
 	upserted, tokens, requests atomic.Int64
 }
@@ -429,7 +449,13 @@ func (p *pipeline) readAndMap(ctx context.Context, rd *csvplan.Reader, out chan<
 	for rd.Next() {
 		row := rd.Row()
 		if row.Err != nil {
-			if err := p.fails.add(ctx, row.Num, row.Fields, row.Err.Reason, row.Err.Detail); err != nil {
+			reason, detail := row.Err.Reason, row.Err.Detail
+			if reason == csvplan.ReasonRowTooLong && p.maxRow == maxFailRowBytes {
+				reason, detail = embedding.ReasonTooManyTokens, fmt.Sprintf(
+					"the row at byte %d of the object is longer than %d bytes: with spec.mapping.overlongText: fail no row this long can be embedded (its text would be over %d bytes, far past 8,191 tokens; or a quote is never closed), so it is not read into memory and this dead letter keeps its position, not its fields; overlongText: truncate embeds the start of its text",
+					row.Offset, maxFailRowBytes, mapping.MaxTextBytes)
+			}
+			if err := p.fails.add(ctx, row.Num, row.Fields, reason, detail); err != nil {
 				return err
 			}
 			continue

@@ -95,6 +95,13 @@ func (s *splitter) fill() (shift int, err error) {
 		s.base += int64(shift)
 		s.start = 0
 	}
+	if len(s.buf) > 2*s.target && s.end <= s.target/2 {
+		// An outlier record grew the buffer and has been consumed: let its memory go rather than
+		// keep megabytes for the rest of the range.
+		nb := make([]byte, s.target)
+		s.end = copy(nb, s.buf[:s.end])
+		s.buf = nb
+	}
 	if s.end == len(s.buf) || (len(s.buf) < s.target && s.end > len(s.buf)/2) {
 		nb := make([]byte, 2*len(s.buf))
 		copy(nb, s.buf[:s.end])

@@ -39,7 +39,7 @@ func New(cl *s3.Client, bucket, keyPrefix, taskID string, chunk int, header []st
 }
 
 func (w *Writer) reset() {
-	if w.buf.Cap() > 2*flushBytes {
+	if w.buf.Cap() > flushBytes {
 		// An outlier row (a field of megabytes) grew the buffer: let it go rather than keep it
 		// for the rest of the chunk.
 		w.buf = bytes.Buffer{}
@@ -51,6 +51,18 @@ func (w *Writer) reset() {
 
 // Add records one failed row. fields may be nil or of any length (a malformed row is kept as read).
 func (w *Writer) Add(ctx context.Context, row int64, fields []string, reason, detail string) error {
+	if size := encodedSize(fields) + len(detail); size > flushBytes/2 {
+		// An outlier row (a field of megabytes) goes into a part of its own, in a buffer of its
+		// size: no doubling of a buffer already holding other rows.
+		if w.buffered > 0 {
+			if err := w.flush(ctx); err != nil {
+				return err
+			}
+		}
+		w.buf = bytes.Buffer{}
+		w.reset()
+		w.buf.Grow(size + 64)
+	}
 	rec := make([]string, 0, len(w.header)+3)
 	rec = append(rec, fields...)
 	for len(rec) < len(w.header) {
@@ -67,6 +79,15 @@ func (w *Writer) Add(ctx context.Context, row int64, fields []string, reason, de
 		return w.flush(ctx)
 	}
 	return nil
+}
+
+// encodedSize is about the CSV size of fields (at least it, unless a field holds many quotes).
+func encodedSize(fields []string) int {
+	n := 1
+	for _, f := range fields {
+		n += len(f) + 3
+	}
+	return n
 }
 
 // Rows is the number of rows added.
