@@ -62,7 +62,9 @@ type Config struct {
 	ManagerParallelism int32
 	ManagerTimeout     time.Duration
 	TmpDir             string
-	// Skip names phases to leave out (efficiency, old, manager, pipeline), for iterating.
+	// GzipRows is the size of the gzip-reads file (0: that phase is left out).
+	GzipRows int
+	// Skip names phases to leave out (efficiency, old, manager, pipeline, gzip), for iterating.
 	Skip     map[string]bool
 	Log      logr.Logger
 	Progress io.Writer
@@ -73,7 +75,8 @@ func DefaultConfig() Config {
 	return Config{Dimensions: 1536, RPM: 300, EfficiencyRows: 100000, FloorTarget: 5 * time.Minute,
 		RowsPerChunk: 25000, Parallelism: 4, OldFor: 90 * time.Second, PipelineRows: 50000,
 		MemRows: []int{10000, 1000000}, MemTimeout: 15 * time.Minute,
-		ManagerChunks: 2000, ManagerParallelism: 100, ManagerTimeout: 10 * time.Minute}
+		ManagerChunks: 2000, ManagerParallelism: 100, ManagerTimeout: 10 * time.Minute,
+		GzipRows: GzipReadsRows}
 }
 
 // Report holds every figure.
@@ -85,6 +88,7 @@ type Report struct {
 	Memory     []Memory
 	Outlier    Outlier
 	Manager    Manager
+	GzipReads  GzipReads
 }
 
 // Efficiency is the capped whole-cluster run.
@@ -198,6 +202,13 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		if err := runPipelineAndMemory(ctx, c, st, dir, r); err != nil {
 			return r, fmt.Errorf("pipeline: %w", err)
 		}
+	}
+	if !c.Skip["gzip"] && c.GzipRows > 0 {
+		g, err := runGzipReads(ctx, c, st.MinIO, dir, c.GzipRows, 1000, max(1, GzipReadsSampleEvery*c.GzipRows/GzipReadsRows))
+		if err != nil {
+			return r, fmt.Errorf("gzip reads: %w", err)
+		}
+		r.GzipReads = *g
 	}
 	if !c.Skip["manager"] {
 		if err := runManager(ctx, c, dir, r); err != nil {

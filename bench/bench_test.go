@@ -19,7 +19,7 @@ func TestBenchTiny(t *testing.T) {
 	c := Config{Dimensions: 1536, RPM: 300, EfficiencyRows: 300, FloorTarget: 15 * time.Second,
 		RowsPerChunk: 100, Parallelism: 2, OldFor: 10 * time.Second, PipelineRows: 300,
 		MemRows: []int{100, 400}, MemTimeout: 2 * time.Minute,
-		ManagerChunks: 6, ManagerParallelism: 3, ManagerTimeout: 2 * time.Minute,
+		ManagerChunks: 6, ManagerParallelism: 3, ManagerTimeout: 2 * time.Minute, GzipRows: 3000,
 		TmpDir: t.TempDir(), Log: logr.Discard()}
 	r, err := Run(context.Background(), c)
 	if err != nil {
@@ -46,11 +46,14 @@ func TestBenchTiny(t *testing.T) {
 			t.Errorf("memory run %d: %+v", i, m)
 		}
 	}
+	if g := r.GzipReads; g.Rows != 3000 || g.Chunks != 3 || g.PlanRead != g.CompressedBytes || g.After() > g.Target() {
+		t.Errorf("gzip reads: %+v", g)
+	}
 	if mg := r.Manager; mg.Finished != c.ManagerChunks || mg.PeakRSSMiB <= 0 || mg.APIRequestsPerChunk <= 0 {
 		t.Errorf("manager: %+v", mg)
 	}
 	md := Markdown(r, Env{Command: "test", Date: time.Now()})
-	for _, want := range []string{"ratio wall / floor", "extrapolated", "rows/s per core", "MB/s", "peak RSS", "API requests per chunk"} {
+	for _, want := range []string{"ratio wall / floor", "extrapolated", "rows/s per core", "MB/s", "peak RSS", "API requests per chunk", "Bytes read from S3 for a gzip file"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}

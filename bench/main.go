@@ -29,7 +29,7 @@ func main() {
 	flag.IntVar(&c.PipelineRows, "pipeline-rows", c.PipelineRows, "rows through one embedder with instant fakes")
 	flag.IntVar(&c.ManagerChunks, "manager-chunks", c.ManagerChunks, "chunks of the manager run")
 	mem := flag.String("mem-rows", "10000,1000000", "rows of the embedder memory runs, comma separated")
-	skip := flag.String("skip", "", "phases to leave out, comma separated: efficiency, old, manager, pipeline")
+	skip := flag.String("skip", "", "phases to leave out, comma separated: efficiency, old, manager, pipeline, gzip")
 	flag.Parse()
 	c.Skip = map[string]bool{}
 	for _, s := range strings.Split(*skip, ",") {
@@ -243,6 +243,7 @@ func Markdown(r *Report, env Env) string {
 		w("`embedder run`: %s, %s, %d processed, %d failed, the outlier's reason `%s`.", dur(o.Wall), o.Phase, o.Processed, o.Failed, o.DeadLetterReason)
 		w("")
 	}
+	b.WriteString(markdownGzipReads(r.GzipReads))
 	mg := r.Manager
 	w("Manager (`bin/manager`, the real binary) with an ingestion of %d one-row chunks at parallelism %d, on a second stack whose chunk pods run a stand-in that reports its row as upserted and exits at once (the planner is the real embedder), so the figures are the manager's: real chunk Jobs, pods, kube-controller-manager and status roll-up; peak RSS from /proc/<pid>/status VmHWM (the manager of that stack, which ran nothing else), API requests from its client-go `rest_client_requests_total` during this ingestion.", mg.Chunks, mg.ParallelismUsed)
 	w("")

@@ -91,6 +91,9 @@ type Reconciler struct {
 	plans map[types.UID]cachedPlan
 	// blockedRetries counts consecutive refused passes per ingestion, for the retry backoff.
 	blockedRetries map[types.UID]int
+	// cleanupFailures holds the failed cleanup Jobs already reported by an event.
+	cleanupMu       sync.Mutex
+	cleanupFailures map[types.UID]bool
 }
 
 // +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestions,verbs=get;list;watch;update
@@ -224,6 +227,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	// The status is written: what it records may now be mirrored and then released.
+	// Staged copies (gzip, other encodings) go once the ingestion has ended.
+	if err := r.cleanupStaged(ctx, obj, kids); err != nil {
+		log.Error(err, "staged objects not cleaned up yet")
+	}
 	var res ctrl.Result
 	mirrorErr := error(nil)
 	open := p.openOutcomes()

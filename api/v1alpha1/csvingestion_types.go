@@ -175,6 +175,16 @@ type S3Source struct {
 	// +kubebuilder:validation:MaxLength=1024
 	Key string `json:"key"`
 
+	// StageKeyPrefix is where, in the same bucket, the planner writes what it stages: the
+	// decompressed UTF-8 copy of a gzip or non-UTF-8 object (<prefix><taskID>.utf8.csv) and the
+	// list of duplicate-id rows (<prefix><taskID>.duplicates). Needed only then; the worker's S3
+	// identity must be allowed to write and delete there. Staged objects are deleted when the
+	// ingestion ends.
+	// +optional
+	// +kubebuilder:default="vectordb-staging/"
+	// +kubebuilder:validation:MaxLength=512
+	StageKeyPrefix string `json:"stageKeyPrefix,omitempty"`
+
 	S3Connection `json:",inline"`
 }
 
@@ -227,19 +237,31 @@ type CSVFormat struct {
 	Delimiter string `json:"delimiter,omitempty"`
 
 	// Compression of the object: auto looks at the first bytes (gzip magic) and the key suffix.
+	// A gzip object is decompressed once by the planner into a staged copy (see
+	// S3Source.stageKeyPrefix) that the chunks read with ranged GETs.
 	// +optional
 	// +kubebuilder:default=auto
 	// +kubebuilder:validation:Enum=auto;none;gzip
 	Compression string `json:"compression,omitempty"`
+
+	// Encoding of the text: utf-8 (a BOM is dropped; bytes that are not UTF-8 fail their row as
+	// invalid_utf8), latin-1 (ISO 8859-1), windows-1252, or utf-16 (byte order from the BOM,
+	// little-endian without one). Any encoding but utf-8 is converted to UTF-8 once by the planner
+	// into a staged copy, like gzip.
+	// +optional
+	// +kubebuilder:default=utf-8
+	// +kubebuilder:validation:Enum=utf-8;latin-1;windows-1252;utf-16
+	Encoding string `json:"encoding,omitempty"`
 }
 
 // MappingSpec says how a row becomes a vector record.
 // +kubebuilder:validation:XValidation:rule="has(self.textColumn) != has(self.textTemplate)",message="set exactly one of spec.mapping.textColumn or spec.mapping.textTemplate"
 type MappingSpec struct {
-	// IDColumn holds the row's id.
+	// IDColumn holds the row's id. Left empty, the column named "id" is used when the header has
+	// one; otherwise the id is derived from the whole row: the hex of the first 16 bytes of SHA-256
+	// over its fields (each as an 8-byte big-endian length and its bytes), so a re-run of the same
+	// file writes the same ids, and identical rows are duplicates.
 	// +optional
-	// +kubebuilder:default=id
-	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=256
 	IDColumn string `json:"idColumn,omitempty"`
 

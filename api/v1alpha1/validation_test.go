@@ -77,7 +77,8 @@ func TestSamplesAcceptedWithDefaults(t *testing.T) {
 			"source.csv.delimiter":          {s.Source.CSV.Delimiter, ","},
 			"source.csv.compression":        {s.Source.CSV.Compression, "auto"},
 			"source.s3.region":              {s.Source.S3.Region, "us-east-1"},
-			"mapping.idColumn":              {s.Mapping.IDColumn, "id"},
+			"source.csv.encoding":           {s.Source.CSV.Encoding, "utf-8"},
+			"source.s3.stageKeyPrefix":      {s.Source.S3.StageKeyPrefix, "vectordb-staging/"},
 			"mapping.metadata.include":      {s.Mapping.Metadata.Include, "all"},
 			"mapping.metadata.textField":    {s.Mapping.Metadata.TextField, "text"},
 			"mapping.metadata.textMaxChars": {s.Mapping.Metadata.TextMaxChars, int32(1000)},
@@ -85,6 +86,8 @@ func TestSamplesAcceptedWithDefaults(t *testing.T) {
 		if file == minimal {
 			checks["mapping.sanitize"] = [2]any{s.Mapping.Sanitize, "basic"}
 			checks["mapping.metadata.format"] = [2]any{s.Mapping.Metadata.Format, "standard"}
+			// Not defaulted: empty means the id column when there is one, else ids derived from rows.
+			checks["mapping.idColumn"] = [2]any{s.Mapping.IDColumn, ""}
 		} else {
 			// The old service's vector space and metadata (docs/migration.md).
 			checks["embedding.model"] = [2]any{s.Embedding.Model, "text-embedding-ada-002"}

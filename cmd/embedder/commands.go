@@ -77,6 +77,34 @@ func newPlanCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+func newCleanupCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cleanup",
+		Short: "Delete what the planner staged for the CsvIngestion in $" + worker.EnvIngestion + " (run when it has ended)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			res := worker.Result{Role: worker.RoleCleanup}
+			ing, err := worker.DecodeIngestion(os.Getenv(worker.EnvIngestion))
+			if err != nil {
+				return g.finish(cmd, res, worker.Permanent(worker.ReasonPermanentError, err))
+			}
+			kc, err := planner.NewKubeClient()
+			if err == nil {
+				var keys []string
+				keys, err = planner.Cleanup(cmd.Context(), ing, planner.Deps{Log: log}, kc)
+				log.Info("deleted staged objects", "keys", keys)
+			}
+			res.DurationMillis = time.Since(start).Milliseconds()
+			return g.finish(cmd, res, err)
+		},
+	}
+}
+
 func writePlan(cmd *cobra.Command, ing worker.Ingestion, plan *worker.Plan) error {
 	kc, err := planner.NewKubeClient()
 	if err != nil {
@@ -120,6 +148,9 @@ func newChunkCmd(g *globals) *cobra.Command {
 	f.Float64Var(&a.RequestsPerMinute, "rpm", 0, "this chunk's share of the request budget (0: unlimited)")
 	f.Float64Var(&a.TokensPerMinute, "tpm", 0, "this chunk's share of the token budget (0: unlimited)")
 	f.StringVar(&a.Compression, "compression", "", "compression the planner found: none or gzip")
+	f.StringVar(&a.Key, "key", "", "object to read instead of the source (the planner's staged copy, same bucket)")
+	f.StringVar(&a.DuplicatesKey, "duplicates-key", "", "the planner's list of duplicate-id rows (same bucket)")
+	f.StringVar(&a.DuplicatesETag, "duplicates-etag", "", "ETag the duplicates list is pinned to")
 	_ = cmd.MarkFlagRequired("etag")
 	return cmd
 }

@@ -296,7 +296,7 @@ func TestRunCommandOutcomes(t *testing.T) {
 	// One malformed row in 301 is within maxFailedRowsPercent 1: PartiallyCompleted, exit 0.
 	if _, err := minio.S3Client().PutObject(context.Background(), &s3.PutObjectInput{
 		Bucket: aws.String(bucket), Key: aws.String(w.key + ".bad"),
-		Body: strings.NewReader("id,body,kind\n" + strings.Repeat("1,one,k\n", 150) + "2,\"two\"x,k\n" + strings.Repeat("3,three,k\n", 150)),
+		Body: strings.NewReader("id,body,kind\n" + distinctRows(0, 150) + "x,\"two\"x,k\n" + distinctRows(150, 150)),
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +340,16 @@ func TestRunCommandOutcomes(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &sum); err != nil || code != 0 || sum.Phase != "Planned" || sum.TotalRows != 300 || sum.VectorsUpserted != 0 {
 		t.Fatalf("dry run: exit %d, summary %+v (%v)", code, sum, err)
 	}
-	if w.index.Count() != 2 { // p.1 and p.3: the row with id 2 is the malformed one
+	if w.index.Count() != 300 { // p.0 … p.299: the row with id x is the malformed one
 		t.Fatalf("index holds %d vectors", w.index.Count())
 	}
+}
+
+// distinctRows renders n rows with ids from first on: distinct ids, so none is a duplicate_id.
+func distinctRows(first, n int) string {
+	var b strings.Builder
+	for i := first; i < first+n; i++ {
+		fmt.Fprintf(&b, "%d,text %d,k\n", i, i)
+	}
+	return b.String()
 }

@@ -23,7 +23,6 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -227,7 +226,12 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	if err != nil {
 		return res, err
 	}
-	obj := &source.Object{Client: cl, Bucket: loc.Bucket, Key: loc.Key, ETag: args.ETag}
+	// A staged copy (gzip or another encoding, see the planner) is read instead of the source.
+	obj := &source.Object{Client: cl, Bucket: loc.Bucket, Key: cmp.Or(args.Key, loc.Key), ETag: args.ETag}
+	dups, err := loadDuplicates(ctx, cl, loc.Bucket, args)
+	if err != nil {
+		return res, err
+	}
 
 	header, err := readHeader(ctx, obj, args.Compression, args.Offset, delim)
 	if err != nil {
@@ -262,7 +266,7 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	fails := &failures{dl: dl, log: log, progress: deps.Progress}
 
 	p := &pipeline{
-		emb: emb, up: up, mapper: mapper, fails: fails, progress: deps.Progress,
+		emb: emb, up: up, mapper: mapper, fails: fails, progress: deps.Progress, dups: dups,
 		maxRow: maxRowBytes(ing.Spec.Mapping),
 		model:  cmp.Or(ing.Spec.Embedding.Model, "text-embedding-3-small"), dimension: up.Dimension(),
 		hashes:      ing.Spec.Sync != nil,
@@ -309,6 +313,7 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	res.VectorsUpserted = p.upserted.Load()
 	res.Skipped = p.skipped.Load()
 	res.Failed = fails.count()
+	res.Skipped = fails.skippedCount()
 	res.FailedSamples = fails.sampled()
 	if ownEmbedder {
 		st := emb.Stats()
@@ -344,28 +349,16 @@ func readHeader(ctx context.Context, obj *source.Object, compression string, dat
 	if err != nil {
 		return nil, err
 	}
-	// Only the first record is read; closing the body early abandons the rest of the range.
+	// Only the header record is read; closing the body early abandons the rest of the range.
 	defer body.Close()
-	rd, err := csvplan.NewReader(body, []string{"header"}, csvplan.ReaderOptions{Delimiter: delim})
-	if err != nil {
-		return nil, worker.Permanent(worker.ReasonPermanentError, err)
+	header, _, err := csvplan.ReadHeader(body, delim, 0)
+	var he *csvplan.HeaderError
+	switch {
+	case errors.As(err, &he):
+		return nil, worker.Permanent(worker.ReasonHeaderMismatch, fmt.Errorf("s3://%s/%s: %w", obj.Bucket, obj.Key, err))
+	case err != nil:
+		return nil, fmt.Errorf("read CSV header of s3://%s/%s: %w", obj.Bucket, obj.Key, err)
 	}
-	if !rd.Next() {
-		if err := rd.Err(); err != nil {
-			return nil, fmt.Errorf("read CSV header of s3://%s/%s: %w", obj.Bucket, obj.Key, err)
-		}
-		return nil, worker.Permanent(worker.ReasonHeaderMismatch, fmt.Errorf("s3://%s/%s has no header row before byte %d", obj.Bucket, obj.Key, dataStart))
-	}
-	row := rd.Row()
-	if row.Fields == nil || (row.Err != nil && row.Err.Reason != csvplan.ReasonWrongFieldCount) {
-		detail := "unreadable"
-		if row.Err != nil {
-			detail = row.Err.Reason + ": " + row.Err.Detail
-		}
-		return nil, worker.Permanent(worker.ReasonHeaderMismatch, fmt.Errorf("CSV header of s3://%s/%s: %s", obj.Bucket, obj.Key, detail))
-	}
-	header := row.Fields
-	header[0] = strings.TrimPrefix(header[0], "\uFEFF")
 	return header, nil
 }
 
@@ -407,6 +400,7 @@ type pipeline struct {
 	mapper   *mapping.Mapper
 	fails    *failures
 	progress func(int64)
+	dups     map[int64]int64 // duplicate row → the row whose vector is kept
 
 	maxRow int // rows longer than this are not read into memory (see maxRowBytes)
 
@@ -487,6 +481,12 @@ func (p *pipeline) readAndMap(ctx context.Context, rd *csvplan.Reader, out chan<
 					row.Offset, maxFailRowBytes, mapping.MaxTextBytes)
 			}
 			if err := p.fails.add(ctx, row.Num, row.Fields, reason, detail); err != nil {
+				return err
+			}
+			continue
+		}
+		if first, ok := p.dups[row.Num]; ok {
+			if err := p.skipDuplicate(ctx, row, first); err != nil {
 				return err
 			}
 			continue
@@ -656,6 +656,7 @@ type failures struct {
 	log      logr.Logger
 	progress func(int64)
 	n        int64
+	skipped  int64
 	samples  []worker.FailedRow
 }
 

@@ -384,3 +384,39 @@ func TestPlanConvention(t *testing.T) {
 		t.Fatalf("read %d rows, scanned %d (blank %d)", next, res.TotalRows, res.BlankRows)
 	}
 }
+
+// Every header path (the planner's peek, each chunk's header read, Scan) reads the header with
+// ReadHeader, so a BOM before a quoted name or before blank lines reads as Scan reads it.
+func TestReadHeaderAgreesWithScan(t *testing.T) {
+	cases := []struct {
+		name, in string
+		want     []string
+	}{
+		{"BOM + quoted header", "\xEF\xBB\xBF\"id\",\"formatted_text\"\n1,a\n", []string{"id", "formatted_text"}},
+		{"BOM + blank first line", "\xEF\xBB\xBF\n\r\n\"id\",formatted_text\r\n1,a\r\n", []string{"id", "formatted_text"}},
+		{"BOM + unquoted", "\xEF\xBB\xBFid,formatted_text\n1,a\n", []string{"id", "formatted_text"}},
+		{"no BOM, quoted name with a delimiter", "\"a,b\",id\nx,1\n", []string{"a,b", "id"}},
+		// A BOM is only dropped at the very start of the stream.
+		{"BOM after a blank line is data", "\n\xEF\xBB\xBFid,t\n1,a\n", []string{"\uFEFFid", "t"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h, off, err := ReadHeader(strings.NewReader(c.in), ',', 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(h, c.want) {
+				t.Fatalf("header %q, want %q", h, c.want)
+			}
+			res := scanString(t, c.in, Options{})
+			if !slices.Equal(res.Header, h) || res.DataOffset != off || res.TotalRows != 1 {
+				t.Fatalf("Scan header %q at %d (%d rows), ReadHeader %q at %d", res.Header, res.DataOffset, res.TotalRows, h, off)
+			}
+		})
+	}
+	for _, in := range []string{"", "\xEF\xBB\xBF", "\xEF\xBB\xBF\n\n", "\"id,t\n"} {
+		if _, _, err := ReadHeader(strings.NewReader(in), ',', 0); !IsHeaderError(err) {
+			t.Errorf("ReadHeader(%q) = %v, want a *HeaderError", in, err)
+		}
+	}
+}

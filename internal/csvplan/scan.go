@@ -128,43 +128,20 @@ func Scan(r io.Reader, opts Options) (*Result, error) {
 	sp := newSplitter(r, delim, opts.MaxRowBytes, opts.bufSize)
 	fp := &fieldParser{delim: delim}
 	res := &Result{}
-	if err := sp.skipBOM(); err != nil {
+	header, blanks, err := readHeader(sp, fp)
+	res.BlankRows = blanks
+	if err != nil {
 		return nil, err
 	}
-
-	var rec record
-	for {
-		ok, err := sp.next(&rec)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return nil, &HeaderError{Problem: "no header row: the file is empty"}
-		}
-		if !rec.tooLong && len(rec.body()) == 0 {
-			res.BlankRows++
-			continue
-		}
-		break
-	}
-	if rec.tooLong {
-		return nil, &HeaderError{Problem: fmt.Sprintf("header row is %d bytes, longer than %d (an unclosed quote?)", rec.length, sp.maxRow)}
-	}
-	src, detail := fp.parse(rec.body())
-	res.Header = make([]string, len(fp.spans)/2)
-	for i := range res.Header {
-		res.Header[i] = string(src[fp.spans[2*i]:fp.spans[2*i+1]])
-	}
+	res.Header = header
 	res.DataOffset = sp.offset()
-	if detail != "" {
-		return nil, &HeaderError{Header: res.Header, Problem: "malformed header row: " + detail}
-	}
 	if err := checkHeader(res.Header, opts.Required); err != nil {
 		return nil, err
 	}
 
 	width := len(res.Header)
 	rpc := opts.RowsPerChunk
+	var rec record
 	var fields [][]byte
 	tooMany := false
 	for {
@@ -233,6 +210,59 @@ func Scan(r io.Reader, opts Options) (*Result, error) {
 	}
 	res.Offsets = append(res.Offsets, res.Bytes)
 	return res, nil
+}
+
+// ReadHeader reads the header record at the start of r the way Scan does: a UTF-8 BOM is dropped,
+// blank lines before it are skipped, and the first record's fields are unquoted. Every reader of a
+// header (the planner, each chunk) uses it, so a BOM before a quoted name (`\xEF\xBB\xBF"id"`, what
+// pandas writes with utf-8-sig and QUOTE_ALL) reads the same everywhere. It returns the header and
+// the stream offset of the first byte after it; a missing or malformed header is a *HeaderError.
+// It reads little beyond the header record (one buffer).
+func ReadHeader(r io.Reader, delim rune, maxRowBytes int) ([]string, int64, error) {
+	d, err := delimiter(delim)
+	if err != nil {
+		return nil, 0, err
+	}
+	sp := newSplitter(r, d, maxRowBytes, 0)
+	header, _, err := readHeader(sp, &fieldParser{delim: d})
+	if err != nil {
+		return nil, 0, err
+	}
+	return header, sp.offset(), nil
+}
+
+// readHeader consumes the BOM, blank lines and the header record of sp.
+func readHeader(sp *splitter, fp *fieldParser) (header []string, blanks int64, err error) {
+	if err := sp.skipBOM(); err != nil {
+		return nil, 0, err
+	}
+	var rec record
+	for {
+		ok, err := sp.next(&rec)
+		if err != nil {
+			return nil, blanks, err
+		}
+		if !ok {
+			return nil, blanks, &HeaderError{Problem: "no header row: the file is empty"}
+		}
+		if !rec.tooLong && len(rec.body()) == 0 {
+			blanks++
+			continue
+		}
+		break
+	}
+	if rec.tooLong {
+		return nil, blanks, &HeaderError{Problem: fmt.Sprintf("header row is %d bytes, longer than %d (an unclosed quote?)", rec.length, sp.maxRow)}
+	}
+	src, detail := fp.parse(rec.body())
+	header = make([]string, len(fp.spans)/2)
+	for i := range header {
+		header[i] = string(src[fp.spans[2*i]:fp.spans[2*i+1]])
+	}
+	if detail != "" {
+		return nil, blanks, &HeaderError{Header: header, Problem: "malformed header row: " + detail}
+	}
+	return header, blanks, nil
 }
 
 func checkHeader(header, required []string) error {

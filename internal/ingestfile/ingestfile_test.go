@@ -87,7 +87,7 @@ spec:
 		t.Fatal(err)
 	}
 	sp := ing.Spec
-	if ing.TaskID != "sample" || ing.Namespace != "default" || sp.Mapping.IDColumn != "id" || sp.Embedding.Model != "text-embedding-ada-002" || sp.Mapping.Metadata.Format != "standard" ||
+	if ing.TaskID != "sample" || ing.Namespace != "default" || sp.Mapping.IDColumn != "" || sp.Embedding.Model != "text-embedding-ada-002" || sp.Mapping.Metadata.Format != "standard" ||
 		sp.Chunking.RowsPerChunk != 1000 || sp.Chunking.MaxFailedRowsPercent != 0 || sp.Source.S3.Region != "us-east-1" ||
 		sp.Target.Pinecone.APIKeySecretRef.Key != "api-key" || sp.Chunking.ChunkTimeout.Duration.Minutes() != 30 {
 		t.Fatalf("parsed %+v", ing)

@@ -20,6 +20,7 @@ import (
 	"github.com/vectordb-io/vectordb-operator/internal/chunkrun"
 	"github.com/vectordb-io/vectordb-operator/internal/exitcode"
 	"github.com/vectordb-io/vectordb-operator/internal/planner"
+	"github.com/vectordb-io/vectordb-operator/internal/source"
 	"github.com/vectordb-io/vectordb-operator/internal/vectorspace"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
@@ -134,6 +135,15 @@ func Run(ctx context.Context, ing worker.Ingestion, opts Options) (Summary, erro
 	sum.PlanMillis = time.Since(start).Milliseconds()
 	if err != nil {
 		return finish(fmt.Errorf("plan: %w", err))
+	}
+	if keys := plan.StagedKeys(); len(keys) > 0 {
+		// What the planner staged (a plain copy of a gzip or non-UTF-8 file, the duplicate-id
+		// list) is only needed by this run's chunks; the controller's cleanup Job's role here.
+		defer func() {
+			if err := source.Delete(context.WithoutCancel(ctx), cl, plan.Bucket, keys...); err != nil {
+				opts.Log.Error(err, "could not delete staged objects", "keys", keys)
+			}
+		}()
 	}
 	sum.Bucket, sum.Key, sum.ETag, sum.SizeBytes, sum.Compression = plan.Bucket, plan.Key, plan.ETag, plan.SizeBytes, plan.Compression
 	sum.TotalRows, sum.Chunks = plan.TotalRows, plan.Chunks()

@@ -10,6 +10,9 @@ package mapping
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"math"
 	"slices"
@@ -91,6 +94,10 @@ const (
 	ReasonEmptyText = "empty_text"
 	// ReasonMetadataTooLarge: the metadata exceeds MaxMetadataBytes even without the text field.
 	ReasonMetadataTooLarge = "metadata_too_large"
+	// ReasonInvalidUTF8: a column the mapping uses holds bytes that are not UTF-8 (the file is
+	// read as UTF-8; spec.source.csv.encoding names another encoding). Such a row is failed rather
+	// than ingested with replacement characters, so no text changes without a count.
+	ReasonInvalidUTF8 = "invalid_utf8"
 	// ReasonTooManyTokens: the text is over the model's limit (here: over MaxTextBytes before
 	// sanitizing; the embedder counts the rest). The embedder uses the same reason.
 	ReasonTooManyTokens = "too_many_tokens"
@@ -266,8 +273,10 @@ type tmplColumn struct {
 // Mapper maps the rows of one chunk. Not safe for concurrent use.
 type Mapper struct {
 	width    int
-	idCol    int
+	idCol    int // -1: the id is derived from the row (DerivedID)
 	idPrefix string
+	used     []int // columns the mapping reads, checked for valid UTF-8
+	header   []string
 	textCol  int // -1 with a template
 	nsCol    int // -1 without namespaceColumn
 
@@ -348,11 +357,12 @@ func New(spec v1alpha1.MappingSpec, header []string, fixed Fixed) (*Mapper, erro
 	}
 	m := &Mapper{width: len(h), idPrefix: spec.IDPrefix, textCol: -1, nsCol: -1, defaultNS: fixed.DefaultNamespace}
 
-	idColumn := spec.IDColumn
-	if idColumn == "" {
-		idColumn = DefaultIDColumn
+	m.header = h
+	if idColumn := ResolveIDColumn(spec, h); idColumn != "" {
+		m.idCol = need("idColumn", idColumn)
+	} else {
+		m.idCol = -1
 	}
-	m.idCol = need("idColumn", idColumn)
 
 	switch {
 	case spec.TextColumn != "" && spec.TextTemplate != "":
@@ -529,11 +539,76 @@ func New(spec v1alpha1.MappingSpec, header []string, fixed Fixed) (*Mapper, erro
 			}
 		}
 	}
+	m.used = m.usedColumns()
 	return m, nil
 }
 
 // LegacyChunkID is the old service's chunk id: "chunk_%04d" of the 0-based chunk index.
 func LegacyChunkID(chunk int) string { return fmt.Sprintf("chunk_%04d", chunk) }
+
+// ResolveIDColumn is the column the vector id comes from: spec.idColumn when set; when it is
+// empty, the column named "id" if the header has one (the old default, so manifests written for it
+// keep their ids), else "" — the id is then derived from the whole row (see DerivedID).
+func ResolveIDColumn(spec v1alpha1.MappingSpec, header []string) string {
+	if spec.IDColumn != "" {
+		return spec.IDColumn
+	}
+	for i, h := range header {
+		if i == 0 {
+			h = strings.TrimPrefix(h, "\uFEFF")
+		}
+		if h == DefaultIDColumn {
+			return DefaultIDColumn
+		}
+	}
+	return ""
+}
+
+// DerivedID is the id of a row of a file without an id column: the lowercase hex of the first 16
+// bytes of SHA-256 over the row's fields in header order, each written as its length (8 bytes,
+// big-endian) then its bytes, exactly as read (unquoted, not trimmed). The same row always gets
+// the same id, so a re-run overwrites instead of duplicating; two identical rows get the same id
+// and the second is a duplicate_id.
+func DerivedID(fields []string) string {
+	h := sha256.New()
+	var n [8]byte
+	for _, f := range fields {
+		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
+		h.Write(n[:])
+		h.Write([]byte(f))
+	}
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0])[:16])
+}
+
+// usedColumns lists the columns Map reads: id, text (or every column for a template), namespace
+// and metadata, in order and without repeats.
+func (m *Mapper) usedColumns() []int {
+	seen := make([]bool, m.width)
+	var used []int
+	add := func(i int) {
+		if i >= 0 && !seen[i] {
+			seen[i] = true
+			used = append(used, i)
+		}
+	}
+	if m.idCol < 0 {
+		for i := 0; i < m.width; i++ {
+			add(i)
+		}
+	}
+	add(m.idCol)
+	add(m.textCol)
+	for _, c := range m.tmplCols {
+		add(c.index)
+	}
+	add(m.nsCol)
+	for _, c := range m.meta {
+		add(c.index)
+	}
+	slices.Sort(used)
+	return used
+}
 
 // templateColumns lists the columns a template names as {{.col}}, {{$.col}} or
 // {{index . "col"}}, so New can check them against the header before any row is read.
@@ -626,34 +701,11 @@ func (m *Mapper) Map(rowNumber int64, fields []string) (Record, *RowError) {
 	fail := func(reason, format string, args ...any) (Record, *RowError) {
 		return Record{}, &RowError{Row: rowNumber, Reason: reason, Detail: fmt.Sprintf(format, args...)}
 	}
-	if len(fields) != m.width {
-		return fail(ReasonWrongFieldCount, "row has %d fields, header has %d", len(fields), m.width)
+	key, kerr := m.Key(rowNumber, fields)
+	if kerr != nil {
+		return Record{}, kerr
 	}
-
-	rawID := strings.TrimSpace(fields[m.idCol])
-	if rawID == "" {
-		return fail(ReasonMissingID, "id column is empty")
-	}
-	if !utf8.ValidString(rawID) || strings.IndexByte(rawID, 0) >= 0 {
-		return fail(ReasonInvalidID, "id is not valid UTF-8 or holds a NUL byte")
-	}
-	if n := len(m.idPrefix) + len(rawID); n > MaxIDBytes {
-		return fail(ReasonIDTooLong, "vector id is %d bytes, limit %d", n, MaxIDBytes)
-	}
-	id := m.idPrefix + rawID
-
-	ns := m.defaultNS
-	if m.nsCol >= 0 {
-		if v := strings.TrimSpace(fields[m.nsCol]); v != "" {
-			if !utf8.ValidString(v) || strings.IndexByte(v, 0) >= 0 {
-				return fail(ReasonBadNamespace, "namespace is not valid UTF-8 or holds a NUL byte")
-			}
-			if n := utf8.RuneCountInString(v); n > MaxNamespaceChars {
-				return fail(ReasonBadNamespace, "namespace is %d characters, limit %d", n, MaxNamespaceChars)
-			}
-			ns = v
-		}
-	}
+	rawID, id, ns := key.RawID, key.ID, key.Namespace
 
 	var raw string
 	if m.tmpl != nil {
@@ -733,7 +785,10 @@ func (m *Mapper) Map(rowNumber int64, fields []string) (Record, *RowError) {
 // present. Pinecone's metadata limit, which the old code did not check, still applies: the text
 // is shortened first, as in the standard format.
 func (m *Mapper) legacyRecord(rowNumber int64, id, ns, text string, fields []string) (Record, *RowError) {
-	rowID := validUTF8(fields[m.idCol])
+	rowID := strings.TrimPrefix(id, m.idPrefix) // no id column: the derived id
+	if m.idCol >= 0 {
+		rowID = validUTF8(fields[m.idCol])
+	}
 	index := Field{Key: KeyRecordIndex, Value: Value{Kind: KindNumber, Num: float64(rowNumber - m.firstRow)}}
 	rid := Field{Key: KeyRowID, Value: Value{Kind: KindString, Str: rowID}}
 	md := make([]Field, 0, len(m.meta)+len(m.legacyHead)+len(m.legacyMid)+len(m.legacyTail)+3)
@@ -772,6 +827,77 @@ func (m *Mapper) legacyRecord(rowNumber int64, id, ns, text string, fields []str
 		}
 	}
 	return Record{Row: rowNumber, ID: id, Namespace: ns, Text: text, Metadata: md}, nil
+}
+
+// Key is what identifies a row's vector: the Pinecone namespace and the vector id.
+type Key struct {
+	Namespace string
+	// ID is the vector id (idPrefix + RawID).
+	ID string
+	// RawID is the id column's value, trimmed, or the DerivedID.
+	RawID string
+}
+
+// Key checks the row's shape and encoding and returns its vector's namespace and id, or the
+// reason the row fails (wrong_field_count, invalid_utf8, missing_id, invalid_id, id_too_long,
+// bad_namespace). Map calls it first, and the planner calls it on every row to find duplicate
+// ids, so both agree on which rows have a key. Ids are trimmed: "12" and " 12" are the same id.
+func (m *Mapper) Key(rowNumber int64, fields []string) (Key, *RowError) {
+	fail := func(reason, format string, args ...any) (Key, *RowError) {
+		return Key{}, &RowError{Row: rowNumber, Reason: reason, Detail: fmt.Sprintf(format, args...)}
+	}
+	if len(fields) != m.width {
+		return fail(ReasonWrongFieldCount, "row has %d fields, header has %d", len(fields), m.width)
+	}
+	for _, i := range m.used {
+		if !utf8.ValidString(fields[i]) {
+			at := invalidUTF8At(fields[i])
+			return fail(ReasonInvalidUTF8, "column %q holds bytes that are not UTF-8 (at byte %d of the field: % x); "+
+				"if the file is not UTF-8, set spec.source.csv.encoding", m.header[i], at, fields[i][at:min(at+4, len(fields[i]))])
+		}
+	}
+
+	var rawID string
+	if m.idCol < 0 {
+		rawID = DerivedID(fields)
+	} else {
+		rawID = strings.TrimSpace(fields[m.idCol])
+	}
+	if rawID == "" {
+		return fail(ReasonMissingID, "id column is empty")
+	}
+	if strings.IndexByte(rawID, 0) >= 0 {
+		return fail(ReasonInvalidID, "id holds a NUL byte")
+	}
+	if n := len(m.idPrefix) + len(rawID); n > MaxIDBytes {
+		return fail(ReasonIDTooLong, "vector id is %d bytes, limit %d", n, MaxIDBytes)
+	}
+
+	ns := m.defaultNS
+	if m.nsCol >= 0 {
+		if v := strings.TrimSpace(fields[m.nsCol]); v != "" {
+			if strings.IndexByte(v, 0) >= 0 {
+				return fail(ReasonBadNamespace, "namespace holds a NUL byte")
+			}
+			if n := utf8.RuneCountInString(v); n > MaxNamespaceChars {
+				return fail(ReasonBadNamespace, "namespace is %d characters, limit %d", n, MaxNamespaceChars)
+			}
+			ns = v
+		}
+	}
+	return Key{Namespace: ns, ID: m.idPrefix + rawID, RawID: rawID}, nil
+}
+
+// invalidUTF8At is the byte offset of the first byte of s that is not part of valid UTF-8.
+func invalidUTF8At(s string) int {
+	for i, r := range s {
+		if r == utf8.RuneError {
+			if _, n := utf8.DecodeRuneInString(s[i:]); n == 1 {
+				return i
+			}
+		}
+	}
+	return len(s)
 }
 
 // value converts a non-empty metadata value, inferring its type when asked: "true"/"false" (any

@@ -2,6 +2,9 @@ package mapping
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"math"
 	"reflect"
@@ -300,8 +303,8 @@ func TestNewErrors(t *testing.T) {
 			s.IDColumn, s.TextColumn, s.NamespaceColumn = "uid", "body", "kind"
 			s.Metadata = v1alpha1.MetadataSpec{Include: IncludeColumns, Columns: []string{"nope", "title"}}
 		}, testHeader, []string{`idColumn "uid"`, `textColumn "body"`, `namespaceColumn "kind"`, `metadata.columns "nope"`, `"formatted_text"`}},
-		{"default id column missing", func(s *v1alpha1.MappingSpec) { s.IDColumn = "" },
-			[]string{"key", "formatted_text"}, []string{`idColumn "id"`}},
+		{"named id column missing", func(s *v1alpha1.MappingSpec) { s.IDColumn = "key" },
+			[]string{"id", "formatted_text"}, []string{`idColumn "key"`}},
 		{"template parse error", func(s *v1alpha1.MappingSpec) { s.TextColumn, s.TextTemplate = "", "{{.title" },
 			testHeader, []string{"textTemplate", "{{.title"}},
 		{"template names a missing column", func(s *v1alpha1.MappingSpec) {
@@ -386,7 +389,10 @@ func TestRowErrors(t *testing.T) {
 		{"no fields", legacySpec(), nil, ReasonWrongFieldCount},
 		{"empty id", legacySpec(), row(func(r []string) { r[0] = "" }), ReasonMissingID},
 		{"blank id", legacySpec(), row(func(r []string) { r[0] = " \t" }), ReasonMissingID},
-		{"invalid UTF-8 id", legacySpec(), row(func(r []string) { r[0] = "a\xffb" }), ReasonInvalidID},
+		{"invalid UTF-8 id", legacySpec(), row(func(r []string) { r[0] = "a\xffb" }), ReasonInvalidUTF8},
+		{"invalid UTF-8 text", legacySpec(), row(func(r []string) { r[1] = "caf\xe9" }), ReasonInvalidUTF8},
+		{"invalid UTF-8 metadata", legacySpec(), row(func(r []string) { r[7] = "\xc3" }), ReasonInvalidUTF8},
+		{"invalid UTF-8 namespace", nsSpec, row(func(r []string) { r[2] = "\xed\xa0\x80" }), ReasonInvalidUTF8},
 		{"NUL in id", legacySpec(), row(func(r []string) { r[0] = "a\x00b" }), ReasonInvalidID},
 		{"id too long", legacySpec(), row(func(r []string) { r[0] = strings.Repeat("9", MaxIDBytes-len("239.")+1) }), ReasonIDTooLong},
 		{"text empty after sanitize", legacySpec(), row(func(r []string) { r[1] = "<br/> &nbsp; <p></p>" }), ReasonEmptyText},
@@ -482,17 +488,80 @@ func TestMetadataSizeTrimsTextFirst(t *testing.T) {
 	}
 }
 
-func TestInvalidUTF8IsRepaired(t *testing.T) {
+// Invalid UTF-8 in a column the mapping uses fails the row (counted, dead-lettered, with the
+// column and the bytes); it is never silently replaced. Columns the mapping does not read do not
+// matter.
+func TestInvalidUTF8FailsTheRowNamingTheColumn(t *testing.T) {
 	m := mustNew(t, legacySpec(), testHeader, testFixed)
 	r := testRow()
 	r[1] = "caf\xe9 ok"
-	r[7] = "bad\xff"
-	rec := mustMap(t, m, 0, r)
-	if rec.Text != "caf\uFFFD ok" {
-		t.Fatalf("text = %q", rec.Text)
+	_, rerr := m.Map(0, r)
+	if rerr == nil || rerr.Reason != ReasonInvalidUTF8 || !strings.Contains(rerr.Detail, `"formatted_text"`) ||
+		!strings.Contains(rerr.Detail, "byte 3") || !strings.Contains(rerr.Detail, "e9") || !strings.Contains(rerr.Detail, "encoding") {
+		t.Fatalf("RowError = %+v", rerr)
 	}
+	spec := legacySpec()
+	spec.Metadata.Exclude = []string{"notes"}
+	r = testRow()
+	r[7] = "bad\xff"
+	rec := mustMap(t, mustNew(t, spec, testHeader, testFixed), 0, r)
 	if _, err := rec.MetadataStruct(); err != nil {
 		t.Fatalf("MetadataStruct: %v", err)
+	}
+}
+
+// Without idColumn, the column named id is used when there is one (the old default); otherwise
+// the id is derived from the whole row: deterministic, different for different rows, the same for
+// identical rows, and independent of the chunk.
+func TestDerivedIDWithoutIDColumn(t *testing.T) {
+	spec := legacySpec()
+	spec.IDColumn = ""
+	if got := ResolveIDColumn(spec, []string{"\uFEFFid", "x"}); got != "id" {
+		t.Fatalf("ResolveIDColumn with an id column = %q", got)
+	}
+	header := []string{"formatted_text", "title"}
+	if got := ResolveIDColumn(spec, header); got != "" {
+		t.Fatalf("ResolveIDColumn without an id column = %q", got)
+	}
+	m := mustNew(t, spec, header, testFixed)
+	a := mustMap(t, m, 0, []string{"hello", "t1"})
+	b := mustMap(t, mustNew(t, spec, header, Fixed{ChunkID: 9}), 5, []string{"hello", "t1"})
+	c := mustMap(t, m, 1, []string{"hello", "t2"})
+	// Field boundaries count: ("ab","c") and ("a","bc") differ.
+	d := mustMap(t, m, 2, []string{"hellot", "1"})
+	if a.ID != b.ID || a.ID == c.ID || a.ID == d.ID || !strings.HasPrefix(a.ID, "239.") || len(a.ID) != len("239.")+32 {
+		t.Fatalf("ids %q %q %q %q", a.ID, b.ID, c.ID, d.ID)
+	}
+	// The documented formula: SHA-256 over (8-byte big-endian length, bytes) of each field.
+	var buf []byte
+	for _, f := range []string{"hello", "t1"} {
+		buf = binary.BigEndian.AppendUint64(buf, uint64(len(f)))
+		buf = append(buf, f...)
+	}
+	sum := sha256.Sum256(buf)
+	if want := "239." + hex.EncodeToString(sum[:16]); a.ID != want {
+		t.Fatalf("id %q, want %q", a.ID, want)
+	}
+	if md := a.MetadataMap(); md[KeyRowID] != strings.TrimPrefix(a.ID, "239.") || md["formatted_text"] != nil || md["title"] != "t1" {
+		t.Fatalf("metadata %v", md)
+	}
+}
+
+// Key trims ids, so "12" and " 12" are the same vector (the planner's duplicate check relies on it).
+func TestKeyTrimsAndIncludesNamespace(t *testing.T) {
+	spec := legacySpec()
+	spec.NamespaceColumn = "record_type"
+	m := mustNew(t, spec, testHeader, testFixed)
+	r1, r2 := testRow(), testRow()
+	r1[0], r2[0] = "12", " 12\t"
+	k1, e1 := m.Key(0, r1)
+	k2, e2 := m.Key(1, r2)
+	if e1 != nil || e2 != nil || k1 != k2 || k1.ID != "239.12" || k1.Namespace != "product" {
+		t.Fatalf("keys %+v %+v (%v %v)", k1, k2, e1, e2)
+	}
+	r2[2] = ""
+	if k, _ := m.Key(1, r2); k.Namespace != "v2" || k == k1 {
+		t.Fatalf("empty namespace column: %+v", k)
 	}
 }
 

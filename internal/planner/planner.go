@@ -20,6 +20,7 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/csvplan"
+	"github.com/vectordb-io/vectordb-operator/internal/duplicates"
 	"github.com/vectordb-io/vectordb-operator/internal/mapping"
 	"github.com/vectordb-io/vectordb-operator/internal/source"
 	"github.com/vectordb-io/vectordb-operator/internal/tokens"
@@ -171,22 +172,48 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 	if err != nil {
 		return nil, fmt.Errorf("s3://%s/%s: %w", loc.Bucket, loc.Key, err)
 	}
+	encoding := spec.Source.CSV.Encoding
+	if r, err = source.Decode(r, encoding); err != nil {
+		return nil, err
+	}
+
+	// A gzip or non-UTF-8 object is copied, decompressed and as UTF-8, into a staged object in
+	// the same pass that scans it; the plan's offsets are positions in that copy, which chunks
+	// read with ranged GETs like any plain file, so the object is inflated once, not per chunk.
+	var stager *source.Stager
+	var stagedKey string
+	if source.NeedsStaging(compression, encoding) {
+		prefix, err := stagePrefix(ing)
+		if err != nil {
+			return nil, err
+		}
+		stagedKey = prefix + ".utf8.csv"
+		var w io.Writer
+		stager, w = source.NewStager(ctx, cl, loc.Bucket, stagedKey)
+		r = io.TeeReader(r, w)
+		defer func() {
+			if stager != nil { // not finished: the plan failed
+				stager.Abort(errors.New("planning failed"))
+			}
+		}()
+	}
 
 	header, replay, err := peekHeader(r, delim)
 	if err != nil {
 		return nil, fmt.Errorf("read header of s3://%s/%s: %w", loc.Bucket, loc.Key, err)
 	}
 	est := &tokens.Estimator{}
+	finder := duplicates.NewFinder()
 	var onRow func(int64, [][]byte) error
 	var cands []vectorspace.Candidate
 	if header != nil {
 		// A header the scanner cannot read is left for Scan to report; otherwise check the
 		// mapping against it before reading the rest of the file.
-		if err := checkRequired(header, RequiredColumns(spec.Mapping)); err != nil {
+		if err := checkRequired(header, RequiredColumns(spec.Mapping, header)); err != nil {
 			return nil, worker.Permanent(worker.ReasonHeaderMismatch, err)
 		}
 		keep := candidates(ing, header, &cands)
-		if onRow, err = estimateRow(spec.Mapping, header, est, keep); err != nil {
+		if onRow, err = rowHandler(spec.Mapping, header, est, finder, keep); err != nil {
 			return nil, worker.Permanent(worker.ReasonHeaderMismatch, err)
 		}
 	}
@@ -195,7 +222,7 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 	res, err := csvplan.Scan(replay, csvplan.Options{
 		Delimiter:    delim,
 		RowsPerChunk: rpc,
-		Required:     RequiredColumns(spec.Mapping),
+		Required:     RequiredColumns(spec.Mapping, header),
 		MaxChunks:    worker.MaxChunks,
 		OnRow:        onRow,
 	})
@@ -207,6 +234,14 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 	case errors.As(err, &tm):
 		return nil, worker.Permanent(worker.ReasonTooManyChunks, err)
 	case err != nil:
+		if stager != nil {
+			// A stopped staging upload breaks the scan's reads; its own error says why.
+			if uerr := stager.Abort(err); uerr != nil {
+				stager = nil
+				return nil, stageError(source.Classify(fmt.Sprintf("s3://%s/%s", loc.Bucket, stagedKey), uerr), "the staged copy")
+			}
+			stager = nil
+		}
 		return nil, fmt.Errorf("scan s3://%s/%s: %w", loc.Bucket, loc.Key, err)
 	}
 
@@ -236,6 +271,24 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 		EstimatedCostUSD: tokens.CostUSD(model, est.Tokens()+guardTokens),
 		BlankRows:        res.BlankRows,
 		VectorSpace:      vs,
+	}
+	if stager != nil {
+		st, err := stager.Finish(ctx)
+		stager = nil
+		if err != nil {
+			return nil, stageError(err, "the staged copy")
+		}
+		plan.Staged = &worker.StagedObject{Key: st.Key, ETag: st.ETag, SizeBytes: st.Size}
+		log.Info("staged a plain UTF-8 copy for ranged reads", "compression", compression, "encoding", encoding,
+			"key", st.Key, "etag", st.ETag, "bytes", st.Size)
+	}
+	if dups := finder.Duplicates(); len(dups) > 0 {
+		if plan.Duplicates, err = writeDuplicates(ctx, ing, cl, loc.Bucket, dups, rpc, len(res.Offsets)-1); err != nil {
+			return nil, err
+		}
+		plan.DuplicateRows = int64(len(dups))
+		log.Info("rows repeat an earlier row's vector id; their chunks dead-letter them as duplicate_id, the first occurrence is kept",
+			"rows", len(dups), "firstDuplicateRow", dups[0].Row, "sameAsRow", dups[0].First, "list", plan.Duplicates.Key)
 	}
 	if err := plan.Validate(); err != nil {
 		return nil, fmt.Errorf("plan of s3://%s/%s: %w", loc.Bucket, loc.Key, err)
@@ -325,15 +378,12 @@ func candidates(ing worker.Ingestion, header []string, out *[]vectorspace.Candid
 	}
 }
 
-// RequiredColumns are the columns the mapping names directly: idColumn (default id), textColumn,
+// RequiredColumns are the columns the mapping names directly: idColumn (resolved against the
+// header, see mapping.ResolveIDColumn: none when the id is derived from the row), textColumn,
 // namespaceColumn and, with include: columns, metadata.columns. Columns a textTemplate refers to
-// are checked by mapping.New, which parses the template.
-func RequiredColumns(m v1alpha1.MappingSpec) []string {
-	id := m.IDColumn
-	if id == "" {
-		id = mapping.DefaultIDColumn
-	}
-	req := []string{id}
+// are checked by mapping.New, which parses the template. header may be nil (not read yet).
+func RequiredColumns(m v1alpha1.MappingSpec, header []string) []string {
+	var req []string
 	add := func(c string) {
 		for _, have := range req {
 			if have == c {
@@ -341,6 +391,9 @@ func RequiredColumns(m v1alpha1.MappingSpec) []string {
 			}
 		}
 		req = append(req, c)
+	}
+	if id := mapping.ResolveIDColumn(m, header); id != "" {
+		add(id)
 	}
 	if m.TextColumn != "" {
 		add(m.TextColumn)
@@ -384,48 +437,47 @@ func checkRequired(header, required []string) error {
 	return nil
 }
 
-// estimateRow returns the scan's per-row callback feeding the token estimator with the text that
-// will be embedded: the text column, sanitized as the chunks will sanitize it; with a textTemplate,
-// the rendered text (the same mapping.Mapper the chunks run, so template and sanitize costs match).
-// It also compiles the mapping against the header, so a mapping that cannot work fails the plan,
-// not every chunk.
-func estimateRow(spec v1alpha1.MappingSpec, header []string, est *tokens.Estimator, keep func(fields [][]byte, id, ns, text string)) (func(int64, [][]byte) error, error) {
+// rowHandler returns the scan's per-row callback. It feeds the token estimator with the text that
+// will be embedded (the text column sanitized as the chunks will sanitize it, or the rendered
+// textTemplate: the same mapping.Mapper the chunks run, so costs match) and records each row's
+// vector key (namespace, id) to find duplicate ids, and hands the first rows to keep (the
+// vector-space guard's candidates). Compiling the mapping against the header
+// here also fails a mapping that cannot work at planning, not in every chunk.
+func rowHandler(spec v1alpha1.MappingSpec, header []string, est *tokens.Estimator, finder *duplicates.Finder, keep func(fields [][]byte, id, ns, text string)) (func(int64, [][]byte) error, error) {
 	m, err := mapping.New(spec, header, mapping.Fixed{})
 	if err != nil {
 		return nil, err
 	}
-	if spec.TextTemplate == "" {
-		col := -1
-		for i, h := range header {
-			if h == spec.TextColumn {
-				col = i
-				break
-			}
+	san, err := mapping.NewSanitizer(spec.Sanitize)
+	if err != nil {
+		return nil, err
+	}
+	col := -1
+	for i, h := range header {
+		if spec.TextTemplate == "" && h == spec.TextColumn {
+			col = i
+			break
 		}
-		san, err := mapping.NewSanitizer(spec.Sanitize)
-		if err != nil {
-			return nil, err
-		}
-		return func(_ int64, fields [][]byte) error {
-			if f := fields[col]; len(f) > mapping.MaxTextBytes {
-				// Never sanitized by the chunk either (see mapping.MaxTextBytes): the estimator
-				// charges it one input by its length alone, without copying it, and the
-				// vector-space guard never samples it.
-				est.Add(f)
-				return nil
-			}
-			text := san.Sanitize(string(fields[col]))
-			est.Add([]byte(text))
-			keep(fields, "", "", text)
-			return nil
-		}, nil
 	}
 	strs := make([]string, len(header))
 	return func(row int64, fields [][]byte) error {
 		for i, f := range fields {
 			strs[i] = string(f)
 		}
-		if rec, rerr := m.Map(row, strs); rerr == nil {
+		key, kerr := m.Key(row, strs)
+		if kerr != nil {
+			return nil // the chunk fails this row; it has no vector to duplicate
+		}
+		finder.Add(row, key.Namespace, key.ID)
+		if col >= 0 && len(fields[col]) > mapping.MaxTextBytes {
+			// Never sanitized by the chunk either (see mapping.MaxTextBytes): the estimator
+			// charges it one input by its length alone, without copying it.
+			est.Add(fields[col])
+		} else if col >= 0 {
+			text := san.Sanitize(strs[col])
+			est.Add([]byte(text))
+			keep(nil, key.ID, key.Namespace, text)
+		} else if rec, rerr := m.Map(row, strs); rerr == nil {
 			est.Add([]byte(rec.Text))
 			keep(nil, rec.ID, rec.Namespace, rec.Text)
 		}
@@ -433,26 +485,72 @@ func estimateRow(spec v1alpha1.MappingSpec, header []string, est *tokens.Estimat
 	}, nil
 }
 
-// peekHeader reads the first record of r and returns it with a reader that replays everything
-// read so far followed by the rest of r, so the one streaming pass can check the mapping before
-// scanning. A first record the reader reports as malformed gives a nil header; Scan then reports
-// the problem as a *csvplan.HeaderError.
+// stagePrefix is where the planner stages objects for ing, in the bucket Locate returns:
+// spec.source.s3.stageKeyPrefix (default vectordb-staging/) or metabase.stageTo.keyPrefix, then
+// the task id. Keys are <prefix><taskID>.utf8.csv and <prefix><taskID>.duplicates.
+func stagePrefix(ing worker.Ingestion) (string, error) {
+	id := ing.TaskID
+	if id == "" {
+		id = ing.UID
+	}
+	if id == "" {
+		return "", worker.Permanent(worker.ReasonPermanentError, errors.New("the ingestion has no task id or uid to name staged objects"))
+	}
+	src := ing.Spec.Source
+	switch {
+	case src.S3 != nil:
+		p := src.S3.StageKeyPrefix
+		if p == "" {
+			p = DefaultStageKeyPrefix
+		}
+		return p + id, nil
+	case src.Metabase != nil:
+		return src.Metabase.StageTo.KeyPrefix + id, nil
+	}
+	return "", worker.Permanent(worker.ReasonPermanentError, errors.New("spec.source: set s3 or metabase"))
+}
+
+// DefaultStageKeyPrefix is the API default of spec.source.s3.stageKeyPrefix.
+const DefaultStageKeyPrefix = "vectordb-staging/"
+
+// writeDuplicates stores the duplicate list (see package duplicates) and returns it pinned.
+func writeDuplicates(ctx context.Context, ing worker.Ingestion, cl *s3.Client, bucket string, dups []duplicates.Row, rpc int64, chunks int) (*worker.StagedObject, error) {
+	prefix, err := stagePrefix(ing)
+	if err != nil {
+		return nil, err
+	}
+	body, err := duplicates.Encode(dups, rpc, chunks)
+	if err != nil {
+		return nil, err
+	}
+	key := prefix + ".duplicates"
+	ct := "application/octet-stream"
+	if _, err := cl.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: &key, Body: bytes.NewReader(body), ContentType: &ct}); err != nil {
+		return nil, stageError(source.Classify(fmt.Sprintf("s3://%s/%s", bucket, key), err), "the duplicate-id list")
+	}
+	obj, err := source.Head(ctx, cl, bucket, key)
+	if err != nil {
+		return nil, stageError(err, "the duplicate-id list")
+	}
+	return &worker.StagedObject{Key: key, ETag: obj.ETag, SizeBytes: obj.Size}, nil
+}
+
+// stageError says what a failed staging write needs when it is about permissions.
+func stageError(err error, what string) error {
+	if p, ok := worker.AsPermanent(err); ok && p.Reason == worker.ReasonUnauthorized {
+		return worker.Permanent(p.Reason, fmt.Errorf("write %s: %w (the worker's S3 identity needs s3:PutObject and s3:DeleteObject under spec.source.s3.stageKeyPrefix)", what, p.Err))
+	}
+	return fmt.Errorf("write %s: %w", what, err)
+}
+
+// peekHeader reads the header record of r (csvplan.ReadHeader: BOM and blank lines skipped) and
+// returns it with a reader that replays everything read so far followed by the rest of r, so the
+// one streaming pass can check the mapping before scanning. A header csvplan cannot read gives a
+// nil header and no error; Scan then reports the problem as a *csvplan.HeaderError.
 func peekHeader(r io.Reader, delim rune) ([]string, io.Reader, error) {
 	var seen bytes.Buffer
-	rd, err := csvplan.NewReader(io.TeeReader(r, &seen), []string{"header"}, csvplan.ReaderOptions{Delimiter: delim})
-	if err != nil {
-		return nil, nil, err
-	}
-	var header []string
-	if rd.Next() {
-		row := rd.Row()
-		if row.Fields != nil && (row.Err == nil || row.Err.Reason == csvplan.ReasonWrongFieldCount) {
-			header = row.Fields
-			if len(header) > 0 {
-				header[0] = strings.TrimPrefix(header[0], "\uFEFF")
-			}
-		}
-	} else if err := rd.Err(); err != nil {
+	header, _, err := csvplan.ReadHeader(io.TeeReader(r, &seen), delim, 0)
+	if err != nil && !csvplan.IsHeaderError(err) {
 		return nil, nil, err
 	}
 	return header, io.MultiReader(&seen, r), nil

@@ -225,10 +225,18 @@ func TestPlanMetabaseUnauthorizedIsPermanent(t *testing.T) {
 }
 
 func TestRequiredColumnsAndLocate(t *testing.T) {
-	got := planner.RequiredColumns(v1alpha1.MappingSpec{TextColumn: "body", NamespaceColumn: "kind",
-		Metadata: v1alpha1.MetadataSpec{Include: "columns", Columns: []string{"a", "body", "b"}, Exclude: []string{"b"}}})
-	if strings.Join(got, ",") != "id,body,kind,a" {
+	spec := v1alpha1.MappingSpec{TextColumn: "body", NamespaceColumn: "kind",
+		Metadata: v1alpha1.MetadataSpec{Include: "columns", Columns: []string{"a", "body", "b"}, Exclude: []string{"b"}}}
+	// Without idColumn: the id column when the header has one, else none (the id is derived).
+	if got := planner.RequiredColumns(spec, []string{"id", "body", "kind", "a"}); strings.Join(got, ",") != "id,body,kind,a" {
 		t.Fatalf("required %q", got)
+	}
+	if got := planner.RequiredColumns(spec, []string{"body", "kind", "a"}); strings.Join(got, ",") != "body,kind,a" {
+		t.Fatalf("required without an id column %q", got)
+	}
+	spec.IDColumn = "sku"
+	if got := planner.RequiredColumns(spec, nil); strings.Join(got, ",") != "sku,body,kind,a" {
+		t.Fatalf("required with idColumn %q", got)
 	}
 	ing := worker.Ingestion{TaskID: "t-9", Spec: v1alpha1.CsvIngestionSpec{Source: v1alpha1.SourceSpec{
 		Metabase: &v1alpha1.MetabaseSource{StageTo: v1alpha1.S3Stage{Bucket: "b", KeyPrefix: "staged/"}}}}}

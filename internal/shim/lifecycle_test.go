@@ -112,7 +112,7 @@ func TestProcessCreatesTheExpectedIngestion(t *testing.T) {
 		what      string
 		got, want any
 	}{
-		{"source.s3", sp.Source.S3, &v1alpha1.S3Source{Bucket: "csv-storage", Key: "exports/239-200-300.csv", S3Connection: v1alpha1.S3Connection{
+		{"source.s3", sp.Source.S3, &v1alpha1.S3Source{Bucket: "csv-storage", Key: "exports/239-200-300.csv", StageKeyPrefix: "vectordb-staging/", S3Connection: v1alpha1.S3Connection{
 			Region: "eu-west-1", Endpoint: "http://127.0.0.1:9000",
 			CredentialsSecretRef: &v1alpha1.S3CredentialsSecretRef{Name: "s3-creds", AccessKeyIDKey: "AWS_ACCESS_KEY_ID", SecretAccessKeyKey: "AWS_SECRET_ACCESS_KEY"},
 		}}},

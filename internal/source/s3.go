@@ -95,6 +95,9 @@ func (o *Object) get(ctx context.Context, rng *string) (io.ReadCloser, error) {
 	return out.Body, nil
 }
 
+// Classify turns S3 errors into permanent ones where no retry helps.
+func Classify(what string, err error) error { return classify(what, err) }
+
 // classify turns S3 errors into permanent ones where no retry helps.
 func classify(what string, err error) error {
 	var re *awshttp.ResponseError

@@ -194,7 +194,7 @@ func TaskOf(obj *v1alpha1.CsvIngestion) tasktable.Task {
 	p.QuestionID = QuestionID(obj)
 	task.Parameters = p
 	if st.Records.Total > 0 {
-		task.ProgressPercentage = float64(st.Records.Processed+st.Records.Failed) / float64(st.Records.Total) * 100
+		task.ProgressPercentage = float64(st.Records.Processed+st.Records.Failed+st.Records.Skipped) / float64(st.Records.Total) * 100
 	} else if st.Chunks.Total > 0 {
 		task.ProgressPercentage = float64(st.Chunks.Succeeded+st.Chunks.Failed) / float64(st.Chunks.Total) * 100
 	}

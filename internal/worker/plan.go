@@ -33,6 +33,33 @@ type Plan struct {
 	// VectorSpace is the outcome of the planner's vector-space guard; nil when it did not run.
 	// Its tokens are included in EstimatedTokens.
 	VectorSpace *v1alpha1.VectorSpaceStatus `json:"vectorSpace,omitempty"`
+	// Staged, when set, is the uncompressed UTF-8 copy of the object the planner wrote (the
+	// object was gzip or not UTF-8). Offsets are positions in it, and chunks read it, not Key.
+	Staged *StagedObject `json:"staged,omitempty"`
+	// Duplicates, when set, lists the rows whose vector (namespace and id) an earlier row already
+	// has; chunks skip them and dead-letter them as duplicate_id.
+	Duplicates *StagedObject `json:"duplicates,omitempty"`
+	// DuplicateRows is how many rows Duplicates lists.
+	DuplicateRows int64 `json:"duplicateRows,omitempty"`
+}
+
+// StagedObject is an object the planner wrote, in the bucket of the source (or of
+// metabase.stageTo), pinned to its ETag.
+type StagedObject struct {
+	Key       string `json:"key"`
+	ETag      string `json:"etag"`
+	SizeBytes int64  `json:"sizeBytes,omitempty"`
+}
+
+// StagedKeys lists the keys of what the planner staged, for cleanup.
+func (p *Plan) StagedKeys() []string {
+	var keys []string
+	for _, o := range []*StagedObject{p.Staged, p.Duplicates} {
+		if o != nil && o.Key != "" {
+			keys = append(keys, o.Key)
+		}
+	}
+	return keys
 }
 
 // Chunks is the number of chunks in the plan.
@@ -53,7 +80,7 @@ func (p *Plan) Chunk(i int) (ChunkArgs, error) {
 	if first+rows > p.TotalRows {
 		rows = p.TotalRows - first
 	}
-	return ChunkArgs{
+	args := ChunkArgs{
 		Index:    i,
 		Offset:   p.Offsets[i],
 		Length:   p.Offsets[i+1] - p.Offsets[i],
@@ -62,7 +89,14 @@ func (p *Plan) Chunk(i int) (ChunkArgs, error) {
 		ETag:     p.ETag,
 		// The plan records what it found; an old plan without it was read as plain text.
 		Compression: p.Compression,
-	}, nil
+	}
+	if p.Staged != nil {
+		args.Key, args.ETag, args.Compression = p.Staged.Key, p.Staged.ETag, "none"
+	}
+	if p.Duplicates != nil {
+		args.DuplicatesKey, args.DuplicatesETag = p.Duplicates.Key, p.Duplicates.ETag
+	}
+	return args, nil
 }
 
 // Validate checks the plan is self-consistent.

@@ -81,6 +81,7 @@ func PlanJobName(ingestion string) string { return BoundedName(ingestion, "-plan
 func PlanConfigMapName(ingestion string) string {
 	return BoundedName(ingestion, "-plan", MaxConfigMapName)
 }
+func CleanupJobName(ingestion string) string { return BoundedName(ingestion, "-cleanup", MaxJobName) }
 func ChunkJobName(ingestion string, index int) string {
 	return BoundedName(ingestion, fmt.Sprintf("-chunk-%d", index), MaxJobName)
 }
@@ -104,6 +105,9 @@ const (
 	// FinalizerOutcome holds a worker pod until the controller has recorded its outcome (the
 	// termination message), so neither PodGC nor a Job's deletion can lose it.
 	FinalizerOutcome = "ingestion.vectordb.io/outcome"
+
+	// RoleCleanup deletes what the planner staged once the ingestion has ended.
+	RoleCleanup = "cleanup"
 )
 
 // PlanDataKey is the ConfigMap key holding the plan JSON.
@@ -120,6 +124,12 @@ type ChunkArgs struct {
 	// Compression of the object as the planner found it (none | gzip); offsets are positions in
 	// the decompressed stream, so a gzip chunk must be read from the start.
 	Compression string
+	// Key, when set, is the object to read instead of the source's: the planner's staged copy
+	// (same bucket). ETag is then the staged copy's.
+	Key string
+	// DuplicatesKey and DuplicatesETag name the planner's list of duplicate-id rows (same
+	// bucket), when the file has any.
+	DuplicatesKey, DuplicatesETag string
 	// Shares of the ingestion's budgets for this chunk.
 	RequestsPerMinute float64
 	TokensPerMinute   float64
@@ -140,6 +150,12 @@ func (c ChunkArgs) Flags() []string {
 	}
 	if c.Compression != "" {
 		flags = append(flags, "--compression="+c.Compression)
+	}
+	if c.Key != "" {
+		flags = append(flags, "--key="+c.Key)
+	}
+	if c.DuplicatesKey != "" {
+		flags = append(flags, "--duplicates-key="+c.DuplicatesKey, "--duplicates-etag="+c.DuplicatesETag)
 	}
 	return flags
 }

@@ -1,0 +1,74 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+)
+
+// cleanupStaged starts, once the ingestion has ended, a Job running `embedder cleanup`, which
+// deletes what the planner staged in S3 (the UTF-8 copy of a gzip or non-UTF-8 object, the
+// duplicate-id list). The controller holds no S3 credentials, so the deletion runs in a worker pod
+// like the planner. The Job is created once and kept (no TTL) as the record of the cleanup; a
+// failed cleanup is reported with a Warning event and the Job left for inspection: deleting it
+// starts another. Staged objects of an ingestion deleted before it ended are not removed (the Job
+// would go with its owner).
+func (r *Reconciler) cleanupStaged(ctx context.Context, obj *v1alpha1.CsvIngestion, kids *children) error {
+	if !obj.Status.Phase.Terminal() || kids.plan == nil || len(kids.plan.StagedKeys()) == 0 {
+		return nil
+	}
+	name := worker.CleanupJobName(obj.Name)
+	existing := &batchv1.Job{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: name}, existing)
+	switch {
+	case err == nil:
+		if jobFailedCondition(existing) && !r.cleanupReported(existing.UID) {
+			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, "StagedCleanupFailed", "Cleanup",
+				"cleanup Job %s failed: staged objects %v may still be in s3://%s; delete the Job to try again",
+				name, kids.plan.StagedKeys(), kids.plan.Bucket)
+		}
+		return nil
+	case !apierrors.IsNotFound(err):
+		return fmt.Errorf("get cleanup Job of %s: %w", obj.Name, err)
+	}
+	pod, err := r.podSpec(obj, []string{worker.RoleCleanup}, nil, true)
+	if err != nil {
+		return err
+	}
+	job := r.job(obj, name, worker.RoleCleanup, pod, nil)
+	if err := r.Create(ctx, job); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create cleanup Job of %s: %w", obj.Name, err)
+	}
+	return nil
+}
+
+func jobFailedCondition(j *batchv1.Job) bool {
+	for _, c := range j.Status.Conditions {
+		if c.Type == batchv1.JobFailed && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
+}
+
+// cleanupReported remembers failed cleanup Jobs already reported, so the event is emitted once
+// per Job rather than once per pass.
+func (r *Reconciler) cleanupReported(uid types.UID) bool {
+	r.cleanupMu.Lock()
+	defer r.cleanupMu.Unlock()
+	if r.cleanupFailures == nil {
+		r.cleanupFailures = map[types.UID]bool{}
+	}
+	if r.cleanupFailures[uid] {
+		return true
+	}
+	r.cleanupFailures[uid] = true
+	return false
+}
