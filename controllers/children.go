@@ -2,7 +2,11 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -58,8 +62,20 @@ type childJob struct {
 	failReason, failMessage string
 	// Result of the last pod that terminated with a message the embedder wrote.
 	result *worker.Result
+	// usage adds up the API usage of every attempt (pod) that left a readable result.
+	usage worker.Result
 	// permanent is set when the Job failed through the podFailurePolicy (permanent exit code).
 	permanent bool
+	// held are the Job's pods that still carry the outcome finalizer.
+	held []*corev1.Pod
+	// gone is set when the Job no longer exists and the chunk is known from its pods alone.
+	gone bool
+}
+
+// released tells whether the controller is done with a recorded child: its pods no longer hold
+// the outcome finalizer and its Job has the TTL that lets it go.
+func (c *childJob) released() bool {
+	return len(c.held) == 0 && (c.gone || c.job.Spec.TTLSecondsAfterFinished != nil)
 }
 
 type children struct {
@@ -67,36 +83,52 @@ type children struct {
 	chunks  map[int]*childJob
 	plan    *worker.Plan
 	planErr error
+	// planFound is set when the plan ConfigMap exists (even if it is unusable).
+	planFound bool
+	// orphans are pods holding the outcome finalizer with no Job and no chunk to record.
+	orphans []*corev1.Pod
+	// held are all of the ingestion's pods holding the outcome finalizer.
+	held []*corev1.Pod
 }
 
-func (r *Reconciler) listChildren(ctx context.Context, obj *v1alpha1.CsvIngestion) (*children, error) {
+// listChildren reads the ingestion's Jobs, Pods and plan from the cache. A chunk already recorded
+// whose Job is released is skipped without being described: the cost of a pass grows with what is
+// still open, not with what is done.
+func (r *Reconciler) listChildren(ctx context.Context, obj *v1alpha1.CsvIngestion, recorded func(int) bool) (*children, error) {
 	var jobs batchv1.JobList
-	if err := r.List(ctx, &jobs, client.InNamespace(obj.Namespace), client.MatchingFields{jobOwnerUIDIndex: string(obj.UID)}); err != nil {
+	// The cached objects are only read here; a write copies them first.
+	if err := r.List(ctx, &jobs, client.InNamespace(obj.Namespace), client.MatchingFields{jobOwnerUIDIndex: string(obj.UID)},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("list jobs of %s: %w", obj.Name, err)
 	}
 	var pods corev1.PodList
-	if err := r.List(ctx, &pods, client.InNamespace(obj.Namespace), client.MatchingFields{podIngestionUIDIdx: string(obj.UID)}); err != nil {
+	if err := r.List(ctx, &pods, client.InNamespace(obj.Namespace), client.MatchingFields{podIngestionUIDIdx: string(obj.UID)},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("list pods of %s: %w", obj.Name, err)
 	}
 	podsByJob := map[string][]*corev1.Pod{}
+	var held []*corev1.Pod
 	for i := range pods.Items {
 		p := &pods.Items[i]
+		if slices.Contains(p.Finalizers, worker.FinalizerOutcome) {
+			held = append(held, p)
+		}
 		if name := p.Labels["batch.kubernetes.io/job-name"]; name != "" {
 			podsByJob[name] = append(podsByJob[name], p)
 		}
 	}
 
-	kids := &children{chunks: map[int]*childJob{}}
+	kids := &children{chunks: map[int]*childJob{}, held: held}
 	seen := make(map[string]bool, len(jobs.Items))
 	for i := range jobs.Items {
-		seen[jobs.Items[i].Name] = true
-	}
-	unseen := r.unseenJobs(obj.UID, seen)
-	for i := range jobs.Items {
 		j := &jobs.Items[i]
-		c := describeJob(j, podsByJob[j.Name])
+		seen[j.Name] = true
 		switch j.Labels[worker.LabelRole] {
 		case worker.RolePlan:
+			if j.Name != worker.PlanJobName(obj.Name) {
+				continue
+			}
+			c := describeJob(j, podsByJob[j.Name])
 			c.index = -1
 			kids.planner = c
 		case worker.RoleChunk:
@@ -104,37 +136,148 @@ func (r *Reconciler) listChildren(ctx context.Context, obj *v1alpha1.CsvIngestio
 			if err != nil || j.Name != worker.ChunkJobName(obj.Name, idx) {
 				continue // not one of ours in shape; never act on it
 			}
+			if recorded(idx) && j.Spec.TTLSecondsAfterFinished != nil && !anyHeld(podsByJob[j.Name]) {
+				continue // recorded and released: nothing left to read or do
+			}
+			c := describeJob(j, podsByJob[j.Name])
 			c.index = idx
 			kids.chunks[idx] = c
 		}
 	}
 
+	// Pods whose Job is gone (deleted by hand, or a TTL set by an older version) still hold
+	// their outcome: a chunk with a succeeded pod is known from it.
+	for name, ps := range podsByJob {
+		if seen[name] || !anyHeld(ps) {
+			continue
+		}
+		role := ps[0].Labels[worker.LabelRole]
+		idx, err := strconv.Atoi(ps[0].Labels[worker.LabelChunk])
+		if role != worker.RoleChunk || err != nil || name != worker.ChunkJobName(obj.Name, idx) {
+			kids.orphans = append(kids.orphans, heldPods(ps)...)
+			continue
+		}
+		if recorded(idx) {
+			kids.orphans = append(kids.orphans, heldPods(ps)...)
+			continue
+		}
+		c := describePods(ps)
+		if c.state != jobSucceeded {
+			// Attempts of a deleted, unfinished Job: the chunk runs again under the same Job
+			// name, and these attempts' usage is counted when it finishes.
+			continue
+		}
+		c.index, c.gone = idx, true
+		c.job = &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: obj.Namespace}}
+		kids.chunks[idx] = c
+	}
+
 	// Jobs this controller created that the cache doesn't show yet count as running.
-	for _, j := range unseen {
-		if idx, err := strconv.Atoi(j[len(obj.Name)+len("-chunk-"):]); err == nil && j == worker.ChunkJobName(obj.Name, idx) {
-			if _, ok := kids.chunks[idx]; !ok {
-				kids.chunks[idx] = &childJob{job: &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: j, Namespace: obj.Namespace}}, index: idx, state: jobActive}
+	for _, name := range r.unseenJobs(obj.UID, seen) {
+		placeholder := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: obj.Namespace}}
+		if name == worker.PlanJobName(obj.Name) {
+			if kids.planner == nil {
+				kids.planner = &childJob{job: placeholder, index: -1, state: jobActive}
 			}
-		} else if j == worker.PlanJobName(obj.Name) && kids.planner == nil {
-			kids.planner = &childJob{job: &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: j, Namespace: obj.Namespace}}, index: -1, state: jobActive}
+			continue
+		}
+		if idx, ok := chunkIndexOf(obj.Name, name); ok {
+			if c, found := kids.chunks[idx]; !found || c.gone {
+				kids.chunks[idx] = &childJob{job: placeholder, index: idx, state: jobActive}
+			}
 		}
 	}
 
 	var cms corev1.ConfigMapList
-	if err := r.List(ctx, &cms, client.InNamespace(obj.Namespace), client.MatchingFields{configMapOwnerIndex: string(obj.UID)}); err != nil {
+	if err := r.List(ctx, &cms, client.InNamespace(obj.Namespace), client.MatchingFields{configMapOwnerIndex: string(obj.UID)},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("list plan of %s: %w", obj.Name, err)
 	}
 	for i := range cms.Items {
 		cm := &cms.Items[i]
-		if cm.Name != worker.PlanConfigMapName(obj.Name) {
+		if cm.Name != worker.PlanConfigMapName(obj.Name) || !cm.DeletionTimestamp.IsZero() {
 			continue
 		}
-		kids.plan, kids.planErr = worker.DecodePlan(cm.Data[worker.PlanDataKey])
-		if kids.planErr == nil && kids.plan.ETag == "" {
-			kids.planErr = fmt.Errorf("plan has no ETag")
-		}
+		kids.planFound = true
+		kids.plan, kids.planErr = r.decodePlan(obj.UID, cm)
 	}
 	return kids, nil
+}
+
+// chunkIndexOf is the chunk index of a Job name this controller made for the ingestion, found by
+// recomputing the name (names may be shortened with a hash, so they are not parsed).
+func chunkIndexOf(ingestion, jobName string) (int, bool) {
+	if jobName == worker.PlanJobName(ingestion) {
+		return 0, false
+	}
+	// The index is the digits after the last "-chunk-".
+	for i := len(jobName) - 1; i >= 0; i-- {
+		if jobName[i] < '0' || jobName[i] > '9' {
+			idx, err := strconv.Atoi(jobName[i+1:])
+			if err != nil || worker.ChunkJobName(ingestion, idx) != jobName {
+				return 0, false
+			}
+			return idx, true
+		}
+	}
+	return 0, false
+}
+
+// decodePlan parses the plan ConfigMap once per version of it: a plan of 50,000 chunks is a large
+// JSON document, and it does not change (the ConfigMap is immutable).
+func (r *Reconciler) decodePlan(owner types.UID, cm *corev1.ConfigMap) (*worker.Plan, error) {
+	r.mu.Lock()
+	c, ok := r.plans[owner]
+	r.mu.Unlock()
+	if ok && c.uid == cm.UID && c.resourceVersion == cm.ResourceVersion {
+		return c.plan, c.err
+	}
+	plan, err := worker.DecodePlan(cm.Data[worker.PlanDataKey])
+	if err == nil && plan.ETag == "" {
+		plan, err = nil, fmt.Errorf("plan has no ETag")
+	}
+	r.mu.Lock()
+	r.plans[owner] = cachedPlan{uid: cm.UID, resourceVersion: cm.ResourceVersion, plan: plan, err: err}
+	r.mu.Unlock()
+	return plan, err
+}
+
+type cachedPlan struct {
+	uid             types.UID
+	resourceVersion string
+	plan            *worker.Plan
+	err             error
+}
+
+// fingerprint identifies a plan for status.plan.
+func fingerprint(p *worker.Plan) *v1alpha1.PlanFingerprint {
+	h := sha256.New()
+	var b [8]byte
+	for _, o := range p.Offsets {
+		binary.LittleEndian.PutUint64(b[:], uint64(o))
+		h.Write(b[:])
+	}
+	return &v1alpha1.PlanFingerprint{ETag: p.ETag, Rows: p.TotalRows, RowsPerChunk: p.RowsPerChunk,
+		Chunks: int32(p.Chunks()), OffsetsSHA256: hex.EncodeToString(h.Sum(nil))}
+}
+
+func anyHeld(pods []*corev1.Pod) bool {
+	for _, p := range pods {
+		if slices.Contains(p.Finalizers, worker.FinalizerOutcome) {
+			return true
+		}
+	}
+	return false
+}
+
+func heldPods(pods []*corev1.Pod) []*corev1.Pod {
+	var out []*corev1.Pod
+	for _, p := range pods {
+		if slices.Contains(p.Finalizers, worker.FinalizerOutcome) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func describeJob(j *batchv1.Job, pods []*corev1.Pod) *childJob {
@@ -155,37 +298,82 @@ func describeJob(j *batchv1.Job, pods []*corev1.Pod) *childJob {
 			c.permanent = cond.Reason == batchv1.JobReasonPodFailurePolicy
 		}
 	}
-	c.result = lastResult(pods, c.state)
+	readPods(c, pods)
 	return c
+}
+
+// describePods describes a chunk whose Job is gone from its pods: succeeded if one succeeded.
+func describePods(pods []*corev1.Pod) *childJob {
+	c := &childJob{state: jobActive}
+	for _, p := range pods {
+		if p.Status.Phase == corev1.PodSucceeded {
+			c.state = jobSucceeded
+		}
+	}
+	readPods(c, pods)
+	return c
+}
+
+func readPods(c *childJob, pods []*corev1.Pod) {
+	c.held = heldPods(pods)
+	c.result = lastResult(pods, c.state)
+	c.usage = attemptUsage(pods)
+}
+
+// podResult reads the embedder's result from a terminated pod's message; nil without one.
+func podResult(p *corev1.Pod) *worker.Result {
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name != containerName || cs.State.Terminated == nil || cs.State.Terminated.Message == "" {
+			continue
+		}
+		res, err := worker.DecodeResult(cs.State.Terminated.Message)
+		if err != nil {
+			// FallbackToLogsOnError: the message may be the log tail of a crash.
+			res = worker.Result{Error: cs.State.Terminated.Message}
+		}
+		if res.Reason == "" && cs.State.Terminated.ExitCode == worker.ExitPermanent {
+			res.Reason = worker.ReasonPermanentError
+		}
+		return &res
+	}
+	return nil
 }
 
 // lastResult reads the embedder's result from the newest terminated pod that matches the Job's
 // outcome (a succeeded pod for a complete Job, otherwise the newest failed one).
 func lastResult(pods []*corev1.Pod, state jobState) *worker.Result {
-	sort.Slice(pods, func(a, b int) bool {
-		return pods[a].CreationTimestamp.Before(&pods[b].CreationTimestamp)
+	sorted := slices.Clone(pods)
+	sort.SliceStable(sorted, func(a, b int) bool {
+		return sorted[a].CreationTimestamp.Before(&sorted[b].CreationTimestamp)
 	})
-	for i := len(pods) - 1; i >= 0; i-- {
-		p := pods[i]
+	for i := len(sorted) - 1; i >= 0; i-- {
+		p := sorted[i]
 		if state == jobSucceeded && p.Status.Phase != corev1.PodSucceeded {
 			continue
 		}
-		for _, cs := range p.Status.ContainerStatuses {
-			if cs.Name != containerName || cs.State.Terminated == nil || cs.State.Terminated.Message == "" {
-				continue
-			}
-			res, err := worker.DecodeResult(cs.State.Terminated.Message)
-			if err != nil {
-				// FallbackToLogsOnError: the message may be the log tail of a crash.
-				res = worker.Result{Error: cs.State.Terminated.Message}
-			}
-			if res.Reason == "" && cs.State.Terminated.ExitCode == worker.ExitPermanent {
-				res.Reason = worker.ReasonPermanentError
-			}
-			return &res
+		if res := podResult(p); res != nil {
+			return res
 		}
 	}
 	return nil
+}
+
+// attemptUsage adds up the API usage of every terminated attempt: a failed attempt before a
+// success was paid for too.
+func attemptUsage(pods []*corev1.Pod) worker.Result {
+	var u worker.Result
+	for _, p := range pods {
+		if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			continue
+		}
+		if res := podResult(p); res != nil {
+			u.Tokens += max(res.Tokens, 0)
+			u.Requests += max(res.Requests, 0)
+			u.Retries += max(res.Retries, 0)
+			u.RateLimited += max(res.RateLimited, 0)
+		}
+	}
+	return u
 }
 
 // expectationTTL bounds how long a created Job may stay invisible in the cache before the
@@ -193,10 +381,11 @@ func lastResult(pods []*corev1.Pod, state jobState) *worker.Result {
 const expectationTTL = time.Minute
 
 // create makes a child Job, treating AlreadyExists as success: names are deterministic, so an
-// existing child is the one this ingestion made earlier (possibly before a restart).
+// existing child is the one this ingestion made earlier (possibly before a restart). The error of
+// a refused create is returned unwrapped so the caller can report the server's message.
 func (r *Reconciler) create(ctx context.Context, owner types.UID, job *batchv1.Job) error {
 	if err := r.Create(ctx, job); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create job %s: %w", job.Name, err)
+		return err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

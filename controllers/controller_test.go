@@ -71,8 +71,15 @@ func checkCommonJob(t *testing.T, obj *v1alpha1.CsvIngestion, j *batchv1.Job, ro
 	if got := *spec.ActiveDeadlineSeconds; got != 1800*4 {
 		t.Errorf("%s: job activeDeadlineSeconds %d, want 7200 (chunkTimeout × attempts)", j.Name, got)
 	}
-	if spec.TTLSecondsAfterFinished == nil || *spec.TTLSecondsAfterFinished < 600 {
-		t.Errorf("%s: ttlSecondsAfterFinished %v is too short to read the outcome first", j.Name, spec.TTLSecondsAfterFinished)
+	// No TTL until the outcome is recorded; the pods hold their outcome with a finalizer.
+	if spec.TTLSecondsAfterFinished != nil {
+		t.Errorf("%s: ttlSecondsAfterFinished %d set before the outcome is recorded", j.Name, *spec.TTLSecondsAfterFinished)
+	}
+	if !slices.Contains(spec.Template.Finalizers, worker.FinalizerOutcome) {
+		t.Errorf("%s: pod template finalizers %v lack %s", j.Name, spec.Template.Finalizers, worker.FinalizerOutcome)
+	}
+	if j.Annotations[worker.AnnotationName] != obj.Name || j.Annotations[worker.AnnotationTaskID] != obj.EffectiveTaskID() {
+		t.Errorf("%s: annotations %v", j.Name, j.Annotations)
 	}
 	pfp := spec.PodFailurePolicy
 	if pfp == nil || len(pfp.Rules) == 0 || pfp.Rules[0].Action != batchv1.PodFailurePolicyActionFailJob ||
@@ -213,9 +220,34 @@ func TestJobsCarryTheContract(t *testing.T) {
 		return ok, fmt.Sprintf("%+v %+v", item, chunks)
 	})
 	wantEvents(t, obj, "Planned", "Completed")
-	if got := get(t, obj); slices.Contains(got.Finalizers, controllers.FinalizerTaskCancel) {
-		t.Errorf("a finished ingestion keeps no finalizer")
+	eventually(t, "finalizer removed", 15*time.Second, func() (bool, string) {
+		got := get(t, obj)
+		return !slices.Contains(got.Finalizers, controllers.FinalizerTaskCancel), "a finished ingestion keeps no finalizer"
+	})
+	// Recorded (and mirrored): the Jobs get their TTL and the pods lose the outcome finalizer.
+	eventually(t, "jobs and pods released", 15*time.Second, func() (bool, string) {
+		for _, j := range listJobs(t, obj, worker.RoleChunk) {
+			if j.Spec.TTLSecondsAfterFinished == nil || *j.Spec.TTLSecondsAfterFinished != 3600 {
+				return false, j.Name + " has no TTL"
+			}
+		}
+		for _, p := range listPods(t, obj) {
+			if slices.Contains(p.Finalizers, worker.FinalizerOutcome) {
+				return false, p.Name + " still held"
+			}
+		}
+		return true, ""
+	})
+}
+
+func listPods(t *testing.T, obj *v1alpha1.CsvIngestion) []corev1.Pod {
+	t.Helper()
+	var pods corev1.PodList
+	if err := cluster.Client.List(context.Background(), &pods, client.InNamespace(obj.Namespace),
+		client.MatchingLabels{worker.LabelUID: string(obj.UID)}); err != nil {
+		t.Fatal(err)
 	}
+	return pods.Items
 }
 
 func wantEvents(t *testing.T, obj *v1alpha1.CsvIngestion, reasons ...string) {

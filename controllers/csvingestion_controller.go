@@ -5,6 +5,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -78,20 +81,23 @@ type Reconciler struct {
 	mu sync.Mutex
 	// trackErr remembers the last mirror failure per ingestion for the TrackingDegraded condition.
 	trackErr map[types.UID]error
-	// pending holds chunk outcomes not yet accepted by the task table.
-	pending map[types.UID]map[int]ChunkOutcome
-	// mirrored is the last TrackingVersion the task table accepted, per ingestion.
+	// mirrored is the last TrackingVersion the task table accepted, per ingestion. Only an
+	// optimisation: chunk entries are derived from what the cluster keeps, never from memory.
 	mirrored map[types.UID]int64
 	// expected holds Jobs created but not yet seen in the cache, so a pass on a stale cache
 	// neither creates them again nor starts more than parallelism chunks.
 	expected map[types.UID]map[string]time.Time
+	// plans caches each ingestion's decoded plan by the ConfigMap's UID and resourceVersion.
+	plans map[types.UID]cachedPlan
+	// blockedRetries counts consecutive refused passes per ingestion, for the retry backoff.
+	blockedRetries map[types.UID]int
 }
 
 // +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestions,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestions/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=csvingestions/finalizers,verbs=update
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
@@ -104,9 +110,10 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		r.Now = time.Now
 	}
 	r.trackErr = map[types.UID]error{}
-	r.pending = map[types.UID]map[int]ChunkOutcome{}
 	r.mirrored = map[types.UID]int64{}
 	r.expected = map[types.UID]map[string]time.Time{}
+	r.plans = map[types.UID]cachedPlan{}
+	r.blockedRetries = map[types.UID]int{}
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &batchv1.Job{}, jobOwnerUIDIndex, controllerUID); err != nil {
 		return fmt.Errorf("index jobs by owner: %w", err)
@@ -117,8 +124,11 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 	if err := idx.IndexField(ctx, &corev1.Pod{}, podIngestionUIDIdx, podIngestionUID); err != nil {
 		return fmt.Errorf("index pods by ingestion: %w", err)
 	}
+	if err := idx.IndexField(ctx, &corev1.Pod{}, podIngestionNameIdx, podIngestionName); err != nil {
+		return fmt.Errorf("index pods by ingestion name: %w", err)
+	}
 	podToIngestion := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		name := o.GetLabels()[worker.LabelName]
+		name := ingestionNameOf(o)
 		if name == "" {
 			return nil
 		}
@@ -133,31 +143,57 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		// Only what a pass reads of a Job wakes it (not every status write of the Job controller).
 		Owns(&batchv1.Job{}, builder.WithPredicates(jobChangePredicate)).
 		Owns(&corev1.ConfigMap{}).
-		// Only terminated pods matter: they carry the termination message.
+		// Terminated pods carry the termination message; deleted ones may wait on the outcome
+		// finalizer.
 		Watches(&corev1.Pod{}, podToIngestion, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			p, ok := o.(*corev1.Pod)
-			return ok && (p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed)
+			return ok && (p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || !p.DeletionTimestamp.IsZero())
 		}))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.MaxConcurrentReconciles, SkipNameValidation: &r.Config.SkipNameValidation}).
 		Named("csvingestion").
 		Complete(r)
 }
 
+// podIngestionNameIdx finds the pods still holding the outcome finalizer by the (full) name of
+// their ingestion, to release those of an ingestion that is gone. Only held pods are indexed, so
+// the lookup costs what is still open.
+const podIngestionNameIdx = ".metadata.annotations.ingestionName.held"
+
+// ingestionNameOf is the full ingestion name of a child: the annotation, else the label (which
+// is the full name whenever it did not need hashing).
+func ingestionNameOf(o client.Object) string {
+	if n := o.GetAnnotations()[worker.AnnotationName]; n != "" {
+		return n
+	}
+	return o.GetLabels()[worker.LabelName]
+}
+
+func podIngestionName(o client.Object) []string {
+	if n := ingestionNameOf(o); n != "" && slices.Contains(o.GetFinalizers(), worker.FinalizerOutcome) {
+		return []string{n}
+	}
+	return nil
+}
+
 // Reconcile derives the ingestion's state from its children, acts on it, writes status once, then
-// emits events and mirrors the task.
+// emits events, mirrors the task and releases what the written status has recorded.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	log := logr.FromContextOrDiscard(ctx)
 	obj := &v1alpha1.CsvIngestion{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
 		if apierrors.IsNotFound(err) {
-			return ctrl.Result{}, nil
+			return ctrl.Result{}, r.releaseGone(ctx, req.NamespacedName, "")
 		}
 		return ctrl.Result{}, fmt.Errorf("get %s: %w", req, err)
 	}
-	if !obj.DeletionTimestamp.IsZero() {
+	if err := r.releaseGone(ctx, req.NamespacedName, obj.UID); err != nil {
+		return ctrl.Result{}, err
+	}
+	deleting := !obj.DeletionTimestamp.IsZero()
+	if deleting && !obj.Status.Phase.Terminal() {
 		return r.finalize(ctx, obj)
 	}
-	if r.tracked(obj) && !obj.Status.Phase.Terminal() && !controllerutil.ContainsFinalizer(obj, FinalizerTaskCancel) {
+	if !deleting && r.tracked(obj) && !obj.Status.Phase.Terminal() && !controllerutil.ContainsFinalizer(obj, FinalizerTaskCancel) {
 		controllerutil.AddFinalizer(obj, FinalizerTaskCancel)
 		if err := r.Update(ctx, obj); err != nil {
 			return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -165,11 +201,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, nil // the update triggers the next pass
 	}
 
-	kids, err := r.listChildren(ctx, obj)
+	completed, failed, err := recordedSets(obj)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	p := r.newPass(obj, kids)
+	kids, err := r.listChildren(ctx, obj, func(i int) bool { return completed.Has(i) || failed.Has(i) })
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	p := r.newPass(obj, kids, completed, failed)
 	if err := p.run(ctx); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -190,27 +230,105 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		log.V(1).Info("status written", "phase", p.status.Phase, "progress", p.status.Progress)
 	}
 
-	if obj.Status.Phase.Terminal() && controllerutil.ContainsFinalizer(obj, FinalizerTaskCancel) {
-		// Nothing is running any more: deleting a finished ingestion needs no DynamoDB write.
-		if r.tracked(obj) {
-			r.mirror(ctx, obj, p.outcomes)
-		}
-		controllerutil.RemoveFinalizer(obj, FinalizerTaskCancel)
-		if err := r.Update(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
-			return ctrl.Result{}, fmt.Errorf("remove finalizer of %s: %w", req, err)
-		}
-		return ctrl.Result{}, nil
-	}
+	// The status is written: what it records may now be mirrored and then released.
 	var res ctrl.Result
+	mirrorErr := error(nil)
+	open := p.openOutcomes()
 	if r.tracked(obj) {
-		if err := r.mirror(ctx, obj, p.outcomes); err != nil {
+		if mirrorErr = r.mirror(ctx, obj, open); mirrorErr != nil {
 			res.RequeueAfter = 15 * time.Second
 		}
+	}
+	// Released only once the table has the entries; a finished ingestion whose table stayed
+	// away past the finalizer timeout (finalizer gone, item marked stale) lets go regardless.
+	gaveUp := obj.Status.Phase.Terminal() && !controllerutil.ContainsFinalizer(obj, FinalizerTaskCancel)
+	if mirrorErr == nil || gaveUp {
+		if err := r.release(ctx, p, open); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	if obj.Status.Phase.Terminal() {
+		return r.finishTerminal(ctx, obj, mirrorErr)
 	}
 	if p.requeueAfter > 0 && (res.RequeueAfter == 0 || p.requeueAfter < res.RequeueAfter) {
 		res.RequeueAfter = p.requeueAfter
 	}
+	if b := r.blockedBackoff(obj.UID, p.blocked != nil); b > 0 && (res.RequeueAfter == 0 || b < res.RequeueAfter) {
+		res.RequeueAfter = b
+	}
 	return res, nil
+}
+
+// blockedBackoff is how soon a refused write is tried again: 2 s, doubling to 30 s. Nothing
+// announces that a quota was raised, so the retry is what notices.
+func (r *Reconciler) blockedBackoff(uid types.UID, blocked bool) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !blocked {
+		delete(r.blockedRetries, uid)
+		return 0
+	}
+	n := r.blockedRetries[uid]
+	r.blockedRetries[uid] = n + 1
+	d := 2 * time.Second << min(n, 4)
+	return min(d, 30*time.Second)
+}
+
+// finishTerminal removes the task-cancel finalizer of a finished ingestion once its final state
+// is in the task table. A table that stays unreachable holds the finalizer for at most
+// FinalizerTimeout (counted from completion, or from deletion); then the TrackingDegraded
+// condition and a Warning event say the task item is stale, and the finalizer goes.
+func (r *Reconciler) finishTerminal(ctx context.Context, obj *v1alpha1.CsvIngestion, mirrorErr error) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(obj, FinalizerTaskCancel) {
+		if mirrorErr != nil {
+			return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
+		}
+		if !obj.DeletionTimestamp.IsZero() {
+			r.forget(obj.UID)
+		}
+		return ctrl.Result{}, nil
+	}
+	if mirrorErr != nil && r.tracked(obj) {
+		since := obj.Status.CompletionTime
+		if !obj.DeletionTimestamp.IsZero() && (since == nil || obj.DeletionTimestamp.After(since.Time)) {
+			since = obj.DeletionTimestamp
+		}
+		waited := time.Duration(0)
+		if since != nil {
+			waited = r.Now().Sub(since.Time)
+		}
+		if waited < r.Config.FinalizerTimeout {
+			return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
+		}
+		msg := fmt.Sprintf("the final state (%s) could not be written to the task table for %s; task item %s is stale: %v",
+			obj.Status.Phase, waited.Round(time.Second), obj.EffectiveTaskID(), mirrorErr)
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, "TaskItemStale", "Track", "%s", msg)
+		if obj.DeletionTimestamp.IsZero() {
+			meta.SetStatusCondition(&obj.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionTrackingDegraded,
+				Status: metav1.ConditionTrue, Reason: "TaskItemStale", Message: truncate(msg, 1000), ObservedGeneration: obj.Generation})
+			if err := r.Status().Update(ctx, obj); err != nil {
+				return ctrl.Result{}, client.IgnoreNotFound(err)
+			}
+		}
+	}
+	controllerutil.RemoveFinalizer(obj, FinalizerTaskCancel)
+	if err := r.Update(ctx, obj); err != nil {
+		if apierrors.IsConflict(err) {
+			return ctrl.Result{Requeue: true}, nil
+		}
+		if !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, fmt.Errorf("remove finalizer of %s: %w", obj.Name, err)
+		}
+	}
+	if !obj.DeletionTimestamp.IsZero() {
+		r.forget(obj.UID)
+	}
+	if mirrorErr != nil {
+		// Keep trying: the item catches up whenever the table is back.
+		return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
+	}
+	return ctrl.Result{}, nil
 }
 
 func (r *Reconciler) tracked(obj *v1alpha1.CsvIngestion) bool {
@@ -220,6 +338,11 @@ func (r *Reconciler) tracked(obj *v1alpha1.CsvIngestion) bool {
 // finalize marks a running task cancelled in the task table before the ingestion goes away. It
 // never blocks deletion for longer than FinalizerTimeout: after that it gives up with an event.
 func (r *Reconciler) finalize(ctx context.Context, obj *v1alpha1.CsvIngestion) (ctrl.Result, error) {
+	// A running ingestion that goes records nothing more: its pods need not wait (with foreground
+	// deletion, they would otherwise hold their Jobs, and the Jobs the ingestion).
+	if err := r.releaseGone(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}, ""); err != nil {
+		return ctrl.Result{}, err
+	}
 	if !controllerutil.ContainsFinalizer(obj, FinalizerTaskCancel) {
 		return ctrl.Result{}, nil
 	}
@@ -250,7 +373,8 @@ func (r *Reconciler) forget(uid types.UID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.trackErr, uid)
-	delete(r.pending, uid)
 	delete(r.mirrored, uid)
 	delete(r.expected, uid)
+	delete(r.plans, uid)
+	delete(r.blockedRetries, uid)
 }

@@ -21,7 +21,17 @@ func (p *pass) emitEvents(before *v1alpha1.CsvIngestionStatus) {
 		rec.Eventf(obj, nil, corev1.EventTypeWarning, "ChunkFailed", "RunChunk", "chunk %d (rows %s) failed: %s: %s", fc.Index, fc.Rows, fc.Reason, fc.Message)
 	}
 	for _, w := range p.warnings {
-		rec.Eventf(obj, nil, corev1.EventTypeWarning, "OutcomeUnavailable", "RunChunk", "%s", w)
+		rec.Eventf(obj, nil, corev1.EventTypeWarning, "ChunkCountsAdjusted", "RecordChunk", "%s", w)
+	}
+	// A refusal is announced when it starts or its message changes, and when it clears.
+	if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionBlocked); c != nil {
+		was := meta.FindStatusCondition(before.Conditions, v1alpha1.ConditionBlocked)
+		switch {
+		case c.Status == "True" && (was == nil || was.Status != "True" || was.Message != c.Message):
+			rec.Eventf(obj, nil, corev1.EventTypeWarning, "Blocked", "Create", "%s", c.Message)
+		case c.Status != "True" && was != nil && was.Status == "True":
+			rec.Eventf(obj, nil, corev1.EventTypeNormal, "Unblocked", "Create", "%s", c.Message)
+		}
 	}
 	if st.Phase == v1alpha1.PhaseProcessingChunks {
 		was, is := isTrue(before, v1alpha1.ConditionSuspended), isTrue(st, v1alpha1.ConditionSuspended)

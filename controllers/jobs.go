@@ -17,12 +17,21 @@ import (
 // containerName is the worker container in every Job; the podFailurePolicy refers to it.
 const containerName = "embedder"
 
+// childLabels are always valid label values: a name or taskID that is not (too long, or with
+// characters such as ':') is hashed, and childAnnotations keep the full values.
 func childLabels(obj *v1alpha1.CsvIngestion, role string) map[string]string {
 	return map[string]string{
-		worker.LabelName:   obj.Name,
+		worker.LabelName:   worker.LabelValue(obj.Name),
 		worker.LabelUID:    string(obj.UID),
-		worker.LabelTaskID: obj.EffectiveTaskID(),
+		worker.LabelTaskID: worker.LabelValue(obj.EffectiveTaskID()),
 		worker.LabelRole:   role,
+	}
+}
+
+func childAnnotations(obj *v1alpha1.CsvIngestion) map[string]string {
+	return map[string]string{
+		worker.AnnotationName:   obj.Name,
+		worker.AnnotationTaskID: obj.EffectiveTaskID(),
 	}
 }
 
@@ -165,24 +174,28 @@ func (r *Reconciler) job(obj *v1alpha1.CsvIngestion, name, role string, pod core
 	// Each attempt is bounded by chunkTimeout (the pod's deadline); the Job's deadline leaves room
 	// for every allowed retry.
 	pod.ActiveDeadlineSeconds = ptr.To(int64(timeout.Seconds()))
+	// No ttlSecondsAfterFinished yet: the controller sets it once the outcome is recorded (and
+	// mirrored), so a Job never expires unread however long the manager is away. The pods carry
+	// a finalizer for the same reason (PodGC, a deleted Job, a user's kubectl delete).
 	return &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:            name,
 			Namespace:       obj.Namespace,
 			Labels:          labels,
+			Annotations:     childAnnotations(obj),
 			OwnerReferences: []metav1.OwnerReference{ownerRef(obj)},
 		},
 		Spec: batchv1.JobSpec{
-			Parallelism:             ptr.To[int32](1),
-			Completions:             ptr.To[int32](1),
-			BackoffLimit:            ptr.To(retries),
-			ActiveDeadlineSeconds:   ptr.To(int64(timeout.Seconds()) * int64(retries+1)),
-			TTLSecondsAfterFinished: ptr.To(int32(r.Config.JobTTL.Seconds())),
-			PodFailurePolicy:        failurePolicy(),
-			Suspend:                 ptr.To(false),
+			Parallelism:           ptr.To[int32](1),
+			Completions:           ptr.To[int32](1),
+			BackoffLimit:          ptr.To(retries),
+			ActiveDeadlineSeconds: ptr.To(int64(timeout.Seconds()) * int64(retries+1)),
+			PodFailurePolicy:      failurePolicy(),
+			Suspend:               ptr.To(false),
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       pod,
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: childAnnotations(obj),
+					Finalizers: []string{worker.FinalizerOutcome}},
+				Spec: pod,
 			},
 		},
 	}

@@ -2,12 +2,14 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -43,6 +45,14 @@ type pass struct {
 	// notes for events that are not transitions of the status (e.g. a missing result).
 	warnings     []string
 	requeueAfter time.Duration
+	// blocked is the first write the API server refused in this pass.
+	blocked *refusal
+}
+
+// refusal is a create or update the API server refused, with its message.
+type refusal struct {
+	what string
+	err  error
 }
 
 type finishedChunk struct {
@@ -51,11 +61,25 @@ type finishedChunk struct {
 	duration  time.Duration
 }
 
-func (r *Reconciler) newPass(obj *v1alpha1.CsvIngestion, kids *children) *pass {
-	p := &pass{r: r, obj: obj, kids: kids, now: metav1.NewTime(r.Now()), outcomes: map[int]ChunkOutcome{}}
+func (r *Reconciler) newPass(obj *v1alpha1.CsvIngestion, kids *children, completed, failed ranges.Set) *pass {
+	p := &pass{r: r, obj: obj, kids: kids, now: metav1.NewTime(r.Now()), outcomes: map[int]ChunkOutcome{},
+		completed: completed, failed: failed}
 	p.status = *obj.Status.DeepCopy()
 	return p
 }
+
+// recordedSets parses the chunk indexes a status has recorded.
+func recordedSets(obj *v1alpha1.CsvIngestion) (completed, failed ranges.Set, err error) {
+	if completed, err = ranges.Parse(obj.Status.CompletedChunks); err != nil {
+		return completed, failed, fmt.Errorf("status.completedChunks of %s: %w", obj.Name, err)
+	}
+	if failed, err = ranges.Parse(obj.Status.FailedChunkIndexes); err != nil {
+		return completed, failed, fmt.Errorf("status.failedChunkIndexes of %s: %w", obj.Name, err)
+	}
+	return completed, failed, nil
+}
+
+func (p *pass) recorded(i int) bool { return p.completed.Has(i) || p.failed.Has(i) }
 
 func (p *pass) run(ctx context.Context) error {
 	st := &p.status
@@ -66,6 +90,7 @@ func (p *pass) run(ctx context.Context) error {
 		if trackedView(st) != before || len(p.outcomes) > 0 {
 			st.TrackingVersion++
 		}
+		p.blockedCondition()
 	}()
 	st.ObservedGeneration = p.obj.Generation
 	st.TaskID = p.obj.EffectiveTaskID()
@@ -75,15 +100,6 @@ func (p *pass) run(ctx context.Context) error {
 	if st.Phase == "" {
 		st.Phase = v1alpha1.PhasePending
 	}
-	var err error
-	p.completed, err = ranges.Parse(st.CompletedChunks)
-	if err != nil {
-		return fmt.Errorf("status.completedChunks of %s: %w", p.obj.Name, err)
-	}
-	p.failed, err = ranges.Parse(st.FailedChunkIndexes)
-	if err != nil {
-		return fmt.Errorf("status.failedChunkIndexes of %s: %w", p.obj.Name, err)
-	}
 	p.trackingCondition()
 
 	if st.Phase.Terminal() {
@@ -92,6 +108,11 @@ func (p *pass) run(ctx context.Context) error {
 		return p.stopActive(ctx)
 	}
 	if p.obj.Spec.Cancel {
+		// Chunks that finished since the last pass are counted before the rest is stopped.
+		if ok, _ := checkPlan(st.Plan, p.kids); ok && p.kids.plan != nil {
+			p.pinPlan()
+			p.recordFinishedChunks()
+		}
 		if err := p.stopActive(ctx); err != nil {
 			return err
 		}
@@ -111,18 +132,54 @@ func (p *pass) run(ctx context.Context) error {
 	return p.decide(ctx)
 }
 
+// checkPlan decides whether the plan in the cluster is the one the ingestion is pinned to. Before
+// any plan is pinned every usable plan is fine; after, a missing, unusable or different plan is
+// not, and the ingestion must stop rather than plan again: the chunks recorded so far are
+// boundaries of the pinned plan.
+func checkPlan(pinned *v1alpha1.PlanFingerprint, kids *children) (ok bool, problem string) {
+	if pinned == nil {
+		return true, ""
+	}
+	switch {
+	case !kids.planFound:
+		return false, "was deleted after planning"
+	case kids.planErr != nil:
+		return false, fmt.Sprintf("became unusable after planning: %v", kids.planErr)
+	}
+	if got := fingerprint(kids.plan); *got != *pinned {
+		return false, fmt.Sprintf("changed after planning (etag %s, %d rows, %d per chunk, %d chunks, offsets %.12s; pinned etag %s, %d rows, %d per chunk, %d chunks, offsets %.12s)",
+			got.ETag, got.Rows, got.RowsPerChunk, got.Chunks, got.OffsetsSHA256,
+			pinned.ETag, pinned.Rows, pinned.RowsPerChunk, pinned.Chunks, pinned.OffsetsSHA256)
+	}
+	return true, ""
+}
+
+func (p *pass) pinPlan() {
+	st, plan := &p.status, p.kids.plan
+	if st.Plan == nil {
+		st.Plan = fingerprint(plan)
+	}
+	st.Source = &v1alpha1.SourceStatus{ETag: plan.ETag, Bucket: plan.Bucket, Key: plan.Key, SizeBytes: plan.SizeBytes, TotalRows: plan.TotalRows}
+	st.Records.Total = plan.TotalRows
+	st.Chunks.Total = int32(plan.Chunks())
+	st.Estimate = estimate(p.obj, plan)
+}
+
 // planStep makes sure there is a plan: it creates the planner Job, waits for it, or fails the
-// ingestion with the planner's own message.
+// ingestion with the planner's own message. Once planned, the plan is pinned.
 func (p *pass) planStep(ctx context.Context) (bool, error) {
 	st, kids := &p.status, p.kids
+	if ok, problem := checkPlan(st.Plan, kids); !ok {
+		msg := fmt.Sprintf("plan ConfigMap %s %s; the chunks recorded so far belong to the pinned plan, so the ingestion stops instead of planning again (create a new CsvIngestion to start over)",
+			worker.PlanConfigMapName(p.obj.Name), problem)
+		p.setCondition(v1alpha1.ConditionPlanned, false, ReasonPlanChanged, msg)
+		p.fail(ReasonPlanChanged, msg)
+		return false, p.stopActive(ctx)
+	}
 	if kids.plan != nil {
-		plan := kids.plan
-		st.Source = &v1alpha1.SourceStatus{ETag: plan.ETag, Bucket: plan.Bucket, Key: plan.Key, SizeBytes: plan.SizeBytes, TotalRows: plan.TotalRows}
-		st.Records.Total = plan.TotalRows
-		st.Chunks.Total = int32(plan.Chunks())
-		st.Estimate = estimate(p.obj, plan)
+		p.pinPlan()
 		p.setCondition(v1alpha1.ConditionPlanned, true, "Planned",
-			fmt.Sprintf("%d rows in %d chunks of %s", plan.TotalRows, plan.Chunks(), plan.Key))
+			fmt.Sprintf("%d rows in %d chunks of %s", kids.plan.TotalRows, kids.plan.Chunks(), kids.plan.Key))
 		return true, nil
 	}
 	if kids.planErr != nil {
@@ -137,7 +194,11 @@ func (p *pass) planStep(ctx context.Context) (bool, error) {
 			return false, err
 		}
 		if err := p.r.create(ctx, p.obj.UID, job); err != nil {
-			return false, err
+			if !p.refused("create planner Job "+job.Name, err) {
+				return false, fmt.Errorf("create job %s: %w", job.Name, err)
+			}
+			p.setCondition(v1alpha1.ConditionPlanned, false, "Planning", "planner Job not created yet: the API server refused it (see the Blocked condition)")
+			break
 		}
 		p.setCondition(v1alpha1.ConditionPlanned, false, "Planning", "planner Job created")
 	case pl.state == jobFailed:
@@ -166,8 +227,89 @@ func (p *pass) planStep(ctx context.Context) (bool, error) {
 	return false, nil
 }
 
+// Reasons of outcomes and failures the controller itself decides.
+const (
+	ReasonPlanChanged    = "PlanChanged"
+	ReasonOutcomeUnknown = "OutcomeUnknown"
+	ReasonBlocked        = "Blocked"
+)
+
+// verdict is what one finished chunk adds to the status.
+type verdict struct {
+	// wait: the Job finished but its result may still be on its way to the cache.
+	wait      bool
+	succeeded bool
+	// res holds the counts, bounded by the chunk's rows.
+	res               worker.Result
+	reason, message   string
+	permanent         bool
+	warning           string
+	processedVerified bool
+}
+
+// judgeChunk decides what a finished chunk's Job and pods say, given the chunk's rows. It never
+// counts rows as processed without a result that says so: a succeeded Job whose result cannot be
+// read (its pods are gone) is a failed chunk with reason OutcomeUnknown.
+func judgeChunk(c *childJob, rows int64, finished *metav1.Time, now time.Time) verdict {
+	switch c.state {
+	case jobSucceeded:
+		if c.result == nil {
+			if finished != nil && now.Sub(finished.Time) < resultGrace {
+				return verdict{wait: true}
+			}
+			return verdict{reason: ReasonOutcomeUnknown, res: worker.Result{Failed: rows}, message: fmt.Sprintf(
+				"the Job succeeded but no pod's termination message could be read (pods gone); its %d rows are counted as failed because their outcome is unknown", rows)}
+		}
+		res, warning := boundCounts(*c.result, rows)
+		return verdict{succeeded: true, res: res, warning: warning}
+	case jobFailed:
+		reason, msg := chunkFailure(c)
+		v := verdict{reason: reason, message: msg, permanent: c.permanent}
+		if c.result != nil {
+			v.res.VectorsUpserted = min(max(c.result.VectorsUpserted, 0), rows)
+		}
+		// The chunk will not run again: all of its rows count as failed.
+		v.res.Failed = rows
+		return v
+	}
+	return verdict{wait: true}
+}
+
+// boundCounts keeps a worker's counts within its chunk: none negative, processed + failed +
+// skipped equal to the chunk's rows. Rows the worker does not account for count as failed;
+// over-counting is cut from processed (failures are never hidden). A warning says what changed.
+func boundCounts(res worker.Result, rows int64) (worker.Result, string) {
+	in := res
+	res.Failed = min(max(res.Failed, 0), rows)
+	res.Skipped = min(max(res.Skipped, 0), rows-res.Failed)
+	res.Processed = min(max(res.Processed, 0), rows-res.Failed-res.Skipped)
+	if missing := rows - res.Processed - res.Failed - res.Skipped; missing > 0 {
+		res.Failed += missing
+	}
+	res.VectorsUpserted = min(max(res.VectorsUpserted, 0), rows)
+	if res.Processed == in.Processed && res.Failed == in.Failed && res.Skipped == in.Skipped && res.VectorsUpserted == in.VectorsUpserted {
+		return res, ""
+	}
+	return res, fmt.Sprintf("reported processed=%d failed=%d skipped=%d vectors=%d for %d rows; recorded processed=%d failed=%d skipped=%d vectors=%d",
+		in.Processed, in.Failed, in.Skipped, in.VectorsUpserted, rows, res.Processed, res.Failed, res.Skipped, res.VectorsUpserted)
+}
+
+// outcomeOf is a chunk's entry in the task table's chunk map.
+func outcomeOf(i int, args worker.ChunkArgs, v verdict) ChunkOutcome {
+	out := ChunkOutcome{Index: i, StartRow: args.FirstRow, EndRow: args.FirstRow + args.Rows - 1,
+		Processed: v.res.Processed, Failed: v.res.Failed, Vectors: v.res.VectorsUpserted}
+	if v.succeeded {
+		out.Status = "completed"
+	} else {
+		out.Status = "failed"
+		out.Error = truncate(v.reason+": "+v.message, 1000)
+	}
+	return out
+}
+
 // recordFinishedChunks moves each finished, unrecorded chunk into the status with its outcome.
-// Status is the record: a Job may be deleted (TTL) only after this status is written.
+// Status is the record: a Job gets its TTL, and its pods lose their finalizer, only after this
+// status is written (and mirrored).
 func (p *pass) recordFinishedChunks() {
 	st := &p.status
 	idx := make([]int, 0, len(p.kids.chunks))
@@ -177,56 +319,77 @@ func (p *pass) recordFinishedChunks() {
 	sort.Ints(idx)
 	for _, i := range idx {
 		c := p.kids.chunks[i]
-		if p.completed.Has(i) || p.failed.Has(i) || (c.state != jobSucceeded && c.state != jobFailed) {
+		if p.recorded(i) || (c.state != jobSucceeded && c.state != jobFailed) {
 			continue
 		}
 		args, err := p.kids.plan.Chunk(i)
 		if err != nil {
 			continue // a Job for a chunk the plan doesn't have: never ours to count
 		}
-		dur := jobDuration(c.job)
-		out := ChunkOutcome{Index: i, StartRow: args.FirstRow, EndRow: args.FirstRow + args.Rows - 1}
-		if c.state == jobSucceeded {
-			res := c.result
-			if res == nil {
-				if done := finishedAt(c.job); done != nil && p.now.Sub(done.Time) < resultGrace {
-					p.requeueAfter = 2 * time.Second
-					continue
-				}
-				// Exit 0 means every row was handled; only the per-row detail is unknown.
-				res = &worker.Result{Processed: args.Rows}
-				p.warnings = append(p.warnings, fmt.Sprintf("chunk %d finished without a readable result; counted its %d rows as processed", i, args.Rows))
-			}
+		v := judgeChunk(c, args.Rows, finishedAt(c.job), p.now.Time)
+		if v.wait {
+			p.requeueAfter = 2 * time.Second
+			continue
+		}
+		if v.warning != "" {
+			p.warnings = append(p.warnings, fmt.Sprintf("chunk %d: %s", i, v.warning))
+		}
+		usage := c.usage
+		usage.VectorsUpserted = v.res.VectorsUpserted
+		addUsage(st, &usage)
+		if v.succeeded {
 			p.completed.Add(i)
-			st.Records.Processed += res.Processed
-			st.Records.Failed += res.Failed
-			st.Records.Skipped += res.Skipped
-			addUsage(st, res)
-			out.Status, out.Processed, out.Failed, out.Vectors = "completed", res.Processed, res.Failed, res.VectorsUpserted
-			p.results = append(p.results, finishedChunk{succeeded: true, result: res, duration: dur})
+			st.Records.Processed += v.res.Processed
+			st.Records.Failed += v.res.Failed
+			st.Records.Skipped += v.res.Skipped
+			p.results = append(p.results, finishedChunk{succeeded: true, result: c.result, duration: jobDuration(c.job)})
 		} else {
 			p.failed.Add(i)
-			reason, msg := chunkFailure(c)
-			// The chunk will not run again: all of its rows count as failed.
-			st.Records.Failed += args.Rows
-			if c.result != nil {
-				addUsage(st, c.result)
-			}
-			fc := v1alpha1.FailedChunk{Index: int32(i), Rows: chunkRows(args), Reason: reason, Message: truncate(msg, 1000)}
+			st.Records.Failed += v.res.Failed
+			fc := v1alpha1.FailedChunk{Index: int32(i), Rows: chunkRows(args), Reason: v.reason, Message: truncate(v.message, 1000)}
 			if len(st.FailedChunks) < maxFailedChunkDetails {
 				st.FailedChunks = append(st.FailedChunks, fc)
 			}
 			p.newlyFailed = append(p.newlyFailed, fc)
-			if c.permanent && p.permanent == nil {
+			if v.permanent && p.permanent == nil {
 				p.permanent = &fc
 			}
-			out.Status, out.Failed, out.Error = "failed", args.Rows, truncate(reason+": "+msg, 1000)
-			p.results = append(p.results, finishedChunk{succeeded: false, result: c.result, duration: dur})
+			p.results = append(p.results, finishedChunk{succeeded: false, result: c.result, duration: jobDuration(c.job)})
 		}
-		p.outcomes[i] = out
+		p.outcomes[i] = outcomeOf(i, args, v)
 	}
 	st.CompletedChunks = p.completed.String()
 	st.FailedChunkIndexes = p.failed.String()
+}
+
+// openOutcomes are the task-table entries of recorded chunks not yet released: derived again
+// from their Jobs and pods (which the controller keeps until the entry is accepted), so no entry
+// lives only in memory.
+func (p *pass) openOutcomes() map[int]ChunkOutcome {
+	out := make(map[int]ChunkOutcome, len(p.outcomes))
+	if p.kids.plan == nil {
+		return out
+	}
+	for i, c := range p.kids.chunks {
+		if !p.recorded(i) || c.released() {
+			continue
+		}
+		if o, ok := p.outcomes[i]; ok {
+			out[i] = o
+			continue
+		}
+		args, err := p.kids.plan.Chunk(i)
+		if err != nil {
+			continue
+		}
+		// Recorded earlier: no grace to wait for, and the status's verdict stands.
+		v := judgeChunk(c, args.Rows, nil, p.now.Time)
+		if p.failed.Has(i) && v.succeeded {
+			v = verdict{reason: ReasonOutcomeUnknown, message: "recorded as failed", res: worker.Result{Failed: args.Rows}}
+		}
+		out[i] = outcomeOf(i, args, v)
+	}
+	return out
 }
 
 func chunkFailure(c *childJob) (reason, msg string) {
@@ -248,6 +411,33 @@ func chunkFailure(c *childJob) (reason, msg string) {
 	return reason, msg
 }
 
+// outcomePhase decides how a run ends once chunks are recorded: "" while it goes on.
+func outcomePhase(total, finished, failedChunks int, failedRows int64, budget float64, permanent bool) (v1alpha1.Phase, string) {
+	switch {
+	case permanent:
+		return v1alpha1.PhaseFailed, "Permanent"
+	case float64(failedRows) > budget:
+		return v1alpha1.PhaseFailed, "TooManyFailedRows"
+	case finished >= total && failedRows == 0 && failedChunks == 0:
+		return v1alpha1.PhaseCompleted, "Completed"
+	case finished >= total:
+		return v1alpha1.PhasePartiallyCompleted, "PartiallyCompleted"
+	}
+	return "", ""
+}
+
+// nextChunks picks up to room chunk indexes to start: the lowest ones neither recorded nor with
+// a Job.
+func nextChunks(total, room int, recorded, hasJob func(int) bool) []int {
+	var out []int
+	for i := 0; i < total && len(out) < room; i++ {
+		if !recorded(i) && !hasJob(i) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
 // decide ends the ingestion or keeps up to parallelism chunk Jobs running.
 func (p *pass) decide(ctx context.Context) error {
 	st, spec := &p.status, &p.obj.Spec
@@ -255,34 +445,31 @@ func (p *pass) decide(ctx context.Context) error {
 	finished := p.completed.Len() + p.failed.Len()
 	budget := float64(spec.Chunking.MaxFailedRowsPercent) / 100 * float64(st.Records.Total)
 
-	switch {
-	case p.permanent != nil:
+	switch phase, reason := outcomePhase(total, finished, p.failed.Len(), st.Records.Failed, budget, p.permanent != nil); phase {
+	case v1alpha1.PhaseFailed:
 		if err := p.stopActive(ctx); err != nil {
 			return err
 		}
-		p.fail(p.permanent.Reason, fmt.Sprintf("chunk %d failed permanently: %s", p.permanent.Index, p.permanent.Message))
-		return nil
-	case float64(st.Records.Failed) > budget:
-		if err := p.stopActive(ctx); err != nil {
-			return err
-		}
-		p.fail("TooManyFailedRows", fmt.Sprintf("%d of %d rows failed, over the %d%% budget (spec.chunking.maxFailedRowsPercent)",
-			st.Records.Failed, st.Records.Total, spec.Chunking.MaxFailedRowsPercent))
-		return nil
-	case finished >= total:
-		if st.Records.Failed == 0 && p.failed.Len() == 0 {
-			p.finish(v1alpha1.PhaseCompleted, "Completed", fmt.Sprintf("%d rows in %d chunks, %d vectors", st.Records.Processed, total, usageVectors(st)))
+		if reason == "Permanent" {
+			p.fail(p.permanent.Reason, fmt.Sprintf("chunk %d failed permanently: %s", p.permanent.Index, p.permanent.Message))
 		} else {
-			p.finish(v1alpha1.PhasePartiallyCompleted, "PartiallyCompleted", fmt.Sprintf("%d rows processed, %d failed (within the %d%% budget) in %d chunks, %d failed chunks",
-				st.Records.Processed, st.Records.Failed, spec.Chunking.MaxFailedRowsPercent, total, p.failed.Len()))
+			p.fail(reason, fmt.Sprintf("%d of %d rows failed, over the %d%% budget (spec.chunking.maxFailedRowsPercent)",
+				st.Records.Failed, st.Records.Total, spec.Chunking.MaxFailedRowsPercent))
 		}
+		return nil
+	case v1alpha1.PhaseCompleted:
+		p.finish(v1alpha1.PhaseCompleted, reason, fmt.Sprintf("%d rows in %d chunks, %d vectors", st.Records.Processed, total, usageVectors(st)))
+		return nil
+	case v1alpha1.PhasePartiallyCompleted:
+		p.finish(v1alpha1.PhasePartiallyCompleted, reason, fmt.Sprintf("%d rows processed, %d failed (within the %d%% budget) in %d chunks, %d failed chunks",
+			st.Records.Processed, st.Records.Failed, spec.Chunking.MaxFailedRowsPercent, total, p.failed.Len()))
 		return nil
 	}
 
 	st.Phase = v1alpha1.PhaseProcessingChunks
 	var running, suspended []*childJob
 	for i, c := range p.kids.chunks {
-		if p.completed.Has(i) || p.failed.Has(i) {
+		if p.recorded(i) {
 			continue
 		}
 		switch c.state {
@@ -318,7 +505,7 @@ func (p *pass) decide(ctx context.Context) error {
 		}
 		running = running[:len(running)-1]
 	}
-	for len(running) < limit && len(suspended) > 0 {
+	for len(running) < limit && len(suspended) > 0 && p.blocked == nil {
 		c := suspended[0]
 		if err := p.setSuspend(ctx, c, false); err != nil {
 			return err
@@ -326,9 +513,10 @@ func (p *pass) decide(ctx context.Context) error {
 		suspended, running = suspended[1:], append(running, c)
 	}
 	unfinished := total - finished
-	for i := 0; i < total && len(running) < limit; i++ {
-		if p.completed.Has(i) || p.failed.Has(i) || p.kids.chunks[i] != nil {
-			continue
+	hasJob := func(i int) bool { c := p.kids.chunks[i]; return c != nil && !c.gone }
+	for _, i := range nextChunks(total, limit-len(running), p.recorded, hasJob) {
+		if p.blocked != nil {
+			break
 		}
 		args, err := p.kids.plan.Chunk(i)
 		if err != nil {
@@ -341,7 +529,10 @@ func (p *pass) decide(ctx context.Context) error {
 			return err
 		}
 		if err := p.r.create(ctx, p.obj.UID, job); err != nil {
-			return err
+			if !p.refused("create chunk Job "+job.Name, err) {
+				return fmt.Errorf("create job %s: %w", job.Name, err)
+			}
+			break
 		}
 		c := &childJob{job: job, index: i, state: jobActive}
 		p.kids.chunks[i] = c
@@ -349,7 +540,40 @@ func (p *pass) decide(ctx context.Context) error {
 	}
 	p.counts(total, finished, len(running))
 	st.Message = fmt.Sprintf("%d/%d chunks finished, %d running", finished, total, len(running))
+	if p.blocked != nil {
+		st.Message += "; blocked: " + truncate(p.blocked.err.Error(), 300)
+	}
 	return nil
+}
+
+// refused records a write the API server answered with an error status (quota, admission,
+// RBAC, validation): it becomes the Blocked condition and is retried with backoff. It reports
+// false for errors that are not the server's answer (network), which fail the pass instead.
+func (p *pass) refused(what string, err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+		return false
+	}
+	if p.blocked == nil {
+		p.blocked = &refusal{what: what, err: err}
+	}
+	return true
+}
+
+// blockedCondition sets Blocked from this pass: True with the server's message while something
+// is refused, False once a pass goes through without a refusal.
+func (p *pass) blockedCondition() {
+	if p.blocked != nil {
+		reason := string(apierrors.ReasonForError(p.blocked.err))
+		if reason == "" || reason == string(metav1.StatusReasonUnknown) {
+			reason = ReasonBlocked
+		}
+		p.setCondition(v1alpha1.ConditionBlocked, true, reason, fmt.Sprintf("%s: %v", p.blocked.what, p.blocked.err))
+		return
+	}
+	if meta.IsStatusConditionTrue(p.status.Conditions, v1alpha1.ConditionBlocked) {
+		p.setCondition(v1alpha1.ConditionBlocked, false, "NotBlocked", "the API server accepts the ingestion's writes again")
+	}
 }
 
 func (p *pass) counts(total, finished, active int) {
@@ -365,11 +589,17 @@ func (p *pass) setSuspend(ctx context.Context, c *childJob, suspend bool) error 
 	if c.job.Spec.Suspend != nil && *c.job.Spec.Suspend == suspend {
 		return nil
 	}
-	patch := client.MergeFrom(c.job.DeepCopy())
-	c.job.Spec.Suspend = ptr.To(suspend)
-	if err := p.r.Patch(ctx, c.job, patch); err != nil {
+	// c.job may be the cache's own object (listed without a copy): change a copy.
+	job := c.job.DeepCopy()
+	patch := client.MergeFrom(c.job)
+	job.Spec.Suspend = ptr.To(suspend)
+	if err := p.r.Patch(ctx, job, patch); err != nil {
+		if apierrors.IsNotFound(err) || p.refused(fmt.Sprintf("set suspend=%v on Job %s", suspend, c.job.Name), err) {
+			return nil
+		}
 		return fmt.Errorf("set suspend=%v on job %s: %w", suspend, c.job.Name, err)
 	}
+	c.job = job
 	if suspend {
 		c.state = jobSuspended
 	} else {
@@ -458,6 +688,9 @@ func (p *pass) trackingCondition() {
 }
 
 func addUsage(st *v1alpha1.CsvIngestionStatus, res *worker.Result) {
+	if res.VectorsUpserted == 0 && res.Tokens == 0 && res.Requests == 0 && res.Retries == 0 && res.RateLimited == 0 {
+		return
+	}
 	if st.Usage == nil {
 		st.Usage = &v1alpha1.Usage{}
 	}

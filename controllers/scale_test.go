@@ -104,10 +104,14 @@ func TestFanOutAPICallsPerChunk(t *testing.T) {
 	if byVerb["create *v1.Job"] != 2001 {
 		t.Errorf("%d job creates sent, want 2001 (planner + 2,000 chunks, each once)", byVerb["create *v1.Job"])
 	}
-	// One Job create and at most a few status writes per chunk; anything proportional to
-	// chunks × parallelism would be far above this.
-	if perChunk > 4 {
-		t.Errorf("%.2f API writes per chunk, want at most 4", perChunk)
+	// Once recorded, each chunk Job gets its TTL in one patch.
+	if byVerb["patch *v1.Job"] != 2000 {
+		t.Errorf("%d job patches sent, want 2000 (one TTL per recorded chunk)", byVerb["patch *v1.Job"])
+	}
+	// One Job create, one TTL patch, one finalizer removal per pod and at most a few status
+	// writes per chunk; anything proportional to chunks × parallelism would be far above this.
+	if perChunk > 6 {
+		t.Errorf("%.2f API writes per chunk, want at most 6", perChunk)
 	}
 }
 

@@ -312,7 +312,7 @@ func writePlan(t *testing.T, obj *v1alpha1.CsvIngestion, totalRows, rowsPerChunk
 		ObjectMeta: metav1.ObjectMeta{
 			Name: worker.PlanConfigMapName(obj.Name), Namespace: obj.Namespace,
 			Labels: map[string]string{worker.LabelName: obj.Name, worker.LabelUID: string(obj.UID),
-				worker.LabelTaskID: obj.EffectiveTaskID(), worker.LabelRole: worker.RolePlan},
+				worker.LabelTaskID: worker.LabelValue(obj.EffectiveTaskID()), worker.LabelRole: worker.RolePlan},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: v1alpha1.GroupVersion.String(), Kind: "CsvIngestion",
 				Name: obj.Name, UID: obj.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
 		},
@@ -348,6 +348,7 @@ func finishJobErr(job *batchv1.Job, res worker.Result, exitCode int32, failReaso
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: job.Name + "-", Namespace: job.Namespace, Labels: labels,
+			Annotations: job.Spec.Template.Annotations, Finalizers: job.Spec.Template.Finalizers,
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID, Controller: ptr.To(true)}},
 		},
 		Spec: job.Spec.Template.Spec,
@@ -388,6 +389,36 @@ func finishJobErr(job *batchv1.Job, res worker.Result, exitCode int32, failReaso
 		return fmt.Errorf("update job status: %w", err)
 	}
 	return nil
+}
+
+// failAttempt plays the kubelet for one failed attempt of a Job that will be retried: a failed
+// pod with the embedder's message; the Job stays active.
+func failAttempt(t *testing.T, job *batchv1.Job, res worker.Result) {
+	t.Helper()
+	ctx := context.Background()
+	labels := map[string]string{"batch.kubernetes.io/job-name": job.Name, "job-name": job.Name}
+	for k, v := range job.Spec.Template.Labels {
+		labels[k] = v
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: job.Name + "-", Namespace: job.Namespace, Labels: labels,
+			Annotations: job.Spec.Template.Annotations, Finalizers: job.Spec.Template.Finalizers,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID, Controller: ptr.To(true)}},
+		},
+		Spec: job.Spec.Template.Spec,
+	}
+	if err := cluster.Client.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	now := metav1.Now()
+	pod.Status = corev1.PodStatus{Phase: corev1.PodFailed, ContainerStatuses: []corev1.ContainerStatus{{
+		Name: "embedder", Image: job.Spec.Template.Spec.Containers[0].Image,
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Message: string(res.Encode()), StartedAt: now, FinishedAt: now}},
+	}}}
+	if err := cluster.Client.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // runningChunkJobs are the chunk Jobs neither finished nor suspended.

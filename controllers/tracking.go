@@ -31,23 +31,14 @@ type Tracker interface {
 	Cancelled(ctx context.Context, obj *v1alpha1.CsvIngestion, at time.Time) error
 }
 
-// mirror sends the written status and any chunk outcomes the table has not yet accepted. A
-// failure is remembered for the TrackingDegraded condition; ingestion carries on regardless.
-func (r *Reconciler) mirror(ctx context.Context, obj *v1alpha1.CsvIngestion, outcomes map[int]ChunkOutcome) error {
+// mirror sends the written status and the entries of chunks recorded but not yet released. The
+// entries come from what the cluster keeps (the chunks' Jobs and pods, held until the table has
+// them), so a crash or a leader change between the status write and this write loses nothing, and
+// writing them again is harmless. A failure is remembered for the TrackingDegraded condition;
+// ingestion carries on regardless.
+func (r *Reconciler) mirror(ctx context.Context, obj *v1alpha1.CsvIngestion, open map[int]ChunkOutcome) error {
 	r.mu.Lock()
-	pend := r.pending[obj.UID]
-	if pend == nil {
-		pend = map[int]ChunkOutcome{}
-		r.pending[obj.UID] = pend
-	}
-	for i, o := range outcomes {
-		pend[i] = o
-	}
-	upToDate := r.mirrored[obj.UID] >= obj.Status.TrackingVersion && len(pend) == 0
-	send := make(map[int]ChunkOutcome, len(pend))
-	for i, o := range pend {
-		send[i] = o
-	}
+	upToDate := r.mirrored[obj.UID] >= obj.Status.TrackingVersion && len(open) == 0
 	hadErr := r.trackErr[obj.UID] != nil
 	r.mu.Unlock()
 	if upToDate {
@@ -56,7 +47,7 @@ func (r *Reconciler) mirror(ctx context.Context, obj *v1alpha1.CsvIngestion, out
 
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	err := r.Tracker.Sync(cctx, obj, send)
+	err := r.Tracker.Sync(cctx, obj, open)
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -71,9 +62,6 @@ func (r *Reconciler) mirror(ctx context.Context, obj *v1alpha1.CsvIngestion, out
 		return err
 	}
 	delete(r.trackErr, obj.UID)
-	for i := range send {
-		delete(pend, i)
-	}
 	r.mirrored[obj.UID] = obj.Status.TrackingVersion
 	return nil
 }

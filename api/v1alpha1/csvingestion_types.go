@@ -529,6 +529,9 @@ const (
 	ConditionFailed           = "Failed"
 	ConditionSuspended        = "Suspended"
 	ConditionTrackingDegraded = "TrackingDegraded"
+	// ConditionBlocked is True while the API server refuses what the controller must create or
+	// change (a ResourceQuota, an admission webhook, RBAC); it carries the server's message.
+	ConditionBlocked = "Blocked"
 )
 
 // CsvIngestionStatus is derived from the ingestion's Jobs and plan on every reconcile. Its size is
@@ -546,7 +549,7 @@ type CsvIngestionStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Planned, Complete, Failed, Suspended, TrackingDegraded.
+	// Conditions: Planned, Complete, Failed, Suspended, TrackingDegraded, Blocked.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -556,6 +559,11 @@ type CsvIngestionStatus struct {
 	// Source as planned.
 	// +optional
 	Source *SourceStatus `json:"source,omitempty"`
+
+	// Plan pins the plan the ingestion started with: once set, a missing or different plan
+	// ConfigMap fails the ingestion (reason PlanChanged) instead of planning again.
+	// +optional
+	Plan *PlanFingerprint `json:"plan,omitempty"`
 
 	// Estimate of the work, from the plan.
 	// +optional
@@ -620,6 +628,16 @@ type SourceStatus struct {
 	Key       string `json:"key,omitempty"`
 	SizeBytes int64  `json:"sizeBytes,omitempty"`
 	TotalRows int64  `json:"totalRows,omitempty"`
+}
+
+// PlanFingerprint identifies a plan: the object it was made from and where its chunks start.
+type PlanFingerprint struct {
+	ETag         string `json:"etag"`
+	Rows         int64  `json:"rows"`
+	RowsPerChunk int64  `json:"rowsPerChunk"`
+	Chunks       int32  `json:"chunks"`
+	// OffsetsSHA256 is the hex SHA-256 of the chunk offsets (8-byte little-endian each).
+	OffsetsSHA256 string `json:"offsetsSHA256"`
 }
 
 // Estimate is what the plan expects the ingestion to cost.

@@ -83,7 +83,9 @@ func TestWorstCaseStatusFitsInEtcd(t *testing.T) {
 	now := metav1.NewTime(time.Now().Truncate(time.Second))
 	st := v1alpha1.CsvIngestionStatus{
 		Phase: v1alpha1.PhasePartiallyCompleted, TaskID: strings.Repeat("t", 128), ObservedGeneration: 1,
-		Source:          &v1alpha1.SourceStatus{ETag: `"` + strings.Repeat("e", 64) + `"`, Bucket: "csv-storage", Key: strings.Repeat("k", 1024), SizeBytes: 1 << 40, TotalRows: 50_000_000_000},
+		Source: &v1alpha1.SourceStatus{ETag: `"` + strings.Repeat("e", 64) + `"`, Bucket: "csv-storage", Key: strings.Repeat("k", 1024), SizeBytes: 1 << 40, TotalRows: 50_000_000_000},
+		Plan: &v1alpha1.PlanFingerprint{ETag: `"` + strings.Repeat("e", 64) + `"`, Rows: 50_000_000_000, RowsPerChunk: 1_000_000, Chunks: chunks,
+			OffsetsSHA256: strings.Repeat("0", 64)},
 		Estimate:        &v1alpha1.Estimate{Tokens: 1 << 40, CostUSD: "123456.78", MinDuration: "8760h0m0s", Requests: 1 << 30},
 		Chunks:          v1alpha1.ChunkCounts{Total: chunks, Succeeded: chunks / 2, Failed: chunks / 2},
 		Progress:        fmt.Sprintf("%d/%d", chunks, chunks),

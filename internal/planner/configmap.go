@@ -12,18 +12,18 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
-// ConfigMaps is what the planner needs of the API: one ConfigMap read, created or updated.
+// ConfigMaps is what the planner needs of the API: one ConfigMap created, or read back. Never
+// updated: the plan is immutable once written (the controller pins it), and the worker's Role
+// grants only create and get.
 type ConfigMaps interface {
 	Get(ctx context.Context, namespace, name string) (*corev1.ConfigMap, error)
 	Create(ctx context.Context, cm *corev1.ConfigMap) error
-	Update(ctx context.Context, cm *corev1.ConfigMap) error
 }
 
 // NewKubeClient returns a ConfigMap client for the cluster the planner runs in: in-cluster config
@@ -71,13 +71,10 @@ func (c *configMaps) Create(ctx context.Context, cm *corev1.ConfigMap) error {
 	return c.rc.Post().Namespace(cm.Namespace).Resource("configmaps").Body(cm).Do(ctx).Into(cm)
 }
 
-func (c *configMaps) Update(ctx context.Context, cm *corev1.ConfigMap) error {
-	return c.rc.Put().Namespace(cm.Namespace).Resource("configmaps").Name(cm.Name).Body(cm).Do(ctx).Into(cm)
-}
-
 // PlanConfigMap is the ConfigMap the controller reads the plan from: named <name>-plan, labelled
-// like every child (the controller's cache only holds ConfigMaps labelled role=plan) and owned by
-// the CsvIngestion, so it goes when the ingestion is deleted.
+// like every child (the controller's cache only holds ConfigMaps labelled role=plan; values that
+// are not valid labels are hashed, the full ones annotated), owned by the CsvIngestion so it goes
+// when the ingestion is deleted, and immutable.
 func PlanConfigMap(ing worker.Ingestion, plan *worker.Plan) (*corev1.ConfigMap, error) {
 	if ing.Name == "" || ing.Namespace == "" || ing.UID == "" {
 		return nil, worker.Permanent(worker.ReasonPermanentError,
@@ -92,10 +89,14 @@ func PlanConfigMap(ing worker.Ingestion, plan *worker.Plan) (*corev1.ConfigMap, 
 			Name:      worker.PlanConfigMapName(ing.Name),
 			Namespace: ing.Namespace,
 			Labels: map[string]string{
-				worker.LabelName:   ing.Name,
+				worker.LabelName:   worker.LabelValue(ing.Name),
 				worker.LabelUID:    ing.UID,
-				worker.LabelTaskID: ing.TaskID,
+				worker.LabelTaskID: worker.LabelValue(ing.TaskID),
 				worker.LabelRole:   worker.RolePlan,
+			},
+			Annotations: map[string]string{
+				worker.AnnotationName:   ing.Name,
+				worker.AnnotationTaskID: ing.TaskID,
 			},
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion:         v1alpha1.GroupVersion.String(),
@@ -106,13 +107,16 @@ func PlanConfigMap(ing worker.Ingestion, plan *worker.Plan) (*corev1.ConfigMap, 
 				BlockOwnerDeletion: ptr.To(true),
 			}},
 		},
-		Data: map[string]string{worker.PlanDataKey: data},
+		Data:      map[string]string{worker.PlanDataKey: data},
+		Immutable: ptr.To(true),
 	}, nil
 }
 
-// WritePlanConfigMap creates the plan ConfigMap, or updates it when a previous attempt of the
-// planner already created it for the same ingestion (same owner UID). A ConfigMap of that name
-// owned by anything else is left alone and reported as a permanent error.
+// WritePlanConfigMap creates the plan ConfigMap. When a previous attempt of the planner already
+// created it for the same ingestion (same owner UID) with the same plan, that is success; with
+// another plan (the object changed between attempts) it is a permanent PlanChanged error: the
+// first plan stands and is never rewritten. A ConfigMap of that name owned by anything else is
+// left alone and reported as a permanent error.
 func WritePlanConfigMap(ctx context.Context, c ConfigMaps, ing worker.Ingestion, plan *worker.Plan) error {
 	want, err := PlanConfigMap(ing, plan)
 	if err != nil {
@@ -125,42 +129,33 @@ func WritePlanConfigMap(ctx context.Context, c ConfigMaps, ing worker.Ingestion,
 	if !apierrors.IsAlreadyExists(err) {
 		return classifyAPI(fmt.Sprintf("create ConfigMap %s/%s", want.Namespace, want.Name), err)
 	}
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cur, err := c.Get(ctx, want.Namespace, want.Name)
-		if err != nil {
-			return err
-		}
-		owner := metav1.GetControllerOf(cur)
-		if owner == nil || string(owner.UID) != ing.UID {
-			return worker.Permanent(worker.ReasonPermanentError, fmt.Errorf(
-				"ConfigMap %s/%s exists and is not owned by CsvIngestion %s (uid %s); delete or rename it",
-				cur.Namespace, cur.Name, ing.Name, ing.UID))
-		}
-		if cur.Labels == nil {
-			cur.Labels = map[string]string{}
-		}
-		for k, v := range want.Labels {
-			cur.Labels[k] = v
-		}
-		cur.Data = want.Data
-		cur.BinaryData = nil
-		return c.Update(ctx, cur)
-	})
+	cur, err := c.Get(ctx, want.Namespace, want.Name)
 	if err != nil {
-		if _, ok := worker.AsPermanent(err); ok {
-			return err
-		}
-		return classifyAPI(fmt.Sprintf("update ConfigMap %s/%s", want.Namespace, want.Name), err)
+		return classifyAPI(fmt.Sprintf("get ConfigMap %s/%s", want.Namespace, want.Name), err)
+	}
+	owner := metav1.GetControllerOf(cur)
+	if owner == nil || string(owner.UID) != ing.UID {
+		return worker.Permanent(worker.ReasonPermanentError, fmt.Errorf(
+			"ConfigMap %s/%s exists and is not owned by CsvIngestion %s (uid %s); delete or rename it",
+			cur.Namespace, cur.Name, ing.Name, ing.UID))
+	}
+	if cur.Data[worker.PlanDataKey] != want.Data[worker.PlanDataKey] {
+		return worker.Permanent(ReasonPlanChanged, fmt.Errorf(
+			"ConfigMap %s/%s already holds a different plan from an earlier attempt (the object changed meanwhile?); plans are never rewritten",
+			cur.Namespace, cur.Name))
 	}
 	return nil
 }
+
+// ReasonPlanChanged is the reason of a plan that differs from the one already written.
+const ReasonPlanChanged = "PlanChanged"
 
 // classifyAPI marks API errors that a retry of the planner cannot fix as permanent: missing RBAC,
 // an invalid object, a namespace that is gone.
 func classifyAPI(what string, err error) error {
 	switch {
 	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
-		return worker.Permanent(worker.ReasonUnauthorized, fmt.Errorf("%s: %w (may the worker's service account create and update ConfigMaps?)", what, err))
+		return worker.Permanent(worker.ReasonUnauthorized, fmt.Errorf("%s: %w (may the worker's service account create and get ConfigMaps?)", what, err))
 	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err), apierrors.IsNotFound(err):
 		return worker.Permanent(worker.ReasonPermanentError, fmt.Errorf("%s: %w", what, err))
 	}

@@ -65,16 +65,31 @@ func TestWritePlanConfigMap(t *testing.T) {
 		t.Fatalf("stored plan %+v, %v", got, err)
 	}
 
-	// A retried planner updates its own ConfigMap.
-	plan.ETag = `"def"`
+	if cm.Immutable == nil || !*cm.Immutable {
+		t.Errorf("the plan ConfigMap must be immutable")
+	}
+
+	// A retried planner that finds the same plan is done; one that finds another plan (the
+	// object changed between attempts) must not rewrite it.
 	if err := planner.WritePlanConfigMap(ctx, cms, ing, plan); err != nil {
-		t.Fatalf("update: %v", err)
+		t.Fatalf("same plan again: %v", err)
+	}
+	changed := *plan
+	changed.ETag = `"def"`
+	err = planner.WritePlanConfigMap(ctx, cms, ing, &changed)
+	if p, ok := worker.AsPermanent(err); !ok || p.Reason != planner.ReasonPlanChanged {
+		t.Fatalf("different plan: %v, want a permanent %s error", err, planner.ReasonPlanChanged)
 	}
 	if err := c.Client.Get(ctx, key, &cm); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := worker.DecodePlan(cm.Data[worker.PlanDataKey]); got == nil || got.ETag != `"def"` {
-		t.Fatalf("plan not updated: %s", cm.Data[worker.PlanDataKey])
+	if got, _ := worker.DecodePlan(cm.Data[worker.PlanDataKey]); got == nil || got.ETag != `"abc"` {
+		t.Fatalf("the first plan was rewritten: %s", cm.Data[worker.PlanDataKey])
+	}
+	// The API server itself refuses an edit.
+	cm.Data[worker.PlanDataKey] = "{}"
+	if err := c.Client.Update(ctx, &cm); err == nil {
+		t.Fatalf("an immutable ConfigMap accepted an edit")
 	}
 
 	// Another ingestion of the same name (new UID) must not take over the old one's plan.

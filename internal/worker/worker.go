@@ -74,11 +74,15 @@ func DecodeIngestion(s string) (Ingestion, error) {
 	return in, nil
 }
 
-// Names of children, deterministic so a restarted controller finds what it created.
-func PlanJobName(ingestion string) string       { return ingestion + "-plan" }
-func PlanConfigMapName(ingestion string) string { return ingestion + "-plan" }
+// Names of children, deterministic so a restarted controller finds what it created. Job names
+// must fit a label value (63 characters, the Job controller labels pods with them); ConfigMap
+// names may be DNS subdomains (253). A longer name is cut and given a hash of the whole.
+func PlanJobName(ingestion string) string { return BoundedName(ingestion, "-plan", MaxJobName) }
+func PlanConfigMapName(ingestion string) string {
+	return BoundedName(ingestion, "-plan", MaxConfigMapName)
+}
 func ChunkJobName(ingestion string, index int) string {
-	return fmt.Sprintf("%s-chunk-%d", ingestion, index)
+	return BoundedName(ingestion, fmt.Sprintf("-chunk-%d", index), MaxJobName)
 }
 
 // Labels on every child (DESIGN §2).
@@ -91,6 +95,15 @@ const (
 
 	RolePlan  = "plan"
 	RoleChunk = "chunk"
+
+	// AnnotationName and AnnotationTaskID keep the full values when the labels had to be hashed
+	// (a label value is at most 63 characters from a restricted set; a taskID may hold ':').
+	AnnotationName   = "ingestion.vectordb.io/name"
+	AnnotationTaskID = "ingestion.vectordb.io/task-id"
+
+	// FinalizerOutcome holds a worker pod until the controller has recorded its outcome (the
+	// termination message), so neither PodGC nor a Job's deletion can lose it.
+	FinalizerOutcome = "ingestion.vectordb.io/outcome"
 )
 
 // PlanDataKey is the ConfigMap key holding the plan JSON.

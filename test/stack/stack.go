@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -76,6 +77,10 @@ type Stack struct {
 	Runner   *podrunner.Runner
 	Tasks    *tasktable.Client
 	WorkDir  string
+	// DynamoDB is the manager's way to dynalite: cut it to make the task table unreachable.
+	DynamoDB *Proxy
+	// ManagerArgs are added to the manager's flags at its next start (later flags win).
+	ManagerArgs []string
 
 	// Manager endpoints.
 	HTTPAddr, MetricsAddr, ProbeAddr string
@@ -123,6 +128,9 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 		return s, fmt.Errorf("task table: %w", err)
 	}
 	s.Tasks = tasktable.NewFromAPI(s.Dynalite.Client(), TaskTable)
+	if s.DynamoDB, err = NewProxy(strings.TrimPrefix(s.Dynalite.Endpoint, "http://")); err != nil {
+		return s, fmt.Errorf("dynamodb proxy: %w", err)
+	}
 	if s.OpenAI, err = openai.Start(openai.Options{APIKeys: []string{OpenAIKey}, RPM: o.RPM, TPM: o.TPM,
 		Latency: o.OpenAILatency, CountTokens: o.FakeTokenCounter}); err != nil {
 		return s, fmt.Errorf("openai fake: %w", err)
@@ -178,7 +186,7 @@ func (s *Stack) StartManager(ctx context.Context) error {
 		"--metrics-bind-address=" + s.MetricsAddr,
 		"--health-probe-bind-address=" + s.ProbeAddr,
 		"--http-bind-address=" + s.HTTPAddr,
-		"--dynamodb-endpoint=" + s.Dynalite.Endpoint,
+		"--dynamodb-endpoint=http://" + s.DynamoDB.Addr,
 		"--api-keys-path=" + filepath.Join(s.WorkDir, "api-keys"),
 		"--api-namespace=default",
 		"--api-bucket=" + Bucket,
@@ -190,6 +198,7 @@ func (s *Stack) StartManager(ctx context.Context) error {
 		"--api-dead-letter-prefix=failed/",
 		"--job-ttl=1h",
 	}
+	args = append(args, s.ManagerArgs...)
 	cmd := exec.Command(filepath.Join(harness.BinDir(), "manager"), args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+s.Cluster.Kubeconfig, "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local", "AWS_REGION=us-east-1")
 	if s.mgrLog == nil {
@@ -280,6 +289,9 @@ func (s *Stack) Stop() {
 	if s.Pinecone != nil {
 		s.Pinecone.Close()
 	}
+	if s.DynamoDB != nil {
+		s.DynamoDB.Close()
+	}
 	if s.Dynalite != nil {
 		s.Dynalite.Stop()
 	}
@@ -318,7 +330,7 @@ func (s *Stack) PrepareNamespace(ctx context.Context, ns string) error {
 		secret("s3-creds", map[string]string{"AWS_ACCESS_KEY_ID": s.MinIO.AccessKey, "AWS_SECRET_ACCESS_KEY": s.MinIO.SecretKey}),
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "vectordb-embedder", Namespace: ns}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "vectordb-embedder", Namespace: ns}, Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "create", "update", "patch"}}}},
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "create"}}}},
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "vectordb-embedder", Namespace: ns},
 			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "vectordb-embedder"},
 			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "vectordb-embedder", Namespace: ns}}},

@@ -1,0 +1,253 @@
+package controllers
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/ranges"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+)
+
+// Table-driven tests of the pure decisions of a pass: what a finished chunk records, which
+// chunks start, how a run ends, whether the plan is still the pinned one.
+
+func pod(phase corev1.PodPhase, created int, res *worker.Result, finalizer bool) *corev1.Pod {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{CreationTimestamp: metav1.NewTime(time.Unix(int64(created), 0))},
+		Status: corev1.PodStatus{Phase: phase}}
+	if finalizer {
+		p.Finalizers = []string{worker.FinalizerOutcome}
+	}
+	if res != nil {
+		code := int32(0)
+		if phase == corev1.PodFailed {
+			code = 1
+		}
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: containerName, State: corev1.ContainerState{
+			Terminated: &corev1.ContainerStateTerminated{ExitCode: code, Message: string(res.Encode())}}}}
+	}
+	return p
+}
+
+func job(conds ...batchv1.JobCondition) *batchv1.Job {
+	return &batchv1.Job{Status: batchv1.JobStatus{Conditions: conds}}
+}
+
+var (
+	complete = batchv1.JobCondition{Type: batchv1.JobComplete, Status: corev1.ConditionTrue}
+	backoff  = batchv1.JobCondition{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: batchv1.JobReasonBackoffLimitExceeded, Message: "Job has reached the specified backoff limit"}
+	policy   = batchv1.JobCondition{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: batchv1.JobReasonPodFailurePolicy, Message: "container embedder exited with 42"}
+)
+
+func TestJudgeChunk(t *testing.T) {
+	now := time.Unix(10000, 0)
+	justNow := metav1.NewTime(now.Add(-2 * time.Second))
+	longAgo := metav1.NewTime(now.Add(-time.Hour))
+	ok := &worker.Result{Processed: 100, VectorsUpserted: 100, Tokens: 1500, Requests: 1}
+	failedAttempt := &worker.Result{Error: "pinecone: unavailable", Tokens: 700, Requests: 3, Retries: 2}
+	for _, tc := range []struct {
+		name      string
+		job       *batchv1.Job
+		pods      []*corev1.Pod
+		finished  *metav1.Time
+		wantWait  bool
+		wantOK    bool
+		wantCount worker.Result // processed, failed, skipped, vectors
+		wantUsage worker.Result // tokens, requests, retries
+		reason    string
+		permanent bool
+		warns     bool
+	}{
+		{name: "succeeded with result", job: job(complete), pods: []*corev1.Pod{pod(corev1.PodSucceeded, 1, ok, true)},
+			finished: &longAgo, wantOK: true, wantCount: worker.Result{Processed: 100, VectorsUpserted: 100},
+			wantUsage: worker.Result{Tokens: 1500, Requests: 1}},
+		{name: "failed attempts before a success are paid for", job: job(complete),
+			pods:     []*corev1.Pod{pod(corev1.PodFailed, 1, failedAttempt, true), pod(corev1.PodFailed, 2, failedAttempt, true), pod(corev1.PodSucceeded, 3, ok, true)},
+			finished: &longAgo, wantOK: true, wantCount: worker.Result{Processed: 100, VectorsUpserted: 100},
+			wantUsage: worker.Result{Tokens: 2900, Requests: 7, Retries: 4}},
+		{name: "result not in the cache yet: wait", job: job(complete), pods: []*corev1.Pod{pod(corev1.PodSucceeded, 1, nil, true)},
+			finished: &justNow, wantWait: true},
+		{name: "pods gone past the grace: unknown, never processed", job: job(complete), finished: &longAgo,
+			wantCount: worker.Result{Failed: 100}, reason: ReasonOutcomeUnknown},
+		{name: "over-reported counts are cut to the chunk", job: job(complete),
+			pods:     []*corev1.Pod{pod(corev1.PodSucceeded, 1, &worker.Result{Processed: 150, Failed: 5, VectorsUpserted: 150}, true)},
+			finished: &longAgo, wantOK: true, wantCount: worker.Result{Processed: 95, Failed: 5, VectorsUpserted: 100}, warns: true},
+		{name: "unaccounted rows count as failed", job: job(complete),
+			pods:     []*corev1.Pod{pod(corev1.PodSucceeded, 1, &worker.Result{Processed: 90, VectorsUpserted: 90}, true)},
+			finished: &longAgo, wantOK: true, wantCount: worker.Result{Processed: 90, Failed: 10, VectorsUpserted: 90}, warns: true},
+		{name: "negative counts are zero", job: job(complete),
+			pods:     []*corev1.Pod{pod(corev1.PodSucceeded, 1, &worker.Result{Processed: 100, Failed: -3, VectorsUpserted: -1}, true)},
+			finished: &longAgo, wantOK: true, wantCount: worker.Result{Processed: 100}, warns: true},
+		{name: "out of retries: every row failed, usage of all attempts", job: job(backoff),
+			pods:     []*corev1.Pod{pod(corev1.PodFailed, 1, failedAttempt, true), pod(corev1.PodFailed, 2, failedAttempt, true)},
+			finished: &longAgo, wantCount: worker.Result{Failed: 100}, wantUsage: worker.Result{Tokens: 1400, Requests: 6, Retries: 4},
+			reason: batchv1.JobReasonBackoffLimitExceeded},
+		{name: "permanent exit", job: job(policy),
+			pods:     []*corev1.Pod{pod(corev1.PodFailed, 1, &worker.Result{Reason: worker.ReasonUnauthorized, Error: "401"}, true)},
+			finished: &longAgo, wantCount: worker.Result{Failed: 100}, reason: worker.ReasonUnauthorized, permanent: true},
+		{name: "running", job: job(), pods: []*corev1.Pod{pod(corev1.PodRunning, 1, nil, true)}, wantWait: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := describeJob(tc.job, tc.pods)
+			v := judgeChunk(c, 100, tc.finished, now)
+			if v.wait != tc.wantWait {
+				t.Fatalf("wait = %v, want %v", v.wait, tc.wantWait)
+			}
+			if tc.wantWait {
+				return
+			}
+			if v.succeeded != tc.wantOK || v.reason != tc.reason || v.permanent != tc.permanent || (v.warning != "") != tc.warns {
+				t.Errorf("verdict %+v", v)
+			}
+			got := worker.Result{Processed: v.res.Processed, Failed: v.res.Failed, Skipped: v.res.Skipped, VectorsUpserted: v.res.VectorsUpserted}
+			if got.Processed != tc.wantCount.Processed || got.Failed != tc.wantCount.Failed || got.VectorsUpserted != tc.wantCount.VectorsUpserted {
+				t.Errorf("counts %+v, want %+v", got, tc.wantCount)
+			}
+			if v.res.Processed+v.res.Failed+v.res.Skipped != 100 {
+				t.Errorf("counts add up to %d for a chunk of 100 rows", v.res.Processed+v.res.Failed+v.res.Skipped)
+			}
+			if c.usage.Tokens != tc.wantUsage.Tokens || c.usage.Requests != tc.wantUsage.Requests || c.usage.Retries != tc.wantUsage.Retries {
+				t.Errorf("usage %+v, want %+v", c.usage, tc.wantUsage)
+			}
+			out := outcomeOf(3, worker.ChunkArgs{FirstRow: 300, Rows: 100}, v)
+			if out.StartRow != 300 || out.EndRow != 399 || (out.Status == "completed") != tc.wantOK || (!tc.wantOK && !strings.HasPrefix(out.Error, tc.reason)) {
+				t.Errorf("task-table entry %+v", out)
+			}
+		})
+	}
+}
+
+func TestNextChunks(t *testing.T) {
+	set := func(s string) func(int) bool {
+		r, err := ranges.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Has
+	}
+	for _, tc := range []struct {
+		name             string
+		total, room      int
+		recorded, hasJob string
+		want             []int
+	}{
+		{"fresh", 10, 4, "", "", []int{0, 1, 2, 3}},
+		{"lowest gaps first", 10, 3, "0-2,5", "3", []int{4, 6, 7}},
+		{"no room", 10, 0, "", "", nil},
+		{"all done", 5, 4, "0-4", "", nil},
+		{"tail", 5, 4, "0-2", "3", []int{4}},
+		{"never more than room", 100, 2, "", "", []int{0, 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := nextChunks(tc.total, tc.room, set(tc.recorded), set(tc.hasJob))
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("nextChunks = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestOutcomePhase(t *testing.T) {
+	for _, tc := range []struct {
+		name                          string
+		total, finished, failedChunks int
+		failedRows                    int64
+		budget                        float64
+		permanent                     bool
+		want                          v1alpha1.Phase
+		reason                        string
+	}{
+		{"running", 10, 4, 0, 0, 100, false, "", ""},
+		{"all good", 10, 10, 0, 0, 100, false, v1alpha1.PhaseCompleted, "Completed"},
+		{"some rows failed within budget", 10, 10, 0, 5, 100, false, v1alpha1.PhasePartiallyCompleted, "PartiallyCompleted"},
+		{"a failed chunk within budget", 10, 10, 1, 100, 100, false, v1alpha1.PhasePartiallyCompleted, "PartiallyCompleted"},
+		{"over budget before the end", 10, 3, 0, 101, 100, false, v1alpha1.PhaseFailed, "TooManyFailedRows"},
+		{"permanent wins", 10, 10, 1, 0, 100, true, v1alpha1.PhaseFailed, "Permanent"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, reason := outcomePhase(tc.total, tc.finished, tc.failedChunks, tc.failedRows, tc.budget, tc.permanent)
+			if got != tc.want || reason != tc.reason {
+				t.Errorf("outcomePhase = %s/%s, want %s/%s", got, reason, tc.want, tc.reason)
+			}
+		})
+	}
+}
+
+func TestCheckPlan(t *testing.T) {
+	plan := &worker.Plan{ETag: `"e1"`, TotalRows: 300, RowsPerChunk: 100, Offsets: []int64{10, 110, 210, 310}}
+	moved := *plan
+	moved.Offsets = []int64{10, 120, 210, 310}
+	reExported := *plan
+	reExported.ETag = `"e2"`
+	pinned := fingerprint(plan)
+	for _, tc := range []struct {
+		name    string
+		pinned  *v1alpha1.PlanFingerprint
+		kids    children
+		ok      bool
+		problem string
+	}{
+		{"nothing pinned, no plan yet", nil, children{}, true, ""},
+		{"nothing pinned, a plan", nil, children{planFound: true, plan: plan}, true, ""},
+		{"same plan", pinned, children{planFound: true, plan: plan}, true, ""},
+		{"deleted", pinned, children{}, false, "deleted"},
+		{"unusable", pinned, children{planFound: true, planErr: errString("decode plan: bad")}, false, "unusable"},
+		{"offsets moved", pinned, children{planFound: true, plan: &moved}, false, "changed"},
+		{"object re-exported", pinned, children{planFound: true, plan: &reExported}, false, `etag "e2"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ok, problem := checkPlan(tc.pinned, &tc.kids)
+			if ok != tc.ok || !strings.Contains(problem, tc.problem) {
+				t.Errorf("checkPlan = %v %q, want %v containing %q", ok, problem, tc.ok, tc.problem)
+			}
+		})
+	}
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
+
+func TestChunkIndexOf(t *testing.T) {
+	long := strings.Repeat("n", 63)
+	for _, tc := range []struct {
+		ing, job string
+		idx      int
+		ok       bool
+	}{
+		{"q239", "q239-chunk-12", 12, true},
+		{"q239", "q239-plan", 0, false},
+		{"q239", "q239-chunk-x", 0, false},
+		{"q", "q-plan", 0, false}, // shorter than "-chunk-": once a slice-bounds panic
+		{long, worker.ChunkJobName(long, 100), 100, true},
+		{long, worker.PlanJobName(long), 0, false},
+		{"q239", "other-chunk-1", 0, false},
+	} {
+		idx, ok := chunkIndexOf(tc.ing, tc.job)
+		if idx != tc.idx || ok != tc.ok {
+			t.Errorf("chunkIndexOf(%q, %q) = %d %v, want %d %v", tc.ing, tc.job, idx, ok, tc.idx, tc.ok)
+		}
+	}
+}
+
+func TestBlockedBackoff(t *testing.T) {
+	r := &Reconciler{blockedRetries: map[types.UID]int{}}
+	var got []time.Duration
+	for i := 0; i < 7; i++ {
+		got = append(got, r.blockedBackoff("u", true))
+	}
+	want := []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second, 30 * time.Second}
+	if !slices.Equal(got, want) {
+		t.Errorf("backoff %v, want %v", got, want)
+	}
+	if d := r.blockedBackoff("u", false); d != 0 || r.blockedBackoff("u", true) != 2*time.Second {
+		t.Errorf("an unblocked pass must reset the backoff")
+	}
+}

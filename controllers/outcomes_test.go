@@ -1,0 +1,291 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/controllers"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+)
+
+// An admission policy refuses chunk Jobs: the ingestion says so (Blocked, with the server's
+// message, and a Warning event), keeps retrying, and clears the condition once the policy goes.
+func TestRefusedCreateIsBlockedThenClears(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-chunks-" + ns},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"batch"}, APIVersions: []string{"v1"}, Resources: []string{"jobs"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: `!has(object.metadata.labels) || !('ingestion.vectordb.io/role' in object.metadata.labels) || object.metadata.labels['ingestion.vectordb.io/role'] != 'chunk'`,
+				Message:    "chunk Jobs are not allowed here by policy",
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-chunks-" + ns},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
+		},
+	}
+	for _, o := range []client.Object{policy, binding} {
+		if err := cluster.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_ = cluster.Client.Delete(ctx, binding)
+		_ = cluster.Client.Delete(ctx, policy)
+	})
+	// The policy is enforced once the API server has loaded it.
+	eventually(t, "policy enforced", 30*time.Second, func() (bool, string) {
+		j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: ns, Labels: map[string]string{worker.LabelRole: worker.RoleChunk}},
+			Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+				Containers: []corev1.Container{{Name: "c", Image: "x"}}}}}}
+		err := cluster.Client.Create(ctx, j, client.DryRunAll)
+		return err != nil && strings.Contains(err.Error(), "not allowed here by policy"), fmt.Sprint(err)
+	})
+
+	startManager(t, nil, ns)
+	obj := create(t, newIngestion(ns, "blocked", nil))
+	waitPhase(t, obj, v1alpha1.PhasePlanning)
+	writePlan(t, obj, 3000, 1000)
+	var cond *metav1.Condition
+	eventually(t, "Blocked", 30*time.Second, func() (bool, string) {
+		cond = meta.FindStatusCondition(get(t, obj).Status.Conditions, v1alpha1.ConditionBlocked)
+		return cond != nil && cond.Status == metav1.ConditionTrue, fmt.Sprintf("%+v", cond)
+	})
+	if !strings.Contains(cond.Message, "not allowed here by policy") || !strings.Contains(cond.Message, "create chunk Job blocked-chunk-0") {
+		t.Errorf("Blocked message %q must carry the server's message and what was refused", cond.Message)
+	}
+	wantEvents(t, obj, "Blocked")
+	if n := len(listJobs(t, obj, worker.RoleChunk)); n != 0 {
+		t.Fatalf("%d chunk jobs exist despite the policy", n)
+	}
+
+	if err := cluster.Client.Delete(ctx, binding); err != nil {
+		t.Fatal(err)
+	}
+	final := drive(t, obj, 1000, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" }, nil)
+	if final.Status.Phase != v1alpha1.PhaseCompleted {
+		t.Fatalf("status %s", mustJSON(final.Status))
+	}
+	if c := meta.FindStatusCondition(final.Status.Conditions, v1alpha1.ConditionBlocked); c == nil || c.Status != metav1.ConditionFalse {
+		t.Errorf("Blocked condition after the policy went: %+v", c)
+	}
+	wantEvents(t, obj, "Unblocked")
+}
+
+// The plan is pinned: deleting it mid-run fails the ingestion PlanChanged instead of planning
+// again, and no planner Job is created a second time.
+func TestPlanDeletedMidRunFailsPlanChanged(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t, nil, ns)
+	obj := create(t, newIngestion(ns, "pinned", nil))
+	planner := waitJob(t, ns, worker.PlanJobName(obj.Name))
+	waitPhase(t, obj, v1alpha1.PhasePlanning)
+	writePlan(t, obj, 5000, 1000)
+	first := waitJob(t, ns, worker.ChunkJobName(obj.Name, 0))
+	finishJob(t, first, okResult(1000), 0, "")
+	eventually(t, "one chunk recorded", 15*time.Second, func() (bool, string) {
+		cur := get(t, obj)
+		return cur.Status.Chunks.Succeeded == 1 && cur.Status.Plan != nil, mustJSON(cur.Status.Plan)
+	})
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: worker.PlanConfigMapName(obj.Name), Namespace: ns}}
+	if err := cluster.Client.Delete(context.Background(), cm); err != nil {
+		t.Fatal(err)
+	}
+	final := waitPhase(t, obj, v1alpha1.PhaseFailed)
+	c := meta.FindStatusCondition(final.Status.Conditions, v1alpha1.ConditionFailed)
+	if c == nil || c.Reason != controllers.ReasonPlanChanged || !strings.Contains(c.Message, "deleted after planning") {
+		t.Fatalf("Failed condition %+v", c)
+	}
+	if final.Status.CompletedChunks != "0" || final.Status.Records.Processed != 1000 {
+		t.Errorf("the recorded chunk must stay recorded: %s", mustJSON(final.Status))
+	}
+	time.Sleep(time.Second)
+	// The first planner (still running here, as the test wrote the plan itself) is stopped with
+	// the rest; none is created again.
+	for _, j := range listJobs(t, obj, worker.RolePlan) {
+		if j.UID != planner.UID && j.DeletionTimestamp.IsZero() {
+			t.Errorf("a second planner job %s was created", j.Name)
+		}
+	}
+	eventually(t, "running chunks stopped", 15*time.Second, func() (bool, string) {
+		n := len(runningChunkJobs(t, obj))
+		return n == 0, fmt.Sprintf("%d running", n)
+	})
+	eventually(t, "task item failed with the recorded chunk", 15*time.Second, func() (bool, string) {
+		item, chunks := taskItem(t, obj.Spec.TaskID)
+		return item.Status == "failed" && len(chunks) == 1 && chunks["chunk_0000"].Status == "completed", fmt.Sprintf("%+v %v", item, chunks)
+	})
+}
+
+// Usage of every attempt counts, a worker's counts are bounded by its chunk, and a succeeded Job
+// whose pods are gone is recorded as failed (OutcomeUnknown), never as processed.
+func TestOutcomesAreCountedHonestly(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t, nil, ns)
+	obj := create(t, newIngestion(ns, "honest", func(o *v1alpha1.CsvIngestion) {
+		o.Spec.Chunking.MaxFailedRowsPercent = 50
+		o.Spec.Chunking.Parallelism = 3
+	}))
+	waitPhase(t, obj, v1alpha1.PhasePlanning)
+	writePlan(t, obj, 3000, 1000)
+	var jobs [3]*batchv1.Job
+	for i := range jobs {
+		jobs[i] = waitJob(t, ns, worker.ChunkJobName(obj.Name, i))
+	}
+	// Chunk 0: two failed attempts (paid for) before a success.
+	for range 2 {
+		failAttempt(t, jobs[0], worker.Result{Role: "chunk", Error: "pinecone: unavailable", Tokens: 500, Requests: 2, Retries: 1})
+	}
+	finishJob(t, jobs[0], okResult(1000), 0, "")
+	// Chunk 1: a worker that claims more than its chunk.
+	over := okResult(1000)
+	over.Processed, over.VectorsUpserted = 1200, 1200
+	finishJob(t, jobs[1], over, 0, "")
+	// Chunk 2: the Job says Complete, but no pod (and no message) is left.
+	now := metav1.Now()
+	j := getJob(t, ns, jobs[2].Name)
+	j.Status.StartTime = &now
+	j.Status.Succeeded = 1
+	j.Status.CompletionTime = &now
+	j.Status.Conditions = append(j.Status.Conditions,
+		batchv1.JobCondition{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, LastTransitionTime: now, LastProbeTime: now},
+		batchv1.JobCondition{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, LastTransitionTime: now, LastProbeTime: now})
+	if err := cluster.Client.Status().Update(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+	var final *v1alpha1.CsvIngestion
+	eventually(t, "terminal (after the 20 s result grace)", 60*time.Second, func() (bool, string) {
+		final = get(t, obj)
+		return final.Status.Phase.Terminal(), final.Status.Message
+	})
+	st := final.Status
+	if st.Phase != v1alpha1.PhasePartiallyCompleted || st.Records.Processed != 2000 || st.Records.Failed != 1000 ||
+		st.CompletedChunks != "0-1" || st.FailedChunkIndexes != "2" {
+		t.Fatalf("status %s", mustJSON(st))
+	}
+	if len(st.FailedChunks) != 1 || st.FailedChunks[0].Reason != controllers.ReasonOutcomeUnknown {
+		t.Errorf("failedChunks %+v", st.FailedChunks)
+	}
+	// Tokens: two failed attempts (500 each) + chunk 0's success + chunk 1's success.
+	if st.Usage == nil || st.Usage.Tokens != 1000+2*150000 || st.Usage.Requests != 4+2 || st.Usage.VectorsUpserted != 2000 {
+		t.Errorf("usage %+v", st.Usage)
+	}
+	wantEvents(t, obj, "ChunkCountsAdjusted", "ChunkFailed")
+	// Every pod's outcome was read, so none is held any more.
+	eventually(t, "pods released", 15*time.Second, func() (bool, string) {
+		for _, p := range listPods(t, obj) {
+			if slices.Contains(p.Finalizers, worker.FinalizerOutcome) {
+				return false, p.Name
+			}
+		}
+		return true, ""
+	})
+}
+
+// Chunks that finished while the manager was away are recorded when it comes back to a cancel.
+func TestCancelRecordsFinishedChunks(t *testing.T) {
+	ns := newNamespace(t)
+	stop := startManager(t, nil, ns)
+	obj := create(t, newIngestion(ns, "cancelrec", func(o *v1alpha1.CsvIngestion) { o.Spec.Chunking.Parallelism = 2 }))
+	waitPhase(t, obj, v1alpha1.PhasePlanning)
+	writePlan(t, obj, 5000, 1000)
+	eventually(t, "2 running", 15*time.Second, func() (bool, string) { return len(runningChunkJobs(t, obj)) == 2, "" })
+	stop()
+	for _, j := range runningChunkJobs(t, obj) {
+		finishJob(t, &j, okResult(1000), 0, "")
+	}
+	update(t, obj, func(o *v1alpha1.CsvIngestion) { o.Spec.Cancel = true })
+	startManager(t, nil, ns)
+	final := waitPhase(t, obj, v1alpha1.PhaseCancelled)
+	if final.Status.CompletedChunks != "0-1" || final.Status.Records.Processed != 2000 {
+		t.Fatalf("cancel must record the chunks that finished: %s", mustJSON(final.Status))
+	}
+	eventually(t, "task item cancelled with both chunks", 15*time.Second, func() (bool, string) {
+		item, chunks := taskItem(t, obj.Spec.TaskID)
+		return item.Status == "cancelled" && len(chunks) == 2, fmt.Sprintf("%+v %v", item, chunks)
+	})
+}
+
+// A 63-character name and a taskID with ':' give valid Job names and labels, full values in
+// annotations, and a run to Completed.
+func TestAwkwardNamesRunToCompleted(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t, nil, ns)
+	name := "q239-" + strings.Repeat("x", 63-len("q239-")-len("-2025-01-10")) + "-2025-01-10"
+	obj := create(t, newIngestion(ns, name, func(o *v1alpha1.CsvIngestion) {
+		o.Spec.TaskID = "q239:2025-01-10-" + ns
+		o.Spec.Chunking.Parallelism = 2
+	}))
+	planner := waitJob(t, ns, worker.PlanJobName(name))
+	if len(planner.Name) > 63 || planner.Annotations[worker.AnnotationTaskID] != obj.Spec.TaskID ||
+		planner.Labels[worker.LabelTaskID] != worker.LabelValue(obj.Spec.TaskID) {
+		t.Errorf("planner %s labels %v annotations %v", planner.Name, planner.Labels, planner.Annotations)
+	}
+	waitPhase(t, obj, v1alpha1.PhasePlanning)
+	writePlan(t, obj, 3000, 1000)
+	var jobs batchv1.JobList
+	eventually(t, "chunk jobs", 15*time.Second, func() (bool, string) {
+		if err := cluster.Client.List(context.Background(), &jobs, client.InNamespace(ns),
+			client.MatchingLabels{worker.LabelRole: worker.RoleChunk}); err != nil {
+			return false, err.Error()
+		}
+		return len(jobs.Items) > 0, ""
+	})
+	for _, j := range jobs.Items {
+		if len(j.Name) > 63 || j.Annotations[worker.AnnotationName] != name {
+			t.Errorf("job %s (%d chars), annotations %v", j.Name, len(j.Name), j.Annotations)
+		}
+	}
+	for n := 0; n < 3; n++ {
+		var next *batchv1.Job
+		eventually(t, "a running chunk", 15*time.Second, func() (bool, string) {
+			if err := cluster.Client.List(context.Background(), &jobs, client.InNamespace(ns),
+				client.MatchingLabels{worker.LabelRole: worker.RoleChunk}); err != nil {
+				return false, err.Error()
+			}
+			for i := range jobs.Items {
+				if !finished(&jobs.Items[i]) {
+					next = &jobs.Items[i]
+					return true, ""
+				}
+			}
+			return false, ""
+		})
+		finishJob(t, next, okResult(1000), 0, "")
+	}
+	final := waitPhase(t, obj, v1alpha1.PhaseCompleted)
+	if final.Status.Records.Processed != 3000 {
+		t.Fatalf("status %s", mustJSON(final.Status))
+	}
+	eventually(t, "task item under the full taskID", 15*time.Second, func() (bool, string) {
+		item, chunks := taskItem(t, obj.Spec.TaskID)
+		return item.Status == "completed" && len(chunks) == 3, fmt.Sprintf("%+v", item)
+	})
+}
