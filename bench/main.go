@@ -28,6 +28,7 @@ func main() {
 	flag.DurationVar(&c.OldFor, "old-for", c.OldFor, "how long the one-input-per-request run is measured")
 	flag.IntVar(&c.PipelineRows, "pipeline-rows", c.PipelineRows, "rows through one embedder with instant fakes")
 	flag.IntVar(&c.ManagerChunks, "manager-chunks", c.ManagerChunks, "chunks of the manager run")
+	flag.DurationVar(&c.ManagerTimeout, "manager-timeout", c.ManagerTimeout, "bound of the manager run (the figures then cover the chunks that finished)")
 	mem := flag.String("mem-rows", "10000,1000000", "rows of the embedder memory runs, comma separated")
 	skip := flag.String("skip", "", "phases to leave out, comma separated: efficiency, old, manager, pipeline")
 	managerOnly := flag.Bool("manager-only", false, "measure only the manager at scale and replace just its section of -out")
