@@ -8,7 +8,7 @@ import (
 
 // jobChangePredicate lets through every create, delete and generic event of an owned Job, and
 // only those updates that change what a pass reads of it: its conditions, its active, succeeded
-// and failed counts, its suspension, or its deletion. The Job controller also writes ready counts,
+// and failed counts, its suspension, its TTL (set once the chunk is recorded), or its deletion. The Job controller also writes ready counts,
 // uncounted-pod bookkeeping and probe times; waking every ingestion's pass for those would make
 // the cost of a run grow with its pods' chatter instead of with its outcomes.
 var jobChangePredicate = predicate.Funcs{
@@ -28,6 +28,10 @@ func jobChanged(old, cur *batchv1.Job) bool {
 		return true
 	}
 	if suspended(old) != suspended(cur) {
+		return true
+	}
+	// The TTL marks a recorded chunk's Job as released (set by the controller after recording).
+	if (old.Spec.TTLSecondsAfterFinished == nil) != (cur.Spec.TTLSecondsAfterFinished == nil) {
 		return true
 	}
 	o, n := &old.Status, &cur.Status

@@ -52,6 +52,7 @@ func TestJobChangePredicate(t *testing.T) {
 		{"a condition's reason", func(j *batchv1.Job) { j.Status.Conditions[0].Reason = "Other" }, true},
 		{"a condition's message", func(j *batchv1.Job) { j.Status.Conditions[0].Message = "now explained" }, true},
 		{"suspended", func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) }, true},
+		{"TTL set after recording", func(j *batchv1.Job) { j.Spec.TTLSecondsAfterFinished = ptr.To[int32](3600) }, true},
 		{"deletion", func(j *batchv1.Job) { now := metav1.Now(); j.DeletionTimestamp = &now }, true},
 	}
 	for _, tc := range cases {
