@@ -303,10 +303,10 @@ func (r *Reconciler) finishTerminal(ctx context.Context, obj *v1alpha1.CsvIngest
 		}
 		msg := fmt.Sprintf("the final state (%s) could not be written to the task table for %s; task item %s is stale: %v",
 			obj.Status.Phase, waited.Round(time.Second), obj.EffectiveTaskID(), mirrorErr)
-		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, "TaskItemStale", "Track", "%s", msg)
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonTaskItemStale, "Track", "%s", msg)
 		if obj.DeletionTimestamp.IsZero() {
 			meta.SetStatusCondition(&obj.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionTrackingDegraded,
-				Status: metav1.ConditionTrue, Reason: "TaskItemStale", Message: truncate(msg, 1000), ObservedGeneration: obj.Generation})
+				Status: metav1.ConditionTrue, Reason: ReasonTaskItemStale, Message: truncate(msg, 1000), ObservedGeneration: obj.Generation})
 			if err := r.Status().Update(ctx, obj); err != nil {
 				return ctrl.Result{}, client.IgnoreNotFound(err)
 			}

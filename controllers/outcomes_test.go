@@ -289,3 +289,42 @@ func TestAwkwardNamesRunToCompleted(t *testing.T) {
 		return item.Status == "completed" && len(chunks) == 3, fmt.Sprintf("%+v", item)
 	})
 }
+
+// A finished ingestion keeps its finalizer while its final state cannot reach the task table,
+// for at most the finalizer timeout; then a Warning event and the TrackingDegraded condition say
+// the item is stale, the finalizer goes and the Jobs are released.
+func TestUnwritableFinalStateMarksTaskItemStale(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t, nil, ns)
+	obj := create(t, newIngestion(ns, "stale", func(o *v1alpha1.CsvIngestion) {
+		o.Spec.Tracking.DynamoDB.Table = "no-such-table"
+		o.Spec.Chunking.Parallelism = 2
+	}))
+	waitPhase(t, obj, v1alpha1.PhasePlanning)
+	writePlan(t, obj, 2000, 1000)
+	final := drive(t, obj, 1000, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" }, nil)
+	if final.Status.Phase != v1alpha1.PhaseCompleted {
+		t.Fatalf("status %s", mustJSON(final.Status))
+	}
+	// Jobs are not released while their entries cannot be written.
+	for _, j := range listJobs(t, obj, worker.RoleChunk) {
+		if j.Spec.TTLSecondsAfterFinished != nil && slices.Contains(get(t, obj).Finalizers, controllers.FinalizerTaskCancel) {
+			t.Errorf("job %s released before its entry reached the task table", j.Name)
+		}
+	}
+	eventually(t, "stale after the finalizer timeout (5 s)", 30*time.Second, func() (bool, string) {
+		cur := get(t, obj)
+		c := meta.FindStatusCondition(cur.Status.Conditions, v1alpha1.ConditionTrackingDegraded)
+		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == "TaskItemStale" &&
+			!slices.Contains(cur.Finalizers, controllers.FinalizerTaskCancel), fmt.Sprintf("%+v %v", c, cur.Finalizers)
+	})
+	wantEvents(t, obj, "TaskItemStale")
+	eventually(t, "jobs released after giving up", 30*time.Second, func() (bool, string) {
+		for _, j := range listJobs(t, obj, worker.RoleChunk) {
+			if j.Spec.TTLSecondsAfterFinished == nil {
+				return false, j.Name
+			}
+		}
+		return true, ""
+	})
+}

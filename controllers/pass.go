@@ -232,6 +232,7 @@ const (
 	ReasonPlanChanged    = "PlanChanged"
 	ReasonOutcomeUnknown = "OutcomeUnknown"
 	ReasonBlocked        = "Blocked"
+	ReasonTaskItemStale  = "TaskItemStale"
 )
 
 // verdict is what one finished chunk adds to the status.
@@ -680,6 +681,10 @@ func (p *pass) trackingCondition() {
 	p.r.mu.Lock()
 	err := p.r.trackErr[p.obj.UID]
 	p.r.mu.Unlock()
+	cur := meta.FindStatusCondition(p.status.Conditions, v1alpha1.ConditionTrackingDegraded)
+	if err != nil && cur != nil && cur.Status == metav1.ConditionTrue && cur.Reason == ReasonTaskItemStale {
+		return // the stronger word stands until the table takes the final state
+	}
 	if err != nil {
 		p.setCondition(v1alpha1.ConditionTrackingDegraded, true, "TaskTableUnavailable", err.Error())
 	} else if meta.FindStatusCondition(p.status.Conditions, v1alpha1.ConditionTrackingDegraded) != nil {

@@ -94,6 +94,16 @@ func TestFanOutAPICallsPerChunk(t *testing.T) {
 	if final.Status.Phase != v1alpha1.PhaseCompleted || final.Status.Records.Processed != 20000 || final.Status.CompletedChunks != "0-1999" {
 		t.Fatalf("status %s", mustJSON(final.Status))
 	}
+	// The last chunks are released just after the final status write.
+	eventually(t, "every chunk released", 60*time.Second, func() (bool, string) {
+		n := 0
+		for _, j := range listJobs(t, obj, worker.RoleChunk) {
+			if j.Spec.TTLSecondsAfterFinished == nil {
+				n++
+			}
+		}
+		return n == 0, fmt.Sprintf("%d jobs without TTL", n)
+	})
 	byVerb := calls.snapshot()
 	total := calls.total()
 	perChunk := float64(total) / 2000
@@ -105,8 +115,12 @@ func TestFanOutAPICallsPerChunk(t *testing.T) {
 		t.Errorf("%d job creates sent, want 2001 (planner + 2,000 chunks, each once)", byVerb["create *v1.Job"])
 	}
 	// Once recorded, each chunk Job gets its TTL in one patch.
-	if byVerb["patch *v1.Job"] != 2000 {
-		t.Errorf("%d job patches sent, want 2000 (one TTL per recorded chunk)", byVerb["patch *v1.Job"])
+	// One TTL per recorded chunk and one finalizer removal per pod; a pass on a cache that has
+	// not yet seen a release may send it again (idempotent), hence the small allowance.
+	for _, verb := range []string{"patch *v1.Job", "patch *v1.Pod"} {
+		if n := byVerb[verb]; n < 2000 || n > 2100 {
+			t.Errorf("%d %s sent, want 2000 (at most 5%% repeated)", n, verb)
+		}
 	}
 	// One Job create, one TTL patch, one finalizer removal per pod and at most a few status
 	// writes per chunk; anything proportional to chunks × parallelism would be far above this.
