@@ -47,7 +47,7 @@ test: vet build ## go vet and every test (envtest, kube-controller-manager, MinI
 	go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: build ## Measure DESIGN §9's figures on this machine (about 15 minutes) and write docs/benchmarks.md.
+bench: build ## Measure DESIGN §9's figures on this machine (about 30 minutes) and write docs/benchmarks.md.
 	go run ./bench -out docs/benchmarks.md
 
 .PHONY: help

@@ -75,7 +75,7 @@ func DefaultConfig() Config {
 	return Config{Dimensions: 1536, RPM: 300, EfficiencyRows: 100000, FloorTarget: 5 * time.Minute,
 		RowsPerChunk: 25000, Parallelism: 4, OldFor: 90 * time.Second, PipelineRows: 50000,
 		MemRows: []int{10000, 1000000}, MemTimeout: 15 * time.Minute,
-		ManagerChunks: 2000, ManagerParallelism: 100, ManagerTimeout: 10 * time.Minute,
+		ManagerChunks: 10000, ManagerParallelism: 100, ManagerTimeout: 45 * time.Minute,
 		GzipRows: GzipReadsRows}
 }
 
@@ -161,6 +161,8 @@ type Manager struct {
 	ByVerb                 map[string]float64
 	ParallelismUsed        int32
 	FinishedWithinDeadline bool
+	// PassCost compares the CPU of a reconcile pass near the start and near the end.
+	PassCost PassCost
 }
 
 func (c Config) logf(format string, a ...any) {
@@ -179,13 +181,22 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
+	r := &Report{}
+	if c.Skip["efficiency"] && c.Skip["old"] && c.Skip["pipeline"] {
+		// The manager phase brings up its own stack.
+		if !c.Skip["manager"] {
+			if err := runManager(ctx, c, dir, r); err != nil {
+				return r, fmt.Errorf("manager: %w", err)
+			}
+		}
+		return r, nil
+	}
 	c.logf("starting the local stack")
 	st, err := stack.Start(ctx, stack.Options{Dimensions: c.Dimensions, Log: c.Log, WorkDir: filepath.Join(dir, "stack")})
 	if err != nil {
 		return nil, fmt.Errorf("start stack: %w", err)
 	}
 	defer st.Stop()
-	r := &Report{}
 	if !c.Skip["efficiency"] {
 		if err := runEfficiency(ctx, c, st, r); err != nil {
 			return r, fmt.Errorf("efficiency: %w", err)
@@ -583,8 +594,12 @@ func runManager(ctx context.Context, c Config, dir string, r *Report) error {
 	}
 	m := &r.Manager
 	m.Chunks, m.ParallelismUsed = c.ManagerChunks, c.ManagerParallelism
-	cur, werr := waitTerminal(ctx, st, obj, c.ManagerTimeout)
+	cur, pc, werr := watchPassCost(ctx, st, obj, c.ManagerChunks, c.ManagerTimeout)
+	if cur == nil {
+		return werr
+	}
 	m.Wall = time.Since(start)
+	m.PassCost = pc
 	m.FinishedWithinDeadline = werr == nil
 	m.Phase = string(cur.Status.Phase)
 	m.Finished = int(cur.Status.Chunks.Succeeded + cur.Status.Chunks.Failed)
@@ -615,6 +630,10 @@ func runManager(ctx context.Context, c Config, dir string, r *Report) error {
 		_ = st.Cluster.Client.Delete(ctx, obj)
 	}
 	c.logf("manager: %s, %d/%d chunks in %s, peak RSS %.1f MiB, %.2f API requests per chunk", m.Phase, m.Finished, m.Chunks, m.Wall.Round(time.Second), m.PeakRSSMiB, m.APIRequestsPerChunk)
+	if pc.Measured {
+		c.logf("manager: CPU per pass %s at %d–%d chunks, %s at %d–%d chunks: ratio %.2f", pc.Start.CPUPerPass.Round(10*time.Microsecond), pc.Start.From, pc.Start.To,
+			pc.End.CPUPerPass.Round(10*time.Microsecond), pc.End.From, pc.End.To, pc.Ratio)
+	}
 	return nil
 }
 

@@ -28,14 +28,19 @@ func main() {
 	flag.DurationVar(&c.OldFor, "old-for", c.OldFor, "how long the one-input-per-request run is measured")
 	flag.IntVar(&c.PipelineRows, "pipeline-rows", c.PipelineRows, "rows through one embedder with instant fakes")
 	flag.IntVar(&c.ManagerChunks, "manager-chunks", c.ManagerChunks, "chunks of the manager run")
+	flag.DurationVar(&c.ManagerTimeout, "manager-timeout", c.ManagerTimeout, "bound of the manager run (the figures then cover the chunks that finished)")
 	mem := flag.String("mem-rows", "10000,1000000", "rows of the embedder memory runs, comma separated")
 	skip := flag.String("skip", "", "phases to leave out, comma separated: efficiency, old, manager, pipeline, gzip")
+	managerOnly := flag.Bool("manager-only", false, "measure only the manager at scale and replace just its section of -out")
 	flag.Parse()
 	c.Skip = map[string]bool{}
 	for _, s := range strings.Split(*skip, ",") {
 		if s != "" {
 			c.Skip[s] = true
 		}
+	}
+	if *managerOnly {
+		c.Skip = map[string]bool{"efficiency": true, "old": true, "pipeline": true}
 	}
 	c.MemRows = nil
 	for _, s := range strings.Split(*mem, ",") {
@@ -57,6 +62,24 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
+	}
+	if *managerOnly {
+		note := fmt.Sprintf("Measured on its own by `go run ./bench %s` on %s (%s; %s, %s; load average before %s, after %s).",
+			strings.Join(os.Args[1:], " "), start.UTC().Format(time.RFC3339), dur(time.Since(start)), machine(), runtime.Version(), load0, loadavg())
+		section := ManagerMarkdown(r.Manager, note)
+		fmt.Print(section)
+		if *out != "" {
+			old, err := os.ReadFile(*out)
+			if err != nil && !os.IsNotExist(err) {
+				fmt.Fprintln(os.Stderr, "bench:", err)
+				os.Exit(1)
+			}
+			if err := os.WriteFile(*out, []byte(spliceSection(string(old), ManagerHeading, section)), 0o644); err != nil {
+				fmt.Fprintln(os.Stderr, "bench:", err)
+				os.Exit(1)
+			}
+		}
+		return
 	}
 	md := Markdown(r, Env{Command: "make bench (go run ./bench " + strings.Join(os.Args[1:], " ") + ")", Date: start,
 		Took: time.Since(start), LoadBefore: load0, LoadAfter: loadavg()})
@@ -244,7 +267,24 @@ func Markdown(r *Report, env Env) string {
 		w("")
 	}
 	b.WriteString(markdownGzipReads(r.GzipReads))
-	mg := r.Manager
+	b.WriteString(ManagerMarkdown(r.Manager, ""))
+	return b.String()
+}
+
+// ManagerHeading starts the manager's section, which -manager-only replaces on its own.
+const ManagerHeading = "## Manager at scale"
+
+// ManagerMarkdown renders the manager's section; note says how it was taken when it was
+// measured apart from the rest.
+func ManagerMarkdown(mg Manager, note string) string {
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
+	w("%s", ManagerHeading)
+	w("")
+	if note != "" {
+		w("%s", note)
+		w("")
+	}
 	w("Manager (`bin/manager`, the real binary) with an ingestion of %d one-row chunks at parallelism %d, on a second stack whose chunk pods run a stand-in that reports its row as upserted and exits at once (the planner is the real embedder), so the figures are the manager's: real chunk Jobs, pods, kube-controller-manager and status roll-up; peak RSS from /proc/<pid>/status VmHWM (the manager of that stack, which ran nothing else), API requests from its client-go `rest_client_requests_total` during this ingestion.", mg.Chunks, mg.ParallelismUsed)
 	w("")
 	w("| figure | value |")
@@ -258,7 +298,49 @@ func Markdown(r *Report, env Env) string {
 	w("| API requests | %.0f (%s) |", mg.APIRequests, verbs(mg.ByVerb))
 	w("| **API requests per chunk** | **%.2f** (writes: %.2f) |", mg.APIRequestsPerChunk, mg.APIWritesPerChunk)
 	w("")
+	pc := mg.PassCost
+	if !pc.Measured {
+		w("Reconcile pass cost: not measured (too few chunks for two windows).")
+		w("")
+		return b.String()
+	}
+	w("Cost of a reconcile pass near the start and near the end of the run: the manager process's CPU time (user+system from /proc/<pid>/stat, all of it: informers, GC, the metrics endpoint) while the finished chunks went through each window, divided by the passes of the `csvingestion` controller in it (`controller_runtime_reconcile_total`). Near the end, %d chunks are recorded in status and their Jobs and pods are still in the cache (their TTL is 1 h).", pc.End.From)
+	w("")
+	w("| window (finished chunks) | time | CPU | passes | **CPU per pass** | wall per pass | CPU per chunk | passes per chunk |")
+	w("|---|---|---|---|---|---|---|---|")
+	for _, x := range []passWindow{pc.Start, pc.End} {
+		w("| %d–%d | %s | %s | %.0f | **%s** | %s | %s | %.2f |", x.From, x.To, dur(x.Elapsed), dur(x.CPU), x.Passes,
+			x.CPUPerPass.Round(10*time.Microsecond), x.WallPerPass.Round(10*time.Microsecond), x.CPUPerChunk.Round(10*time.Microsecond), x.PassesPerChunk)
+	}
+	w("")
+	w("| figure | value |")
+	w("|---|---|")
+	w("| **CPU per pass, end / start** | **%.2f** (target ≈ 1) |", pc.Ratio)
+	w("| CPU per finished chunk, end / start | %.2f |", pc.ChunkRatio)
+	w("")
 	return b.String()
+}
+
+// spliceSection replaces the section starting at heading in doc (up to the next "## " heading or
+// the notes marker) with section, or inserts it before the notes when doc has none.
+func spliceSection(doc, heading, section string) string {
+	i := strings.Index(doc, "\n"+heading+"\n")
+	if i < 0 {
+		if j := strings.Index(doc, NotesMarker); j >= 0 {
+			return doc[:j] + section + "\n" + doc[j:]
+		}
+		return doc + "\n" + section
+	}
+	i++
+	rest := doc[i+len(heading):]
+	end := len(doc)
+	if j := strings.Index(rest, "\n## "); j >= 0 {
+		end = i + len(heading) + j + 1
+	}
+	if j := strings.Index(doc[i:], NotesMarker); j >= 0 && i+j < end {
+		end = i + j
+	}
+	return doc[:i] + section + "\n" + doc[end:]
 }
 
 func verbs(m map[string]float64) string {

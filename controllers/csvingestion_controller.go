@@ -136,9 +136,14 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		}
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
 	})
+	// The ingestion gauges are computed from this cache at scrape time, while this replica leads.
+	if err := mgr.Add(&metricsRunnable{collector: &gaugeCollector{reader: mgr.GetCache(), log: mgr.GetLogger().WithName("metrics")}}); err != nil {
+		return fmt.Errorf("add metrics collector: %w", err)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.CsvIngestion{}).
-		Owns(&batchv1.Job{}).
+		// Only what a pass reads of a Job wakes it (not every status write of the Job controller).
+		Owns(&batchv1.Job{}, builder.WithPredicates(jobChangePredicate)).
 		Owns(&corev1.ConfigMap{}).
 		// Terminated pods carry the termination message; deleted ones may wait on the outcome
 		// finalizer.
@@ -210,6 +215,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := p.run(ctx); err != nil {
 		return ctrl.Result{}, err
 	}
+	p.markProgress()
 
 	if !equality.Semantic.DeepEqual(obj.Status, p.status) {
 		before := obj.Status.DeepCopy()
@@ -221,7 +227,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			}
 			return ctrl.Result{}, fmt.Errorf("update status of %s: %w", req, err)
 		}
-		p.recordMetrics(before)
+		p.recordMetrics()
 		p.emitEvents(before)
 		log.V(1).Info("status written", "phase", p.status.Phase, "progress", p.status.Progress)
 	}
@@ -377,5 +383,4 @@ func (r *Reconciler) forget(uid types.UID) {
 	delete(r.expected, uid)
 	delete(r.plans, uid)
 	delete(r.blockedRetries, uid)
-	forgetMetrics(uid)
 }

@@ -1,25 +1,29 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 	"sync"
+	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 )
 
 // Metric names are part of the chart's alerts and dashboards; a test checks those use only these.
+//
+// Counters count events this process saw; every label value is created at 0 when the process
+// starts, so the first event after a start (a fresh install with a wrong key: one failed chunk)
+// is an increase Prometheus can see, not a series that appears already at 1. The gauges are not
+// kept here at all: gaugeCollector computes them from the informer cache at each scrape, so they
+// are right after any restart (finished and stuck ingestions included) and a deleted ingestion's
+// series simply stop.
 var (
-	ingestionsByPhase = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "vectordb_ingestions", Help: "CsvIngestions by phase.",
-	}, []string{"phase"})
-	chunksByState = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "vectordb_chunks", Help: "Chunks of unfinished ingestions by state (pending, active).",
-	}, []string{"state"})
 	chunksFinished = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "vectordb_chunks_finished_total", Help: "Chunks finished, by result (succeeded, failed).",
 	}, []string{"result"})
@@ -45,12 +49,25 @@ var (
 		Name: "vectordb_chunk_duration_seconds", Help: "Wall time of finished chunk Jobs.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 14), // 1 s … ~2.3 h
 	})
-	lastProgress = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "vectordb_ingestion_last_progress_timestamp_seconds", Help: "When an unfinished ingestion last finished a chunk (or started).",
-	}, []string{"namespace", "name"})
 	trackingErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "vectordb_tracking_errors_total", Help: "Failed writes to the DynamoDB task table.",
 	})
+
+	ingestionsDesc = prometheus.NewDesc("vectordb_ingestions",
+		"CsvIngestions by phase (an ingestion not reconciled yet counts as Pending).", []string{"phase"}, nil)
+	chunksDesc = prometheus.NewDesc("vectordb_chunks",
+		"Chunks of unfinished ingestions by state (pending, active).", []string{"state"}, nil)
+	lastProgressDesc = prometheus.NewDesc("vectordb_ingestion_last_progress_timestamp_seconds",
+		"When an unfinished, unsuspended ingestion last moved (started, changed phase, finished a chunk or resumed).",
+		[]string{"namespace", "name"}, nil)
+)
+
+// The label values of the counters, all created at start.
+var (
+	chunkResults = []string{"succeeded", "failed"}
+	rowResults   = []string{"processed", "failed", "skipped"}
+	allPhases    = []v1alpha1.Phase{v1alpha1.PhasePending, v1alpha1.PhasePlanning, v1alpha1.PhaseProcessingChunks,
+		v1alpha1.PhaseCompleted, v1alpha1.PhasePartiallyCompleted, v1alpha1.PhaseFailed, v1alpha1.PhaseCancelled}
 )
 
 // MetricNames lists every metric the manager exports for ingestions.
@@ -64,55 +81,143 @@ func MetricNames() []string {
 }
 
 func init() {
-	metrics.Registry.MustRegister(ingestionsByPhase, chunksByState, chunksFinished, rowsTotal, vectorsUpserted,
-		embeddingTokens, embeddingRequests, embeddingRetries, embeddingRateLimited, chunkDuration, lastProgress, trackingErrors)
+	metrics.Registry.MustRegister(chunksFinished, rowsTotal, vectorsUpserted,
+		embeddingTokens, embeddingRequests, embeddingRetries, embeddingRateLimited, chunkDuration, trackingErrors)
+	for _, r := range chunkResults {
+		chunksFinished.WithLabelValues(r)
+	}
+	for _, r := range rowResults {
+		rowsTotal.WithLabelValues(r)
+	}
 }
 
-type gaugeView struct {
-	phase           v1alpha1.Phase
-	pending, active int32
+// gaugeCollector computes the gauges from the CsvIngestions in the manager's cache at each
+// scrape. It is registered only while this replica is the leader (see metricsRunnable), so
+// exactly one replica reports them.
+type gaugeCollector struct {
+	reader client.Reader
+	log    logr.Logger
+}
+
+func (c *gaugeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- ingestionsDesc
+	ch <- chunksDesc
+	ch <- lastProgressDesc
+}
+
+func (c *gaugeCollector) Collect(ch chan<- prometheus.Metric) {
+	// The cache answers from memory once synced; the bound only matters before that.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var list v1alpha1.CsvIngestionList
+	if err := c.reader.List(ctx, &list); err != nil {
+		// An error here would fail the whole scrape (and page as the operator being down):
+		// leave the gauges out of this one instead.
+		c.log.Error(err, "computing ingestion gauges: listing CsvIngestions from the cache")
+		return
+	}
+	g := computeGauges(list.Items)
+	for _, ph := range allPhases {
+		ch <- prometheus.MustNewConstMetric(ingestionsDesc, prometheus.GaugeValue, g.phases[ph], string(ph))
+	}
+	ch <- prometheus.MustNewConstMetric(chunksDesc, prometheus.GaugeValue, g.pending, "pending")
+	ch <- prometheus.MustNewConstMetric(chunksDesc, prometheus.GaugeValue, g.active, "active")
+	for _, lp := range g.lastProgress {
+		ch <- prometheus.MustNewConstMetric(lastProgressDesc, prometheus.GaugeValue, lp.at, lp.namespace, lp.name)
+	}
+}
+
+type progressSample struct {
 	namespace, name string
+	at              float64
+}
+
+type gaugeValues struct {
+	phases          map[v1alpha1.Phase]float64
+	pending, active float64
+	lastProgress    []progressSample
+}
+
+// computeGauges is the pure part of the collector: what the gauges say about these ingestions.
+func computeGauges(items []v1alpha1.CsvIngestion) gaugeValues {
+	g := gaugeValues{phases: map[v1alpha1.Phase]float64{}}
+	for i := range items {
+		obj := &items[i]
+		st := &obj.Status
+		phase := st.Phase
+		if phase == "" {
+			phase = v1alpha1.PhasePending
+		}
+		g.phases[phase]++
+		if phase.Terminal() {
+			continue
+		}
+		g.pending += float64(st.Chunks.Pending)
+		g.active += float64(st.Chunks.Active)
+		// A suspended ingestion is not stalled: it has no series, and resuming restarts the clock.
+		if obj.Spec.Suspend || meta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionSuspended) {
+			continue
+		}
+		at := obj.CreationTimestamp.Time // never reconciled yet (e.g. the manager is down)
+		switch {
+		case st.LastProgressTime != nil:
+			at = st.LastProgressTime.Time
+		case st.StartTime != nil:
+			at = st.StartTime.Time
+		}
+		g.lastProgress = append(g.lastProgress, progressSample{namespace: obj.Namespace, name: obj.Name, at: float64(at.Unix())})
+	}
+	return g
+}
+
+// metricsRunnable registers the gauge collector while the manager leads and unregisters it when
+// the manager stops, so a manager restarted in the same process (tests) starts clean.
+type metricsRunnable struct {
+	collector *gaugeCollector
 }
 
 var (
-	viewsMu sync.Mutex
-	views   = map[types.UID]gaugeView{}
+	activeCollectorMu sync.Mutex
+	activeCollector   prometheus.Collector
 )
 
-// setGauges recomputes the gauges from every known ingestion's last written status.
-func setGauges(uid types.UID, v *gaugeView) {
-	viewsMu.Lock()
-	defer viewsMu.Unlock()
-	if v == nil {
-		if old, ok := views[uid]; ok {
-			lastProgress.DeleteLabelValues(old.namespace, old.name)
-		}
-		delete(views, uid)
-	} else {
-		views[uid] = *v
+func (m *metricsRunnable) NeedLeaderElection() bool { return true }
+
+func (m *metricsRunnable) Start(ctx context.Context) error {
+	activeCollectorMu.Lock()
+	if activeCollector != nil {
+		metrics.Registry.Unregister(activeCollector)
 	}
-	phases := map[v1alpha1.Phase]float64{}
-	var pending, active float64
-	for _, g := range views {
-		phases[g.phase]++
-		if !g.phase.Terminal() {
-			pending += float64(g.pending)
-			active += float64(g.active)
-		}
+	if err := metrics.Registry.Register(m.collector); err != nil {
+		activeCollectorMu.Unlock()
+		return fmt.Errorf("register ingestion gauges: %w", err)
 	}
-	for _, ph := range []v1alpha1.Phase{v1alpha1.PhasePending, v1alpha1.PhasePlanning, v1alpha1.PhaseProcessingChunks,
-		v1alpha1.PhaseCompleted, v1alpha1.PhasePartiallyCompleted, v1alpha1.PhaseFailed, v1alpha1.PhaseCancelled} {
-		ingestionsByPhase.WithLabelValues(string(ph)).Set(phases[ph])
+	activeCollector = m.collector
+	activeCollectorMu.Unlock()
+
+	<-ctx.Done()
+	activeCollectorMu.Lock()
+	if activeCollector == m.collector {
+		metrics.Registry.Unregister(m.collector)
+		activeCollector = nil
 	}
-	chunksByState.WithLabelValues("pending").Set(pending)
-	chunksByState.WithLabelValues("active").Set(active)
+	activeCollectorMu.Unlock()
+	return nil
 }
 
-func forgetMetrics(uid types.UID) { setGauges(uid, nil) }
+// markProgress stamps status.lastProgressTime when the ingestion moved in this pass: it started,
+// changed phase, recorded a finished chunk or resumed from suspension (or has no stamp yet).
+func (p *pass) markProgress() {
+	st, before := &p.status, &p.obj.Status
+	resumed := meta.IsStatusConditionTrue(before.Conditions, v1alpha1.ConditionSuspended) &&
+		!meta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionSuspended)
+	if st.LastProgressTime == nil || before.StartTime == nil || st.Phase != before.Phase || len(p.results) > 0 || resumed {
+		st.LastProgressTime = &p.now
+	}
+}
 
 // recordMetrics runs after a successful status write, so each finished chunk is counted once.
-func (p *pass) recordMetrics(before *v1alpha1.CsvIngestionStatus) {
-	st := &p.status
+func (p *pass) recordMetrics() {
 	for _, f := range p.results {
 		if f.succeeded {
 			chunksFinished.WithLabelValues("succeeded").Inc()
@@ -137,15 +242,6 @@ func (p *pass) recordMetrics(before *v1alpha1.CsvIngestionStatus) {
 	}
 	for _, fc := range p.newlyFailed {
 		rowsTotal.WithLabelValues("failed").Add(float64(rowsOf(fc.Rows)))
-	}
-	setGauges(p.obj.UID, &gaugeView{phase: st.Phase, pending: st.Chunks.Pending, active: st.Chunks.Active, namespace: p.obj.Namespace, name: p.obj.Name})
-	// A suspended ingestion is not stalled: its series goes away, and resuming restarts the clock.
-	suspended := meta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionSuspended)
-	switch {
-	case st.Phase.Terminal() || suspended:
-		lastProgress.DeleteLabelValues(p.obj.Namespace, p.obj.Name)
-	case len(p.results) > 0 || before.StartTime == nil || meta.IsStatusConditionTrue(before.Conditions, v1alpha1.ConditionSuspended):
-		lastProgress.WithLabelValues(p.obj.Namespace, p.obj.Name).Set(float64(p.now.Unix()))
 	}
 }
 

@@ -19,12 +19,14 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/manager"
 	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	"github.com/vectordb-io/vectordb-operator/test/harness"
+	"github.com/vectordb-io/vectordb-operator/test/panics"
 )
 
 const taskTable = "vectordb-tasks-test"
@@ -60,7 +62,18 @@ func runSuite(m *testing.M) (int, error) {
 	if err := tasktable.EnsureTable(context.Background(), dyn.Client(), taskTable); err != nil {
 		return 0, fmt.Errorf("create task table: %w", err)
 	}
-	return m.Run(), nil
+	code := m.Run()
+	// The manager recovers a panicking Reconcile, so nothing else would fail on one: any
+	// reconcile panic in any test fails the suite (startManager also names the test).
+	counts, err := panics.FromGatherer(ctrlmetrics.Registry)
+	if err != nil {
+		return 0, err
+	}
+	if err := counts.Err(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		code = 1
+	}
+	return code, nil
 }
 
 // callCounter counts the manager's API writes and reads that reach the API server.
@@ -150,6 +163,10 @@ func startManagerWith(t *testing.T, counter *callCounter, mutate func(*manager.O
 	if mutate != nil {
 		mutate(&o)
 	}
+	base, err := panics.FromGatherer(ctrlmetrics.Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- manager.Run(ctx, o) }()
@@ -164,6 +181,11 @@ func startManagerWith(t *testing.T, counter *callCounter, mutate func(*manager.O
 				}
 			case <-time.After(30 * time.Second):
 				t.Errorf("manager did not stop")
+			}
+			if now, err := panics.FromGatherer(ctrlmetrics.Registry); err != nil {
+				t.Error(err)
+			} else if err := now.Since(base).Err(); err != nil {
+				t.Errorf("while this test's manager ran: %v", err)
 			}
 		})
 	}

@@ -6,19 +6,28 @@ import (
 )
 
 // CsvIngestionSpec says which CSV to read, how its rows become vectors, and where they go.
-// Source, mapping, target, tracking, the embedding model and the task id are fixed once the resource
-// exists: changing them would mix vectors from two configurations in one index. Suspend, cancel,
-// parallelism, the rate budgets and worker resources may change while it runs.
+// Fixed once the resource exists (set at creation or never): the task id, source, mapping,
+// target, tracking, dead letter, the embedding model, dimensions and endpoint, rowsPerChunk,
+// dryRun, and the worker's image and service account. Changing them would mix vectors, failed
+// rows or task items of two configurations, or turn a dry run into a paid one. Suspend, cancel
+// (one way), parallelism, the rate budgets and the worker's resources, node selector and
+// tolerations may change while it runs.
 //
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.taskID) || (has(self.taskID) && self.taskID == oldSelf.taskID)",message="spec.taskID cannot change once set; create a new CsvIngestion for a new task"
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.tracking) || (has(self.tracking) && self.tracking == oldSelf.tracking)",message="spec.tracking cannot change once set; create a new CsvIngestion to track elsewhere"
+// +kubebuilder:validation:XValidation:rule="has(self.taskID) == has(oldSelf.taskID) && (!has(self.taskID) || self.taskID == oldSelf.taskID)",message="spec.taskID is immutable: it cannot be added, changed or removed after creation (it keys the task item in DynamoDB and the REST API); create a new CsvIngestion for a new task"
+// +kubebuilder:validation:XValidation:rule="has(self.tracking) == has(oldSelf.tracking) && (!has(self.tracking) || self.tracking == oldSelf.tracking)",message="spec.tracking is immutable: it cannot be added, changed or removed after creation; create a new CsvIngestion to track elsewhere"
 // +kubebuilder:validation:XValidation:rule="!(has(oldSelf.cancel) && oldSelf.cancel) || (has(self.cancel) && self.cancel)",message="spec.cancel cannot be unset: a cancelled ingestion stays cancelled; create a new CsvIngestion to run again"
+// +kubebuilder:validation:XValidation:rule="(has(self.dryRun) && self.dryRun) == (has(oldSelf.dryRun) && oldSelf.dryRun)",message="spec.dryRun is immutable: a dry run cannot become a real run or the reverse; create a new CsvIngestion without dryRun to ingest"
+// +kubebuilder:validation:XValidation:rule="has(self.deadLetter) == has(oldSelf.deadLetter) && (!has(self.deadLetter) || self.deadLetter == oldSelf.deadLetter)",message="spec.deadLetter is immutable: it cannot be added, changed or removed after creation, so all failed rows of an ingestion land in one place; create a new CsvIngestion for another location"
+// +kubebuilder:validation:XValidation:rule="has(self.worker) && has(self.worker.image) ? (has(oldSelf.worker) && has(oldSelf.worker.image) && self.worker.image == oldSelf.worker.image) : !(has(oldSelf.worker) && has(oldSelf.worker.image))",message="spec.worker.image is immutable: every chunk of an ingestion runs the same embedder; create a new CsvIngestion to use another image"
+// +kubebuilder:validation:XValidation:rule="has(self.worker) && has(self.worker.serviceAccountName) ? (has(oldSelf.worker) && has(oldSelf.worker.serviceAccountName) && self.worker.serviceAccountName == oldSelf.worker.serviceAccountName) : !(has(oldSelf.worker) && has(oldSelf.worker.serviceAccountName))",message="spec.worker.serviceAccountName is immutable: the worker's identity (S3, DynamoDB, plan ConfigMap) is fixed for the run; create a new CsvIngestion to run as another service account"
 type CsvIngestionSpec struct {
-	// TaskID is the key of this ingestion in the DynamoDB task table and the REST API.
-	// Defaults to metadata.uid.
+	// TaskID is the key of this ingestion in the DynamoDB task table and the REST API
+	// (/api/v1/status/<taskID>), and part of its S3 dead-letter and staging keys. Letters,
+	// digits and . _ : - only, starting with a letter or digit, at most 128 characters, e.g.
+	// q239:2025-01-10. Defaults to metadata.uid. Fixed at creation.
 	// +optional
 	// +kubebuilder:validation:MaxLength=128
-	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][A-Za-z0-9._:-]*$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9][A-Za-z0-9._:-]*$')",message="spec.taskID may only hold letters, digits and . _ : - and must start with a letter or digit (no '/', spaces or control characters): it is a DynamoDB key, a REST path segment (/api/v1/status/<taskID>) and part of S3 keys"
 	TaskID string `json:"taskID,omitempty"`
 
 	// Source is the CSV to ingest.
@@ -41,12 +50,12 @@ type CsvIngestionSpec struct {
 	// +kubebuilder:default={}
 	Chunking ChunkingSpec `json:"chunking,omitempty"`
 
-	// Tracking mirrors the task into a DynamoDB task table.
+	// Tracking mirrors the task into a DynamoDB task table. Fixed at creation.
 	// +optional
 	Tracking *TrackingSpec `json:"tracking,omitempty"`
 
 	// DeadLetter is where failed rows are written, as CSV with the reason. It uses the source's S3
-	// connection (for a Metabase source, that of stageTo).
+	// connection (for a Metabase source, that of stageTo). Fixed at creation.
 	// +optional
 	DeadLetter *DeadLetterSpec `json:"deadLetter,omitempty"`
 
@@ -55,6 +64,7 @@ type CsvIngestionSpec struct {
 	Worker WorkerSpec `json:"worker,omitempty"`
 
 	// DryRun plans and estimates only: rows, tokens, cost and the minimum time the budgets allow.
+	// Fixed at creation: a dry run is never turned into a paid run (or the reverse) mid-way.
 	// +optional
 	DryRun bool `json:"dryRun,omitempty"`
 
@@ -541,12 +551,14 @@ type DeadLetterSpec struct {
 
 // WorkerSpec shapes the planner and chunk pods.
 type WorkerSpec struct {
-	// Image of the embedder; defaults to the operator's configured embedder image.
+	// Image of the embedder; defaults to the operator's configured embedder image. Fixed at
+	// creation.
 	// +optional
 	// +kubebuilder:validation:MaxLength=512
 	Image string `json:"image,omitempty"`
 
 	// ServiceAccountName the worker pods run as (S3 and DynamoDB identity, plan ConfigMap writes).
+	// Fixed at creation.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
@@ -681,6 +693,11 @@ type CsvIngestionStatus struct {
 	// CompletionTime is when it reached a terminal phase.
 	// +optional
 	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+
+	// LastProgressTime is when the ingestion last moved: it started, changed phase, recorded a
+	// finished chunk or resumed. The stalled-ingestion metric and alert are computed from it.
+	// +optional
+	LastProgressTime *metav1.Time `json:"lastProgressTime,omitempty"`
 
 	// Message is a human summary of the current state.
 	// +optional

@@ -23,10 +23,12 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/vectordb-io/vectordb-operator/controllers"
 	"github.com/vectordb-io/vectordb-operator/internal/manager"
 	"github.com/vectordb-io/vectordb-operator/test/harness"
+	"github.com/vectordb-io/vectordb-operator/test/panics"
 )
 
 // One API server for the tests that need one: the rendered chart, the non-Helm manifests and the
@@ -271,6 +273,10 @@ func scrapeManager(ctx context.Context, t *testing.T, cluster *harness.Cluster) 
 	opts.Shim.APIEnabled = false
 	opts.DisableTracking = true
 
+	base, err := panics.FromGatherer(ctrlmetrics.Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- manager.Run(runCtx, opts) }()
@@ -278,6 +284,12 @@ func scrapeManager(ctx context.Context, t *testing.T, cluster *harness.Cluster) 
 		stop()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			t.Errorf("manager: %v", err)
+		}
+		// A recovered reconcile panic fails the test (test/panics).
+		if now, err := panics.FromGatherer(ctrlmetrics.Registry); err != nil {
+			t.Error(err)
+		} else if err := now.Since(base).Err(); err != nil {
+			t.Error(err)
 		}
 	})
 

@@ -49,6 +49,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	// Any reconcile panic of the manager binary, across its restarts and kills, fails the suite.
+	if err := st.CheckReconcilePanics(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		code = 1
+	}
 	if code != 0 {
 		fmt.Fprintln(os.Stderr, "--- manager log (tail) ---\n"+tail(st.ManagerLog(), 8000))
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/vectordb-io/vectordb-operator/test/fakes/openai"
 	"github.com/vectordb-io/vectordb-operator/test/fakes/pinecone"
 	"github.com/vectordb-io/vectordb-operator/test/harness"
+	"github.com/vectordb-io/vectordb-operator/test/panics"
 	"github.com/vectordb-io/vectordb-operator/test/podrunner"
 )
 
@@ -88,6 +89,8 @@ type Stack struct {
 	manager *exec.Cmd
 	mgrDone chan error
 	mgrLog  *os.File
+	// panicsPast adds up the reconcile panics of manager processes that have ended (panics.go).
+	panicsPast panics.Counts
 }
 
 // Start brings everything up; Stop tears it down (also on a failed Start).
@@ -259,6 +262,7 @@ func (s *Stack) stopManager(sig syscall.Signal) error {
 	if s.manager == nil {
 		return nil
 	}
+	s.notePanicsBeforeStop()
 	_ = syscall.Kill(-s.manager.Process.Pid, sig)
 	select {
 	case <-s.mgrDone:
