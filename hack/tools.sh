@@ -13,6 +13,7 @@ ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 MINIO_VERSION=${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 CONTROLLER_GEN_VERSION=${CONTROLLER_GEN_VERSION:-v0.23.0}
+ACTIONLINT_VERSION=${ACTIONLINT_VERSION:-v1.7.12}
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
@@ -132,6 +133,7 @@ for t in $want; do
       build_k8s
       go_install minio "github.com/minio/minio@$MINIO_VERSION"
       go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+      go_install actionlint "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
       install_dynalite
       ;;
     controller-gen) go_install controller-gen "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION" ;;
@@ -139,6 +141,7 @@ for t in $want; do
     k8s) build_k8s ;;
     minio) go_install minio "github.com/minio/minio@$MINIO_VERSION" ;;
     helm) go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ;;
+    actionlint) go_install actionlint "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION" ;;
     dynalite) install_dynalite ;;
     *) echo "unknown tool $t" >&2; exit 2 ;;
   esac
