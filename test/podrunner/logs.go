@@ -126,7 +126,12 @@ func (r *Runner) serveContainerLogs(w http.ResponseWriter, req *http.Request) {
 	r.mu.Unlock()
 	if st == nil {
 		// The API server has already checked that the pod and container exist and that the pod is
-		// bound here: no process yet means it is still being prepared (or its env cannot be resolved).
+		// bound here. Without a process of this runner, it either has not started yet or ran under
+		// an earlier runner whose files are gone.
+		if pod, err := r.lister.Pods(ns).Get(podName); err == nil && (isTerminal(pod) || lost(pod)) {
+			http.Error(w, fmt.Sprintf("container %q in pod %q has no log on this node: the pod runner that ran it is gone", container, podName), http.StatusNotFound)
+			return
+		}
 		http.Error(w, fmt.Sprintf("container %q in pod %q is waiting to start: ContainerCreating", container, podName), http.StatusBadRequest)
 		return
 	}
