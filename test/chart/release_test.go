@@ -2,6 +2,8 @@ package chart
 
 import (
 	"debug/elf"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -182,7 +184,7 @@ type workflow struct {
 type wfStep struct {
 	Uses string            `json:"uses"`
 	Run  string            `json:"run"`
-	With map[string]string `json:"with"`
+	With map[string]any `json:"with"`
 }
 
 // The release workflow builds what the chart pulls: both Dockerfile targets, for amd64 and arm64,
@@ -193,8 +195,21 @@ func TestReleaseWorkflow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// YAML 1.1 reads the key `on` as the boolean true; put it back under "on".
+	var raw map[string]any
+	if err := yaml.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if on, ok := raw["true"]; ok {
+		raw["on"] = on
+		delete(raw, "true")
+	}
+	js, err := json.Marshal(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var wf workflow
-	if err := yaml.Unmarshal(b, &wf); err != nil {
+	if err := json.Unmarshal(js, &wf); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(wf.On.Push.Tags, []string{"v*"}) {
@@ -231,7 +246,7 @@ func TestReleaseWorkflow(t *testing.T) {
 		t.Errorf("images matrix %v, want %v", targets, want)
 	}
 	stages := dockerStages(t)
-	var build map[string]string
+	var build map[string]any
 	for _, s := range images.Steps {
 		if strings.HasPrefix(s.Uses, "docker/build-push-action@") {
 			build = s.With
@@ -253,8 +268,8 @@ func TestReleaseWorkflow(t *testing.T) {
 		"push":       "true",
 	}
 	for k, v := range checks {
-		if build[k] != v {
-			t.Errorf("build-push-action %s: %q, want %q", k, build[k], v)
+		if got := fmt.Sprint(build[k]); got != v {
+			t.Errorf("build-push-action %s: %q, want %q", k, got, v)
 		}
 	}
 

@@ -52,9 +52,12 @@ func TestWorkerResourcesValues(t *testing.T) {
 		{"defaults", nil, corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: q("100m"), corev1.ResourceMemory: q("128Mi")},
 			Limits:   corev1.ResourceList{corev1.ResourceCPU: q("1"), corev1.ResourceMemory: q("256Mi")}}},
-		{"none", []string{"--set-json", "workers.resources={}"}, corev1.ResourceRequirements{}},
-		{"an integer and ephemeral storage", []string{"--set-json", `workers.resources={"requests":{"cpu":2,"ephemeral-storage":"1Gi"}}`},
-			corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: q("2"), corev1.ResourceEphemeralStorage: q("1Gi")}}},
+		// Helm merges maps: null removes the default.
+		{"none", []string{"--set-json", "workers.resources=null"}, corev1.ResourceRequirements{}},
+		{"merged with the defaults: an integer and ephemeral storage", []string{"--set-json", `workers.resources={"requests":{"cpu":2,"ephemeral-storage":"1Gi"},"limits":{"cpu":4}}`},
+			corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: q("2"), corev1.ResourceMemory: q("128Mi"), corev1.ResourceEphemeralStorage: q("1Gi")},
+				Limits:   corev1.ResourceList{corev1.ResourceCPU: q("4"), corev1.ResourceMemory: q("256Mi")}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
