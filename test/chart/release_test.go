@@ -182,8 +182,8 @@ type workflow struct {
 }
 
 type wfStep struct {
-	Uses string            `json:"uses"`
-	Run  string            `json:"run"`
+	Uses string         `json:"uses"`
+	Run  string         `json:"run"`
 	With map[string]any `json:"with"`
 }
 
