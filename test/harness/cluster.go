@@ -47,7 +47,8 @@ type ClusterOptions struct {
 }
 
 // Cluster is a real kube-apiserver and etcd (envtest), optionally with kube-controller-manager.
-// There is no kubelet: Pods stay Pending unless something binds and runs them.
+// There is no kubelet: Pods stay Pending unless something binds and runs them (test/podrunner, which
+// also serves the kubelet's log endpoint that kube-apiserver proxies `kubectl logs` to).
 type Cluster struct {
 	Config     *rest.Config    // admin (system:masters)
 	Client     client.Client   // uses Scheme
