@@ -2,7 +2,10 @@
 SHELL := /usr/bin/env bash
 BIN := $(CURDIR)/bin
 CONTROLLER_GEN := $(BIN)/controller-gen
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The release version is the chart's appVersion (v-prefixed): the tag of the images built here and
+# pushed by .github/workflows/release.yaml, and the default image tag of the chart.
+APP_VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$$/\1/p' charts/vectordb-operator/Chart.yaml)
+VERSION ?= $(APP_VERSION)
 LDFLAGS := -s -w -X github.com/vectordb-io/vectordb-operator/internal/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -count=1 -timeout 40m
 export VECTORDB_BIN_DIR := $(BIN)
@@ -13,7 +16,7 @@ all: build
 ##@ Development
 
 .PHONY: tools
-tools: ## Build or install kube-apiserver, kube-controller-manager, etcd, MinIO, helm, controller-gen, dynalite into bin/ (cached by version).
+tools: ## Build or install kube-apiserver, kube-controller-manager, etcd, MinIO, helm, controller-gen, actionlint, dynalite into bin/ (cached by version).
 	bash hack/tools.sh all
 
 .PHONY: manifests
@@ -50,6 +53,10 @@ test: vet build ## go vet and every test (envtest, kube-controller-manager, MinI
 bench: build ## Measure DESIGN §9's figures on this machine (about 30 minutes) and write docs/benchmarks.md.
 	go run ./bench -out docs/benchmarks.md
 
+.PHONY: version
+version: ## Print the version the images and binaries are built with (the chart's appVersion).
+	@echo $(VERSION)
+
 .PHONY: help
 help:
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -67,6 +74,19 @@ docker-build: ## Build the manager and embedder images (needs a Docker engine).
 	@command -v docker >/dev/null 2>&1 || { echo "docker-build: no docker command here; build on a machine with a Docker engine" >&2; exit 1; }
 	docker build --target manager --build-arg VERSION=$(VERSION) -t $(MANAGER_IMG) .
 	docker build --target embedder --build-arg VERSION=$(VERSION) -t $(EMBEDDER_IMG) .
+
+PLATFORMS ?= linux/amd64,linux/arm64
+
+.PHONY: docker-buildx
+docker-buildx: ## Build both images for PLATFORMS and push them (docker buildx and a registry login; works on an arm64 laptop).
+	@command -v docker >/dev/null 2>&1 || { echo "docker-buildx: no docker command here; build on a machine with a Docker engine" >&2; exit 1; }
+	docker buildx build --platform $(PLATFORMS) --target manager --build-arg VERSION=$(VERSION) -t $(MANAGER_IMG) --push .
+	docker buildx build --platform $(PLATFORMS) --target embedder --build-arg VERSION=$(VERSION) -t $(EMBEDDER_IMG) --push .
+
+.PHONY: lint-workflows
+lint-workflows: ## Lint .github/workflows with actionlint.
+	@test -x $(BIN)/actionlint || bash hack/tools.sh actionlint
+	$(BIN)/actionlint
 
 .PHONY: helm-lint
 helm-lint: ## Lint the chart with its default values and with every option on.

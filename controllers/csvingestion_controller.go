@@ -41,6 +41,9 @@ type Config struct {
 	EmbedderImage string
 	// WorkerServiceAccount is used unless spec.worker.serviceAccountName is set.
 	WorkerServiceAccount string
+	// DefaultWorkerResources are the worker container's resources unless spec.worker.resources
+	// sets any (REST-created ingestions never do), so workers are not BestEffort by default.
+	DefaultWorkerResources corev1.ResourceRequirements
 	// JobTTL is the Jobs' ttlSecondsAfterFinished: long enough for the outcome to be recorded first.
 	JobTTL time.Duration
 	// FinalizerTimeout bounds how long deletion waits for DynamoDB to accept the cancellation.

@@ -127,7 +127,7 @@ func (r *Reconciler) podSpec(obj *v1alpha1.CsvIngestion, args []string, env []co
 			Image:                    image,
 			Args:                     args,
 			Env:                      env,
-			Resources:                obj.Spec.Worker.Resources,
+			Resources:                r.workerResources(obj),
 			TerminationMessagePath:   worker.DefaultTerminationLog,
 			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 			SecurityContext: &corev1.SecurityContext{
@@ -138,6 +138,15 @@ func (r *Reconciler) podSpec(obj *v1alpha1.CsvIngestion, args []string, env []co
 			},
 		}},
 	}, nil
+}
+
+// workerResources is spec.worker.resources when it sets anything, else the operator's default
+// (whole: a spec's requests are never mixed with default limits they may exceed).
+func (r *Reconciler) workerResources(obj *v1alpha1.CsvIngestion) corev1.ResourceRequirements {
+	if res := obj.Spec.Worker.Resources; len(res.Requests) > 0 || len(res.Limits) > 0 || len(res.Claims) > 0 {
+		return res
+	}
+	return *r.Config.DefaultWorkerResources.DeepCopy()
 }
 
 // failurePolicy fails the Job at once on the embedder's permanent exit code, and does not count

@@ -13,6 +13,7 @@ ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 MINIO_VERSION=${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 CONTROLLER_GEN_VERSION=${CONTROLLER_GEN_VERSION:-v0.23.0}
+ACTIONLINT_VERSION=${ACTIONLINT_VERSION:-v1.7.12}
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
@@ -47,8 +48,12 @@ go_install() { # name module@version
   mark "$name" "$version"
 }
 
+# -r2: stamped with their version, as release builds are: /version then says v1.37.2 rather than
+# v0.0.0-master, which clients that check the server's version (helm's kubeVersion) refuse.
+K8S_KEY="$K8S_VERSION-r2"
+
 build_k8s() {
-  if have kube-apiserver "$K8S_VERSION" && have kube-controller-manager "$K8S_VERSION"; then
+  if have kube-apiserver "$K8S_KEY" && have kube-controller-manager "$K8S_KEY"; then
     log "kube-apiserver and kube-controller-manager $K8S_VERSION cached"; return
   fi
   local dir="$BIN/.build/k8s-$K8S_VERSION"
@@ -82,11 +87,15 @@ import (
 GO
     go mod tidy -e >/dev/null 2>&1 || true
     go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" >/dev/null
-    CGO_ENABLED=0 go build -trimpath -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-    CGO_ENABLED=0 go build -trimpath -o "$BIN/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager
+    local major minor rest flags
+    IFS=. read -r major minor rest <<<"${K8S_VERSION#v}"
+    flags="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=$major"
+    flags="$flags -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+    CGO_ENABLED=0 go build -trimpath -ldflags "$flags" -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+    CGO_ENABLED=0 go build -trimpath -ldflags "$flags" -o "$BIN/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager
   )
-  mark kube-apiserver "$K8S_VERSION"
-  mark kube-controller-manager "$K8S_VERSION"
+  mark kube-apiserver "$K8S_KEY"
+  mark kube-controller-manager "$K8S_KEY"
 }
 
 ETCD_KEY="$ETCD_VERSION-r2" # bump the suffix when the build recipe changes
@@ -117,6 +126,26 @@ GO
   mark etcd "$ETCD_KEY"
 }
 
+HELM_KEY="$HELM_VERSION-r2" # -r2: stamped with its Kubernetes version, as helm's Makefile does
+
+# install_helm stamps the Kubernetes version of helm's client-go into the binary, as a released helm
+# has it. A plain go install leaves v1.20.0 as the default capabilities, and helm template, lint and
+# install --dry-run then refuse every chart whose kubeVersion is newer.
+install_helm() {
+  if have helm "$HELM_KEY"; then log "helm $HELM_VERSION cached"; return; fi
+  log "installing helm $HELM_VERSION"
+  local gomod minor flags
+  gomod=$(cd / && go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  minor=$(awk '$1 == "k8s.io/client-go" { split($2, v, "."); print v[2] }' "$gomod")
+  [ -n "$minor" ] || { echo "tools: no k8s.io/client-go version in $gomod" >&2; exit 1; }
+  flags="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    flags="$flags -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+  done
+  GOBIN="$BIN" CGO_ENABLED=0 go install -ldflags "$flags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  mark helm "$HELM_KEY"
+}
+
 install_dynalite() {
   if [ -x "$ROOT/hack/dynalite/node_modules/.bin/dynalite" ]; then log "dynalite cached"; return; fi
   log "installing dynalite (npm ci)"
@@ -131,14 +160,16 @@ for t in $want; do
       build_etcd
       build_k8s
       go_install minio "github.com/minio/minio@$MINIO_VERSION"
-      go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+      install_helm
+      go_install actionlint "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
       install_dynalite
       ;;
     controller-gen) go_install controller-gen "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION" ;;
     etcd) build_etcd ;;
     k8s) build_k8s ;;
     minio) go_install minio "github.com/minio/minio@$MINIO_VERSION" ;;
-    helm) go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ;;
+    helm) install_helm ;;
+    actionlint) go_install actionlint "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION" ;;
     dynalite) install_dynalite ;;
     *) echo "unknown tool $t" >&2; exit 2 ;;
   esac

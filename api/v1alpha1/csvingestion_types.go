@@ -563,7 +563,8 @@ type WorkerSpec struct {
 	// +kubebuilder:validation:MaxLength=253
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
 
-	// Resources of the worker container.
+	// Resources of the worker container. When it sets none, the operator's default applies
+	// (--worker-resources, Helm value workers.resources); when it sets any, it is used whole.
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
 

@@ -1,7 +1,8 @@
 -- Argo CD health check for ingestion.vectordb.io/CsvIngestion.
 -- Argo CD runs custom checks without Lua's string library: only base and table functions here.
---   Healthy      phase Completed
---   Degraded     phase Failed or PartiallyCompleted (some rows failed: look at status.failedChunks)
+--   Healthy      phase Completed, or PartiallyCompleted (finished within spec.chunking.maxFailedRowsPercent:
+--                the message says so and how many rows failed; status.failedChunks has the details)
+--   Degraded     phase Failed
 --   Suspended    spec.suspend is in effect (condition Suspended), or phase Cancelled (no more work)
 --   Progressing  otherwise, and whenever the status is older than the spec (observedGeneration)
 local hs = {}
@@ -46,7 +47,15 @@ if phase == "Completed" then
   return hs
 end
 
-if phase == "Failed" or phase == "PartiallyCompleted" then
+-- A finished run within its failure budget is what was asked for; Degraded would stay forever
+-- (the resource never changes again) and hide a later, real failure of the Application.
+if phase == "PartiallyCompleted" then
+  hs.status = "Healthy"
+  hs.message = nonEmpty(message) and (phase .. ": " .. message) or phase
+  return hs
+end
+
+if phase == "Failed" then
   hs.status = "Degraded"
   hs.message = nonEmpty(message) and (phase .. ": " .. message) or phase
   return hs

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	"github.com/vectordb-io/vectordb-operator/test/csvgen"
 	"github.com/vectordb-io/vectordb-operator/test/harness"
 	"github.com/vectordb-io/vectordb-operator/test/stack"
@@ -111,6 +112,7 @@ func run(ctx context.Context, rows, dims int, keep bool) error {
 	fmt.Printf("  total demo time  %s\n", time.Since(start).Round(time.Second))
 	if keep {
 		say("--keep: the stack stays up; KUBECONFIG=%s; Ctrl-C to stop", kubeconfig)
+		say("a chunk's log (until its Job's TTL):  KUBECONFIG=%s kubectl -n %s logs job/%s", kubeconfig, final.Namespace, worker.ChunkJobName(final.Name, 0))
 		<-ctx.Done()
 	}
 	if final.Status.Phase != v1alpha1.PhaseCompleted {

@@ -80,6 +80,7 @@ func DefaultOptions() Options {
 			JobTTL:                  time.Hour,
 			FinalizerTimeout:        30 * time.Second,
 			MaxConcurrentReconciles: 4,
+			DefaultWorkerResources:  DefaultWorkerResources(),
 		},
 		Shim: defaultShimOptions(),
 	}
@@ -98,6 +99,7 @@ func FlagSet(o *Options) *pflag.FlagSet {
 	fs.StringSliceVar(&o.WatchNamespaces, "watch-namespaces", o.WatchNamespaces, "namespaces to watch (comma separated; empty: all)")
 	fs.StringVar(&o.Controller.EmbedderImage, "embedder-image", o.Controller.EmbedderImage, "image of the planner and chunk Jobs unless spec.worker.image is set")
 	fs.StringVar(&o.Controller.WorkerServiceAccount, "worker-service-account", o.Controller.WorkerServiceAccount, "service account of worker pods unless spec.worker.serviceAccountName is set")
+	fs.Var(resourcesFlag{&o.Controller.DefaultWorkerResources}, "worker-resources", "resources of worker pods (JSON requests and limits) unless spec.worker.resources sets any; empty: none")
 	fs.DurationVar(&o.Controller.JobTTL, "job-ttl", o.Controller.JobTTL, "ttlSecondsAfterFinished set on a Job once its outcome is recorded (Jobs have none before)")
 	fs.DurationVar(&o.Controller.FinalizerTimeout, "finalizer-timeout", o.Controller.FinalizerTimeout, "how long deleting a running ingestion, or a finished one's final state, waits for the task table")
 	fs.IntVar(&o.Controller.MaxConcurrentReconciles, "max-concurrent-reconciles", o.Controller.MaxConcurrentReconciles, "ingestions reconciled at once")

@@ -68,7 +68,8 @@ func TestAgainstAPIServer(t *testing.T) {
 				filepath.Join(root, "config", "rbac", "role.yaml"),
 				filepath.Join(root, "config", "rbac", "worker_role.yaml"),
 				filepath.Join(root, "config", "rbac", "metrics_reader_role.yaml")),
-			"argocd ingestions": readObjects(t, mustGlob(t, filepath.Join(root, "deploy", "argocd", "ingestions", "*.yaml"))...),
+			"argocd namespace and ingestions": readObjects(t, append([]string{filepath.Join(root, "deploy", "argocd", "namespace-ingestion.yaml")},
+				mustGlob(t, filepath.Join(root, "deploy", "argocd", "ingestions", "*.yaml"))...)...),
 		}
 		for name, objs := range sets {
 			t.Run(name, func(t *testing.T) {

@@ -135,6 +135,7 @@ func TestAllOnSetsEveryManagerFlag(t *testing.T) {
 		{"dynamodb table", d.DynamoDB.Table, "vectordb-tasks-prod"},
 		{"log level", opts.LogLevel, 1},
 		{"tracking", opts.DisableTracking, false},
+		{"worker memory limit", opts.Controller.DefaultWorkerResources.Limits.Memory().String(), "512Mi"},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {

@@ -47,7 +47,8 @@ type ClusterOptions struct {
 }
 
 // Cluster is a real kube-apiserver and etcd (envtest), optionally with kube-controller-manager.
-// There is no kubelet: Pods stay Pending unless something binds and runs them.
+// There is no kubelet: Pods stay Pending unless something binds and runs them (test/podrunner, which
+// also serves the kubelet's log endpoint that kube-apiserver proxies `kubectl logs` to).
 type Cluster struct {
 	Config     *rest.Config    // admin (system:masters)
 	Client     client.Client   // uses Scheme
@@ -147,6 +148,11 @@ func NewCluster(opts ClusterOptions) (*Cluster, error) {
 	// connections (the controller manager's, a test manager's) to close; with this it drains
 	// ordinary requests and gives the HTTP server 2 s, so Stop and StopAPIServer are quick.
 	c.Env.ControlPlane.APIServer.Configure().Set("shutdown-send-retry-after", "true")
+	// `kubectl logs` is proxied to the node's kubelet port. The pod runner's Node has the
+	// hostname local-node, which does not resolve, and InternalIP 127.0.0.1 where it serves the
+	// kubelet's log endpoint; without a --kubelet-certificate-authority kube-apiserver does not
+	// verify that endpoint's self-signed certificate.
+	c.Env.ControlPlane.APIServer.Configure().Set("kubelet-preferred-address-types", "InternalIP")
 	if !opts.NoCRDs {
 		c.Env.CRDDirectoryPaths = []string{filepath.Join(RepoRoot(), "config", "crd", "bases")}
 		c.Env.ErrorIfCRDPathMissing = true

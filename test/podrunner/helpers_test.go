@@ -1,6 +1,7 @@
 package podrunner
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -81,5 +82,62 @@ func TestTerminationMessage(t *testing.T) {
 	}
 	if got := terminationMessage(st, corev1.TerminationMessageFallbackToLogsOnError); got != strings.Repeat("m", maxMessageBytes) {
 		t.Errorf("message from file has %d bytes, want %d m's", len(got), maxMessageBytes)
+	}
+}
+
+func TestSeekTail(t *testing.T) {
+	cases := []struct {
+		log  string
+		n    int64
+		want string
+	}{
+		{"a\nb\nc\n", 1, "c\n"},
+		{"a\nb\nc\n", 2, "b\nc\n"},
+		{"a\nb\nc\n", 3, "a\nb\nc\n"},
+		{"a\nb\nc\n", 4, "a\nb\nc\n"},
+		{"a\nb\nc\n", 0, ""},
+		{"a\nb\nc", 1, "c"}, // a last line without its newline yet
+		{"a\nb\nc", 2, "b\nc"},
+		{"", 3, ""},
+		{"\n\n", 1, "\n"},
+		{strings.Repeat("x", 70000) + "\n" + strings.Repeat("y", 40000) + "\n", 1, strings.Repeat("y", 40000) + "\n"}, // across read blocks
+	}
+	for _, c := range cases {
+		path := filepath.Join(t.TempDir(), "log")
+		if err := os.WriteFile(path, []byte(c.log), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := seekTail(f, c.n); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != c.want {
+			t.Errorf("seekTail(%.20q, %d) = %.40q, want %.40q", c.log, c.n, got, c.want)
+		}
+	}
+}
+
+func TestLimitWriter(t *testing.T) {
+	var b strings.Builder
+	w := &limitWriter{w: &b, n: 7}
+	if n, err := w.Write([]byte("abcd")); n != 4 || err != nil {
+		t.Fatalf("first write: %d, %v", n, err)
+	}
+	if n, err := w.Write([]byte("efghij")); n != 3 || err != errLimit {
+		t.Fatalf("write past the limit: %d, %v", n, err)
+	}
+	if b.String() != "abcdefg" {
+		t.Errorf("wrote %q", b.String())
+	}
+	if n, err := w.Write([]byte("k")); n != 0 || err != errLimit {
+		t.Errorf("write after the limit: %d, %v", n, err)
 	}
 }

@@ -57,6 +57,8 @@ func (r *Runner) nodeStatus() corev1.NodeStatus {
 			{Type: corev1.NodeInternalIP, Address: loopback},
 			{Type: corev1.NodeHostName, Address: r.o.NodeName},
 		},
+		// kube-apiserver proxies `kubectl logs` here (logs.go).
+		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: r.logPort}},
 		NodeInfo: corev1.NodeSystemInfo{
 			OperatingSystem:         runtime.GOOS,
 			Architecture:            runtime.GOARCH,

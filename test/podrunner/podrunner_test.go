@@ -113,6 +113,14 @@ func TestRunnerRunsJobs(t *testing.T) {
 			t.Parallel()
 			e.testNodeSelector(ctx, t)
 		})
+		t.Run("logs through the API server", func(t *testing.T) {
+			t.Parallel()
+			e.testLogs(ctx, t)
+		})
+		t.Run("logs follow a running process", func(t *testing.T) {
+			t.Parallel()
+			e.testLogsFollow(ctx, t)
+		})
 	})
 
 	t.Run("Stop kills running processes", func(t *testing.T) {

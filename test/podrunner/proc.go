@@ -30,8 +30,11 @@ const (
 
 // podState is one started process. Fields below the line are guarded by Runner.mu.
 type podState struct {
-	key      string // namespace/name
-	uid      types.UID
+	key       string // namespace/name
+	uid       types.UID
+	container string
+	// exitedCh is closed once the process has exited and its log is complete.
+	exitedCh chan struct{}
 	dir      string
 	logPath  string
 	termPath string
@@ -101,12 +104,14 @@ func (r *Runner) startProcess(pod *corev1.Pod, binary string, args, podEnv []str
 	key := pod.Namespace + "/" + pod.Name
 	dir := filepath.Join(r.o.WorkDir, pod.Namespace+"_"+pod.Name+"_"+string(pod.UID))
 	st := &podState{
-		key:      key,
-		uid:      pod.UID,
-		dir:      dir,
-		logPath:  filepath.Join(dir, "log"),
-		termPath: filepath.Join(dir, "termination-log"),
-		binary:   binary,
+		key:       key,
+		uid:       pod.UID,
+		container: pod.Spec.Containers[0].Name,
+		exitedCh:  make(chan struct{}),
+		dir:       dir,
+		logPath:   filepath.Join(dir, "log"),
+		termPath:  filepath.Join(dir, "termination-log"),
+		binary:    binary,
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("creating pod dir: %w", err)
@@ -155,6 +160,7 @@ func (r *Runner) startProcess(pod *corev1.Pod, binary string, args, podEnv []str
 		st.finished = metav1.Now()
 		st.stopTimers()
 		r.mu.Unlock()
+		close(st.exitedCh)
 		r.log.Info("process exited", "pod", key, "exitCode", code)
 		r.queue.Add(key)
 	}()

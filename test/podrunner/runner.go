@@ -6,6 +6,8 @@
 // message). Together with a real kube-controller-manager this gives real Job semantics: retries,
 // podFailurePolicy, deadlines, TTL and garbage collection.
 //
+// It also serves the kubelet's log endpoint (logs.go), so `kubectl logs [-f]` works through the API server.
+//
 // What it does not do: there is no container isolation, no resource limits, no volumes, no probes,
 // no init or sidecar containers, no $(VAR) expansion, and no service-account token projection.
 // Every process gets KUBECONFIG pointing at the runner's own kubeconfig, so pods that use the API
@@ -83,6 +85,10 @@ type Runner struct {
 	stopped bool
 	pods    map[types.UID]*podState
 	byKey   map[string]types.UID // namespace/name → UID of the latest pod with that name
+
+	// logPort is the loopback port of the kubelet log endpoint (logs.go), in the Node's status.
+	logPort    int32
+	logStopped func() // waits for the log server to end
 }
 
 // Start registers the Node, waits for the pod cache and starts binding and running pods.
@@ -127,13 +133,19 @@ func Start(ctx context.Context, o Options) (*Runner, error) {
 		return nil, fmt.Errorf("podrunner: creating work dir: %w", err)
 	}
 
-	if err := r.registerNode(ctx); err != nil {
+	runCtx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	if r.logPort, r.logStopped, err = r.startLogServer(runCtx); err != nil {
+		cancel()
 		r.cleanupWorkDir()
 		return nil, err
 	}
-
-	runCtx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
+	if err := r.registerNode(ctx); err != nil {
+		cancel()
+		r.logStopped()
+		r.cleanupWorkDir()
+		return nil, err
+	}
 	factory := informers.NewSharedInformerFactory(cs, 0)
 	podInformer := factory.Core().V1().Pods()
 	r.lister = podInformer.Lister()
@@ -143,6 +155,7 @@ func Start(ctx context.Context, o Options) (*Runner, error) {
 		DeleteFunc: r.enqueue,
 	}); err != nil {
 		cancel()
+		r.logStopped()
 		r.cleanupWorkDir()
 		return nil, fmt.Errorf("podrunner: watching pods: %w", err)
 	}
@@ -152,6 +165,7 @@ func Start(ctx context.Context, o Options) (*Runner, error) {
 		if !ok {
 			cancel()
 			factory.Shutdown()
+			r.logStopped()
 			r.cleanupWorkDir()
 			return nil, fmt.Errorf("podrunner: cache of %v did not sync: %w", typ, context.Cause(ctx))
 		}
@@ -175,7 +189,7 @@ func Start(ctx context.Context, o Options) (*Runner, error) {
 		<-runCtx.Done()
 		factory.Shutdown()
 	}()
-	r.log.Info("pod runner started", "workDir", r.o.WorkDir, "images", len(r.o.Images))
+	r.log.Info("pod runner started", "workDir", r.o.WorkDir, "images", len(r.o.Images), "kubeletPort", r.logPort)
 	return r, nil
 }
 
@@ -197,6 +211,7 @@ func (r *Runner) Stop() {
 		r.cancel()
 		r.queue.ShutDown()
 		r.loops.Wait()
+		r.logStopped()
 		r.cleanupWorkDir()
 		r.log.Info("pod runner stopped")
 	})
@@ -257,6 +272,10 @@ func (r *Runner) Logs(namespace, pod string) string {
 
 // NodeName is the Node the runner registered.
 func (r *Runner) NodeName() string { return r.o.NodeName }
+
+// KubeletPort is the loopback port where the runner serves the kubelet's /containerLogs/ endpoint
+// (the Node's status.daemonEndpoints.kubeletEndpoint.port).
+func (r *Runner) KubeletPort() int32 { return r.logPort }
 
 // enqueue takes the pods that concern the runner: unbound ones (to bind), ours, and deletions
 // (cheap to look at, and the only signal left when a pod vanishes at once).

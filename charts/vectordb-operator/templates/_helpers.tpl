@@ -90,6 +90,9 @@ the API is on. Rendered as a JSON list; use with fromJsonArray.
 
 {{/* Fails the render on combinations the schema cannot express. */}}
 {{- define "vectordb-operator.validate" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
+{{- fail (printf "replicaCount %d needs leaderElection.enabled: without it every replica reconciles and creates each chunk Job again; set replicaCount=1 or leaderElection.enabled=true" (int .Values.replicaCount)) }}
+{{- end }}
 {{- if and .Values.api.enabled .Values.watchNamespaces }}
 {{- if not (has (include "vectordb-operator.apiNamespace" .) .Values.watchNamespaces) }}
 {{- fail (printf "api.namespace %q must be one of watchNamespaces %v: the operator only sees ingestions there" (include "vectordb-operator.apiNamespace" .) .Values.watchNamespaces) }}

@@ -19,6 +19,7 @@ func main() {
 	pidFile := flag.String("pid-file", "", "file to write the process id to")
 	holdUnless := flag.String("hold-unless", "", "if this file does not exist, create it and sleep until killed")
 	sleep := flag.Duration("sleep", 0, "how long to sleep before exiting")
+	tickUntil := flag.String("tick-until", "", "print a numbered line every 20ms until this file exists, then \"last line\"")
 	exit := flag.Int("exit", 0, "exit code")
 	flag.Parse()
 
@@ -42,6 +43,16 @@ func main() {
 			}
 			time.Sleep(time.Hour)
 		}
+	}
+	if *tickUntil != "" {
+		for i := 1; ; i++ {
+			if _, err := os.Stat(*tickUntil); err == nil {
+				break
+			}
+			fmt.Printf("tick %d\n", i)
+			time.Sleep(20 * time.Millisecond)
+		}
+		fmt.Println("last line")
 	}
 	time.Sleep(*sleep)
 
