@@ -311,9 +311,9 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	}
 	res.Processed = p.upserted.Load()
 	res.VectorsUpserted = p.upserted.Load()
-	res.Skipped = p.skipped.Load()
 	res.Failed = fails.count()
-	res.Skipped = fails.skippedCount()
+	// Skipped: rows unchanged since the last sync, plus rows left out on purpose (duplicate ids).
+	res.Skipped = p.skipped.Load() + fails.skippedCount()
 	res.FailedSamples = fails.sampled()
 	if ownEmbedder {
 		st := emb.Stats()
@@ -673,6 +673,12 @@ func (f *failures) add(ctx context.Context, row int64, fields []string, reason, 
 	if f.n <= loggedFailures {
 		f.log.Info("row failed", "row", row, "reason", reason, "detail", detail)
 	}
+	return f.deadLetter(ctx, row, fields, reason, detail)
+}
+
+// deadLetter counts the row as done for progress and writes it to the dead letters, if any.
+// The caller holds f.mu.
+func (f *failures) deadLetter(ctx context.Context, row int64, fields []string, reason, detail string) error {
 	if f.progress != nil {
 		f.progress(1)
 	}

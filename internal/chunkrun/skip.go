@@ -64,16 +64,7 @@ func (f *failures) skip(ctx context.Context, row int64, fields []string, reason,
 	if f.skipped <= loggedFailures {
 		f.log.Info("row skipped", "row", row, "reason", reason, "detail", detail)
 	}
-	if f.progress != nil {
-		f.progress(1)
-	}
-	if f.dl == nil {
-		return nil
-	}
-	if err := f.dl.Add(ctx, row, fields, reason, detail); err != nil {
-		return fmt.Errorf("dead letter: %w", err)
-	}
-	return nil
+	return f.deadLetter(ctx, row, fields, reason, detail)
 }
 
 func (f *failures) skippedCount() int64 {
