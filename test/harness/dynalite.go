@@ -49,10 +49,12 @@ func StartDynalite(t testing.TB) *Dynalite {
 // NewDynalite starts hack/dynalite's dynalite with node on a free loopback port and waits until it
 // answers ListTables. Call Stop when done.
 func NewDynalite() (*Dynalite, error) {
-	cli := filepath.Join(RepoRoot(), "hack", "dynalite", "node_modules", "dynalite", "cli.js")
-	if _, err := os.Stat(cli); err != nil {
+	dir := filepath.Join(RepoRoot(), "hack", "dynalite")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "dynalite", "cli.js")); err != nil {
 		return nil, fmt.Errorf("dynalite not installed (run hack/tools.sh dynalite): %w", err)
 	}
+	// run.js is dynalite's command line that survives a client resetting its connection.
+	cli := filepath.Join(dir, "run.js")
 	node, err := exec.LookPath("node")
 	if err != nil {
 		return nil, fmt.Errorf("dynalite needs node: %w", err)
