@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -43,34 +44,24 @@ func newPlanCmd(g *globals) *cobra.Command {
 		Short: "Plan the CsvIngestion in $" + worker.EnvIngestion + " and write ConfigMap <name>-plan",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
-			start := time.Now()
-			res := worker.Result{Role: worker.RolePlan}
-			ing, err := worker.DecodeIngestion(os.Getenv(worker.EnvIngestion))
-			if err != nil {
-				return g.finish(cmd, res, worker.Permanent(worker.ReasonPermanentError, err))
-			}
-			log = log.WithValues("ingestion", ing.Namespace+"/"+ing.Name, "taskID", ing.TaskID)
-			plan, err := planner.Plan(cmd.Context(), ing, planner.Deps{
-				MetabaseAPIKey: os.Getenv(worker.EnvMetabaseAPIKey), Log: log,
-				Guard: vectorspace.ForIngestion(ing, vectorspace.Keys{
-					OpenAI: os.Getenv(worker.EnvOpenAIAPIKey), Pinecone: os.Getenv(worker.EnvPineconeAPIKey),
-					PineconeControlHost: os.Getenv(EnvPineconeControlHost),
-				}, nil, log.WithName("guard")),
-			})
-			if err == nil {
+			return g.runOnce(cmd, worker.RolePlan, func(log logr.Logger, ing worker.Ingestion, res *worker.Result) error {
+				log = log.WithValues("ingestion", ing.Namespace+"/"+ing.Name, "taskID", ing.TaskID)
+				plan, err := planner.Plan(cmd.Context(), ing, planner.Deps{
+					MetabaseAPIKey: os.Getenv(worker.EnvMetabaseAPIKey), Log: log,
+					Guard: vectorspace.ForIngestion(ing, vectorspace.Keys{
+						OpenAI: os.Getenv(worker.EnvOpenAIAPIKey), Pinecone: os.Getenv(worker.EnvPineconeAPIKey),
+						PineconeControlHost: os.Getenv(EnvPineconeControlHost),
+					}, nil, log.WithName("guard")),
+				})
+				if err != nil {
+					return err
+				}
 				res.RowsRead, res.Tokens = plan.TotalRows, plan.EstimatedTokens
 				if toStdout {
-					err = json.NewEncoder(g.stdout).Encode(plan)
-				} else {
-					err = writePlan(cmd, ing, plan)
+					return json.NewEncoder(g.stdout).Encode(plan)
 				}
-			}
-			res.DurationMillis = time.Since(start).Milliseconds()
-			return g.finish(cmd, res, err)
+				return writePlan(cmd, ing, plan)
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&toStdout, "stdout", false, "print the plan JSON instead of writing the ConfigMap")
@@ -83,26 +74,35 @@ func newCleanupCmd(g *globals) *cobra.Command {
 		Short: "Delete what the planner staged for the CsvIngestion in $" + worker.EnvIngestion + " (run when it has ended)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
-			start := time.Now()
-			res := worker.Result{Role: worker.RoleCleanup}
-			ing, err := worker.DecodeIngestion(os.Getenv(worker.EnvIngestion))
-			if err != nil {
-				return g.finish(cmd, res, worker.Permanent(worker.ReasonPermanentError, err))
-			}
-			kc, err := planner.NewKubeClient()
-			if err == nil {
-				var keys []string
-				keys, err = planner.Cleanup(cmd.Context(), ing, planner.Deps{Log: log}, kc)
+			return g.runOnce(cmd, worker.RoleCleanup, func(log logr.Logger, ing worker.Ingestion, _ *worker.Result) error {
+				kc, err := planner.NewKubeClient()
+				if err != nil {
+					return err
+				}
+				keys, err := planner.Cleanup(cmd.Context(), ing, planner.Deps{Log: log}, kc)
 				log.Info("deleted staged objects", "keys", keys)
-			}
-			res.DurationMillis = time.Since(start).Milliseconds()
-			return g.finish(cmd, res, err)
+				return err
+			})
 		},
 	}
+}
+
+// runOnce is the frame of the one-shot roles (plan, cleanup): the logger, the ingestion from
+// the environment, the timed result and the exit through g.finish.
+func (g *globals) runOnce(cmd *cobra.Command, role string, run func(logr.Logger, worker.Ingestion, *worker.Result) error) error {
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	res := worker.Result{Role: role}
+	ing, err := worker.DecodeIngestion(os.Getenv(worker.EnvIngestion))
+	if err != nil {
+		return g.finish(cmd, res, worker.Permanent(worker.ReasonPermanentError, err))
+	}
+	err = run(log, ing, &res)
+	res.DurationMillis = time.Since(start).Milliseconds()
+	return g.finish(cmd, res, err)
 }
 
 func writePlan(cmd *cobra.Command, ing worker.Ingestion, plan *worker.Plan) error {
