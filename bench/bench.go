@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,7 +62,10 @@ type Config struct {
 	ManagerChunks      int
 	ManagerParallelism int32
 	ManagerTimeout     time.Duration
-	TmpDir             string
+	// ManagerProfileDir, when set, receives CPU profiles of the manager over each pass-cost
+	// window (manager-start.pprof, manager-end.pprof): what a pass spends its time on.
+	ManagerProfileDir string
+	TmpDir            string
 	// GzipRows is the size of the gzip-reads file (0: that phase is left out).
 	GzipRows int
 	// Skip names phases to leave out (efficiency, old, manager, pipeline, gzip), for iterating.
@@ -558,7 +562,18 @@ func runManager(ctx context.Context, c Config, dir string, r *Report) error {
 		return err
 	}
 	c.logf("manager: starting a second stack whose chunk pods finish at once")
-	st, err := stack.Start(ctx, stack.Options{Dimensions: c.Dimensions, Log: c.Log, WorkDir: filepath.Join(dir, "stack-manager"), EmbedderBinary: stub})
+	so := stack.Options{Dimensions: c.Dimensions, Log: c.Log, WorkDir: filepath.Join(dir, "stack-manager"), EmbedderBinary: stub}
+	pprofAddr := ""
+	if c.ManagerProfileDir != "" {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		pprofAddr = l.Addr().String()
+		_ = l.Close()
+		so.ManagerArgs = []string{"--pprof-bind-address=" + pprofAddr}
+	}
+	st, err := stack.Start(ctx, so)
 	if err != nil {
 		return fmt.Errorf("start stack: %w", err)
 	}
@@ -594,7 +609,12 @@ func runManager(ctx context.Context, c Config, dir string, r *Report) error {
 	}
 	m := &r.Manager
 	m.Chunks, m.ParallelismUsed = c.ManagerChunks, c.ManagerParallelism
-	cur, pc, werr := watchPassCost(ctx, st, obj, c.ManagerChunks, c.ManagerTimeout)
+	var prof *windowProfiler
+	if pprofAddr != "" {
+		prof = &windowProfiler{addr: pprofAddr, dir: c.ManagerProfileDir, logf: c.logf}
+		defer prof.wait()
+	}
+	cur, pc, werr := watchPassCost(ctx, st, obj, c.ManagerChunks, c.ManagerTimeout, prof)
 	if cur == nil {
 		return werr
 	}

@@ -31,6 +31,7 @@ func main() {
 	flag.DurationVar(&c.ManagerTimeout, "manager-timeout", c.ManagerTimeout, "bound of the manager run (the figures then cover the chunks that finished)")
 	mem := flag.String("mem-rows", "10000,1000000", "rows of the embedder memory runs, comma separated")
 	skip := flag.String("skip", "", "phases to leave out, comma separated: efficiency, old, manager, pipeline, gzip")
+	flag.StringVar(&c.ManagerProfileDir, "manager-profile", "", "directory for CPU profiles of the manager over the two pass-cost windows (empty: none)")
 	managerOnly := flag.Bool("manager-only", false, "measure only the manager at scale and replace just its section of -out")
 	flag.Parse()
 	c.Skip = map[string]bool{}

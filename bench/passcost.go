@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -133,7 +137,7 @@ func windowsFor(chunks int) [2][2]int {
 // manager when the finished count crosses a window's edge. The status is read from the API
 // server (the manager does not see these reads); the manager's /metrics is read only at the
 // four edges, so the measurement adds almost nothing to what it measures.
-func watchPassCost(ctx context.Context, st *stack.Stack, obj *v1alpha1.CsvIngestion, chunks int, timeout time.Duration) (*v1alpha1.CsvIngestion, PassCost, error) {
+func watchPassCost(ctx context.Context, st *stack.Stack, obj *v1alpha1.CsvIngestion, chunks int, timeout time.Duration, prof *windowProfiler) (*v1alpha1.CsvIngestion, PassCost, error) {
 	edges := windowsFor(chunks)
 	want := []int{edges[0][0], edges[0][1], edges[1][0], edges[1][1]}
 	var samples []passSample
@@ -151,6 +155,12 @@ func watchPassCost(ctx context.Context, st *stack.Stack, obj *v1alpha1.CsvIngest
 				return cur, pc, fmt.Errorf("sample the manager: %w", err)
 			}
 			samples = append(samples, s)
+			switch len(samples) {
+			case 1:
+				prof.start(ctx, "manager-start.pprof")
+			case 3:
+				prof.start(ctx, "manager-end.pprof")
+			}
 		}
 		if cur.Status.Phase.Terminal() {
 			break
@@ -184,4 +194,60 @@ func window(a, b passSample) passWindow {
 		w.PassesPerChunk = w.Passes / float64(n)
 	}
 	return w
+}
+
+// windowProfiler takes a CPU profile of the manager from the start of a pass-cost window, for
+// about as long as a window lasts. A nil profiler does nothing.
+type windowProfiler struct {
+	addr, dir string
+	logf      func(string, ...any)
+	wg        sync.WaitGroup
+}
+
+const profileSeconds = 40
+
+func (w *windowProfiler) start(ctx context.Context, name string) {
+	if w == nil {
+		return
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		path := filepath.Join(w.dir, name)
+		if err := fetchProfile(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", w.addr, profileSeconds), path); err != nil {
+			w.logf("manager: profile %s: %v", name, err)
+			return
+		}
+		w.logf("manager: CPU profile of %ds written to %s", profileSeconds, path)
+	}()
+}
+
+func (w *windowProfiler) wait() {
+	if w != nil {
+		w.wg.Wait()
+	}
+}
+
+func fetchProfile(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

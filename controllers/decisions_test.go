@@ -125,28 +125,32 @@ func TestJudgeChunk(t *testing.T) {
 }
 
 func TestNextChunks(t *testing.T) {
-	set := func(s string) func(int) bool {
+	parse := func(s string) ranges.Set {
 		r, err := ranges.Parse(s)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return r.Has
+		return r
 	}
 	for _, tc := range []struct {
-		name             string
-		total, room      int
-		recorded, hasJob string
-		want             []int
+		name                      string
+		total, room               int
+		completed, failed, hasJob string
+		want                      []int
 	}{
-		{"fresh", 10, 4, "", "", []int{0, 1, 2, 3}},
-		{"lowest gaps first", 10, 3, "0-2,5", "3", []int{4, 6, 7}},
-		{"no room", 10, 0, "", "", nil},
-		{"all done", 5, 4, "0-4", "", nil},
-		{"tail", 5, 4, "0-2", "3", []int{4}},
-		{"never more than room", 100, 2, "", "", []int{0, 1}},
+		{"fresh", 10, 4, "", "", "", []int{0, 1, 2, 3}},
+		{"lowest gaps first", 10, 3, "0-2,5", "", "3", []int{4, 6, 7}},
+		{"failed are recorded too", 10, 3, "0-1", "2,4", "", []int{3, 5, 6}},
+		{"completed and failed touch", 10, 2, "0-2,6", "3-5", "", []int{7, 8}},
+		{"interleaved sets", 12, 3, "0,2,4,6", "1,3,5,7", "8", []int{9, 10, 11}},
+		{"no room", 10, 0, "", "", "", nil},
+		{"all done", 5, 4, "0-2", "3-4", "", nil},
+		{"recorded to the end", 5, 4, "0-9", "", "", nil},
+		{"tail", 5, 4, "0-2", "", "3", []int{4}},
+		{"never more than room", 100, 2, "", "", "", []int{0, 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := nextChunks(tc.total, tc.room, set(tc.recorded), set(tc.hasJob))
+			got := nextChunks(tc.total, tc.room, parse(tc.completed), parse(tc.failed), parse(tc.hasJob).Has)
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("nextChunks = %v, want %v", got, tc.want)
 			}

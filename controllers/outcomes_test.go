@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,9 +16,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/controllers"
+	"github.com/vectordb-io/vectordb-operator/internal/manager"
+	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
@@ -327,4 +331,74 @@ func TestUnwritableFinalStateMarksTaskItemStale(t *testing.T) {
 		}
 		return true, ""
 	})
+}
+
+// A recorded chunk's Job and pods are labelled released (which takes them out of the manager's
+// cache). If the manager is cut off between labelling the Job and releasing its pods, the next
+// pass finds pods held with no Job in the cache for a recorded chunk: it lets them go and derives
+// nothing from them again (counts and the task-table entry stay as recorded).
+func TestReleasedChunksAreLabelledAndHalfReleasesFinish(t *testing.T) {
+	ns := newNamespace(t)
+	var failed, jobFirst atomic.Bool
+	startManagerWith(t, nil, func(o *manager.Options) {
+		o.WrapClient = func(cl client.WithWatch) client.Client {
+			return interceptor.NewClient(cl, interceptor.Funcs{
+				Patch: func(ctx context.Context, w client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+					// The first release of chunk 1's pod fails as a connection would: after its
+					// Job has been labelled and given its TTL.
+					if _, isPod := obj.(*corev1.Pod); isPod && strings.Contains(obj.GetName(), "-chunk-1-") && failed.CompareAndSwap(false, true) {
+						j := &batchv1.Job{}
+						err := cluster.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: worker.ChunkJobName("labels", 1)}, j)
+						jobFirst.Store(err == nil && j.Labels[worker.LabelReleased] == "true" && j.Spec.TTLSecondsAfterFinished != nil)
+						return fmt.Errorf("connection reset by peer")
+					}
+					return w.Patch(ctx, obj, p, opts...)
+				},
+			})
+		}
+	}, ns)
+	obj := create(t, newIngestion(ns, "labels", func(o *v1alpha1.CsvIngestion) { o.Spec.Chunking.Parallelism = 2 }))
+	waitPhase(t, obj, v1alpha1.PhasePlanning)
+	writePlan(t, obj, 2000, 1000)
+	for i := range 2 {
+		finishJob(t, waitJob(t, ns, worker.ChunkJobName(obj.Name, i)), okResult(1000), 0, "")
+	}
+	final := waitPhase(t, obj, v1alpha1.PhaseCompleted)
+	if st := final.Status; st.Records.Processed != 2000 || st.Records.Failed != 0 || st.CompletedChunks != "0-1" || st.Usage == nil || st.Usage.VectorsUpserted != 2000 {
+		t.Fatalf("status %s", mustJSON(st))
+	}
+	eventually(t, "chunk Jobs and pods released and labelled", 20*time.Second, func() (bool, string) {
+		for _, j := range listJobs(t, obj, worker.RoleChunk) {
+			if j.Labels[worker.LabelReleased] != "true" || j.Spec.TTLSecondsAfterFinished == nil {
+				return false, fmt.Sprintf("job %s labels %v ttl %v", j.Name, j.Labels, j.Spec.TTLSecondsAfterFinished)
+			}
+		}
+		for _, p := range listPods(t, obj) {
+			if p.Labels[worker.LabelRole] != worker.RoleChunk {
+				continue
+			}
+			if p.Labels[worker.LabelReleased] != "true" || slices.Contains(p.Finalizers, worker.FinalizerOutcome) {
+				return false, fmt.Sprintf("pod %s labels %v finalizers %v", p.Name, p.Labels, p.Finalizers)
+			}
+		}
+		return true, ""
+	})
+	if !failed.Load() {
+		t.Fatal("the pod release of chunk 1 was never attempted")
+	}
+	if !jobFirst.Load() {
+		t.Error("chunk 1's pod was released before its Job was labelled and given its TTL")
+	}
+	// The planner is not a chunk: it stays in the cache, unlabelled.
+	for _, j := range listJobs(t, obj, worker.RolePlan) {
+		if _, ok := j.Labels[worker.LabelReleased]; ok {
+			t.Errorf("planner Job %s labelled released", j.Name)
+		}
+	}
+	_, chunks := taskItem(t, obj.Spec.TaskID)
+	for i := range 2 {
+		if e := chunks[tasktable.ChunkKey(i)]; e.Status != "completed" || e.ProcessedRecords != 1000 || e.VectorsUpserted != 1000 {
+			t.Errorf("task-table chunk %d: %+v", i, e)
+		}
+	}
 }

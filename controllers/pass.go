@@ -429,11 +429,19 @@ func outcomePhase(total, finished, failedChunks int, failedRows int64, budget fl
 }
 
 // nextChunks picks up to room chunk indexes to start: the lowest ones neither recorded nor with
-// a Job.
-func nextChunks(total, room int, recorded, hasJob func(int) bool) []int {
+// a Job. It jumps over the recorded intervals, so its cost follows the gaps, not the chunks done.
+func nextChunks(total, room int, completed, failed ranges.Set, hasJob func(int) bool) []int {
 	var out []int
 	for i := 0; i < total && len(out) < room; i++ {
-		if !recorded(i) && !hasJob(i) {
+		// Skip whatever either set holds, until both say i is absent.
+		for {
+			j := failed.NextAbsent(completed.NextAbsent(i))
+			if j == i {
+				break
+			}
+			i = j
+		}
+		if i < total && !hasJob(i) {
 			out = append(out, i)
 		}
 	}
@@ -516,7 +524,7 @@ func (p *pass) decide(ctx context.Context) error {
 	}
 	unfinished := total - finished
 	hasJob := func(i int) bool { c := p.kids.chunks[i]; return c != nil && !c.gone }
-	for _, i := range nextChunks(total, limit-len(running), p.recorded, hasJob) {
+	for _, i := range nextChunks(total, limit-len(running), p.completed, p.failed, hasJob) {
 		if p.blocked != nil {
 			break
 		}

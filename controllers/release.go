@@ -14,19 +14,30 @@ import (
 )
 
 // Patches that need no read-modify-write: the finalizer goes from the list whatever else is in it
-// (the Job controller removes its own at the same time), and the TTL is one field.
+// (the Job controller removes its own at the same time), and the TTL is one field. A chunk's Job
+// and pods also get the released label, which takes them out of the manager's cache.
 var (
 	releasePodPatch = client.RawPatch(types.StrategicMergePatchType,
 		[]byte(fmt.Sprintf(`{"metadata":{"$deleteFromPrimitiveList/finalizers":[%q]}}`, worker.FinalizerOutcome)))
+	releaseChunkPodPatch = client.RawPatch(types.StrategicMergePatchType,
+		[]byte(fmt.Sprintf(`{"metadata":{"labels":{%q:"true"},"$deleteFromPrimitiveList/finalizers":[%q]}}`,
+			worker.LabelReleased, worker.FinalizerOutcome)))
 )
 
-func ttlPatch(seconds int32) client.Patch {
+func ttlPatch(seconds int32, chunk bool) client.Patch {
+	if chunk {
+		return client.RawPatch(types.MergePatchType, []byte(fmt.Sprintf(`{"metadata":{"labels":{%q:"true"}},"spec":{"ttlSecondsAfterFinished":%d}}`,
+			worker.LabelReleased, seconds)))
+	}
 	return client.RawPatch(types.MergePatchType, []byte(fmt.Sprintf(`{"spec":{"ttlSecondsAfterFinished":%d}}`, seconds)))
 }
 
-// release lets go of what the written status has recorded (and the task table accepted): the
-// pods lose the outcome finalizer first, then the Job gets its TTL, which marks it done. A
-// finished ingestion lets go of everything; a finished planner once the plan is pinned.
+// release lets go of what the written status has recorded (and the task table accepted). A
+// chunk's Job gets its TTL and the released label first, which takes it out of the cache; its
+// pods then lose the outcome finalizer (if that second step is cut short, the next pass finds
+// them held with no Job, recorded, and releases them as orphans; nothing is derived from them
+// again). The planner's pods go first and then its Job, which stays cached. A finished
+// ingestion lets go of everything; a finished planner once the plan is pinned.
 func (r *Reconciler) release(ctx context.Context, p *pass, open map[int]ChunkOutcome) error {
 	terminal := p.status.Phase.Terminal()
 	for i, c := range p.kids.chunks {
@@ -61,30 +72,47 @@ func (r *Reconciler) release(ctx context.Context, p *pass, open map[int]ChunkOut
 }
 
 func (r *Reconciler) releaseChild(ctx context.Context, p *pass, c *childJob) error {
-	for _, pod := range c.held {
+	chunk := c.index >= 0
+	if !chunk {
+		if err := r.releasePods(ctx, p, c.held); err != nil {
+			return err
+		}
+	}
+	if !c.gone && c.job.Spec.TTLSecondsAfterFinished == nil && c.job.UID != "" {
+		job := &batchv1.Job{}
+		job.Namespace, job.Name = c.job.Namespace, c.job.Name
+		err := r.Patch(ctx, job, ttlPatch(int32(r.Config.JobTTL.Seconds()), chunk))
+		switch {
+		case err == nil || apierrors.IsNotFound(err):
+		case p.refused("set the TTL of Job "+job.Name, err):
+			return nil
+		default:
+			return fmt.Errorf("set ttl of job %s: %w", job.Name, err)
+		}
+	}
+	if chunk {
+		return r.releasePods(ctx, p, c.held)
+	}
+	return nil
+}
+
+func (r *Reconciler) releasePods(ctx context.Context, p *pass, pods []*corev1.Pod) error {
+	for _, pod := range pods {
 		if err := r.releasePod(ctx, p, pod); err != nil {
 			return err
 		}
 	}
-	if c.gone || c.job.Spec.TTLSecondsAfterFinished != nil || c.job.UID == "" {
-		return nil
-	}
-	job := &batchv1.Job{}
-	job.Namespace, job.Name = c.job.Namespace, c.job.Name
-	err := r.Patch(ctx, job, ttlPatch(int32(r.Config.JobTTL.Seconds())))
-	switch {
-	case err == nil || apierrors.IsNotFound(err):
-		return nil
-	case p.refused("set the TTL of Job "+job.Name, err):
-		return nil
-	}
-	return fmt.Errorf("set ttl of job %s: %w", job.Name, err)
+	return nil
 }
 
 func (r *Reconciler) releasePod(ctx context.Context, p *pass, pod *corev1.Pod) error {
 	target := &corev1.Pod{}
 	target.Namespace, target.Name = pod.Namespace, pod.Name
-	err := r.Patch(ctx, target, releasePodPatch)
+	patch := releasePodPatch
+	if pod.Labels[worker.LabelRole] == worker.RoleChunk {
+		patch = releaseChunkPodPatch
+	}
+	err := r.Patch(ctx, target, patch)
 	switch {
 	case err == nil || apierrors.IsNotFound(err):
 		return nil

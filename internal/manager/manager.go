@@ -43,8 +43,11 @@ type Options struct {
 	// ClusterRole grants it). False serves plain HTTP to anyone who can reach the port.
 	MetricsSecure bool
 	// MetricsCertDir holds tls.crt and tls.key for /metrics; empty: a self-signed certificate.
-	MetricsCertDir          string
-	ProbeAddr               string
+	MetricsCertDir string
+	ProbeAddr      string
+	// PprofAddr serves net/http/pprof for profiling the manager; "0" or empty: off. It exposes
+	// internals, so bind it to loopback or a port no one else reaches.
+	PprofAddr               string
 	LeaderElect             bool
 	LeaderElectionNamespace string
 	LeaderElectionID        string
@@ -93,6 +96,7 @@ func FlagSet(o *Options) *pflag.FlagSet {
 	fs.BoolVar(&o.MetricsSecure, "metrics-secure", o.MetricsSecure, "serve /metrics over HTTPS with authentication and authorization; false serves plain HTTP to anyone")
 	fs.StringVar(&o.MetricsCertDir, "metrics-cert-dir", o.MetricsCertDir, "directory with tls.crt and tls.key for /metrics (default: a self-signed certificate)")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz and /readyz")
+	fs.StringVar(&o.PprofAddr, "pprof-bind-address", o.PprofAddr, "address of net/http/pprof for profiling the manager (0 or empty: off; keep it on loopback)")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader so only one replica reconciles")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "namespace of the leader Lease (default: the pod's)")
 	fs.StringVar(&o.LeaderElectionID, "leader-election-id", o.LeaderElectionID, "name of the leader Lease")
@@ -147,13 +151,19 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	// Released chunk Jobs and pods (recorded, finalizer removed, TTL set) leave the cache: a pass
+	// then costs what is still open, however many chunks are done.
+	notReleased, err := labels.NewRequirement(worker.LabelReleased, selection.DoesNotExist, nil)
+	if err != nil {
+		return err
+	}
 	isPlan, err := labels.NewRequirement(worker.LabelRole, selection.Equals, []string{worker.RolePlan})
 	if err != nil {
 		return err
 	}
 	cacheOpts := cache.Options{DefaultTransform: stripManagedFields, ByObject: map[client.Object]cache.ByObject{
-		&batchv1.Job{}:      {Label: labels.NewSelector().Add(*hasUID), Transform: trimJob},
-		&corev1.Pod{}:       {Label: labels.NewSelector().Add(*hasUID), Transform: trimPod},
+		&batchv1.Job{}:      {Label: labels.NewSelector().Add(*hasUID, *notReleased), Transform: trimJob},
+		&corev1.Pod{}:       {Label: labels.NewSelector().Add(*hasUID, *notReleased), Transform: trimPod},
 		&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*isPlan)},
 	}}
 	if len(o.WatchNamespaces) > 0 {
@@ -169,6 +179,7 @@ func Run(ctx context.Context, o Options) error {
 		Cache:                         cacheOpts,
 		Metrics:                       metricsOptions(o),
 		HealthProbeBindAddress:        o.ProbeAddr,
+		PprofBindAddress:              o.PprofAddr,
 		LeaderElection:                o.LeaderElect,
 		LeaderElectionID:              o.LeaderElectionID,
 		LeaderElectionNamespace:       o.LeaderElectionNamespace,

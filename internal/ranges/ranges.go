@@ -127,6 +127,16 @@ func (s Set) Has(i int) bool {
 	return k < len(s.iv) && s.iv[k][0] <= i
 }
 
+// NextAbsent is the smallest i >= from that is not in the set: a walk over the gaps of a set
+// costs its intervals, not its members.
+func (s Set) NextAbsent(from int) int {
+	k := sort.Search(len(s.iv), func(j int) bool { return s.iv[j][1] >= from })
+	if k < len(s.iv) && s.iv[k][0] <= from {
+		return s.iv[k][1] + 1
+	}
+	return from
+}
+
 // Len is the number of members.
 func (s Set) Len() int {
 	n := 0

@@ -60,6 +60,15 @@ func TestAgainstMap(t *testing.T) {
 		if err != nil || back.String() != s.String() {
 			t.Fatalf("round trip %q -> %q, %v", s, back, err)
 		}
+		for i := 0; i < 110; i++ {
+			want := i
+			for ref[want] {
+				want++
+			}
+			if got := s.NextAbsent(i); got != want {
+				t.Fatalf("NextAbsent(%d) = %d, want %d (%s)", i, got, want, s)
+			}
+		}
 		prev := -1
 		s.Each(func(i int) bool {
 			if i <= prev || !ref[i] {

@@ -93,6 +93,10 @@ const (
 	LabelTaskID = "ingestion.vectordb.io/task-id"
 	LabelRole   = "ingestion.vectordb.io/role"
 	LabelChunk  = "ingestion.vectordb.io/chunk"
+	// LabelReleased marks a chunk's Job and pods whose outcome the controller has recorded and
+	// let go of. The manager's cache selects children without it, so finished chunks leave the
+	// cache (and a pass's cost) while their objects stay until the Job's TTL for people to read.
+	LabelReleased = "ingestion.vectordb.io/released"
 
 	RolePlan  = "plan"
 	RoleChunk = "chunk"

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -63,7 +64,9 @@ type Options struct {
 	EmbedderBinary string
 	// WorkDir holds logs and pod files; a temp dir when empty.
 	WorkDir string
-	Log     logr.Logger
+	// ManagerArgs are added to the manager's flags from its first start (Stack.ManagerArgs).
+	ManagerArgs []string
+	Log         logr.Logger
 }
 
 // Stack is a running local stack.
@@ -98,7 +101,7 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	if o.Dimensions == 0 {
 		o.Dimensions = 1536
 	}
-	s = &Stack{Opts: o, WorkDir: o.WorkDir}
+	s = &Stack{Opts: o, WorkDir: o.WorkDir, ManagerArgs: slices.Clone(o.ManagerArgs)}
 	defer func() {
 		if err != nil {
 			s.Stop()
