@@ -305,7 +305,7 @@ func ManagerMarkdown(mg Manager, note string) string {
 		w("")
 		return b.String()
 	}
-	w("Cost of a reconcile pass near the start and near the end of the run: the manager process's CPU time (user+system from /proc/<pid>/stat, all of it: informers, GC, the metrics endpoint) while the finished chunks went through each window, divided by the passes of the `csvingestion` controller in it (`controller_runtime_reconcile_total`). Near the end, %d chunks are recorded in status and their Jobs and pods are still in the cache (their TTL is 1 h).", pc.End.From)
+	w("Cost of a reconcile pass near the start and near the end of the run: the manager process's CPU time (user+system from /proc/<pid>/stat, all of it: informers, GC, the metrics endpoint) while the finished chunks went through each window, divided by the passes of the `csvingestion` controller in it (`controller_runtime_reconcile_total`). Near the end, %d chunks are recorded in status; their Jobs and pods stay in the cluster until their TTL (1 h) but, labelled released, no longer in the manager's cache.", pc.End.From)
 	w("")
 	w("| window (finished chunks) | time | CPU | passes | **CPU per pass** | wall per pass | CPU per chunk | passes per chunk |")
 	w("|---|---|---|---|---|---|---|---|")
