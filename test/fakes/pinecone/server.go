@@ -26,6 +26,10 @@ const (
 	MaxUpsertVectors = 1000
 	// MaxUpsertBytes is the largest serialized UpsertRequest accepted: Pinecone's 2 MB, decimal.
 	MaxUpsertBytes = 2_000_000
+	// MaxListLimit is the most ids one List page returns, and its default.
+	MaxListLimit = 100
+	// MaxDeleteIDs is the most ids one Delete request may carry.
+	MaxDeleteIDs = 1000
 	// DefaultNamespace is where go-pinecone's default ("" or "__default__") namespace lives.
 	DefaultNamespace = "__default__"
 	// APIVersion is the API version go-pinecone v5 sends and this fake speaks.
