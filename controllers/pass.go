@@ -128,8 +128,15 @@ func (p *pass) run(ctx context.Context) error {
 		return err
 	}
 	if p.obj.Spec.DryRun {
-		p.finish(v1alpha1.PhaseCompleted, "DryRun", fmt.Sprintf("dry run: %d rows, %d chunks, about %d tokens (%s USD), at least %s",
-			st.Records.Total, st.Chunks.Total, st.Estimate.Tokens, st.Estimate.CostUSD, st.Estimate.MinDuration))
+		msg := fmt.Sprintf("dry run: %d rows, %d chunks, about %d tokens (%s USD), at least %s",
+			st.Records.Total, st.Chunks.Total, st.Estimate.Tokens, st.Estimate.CostUSD, st.Estimate.MinDuration)
+		if se := st.Estimate.Sync; se != nil {
+			msg += fmt.Sprintf("; sync: %d rows to embed (about %d tokens, %s USD), %d to skip", se.RowsToEmbed, se.Tokens, se.CostUSD, se.RowsToSkip)
+			if p.obj.Spec.DeletesMissing() {
+				msg += fmt.Sprintf(", %d of %d vectors under the id prefix to delete (delete guard: %s)", se.VectorsToDelete, se.VectorsUnderPrefix, se.DeleteGuard)
+			}
+		}
+		p.finish(v1alpha1.PhaseCompleted, "DryRun", msg)
 		return nil
 	}
 	p.recordFinishedChunks()
@@ -167,7 +174,8 @@ func (p *pass) pinPlan() {
 	st.Records.Total = plan.TotalRows
 	st.Chunks.Total = int32(plan.Chunks())
 	st.Estimate = estimate(p.obj, plan)
-	st.VectorSpace = plan.VectorSpace // the planner's vector-space guard
+	st.Estimate.Sync = plan.SyncEstimate // a dry run's preview of spec.sync
+	st.VectorSpace = plan.VectorSpace    // the planner's vector-space guard
 }
 
 // planStep makes sure there is a plan: it creates the planner Job, waits for it, or fails the

@@ -49,6 +49,10 @@ func newPlanCmd(g *globals) *cobra.Command {
 				log = log.WithValues("ingestion", ing.Namespace+"/"+ing.Name, "taskID", ing.TaskID)
 				plan, err := planner.Plan(cmd.Context(), ing, planner.Deps{
 					MetabaseAPIKey: os.Getenv(worker.EnvMetabaseAPIKey), Log: log,
+					SyncPreview: syncrun.NewPreview(ing, syncrun.Deps{
+						PineconeAPIKey: os.Getenv(worker.EnvPineconeAPIKey), PineconeControlHost: os.Getenv(EnvPineconeControlHost),
+						Log: log.WithName("sync-preview"),
+					}),
 					Guard: vectorspace.ForIngestion(ing, vectorspace.Keys{
 						OpenAI: os.Getenv(worker.EnvOpenAIAPIKey), Pinecone: os.Getenv(worker.EnvPineconeAPIKey),
 						PineconeControlHost: os.Getenv(EnvPineconeControlHost),

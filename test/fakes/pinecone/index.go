@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -52,7 +53,7 @@ type Index struct {
 	sch     *schema
 	name    string
 	dim     int
-	discard bool
+	discard atomic.Bool // Options.DiscardValues, changed by SetDiscardValues
 	ln      net.Listener
 	grpc    *grpc.Server
 
@@ -184,6 +185,12 @@ func (x *Index) injected(method string) error {
 	return status.Errorf(f.code, "injected %s failure", method)
 }
 
+// SetDiscardValues changes Options.DiscardValues for the vectors written from now on (a test that
+// compares vector values turns keeping them on for its own writes).
+func (x *Index) SetDiscardValues(on bool) {
+	x.discard.Store(on)
+}
+
 // SetLatency sets the delay added to every data-plane call.
 func (x *Index) SetLatency(d time.Duration) {
 	x.mu.Lock()
@@ -302,7 +309,7 @@ func (x *Index) upsert(req protoreflect.Message) (protoreflect.Message, error) {
 		if vals.Len() != x.dim {
 			return nil, status.Errorf(codes.InvalidArgument, "Vector dimension %d does not match the dimension of the index %d", vals.Len(), x.dim)
 		}
-		if !x.discard {
+		if !x.discard.Load() {
 			f := make([]float32, vals.Len())
 			for j := range f {
 				f[j] = float32(vals.Get(j).Float())
@@ -400,7 +407,7 @@ func (x *Index) query(req protoreflect.Message) (protoreflect.Message, error) {
 	if req.Get(s.quQueries).List().Len() > 0 || req.Has(s.quSparse) {
 		return nil, status.Error(codes.Unimplemented, "the fake supports only a dense query by vector or id")
 	}
-	if x.discard {
+	if x.discard.Load() {
 		return nil, status.Error(codes.FailedPrecondition, "the fake keeps no vector values (DiscardValues)")
 	}
 	topK := int(req.Get(s.quTopK).Uint())

@@ -183,13 +183,13 @@ func startIndex(s *Server, sch *schema, name string, dim int, addr string, opts 
 		sch:        sch,
 		name:       name,
 		dim:        dim,
-		discard:    opts.DiscardValues,
 		latency:    opts.Latency,
 		namespaces: map[string]map[string]stored{},
 		calls:      map[string]int64{},
 		byCode:     map[string]int64{},
 		ln:         ln,
 	}
+	idx.discard.Store(opts.DiscardValues)
 	// Accept requests well over the 2 MB limit so that an oversized upsert gets Pinecone's
 	// InvalidArgument from the handler rather than a transport error.
 	idx.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
