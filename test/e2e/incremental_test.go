@@ -103,6 +103,11 @@ func TestIncrementalReingestEmbedsOnlyChangedRows(t *testing.T) {
 		se.DeleteGuard != v1alpha1.DeleteGuardPass || se.Tokens <= 0 || se.CostUSD == "" || se.LookupRequests == 0 {
 		t.Fatalf("dry run estimate %+v; want %d to embed, %d to skip, %d of %d to delete, guard Pass", se, changed, unchanged, removed, stats.Good)
 	}
+	// Tokens are the tokenizer's count of the changed rows' text: about 1 % of the plan's estimate
+	// for the whole file (the fake bills a cruder count, so its figures are not compared).
+	if share := float64(se.Tokens) / float64(pv.Status.Estimate.Tokens); share < 0.008 || share > 0.013 {
+		t.Errorf("dry run: %d tokens to embed are %.2f %% of the file's %d; want about 1 %%", se.Tokens, 100*share, pv.Status.Estimate.Tokens)
+	}
 	if !strings.Contains(pv.Status.Message, "to delete (delete guard: Pass)") {
 		t.Errorf("dry run message %q does not report the sync preview", pv.Status.Message)
 	}
