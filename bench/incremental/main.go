@@ -180,7 +180,7 @@ func markdown(rows int, runs []run, ch csvgen.Changes, start time.Time) string {
 		w("- Hash lookups: **%.1f Pinecone fetch requests per 1,000 rows** (one per namespace per slice of 128 mapped rows, metadata read from the fetched vectors).",
 			1000*float64(inc.fetches)/float64(inc.records.Processed+inc.records.Skipped))
 		if listed := inc.records.Processed + inc.records.Skipped + inc.deleted; inc.lists > 0 {
-			w("- Deletion step (deleteMissing): %d vectors deleted with %d delete requests (**%.1f per 1,000 ids deleted**, at most 1,000 ids each) after listing the %d ids under the prefix with %d list requests (**%.1f per 1,000 ids listed**, 100 a page); %s from MissingDeleted=Deleting to Completed, the sync Job's pod start and its re-read of the file included.",
+			w("- Deletion step (deleteMissing): %d vectors deleted with %d delete request(s) (**%.1f per 1,000 ids deleted**, at most 1,000 ids each) after listing the %d ids under the prefix with %d list request(s) (**%.1f per 1,000 ids listed**, 100 a page); %s from MissingDeleted=Deleting to Completed, the sync Job's pod start and its re-read of the file included.",
 				inc.deleted, inc.deletes, 1000*float64(inc.deletes)/float64(max(inc.deleted, 1)), listed, inc.lists, 1000*float64(inc.lists)/float64(listed),
 				inc.syncWall.Round(100*time.Millisecond))
 		}
