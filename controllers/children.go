@@ -80,6 +80,8 @@ func (c *childJob) released() bool {
 
 type children struct {
 	planner *childJob
+	// sync is the Job of spec.sync.deleteMissing's step, once created.
+	sync    *childJob
 	chunks  map[int]*childJob
 	plan    *worker.Plan
 	planErr error
@@ -131,6 +133,13 @@ func (r *Reconciler) listChildren(ctx context.Context, obj *v1alpha1.CsvIngestio
 			c := describeJob(j, podsByJob[j.Name])
 			c.index = -1
 			kids.planner = c
+		case worker.RoleSync:
+			if j.Name != worker.SyncJobName(obj.Name) {
+				continue
+			}
+			c := describeJob(j, podsByJob[j.Name])
+			c.index = -1
+			kids.sync = c
 		case worker.RoleChunk:
 			idx, err := strconv.Atoi(j.Labels[worker.LabelChunk])
 			if err != nil || j.Name != worker.ChunkJobName(obj.Name, idx) {
@@ -181,6 +190,12 @@ func (r *Reconciler) listChildren(ctx context.Context, obj *v1alpha1.CsvIngestio
 			}
 			continue
 		}
+		if name == worker.SyncJobName(obj.Name) {
+			if kids.sync == nil {
+				kids.sync = &childJob{job: placeholder, index: -1, state: jobActive}
+			}
+			continue
+		}
 		if idx, ok := chunkIndexOf(obj.Name, name); ok {
 			if c, found := kids.chunks[idx]; !found || c.gone {
 				kids.chunks[idx] = &childJob{job: placeholder, index: idx, state: jobActive}
@@ -207,7 +222,7 @@ func (r *Reconciler) listChildren(ctx context.Context, obj *v1alpha1.CsvIngestio
 // chunkIndexOf is the chunk index of a Job name this controller made for the ingestion, found by
 // recomputing the name (names may be shortened with a hash, so they are not parsed).
 func chunkIndexOf(ingestion, jobName string) (int, bool) {
-	if jobName == worker.PlanJobName(ingestion) {
+	if jobName == worker.PlanJobName(ingestion) || jobName == worker.SyncJobName(ingestion) {
 		return 0, false
 	}
 	// The index is the digits after the last "-chunk-".
@@ -371,6 +386,7 @@ func attemptUsage(pods []*corev1.Pod) worker.Result {
 			u.Requests += max(res.Requests, 0)
 			u.Retries += max(res.Retries, 0)
 			u.RateLimited += max(res.RateLimited, 0)
+			u.Deleted += max(res.Deleted, 0)
 		}
 	}
 	return u

@@ -233,6 +233,8 @@ func TestChunkIndexOf(t *testing.T) {
 		{long, worker.ChunkJobName(long, 100), 100, true},
 		{long, worker.PlanJobName(long), 0, false},
 		{"q239", "other-chunk-1", 0, false},
+		{"q239", worker.SyncJobName("q239"), 0, false},
+		{long, worker.SyncJobName(long), 0, false},
 	} {
 		idx, ok := chunkIndexOf(tc.ing, tc.job)
 		if idx != tc.idx || ok != tc.ok {
@@ -253,5 +255,33 @@ func TestBlockedBackoff(t *testing.T) {
 	}
 	if d := r.blockedBackoff("u", false); d != 0 || r.blockedBackoff("u", true) != 2*time.Second {
 		t.Errorf("an unblocked pass must reset the backoff")
+	}
+}
+
+// TestSyncDecision: the deletion step runs only for deleteMissing, outside dry runs, and only
+// when the run would end Completed.
+func TestSyncDecision(t *testing.T) {
+	withSync := func(del, dry, cancel bool) *v1alpha1.CsvIngestionSpec {
+		return &v1alpha1.CsvIngestionSpec{Sync: &v1alpha1.SyncSpec{Mode: v1alpha1.SyncIncremental, DeleteMissing: del}, DryRun: dry, Cancel: cancel}
+	}
+	for _, tc := range []struct {
+		name  string
+		spec  *v1alpha1.CsvIngestionSpec
+		phase v1alpha1.Phase
+		want  syncStart
+	}{
+		{"completed with deleteMissing", withSync(true, false, false), v1alpha1.PhaseCompleted, syncRun},
+		{"no spec.sync", &v1alpha1.CsvIngestionSpec{}, v1alpha1.PhaseCompleted, syncSkip},
+		{"sync without deleteMissing", withSync(false, false, false), v1alpha1.PhaseCompleted, syncSkip},
+		{"partially completed", withSync(true, false, false), v1alpha1.PhasePartiallyCompleted, syncSkip},
+		{"failed", withSync(true, false, false), v1alpha1.PhaseFailed, syncSkip},
+		{"cancelled", withSync(true, false, false), v1alpha1.PhaseCancelled, syncSkip},
+		{"cancel set", withSync(true, false, true), v1alpha1.PhaseCompleted, syncSkip},
+		{"still running", withSync(true, false, false), "", syncSkip},
+		{"dry run", withSync(true, true, false), v1alpha1.PhaseCompleted, syncSkip},
+	} {
+		if got := syncDecision(tc.spec, tc.phase); got != tc.want {
+			t.Errorf("%s: syncDecision = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -42,6 +42,20 @@ func (p *pass) emitEvents(before *v1alpha1.CsvIngestionStatus) {
 			rec.Eventf(obj, nil, corev1.EventTypeNormal, "Resumed", "Resume", "resumed at %s chunks", st.Progress)
 		}
 	}
+	// The deletion step of spec.sync.deleteMissing: when it starts, and how it ended.
+	if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionMissingDeleted); c != nil {
+		was := meta.FindStatusCondition(before.Conditions, v1alpha1.ConditionMissingDeleted)
+		if was == nil || was.Status != c.Status || was.Reason != c.Reason {
+			switch {
+			case c.Status == "True":
+				rec.Eventf(obj, nil, corev1.EventTypeNormal, ReasonDeleted, "DeleteMissing", "%s", c.Message)
+			case c.Reason == ReasonDeleting:
+				rec.Eventf(obj, nil, corev1.EventTypeNormal, ReasonDeleting, "DeleteMissing", "%s", c.Message)
+			case c.Reason != ReasonDeleteBlocked: // the Blocked event says it
+				rec.Eventf(obj, nil, corev1.EventTypeWarning, c.Reason, "DeleteMissing", "%s", c.Message)
+			}
+		}
+	}
 	if st.Phase != before.Phase && st.Phase.Terminal() {
 		typ := corev1.EventTypeNormal
 		if st.Phase == v1alpha1.PhaseFailed || st.Phase == v1alpha1.PhasePartiallyCompleted {

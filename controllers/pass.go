@@ -116,6 +116,10 @@ func (p *pass) run(ctx context.Context) error {
 		if err := p.stopActive(ctx); err != nil {
 			return err
 		}
+		if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionMissingDeleted); c != nil && c.Reason == ReasonDeleting {
+			p.setCondition(v1alpha1.ConditionMissingDeleted, false, "Cancelled",
+				"cancelled while the sync Job was deleting the vectors missing from the file: some of them may be deleted, the others are still in the index")
+		}
 		p.finish(v1alpha1.PhaseCancelled, "Cancelled", "cancelled by spec.cancel")
 		return nil
 	}
@@ -124,8 +128,15 @@ func (p *pass) run(ctx context.Context) error {
 		return err
 	}
 	if p.obj.Spec.DryRun {
-		p.finish(v1alpha1.PhaseCompleted, "DryRun", fmt.Sprintf("dry run: %d rows, %d chunks, about %d tokens (%s USD), at least %s",
-			st.Records.Total, st.Chunks.Total, st.Estimate.Tokens, st.Estimate.CostUSD, st.Estimate.MinDuration))
+		msg := fmt.Sprintf("dry run: %d rows, %d chunks, about %d tokens (%s USD), at least %s",
+			st.Records.Total, st.Chunks.Total, st.Estimate.Tokens, st.Estimate.CostUSD, st.Estimate.MinDuration)
+		if se := st.Estimate.Sync; se != nil {
+			msg += fmt.Sprintf("; sync: %d rows to embed (about %d tokens, %s USD), %d to skip", se.RowsToEmbed, se.Tokens, se.CostUSD, se.RowsToSkip)
+			if p.obj.Spec.DeletesMissing() {
+				msg += fmt.Sprintf(", %d of %d vectors under the id prefix to delete (delete guard: %s)", se.VectorsToDelete, se.VectorsUnderPrefix, se.DeleteGuard)
+			}
+		}
+		p.finish(v1alpha1.PhaseCompleted, "DryRun", msg)
 		return nil
 	}
 	p.recordFinishedChunks()
@@ -163,7 +174,8 @@ func (p *pass) pinPlan() {
 	st.Records.Total = plan.TotalRows
 	st.Chunks.Total = int32(plan.Chunks())
 	st.Estimate = estimate(p.obj, plan)
-	st.VectorSpace = plan.VectorSpace // the planner's vector-space guard
+	st.Estimate.Sync = plan.SyncEstimate // a dry run's preview of spec.sync
+	st.VectorSpace = plan.VectorSpace    // the planner's vector-space guard
 }
 
 // planStep makes sure there is a plan: it creates the planner Job, waits for it, or fails the
@@ -468,7 +480,11 @@ func (p *pass) decide(ctx context.Context) error {
 		}
 		return nil
 	case v1alpha1.PhaseCompleted:
-		p.finish(v1alpha1.PhaseCompleted, reason, fmt.Sprintf("%d rows in %d chunks, %d vectors", st.Records.Processed, total, usageVectors(st)))
+		msg := fmt.Sprintf("%d rows in %d chunks, %d vectors", st.Records.Processed, total, usageVectors(st))
+		if syncDecision(spec, phase) == syncRun {
+			return p.syncStep(ctx, msg)
+		}
+		p.finish(v1alpha1.PhaseCompleted, reason, msg)
 		return nil
 	case v1alpha1.PhasePartiallyCompleted:
 		p.finish(v1alpha1.PhasePartiallyCompleted, reason, fmt.Sprintf("%d rows processed, %d failed (within the %d%% budget) in %d chunks, %d failed chunks",
@@ -621,9 +637,12 @@ func (p *pass) setSuspend(ctx context.Context, c *childJob, suspend bool) error 
 // stopActive deletes every Job of the ingestion that is still running; their pods follow through
 // garbage collection.
 func (p *pass) stopActive(ctx context.Context) error {
-	jobs := make([]*childJob, 0, len(p.kids.chunks)+1)
+	jobs := make([]*childJob, 0, len(p.kids.chunks)+2)
 	if p.kids.planner != nil {
 		jobs = append(jobs, p.kids.planner)
+	}
+	if p.kids.sync != nil {
+		jobs = append(jobs, p.kids.sync)
 	}
 	for _, c := range p.kids.chunks {
 		jobs = append(jobs, c)
@@ -787,7 +806,7 @@ func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
 // trackedView is what the task table shows of a status; a change of it needs a new version.
 func trackedView(st *v1alpha1.CsvIngestionStatus) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s|%d|%d|%d|%d|%+v|%s|%v", st.Phase, st.Records.Total, st.Records.Processed, st.Records.Failed,
-		usageVectors(st), st.Chunks, st.Message, st.CompletionTime != nil)
+	fmt.Fprintf(&b, "%s|%d|%d|%d|%d|%d|%+v|%s|%v", st.Phase, st.Records.Total, st.Records.Processed, st.Records.Failed,
+		st.Records.Deleted, usageVectors(st), st.Chunks, st.Message, st.CompletionTime != nil)
 	return b.String()
 }

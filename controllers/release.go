@@ -58,6 +58,11 @@ func (r *Reconciler) release(ctx context.Context, p *pass, open map[int]ChunkOut
 			return err
 		}
 	}
+	if s := p.kids.sync; s != nil && terminal && (s.state == jobSucceeded || s.state == jobFailed) && !s.released() {
+		if err := r.releaseChild(ctx, p, s); err != nil {
+			return err
+		}
+	}
 	pods := p.kids.orphans
 	if terminal {
 		// Pods of chunks never recorded (cancelled, stopped): nothing will read them.

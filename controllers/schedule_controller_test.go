@@ -339,3 +339,35 @@ func runList(l []v1alpha1.CsvIngestion) []string {
 	}
 	return out
 }
+
+// TestScheduleRunsInheritSync: a template without spec.sync gives its runs incremental mode
+// (nothing deleted); a template with deleteMissing gives each run deleteMissing with the guard
+// as defaulted on the schedule (10 %) or set there.
+func TestScheduleRunsInheritSync(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sync *v1alpha1.SyncSpec
+		want v1alpha1.SyncSpec
+	}{
+		{"no sync", nil, v1alpha1.SyncSpec{Mode: v1alpha1.SyncIncremental, MaxDeletePercent: ptr.To[int32](10)}}, // (the API default; nothing is deleted)
+		{"deleteMissing, default guard", &v1alpha1.SyncSpec{Mode: v1alpha1.SyncIncremental, DeleteMissing: true},
+			v1alpha1.SyncSpec{Mode: v1alpha1.SyncIncremental, DeleteMissing: true, MaxDeletePercent: ptr.To[int32](10)}},
+		{"deleteMissing, guard 25", &v1alpha1.SyncSpec{DeleteMissing: true, MaxDeletePercent: ptr.To[int32](25)},
+			v1alpha1.SyncSpec{Mode: v1alpha1.SyncFull, DeleteMissing: true, MaxDeletePercent: ptr.To[int32](25)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newScheduleRig(t, func(s *v1alpha1.CsvIngestionSchedule) { s.Spec.Template.Spec.Sync = tc.sync })
+			g.nextMinute(1, 5)
+			runs := g.runs()
+			if len(runs) != 1 {
+				t.Fatalf("%d runs", len(runs))
+			}
+			got := runs[0].Spec.Sync
+			if got == nil || got.Mode != tc.want.Mode || got.DeleteMissing != tc.want.DeleteMissing ||
+				(got.MaxDeletePercent == nil) != (tc.want.MaxDeletePercent == nil) ||
+				(got.MaxDeletePercent != nil && *got.MaxDeletePercent != *tc.want.MaxDeletePercent) {
+				t.Fatalf("run's spec.sync %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}

@@ -19,6 +19,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="(has(self.dryRun) && self.dryRun) == (has(oldSelf.dryRun) && oldSelf.dryRun)",message="spec.dryRun is immutable: a dry run cannot become a real run or the reverse; create a new CsvIngestion without dryRun to ingest"
 // +kubebuilder:validation:XValidation:rule="has(self.deadLetter) == has(oldSelf.deadLetter) && (!has(self.deadLetter) || self.deadLetter == oldSelf.deadLetter)",message="spec.deadLetter is immutable: it cannot be added, changed or removed after creation, so all failed rows of an ingestion land in one place; create a new CsvIngestion for another location"
 // +kubebuilder:validation:XValidation:rule="has(self.worker) && has(self.worker.image) ? (has(oldSelf.worker) && has(oldSelf.worker.image) && self.worker.image == oldSelf.worker.image) : !(has(oldSelf.worker) && has(oldSelf.worker.image))",message="spec.worker.image is immutable: every chunk of an ingestion runs the same embedder; create a new CsvIngestion to use another image"
+// +kubebuilder:validation:XValidation:rule="!has(self.sync) || !has(self.sync.deleteMissing) || !self.sync.deleteMissing || (has(self.mapping.idPrefix) && size(self.mapping.idPrefix) > 0)",message="spec.sync.deleteMissing needs spec.mapping.idPrefix: only vectors whose ids start with the prefix (this ingestion's ids) may be deleted, and without a prefix every vector of the namespace would be in scope"
 // +kubebuilder:validation:XValidation:rule="has(self.worker) && has(self.worker.serviceAccountName) ? (has(oldSelf.worker) && has(oldSelf.worker.serviceAccountName) && self.worker.serviceAccountName == oldSelf.worker.serviceAccountName) : !(has(oldSelf.worker) && has(oldSelf.worker.serviceAccountName))",message="spec.worker.serviceAccountName is immutable: the worker's identity (S3, DynamoDB, plan ConfigMap) is fixed for the run; create a new CsvIngestion to run as another service account"
 type CsvIngestionSpec struct {
 	// TaskID is the key of this ingestion in the DynamoDB task table and the REST API
@@ -88,17 +89,54 @@ const (
 	SyncIncremental = "incremental"
 )
 
+// DefaultMaxDeletePercent is the API default of spec.sync.maxDeletePercent.
+const DefaultMaxDeletePercent = 10
+
 // SyncSpec: with spec.sync set (either mode) every vector carries a content hash (of its id,
 // namespace, text, the metadata that comes from its row, the model and the dimensions) in
 // metadata key content_hash. In incremental mode a chunk
 // fetches the stored hashes of each batch's ids first and neither embeds nor upserts rows whose
-// hash is unchanged; they count as records.skipped.
+// hash is unchanged; they count as records.skipped. With deleteMissing, vectors under
+// spec.mapping.idPrefix that are no longer in the file are deleted once every chunk succeeded.
 type SyncSpec struct {
 	// Mode is full (embed every row) or incremental (skip rows whose stored hash is unchanged).
 	// +optional
 	// +kubebuilder:default=full
 	// +kubebuilder:validation:Enum=full;incremental
 	Mode string `json:"mode,omitempty"`
+
+	// DeleteMissing deletes, once every chunk has succeeded (the run would be Completed), the
+	// vectors whose ids start with spec.mapping.idPrefix (required with it) in the namespaces the
+	// file writes to but whose ids are no longer in the file. A <name>-sync Job lists them by
+	// prefix and deletes them; the count lands in status.records.deleted. Never after a
+	// PartiallyCompleted, Failed or Cancelled run, never in a dry run (which reports what it would
+	// delete in status.estimate.sync).
+	// +optional
+	DeleteMissing bool `json:"deleteMissing,omitempty"`
+
+	// MaxDeletePercent is the delete guard: when the vectors to delete are more than this
+	// percentage of the vectors listed under the id prefix, nothing is deleted and the ingestion
+	// fails with reason DeleteGuard (a truncated export must not wipe an index). To delete more,
+	// create a new CsvIngestion with a higher value (spec.sync is immutable); 100 turns the guard
+	// off, 0 lets nothing be deleted.
+	// +optional
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	MaxDeletePercent *int32 `json:"maxDeletePercent,omitempty"`
+}
+
+// MaxDeletePercentOrDefault is spec.sync.maxDeletePercent, or its default when unset.
+func (s *SyncSpec) MaxDeletePercentOrDefault() int32 {
+	if s == nil || s.MaxDeletePercent == nil {
+		return DefaultMaxDeletePercent
+	}
+	return *s.MaxDeletePercent
+}
+
+// DeletesMissing reports whether the ingestion deletes vectors that left the file.
+func (s *CsvIngestionSpec) DeletesMissing() bool {
+	return s.Sync != nil && s.Sync.DeleteMissing
 }
 
 // SourceSpec is exactly one of s3 or metabase, plus how the CSV is encoded.
@@ -612,6 +650,10 @@ const (
 	// ConditionBlocked is True while the API server refuses what the controller must create or
 	// change (a ResourceQuota, an admission webhook, RBAC); it carries the server's message.
 	ConditionBlocked = "Blocked"
+	// ConditionMissingDeleted follows spec.sync.deleteMissing's step: False with reason Deleting
+	// while the <name>-sync Job runs, True (reason Deleted) with the counts once it finished,
+	// False with reason DeleteGuard or the failure's reason when nothing or not all was deleted.
+	ConditionMissingDeleted = "MissingDeleted"
 )
 
 // CsvIngestionStatus is derived from the ingestion's Jobs and plan on every reconcile. Its size is
@@ -629,7 +671,7 @@ type CsvIngestionStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Planned, Complete, Failed, Suspended, TrackingDegraded, Blocked.
+	// Conditions: Planned, Complete, Failed, Suspended, TrackingDegraded, Blocked, MissingDeleted.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -731,7 +773,37 @@ type Estimate struct {
 	// MinDuration is the floor the rate budgets allow.
 	MinDuration string `json:"minDuration,omitempty"`
 	Requests    int64  `json:"requests,omitempty"`
+	// Sync is what a dry run with spec.sync found: rows to embed and to skip, vectors to delete.
+	// +optional
+	Sync *SyncEstimate `json:"sync,omitempty"`
 }
+
+// SyncEstimate is a dry run's preview of spec.sync against the index as it is now.
+type SyncEstimate struct {
+	// RowsToEmbed are the rows a run would embed: all of them in full mode; in incremental mode
+	// those not stored with the same content hash.
+	RowsToEmbed int64 `json:"rowsToEmbed"`
+	// RowsToSkip are the rows stored with the same content hash (incremental mode).
+	RowsToSkip int64 `json:"rowsToSkip"`
+	// Tokens and CostUSD of embedding RowsToEmbed.
+	Tokens  int64  `json:"tokens"`
+	CostUSD string `json:"costUSD,omitempty"`
+	// VectorsUnderPrefix are the vectors listed under spec.mapping.idPrefix (deleteMissing).
+	VectorsUnderPrefix int64 `json:"vectorsUnderPrefix,omitempty"`
+	// VectorsToDelete are those of them whose ids are not in the file (deleteMissing).
+	VectorsToDelete int64 `json:"vectorsToDelete,omitempty"`
+	// DeleteGuard says whether the delete guard would stop the run: "" (no deleteMissing),
+	// Pass or Stop.
+	DeleteGuard string `json:"deleteGuard,omitempty"`
+	// LookupRequests are the Pinecone requests the preview made (hash fetches and list pages).
+	LookupRequests int64 `json:"lookupRequests,omitempty"`
+}
+
+// Verdicts of the delete guard in a dry run's SyncEstimate.
+const (
+	DeleteGuardPass = "Pass"
+	DeleteGuardStop = "Stop"
+)
 
 // ChunkCounts counts chunks by state.
 type ChunkCounts struct {
@@ -748,6 +820,10 @@ type RecordCounts struct {
 	Processed int64 `json:"processed"`
 	Failed    int64 `json:"failed"`
 	Skipped   int64 `json:"skipped"`
+	// Deleted are the vectors spec.sync.deleteMissing deleted (ids under the prefix that left
+	// the file).
+	// +optional
+	Deleted int64 `json:"deleted,omitempty"`
 }
 
 // Usage adds up the API usage reported by finished chunks.

@@ -168,6 +168,13 @@ func TestInvalidSpecsRejected(t *testing.T) {
 		{"metadata columns without list", func(s map[string]any) { set(s, "mapping.metadata.include", "columns") }, "spec.mapping.metadata.columns must list at least one column when include is columns"},
 		{"two-character delimiter", func(s map[string]any) { set(s, "source.csv.delimiter", ";;") }, "spec.source.csv.delimiter: Too long"},
 		{"endpoint without scheme", func(s map[string]any) { set(s, "source.s3.endpoint", "minio:9000") }, "spec.source.s3.endpoint in body should match '^https?://'"},
+		{"deleteMissing without idPrefix", func(s map[string]any) { set(s, "sync.deleteMissing", true) }, "spec.sync.deleteMissing needs spec.mapping.idPrefix"},
+		{"deleteMissing with empty idPrefix", func(s map[string]any) {
+			set(s, "sync.deleteMissing", true)
+			set(s, "mapping.idPrefix", "")
+		}, "spec.sync.deleteMissing needs spec.mapping.idPrefix"},
+		{"maxDeletePercent too big", func(s map[string]any) { set(s, "sync.maxDeletePercent", int64(101)) }, "spec.sync.maxDeletePercent in body should be less than or equal to 100"},
+		{"maxDeletePercent negative", func(s map[string]any) { set(s, "sync.maxDeletePercent", int64(-1)) }, "spec.sync.maxDeletePercent in body should be greater than or equal to 0"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -215,12 +222,15 @@ func TestUpdates(t *testing.T) {
 			set(s, "worker.resources", map[string]any{"limits": map[string]any{"memory": "256Mi"}})
 		}, ""},
 		{"cancel", func(s map[string]any) { set(s, "cancel", true) }, ""},
+		{"raise maxDeletePercent", func(s map[string]any) { set(s, "sync.maxDeletePercent", int64(50)) }, "spec.sync is immutable"},
+		{"turn off deleteMissing", func(s map[string]any) { set(s, "sync.deleteMissing", false) }, "spec.sync is immutable"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			u := loadSample(t, legacy)
 			u.SetName(fmt.Sprintf("update-%d", i))
 			set(u.Object, "spec.taskID", fmt.Sprintf("task-%d", i))
+			set(u.Object, "spec.sync", map[string]any{"mode": "incremental", "deleteMissing": true})
 			if err := cluster.Client.Create(ctx, u); err != nil {
 				t.Fatalf("create: %v", err)
 			}
@@ -254,5 +264,32 @@ func TestCancelCannotBeUndone(t *testing.T) {
 	err := cluster.Client.Update(ctx, u)
 	if err == nil || !strings.Contains(err.Error(), "spec.cancel cannot be unset") {
 		t.Fatalf("want rejection of un-cancel, got %v", err)
+	}
+}
+
+// TestDeleteMissingDefaults: the legacy sample has an id prefix, so deleteMissing is accepted, and
+// the guard defaults to 10 %; 0 (nothing may be deleted) and 100 (no guard) are kept as given.
+func TestDeleteMissingDefaults(t *testing.T) {
+	ctx := context.Background()
+	for i, tc := range []struct {
+		set  any
+		want int32
+	}{{nil, 10}, {int64(0), 0}, {int64(100), 100}} {
+		u := loadSample(t, legacy)
+		u.SetName(fmt.Sprintf("delete-missing-%d", i))
+		set(u.Object, "spec.sync", map[string]any{"deleteMissing": true})
+		if tc.set != nil {
+			set(u.Object, "spec.sync.maxDeletePercent", tc.set)
+		}
+		if err := cluster.Client.Create(ctx, u); err != nil {
+			t.Fatalf("rejected: %v", err)
+		}
+		var got v1alpha1.CsvIngestion
+		if err := cluster.Client.Get(ctx, client.ObjectKeyFromObject(u), &got); err != nil {
+			t.Fatal(err)
+		}
+		if s := got.Spec.Sync; s == nil || s.Mode != v1alpha1.SyncFull || !s.DeleteMissing || s.MaxDeletePercent == nil || *s.MaxDeletePercent != tc.want {
+			t.Fatalf("spec.sync = %+v, want mode full, deleteMissing, maxDeletePercent %d", s, tc.want)
+		}
 	}
 }

@@ -2,7 +2,7 @@
 // section of docs/benchmarks.md: a full run of the demo file, the same file with 1 % of the rows
 // changed and 0.5 % removed ingested incrementally, and the changed file ingested in full, with
 // wall time, embeddings requests and tokens, upserts and the Pinecone fetches the hash lookups
-// cost. It runs alone (`go run ./bench/incremental`, after `make build`) and replaces only its own
+// cost, and the deletion step of spec.sync.deleteMissing (list and delete requests, wall time). It runs alone (`go run ./bench/incremental`, after `make build`) and replaces only its own
 // section, which sits among the notes `make bench` keeps.
 package main
 
@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -38,6 +39,10 @@ type run struct {
 	records                       v1alpha1.RecordCounts
 	requests, tokens, inputs      int64
 	upserted, fetches, upsertRPCs int64
+	// The deletion step (deleteMissing): list and delete calls, vectors deleted, and the time
+	// from MissingDeleted=Deleting to the end of the run.
+	lists, deletes, deleted int64
+	syncWall                time.Duration
 }
 
 func main() {
@@ -90,15 +95,16 @@ func measure(ctx context.Context, rows int) ([]run, csvgen.Changes, error) {
 	var runs []run
 	for _, r := range []struct {
 		name, key, mode, target string
+		deleteMissing           bool
 	}{
-		{"full run of the original file", "exports/day1.csv", v1alpha1.SyncFull, "v2"},
-		{"incremental re-run of the changed file", "exports/day2.csv", v1alpha1.SyncIncremental, "v2"},
-		{"full run of the changed file (empty namespace)", "exports/day2.csv", v1alpha1.SyncFull, "v2-full"},
+		{"full run of the original file", "exports/day1.csv", v1alpha1.SyncFull, "v2", false},
+		{"incremental re-run of the changed file, deleteMissing", "exports/day2.csv", v1alpha1.SyncIncremental, "v2", true},
+		{"full run of the changed file (empty namespace)", "exports/day2.csv", v1alpha1.SyncFull, "v2-full", false},
 	} {
 		fmt.Fprintf(os.Stderr, "bench incremental: %s...\n", r.name)
 		obj := st.LegacyIngestion(ns, fmt.Sprintf("run-%d", len(runs)), r.key)
 		obj.Spec.Target.Pinecone.Namespace = r.target
-		obj.Spec.Sync = &v1alpha1.SyncSpec{Mode: r.mode}
+		obj.Spec.Sync = &v1alpha1.SyncSpec{Mode: r.mode, DeleteMissing: r.deleteMissing}
 		obj.Spec.Embedding.RequestsPerMinute = 100000
 		obj.Spec.Embedding.TokensPerMinute = 1000000000
 		obj.Spec.Tracking = nil
@@ -107,7 +113,7 @@ func measure(ctx context.Context, rows int) ([]run, csvgen.Changes, error) {
 		if err := st.Cluster.Client.Create(ctx, obj); err != nil {
 			return nil, ch, err
 		}
-		done, err := waitTerminal(ctx, st, obj, 30*time.Minute)
+		done, syncStart, err := waitTerminal(ctx, st, obj, 30*time.Minute)
 		if err != nil {
 			return nil, ch, err
 		}
@@ -119,24 +125,35 @@ func measure(ctx context.Context, rows int) ([]run, csvgen.Changes, error) {
 		runs = append(runs, run{name: r.name, wall: wall, records: done.Status.Records,
 			requests: oa1.Requests - oa0.Requests, tokens: oa1.Tokens - oa0.Tokens, inputs: oa1.Inputs - oa0.Inputs,
 			upserted: pc1.UpsertedVectors - pc0.UpsertedVectors, upsertRPCs: pc1.Calls["Upsert"] - pc0.Calls["Upsert"],
-			fetches: pc1.Calls["Fetch"] - pc0.Calls["Fetch"]})
+			fetches: pc1.Calls["Fetch"] - pc0.Calls["Fetch"],
+			lists:   pc1.Calls["List"] - pc0.Calls["List"], deletes: pc1.Calls["Delete"] - pc0.Calls["Delete"],
+			deleted: done.Status.Records.Deleted})
+		if !syncStart.IsZero() {
+			runs[len(runs)-1].syncWall = time.Since(syncStart)
+		}
 	}
 	return runs, ch, nil
 }
 
-func waitTerminal(ctx context.Context, st *stack.Stack, obj *v1alpha1.CsvIngestion, timeout time.Duration) (*v1alpha1.CsvIngestion, error) {
+// waitTerminal waits for the run to end; syncStart is when it was first seen deleting (zero
+// without a deletion step).
+func waitTerminal(ctx context.Context, st *stack.Stack, obj *v1alpha1.CsvIngestion, timeout time.Duration) (*v1alpha1.CsvIngestion, time.Time, error) {
 	deadline := time.Now().Add(timeout)
 	cur := &v1alpha1.CsvIngestion{}
+	var syncStart time.Time
 	for time.Now().Before(deadline) {
 		if err := st.Cluster.Client.Get(ctx, client.ObjectKeyFromObject(obj), cur); err != nil {
-			return nil, err
+			return nil, syncStart, err
+		}
+		if c := meta.FindStatusCondition(cur.Status.Conditions, v1alpha1.ConditionMissingDeleted); c != nil && syncStart.IsZero() {
+			syncStart = time.Now()
 		}
 		if cur.Status.Phase.Terminal() {
-			return cur, nil
+			return cur, syncStart, nil
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	return cur, fmt.Errorf("%s not terminal after %s: %s %s", obj.Name, timeout, cur.Status.Phase, cur.Status.Message)
+	return cur, syncStart, fmt.Errorf("%s not terminal after %s: %s %s", obj.Name, timeout, cur.Status.Phase, cur.Status.Message)
 }
 
 func markdown(rows int, runs []run, ch csvgen.Changes, start time.Time) string {
@@ -145,14 +162,14 @@ func markdown(rows int, runs []run, ch csvgen.Changes, start time.Time) string {
 	w(beginMarker)
 	w("## Incremental sync")
 	w("")
-	w("`go run ./bench/incremental -rows %d` (after `make build`), %s, %d CPUs, load average %s at the end; %s. The demo file (test/csvgen, %d rows, legacy mapping, 1,536 dimensions, the OpenAI fake billing with the real tokenizer, budgets far above what the fakes serve), then the same file with %d rows changed (1 %%) and %d removed (0.5 %%), ingested incrementally into the same namespace, then that changed file in full into an empty namespace for comparison. rowsPerChunk 1000, parallelism 4.",
+	w("`go run ./bench/incremental -rows %d` (after `make build`), %s, %d CPUs, load average %s at the end; %s. The demo file (test/csvgen, %d rows, legacy mapping, 1,536 dimensions, the OpenAI fake billing with the real tokenizer, budgets far above what the fakes serve), then the same file with %d rows changed (1 %%) and %d removed (0.5 %%), ingested incrementally with deleteMissing (id prefix 239.) into the same namespace, then that changed file in full into an empty namespace for comparison. rowsPerChunk 1000, parallelism 4.",
 		rows, start.UTC().Format(time.RFC3339), runtime.NumCPU(), loadavg(), time.Since(start).Round(time.Second), rows, len(ch.Changed), len(ch.Removed))
 	w("")
-	w("| run | wall time | processed | skipped | embeddings requests | inputs | tokens billed | vectors upserted | Pinecone upsert calls | Pinecone fetch calls |")
-	w("|---|---|---|---|---|---|---|---|---|---|")
+	w("| run | wall time | processed | skipped | deleted | embeddings requests | inputs | tokens billed | vectors upserted | Pinecone upsert calls | Pinecone fetch calls | Pinecone list calls | Pinecone delete calls |")
+	w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range runs {
-		w("| %s | %s | %d | %d | %d | %d | %d | %d | %d | %d |", r.name, r.wall.Round(100*time.Millisecond), r.records.Processed, r.records.Skipped,
-			r.requests, r.inputs, r.tokens, r.upserted, r.upsertRPCs, r.fetches)
+		w("| %s | %s | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d |", r.name, r.wall.Round(100*time.Millisecond), r.records.Processed, r.records.Skipped,
+			r.deleted, r.requests, r.inputs, r.tokens, r.upserted, r.upsertRPCs, r.fetches, r.lists, r.deletes)
 	}
 	if len(runs) == 3 {
 		inc, full := runs[1], runs[2]
@@ -162,6 +179,11 @@ func markdown(rows int, runs []run, ch csvgen.Changes, start time.Time) string {
 			inc.wall.Round(100*time.Millisecond), full.wall.Round(100*time.Millisecond), 100*inc.wall.Seconds()/full.wall.Seconds())
 		w("- Hash lookups: **%.1f Pinecone fetch requests per 1,000 rows** (one per namespace per slice of 128 mapped rows, metadata read from the fetched vectors).",
 			1000*float64(inc.fetches)/float64(inc.records.Processed+inc.records.Skipped))
+		if listed := inc.records.Processed + inc.records.Skipped + inc.deleted; inc.lists > 0 {
+			w("- Deletion step (deleteMissing): %d vectors deleted with %d delete request(s) (**%.1f per 1,000 ids deleted**, at most 1,000 ids each) after listing the %d ids under the prefix with %d list request(s) (**%.1f per 1,000 ids listed**, 100 a page); %s from MissingDeleted=Deleting to Completed, the sync Job's pod start and its re-read of the file included.",
+				inc.deleted, inc.deletes, 1000*float64(inc.deletes)/float64(max(inc.deleted, 1)), listed, inc.lists, 1000*float64(inc.lists)/float64(listed),
+				inc.syncWall.Round(100*time.Millisecond))
+		}
 	}
 	w(endMarker)
 	return b.String()

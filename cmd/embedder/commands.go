@@ -15,6 +15,7 @@ import (
 	"github.com/vectordb-io/vectordb-operator/internal/ingestfile"
 	"github.com/vectordb-io/vectordb-operator/internal/localrun"
 	"github.com/vectordb-io/vectordb-operator/internal/planner"
+	"github.com/vectordb-io/vectordb-operator/internal/syncrun"
 	"github.com/vectordb-io/vectordb-operator/internal/vectorspace"
 	"github.com/vectordb-io/vectordb-operator/internal/version"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
@@ -48,6 +49,10 @@ func newPlanCmd(g *globals) *cobra.Command {
 				log = log.WithValues("ingestion", ing.Namespace+"/"+ing.Name, "taskID", ing.TaskID)
 				plan, err := planner.Plan(cmd.Context(), ing, planner.Deps{
 					MetabaseAPIKey: os.Getenv(worker.EnvMetabaseAPIKey), Log: log,
+					SyncPreview: syncrun.NewPreview(ing, syncrun.Deps{
+						PineconeAPIKey: os.Getenv(worker.EnvPineconeAPIKey), PineconeControlHost: os.Getenv(EnvPineconeControlHost),
+						Log: log.WithName("sync-preview"),
+					}),
 					Guard: vectorspace.ForIngestion(ing, vectorspace.Keys{
 						OpenAI: os.Getenv(worker.EnvOpenAIAPIKey), Pinecone: os.Getenv(worker.EnvPineconeAPIKey),
 						PineconeControlHost: os.Getenv(EnvPineconeControlHost),
@@ -113,6 +118,29 @@ func writePlan(cmd *cobra.Command, ing worker.Ingestion, plan *worker.Plan) erro
 	return planner.WritePlanConfigMap(cmd.Context(), kc, ing, plan)
 }
 
+func newSyncCmd(g *globals) *cobra.Command {
+	var a worker.ChunkArgs
+	cmd := &cobra.Command{
+		Use:   "sync",
+		Short: "Delete the vectors under the id prefix that are no longer in the file (spec.sync.deleteMissing) of the CsvIngestion in $" + worker.EnvIngestion,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.runOnce(cmd, worker.RoleSync, func(log logr.Logger, ing worker.Ingestion, res *worker.Result) error {
+				log = log.WithValues("ingestion", ing.Namespace+"/"+ing.Name, "taskID", ing.TaskID)
+				out, err := syncrun.Run(cmd.Context(), ing, a, syncrun.Deps{
+					PineconeAPIKey:      os.Getenv(worker.EnvPineconeAPIKey),
+					PineconeControlHost: os.Getenv(EnvPineconeControlHost),
+					Log:                 log,
+				})
+				*res = out
+				return err
+			})
+		},
+	}
+	readFlags(cmd, &a)
+	return cmd
+}
+
 func newChunkCmd(g *globals) *cobra.Command {
 	var a worker.ChunkArgs
 	cmd := &cobra.Command{
@@ -138,6 +166,12 @@ func newChunkCmd(g *globals) *cobra.Command {
 			return g.finish(cmd, res, err)
 		},
 	}
+	readFlags(cmd, &a)
+	return cmd
+}
+
+// readFlags are the flags of a range of the planned object, shared by chunk and sync.
+func readFlags(cmd *cobra.Command, a *worker.ChunkArgs) {
 	f := cmd.Flags()
 	f.IntVar(&a.Index, "index", 0, "chunk index")
 	f.Int64Var(&a.Offset, "offset", 0, "byte offset of the chunk's first row in the decompressed object")
@@ -152,7 +186,6 @@ func newChunkCmd(g *globals) *cobra.Command {
 	f.StringVar(&a.DuplicatesKey, "duplicates-key", "", "the planner's list of duplicate-id rows (same bucket)")
 	f.StringVar(&a.DuplicatesETag, "duplicates-etag", "", "ETag the duplicates list is pinned to")
 	_ = cmd.MarkFlagRequired("etag")
-	return cmd
 }
 
 func newRunCmd(g *globals) *cobra.Command {

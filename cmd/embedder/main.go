@@ -91,7 +91,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info or error")
 	root.PersistentFlags().StringVar(&g.terminationLog, "termination-log", "",
 		"where plan and chunk write their result JSON (default $VECTORDB_TERMINATION_LOG, else /dev/termination-log)")
-	root.AddCommand(newPlanCmd(g), newChunkCmd(g), newRunCmd(g), newCleanupCmd(g), newVersionCmd(g))
+	root.AddCommand(newPlanCmd(g), newChunkCmd(g), newRunCmd(g), newCleanupCmd(g), newSyncCmd(g), newVersionCmd(g))
 	return root
 }
 

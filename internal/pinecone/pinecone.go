@@ -103,6 +103,8 @@ type Stats struct {
 	Requests int64 // upsert attempts sent, retries included
 	Retries  int64
 	Fetches  int64 // fetch attempts (incremental sync's hash lookups), retries included
+	Lists    int64 // list-page attempts (sync.deleteMissing), retries included
+	Deletes  int64 // delete attempts (sync.deleteMissing), retries included
 }
 
 // Upserter writes vectors to one index. It is safe for concurrent use.
@@ -120,7 +122,7 @@ type Upserter struct {
 	conns map[string]*pinecone.IndexConnection
 
 	nVectors, nRequests, nRetries atomic.Int64
-	nFetches                      atomic.Int64
+	nFetches, nLists, nDeletes    atomic.Int64
 }
 
 // New connects to the index and learns its dimension. A missing index, a rejected key or an
@@ -256,7 +258,8 @@ func (u *Upserter) Host() string { return u.host }
 
 // Stats returns a snapshot of the counters.
 func (u *Upserter) Stats() Stats {
-	return Stats{Vectors: u.nVectors.Load(), Requests: u.nRequests.Load(), Retries: u.nRetries.Load(), Fetches: u.nFetches.Load()}
+	return Stats{Vectors: u.nVectors.Load(), Requests: u.nRequests.Load(), Retries: u.nRetries.Load(), Fetches: u.nFetches.Load(),
+		Lists: u.nLists.Load(), Deletes: u.nDeletes.Load()}
 }
 
 // Close closes the gRPC connection shared by all namespaces.

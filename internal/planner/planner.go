@@ -53,7 +53,18 @@ type Deps struct {
 	// vectorspace) before anything is written. nil: no guard runs (tests of the plan alone);
 	// `embedder plan` and `embedder run` always set it.
 	Guard Guard
-	Log   logr.Logger
+	// SyncPreview, when set, previews spec.sync in a dry run (rows to embed and to skip,
+	// vectors to delete; package syncrun). It is used only when the spec is a dry run with
+	// spec.sync; the estimate lands in the plan and then in status.estimate.sync.
+	SyncPreview SyncPreview
+	Log         logr.Logger
+}
+
+// SyncPreview is fed the file's rows in a dry run with spec.sync.
+type SyncPreview interface {
+	Start(ctx context.Context, header []string) error
+	Row(ctx context.Context, row int64, fields []string) error
+	Finish(ctx context.Context) (*v1alpha1.SyncEstimate, error)
 }
 
 // Guard runs the vector-space check over candidate rows of the file.
@@ -204,6 +215,10 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 	}
 	est := &tokens.Estimator{}
 	finder := duplicates.NewFinder()
+	var preview SyncPreview
+	if spec.DryRun && spec.Sync != nil {
+		preview = deps.SyncPreview
+	}
 	var onRow func(int64, [][]byte) error
 	var cands []vectorspace.Candidate
 	if header != nil {
@@ -215,6 +230,12 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 		keep := candidates(ing, header, &cands)
 		if onRow, err = rowHandler(spec.Mapping, header, est, finder, keep); err != nil {
 			return nil, worker.Permanent(worker.ReasonHeaderMismatch, err)
+		}
+		if preview != nil {
+			if err := preview.Start(ctx, header); err != nil {
+				return nil, fmt.Errorf("dry run of spec.sync: %w", err)
+			}
+			onRow = previewRows(ctx, preview, onRow)
 		}
 	}
 
@@ -289,6 +310,15 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 		plan.DuplicateRows = int64(len(dups))
 		log.Info("rows repeat an earlier row's vector id; their chunks dead-letter them as duplicate_id, the first occurrence is kept",
 			"rows", len(dups), "firstDuplicateRow", dups[0].Row, "sameAsRow", dups[0].First, "list", plan.Duplicates.Key)
+	}
+	if preview != nil && header != nil {
+		if plan.SyncEstimate, err = preview.Finish(ctx); err != nil {
+			return nil, err
+		}
+		se := plan.SyncEstimate
+		log.Info("dry run of spec.sync", "rowsToEmbed", se.RowsToEmbed, "rowsToSkip", se.RowsToSkip, "tokens", se.Tokens,
+			"costUSD", se.CostUSD, "vectorsUnderPrefix", se.VectorsUnderPrefix, "vectorsToDelete", se.VectorsToDelete,
+			"deleteGuard", se.DeleteGuard, "lookupRequests", se.LookupRequests)
 	}
 	if err := plan.Validate(); err != nil {
 		return nil, fmt.Errorf("plan of s3://%s/%s: %w", loc.Bucket, loc.Key, err)
@@ -554,4 +584,20 @@ func peekHeader(r io.Reader, delim rune) ([]string, io.Reader, error) {
 		return nil, nil, err
 	}
 	return header, io.MultiReader(&seen, r), nil
+}
+
+// previewRows feeds each row to the dry run's preview of spec.sync after the planner's own
+// handler.
+func previewRows(ctx context.Context, preview SyncPreview, next func(int64, [][]byte) error) func(int64, [][]byte) error {
+	var strs []string
+	return func(row int64, fields [][]byte) error {
+		if err := next(row, fields); err != nil {
+			return err
+		}
+		strs = strs[:0]
+		for _, f := range fields {
+			strs = append(strs, string(f))
+		}
+		return preview.Row(ctx, row, strs)
+	}
 }

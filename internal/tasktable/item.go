@@ -42,6 +42,7 @@ type itemDoc struct {
 	ChunksProcessing   int64               `dynamodbav:"chunks_processing"`
 	ProgressPercentage float64             `dynamodbav:"progress_percentage"`
 	VectorsUpserted    int64               `dynamodbav:"vectors_upserted"`
+	DeletedRecords     int64               `dynamodbav:"deleted_records,omitempty"`
 	ErrorMessage       string              `dynamodbav:"error_message,omitempty"`
 	CreatedAt          string              `dynamodbav:"created_at,omitempty"`
 	UpdatedAt          string              `dynamodbav:"updated_at,omitempty"`
@@ -83,7 +84,7 @@ type chunkDoc struct {
 var topOrder = []string{
 	"status", "task_type", "parameters", "total_records", "processed_records", "failed_records",
 	"chunks_total", "chunks_completed", "chunks_failed", "chunks_processing", "progress_percentage",
-	"vectors_upserted", "error_message", "created_at", "updated_at", "started_at", "completed_at",
+	"vectors_upserted", "deleted_records", "error_message", "created_at", "updated_at", "started_at", "completed_at",
 	"k8s", "version",
 }
 
@@ -158,7 +159,7 @@ func (t *Task) validate() error {
 	for name, n := range map[string]int64{
 		"total_records": t.TotalRecords, "processed_records": t.ProcessedRecords, "failed_records": t.FailedRecords,
 		"chunks_total": t.ChunksTotal, "chunks_completed": t.ChunksCompleted, "chunks_failed": t.ChunksFailed,
-		"chunks_processing": t.ChunksProcessing, "vectors_upserted": t.VectorsUpserted,
+		"chunks_processing": t.ChunksProcessing, "vectors_upserted": t.VectorsUpserted, "deleted_records": t.DeletedRecords,
 	} {
 		if n < 0 {
 			problems = append(problems, fmt.Sprintf("%s is negative (%d)", name, n))
@@ -190,9 +191,9 @@ func topLevel(t Task, now time.Time) ([]attrUpdate, error) {
 		TotalRecords: t.TotalRecords, ProcessedRecords: t.ProcessedRecords, FailedRecords: t.FailedRecords,
 		ChunksTotal: t.ChunksTotal, ChunksCompleted: t.ChunksCompleted, ChunksFailed: t.ChunksFailed,
 		ChunksProcessing: t.ChunksProcessing, ProgressPercentage: t.ProgressPercentage,
-		VectorsUpserted: t.VectorsUpserted,
-		ErrorMessage:    truncate(t.ErrorMessage, MaxErrorMessageBytes),
-		CreatedAt:       formatTime(t.CreatedAt), UpdatedAt: formatTime(t.UpdatedAt),
+		VectorsUpserted: t.VectorsUpserted, DeletedRecords: t.DeletedRecords,
+		ErrorMessage: truncate(t.ErrorMessage, MaxErrorMessageBytes),
+		CreatedAt:    formatTime(t.CreatedAt), UpdatedAt: formatTime(t.UpdatedAt),
 		StartedAt: formatTime(t.StartedAt), CompletedAt: formatTime(t.CompletedAt),
 		Version: t.Version,
 	}
@@ -275,7 +276,7 @@ func decodeItem(item map[string]types.AttributeValue) (*Task, map[string]ChunkEn
 		TotalRecords: doc.TotalRecords, ProcessedRecords: doc.ProcessedRecords, FailedRecords: doc.FailedRecords,
 		ChunksTotal: doc.ChunksTotal, ChunksCompleted: doc.ChunksCompleted, ChunksFailed: doc.ChunksFailed,
 		ChunksProcessing: doc.ChunksProcessing, ProgressPercentage: doc.ProgressPercentage,
-		VectorsUpserted: doc.VectorsUpserted, ErrorMessage: doc.ErrorMessage, Version: doc.Version,
+		VectorsUpserted: doc.VectorsUpserted, DeletedRecords: doc.DeletedRecords, ErrorMessage: doc.ErrorMessage, Version: doc.Version,
 	}
 	if doc.K8s != nil {
 		t.K8s = K8sRef{Namespace: doc.K8s.Namespace, Name: doc.K8s.Name, UID: doc.K8s.UID}

@@ -43,7 +43,7 @@ func (c *Client) Get(ctx context.Context, taskID string) (*Task, map[string]Chun
 var listed = []string{
 	"task_id", "status", "task_type", "parameters", "total_records", "processed_records", "failed_records",
 	"chunks_total", "chunks_completed", "chunks_failed", "chunks_processing", "progress_percentage",
-	"vectors_upserted", "error_message", "created_at", "updated_at", "started_at", "completed_at", "k8s", "version",
+	"vectors_upserted", "deleted_records", "error_message", "created_at", "updated_at", "started_at", "completed_at", "k8s", "version",
 }
 
 // List returns tasks, newest created first (then by task id), with the given status word when

@@ -107,7 +107,10 @@ type Task struct {
 	// ProgressPercentage is 0–100.
 	ProgressPercentage float64
 	VectorsUpserted    int64
-	ErrorMessage       string
+	// DeletedRecords are the vectors spec.sync.deleteMissing deleted (attribute deleted_records,
+	// written only when non-zero; the old system's readers ignore it).
+	DeletedRecords int64
+	ErrorMessage   string
 
 	// Zero times are not stored. Put stores UpdatedAt as now when it is zero.
 	CreatedAt   time.Time

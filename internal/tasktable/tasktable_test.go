@@ -957,3 +957,36 @@ func TestTruncateKeepsUTF8(t *testing.T) {
 		}
 	}
 }
+
+// TestDeletedRecords: deleteMissing's count is stored as deleted_records once there is one (an
+// item without it is what the old system wrote and reads as 0), and Get and List read it back.
+func TestDeletedRecords(t *testing.T) {
+	c, table := newTable(t)
+	ctx := context.Background()
+	task := sampleTask("task-del", 1)
+	if err := c.Put(ctx, task, nil); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := rawItem(t, table, "task-del")["deleted_records"]; ok {
+		t.Fatalf("deleted_records stored before anything was deleted: %s", render(v))
+	}
+	task.Version, task.DeletedRecords = 2, 500
+	if err := c.Put(ctx, task, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := render(rawItem(t, table, "task-del")["deleted_records"]); got != "N(500)" {
+		t.Fatalf("deleted_records = %s, want N(500)", got)
+	}
+	got, _, err := c.Get(ctx, "task-del")
+	if err != nil || got.DeletedRecords != 500 {
+		t.Fatalf("Get: %+v, %v", got, err)
+	}
+	list, err := c.List(ctx, "", 0)
+	if err != nil || len(list) != 1 || list[0].DeletedRecords != 500 {
+		t.Fatalf("List: %+v, %v", list, err)
+	}
+	task.Version, task.DeletedRecords = 3, -1
+	if err := c.Put(ctx, task, nil); err == nil || !strings.Contains(err.Error(), "deleted_records is negative") {
+		t.Fatalf("a negative count was accepted: %v", err)
+	}
+}

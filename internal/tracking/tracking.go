@@ -169,6 +169,7 @@ func TaskOf(obj *v1alpha1.CsvIngestion) tasktable.Task {
 		TotalRecords:     st.Records.Total,
 		ProcessedRecords: st.Records.Processed,
 		FailedRecords:    st.Records.Failed,
+		DeletedRecords:   st.Records.Deleted,
 		ChunksTotal:      int64(st.Chunks.Total),
 		ChunksCompleted:  int64(st.Chunks.Succeeded),
 		ChunksFailed:     int64(st.Chunks.Failed),

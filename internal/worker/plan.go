@@ -41,6 +41,8 @@ type Plan struct {
 	Duplicates *StagedObject `json:"duplicates,omitempty"`
 	// DuplicateRows is how many rows Duplicates lists.
 	DuplicateRows int64 `json:"duplicateRows,omitempty"`
+	// SyncEstimate is a dry run's preview of spec.sync (rows to embed, skip, vectors to delete).
+	SyncEstimate *v1alpha1.SyncEstimate `json:"syncEstimate,omitempty"`
 }
 
 // StagedObject is an object the planner wrote, in the bucket of the source (or of
@@ -97,6 +99,20 @@ func (p *Plan) Chunk(i int) (ChunkArgs, error) {
 		args.DuplicatesKey, args.DuplicatesETag = p.Duplicates.Key, p.Duplicates.ETag
 	}
 	return args, nil
+}
+
+// Whole is the whole file as one range to read (the sync step reads every row's id): the first
+// chunk's start to the last chunk's end, all rows. Duplicates are left out: a duplicate row has
+// the id of a row that is read anyway.
+func (p *Plan) Whole() ChunkArgs {
+	a := ChunkArgs{ETag: p.ETag, Compression: p.Compression, Rows: p.TotalRows}
+	if n := p.Chunks(); n > 0 {
+		a.Offset, a.Length = p.Offsets[0], p.Offsets[n]-p.Offsets[0]
+	}
+	if p.Staged != nil {
+		a.Key, a.ETag, a.Compression = p.Staged.Key, p.Staged.ETag, "none"
+	}
+	return a
 }
 
 // Validate checks the plan is self-consistent.

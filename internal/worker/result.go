@@ -25,6 +25,9 @@ const (
 	ReasonTooManyChunks  = "TooManyChunks"
 	// ReasonVectorSpaceMismatch: the namespace holds vectors of another model (the planner's guard).
 	ReasonVectorSpaceMismatch = "VectorSpaceMismatch"
+	// ReasonDeleteGuard: spec.sync.deleteMissing would delete more than maxDeletePercent of the
+	// vectors under the id prefix; nothing was deleted.
+	ReasonDeleteGuard = "DeleteGuard"
 )
 
 // FailedRow is a sample of a row that failed.
@@ -36,22 +39,27 @@ type FailedRow struct {
 
 // Result is what a worker writes to its termination message. Counters are for this attempt.
 type Result struct {
-	Role            string      `json:"role"` // plan | chunk
-	Chunk           int         `json:"chunk,omitempty"`
-	RowsRead        int64       `json:"rowsRead"`
-	Processed       int64       `json:"processed"`
-	Failed          int64       `json:"failed"`
-	Skipped         int64       `json:"skipped"`
-	VectorsUpserted int64       `json:"vectorsUpserted"`
-	Tokens          int64       `json:"tokens"`
-	Requests        int64       `json:"requests"`
-	Retries         int64       `json:"retries"`
-	RateLimited     int64       `json:"rateLimited"`
-	DurationMillis  int64       `json:"durationMs"`
-	Reason          string      `json:"reason,omitempty"`
-	Error           string      `json:"error,omitempty"`
-	DeadLetterKey   string      `json:"deadLetterKey,omitempty"`
-	FailedSamples   []FailedRow `json:"failedSamples,omitempty"`
+	Role            string `json:"role"` // plan | chunk | cleanup | sync
+	Chunk           int    `json:"chunk,omitempty"`
+	RowsRead        int64  `json:"rowsRead"`
+	Processed       int64  `json:"processed"`
+	Failed          int64  `json:"failed"`
+	Skipped         int64  `json:"skipped"`
+	VectorsUpserted int64  `json:"vectorsUpserted"`
+	Tokens          int64  `json:"tokens"`
+	Requests        int64  `json:"requests"`
+	Retries         int64  `json:"retries"`
+	RateLimited     int64  `json:"rateLimited"`
+	DurationMillis  int64  `json:"durationMs"`
+	// The sync step (role sync): vectors listed under the id prefix, those not in the file, and
+	// those deleted.
+	Listed        int64       `json:"listed,omitempty"`
+	Missing       int64       `json:"missing,omitempty"`
+	Deleted       int64       `json:"deleted,omitempty"`
+	Reason        string      `json:"reason,omitempty"`
+	Error         string      `json:"error,omitempty"`
+	DeadLetterKey string      `json:"deadLetterKey,omitempty"`
+	FailedSamples []FailedRow `json:"failedSamples,omitempty"`
 }
 
 // MaxSamples is the most failed-row samples a result carries.

@@ -82,6 +82,7 @@ func PlanConfigMapName(ingestion string) string {
 	return BoundedName(ingestion, "-plan", MaxConfigMapName)
 }
 func CleanupJobName(ingestion string) string { return BoundedName(ingestion, "-cleanup", MaxJobName) }
+func SyncJobName(ingestion string) string    { return BoundedName(ingestion, "-sync", MaxJobName) }
 func ChunkJobName(ingestion string, index int) string {
 	return BoundedName(ingestion, fmt.Sprintf("-chunk-%d", index), MaxJobName)
 }
@@ -112,6 +113,9 @@ const (
 
 	// RoleCleanup deletes what the planner staged once the ingestion has ended.
 	RoleCleanup = "cleanup"
+	// RoleSync deletes the vectors that left the file (spec.sync.deleteMissing) once every
+	// chunk has succeeded.
+	RoleSync = "sync"
 )
 
 // PlanDataKey is the ConfigMap key holding the plan JSON.
@@ -140,9 +144,15 @@ type ChunkArgs struct {
 }
 
 // Flags renders the arguments of `embedder chunk`.
-func (c ChunkArgs) Flags() []string {
+func (c ChunkArgs) Flags() []string { return c.flags("chunk") }
+
+// SyncFlags renders the arguments of `embedder sync`: the same reading arguments, over the
+// whole file (see Plan.Whole).
+func (c ChunkArgs) SyncFlags() []string { return c.flags(RoleSync) }
+
+func (c ChunkArgs) flags(cmd string) []string {
 	flags := []string{
-		"chunk",
+		cmd,
 		fmt.Sprintf("--index=%d", c.Index),
 		fmt.Sprintf("--offset=%d", c.Offset),
 		fmt.Sprintf("--length=%d", c.Length),

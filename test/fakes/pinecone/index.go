@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -34,6 +35,8 @@ type IndexStats struct {
 	DuplicateUpserts int64 // of those, vectors whose id was already stored (overwritten)
 	MaxUpsertBatch   int   // most vectors in one accepted Upsert
 	MaxUpsertBytes   int   // largest accepted UpsertRequest, serialized
+	DeletedVectors   int64 // stored vectors removed by accepted Delete calls (by id)
+	MaxDeleteBatch   int   // most ids in one accepted Delete
 	// Calls counts every call by method, and Errors every failed call by gRPC code name.
 	Calls  map[string]int64
 	Errors map[string]int64
@@ -50,7 +53,7 @@ type Index struct {
 	sch     *schema
 	name    string
 	dim     int
-	discard bool
+	discard atomic.Bool // Options.DiscardValues, changed by SetDiscardValues
 	ln      net.Listener
 	grpc    *grpc.Server
 
@@ -59,6 +62,7 @@ type Index struct {
 	latency    time.Duration
 	failN      int
 	failCode   codes.Code
+	failMethod map[string]failSpec
 	stats      IndexStats
 	calls      map[string]int64
 	byCode     map[string]int64
@@ -152,6 +156,41 @@ func (x *Index) FailNextUpserts(n int, code codes.Code) {
 	x.mu.Unlock()
 }
 
+// FailNext makes the next n calls of method ("List", "Delete", "Fetch", ...) fail with code
+// before they do anything.
+func (x *Index) FailNext(method string, n int, code codes.Code) {
+	x.mu.Lock()
+	if x.failMethod == nil {
+		x.failMethod = map[string]failSpec{}
+	}
+	x.failMethod[method] = failSpec{n: n, code: code}
+	x.mu.Unlock()
+}
+
+type failSpec struct {
+	n    int
+	code codes.Code
+}
+
+// injected returns the error FailNext set up for this call of method, if any.
+func (x *Index) injected(method string) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	f, ok := x.failMethod[method]
+	if !ok || f.n <= 0 {
+		return nil
+	}
+	f.n--
+	x.failMethod[method] = f
+	return status.Errorf(f.code, "injected %s failure", method)
+}
+
+// SetDiscardValues changes Options.DiscardValues for the vectors written from now on (a test that
+// compares vector values turns keeping them on for its own writes).
+func (x *Index) SetDiscardValues(on bool) {
+	x.discard.Store(on)
+}
+
 // SetLatency sets the delay added to every data-plane call.
 func (x *Index) SetLatency(d time.Duration) {
 	x.mu.Lock()
@@ -203,6 +242,9 @@ func (x *Index) dispatch(ctx context.Context, method string, req protoreflect.Me
 			t.Stop()
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
+	}
+	if err := x.injected(method); err != nil {
+		return nil, err
 	}
 	switch method {
 	case "Upsert":
@@ -267,7 +309,7 @@ func (x *Index) upsert(req protoreflect.Message) (protoreflect.Message, error) {
 		if vals.Len() != x.dim {
 			return nil, status.Errorf(codes.InvalidArgument, "Vector dimension %d does not match the dimension of the index %d", vals.Len(), x.dim)
 		}
-		if !x.discard {
+		if !x.discard.Load() {
 			f := make([]float32, vals.Len())
 			for j := range f {
 				f[j] = float32(vals.Get(j).Float())
@@ -365,7 +407,7 @@ func (x *Index) query(req protoreflect.Message) (protoreflect.Message, error) {
 	if req.Get(s.quQueries).List().Len() > 0 || req.Has(s.quSparse) {
 		return nil, status.Error(codes.Unimplemented, "the fake supports only a dense query by vector or id")
 	}
-	if x.discard {
+	if x.discard.Load() {
 		return nil, status.Error(codes.FailedPrecondition, "the fake keeps no vector values (DiscardValues)")
 	}
 	topK := int(req.Get(s.quTopK).Uint())
@@ -451,12 +493,25 @@ func (x *Index) delete(req protoreflect.Message) (protoreflect.Message, error) {
 	if all == (ids.Len() > 0) {
 		return nil, status.Error(codes.InvalidArgument, "Invalid request: give either ids or delete_all")
 	}
+	if ids.Len() > MaxDeleteIDs {
+		return nil, status.Errorf(codes.InvalidArgument, "Invalid request: can delete at most %d ids per request, got %d", MaxDeleteIDs, ids.Len())
+	}
+	for i := 0; i < ids.Len(); i++ {
+		if ids.Get(i).String() == "" {
+			return nil, status.Error(codes.InvalidArgument, "Invalid request: ids must be non-empty strings")
+		}
+	}
 	x.mu.Lock()
+	x.stats.MaxDeleteBatch = max(x.stats.MaxDeleteBatch, ids.Len())
 	if all {
 		delete(x.namespaces, ns)
 	} else if space := x.namespaces[ns]; space != nil {
 		for i := 0; i < ids.Len(); i++ {
-			delete(space, ids.Get(i).String())
+			id := ids.Get(i).String()
+			if _, ok := space[id]; ok {
+				x.stats.DeletedVectors++
+				delete(space, id)
+			}
 		}
 		if len(space) == 0 {
 			delete(x.namespaces, ns)
@@ -470,11 +525,11 @@ func (x *Index) list(req protoreflect.Message) (protoreflect.Message, error) {
 	s := x.sch
 	ns := normNS(req.Get(s.liNamespace).String())
 	prefix := req.Get(s.liPrefix).String()
-	limit := 100
+	limit := MaxListLimit
 	if req.Has(s.liLimit) {
 		limit = int(req.Get(s.liLimit).Uint())
-		if limit < 1 || limit > 1000 {
-			return nil, status.Errorf(codes.InvalidArgument, "Invalid request: limit must be between 1 and 1000, got %d", limit)
+		if limit < 1 || limit > MaxListLimit {
+			return nil, status.Errorf(codes.InvalidArgument, "Invalid request: limit must be between 1 and %d, got %d", MaxListLimit, limit)
 		}
 	}
 	after := ""

@@ -26,6 +26,10 @@ const (
 	MaxUpsertVectors = 1000
 	// MaxUpsertBytes is the largest serialized UpsertRequest accepted: Pinecone's 2 MB, decimal.
 	MaxUpsertBytes = 2_000_000
+	// MaxListLimit is the most ids one List page returns, and its default.
+	MaxListLimit = 100
+	// MaxDeleteIDs is the most ids one Delete request may carry.
+	MaxDeleteIDs = 1000
 	// DefaultNamespace is where go-pinecone's default ("" or "__default__") namespace lives.
 	DefaultNamespace = "__default__"
 	// APIVersion is the API version go-pinecone v5 sends and this fake speaks.
@@ -179,13 +183,13 @@ func startIndex(s *Server, sch *schema, name string, dim int, addr string, opts 
 		sch:        sch,
 		name:       name,
 		dim:        dim,
-		discard:    opts.DiscardValues,
 		latency:    opts.Latency,
 		namespaces: map[string]map[string]stored{},
 		calls:      map[string]int64{},
 		byCode:     map[string]int64{},
 		ln:         ln,
 	}
+	idx.discard.Store(opts.DiscardValues)
 	// Accept requests well over the 2 MB limit so that an oversized upsert gets Pinecone's
 	// InvalidArgument from the handler rather than a transport error.
 	idx.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))

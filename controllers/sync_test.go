@@ -1,0 +1,216 @@
+package controllers_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/controllers"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+)
+
+// The lifecycle of spec.sync.deleteMissing's step, with the test playing the Job controller and
+// kubelet as elsewhere in this suite.
+
+func deleteMissing(o *v1alpha1.CsvIngestion) {
+	o.Spec.Sync = &v1alpha1.SyncSpec{Mode: v1alpha1.SyncIncremental, DeleteMissing: true, MaxDeletePercent: ptr.To[int32](10)}
+}
+
+// finishChunks finishes chunks 0..n-1 with result(i), waiting for each Job to exist.
+func finishChunks(t *testing.T, obj *v1alpha1.CsvIngestion, from, to int, result func(i int) (worker.Result, int32, string)) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		job := waitJob(t, obj.Namespace, worker.ChunkJobName(obj.Name, i))
+		res, code, reason := result(i)
+		finishJob(t, job, res, code, reason)
+	}
+}
+
+func missingDeleted(obj *v1alpha1.CsvIngestion) *metav1.Condition {
+	return meta.FindStatusCondition(obj.Status.Conditions, v1alpha1.ConditionMissingDeleted)
+}
+
+func syncResult(listed, missing, deleted int64) worker.Result {
+	return worker.Result{Role: worker.RoleSync, RowsRead: 3000, Listed: listed, Missing: missing, Deleted: deleted, Requests: 31}
+}
+
+// The sync Job starts only after the last chunk succeeded, carries the contract (whole file,
+// Pinecone key only, outcome finalizer), keeps the phase at ProcessingChunks with MissingDeleted
+// Deleting while it runs, and ends the run Completed with the deletions of every attempt counted
+// in status, task item and events; then its Job and pods are released.
+func TestSyncStepAfterEveryChunkSucceeded(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t, nil, ns)
+	obj := create(t, newIngestion(ns, "prune", deleteMissing))
+	waitPhase(t, obj, v1alpha1.PhasePlanning)
+	plan := writePlan(t, obj, 3000, 1000)
+	finishChunks(t, obj, 0, 2, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" })
+	eventually(t, "two chunks recorded", 15*time.Second, func() (bool, string) {
+		cur := get(t, obj)
+		return cur.Status.Chunks.Succeeded == 2, mustJSON(cur.Status.Chunks)
+	})
+	if jobs := listJobs(t, obj, worker.RoleSync); len(jobs) != 0 || missingDeleted(get(t, obj)) != nil {
+		t.Fatalf("sync step started before every chunk succeeded: %d jobs, %+v", len(jobs), missingDeleted(get(t, obj)))
+	}
+	finishChunks(t, obj, 2, 3, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" })
+
+	job := waitJob(t, ns, worker.SyncJobName(obj.Name))
+	var cur *v1alpha1.CsvIngestion
+	eventually(t, "MissingDeleted Deleting", 15*time.Second, func() (bool, string) {
+		cur = get(t, obj)
+		c := missingDeleted(cur)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == controllers.ReasonDeleting, mustJSON(cur.Status)
+	})
+	if cur.Status.Phase != v1alpha1.PhaseProcessingChunks || cur.Status.Progress != "3/3" || cur.Status.CompletionTime != nil {
+		t.Errorf("while the sync Job runs: phase %s progress %s completion %v", cur.Status.Phase, cur.Status.Progress, cur.Status.CompletionTime)
+	}
+	whole := plan.Whole()
+	c := job.Spec.Template.Spec.Containers[0]
+	if want := whole.SyncFlags(); !slices.Equal(c.Args, want) || c.Args[0] != "sync" {
+		t.Errorf("sync args %v, want %v", c.Args, want)
+	}
+	if !strings.Contains(strings.Join(c.Args, " "), "--rows=3000") || job.Labels[worker.LabelRole] != worker.RoleSync ||
+		!slices.Contains(job.Spec.Template.Finalizers, worker.FinalizerOutcome) || *job.Spec.Template.Spec.AutomountServiceAccountToken {
+		t.Errorf("sync Job %s: args %v, labels %v, finalizers %v", job.Name, c.Args, job.Labels, job.Spec.Template.Finalizers)
+	}
+	var env []string
+	for _, e := range c.Env {
+		env = append(env, e.Name)
+		if e.Value != "" && (e.Name == worker.EnvPineconeAPIKey || e.Name == worker.EnvOpenAIAPIKey) {
+			t.Errorf("%s set inline", e.Name)
+		}
+	}
+	if !slices.Contains(env, worker.EnvPineconeAPIKey) || slices.Contains(env, worker.EnvOpenAIAPIKey) {
+		t.Errorf("sync env %v: want the Pinecone key by reference and no OpenAI key", env)
+	}
+	wantEvents(t, obj, controllers.ReasonDeleting)
+
+	// One attempt deleted 12 before it failed; the retry deletes the other 18.
+	failAttempt(t, job, worker.Result{Role: worker.RoleSync, Listed: 3030, Missing: 30, Deleted: 12, Reason: worker.ReasonRetryableError, Error: "pinecone delete: unavailable"})
+	finishJob(t, job, syncResult(3018, 18, 18), 0, "")
+	final := waitPhase(t, obj, v1alpha1.PhaseCompleted)
+	cond := missingDeleted(final)
+	if final.Status.Records.Deleted != 30 || cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != controllers.ReasonDeleted ||
+		!strings.Contains(cond.Message, "deleted 30 vectors under id prefix \"239.\"") || !strings.Contains(final.Status.Message, "deleted 30") {
+		t.Fatalf("final: deleted %d, condition %+v, message %q", final.Status.Records.Deleted, cond, final.Status.Message)
+	}
+	wantEvents(t, obj, controllers.ReasonDeleted, "Completed")
+	eventually(t, "task item with the deletions", 15*time.Second, func() (bool, string) {
+		task, _ := taskItem(t, obj.Spec.TaskID)
+		return task.Status == "completed" && task.DeletedRecords == 30, mustJSON(task)
+	})
+	eventually(t, "sync Job and pod released", 15*time.Second, func() (bool, string) {
+		j := getJob(t, ns, job.Name)
+		var pods corev1.PodList
+		if err := cluster.Client.List(context.Background(), &pods); err != nil {
+			return false, err.Error()
+		}
+		for _, p := range pods.Items {
+			if p.Namespace == ns && p.Labels["batch.kubernetes.io/job-name"] == job.Name && slices.Contains(p.Finalizers, worker.FinalizerOutcome) {
+				return false, "pod " + p.Name + " still held"
+			}
+		}
+		return j.Spec.TTLSecondsAfterFinished != nil, "no TTL on the sync Job"
+	})
+}
+
+// A run that is not Completed deletes nothing: rows that failed could look as if they had left
+// the file. A dry run starts no sync Job either.
+func TestSyncStepNotAfterPartialOrDryRun(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t, nil, ns)
+	obj := create(t, newIngestion(ns, "partial", func(o *v1alpha1.CsvIngestion) {
+		deleteMissing(o)
+		o.Spec.Chunking.MaxFailedRowsPercent = 10
+	}))
+	waitPhase(t, obj, v1alpha1.PhasePlanning)
+	writePlan(t, obj, 2000, 1000)
+	finishChunks(t, obj, 0, 2, func(i int) (worker.Result, int32, string) {
+		res := okResult(1000)
+		if i == 1 {
+			res.Processed, res.VectorsUpserted, res.Failed = 990, 990, 10
+		}
+		return res, 0, ""
+	})
+	final := waitPhase(t, obj, v1alpha1.PhasePartiallyCompleted)
+	if jobs := listJobs(t, obj, worker.RoleSync); len(jobs) != 0 || missingDeleted(final) != nil || final.Status.Records.Deleted != 0 {
+		t.Fatalf("a partial run started the sync step: %d jobs, %+v", len(jobs), missingDeleted(final))
+	}
+
+	dry := create(t, newIngestion(ns, "dry", func(o *v1alpha1.CsvIngestion) { deleteMissing(o); o.Spec.DryRun = true }))
+	waitPhase(t, dry, v1alpha1.PhasePlanning)
+	writePlan(t, dry, 2000, 1000)
+	waitPhase(t, dry, v1alpha1.PhaseCompleted)
+	if jobs := listJobs(t, dry, worker.RoleSync); len(jobs) != 0 {
+		t.Fatalf("a dry run created %d sync Jobs", len(jobs))
+	}
+}
+
+// The delete guard stops the run: Failed with reason DeleteGuard, the worker's message (counts,
+// percent, override) in the condition and a Warning event, nothing counted as deleted. Another
+// failure (a permanent provider error) ends Failed with its own reason and message.
+func TestSyncStepFailures(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t, nil, ns)
+	guardMsg := `DeleteGuard: delete guard: 1200 of the 3000 vectors under id prefix "239." (40.0%) are not in the file, more than spec.sync.maxDeletePercent (10%); nothing was deleted. If the file is complete and they should go, create a new CsvIngestion with spec.sync.maxDeletePercent of at least 40 (spec.sync is immutable)`
+	for _, tc := range []struct {
+		name, reason, errMsg string
+		deleted              int64
+		wantIn               string
+	}{
+		{"guard", worker.ReasonDeleteGuard, guardMsg, 0, "at least 40"},
+		{"refused", worker.ReasonUnauthorized, "Unauthorized: pinecone delete of 1000 ids from namespace \"v2\": rpc error: code = PermissionDenied desc = key lacks delete", 1000, "key lacks delete"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := create(t, newIngestion(ns, tc.name, deleteMissing))
+			waitPhase(t, obj, v1alpha1.PhasePlanning)
+			writePlan(t, obj, 3000, 1000)
+			finishChunks(t, obj, 0, 3, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" })
+			job := waitJob(t, ns, worker.SyncJobName(obj.Name))
+			res := worker.Result{Role: worker.RoleSync, Listed: 3000, Missing: 1200, Deleted: tc.deleted, Reason: tc.reason, Error: tc.errMsg}
+			finishJob(t, job, res, worker.ExitPermanent, batchv1.JobReasonPodFailurePolicy)
+			final := waitPhase(t, obj, v1alpha1.PhaseFailed)
+			cond := missingDeleted(final)
+			failed := meta.FindStatusCondition(final.Status.Conditions, v1alpha1.ConditionFailed)
+			if cond == nil || cond.Status != metav1.ConditionFalse || cond.Reason != tc.reason || !strings.Contains(cond.Message, tc.wantIn) ||
+				failed == nil || failed.Reason != tc.reason || !strings.Contains(failed.Message, tc.wantIn) || final.Status.Records.Deleted != tc.deleted {
+				t.Fatalf("MissingDeleted %+v, Failed %+v, deleted %d", cond, failed, final.Status.Records.Deleted)
+			}
+			if final.Status.Records.Processed != 3000 {
+				t.Errorf("processed %d: the chunks' work stays counted", final.Status.Records.Processed)
+			}
+			wantEvents(t, obj, tc.reason, "Failed")
+		})
+	}
+}
+
+// Cancelling while the sync Job runs deletes the Job and says that some vectors may be gone.
+func TestSyncStepCancelled(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t, nil, ns)
+	obj := create(t, newIngestion(ns, "cancel", deleteMissing))
+	waitPhase(t, obj, v1alpha1.PhasePlanning)
+	writePlan(t, obj, 1000, 1000)
+	finishChunks(t, obj, 0, 1, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" })
+	job := waitJob(t, ns, worker.SyncJobName(obj.Name))
+	update(t, obj, func(o *v1alpha1.CsvIngestion) { o.Spec.Cancel = true })
+	final := waitPhase(t, obj, v1alpha1.PhaseCancelled)
+	if c := missingDeleted(final); c == nil || c.Reason != "Cancelled" || !strings.Contains(c.Message, "some of them may be deleted") {
+		t.Errorf("MissingDeleted after cancel: %+v", c)
+	}
+	eventually(t, "sync Job deleted", 15*time.Second, func() (bool, string) {
+		j := &batchv1.Job{}
+		err := cluster.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: job.Name}, j)
+		return ignoreNotFound(err) == nil && (err != nil || !j.DeletionTimestamp.IsZero()), "sync Job still there"
+	})
+}

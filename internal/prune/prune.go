@@ -1,0 +1,211 @@
+// Package prune decides which vectors spec.sync.deleteMissing deletes and deletes them: the
+// vectors listed under the ingestion's id prefix (spec.mapping.idPrefix) in the namespaces it
+// writes to whose ids are not in the file, unless the delete guard says they are too many.
+//
+// Memory: the file's keys are held as sorted 64-bit hashes, 8 bytes a row (1M rows: 8 MiB), not
+// as strings. A hash collision can only make a vector look as if it were in the file, so it is
+// kept, never deleted by mistake. The ids to delete are held as strings until deleting starts,
+// but only while the guard can still pass: at most about maxDeletePercent/(100-maxDeletePercent)
+// of the file's rows (with the default 10 %, 11 % of them: 110,000 ids of ~40 bytes for 1M rows,
+// ~5 MiB); past that only their count is kept for the guard's message.
+package prune
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"maps"
+	"slices"
+)
+
+// Index is what pruning needs of the target index (*pinecone.Upserter has it).
+type Index interface {
+	// ListPage returns one page of ids of namespace starting with prefix, and the next page's
+	// token ("" after the last).
+	ListPage(ctx context.Context, namespace, prefix, token string) ([]string, string, error)
+	// DeleteIDs deletes ids from namespace and returns how many the accepted requests carried.
+	DeleteIDs(ctx context.Context, namespace string, ids []string) (int64, error)
+}
+
+// FileIDs is the set of vector keys (namespace, id) a file writes. Add every key, then Seal
+// before Has.
+type FileIDs struct {
+	seed       maphash.Seed
+	hashes     []uint64
+	namespaces map[string]bool
+	sealed     bool
+}
+
+// NewFileIDs returns an empty set.
+func NewFileIDs() *FileIDs {
+	return &FileIDs{seed: maphash.MakeSeed(), namespaces: map[string]bool{}}
+}
+
+func (f *FileIDs) hash(namespace, id string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(f.seed)
+	h.WriteString(namespace)
+	h.WriteByte(0)
+	h.WriteString(id)
+	return h.Sum64()
+}
+
+// Add records that the file writes id into namespace.
+func (f *FileIDs) Add(namespace, id string) {
+	f.hashes = append(f.hashes, f.hash(namespace, id))
+	f.namespaces[namespace] = true
+	f.sealed = false
+}
+
+// Seal sorts the set (and drops repeated keys) so Has can search it.
+func (f *FileIDs) Seal() {
+	slices.Sort(f.hashes)
+	f.hashes = slices.Compact(f.hashes)
+	f.hashes = slices.Clip(f.hashes)
+	f.sealed = true
+}
+
+// Has reports whether the file writes id into namespace (sealing the set first if needed).
+func (f *FileIDs) Has(namespace, id string) bool {
+	if !f.sealed {
+		f.Seal()
+	}
+	_, ok := slices.BinarySearch(f.hashes, f.hash(namespace, id))
+	return ok
+}
+
+// Len is the number of distinct keys (after Seal).
+func (f *FileIDs) Len() int { return len(f.hashes) }
+
+// Namespaces are the namespaces the file writes to, plus extra (the target's default namespace,
+// which holds the vectors of a file whose rows all moved elsewhere), sorted.
+func (f *FileIDs) Namespaces(extra ...string) []string {
+	set := maps.Clone(f.namespaces)
+	for _, ns := range extra {
+		set[ns] = true
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+// Exceeds is the delete guard: deleting missing of the listed vectors under the prefix is more
+// than maxPercent of them. Nothing to delete never exceeds.
+func Exceeds(missing, listed int64, maxPercent int32) bool {
+	if missing <= 0 {
+		return false
+	}
+	return missing*100 > int64(maxPercent)*listed
+}
+
+// certain reports whether the guard will stop the run whatever the rest of the listing finds:
+// at the end, listed ≤ missing + fileKeys (each listed id is either missing or one of the file's),
+// and missing/(missing+fileKeys) only grows with missing.
+func certain(missing int64, fileKeys int, maxPercent int32) bool {
+	return Exceeds(missing, missing+int64(fileKeys), maxPercent)
+}
+
+// MinPercent is the smallest maxDeletePercent that lets missing of listed be deleted.
+func MinPercent(missing, listed int64) int64 {
+	if missing <= 0 || listed <= 0 {
+		return 0
+	}
+	return (missing*100 + listed - 1) / listed
+}
+
+// GuardError is the delete guard stopping a run: nothing was deleted.
+type GuardError struct {
+	Prefix          string
+	Missing, Listed int64
+	MaxPercent      int32
+}
+
+func (e *GuardError) Error() string {
+	return fmt.Sprintf("delete guard: %d of the %d vectors under id prefix %q (%.1f%%) are not in the file, more than spec.sync.maxDeletePercent (%d%%); nothing was deleted. "+
+		"If the file is complete and they should go, create a new CsvIngestion with spec.sync.maxDeletePercent of at least %d (spec.sync is immutable)",
+		e.Missing, e.Listed, e.Prefix, percent(e.Missing, e.Listed), e.MaxPercent, MinPercent(e.Missing, e.Listed))
+}
+
+func percent(part, whole int64) float64 {
+	if whole <= 0 {
+		return 0
+	}
+	return float64(part) * 100 / float64(whole)
+}
+
+// Plan is what Find found: the vectors under the prefix and those of them to delete.
+type Plan struct {
+	Prefix     string
+	Namespaces []string
+	// Listed are the vectors under the prefix in Namespaces; Missing those not in the file.
+	Listed, Missing int64
+	// ListRequests are the list pages read.
+	ListRequests int64
+	maxPercent   int32
+	// toDelete holds the missing ids by namespace; dropped once the guard is certain to stop.
+	toDelete map[string][]string
+	dropped  bool
+}
+
+// Find lists every id under prefix in namespaces and keeps those the file does not have.
+func Find(ctx context.Context, idx Index, prefix string, namespaces []string, file *FileIDs, maxPercent int32) (*Plan, error) {
+	if prefix == "" {
+		// Never the whole namespace: the API requires the prefix, and this is the last line.
+		return nil, fmt.Errorf("prune: empty id prefix: deleteMissing only deletes under spec.mapping.idPrefix")
+	}
+	p := &Plan{Prefix: prefix, Namespaces: namespaces, maxPercent: maxPercent, toDelete: map[string][]string{}}
+	for _, ns := range namespaces {
+		token := ""
+		for {
+			ids, next, err := idx.ListPage(ctx, ns, prefix, token)
+			if err != nil {
+				return p, fmt.Errorf("list ids under %q in namespace %q: %w", prefix, ns, err)
+			}
+			p.ListRequests++
+			p.Listed += int64(len(ids))
+			for _, id := range ids {
+				if file.Has(ns, id) {
+					continue
+				}
+				p.Missing++
+				if !p.dropped {
+					p.toDelete[ns] = append(p.toDelete[ns], id)
+				}
+			}
+			if !p.dropped && certain(p.Missing, file.Len(), maxPercent) {
+				p.toDelete, p.dropped = nil, true
+			}
+			if next == "" {
+				break
+			}
+			if next == token {
+				return p, fmt.Errorf("list ids under %q in namespace %q: the index returned the same page token twice", prefix, ns)
+			}
+			token = next
+		}
+	}
+	return p, nil
+}
+
+// Guard returns a *GuardError when the plan deletes more than the guard allows.
+func (p *Plan) Guard() error {
+	if p.dropped || Exceeds(p.Missing, p.Listed, p.maxPercent) {
+		return &GuardError{Prefix: p.Prefix, Missing: p.Missing, Listed: p.Listed, MaxPercent: p.maxPercent}
+	}
+	return nil
+}
+
+// Execute deletes the missing ids, namespace by namespace, after checking the guard again. On
+// error, Result counts what was deleted before it.
+func (p *Plan) Execute(ctx context.Context, idx Index) (deleted int64, err error) {
+	if err := p.Guard(); err != nil {
+		return 0, err
+	}
+	for _, ns := range slices.Sorted(maps.Keys(p.toDelete)) {
+		ids := p.toDelete[ns]
+		n, err := idx.DeleteIDs(ctx, ns, ids)
+		deleted += n
+		if err != nil {
+			return deleted, fmt.Errorf("delete %d ids under %q from namespace %q (%d deleted so far): %w", len(ids), p.Prefix, ns, deleted, err)
+		}
+	}
+	return deleted, nil
+}

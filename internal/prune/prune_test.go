@@ -1,0 +1,225 @@
+package prune
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/vectordb-io/vectordb-operator/internal/pinecone"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+	fakepinecone "github.com/vectordb-io/vectordb-operator/test/fakes/pinecone"
+)
+
+func TestExceeds(t *testing.T) {
+	for _, tc := range []struct {
+		missing, listed int64
+		max             int32
+		want            bool
+		minPercent      int64
+	}{
+		{0, 0, 10, false, 0},
+		{0, 1000, 0, false, 0},
+		{100, 1000, 10, false, 10}, // exactly 10 % passes
+		{101, 1000, 10, true, 11},
+		{1, 1000, 0, true, 1},         // 0: nothing may be deleted
+		{1000, 1000, 100, false, 100}, // 100: no guard
+		{1000, 1000, 99, true, 100},
+		{400, 1000, 10, true, 40}, // the truncated export
+		{5, 1000, 1, false, 1},
+		{11, 1000, 1, true, 2},
+		{1, 3, 33, true, 34},
+	} {
+		if got := Exceeds(tc.missing, tc.listed, tc.max); got != tc.want {
+			t.Errorf("Exceeds(%d, %d, %d%%) = %v, want %v", tc.missing, tc.listed, tc.max, got, tc.want)
+		}
+		if got := MinPercent(tc.missing, tc.listed); got != tc.minPercent {
+			t.Errorf("MinPercent(%d, %d) = %d, want %d", tc.missing, tc.listed, got, tc.minPercent)
+		}
+		if mp := MinPercent(tc.missing, tc.listed); Exceeds(tc.missing, tc.listed, int32(mp)) {
+			t.Errorf("the override MinPercent(%d, %d) = %d still trips the guard", tc.missing, tc.listed, mp)
+		}
+	}
+}
+
+// TestCertain: the early stop of keeping ids never fires while the guard could still pass.
+func TestCertain(t *testing.T) {
+	for _, tc := range []struct {
+		missing  int64
+		fileKeys int
+		max      int32
+		want     bool
+	}{
+		{10, 100, 10, false}, // 10/110 = 9 %: more stored ids of the file may still come
+		{12, 100, 10, true},  // 12/112 = 10.7 %: even if all 100 are stored
+		{1, 0, 100, false},
+		{1, 0, 0, true},
+		{1000, 10, 99, true},
+	} {
+		if got := certain(tc.missing, tc.fileKeys, tc.max); got != tc.want {
+			t.Errorf("certain(%d, %d, %d%%) = %v, want %v", tc.missing, tc.fileKeys, tc.max, got, tc.want)
+		}
+	}
+}
+
+func TestFileIDs(t *testing.T) {
+	f := NewFileIDs()
+	f.Add("ns", "q.1")
+	f.Add("ns", "q.2")
+	f.Add("ns", "q.1") // a duplicate row
+	f.Add("other", "q.3")
+	for _, tc := range []struct {
+		ns, id string
+		want   bool
+	}{{"ns", "q.1", true}, {"ns", "q.2", true}, {"other", "q.3", true}, {"ns", "q.3", false}, {"other", "q.1", false}, {"ns", "q.10", false}} {
+		if got := f.Has(tc.ns, tc.id); got != tc.want {
+			t.Errorf("Has(%q, %q) = %v, want %v", tc.ns, tc.id, got, tc.want)
+		}
+	}
+	if f.Len() != 3 {
+		t.Errorf("Len %d, want 3", f.Len())
+	}
+	if got := strings.Join(f.Namespaces("ns", "target"), ","); got != "ns,other,target" {
+		t.Errorf("Namespaces %s", got)
+	}
+}
+
+type env struct {
+	srv *fakepinecone.Server
+	up  *pinecone.Upserter
+}
+
+func newEnv(t *testing.T) env {
+	t.Helper()
+	srv, err := fakepinecone.Start(fakepinecone.Options{Indexes: map[string]int{"docs": 4}, APIKeys: []string{"k"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	up, err := pinecone.New(context.Background(), pinecone.Config{APIKey: "k", Index: "docs", ControlHost: srv.ControlURL(),
+		BatchSize: 1000, BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = up.Close() })
+	return env{srv: srv, up: up}
+}
+
+func (e env) store(t *testing.T, ns, prefix string, from, to int) {
+	t.Helper()
+	var vecs []pinecone.Vector
+	for i := from; i < to; i++ {
+		vecs = append(vecs, pinecone.Vector{ID: fmt.Sprintf("%s%d", prefix, i), Values: []float32{1, 2, 3, float32(i)}})
+	}
+	if _, err := e.up.Upsert(context.Background(), ns, vecs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fileOf(ns, prefix string, from, to int) *FileIDs {
+	f := NewFileIDs()
+	for i := from; i < to; i++ {
+		f.Add(ns, fmt.Sprintf("%s%d", prefix, i))
+	}
+	return f
+}
+
+// TestFindAndExecute: of 1,000 stored ids under the prefix the file keeps 950; the 50 others go
+// (5 %, under the 10 % guard), in both namespaces; ids of another prefix stay.
+func TestFindAndExecute(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.store(t, "ns", "q1.", 0, 1000)
+	e.store(t, "ns", "q2.", 0, 30) // another ingestion's prefix
+	e.store(t, "ns2", "q1.", 0, 20)
+	file := fileOf("ns", "q1.", 30, 1000)
+	file.Add("ns2", "q1.0")
+	file.Add("ns2", "q1.1") // ns2: 18 of 20 missing
+	plan, err := Find(ctx, e.up, "q1.", file.Namespaces("ns"), file, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Listed != 1020 || plan.Missing != 48 || plan.ListRequests != 11 {
+		t.Fatalf("plan: listed %d missing %d in %d pages; want 1020, 48, 11", plan.Listed, plan.Missing, plan.ListRequests)
+	}
+	n, err := plan.Execute(ctx, e.up)
+	if err != nil || n != 48 {
+		t.Fatalf("Execute: %d, %v", n, err)
+	}
+	idx := e.srv.Index("docs")
+	if len(idx.Vectors("ns")) != 970+30 || len(idx.Vectors("ns2")) != 2 {
+		t.Fatalf("left ns %d, ns2 %d; want 1000 (970 of q1. and 30 of q2.), 2", len(idx.Vectors("ns")), len(idx.Vectors("ns2")))
+	}
+	for id := range idx.Vectors("ns") {
+		if strings.HasPrefix(id, "q1.") && !file.Has("ns", id) {
+			t.Fatalf("%s is not in the file but still stored", id)
+		}
+	}
+}
+
+// TestGuardStopsATruncatedFile: a file of 60 % of the rows stops at the guard, deletes nothing,
+// and says by how much and how to override.
+func TestGuardStopsATruncatedFile(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.store(t, "ns", "q1.", 0, 1000)
+	file := fileOf("ns", "q1.", 0, 600)
+	plan, err := Find(ctx, e.up, "q1.", []string{"ns"}, file, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.toDelete != nil {
+		t.Errorf("ids kept after the guard was certain to stop: %d", len(plan.toDelete["ns"]))
+	}
+	n, err := plan.Execute(ctx, e.up)
+	var ge *GuardError
+	if !errors.As(err, &ge) || n != 0 {
+		t.Fatalf("Execute: %d, %v; want a GuardError and nothing deleted", n, err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"400 of the 1000 vectors", `"q1."`, "(40.0%)", "maxDeletePercent (10%)", "nothing was deleted", "at least 40"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message %q lacks %q", msg, want)
+		}
+	}
+	if e.srv.Index("docs").Count() != 1000 || e.srv.Index("docs").Stats().Calls["Delete"] != 0 {
+		t.Fatalf("the guard let deletes through: %d left", e.srv.Index("docs").Count())
+	}
+	// The override: the same file with maxDeletePercent 40 deletes the 400.
+	plan, err = Find(ctx, e.up, "q1.", []string{"ns"}, file, 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := plan.Execute(ctx, e.up); err != nil || n != 400 || e.srv.Index("docs").Count() != 600 {
+		t.Fatalf("override: %d, %v, %d left", n, err, e.srv.Index("docs").Count())
+	}
+}
+
+// TestDeleteErrors: a permanent refusal stops at once with Pinecone's message and the count so
+// far; an empty prefix is refused before anything is listed.
+func TestDeleteErrors(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.store(t, "ns", "q1.", 0, 100)
+	file := fileOf("ns", "q1.", 5, 100)
+	plan, err := Find(ctx, e.up, "q1.", []string{"ns"}, file, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Index("docs").FailNext("Delete", 3, codes.PermissionDenied)
+	n, err := plan.Execute(ctx, e.up)
+	if p, ok := worker.AsPermanent(err); !ok || p.Reason != worker.ReasonUnauthorized || n != 0 || !strings.Contains(err.Error(), "injected Delete failure") {
+		t.Fatalf("Execute: %d, %v; want a permanent Unauthorized error carrying Pinecone's message", n, err)
+	}
+	if _, err := Find(ctx, e.up, "", []string{"ns"}, file, 10); err == nil {
+		t.Fatal("an empty prefix was accepted")
+	}
+	e.srv.Index("docs").FailNext("List", 1, codes.InvalidArgument)
+	if _, err := Find(ctx, e.up, "q1.", []string{"ns"}, file, 10); err == nil || !strings.Contains(err.Error(), "injected List failure") {
+		t.Fatalf("Find with a refused list: %v", err)
+	}
+}
