@@ -141,3 +141,28 @@ func TestMatchKey(t *testing.T) {
 		t.Errorf("a key matched an empty key set")
 	}
 }
+
+// A read-only key reads tasks and is refused, with 403 and a message saying why, where tasks are
+// created or cancelled; the read-write keys keep every right they had.
+func TestReadOnlyKeys(t *testing.T) {
+	e := startShim(t, testCluster(t), func(c *Config, d *Deps) {
+		c.ReadOnlyKeys = StaticKeys("viewer-key")
+	})
+	for _, tc := range []struct {
+		method, path, key string
+		code              int
+		detail            string
+	}{
+		{http.MethodGet, "/api/v1/tasks", "viewer-key", http.StatusOK, ""},
+		{http.MethodGet, "/api/v1/status/no-such-task", "viewer-key", http.StatusNotFound, "Task not found"},
+		{http.MethodPost, "/api/v1/process", "viewer-key", http.StatusForbidden, detailKeyReadOnly},
+		{http.MethodDelete, "/api/v1/task/no-such-task", "viewer-key", http.StatusForbidden, detailKeyReadOnly},
+		{http.MethodDelete, "/api/v1/task/no-such-task", testKey, http.StatusNotFound, "Task not found"},
+		{http.MethodPost, "/api/v1/process", "viewer-ke", http.StatusUnauthorized, detailKeyInvalid},
+	} {
+		r := do(t, tc.method, e.URL+tc.path, tc.key, `{}`)
+		if r.Code != tc.code || (tc.detail != "" && r.detail(t) != tc.detail) {
+			t.Errorf("%s %s with %q: %d %s; want %d %q", tc.method, tc.path, tc.key, r.Code, r.Body, tc.code, tc.detail)
+		}
+	}
+}
