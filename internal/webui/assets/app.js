@@ -5,7 +5,7 @@
   const $ = (id) => document.getElementById(id);
   // Timings for the end-to-end test and the benchmarks: ms since navigation start, and
   // wall-clock times of updates (Date.now(), comparable with the test's clock).
-  const metrics = window.__uiMetrics = { firstRender: null, listUpdates: {}, detailUpdates: [] };
+  const metrics = window.__uiMetrics = { firstRender: null, listUpdates: {}, detailUpdates: [], renderMs: [] };
   let session = null;
   let es = null;
   let current = null; // the detail shown: {ns, name, data}
@@ -99,7 +99,14 @@
     const s = es = new EventSource(url);
     s.onopen = () => { live.className = 'live on'; setText(live, 'live'); };
     for (const [name, fn] of Object.entries(handlers)) {
-      s.addEventListener(name, (e) => { if (es === s) fn(JSON.parse(e.data)); });
+      s.addEventListener(name, (e) => {
+        if (es !== s) return;
+        const t0 = performance.now();
+        fn(JSON.parse(e.data));
+        // How long each push takes to parse and render: what keeps the page responsive.
+        metrics.renderMs.push(performance.now() - t0);
+        if (metrics.renderMs.length > 1000) metrics.renderMs.shift();
+      });
     }
     s.addEventListener('failure', (e) => notice(JSON.parse(e.data).error));
     s.addEventListener('signedout', () => { session = null; route(); });
