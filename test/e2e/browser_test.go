@@ -2,11 +2,11 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -130,11 +130,13 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Logf("screenshot: %s", p)
 }
 
-// jsString quotes s for JavaScript.
+// jsString quotes s for JavaScript (JSON is valid JavaScript).
 func jsString(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+	b, _ := json.Marshal(s)
+	return string(b)
 }
 
+// rowJS evaluates expr with tr bound to the list row of key (null without one).
 func rowJS(key, expr string) string {
-	return fmt.Sprintf(`(() => { const tr = document.querySelector('tr[data-key=%s]'); return tr ? %s : null; })()`, jsString(key), expr)
+	return fmt.Sprintf(`(() => { const tr = [...document.querySelectorAll('#list-body tr')].find(r => r.dataset.key === %s); return tr ? %s : null; })()`, jsString(key), expr)
 }

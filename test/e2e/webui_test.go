@@ -99,7 +99,7 @@ func TestWebUI(t *testing.T) {
 
 	// --- a page per ingestion, opened by keyboard ---
 	run(t, browser, "focus the run's link", chromedp.Evaluate[chromedp.Void](
-		fmt.Sprintf(`document.querySelector('tr[data-key=%s] a').focus(); null`, jsString(runRow))))
+		rowJS(runRow, `(tr.querySelector('a').focus(), null)`)))
 	run(t, browser, "open it with Enter", chromedp.KeyEvent(kb.Enter))
 	waitJS(t, browser, "the run's page", `location.hash === '#/i/webui-run/q239' && document.getElementById('grid').childElementCount > 0`, 30*time.Second)
 	if n, want := eval[int](t, browser, `document.getElementById('grid').childElementCount`), int(get(t, runObj).Status.Chunks.Total); n != want {
