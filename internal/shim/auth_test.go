@@ -166,3 +166,31 @@ func TestReadOnlyKeys(t *testing.T) {
 		}
 	}
 }
+
+// The web UI is mounted under /ui/ (and /ui redirects there), behind the per-client rate limit.
+func TestUIMountedBehindTheClientLimit(t *testing.T) {
+	e := startShim(t, testCluster(t), func(c *Config, d *Deps) {
+		c.RateLimit = RateLimit{PerClient: Bucket{Rate: 0.001, Burst: 2}}
+		d.UI = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = w.Write([]byte("ui:" + r.URL.Path))
+		})
+	})
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Get(e.URL + "/ui")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "/ui/" {
+		t.Errorf("GET /ui: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if r := do(t, http.MethodGet, e.URL+"/ui/static/app.js", "", nil); r.Code != http.StatusOK || string(r.Body) != "ui:/ui/static/app.js" {
+		t.Errorf("GET /ui/static/app.js: %d %s", r.Code, r.Body)
+	}
+	if r := do(t, http.MethodGet, e.URL+"/ui/", "", nil); r.Code != http.StatusOK {
+		t.Errorf("GET /ui/: %d %s", r.Code, r.Body)
+	}
+	if r := do(t, http.MethodGet, e.URL+"/ui/", "", nil); r.Code != http.StatusTooManyRequests {
+		t.Errorf("past the per-client burst: %d, want 429", r.Code)
+	}
+}
