@@ -33,7 +33,7 @@ type Writer struct {
 // New returns a writer for chunk index of taskID. header is the source CSV's header; the dead
 // letter rows carry it plus _row, _reason and _detail.
 func New(cl *s3.Client, bucket, keyPrefix, taskID string, chunk int, header []string) *Writer {
-	w := &Writer{cl: cl, bucket: bucket, base: fmt.Sprintf("%s%s/chunk-%04d", keyPrefix, taskID, chunk), header: header}
+	w := &Writer{cl: cl, bucket: bucket, base: base(keyPrefix, taskID, chunk), header: header}
 	w.reset()
 	return w
 }
@@ -92,6 +92,14 @@ func encodedSize(fields []string) int {
 
 // Rows is the number of rows added.
 func (w *Writer) Rows() int64 { return w.rows }
+
+func base(keyPrefix, taskID string, chunk int) string {
+	return fmt.Sprintf("%s%s/chunk-%04d", keyPrefix, taskID, chunk)
+}
+
+// Key is the first (often the only) object a chunk's failed rows are written to; a large one
+// continues in .part2.csv, .part3.csv and so on.
+func Key(keyPrefix, taskID string, chunk int) string { return base(keyPrefix, taskID, chunk) + ".csv" }
 
 // Keys lists the objects written so far.
 func (w *Writer) Keys() []string { return w.keys }

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -166,6 +167,11 @@ func Run(ctx context.Context, o Options) error {
 		&corev1.Pod{}:       {Label: labels.NewSelector().Add(*hasUID, *notReleased), Transform: trimPod},
 		&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*isPlan)},
 	}}
+	if o.Shim.UIEnabled {
+		// The web UI shows an ingestion's recent events: the cache holds only events about
+		// CsvIngestions, never every event of the cluster.
+		cacheOpts.ByObject[&corev1.Event{}] = cache.ByObject{Field: fields.OneTermEqualSelector("involvedObject.kind", "CsvIngestion")}
+	}
 	if len(o.WatchNamespaces) > 0 {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
 		for _, ns := range o.WatchNamespaces {

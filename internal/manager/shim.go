@@ -3,11 +3,6 @@ package manager
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
-	"sort"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -16,9 +11,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/apikeys"
 	"github.com/vectordb-io/vectordb-operator/internal/shim"
 	"github.com/vectordb-io/vectordb-operator/internal/tracking"
 	"github.com/vectordb-io/vectordb-operator/internal/version"
+	"github.com/vectordb-io/vectordb-operator/internal/webui"
 )
 
 // ShimOptions configure the HTTP shim (health and the legacy task API).
@@ -27,8 +24,16 @@ type ShimOptions struct {
 	APIEnabled bool
 	// APIKeysPath is a file (one key per line) or a directory (every file one key: a mounted
 	// Secret). It is re-read as it changes, so keys rotate without a restart, and the manager
-	// never needs RBAC on Secrets.
-	APIKeysPath      string
+	// never needs RBAC on Secrets. These keys may read and write.
+	APIKeysPath string
+	// ReadKeysPath holds read-only keys, in the same forms: they view the web UI and read tasks
+	// through the REST API, and are refused (403) where tasks are created, cancelled, suspended or
+	// resumed.
+	ReadKeysPath string
+	// UIEnabled serves the web UI at /ui/ (internal/webui).
+	UIEnabled bool
+	// UIUpdateInterval is the least time between two pushes to one open page.
+	UIUpdateInterval time.Duration
 	PerKeyRate       float64
 	PerKeyBurst      int
 	PerClientRate    float64
@@ -42,14 +47,16 @@ type ShimOptions struct {
 
 func defaultShimOptions() ShimOptions {
 	return ShimOptions{
-		Addr:           ":8000",
-		APIEnabled:     true,
-		Environment:    "production",
-		PerKeyRate:     10,
-		PerKeyBurst:    20,
-		PerClientRate:  20,
-		PerClientBurst: 40,
-		MaxBodyBytes:   1 << 20,
+		Addr:             ":8000",
+		APIEnabled:       true,
+		UIEnabled:        true,
+		UIUpdateInterval: 500 * time.Millisecond,
+		Environment:      "production",
+		PerKeyRate:       10,
+		PerKeyBurst:      20,
+		PerClientRate:    20,
+		PerClientBurst:   40,
+		MaxBodyBytes:     1 << 20,
 		Defaults: shim.Defaults{
 			PineconeNamespace: "v2",
 			Model:             "text-embedding-ada-002",
@@ -71,7 +78,10 @@ func bindShimFlags(fs *pflag.FlagSet, o *ShimOptions) {
 	fs.StringVar(&o.Addr, "http-bind-address", o.Addr, "address of the HTTP shim: /api/v1/health and the legacy task API")
 	fs.BoolVar(&o.APIEnabled, "api-enabled", o.APIEnabled, "serve the legacy task API (health is always served)")
 	fs.StringVar(&o.Environment, "environment", o.Environment, "deployment name reported by /api/v1/health and / (the old ENVIRONMENT)")
-	fs.StringVar(&o.APIKeysPath, "api-keys-path", o.APIKeysPath, "file (one key a line) or directory (a mounted Secret: each file a key) of accepted X-API-Key values")
+	fs.StringVar(&o.APIKeysPath, "api-keys-path", o.APIKeysPath, "file (one key a line) or directory (a mounted Secret: each file a key) of accepted X-API-Key values; these keys may read and write")
+	fs.StringVar(&o.ReadKeysPath, "api-read-keys-path", o.ReadKeysPath, "file or directory, as --api-keys-path, of read-only keys: they view the web UI and read tasks, and are refused actions")
+	fs.BoolVar(&o.UIEnabled, "ui-enabled", o.UIEnabled, "serve the web UI at /ui/ on the HTTP shim's address (sign-in with the API keys)")
+	fs.DurationVar(&o.UIUpdateInterval, "ui-update-interval", o.UIUpdateInterval, "least time between two live updates pushed to one open web UI page")
 	fs.Float64Var(&o.PerKeyRate, "api-rate-per-key", o.PerKeyRate, "requests per second allowed per API key")
 	fs.IntVar(&o.PerKeyBurst, "api-burst-per-key", o.PerKeyBurst, "burst per API key")
 	fs.Float64Var(&o.PerClientRate, "api-rate-per-client", o.PerClientRate, "requests per second allowed per client address")
@@ -107,64 +117,6 @@ func bindShimFlags(fs *pflag.FlagSet, o *ShimOptions) {
 	fs.StringVar(&d.Sanitize, "api-sanitize", d.Sanitize, "text sanitizer of API-created ingestions (none, basic, legacy)")
 }
 
-// fileKeys reads accepted API keys from a file or a mounted Secret directory, re-reading at most
-// every few seconds.
-func fileKeys(path string) shim.KeySource {
-	var (
-		mu    sync.Mutex
-		keys  []string
-		read  time.Time
-		cause error
-	)
-	load := func() ([]string, error) {
-		info, err := os.Stat(path)
-		if err != nil {
-			return nil, fmt.Errorf("api keys: %w", err)
-		}
-		var raw []string
-		if info.IsDir() {
-			entries, err := os.ReadDir(path)
-			if err != nil {
-				return nil, fmt.Errorf("api keys: %w", err)
-			}
-			for _, e := range entries {
-				// Mounted Secrets hold ..data symlinks and dot-dirs; keys are the plain files.
-				if strings.HasPrefix(e.Name(), ".") {
-					continue
-				}
-				b, err := os.ReadFile(filepath.Join(path, e.Name()))
-				if err != nil {
-					continue // a directory entry such as ..data
-				}
-				raw = append(raw, string(b))
-			}
-		} else {
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return nil, fmt.Errorf("api keys: %w", err)
-			}
-			raw = strings.Split(string(b), "\n")
-		}
-		var out []string
-		for _, k := range raw {
-			if k = strings.TrimSpace(k); k != "" {
-				out = append(out, k)
-			}
-		}
-		sort.Strings(out)
-		return out, nil
-	}
-	return func(ctx context.Context) ([]string, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if time.Since(read) > 5*time.Second {
-			keys, cause = load()
-			read = time.Now()
-		}
-		return keys, cause
-	}
-}
-
 // addShim runs the HTTP shim on every replica (not only the leader): health must answer
 // everywhere, and the API only reads the cache and writes resources.
 func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Options, tables *tracking.Tables) error {
@@ -182,11 +134,21 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 		Defaults:         so.Defaults,
 		Environment:      so.Environment,
 	}
+	var writeKeys, readKeys apikeys.Source
+	if so.APIKeysPath != "" {
+		writeKeys = apikeys.FromPath(so.APIKeysPath, true)
+	}
+	if so.ReadKeysPath != "" {
+		readKeys = apikeys.FromPath(so.ReadKeysPath, false)
+	}
 	if so.APIEnabled {
 		if so.APIKeysPath == "" {
 			return fmt.Errorf("--api-keys-path is required with the task API (or --api-enabled=false)")
 		}
-		conf.APIKeys = fileKeys(so.APIKeysPath)
+		conf.APIKeys = apikeys.Values(writeKeys, true)
+		if readKeys != nil {
+			conf.ReadOnlyKeys = apikeys.Values(readKeys, false)
+		}
 	}
 	deps := shim.Deps{
 		Client:    mgr.GetClient(),
@@ -207,9 +169,42 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 		}
 		deps.Tasks = tc
 	}
+	if so.UIEnabled {
+		ui, err := newUI(mgr, so, writeKeys, readKeys)
+		if err != nil {
+			return err
+		}
+		deps.UI = ui.Handler()
+	}
 	srv, err := shim.New(conf, deps)
 	if err != nil {
 		return fmt.Errorf("http shim: %w", err)
 	}
 	return mgr.Add(srv) // the shim runs on every replica (NeedLeaderElection is false)
+}
+
+// newUI builds the web UI on the manager's cache and adds it to the manager (for its informer
+// hooks). Without any key the UI still answers, saying that no key is configured.
+func newUI(mgr manager.Manager, so ShimOptions, writeKeys, readKeys apikeys.Source) (*webui.Server, error) {
+	log := ctrl.Log.WithName("webui")
+	var keys apikeys.Source
+	if writeKeys != nil || readKeys != nil {
+		keys = apikeys.Join(writeKeys, readKeys)
+	} else {
+		log.Info("the web UI has no API keys to sign in with: set --api-keys-path and/or --api-read-keys-path, or --ui-enabled=false")
+	}
+	ui, err := webui.New(webui.Config{Keys: keys, UpdateInterval: so.UIUpdateInterval}, webui.Deps{
+		Reader:    mgr.GetClient(),
+		Writer:    mgr.GetClient(),
+		Informers: mgr.GetCache(),
+		Recorder:  mgr.GetEventRecorder("vectordb-operator"),
+		Log:       ctrl.Log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("web ui: %w", err)
+	}
+	if err := mgr.Add(ui); err != nil {
+		return nil, fmt.Errorf("web ui: %w", err)
+	}
+	return ui, nil
 }

@@ -141,3 +141,56 @@ func TestMatchKey(t *testing.T) {
 		t.Errorf("a key matched an empty key set")
 	}
 }
+
+// A read-only key reads tasks and is refused, with 403 and a message saying why, where tasks are
+// created or cancelled; the read-write keys keep every right they had.
+func TestReadOnlyKeys(t *testing.T) {
+	e := startShim(t, testCluster(t), func(c *Config, d *Deps) {
+		c.ReadOnlyKeys = StaticKeys("viewer-key")
+	})
+	for _, tc := range []struct {
+		method, path, key string
+		code              int
+		detail            string
+	}{
+		{http.MethodGet, "/api/v1/tasks", "viewer-key", http.StatusOK, ""},
+		{http.MethodGet, "/api/v1/status/no-such-task", "viewer-key", http.StatusNotFound, "Task not found"},
+		{http.MethodPost, "/api/v1/process", "viewer-key", http.StatusForbidden, detailKeyReadOnly},
+		{http.MethodDelete, "/api/v1/task/no-such-task", "viewer-key", http.StatusForbidden, detailKeyReadOnly},
+		{http.MethodDelete, "/api/v1/task/no-such-task", testKey, http.StatusNotFound, "Task not found"},
+		{http.MethodPost, "/api/v1/process", "viewer-ke", http.StatusUnauthorized, detailKeyInvalid},
+	} {
+		r := do(t, tc.method, e.URL+tc.path, tc.key, `{}`)
+		if r.Code != tc.code || (tc.detail != "" && r.detail(t) != tc.detail) {
+			t.Errorf("%s %s with %q: %d %s; want %d %q", tc.method, tc.path, tc.key, r.Code, r.Body, tc.code, tc.detail)
+		}
+	}
+}
+
+// The web UI is mounted under /ui/ (and /ui redirects there), behind the per-client rate limit.
+func TestUIMountedBehindTheClientLimit(t *testing.T) {
+	e := startShim(t, testCluster(t), func(c *Config, d *Deps) {
+		c.RateLimit = RateLimit{PerClient: Bucket{Rate: 0.001, Burst: 2}}
+		d.UI = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = w.Write([]byte("ui:" + r.URL.Path))
+		})
+	})
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Get(e.URL + "/ui")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "/ui/" {
+		t.Errorf("GET /ui: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if r := do(t, http.MethodGet, e.URL+"/ui/static/app.js", "", nil); r.Code != http.StatusOK || string(r.Body) != "ui:/ui/static/app.js" {
+		t.Errorf("GET /ui/static/app.js: %d %s", r.Code, r.Body)
+	}
+	if r := do(t, http.MethodGet, e.URL+"/ui/", "", nil); r.Code != http.StatusOK {
+		t.Errorf("GET /ui/: %d %s", r.Code, r.Body)
+	}
+	if r := do(t, http.MethodGet, e.URL+"/ui/", "", nil); r.Code != http.StatusTooManyRequests {
+		t.Errorf("past the per-client burst: %d, want 429", r.Code)
+	}
+}

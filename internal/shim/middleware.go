@@ -16,6 +16,7 @@ type route struct {
 	method  string
 	path    string
 	private bool // behind X-API-Key and the rate limits
+	write   bool // changes tasks: refused to read-only keys
 	handler http.HandlerFunc
 }
 
@@ -28,10 +29,10 @@ func (s *Server) buildRoutes() []route {
 	}
 	if s.cfg.APIEnabled {
 		rs = append(rs,
-			route{method: http.MethodPost, path: "/api/v1/process", private: true, handler: s.handleProcess},
+			route{method: http.MethodPost, path: "/api/v1/process", private: true, write: true, handler: s.handleProcess},
 			route{method: http.MethodGet, path: "/api/v1/status/{task_id}", private: true, handler: s.handleStatus},
 			route{method: http.MethodGet, path: "/api/v1/tasks", private: true, handler: s.handleList},
-			route{method: http.MethodDelete, path: "/api/v1/task/{task_id}", private: true, handler: s.handleCancel},
+			route{method: http.MethodDelete, path: "/api/v1/task/{task_id}", private: true, write: true, handler: s.handleCancel},
 		)
 	}
 	return rs
@@ -42,13 +43,18 @@ func (s *Server) buildHandler() http.Handler {
 	for _, rt := range s.routes {
 		h := rt.handler
 		if rt.private {
-			h = s.guard(h)
+			h = s.guard(h, rt.write)
 		}
 		pattern := rt.path
 		if pattern == "/" {
 			pattern = "/{$}" // the root only, not every path
 		}
 		mux.Handle(rt.method+" "+pattern, h)
+	}
+	if s.deps.UI != nil {
+		ui := s.limitClient(s.deps.UI)
+		mux.Handle("/ui/", ui)
+		mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
 	}
 	return s.outer(jsonFallback(mux))
 }
@@ -178,9 +184,20 @@ func (r *recorder) WriteHeader(code int) {
 	}
 }
 
+// limitClient puts h behind the per-client rate limit only (the web UI authenticates itself).
+func (s *Server) limitClient(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ok, wait := s.ipRL.allow(info(r.Context()).client, time.Now()); !ok {
+			tooManyRequests(w, wait)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // guard puts the task API behind the per-client rate limit (first, so key guessing is slowed
-// too), the API key, and the per-key rate limit.
-func (s *Server) guard(next http.HandlerFunc) http.HandlerFunc {
+// too), the API key, and the per-key rate limit. A read-only key passes only where write is false.
+func (s *Server) guard(next http.HandlerFunc, write bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		now := time.Now()
 		ri := info(r.Context())
@@ -200,8 +217,20 @@ func (s *Server) guard(next http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		if !matchKey(key, keys) {
-			writeError(w, http.StatusUnauthorized, detailKeyInvalid)
-			return
+			ro, err := s.readOnlyKeys(r.Context())
+			if err != nil {
+				s.log.Error(err, "cannot read read-only API keys", "requestID", ri.id)
+				writeError(w, http.StatusServiceUnavailable, "API keys are unavailable; try again later")
+				return
+			}
+			if !matchKey(key, ro) {
+				writeError(w, http.StatusUnauthorized, detailKeyInvalid)
+				return
+			}
+			if write {
+				writeError(w, http.StatusForbidden, detailKeyReadOnly)
+				return
+			}
 		}
 		if ok, wait := s.keyRL.allow(keyID(key), now); !ok {
 			tooManyRequests(w, wait)
@@ -209,6 +238,13 @@ func (s *Server) guard(next http.HandlerFunc) http.HandlerFunc {
 		}
 		next(w, r)
 	}
+}
+
+func (s *Server) readOnlyKeys(ctx context.Context) ([]string, error) {
+	if s.cfg.ReadOnlyKeys == nil {
+		return nil, nil
+	}
+	return s.cfg.ReadOnlyKeys(ctx)
 }
 
 func tooManyRequests(w http.ResponseWriter, wait time.Duration) {

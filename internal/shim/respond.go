@@ -26,6 +26,9 @@ type FieldError struct {
 const (
 	detailKeyMissing = "API key is missing"
 	detailKeyInvalid = "Invalid API key"
+	// detailKeyReadOnly is new (the old API had no read-only keys): a 403, not a 401, since the
+	// key is valid.
+	detailKeyReadOnly = "This API key is read-only: it may read tasks but not create or cancel them"
 )
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

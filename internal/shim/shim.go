@@ -72,8 +72,12 @@ type Config struct {
 	// APIEnabled serves the legacy task API. Health and the OpenAPI document are always served.
 	APIEnabled bool
 	// APIKeys returns the keys accepted in X-API-Key, read on every request so rotation needs no
-	// restart (see SecretKeys, StaticKeys). Required when APIEnabled.
+	// restart (see SecretKeys, StaticKeys). Required when APIEnabled. These keys may read and
+	// write (create and cancel tasks), as every key always could.
 	APIKeys KeySource
+	// ReadOnlyKeys are keys that may read tasks (GET) but are refused, with 403, on the routes
+	// that create or cancel them. Optional.
+	ReadOnlyKeys KeySource
 	// RateLimit per API key and per client address.
 	RateLimit RateLimit
 	// ForwardedForHops is how many proxies in front of the server append to X-Forwarded-For (an
@@ -188,6 +192,9 @@ type Deps struct {
 	Log   logr.Logger
 	// Version reported by health.
 	Version string
+	// UI, when set, is served under /ui/ (the web UI, internal/webui), behind the per-client
+	// rate limit; it does its own authentication.
+	UI http.Handler
 }
 
 // Server is the HTTP shim.

@@ -216,21 +216,35 @@ func TestAPIKeySecretIsMountedNotRead(t *testing.T) {
 	dep := deployment(t, objs)
 	opts, _ := parseManagerArgs(t, managerArgs(t, dep))
 	vols, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "volumes")
-	// All-on also mounts the metrics certificate (metrics.certSecret); the key volume is the first.
-	if len(vols) != 2 {
+	// All-on also mounts the read-only keys (api.apiKeys.readOnlySecret) and the metrics
+	// certificate (metrics.certSecret); the read-write key volume is the first.
+	if len(vols) != 3 {
 		t.Fatalf("volumes %v", vols)
 	}
-	secret, _, _ := unstructured.NestedString(vols[0].(map[string]any), "secret", "secretName")
-	if secret != "vectordb-api-keys" || vols[0].(map[string]any)["name"] != "api-keys" {
-		t.Errorf("mounted Secret %q, want vectordb-api-keys", secret)
+	for i, want := range []struct{ name, secret string }{{"api-keys", "vectordb-api-keys"}, {"api-read-keys", "vectordb-api-read-keys"}} {
+		secret, _, _ := unstructured.NestedString(vols[i].(map[string]any), "secret", "secretName")
+		if secret != want.secret || vols[i].(map[string]any)["name"] != want.name {
+			t.Errorf("volume %d mounts Secret %q, want %s", i, secret, want.secret)
+		}
 	}
 	containers, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
 	mounts, _, _ := unstructured.NestedSlice(containers[0].(map[string]any), "volumeMounts")
-	if len(mounts) != 2 || mounts[0].(map[string]any)["mountPath"] != opts.Shim.APIKeysPath {
-		t.Errorf("volume mounts %v, --api-keys-path %q", mounts, opts.Shim.APIKeysPath)
+	if len(mounts) != 3 || mounts[0].(map[string]any)["mountPath"] != opts.Shim.APIKeysPath ||
+		mounts[1].(map[string]any)["mountPath"] != opts.Shim.ReadKeysPath {
+		t.Errorf("volume mounts %v, --api-keys-path %q, --api-read-keys-path %q", mounts, opts.Shim.APIKeysPath, opts.Shim.ReadKeysPath)
 	}
-	if mounts[1].(map[string]any)["mountPath"] != opts.MetricsCertDir {
+	if mounts[2].(map[string]any)["mountPath"] != opts.MetricsCertDir {
 		t.Errorf("volume mounts %v, --metrics-cert-dir %q", mounts, opts.MetricsCertDir)
+	}
+	// With the REST API off, the web UI's sign-in still needs the keys mounted.
+	uiOnly := deployment(t, mustRender(t, "--set", "api.apiKeys.existingSecret=k"))
+	uiOpts, _ := parseManagerArgs(t, managerArgs(t, uiOnly))
+	if uiOpts.Shim.APIEnabled || !uiOpts.Shim.UIEnabled || uiOpts.Shim.APIKeysPath == "" {
+		t.Errorf("UI only: api %v, ui %v, --api-keys-path %q", uiOpts.Shim.APIEnabled, uiOpts.Shim.UIEnabled, uiOpts.Shim.APIKeysPath)
+	}
+	noUI := deployment(t, mustRender(t, "--set", "api.apiKeys.existingSecret=k", "--set", "ui.enabled=false"))
+	if v, _, _ := unstructured.NestedSlice(noUI.Object, "spec", "template", "spec", "volumes"); len(v) != 0 {
+		t.Errorf("with the API and the UI off, volumes %v", v)
 	}
 	for _, o := range append(ofKind(objs, "ClusterRole"), ofKind(objs, "Role")...) {
 		rules, _, _ := unstructured.NestedSlice(o.Object, "rules")
@@ -393,6 +407,8 @@ func TestRBACMatchesCode(t *testing.T) {
 		{"API on", apiOn, union(cluster, leader, apiGrants)},
 		{"watched namespaces", []string{"--set-json", `watchNamespaces=["ingestion"]`}, union(cluster, leader)},
 		{"plain metrics", []string{"--set", "metrics.secure=false"}, minus(union(cluster, leader), "tokenreviews", "subjectaccessreviews")},
+		// The web UI's events informer (internal/webui) is the only reader of events.
+		{"UI off", []string{"--set", "ui.enabled=false"}, without(union(cluster, leader), grant{"", "events", "list"}, grant{"", "events", "watch"})},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -549,6 +565,17 @@ func minus(s grantSet, resources ...string) grantSet {
 	var out grantSet
 	for _, g := range s {
 		if !slices.Contains(resources, g.resource) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// without drops the exact grants gs from s.
+func without(s grantSet, gs ...grant) grantSet {
+	var out grantSet
+	for _, g := range s {
+		if !slices.Contains(gs, g) {
 			out = append(out, g)
 		}
 	}

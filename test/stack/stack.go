@@ -45,6 +45,8 @@ const (
 	OpenAIKey     = "sk-local-test"
 	PineconeKey   = "pc-local-test"
 	APIKey        = "local-api-key"
+	// ReadAPIKey is a read-only key (--api-read-keys-path): it views the web UI and reads tasks.
+	ReadAPIKey = "local-read-key"
 )
 
 // Options shape the stack.
@@ -154,6 +156,9 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	if err = os.WriteFile(filepath.Join(s.WorkDir, "api-keys"), []byte(APIKey+"\n"), 0o600); err != nil {
 		return s, err
 	}
+	if err = os.WriteFile(filepath.Join(s.WorkDir, "api-read-keys"), []byte(ReadAPIKey+"\n"), 0o600); err != nil {
+		return s, err
+	}
 	if err = s.StartManager(ctx); err != nil {
 		return s, err
 	}
@@ -197,6 +202,7 @@ func (s *Stack) StartManager(ctx context.Context) error {
 		"--dynamodb-endpoint=http://" + s.DynamoDB.Addr,
 		"--tracking-allowed-endpoints=" + s.Dynalite.Endpoint,
 		"--api-keys-path=" + filepath.Join(s.WorkDir, "api-keys"),
+		"--api-read-keys-path=" + filepath.Join(s.WorkDir, "api-read-keys"),
 		"--api-namespace=default",
 		"--api-bucket=" + Bucket,
 		"--api-s3-endpoint=" + s.MinIO.Endpoint,

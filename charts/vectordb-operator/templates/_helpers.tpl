@@ -154,4 +154,10 @@ they match). */}}
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.ui.enabled }}
+# list, watch: the web UI's cache of events about CsvIngestions (its detail page).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list", "watch"]
+{{- end }}
 {{- end }}

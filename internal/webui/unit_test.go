@@ -1,0 +1,225 @@
+package webui
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/apikeys"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+)
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+func TestProgress(t *testing.T) {
+	t0 := time.Date(2025, 1, 10, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name            string
+		st              v1alpha1.CsvIngestionStatus
+		start, end      time.Time
+		frac, rate, eta float64
+	}{
+		{"not started", v1alpha1.CsvIngestionStatus{Phase: v1alpha1.PhasePending}, time.Time{}, t0, 0, 0, -1},
+		{"chunks before rows are known", v1alpha1.CsvIngestionStatus{Phase: v1alpha1.PhaseProcessingChunks,
+			Chunks: v1alpha1.ChunkCounts{Total: 4, Succeeded: 1}}, t0, t0.Add(time.Minute), 0.25, 0, -1},
+		{"half way at 100 rows/s", v1alpha1.CsvIngestionStatus{Phase: v1alpha1.PhaseProcessingChunks,
+			Records: v1alpha1.RecordCounts{Total: 2000, Processed: 900, Failed: 50, Skipped: 50}}, t0, t0.Add(10 * time.Second), 0.5, 100, 10},
+		{"finished: no ETA", v1alpha1.CsvIngestionStatus{Phase: v1alpha1.PhaseCompleted,
+			Records: v1alpha1.RecordCounts{Total: 1000, Processed: 1000}}, t0, t0.Add(20 * time.Second), 1, 50, -1},
+		{"failed part way", v1alpha1.CsvIngestionStatus{Phase: v1alpha1.PhaseFailed,
+			Records: v1alpha1.RecordCounts{Total: 1000, Processed: 100}}, t0, t0.Add(10 * time.Second), 0.1, 10, -1},
+		{"clock skew: end before start", v1alpha1.CsvIngestionStatus{Phase: v1alpha1.PhaseProcessingChunks,
+			Records: v1alpha1.RecordCounts{Total: 1000, Processed: 100}}, t0, t0.Add(-time.Second), 0.1, 0, -1},
+		{"counts past the total are capped", v1alpha1.CsvIngestionStatus{Phase: v1alpha1.PhaseProcessingChunks,
+			Records: v1alpha1.RecordCounts{Total: 10, Processed: 20}}, t0, t0.Add(time.Second), 1, 20, -1},
+	} {
+		frac, rate, eta := progress(&tc.st, tc.st.Phase.Terminal(), tc.start, tc.end)
+		if math.Abs(frac-tc.frac) > 1e-9 || math.Abs(rate-tc.rate) > 1e-9 || math.Abs(eta-tc.eta) > 1e-9 {
+			t.Errorf("%s: progress %v, rate %v, eta %v; want %v, %v, %v", tc.name, frac, rate, eta, tc.frac, tc.rate, tc.eta)
+		}
+	}
+}
+
+func TestPlanAction(t *testing.T) {
+	obj := func(phase v1alpha1.Phase, suspend, cancel bool) *v1alpha1.CsvIngestion {
+		o := &v1alpha1.CsvIngestion{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a"}}
+		o.Status.Phase, o.Spec.Suspend, o.Spec.Cancel = phase, suspend, cancel
+		return o
+	}
+	run := v1alpha1.PhaseProcessingChunks
+	for _, tc := range []struct {
+		action string
+		obj    *v1alpha1.CsvIngestion
+		patch  string
+		code   int
+	}{
+		{"suspend", obj(run, false, false), `{"spec":{"suspend":true}}`, 0},
+		{"suspend", obj("", false, false), `{"spec":{"suspend":true}}`, 0}, // not yet reconciled
+		{"suspend", obj(run, true, false), "", http.StatusConflict},
+		{"resume", obj(run, true, false), `{"spec":{"suspend":false}}`, 0},
+		{"resume", obj(run, false, false), "", http.StatusConflict},
+		{"cancel", obj(run, false, false), `{"spec":{"cancel":true}}`, 0},
+		{"cancel", obj(run, true, false), `{"spec":{"cancel":true}}`, 0}, // a suspended run can be cancelled
+		{"cancel", obj(run, false, true), "", http.StatusConflict},
+		{"resume", obj(run, true, true), "", http.StatusConflict},
+		{"cancel", obj(v1alpha1.PhaseCompleted, false, false), "", http.StatusConflict},
+		{"suspend", obj(v1alpha1.PhaseFailed, false, false), "", http.StatusConflict},
+		{"delete", obj(run, false, false), "", http.StatusNotFound},
+	} {
+		p := planAction(tc.action, tc.obj)
+		if p.patch != tc.patch || p.code != tc.code || (p.code != 0) != (p.msg != "") {
+			t.Errorf("%s on %+v/%+v: %+v; want patch %s code %d", tc.action, tc.obj.Spec, tc.obj.Status.Phase, p, tc.patch, tc.code)
+		}
+	}
+}
+
+func TestSafeURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                                   "",
+		"http://minio:9000":                  "http://minio:9000",
+		"https://user:pw@host.example/v1":    "https://host.example/v1",
+		"https://host/v1?api_key=abc#frag":   "https://host/v1",
+		"https://only-user@host":             "https://host",
+		"http://[::1]:namedport/bad\x7f":     "(unparsable URL)",
+		"https://host/path%2Fwith%2Fescapes": "https://host/path%2Fwith%2Fescapes",
+	} {
+		if got := safeURL(in); got != want {
+			t.Errorf("safeURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestSessionCookie(t *testing.T) {
+	now := time.Date(2025, 1, 10, 12, 0, 0, 0, time.UTC)
+	rw := apikeys.Key{Name: "ops.team", Value: "v-rw", Write: true}
+	ro := apikeys.Key{Name: "analyst", Value: "v-ro"}
+	keys := []apikeys.Key{rw, ro}
+	good := makeSession(rw, now.Add(time.Hour))
+	for _, tc := range []struct {
+		name   string
+		cookie string
+		keys   []apikeys.Key
+		now    time.Time
+		want   string
+	}{
+		{"valid", good, keys, now, "ops.team"},
+		{"read-only", makeSession(ro, now.Add(time.Hour)), keys, now, "analyst"},
+		{"expired", good, keys, now.Add(time.Hour), ""},
+		{"key rotated (same name, new value)", good, []apikeys.Key{{Name: "ops.team", Value: "v-new", Write: true}}, now, ""},
+		{"key removed", good, []apikeys.Key{ro}, now, ""},
+		{"expiry extended by hand", strings.Replace(good, fmt.Sprint(now.Add(time.Hour).Unix()), fmt.Sprint(now.Add(99*time.Hour).Unix()), 1), keys, now, ""},
+		{"another key's name", strings.Replace(good, "b3BzLnRlYW0", "YW5hbHlzdA", 1), keys, now, ""},
+		{"garbage", "a.b", keys, now, ""},
+		{"empty", "", keys, now, ""},
+	} {
+		k, ok := checkSession(tc.cookie, tc.keys, tc.now)
+		if got := map[bool]string{true: k.Name, false: ""}[ok]; got != tc.want {
+			t.Errorf("%s: %q (ok %v), want %q", tc.name, got, ok, tc.want)
+		}
+	}
+	if strings.Contains(good, "v-rw") {
+		t.Errorf("the cookie holds the key: %s", good)
+	}
+}
+
+func TestSameOrigin(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hdr  map[string]string
+		ok   bool
+	}{
+		{"UI header only", map[string]string{csrfHeader: "1"}, true},
+		{"same origin", map[string]string{csrfHeader: "1", "Origin": "http://ui.example:8000", "Sec-Fetch-Site": "same-origin"}, true},
+		{"no UI header", map[string]string{"Origin": "http://ui.example:8000"}, false},
+		{"other origin", map[string]string{csrfHeader: "1", "Origin": "http://evil.example"}, false},
+		{"same site but not same origin", map[string]string{csrfHeader: "1", "Sec-Fetch-Site": "same-site"}, false},
+		{"null origin", map[string]string{csrfHeader: "1", "Origin": "null"}, false},
+	} {
+		r := httptest.NewRequest(http.MethodPost, "http://ui.example:8000/ui/api/login", nil)
+		for k, v := range tc.hdr {
+			r.Header.Set(k, v)
+		}
+		if why := sameOrigin(r); (why == "") != tc.ok {
+			t.Errorf("%s: %q, want ok %v", tc.name, why, tc.ok)
+		}
+	}
+}
+
+// The hub never blocks a publisher, merges repeated changes of one key, filters by subscription,
+// and past maxDirty keys asks for a full snapshot instead of growing.
+func TestHubCoalescesAndBounds(t *testing.T) {
+	h := newHub()
+	a := types.NamespacedName{Namespace: "ns", Name: "a"}
+	list := h.subscribe(nil, changeIngestion)
+	one := h.subscribe(&a, changeIngestion|changeJobs|changeEvents)
+	for i := 0; i < 1000; i++ {
+		h.publish(a, changeIngestion) // nobody reads: must not block
+	}
+	h.publish(types.NamespacedName{Namespace: "ns", Name: "b"}, changeIngestion)
+	h.publish(a, changeJobs)
+	if len(list.wake) != 1 || len(one.wake) != 1 {
+		t.Errorf("wake-ups pending: %d, %d; want one each", len(list.wake), len(one.wake))
+	}
+	keys, resync := list.take()
+	if resync || len(keys) != 2 {
+		t.Errorf("list took %v (resync %v), want a and b once each", keys, resync)
+	}
+	keys, _ = one.take()
+	if len(keys) != 1 || keys[0] != a {
+		t.Errorf("detail took %v, want only a", keys)
+	}
+	h.publish(types.NamespacedName{Namespace: "ns", Name: "b"}, changeJobs)
+	if keys, _ := list.take(); len(keys) != 0 {
+		t.Errorf("the list got a Job change: %v", keys)
+	}
+	for i := 0; i <= maxDirty; i++ {
+		h.publish(types.NamespacedName{Namespace: "ns", Name: fmt.Sprint("x", i)}, changeIngestion)
+	}
+	keys, resync = list.take()
+	if !resync || len(keys) != 0 {
+		t.Errorf("past %d keys: %d keys, resync %v; want a resync", maxDirty, len(keys), resync)
+	}
+	h.unsubscribe(list)
+	h.unsubscribe(one)
+	if h.subscribers() != 0 {
+		t.Errorf("%d subscribers left", h.subscribers())
+	}
+}
+
+func TestRunningChunksAndEvents(t *testing.T) {
+	job := func(idx string, role string, done bool, suspended bool) batchv1.Job {
+		j := batchv1.Job{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{worker.LabelRole: role, worker.LabelChunk: idx}}}
+		if done {
+			j.Status.Conditions = []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: corev1.ConditionTrue}}
+		}
+		j.Spec.Suspend = ptr.To(suspended)
+		return j
+	}
+	got := running([]batchv1.Job{job("3", worker.RoleChunk, false, false), job("1", worker.RoleChunk, false, false),
+		job("2", worker.RoleChunk, true, false), job("4", worker.RoleChunk, false, true), job("x", worker.RoleChunk, false, false),
+		job("", worker.RolePlan, false, false)}, &v1alpha1.CsvIngestionStatus{})
+	if fmt.Sprint(got) != "[1 3]" {
+		t.Errorf("running %v, want [1 3]", got)
+	}
+	t0 := time.Date(2025, 1, 10, 12, 0, 0, 0, time.UTC)
+	evs := []corev1.Event{
+		{Reason: "Old", LastTimestamp: metav1.NewTime(t0)},
+		{Reason: "Series", EventTime: metav1.NewMicroTime(t0.Add(time.Second)), Series: &corev1.EventSeries{Count: 5, LastObservedTime: metav1.NewMicroTime(t0.Add(3 * time.Second))}},
+		{Reason: "New", EventTime: metav1.NewMicroTime(t0.Add(2 * time.Second))},
+	}
+	v := eventViews(evs, 2)
+	if len(v) != 2 || v[0].Reason != "Series" || v[0].Count != 5 || v[1].Reason != "New" || v[1].Count != 1 {
+		t.Errorf("events %+v", v)
+	}
+}

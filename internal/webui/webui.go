@@ -1,0 +1,401 @@
+// Package webui is the live web view of CsvIngestions the manager serves at /ui/ on the shim's
+// port: a list page, a page per ingestion, and suspend, resume and cancel. Pages are plain HTML,
+// CSS and JavaScript embedded in the binary. Data comes from the manager's informer cache and is
+// pushed to browsers with Server-Sent Events: browsers never poll the API server, and a change is
+// sent at most a few times a second per page however often the resource changes.
+package webui
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/apikeys"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+)
+
+//go:embed assets
+var assetFS embed.FS
+
+// Config shapes the UI. Zero values take the defaults noted.
+type Config struct {
+	// Keys are the API keys: a read-only or read-write key signs in to view, a read-write key
+	// is needed for actions. Nil: no keys are configured, and the UI says so and shows nothing.
+	Keys apikeys.Source
+	// UpdateInterval is the least time between two pushes to one page; default 500ms (at most
+	// two updates a second per page).
+	UpdateInterval time.Duration
+	// KeepAlive is how often an idle stream sends a comment (and re-checks its session);
+	// default 15s.
+	KeepAlive time.Duration
+	// SessionTTL is how long a sign-in lasts; default 12h.
+	SessionTTL time.Duration
+	// MaxEvents shown on a detail page; default 20.
+	MaxEvents int
+}
+
+// Deps are the UI's collaborators.
+type Deps struct {
+	// Reader reads CsvIngestions, their Jobs and events: the manager's cache. Required.
+	Reader client.Reader
+	// Writer patches spec.suspend and spec.cancel. Required.
+	Writer client.Client
+	// Informers of the cache, whose event handlers drive the live updates. Nil: no live updates
+	// unless the caller publishes (tests).
+	Informers cache.Informers
+	// Recorder records who did each action on the ingestion. Required.
+	Recorder events.EventRecorder
+	Log      logr.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Server is the web UI. Handler serves it; Start (a manager Runnable) hooks it to the informers.
+type Server struct {
+	cfg    Config
+	deps   Deps
+	log    logr.Logger
+	hub    *hub
+	static http.Handler
+	mux    *http.ServeMux
+}
+
+// New checks deps and builds the server.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if deps.Reader == nil || deps.Writer == nil || deps.Recorder == nil {
+		return nil, errors.New("webui: a reader, a writer and an event recorder are required")
+	}
+	if cfg.UpdateInterval <= 0 {
+		cfg.UpdateInterval = 500 * time.Millisecond
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = 15 * time.Second
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = 12 * time.Hour
+	}
+	if cfg.MaxEvents <= 0 {
+		cfg.MaxEvents = 20
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	sub, err := fs.Sub(assetFS, "assets")
+	if err != nil {
+		return nil, fmt.Errorf("webui: embedded assets: %w", err)
+	}
+	s := &Server{cfg: cfg, deps: deps, log: deps.Log.WithName("webui"), hub: newHub()}
+	s.static = http.StripPrefix("/ui/static/", http.FileServerFS(sub))
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("GET /ui/{$}", s.page(sub))
+	s.mux.Handle("GET /ui/static/", s.static)
+	s.mux.HandleFunc("GET /ui/api/session", s.handleSession)
+	s.mux.HandleFunc("POST /ui/api/login", s.handleLogin)
+	s.mux.HandleFunc("POST /ui/api/logout", s.handleLogout)
+	s.mux.HandleFunc("GET /ui/api/ingestions", s.authed(s.handleList))
+	s.mux.HandleFunc("GET /ui/api/ingestions/{ns}/{name}", s.authed(s.handleDetail))
+	s.mux.HandleFunc("GET /ui/api/stream", s.authed(s.handleStream))
+	s.mux.HandleFunc("POST /ui/api/ingestions/{ns}/{name}/{action}", s.handleAction)
+	return s, nil
+}
+
+func (s *Server) now() time.Time { return s.deps.Now() }
+
+// Handler serves every path under /ui/.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		// The pages load only their own scripts and styles and talk only to this origin.
+		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Frame-Options", "DENY")
+		if !strings.HasPrefix(r.URL.Path, "/ui/static/") {
+			h.Set("Cache-Control", "no-store")
+		}
+		s.mux.ServeHTTP(w, r)
+	})
+}
+
+// NeedLeaderElection is false: every replica serves the UI from its own cache.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Start hooks the hub to the cache's informers and waits for ctx to end.
+func (s *Server) Start(ctx context.Context) error {
+	if s.deps.Informers == nil {
+		<-ctx.Done()
+		return nil
+	}
+	type reg struct {
+		inf cache.Informer
+		h   toolscache.ResourceEventHandlerRegistration
+	}
+	var regs []reg
+	defer func() {
+		for _, r := range regs {
+			_ = r.inf.RemoveEventHandler(r.h)
+		}
+	}()
+	hook := func(obj client.Object, key func(any) (types.NamespacedName, bool), c change) error {
+		// Events may be unreadable (RBAC of an older install): do not block the UI on them.
+		inf, err := s.deps.Informers.GetInformer(ctx, obj, cache.BlockUntilSynced(false))
+		if err != nil {
+			return fmt.Errorf("webui: informer for %T: %w", obj, err)
+		}
+		pub := func(o any) {
+			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			if k, ok := key(o); ok {
+				s.hub.publish(k, c)
+			}
+		}
+		h, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc: pub, UpdateFunc: func(_, n any) { pub(n) }, DeleteFunc: pub,
+		})
+		if err != nil {
+			return fmt.Errorf("webui: event handler for %T: %w", obj, err)
+		}
+		regs = append(regs, reg{inf, h})
+		return nil
+	}
+	ingestionKey := func(o any) (types.NamespacedName, bool) {
+		c, ok := o.(*v1alpha1.CsvIngestion)
+		if !ok {
+			return types.NamespacedName{}, false
+		}
+		return types.NamespacedName{Namespace: c.Namespace, Name: c.Name}, true
+	}
+	jobKey := func(o any) (types.NamespacedName, bool) {
+		j, ok := o.(*batchv1.Job)
+		if !ok || j.Labels[worker.LabelName] == "" {
+			return types.NamespacedName{}, false
+		}
+		return types.NamespacedName{Namespace: j.Namespace, Name: j.Labels[worker.LabelName]}, true
+	}
+	eventKey := func(o any) (types.NamespacedName, bool) {
+		e, ok := o.(*corev1.Event)
+		if !ok || e.InvolvedObject.Kind != "CsvIngestion" {
+			return types.NamespacedName{}, false
+		}
+		return types.NamespacedName{Namespace: e.InvolvedObject.Namespace, Name: e.InvolvedObject.Name}, true
+	}
+	if err := hook(&v1alpha1.CsvIngestion{}, ingestionKey, changeIngestion); err != nil {
+		return err
+	}
+	if err := hook(&batchv1.Job{}, jobKey, changeJobs); err != nil {
+		return err
+	}
+	if err := hook(&corev1.Event{}, eventKey, changeEvents); err != nil {
+		return err
+	}
+	s.log.Info("live updates on", "updateInterval", s.cfg.UpdateInterval.String())
+	<-ctx.Done()
+	return nil
+}
+
+// page serves the single HTML page; the script shows the list or an ingestion by the URL's hash.
+func (s *Server) page(assets fs.FS) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		b, err := fs.ReadFile(assets, "index.html")
+		if err != nil {
+			http.Error(w, "page missing", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write(b)
+	}
+}
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
+}
+
+func fail(w http.ResponseWriter, code int, msg string) { writeJSON(w, code, apiError{Error: msg}) }
+
+// sessionError answers a request whose session could not be established.
+func sessionError(w http.ResponseWriter, err error) {
+	if errors.Is(err, errKeysDown) {
+		fail(w, http.StatusServiceUnavailable, "API keys are unavailable or none are configured; ask the operator's administrator")
+		return
+	}
+	fail(w, http.StatusUnauthorized, "sign in with an API key")
+}
+
+type keyCtx struct{}
+
+// authed serves next only to a signed-in session (a read-only or read-write key).
+func (s *Server) authed(next func(http.ResponseWriter, *http.Request, apikeys.Key)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		k, err := s.session(r.Context(), r)
+		if err != nil {
+			sessionError(w, err)
+			return
+		}
+		next(w, r, k)
+	}
+}
+
+// sessionView is what the page learns of its key: the name and whether it may act, never the key.
+type sessionView struct {
+	Name  string `json:"name"`
+	Write bool   `json:"write"`
+}
+
+func (s *Server) handleSession(w http.ResponseWriter, r *http.Request) {
+	k, err := s.session(r.Context(), r)
+	if err != nil {
+		sessionError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sessionView{Name: k.Name, Write: k.Write})
+}
+
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	if why := sameOrigin(r); why != "" {
+		fail(w, http.StatusForbidden, why)
+		return
+	}
+	var body struct {
+		Key string `json:"key"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 8<<10)).Decode(&body); err != nil {
+		fail(w, http.StatusBadRequest, "the body must be JSON with the key")
+		return
+	}
+	keys, err := s.keys(r.Context())
+	if err != nil {
+		sessionError(w, err)
+		return
+	}
+	k, ok := apikeys.Match(strings.TrimSpace(body.Key), keys)
+	if !ok {
+		fail(w, http.StatusUnauthorized, "invalid API key")
+		return
+	}
+	exp := s.now().Add(s.cfg.SessionTTL)
+	s.setSession(w, r, makeSession(k, exp), exp)
+	s.log.Info("signed in", "key", k.Name, "write", k.Write)
+	writeJSON(w, http.StatusOK, sessionView{Name: k.Name, Write: k.Write})
+}
+
+func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	if why := sameOrigin(r); why != "" {
+		fail(w, http.StatusForbidden, why)
+		return
+	}
+	s.setSession(w, r, "", time.Time{})
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// readCtx bounds cache reads: an informer that cannot sync must not hang a page.
+func readCtx(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), 5*time.Second)
+}
+
+func (s *Server) list(ctx context.Context) ([]Summary, error) {
+	var l v1alpha1.CsvIngestionList
+	if err := s.deps.Reader.List(ctx, &l); err != nil {
+		return nil, fmt.Errorf("listing CsvIngestions: %w", err)
+	}
+	now := s.now()
+	out := make([]Summary, 0, len(l.Items))
+	for i := range l.Items {
+		out = append(out, summarize(&l.Items[i], now))
+	}
+	return out, nil
+}
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ apikeys.Key) {
+	ctx, cancel := readCtx(r)
+	defer cancel()
+	items, err := s.list(ctx)
+	if err != nil {
+		s.log.Error(err, "list page")
+		fail(w, http.StatusServiceUnavailable, "cannot read ingestions: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+}
+
+// get reads one ingestion's page; found is false when it does not exist.
+func (s *Server) get(ctx context.Context, key types.NamespacedName) (d Detail, found bool, err error) {
+	var obj v1alpha1.CsvIngestion
+	if err := s.deps.Reader.Get(ctx, key, &obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return Detail{}, false, nil
+		}
+		return Detail{}, false, fmt.Errorf("reading CsvIngestion %s: %w", key, err)
+	}
+	var jobs batchv1.JobList
+	if err := s.deps.Reader.List(ctx, &jobs, client.InNamespace(key.Namespace),
+		client.MatchingLabels{worker.LabelUID: string(obj.UID), worker.LabelRole: worker.RoleChunk}); err != nil {
+		return Detail{}, false, fmt.Errorf("listing the Jobs of %s: %w", key, err)
+	}
+	var evs corev1.EventList
+	var mine []corev1.Event
+	if err := s.deps.Reader.List(ctx, &evs, client.InNamespace(key.Namespace)); err != nil {
+		// The page still shows the ingestion; it says the events are unavailable.
+		s.log.Error(err, "listing events", "ingestion", key.String())
+		mine = []corev1.Event{{Type: corev1.EventTypeWarning, Reason: "EventsUnavailable",
+			Message: "the UI cannot read events (RBAC: list and watch on events): " + err.Error()}}
+	}
+	for _, e := range evs.Items {
+		if e.InvolvedObject.UID == obj.UID {
+			mine = append(mine, e)
+		}
+	}
+	return detail(&obj, jobs.Items, mine, s.now(), s.cfg.MaxEvents), true, nil
+}
+
+func keyOf(r *http.Request) types.NamespacedName {
+	return types.NamespacedName{Namespace: r.PathValue("ns"), Name: r.PathValue("name")}
+}
+
+func (s *Server) handleDetail(w http.ResponseWriter, r *http.Request, _ apikeys.Key) {
+	ctx, cancel := readCtx(r)
+	defer cancel()
+	d, found, err := s.get(ctx, keyOf(r))
+	switch {
+	case err != nil:
+		s.log.Error(err, "detail page")
+		fail(w, http.StatusServiceUnavailable, "cannot read the ingestion: "+err.Error())
+	case !found:
+		fail(w, http.StatusNotFound, "no CsvIngestion "+keyOf(r).String())
+	default:
+		writeJSON(w, http.StatusOK, d)
+	}
+}
+
+// The detail page lists an ingestion's recent events from the manager's cache (an informer on
+// events about CsvIngestions only).
+// +kubebuilder:rbac:groups="",resources=events,verbs=list;watch
