@@ -223,3 +223,26 @@ func TestRunningChunksAndEvents(t *testing.T) {
 		t.Errorf("events %+v", v)
 	}
 }
+
+// The deletions of spec.sync.deleteMissing are shown for the runs that ask for them.
+func TestSummaryShowsDeletions(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		sync        *v1alpha1.SyncSpec
+		deleted     int64
+		wantDeletes bool
+	}{
+		{"no sync", nil, 0, false},
+		{"incremental without deletions", &v1alpha1.SyncSpec{Mode: v1alpha1.SyncIncremental}, 0, false},
+		{"deleteMissing, nothing deleted yet", &v1alpha1.SyncSpec{Mode: v1alpha1.SyncIncremental, DeleteMissing: true}, 0, true},
+		{"deleteMissing, 500 deleted", &v1alpha1.SyncSpec{Mode: v1alpha1.SyncIncremental, DeleteMissing: true}, 500, true},
+	} {
+		o := &v1alpha1.CsvIngestion{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a"}}
+		o.Spec.Sync = tc.sync
+		o.Status.Records.Deleted = tc.deleted
+		s := summarize(o, time.Now())
+		if s.DeletesMissing != tc.wantDeletes || s.VectorsDeleted != tc.deleted {
+			t.Errorf("%s: deletesMissing %v, vectorsDeleted %d; want %v, %d", tc.name, s.DeletesMissing, s.VectorsDeleted, tc.wantDeletes, tc.deleted)
+		}
+	}
+}

@@ -35,10 +35,13 @@ type Summary struct {
 	RowsProcessed int64   `json:"rowsProcessed"`
 	RowsFailed    int64   `json:"rowsFailed"`
 	RowsSkipped   int64   `json:"rowsSkipped"`
-	ChunksTotal   int32   `json:"chunksTotal"`
-	ChunksDone    int32   `json:"chunksDone"`
-	ChunksFailed  int32   `json:"chunksFailed"`
-	ChunksActive  int32   `json:"chunksActive"`
+	// DeletesMissing is spec.sync.deleteMissing; VectorsDeleted is status.records.deleted.
+	DeletesMissing bool  `json:"deletesMissing"`
+	VectorsDeleted int64 `json:"vectorsDeleted"`
+	ChunksTotal    int32 `json:"chunksTotal"`
+	ChunksDone     int32 `json:"chunksDone"`
+	ChunksFailed   int32 `json:"chunksFailed"`
+	ChunksActive   int32 `json:"chunksActive"`
 	// RowsPerSecond over the run so far (to completion once it ended); 0 before it starts.
 	RowsPerSecond float64 `json:"rowsPerSecond"`
 	// ETASeconds at that rate; -1 when unknown or finished.
@@ -165,7 +168,8 @@ func summarize(obj *v1alpha1.CsvIngestion, now time.Time) Summary {
 		Namespace: obj.Namespace, Name: obj.Name, Phase: string(st.Phase), TaskID: st.TaskID,
 		Suspended: obj.Spec.Suspend, Cancelled: obj.Spec.Cancel, DryRun: obj.Spec.DryRun,
 		RowsTotal: st.Records.Total, RowsProcessed: st.Records.Processed, RowsFailed: st.Records.Failed,
-		RowsSkipped: st.Records.Skipped, ChunksTotal: st.Chunks.Total, ChunksDone: st.Chunks.Succeeded,
+		RowsSkipped: st.Records.Skipped, DeletesMissing: obj.Spec.DeletesMissing(), VectorsDeleted: st.Records.Deleted,
+		ChunksTotal: st.Chunks.Total, ChunksDone: st.Chunks.Succeeded,
 		ChunksFailed: st.Chunks.Failed, ChunksActive: st.Chunks.Active,
 		Created: stamp(obj.CreationTimestamp.Time), Message: st.Message, ETASeconds: -1,
 	}

@@ -319,6 +319,7 @@
       ['Created', d.created || '—'], ['Started', d.started || '—'], ['Finished', d.completed || '—'],
       ['Parallelism', num(d.parallelism)], ['Rows per chunk', num(d.rowsPerChunk)],
     ];
+    if (d.deletesMissing || d.vectorsDeleted) nums.push(['Vectors deleted (not in the file)', num(d.vectorsDeleted)]);
     $('d-numbers').replaceChildren(...nums.map(([k, v]) => { const div = el('div'); div.appendChild(el('dt', null, k)); div.appendChild(el('dd', null, v)); return div; }));
     const counts = renderGrid(d.grid);
     fillRows($('failed-body'), d.failedChunks, [
