@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
@@ -41,9 +42,12 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	ctx := context.Background()
+	quiet := funcr.New(func(prefix, args string) {}, funcr.Options{})
+	// In-process controller-runtime parts (the web UI scale test's cache) log here, not as
+	// "log.SetLogger(...) was never called" stack dumps in the output.
+	ctrllog.SetLogger(quiet)
 	var err error
-	st, err = stack.Start(ctx, stack.Options{Dimensions: 256, FakeTokenCounter: approxTokens,
-		Log: funcr.New(func(prefix, args string) {}, funcr.Options{})})
+	st, err = stack.Start(ctx, stack.Options{Dimensions: 256, FakeTokenCounter: approxTokens, Log: quiet})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start stack:", err)
 		os.Exit(1)

@@ -121,7 +121,7 @@ func TestWebUI(t *testing.T) {
 	// --- cancel: refused to the read-only key ---
 	run(t, browser, "open the run to cancel", chromedp.Evaluate[chromedp.Void](`location.hash = '#/i/webui-cancel/q239'; null`))
 	waitJS(t, browser, "the cancel button enabled", `!document.getElementById('act-cancel').disabled && document.getElementById('detail-title').textContent === 'webui-cancel/q239'`, 2*time.Minute)
-	run(t, browser, "cancel with the read-only key", chromedp.Click(chromedp.CSS("#act-cancel")), chromedp.Click(chromedp.CSS("#confirm-yes")))
+	run(t, browser, "cancel with the read-only key", chromedp.Click(chromedp.CSS("#act-cancel")), chromedp.WaitVisible(chromedp.CSS("#confirm-yes")), chromedp.Click(chromedp.CSS("#confirm-yes")))
 	waitJS(t, browser, "the refusal", `document.getElementById('action-result').textContent.includes('403') && document.getElementById('action-result').textContent.includes('read-only')`, 20*time.Second)
 	t.Logf("read-only key: %s", eval[string](t, browser, `document.getElementById('action-result').textContent`))
 	screenshot(t, browser, "webui-cancel-refused")
@@ -133,8 +133,12 @@ func TestWebUI(t *testing.T) {
 	signOut(t, browser)
 	signIn(t, browser, base, stack.APIKey)
 	run(t, browser, "open the run to cancel", chromedp.Evaluate[chromedp.Void](`location.hash = '#/i/webui-cancel/q239'; null`))
+	// On a freshly loaded page no action is offered before the ingestion's state has arrived.
+	if !eval[bool](t, browser, `document.getElementById('act-cancel').disabled || document.getElementById('d-phase').textContent !== ''`) {
+		t.Error("the cancel button was enabled before the ingestion's state was shown")
+	}
 	waitJS(t, browser, "the cancel button enabled", `!document.getElementById('act-cancel').disabled && document.getElementById('detail-title').textContent === 'webui-cancel/q239'`, 30*time.Second)
-	run(t, browser, "cancel with the read-write key", chromedp.Click(chromedp.CSS("#act-cancel")), chromedp.Click(chromedp.CSS("#confirm-yes")))
+	run(t, browser, "cancel with the read-write key", chromedp.Click(chromedp.CSS("#act-cancel")), chromedp.WaitVisible(chromedp.CSS("#confirm-yes")), chromedp.Click(chromedp.CSS("#confirm-yes")))
 	final := waitTerminal(t, cancelObj, 2*time.Minute)
 	if final.Status.Phase != v1alpha1.PhaseCancelled || !final.Spec.Cancel {
 		t.Fatalf("after cancel: phase %s, spec.cancel %v", final.Status.Phase, final.Spec.Cancel)

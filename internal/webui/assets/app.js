@@ -228,6 +228,10 @@
     setText($('detail-title'), ns + '/' + name);
     document.title = name + ' · vectordb-operator';
     setText($('action-result'), '');
+    // Nothing from the page shown before stays, and no action is offered until this
+    // ingestion's state has arrived: a cancel is only ever asked of what the page shows.
+    setText($('d-phase'), ''); setText($('d-message'), '');
+    setActions(null);
     $('confirm').hidden = true;
     $('readonly-note').hidden = session.write;
     stream('api/stream?ingestion=' + encodeURIComponent(ns + '/' + name), {
