@@ -25,10 +25,11 @@ func TestWebUIFirefox(t *testing.T) {
 	ff := newFirefox(t)
 	base := "http://" + st.HTTPAddr
 
-	// Slow enough to watch: 1,200 rows of 20 per request at 2 requests a second.
-	_, key := scenario(t, "webui-ff", csvgen.Options{Rows: 1200, Seed: 74})
+	// Slow enough to watch and to act on before it ends: 2,400 rows of 20 per request at 2
+	// requests a second take at least a minute.
+	_, key := scenario(t, "webui-ff", csvgen.Options{Rows: 2400, Seed: 74})
 	obj := st.LegacyIngestion("webui-ff", "q239", key)
-	obj.Spec.Chunking.RowsPerChunk, obj.Spec.Chunking.Parallelism = 100, 1
+	obj.Spec.Chunking.RowsPerChunk, obj.Spec.Chunking.Parallelism = 200, 1
 	obj.Spec.Embedding.RequestsPerMinute, obj.Spec.Embedding.MaxInputsPerRequest = 120, 20
 	apply(t, obj)
 	row := "webui-ff/q239"
