@@ -79,6 +79,13 @@ var nsN atomic.Int64
 // CsvIngestions only), client and event recorder, the UI added as a runnable, served over HTTP.
 func startUI(t *testing.T, cfg Config) *env {
 	t.Helper()
+	return startUIServer(t, cfg, 0)
+}
+
+// startUIServer is startUI behind an HTTP server with read and write timeouts (0: none), as the
+// shim's server has for ordinary requests.
+func startUIServer(t *testing.T, cfg Config, serverTimeout time.Duration) *env {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ns := fmt.Sprintf("webui-%d", nsN.Add(1))
 	if err := cluster.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
@@ -110,7 +117,9 @@ func startUI(t *testing.T, cfg Config) *env {
 	}
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	srv := httptest.NewServer(ui.Handler())
+	srv := httptest.NewUnstartedServer(ui.Handler())
+	srv.Config.ReadTimeout, srv.Config.WriteTimeout = serverTimeout, serverTimeout
+	srv.Start()
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
 		srv.Close()

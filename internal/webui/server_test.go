@@ -287,6 +287,41 @@ func TestStreamsFollowTheCache(t *testing.T) {
 	})
 }
 
+// A stream outlives the read and write timeouts its server has for ordinary requests (the
+// shim's are 30 s and 60 s; here 300 ms): keep-alives and changes still arrive well past them.
+func TestStreamOutlivesServerTimeouts(t *testing.T) {
+	const serverTimeout = 300 * time.Millisecond
+	e := startUIServer(t, Config{UpdateInterval: 50 * time.Millisecond, KeepAlive: 100 * time.Millisecond}, serverTimeout)
+	ctx := context.Background()
+	a := ingestion(e.NS, "a")
+	if err := e.Direct.Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser(t)
+	if r := b.login(readKey); r.Code != http.StatusOK {
+		t.Fatal(r.Body)
+	}
+	s := b.stream("/ui/api/stream?ingestion=" + e.NS + "/a")
+	if ev, err := s.next(); err != nil || ev.Name != "detail" {
+		t.Fatalf("first event %+v, %v", ev, err)
+	}
+	opened := time.Now()
+	time.Sleep(5 * serverTimeout) // only keep-alives meanwhile
+	setRunning(t, e.Direct, a, 4321)
+	for {
+		ev, err := s.next()
+		if err != nil {
+			t.Fatalf("the stream ended %s after it opened (server timeouts %s): %v", time.Since(opened).Round(time.Millisecond), serverTimeout, err)
+		}
+		if ev.Name == "detail" && strings.Contains(ev.Data, `"rowsProcessed":4321`) {
+			break
+		}
+	}
+	if r := b.do(http.MethodGet, "/ui/api/session", nil, nil); r.Code != http.StatusOK {
+		t.Errorf("an ordinary request on the same server: %d %s", r.Code, r.Body)
+	}
+}
+
 // A stream ends, with "signedout", when its key is removed.
 func TestStreamEndsWhenTheKeyGoes(t *testing.T) {
 	e := startUI(t, Config{KeepAlive: 100 * time.Millisecond})

@@ -72,17 +72,31 @@ func eval[T any](t *testing.T, ctx context.Context, js string) T {
 // waitJS polls js (an expression) in the page until it is true.
 func waitJS(t *testing.T, ctx context.Context, what, js string, timeout time.Duration) {
 	t.Helper()
+	pollPage(t, what, timeout, func() (bool, error) {
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return chromedp.Run(c, chromedp.Evaluate[bool]("!!("+js+")"))
+	}, func() string {
+		page, _ := chromedp.Run(ctx, chromedp.Evaluate[string](pageTextJS))
+		return page
+	})
+}
+
+// pageTextJS is the start of what a page shows, for the message of a wait that timed out.
+const pageTextJS = `document.body.innerText.slice(0, 3000)`
+
+// pollPage calls check until it is true or timeout has passed; then it fails the test with what
+// the page shows.
+func pollPage(t *testing.T, what string, timeout time.Duration, check func() (bool, error), page func() string) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		c, cancel := context.WithTimeout(ctx, 10*time.Second)
-		ok, err := chromedp.Run(c, chromedp.Evaluate[bool]("!!("+js+")"))
-		cancel()
+		ok, err := check()
 		if err == nil && ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			page, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText.slice(0, 3000)`))
-			t.Fatalf("timed out after %s waiting for %s (%v); page:\n%s", timeout, what, err, page)
+			t.Fatalf("timed out after %s waiting for %s (%v); page:\n%s", timeout, what, err, page())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -123,6 +137,12 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
+	saveScreenshot(t, name, png)
+}
+
+// saveScreenshot writes a browser's PNG as name.png under screenshotDir.
+func saveScreenshot(t *testing.T, name string, png []byte) {
+	t.Helper()
 	p := filepath.Join(screenshotDir(t), name+".png")
 	if err := os.WriteFile(p, png, 0o644); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -134,22 +133,16 @@ func ffEval[T any](t *testing.T, b *bidi.Browser, js string) T {
 // ffWait polls js in the page until it is true.
 func ffWait(t *testing.T, b *bidi.Browser, what, js string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	pollPage(t, what, timeout, func() (bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		ok, err := bidi.Evaluate[bool](ctx, b, "!!("+js+")")
-		cancel()
-		if err == nil && ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			page, _ := bidi.Evaluate[string](ctx, b, `document.body.innerText.slice(0, 3000)`)
-			cancel()
-			t.Fatalf("timed out after %s waiting for %s (%v); page:\n%s", timeout, what, err, page)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		defer cancel()
+		return bidi.Evaluate[bool](ctx, b, "!!("+js+")")
+	}, func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		page, _ := bidi.Evaluate[string](ctx, b, pageTextJS)
+		return page
+	})
 }
 
 func ffScreenshot(t *testing.T, b *bidi.Browser, name string) {
@@ -160,9 +153,5 @@ func ffScreenshot(t *testing.T, b *bidi.Browser, name string) {
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
-	p := filepath.Join(screenshotDir(t), name+".png")
-	if err := os.WriteFile(p, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s", p)
+	saveScreenshot(t, name, png)
 }
