@@ -301,6 +301,12 @@ func TestStreamOutlivesServerTimeouts(t *testing.T) {
 	if r := b.login(readKey); r.Code != http.StatusOK {
 		t.Fatal(r.Body)
 	}
+	eventually(t, "a in the cache", func() error {
+		if r := b.do(http.MethodGet, "/ui/api/ingestions", nil, nil); !strings.Contains(r.Body, `"name":"a"`) {
+			return errorf("%s", r.Body)
+		}
+		return nil
+	})
 	s := b.stream("/ui/api/stream?ingestion=" + e.NS + "/a")
 	if ev, err := s.next(); err != nil || ev.Name != "detail" {
 		t.Fatalf("first event %+v, %v", ev, err)
