@@ -17,6 +17,14 @@ ACTIONLINT_VERSION=${ACTIONLINT_VERSION:-v1.7.12}
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
+# timed NAME CMD...: runs CMD and logs how long NAME took, so a slow tool shows in CI's log.
+timed() {
+  local name=$1 t0=$SECONDS
+  shift
+  "$@"
+  log "$name ready in $((SECONDS - t0))s"
+}
+
 # A machine-wide cache outside the clone, so a fresh clone on a machine that built a tool before
 # (a CI run, a second checkout) copies it instead of building it again.
 CACHE=${VECTORDB_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vectordb-operator/tools}
@@ -50,7 +58,8 @@ go_install() { # name module@version
 
 # -r2: stamped with their version, as release builds are: /version then says v1.37.2 rather than
 # v0.0.0-master, which clients that check the server's version (helm's kubeVersion) refuse.
-K8S_KEY="$K8S_VERSION-r2"
+# -r3: both built by one go build (shared packages compiled once) and stripped (-s -w).
+K8S_KEY="$K8S_VERSION-r3"
 
 build_k8s() {
   if have kube-apiserver "$K8S_KEY" && have kube-controller-manager "$K8S_KEY"; then
@@ -85,20 +94,21 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 )
 GO
-    go mod tidy -e >/dev/null 2>&1 || true
     go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" >/dev/null
+    go mod tidy
     local major minor rest flags
     IFS=. read -r major minor rest <<<"${K8S_VERSION#v}"
     flags="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=$major"
-    flags="$flags -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-    CGO_ENABLED=0 go build -trimpath -ldflags "$flags" -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-    CGO_ENABLED=0 go build -trimpath -ldflags "$flags" -o "$BIN/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager
+    flags="-s -w $flags -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+    # One go build for both: the packages they share are compiled once; -o names a directory.
+    CGO_ENABLED=0 go build -trimpath -ldflags "$flags" -o "$BIN/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
   )
   mark kube-apiserver "$K8S_KEY"
   mark kube-controller-manager "$K8S_KEY"
 }
 
-ETCD_KEY="$ETCD_VERSION-r2" # bump the suffix when the build recipe changes
+ETCD_KEY="$ETCD_VERSION-r3" # bump the suffix when the build recipe changes (r3: stripped)
 
 build_etcd() {
   if have etcd "$ETCD_KEY"; then log "etcd $ETCD_VERSION cached"; return; fi
@@ -121,7 +131,7 @@ GO
     printf 'module vectordb.io/etcdbuild\n\ngo 1.26\n' >go.mod
     go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null
     go mod tidy >/dev/null
-    CGO_ENABLED=0 go build -trimpath -o "$BIN/etcd" .
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" .
   )
   mark etcd "$ETCD_KEY"
 }
@@ -156,21 +166,21 @@ want=${*:-all}
 for t in $want; do
   case $t in
     all)
-      go_install controller-gen "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION"
-      build_etcd
-      build_k8s
-      go_install minio "github.com/minio/minio@$MINIO_VERSION"
-      install_helm
-      go_install actionlint "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
-      install_dynalite
+      timed controller-gen go_install controller-gen "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION"
+      timed etcd build_etcd
+      timed kube-apiserver+kube-controller-manager build_k8s
+      timed minio go_install minio "github.com/minio/minio@$MINIO_VERSION"
+      timed helm install_helm
+      timed actionlint go_install actionlint "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
+      timed dynalite install_dynalite
       ;;
-    controller-gen) go_install controller-gen "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION" ;;
-    etcd) build_etcd ;;
-    k8s) build_k8s ;;
-    minio) go_install minio "github.com/minio/minio@$MINIO_VERSION" ;;
-    helm) install_helm ;;
-    actionlint) go_install actionlint "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION" ;;
-    dynalite) install_dynalite ;;
+    controller-gen) timed controller-gen go_install controller-gen "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION" ;;
+    etcd) timed etcd build_etcd ;;
+    k8s) timed kube-apiserver+kube-controller-manager build_k8s ;;
+    minio) timed minio go_install minio "github.com/minio/minio@$MINIO_VERSION" ;;
+    helm) timed helm install_helm ;;
+    actionlint) timed actionlint go_install actionlint "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION" ;;
+    dynalite) timed dynalite install_dynalite ;;
     *) echo "unknown tool $t" >&2; exit 2 ;;
   esac
 done
