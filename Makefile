@@ -8,6 +8,9 @@ APP_VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$$/\1/
 VERSION ?= $(APP_VERSION)
 LDFLAGS := -s -w -X github.com/vectordb-io/vectordb-operator/internal/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -count=1 -timeout 40m
+GOTESTSUM := $(BIN)/gotestsum
+# go test -json of the last make test: `make test-slowest` (and .ci/run) read it.
+TEST_JSON ?= $(BIN)/test-output.json
 export VECTORDB_BIN_DIR := $(BIN)
 
 .PHONY: all
@@ -47,7 +50,15 @@ build: ## Build the manager and the embedder into bin/.
 
 .PHONY: test
 test: vet build ## go vet and every test (envtest, kube-controller-manager, MinIO, dynalite and the fakes).
-	go test $(GO_TEST_FLAGS) ./...
+	@test -x $(GOTESTSUM) || bash hack/tools.sh gotestsum
+	@# test/e2e first: the longest package starts as soon as it is built instead of ~40th of 50. The
+	@# summary at the end lists every skipped test with its reason and every failure's output.
+	$(GOTESTSUM) --format pkgname --jsonfile $(TEST_JSON) -- $(GO_TEST_FLAGS) ./test/e2e ./...
+
+.PHONY: test-slowest
+test-slowest: ## The 15 slowest tests of the last make test, with their durations.
+	@test -x $(GOTESTSUM) || bash hack/tools.sh gotestsum
+	$(GOTESTSUM) tool slowest --jsonfile $(TEST_JSON) --threshold 0s --num 15
 
 .PHONY: bench
 bench: build ## Measure DESIGN §9's figures on this machine (about 30 minutes) and write docs/benchmarks.md.

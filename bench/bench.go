@@ -85,6 +85,9 @@ func DefaultConfig() Config {
 
 // Report holds every figure.
 type Report struct {
+	// Ran names the phases that ran (efficiency, old, pipeline, gzip, manager): the report
+	// renders only their sections, never empty tables for skipped ones.
+	Ran        map[string]bool
 	Efficiency Efficiency
 	Old        Old
 	Pipeline   Pipeline
@@ -185,10 +188,11 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	r := &Report{}
+	r := &Report{Ran: map[string]bool{}}
 	if c.Skip["efficiency"] && c.Skip["old"] && c.Skip["pipeline"] {
 		// The manager phase brings up its own stack.
 		if !c.Skip["manager"] {
+			r.Ran["manager"] = true
 			if err := runManager(ctx, c, dir, r); err != nil {
 				return r, fmt.Errorf("manager: %w", err)
 			}
@@ -202,6 +206,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	}
 	defer st.Stop()
 	if !c.Skip["efficiency"] {
+		r.Ran["efficiency"] = true
 		if err := runEfficiency(ctx, c, st, r); err != nil {
 			return r, fmt.Errorf("efficiency: %w", err)
 		}
@@ -209,11 +214,13 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	// One phase at a time: the CPU figures (pipeline, memory) and the manager's throughput are
 	// not shared with another phase's work on the two cores.
 	if !c.Skip["old"] {
+		r.Ran["old"] = true
 		if err := runOld(ctx, c, st, r); err != nil {
 			return r, fmt.Errorf("old pattern: %w", err)
 		}
 	}
 	if !c.Skip["pipeline"] {
+		r.Ran["pipeline"] = true
 		if err := runPipelineAndMemory(ctx, c, st, dir, r); err != nil {
 			return r, fmt.Errorf("pipeline: %w", err)
 		}
@@ -224,8 +231,10 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 			return r, fmt.Errorf("gzip reads: %w", err)
 		}
 		r.GzipReads = *g
+		r.Ran["gzip"] = true
 	}
 	if !c.Skip["manager"] {
+		r.Ran["manager"] = true
 		if err := runManager(ctx, c, dir, r); err != nil {
 			return r, fmt.Errorf("manager: %w", err)
 		}

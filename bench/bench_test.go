@@ -73,3 +73,27 @@ func TestKeepNotes(t *testing.T) {
 		t.Fatalf("got %q, want %q", got, want)
 	}
 }
+
+// A run with phases skipped renders only the sections of the phases that ran, and says which
+// were left out: no empty tables.
+func TestMarkdownLeavesOutSkippedPhases(t *testing.T) {
+	headings := map[string]string{
+		"efficiency": "## Efficiency under caps", "old": "## The old request pattern", "pipeline": "## Pipeline cost",
+		"gzip": "### Bytes read from S3 for a gzip file", "manager": ManagerHeading,
+	}
+	for _, ran := range [][]string{{"manager"}, {"efficiency", "old"}, {"pipeline", "gzip"}, phases} {
+		r := &Report{Ran: map[string]bool{}, GzipReads: GzipReads{Rows: 3000, Chunks: 3, RowsPerChunk: 1000}}
+		for _, p := range ran {
+			r.Ran[p] = true
+		}
+		md := Markdown(r, Env{Command: "test", Date: time.Now()})
+		for p, h := range headings {
+			if got := strings.Contains(md, h); got != r.Ran[p] {
+				t.Errorf("ran %v: section %q present = %v, want %v", ran, h, got, r.Ran[p])
+			}
+		}
+		if left := strings.Contains(md, "Phases left out"); left != (len(ran) < len(phases)) {
+			t.Errorf("ran %v: 'Phases left out' present = %v", ran, left)
+		}
+	}
+}

@@ -201,7 +201,7 @@ func markdownGzipReads(g GzipReads) string {
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
 	w("### Bytes read from S3 for a gzip file")
 	w("")
-	w("A gzip file of %d csvgen rows (%s compressed, %s decompressed) at %d rows per chunk (%d chunks), in MinIO; bytes are the GET response bodies the S3 client read (`go test ./bench -run TestGzipReads` runs this section alone). The chunks' reads replay `embedder chunk`'s (header record, then the chunk's range, every row parsed) without embedding.",
+	w("A gzip file of %d csvgen rows (%s compressed, %s decompressed) at %d rows per chunk (%d chunks), in MinIO; bytes are the GET response bodies the S3 client read (`BENCH_GZIP_ROWS=1000000 go test ./bench -run TestGzipReads -v` runs this section alone). The chunks' reads replay `embedder chunk`'s (header record, then the chunk's range, every row parsed) without embedding.",
 		g.Rows, mb(g.CompressedBytes), mb(g.PlainBytes), g.RowsPerChunk, g.Chunks)
 	w("")
 	w("| | planner | chunks | **total** | × decompressed size |")

@@ -169,6 +169,43 @@ func Markdown(r *Report, env Env) string {
 	w("- Date: %s; the whole run took %s", env.Date.UTC().Format(time.RFC3339), dur(env.Took))
 	w("- Load average (1/5/15 min) before: %s, after: %s (the whole product, fakes included, runs on these cores during the run).", env.LoadBefore, env.LoadAfter)
 	w("")
+	if skipped := r.skipped(); len(skipped) > 0 {
+		w("- Phases left out (`-skip`): %s; their sections are not in this report.", strings.Join(skipped, ", "))
+		w("")
+	}
+	if r.Ran["efficiency"] {
+		markdownEfficiency(&b, r)
+	}
+	if r.Ran["old"] {
+		markdownOld(&b, r)
+	}
+	if r.Ran["pipeline"] {
+		markdownPipeline(&b, r)
+	}
+	if r.Ran["gzip"] {
+		b.WriteString(markdownGzipReads(r.GzipReads))
+	}
+	if r.Ran["manager"] {
+		b.WriteString(ManagerMarkdown(r.Manager, ""))
+	}
+	return b.String()
+}
+
+// phases lists every phase of a full run, in the report's order.
+var phases = []string{"efficiency", "old", "pipeline", "gzip", "manager"}
+
+func (r *Report) skipped() []string {
+	var out []string
+	for _, p := range phases {
+		if !r.Ran[p] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func markdownEfficiency(b *strings.Builder, r *Report) {
+	w := func(format string, a ...any) { fmt.Fprintf(b, format+"\n", a...) }
 	e := r.Efficiency
 	w("## Efficiency under caps (whole cluster)")
 	w("")
@@ -188,7 +225,11 @@ func Markdown(r *Report, env Env) string {
 	w("| embeddings requests accepted / 429s | %d / %d |", e.Requests, e.RateLimited)
 	w("| busiest 60 s window (fake's Peak) | %d requests, %d tokens |", e.PeakRPM, e.PeakTPM)
 	w("")
-	o := r.Old
+}
+
+func markdownOld(b *strings.Builder, r *Report) {
+	w := func(format string, a ...any) { fmt.Fprintf(b, format+"\n", a...) }
+	e, o := r.Efficiency, r.Old
 	w("## The old request pattern, side by side")
 	w("")
 	w("Same file, same caps, `maxInputsPerRequest: 1` (one input per request, as the old system sent). Its floor is %d requests at %d RPM; running it out would take hours, so it ran for a bounded time and the whole-file time is **extrapolated** from its steady rate (measured after the first fifth of the run).", e.Rows, e.RPM)
@@ -202,6 +243,10 @@ func Markdown(r *Report, env Env) string {
 	w("| new pattern, measured | %s |", dur(e.Wall))
 	w("| **ratio old (extrapolated) / new (measured)** | **%.1f×** |", o.RatioToNew)
 	w("")
+}
+
+func markdownPipeline(b *strings.Builder, r *Report) {
+	w := func(format string, a ...any) { fmt.Fprintf(b, format+"\n", a...) }
 	p := r.Pipeline
 	w("## Pipeline cost with instant fakes")
 	w("")
@@ -267,9 +312,6 @@ func Markdown(r *Report, env Env) string {
 		w("`embedder run`: %s, %s, %d processed, %d failed, the outlier's reason `%s`.", dur(o.Wall), o.Phase, o.Processed, o.Failed, o.DeadLetterReason)
 		w("")
 	}
-	b.WriteString(markdownGzipReads(r.GzipReads))
-	b.WriteString(ManagerMarkdown(r.Manager, ""))
-	return b.String()
 }
 
 // ManagerHeading starts the manager's section, which -manager-only replaces on its own.

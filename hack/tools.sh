@@ -14,6 +14,7 @@ MINIO_VERSION=${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 CONTROLLER_GEN_VERSION=${CONTROLLER_GEN_VERSION:-v0.23.0}
 ACTIONLINT_VERSION=${ACTIONLINT_VERSION:-v1.7.12}
+GOTESTSUM_VERSION=${GOTESTSUM_VERSION:-v1.13.0}
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
@@ -172,6 +173,7 @@ for t in $want; do
       timed minio go_install minio "github.com/minio/minio@$MINIO_VERSION"
       timed helm install_helm
       timed actionlint go_install actionlint "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
+      timed gotestsum go_install gotestsum "gotest.tools/gotestsum@$GOTESTSUM_VERSION"
       timed dynalite install_dynalite
       ;;
     controller-gen) timed controller-gen go_install controller-gen "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION" ;;
@@ -181,6 +183,7 @@ for t in $want; do
     helm) timed helm install_helm ;;
     actionlint) timed actionlint go_install actionlint "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION" ;;
     dynalite) timed dynalite install_dynalite ;;
+    gotestsum) timed gotestsum go_install gotestsum "gotest.tools/gotestsum@$GOTESTSUM_VERSION" ;;
     *) echo "unknown tool $t" >&2; exit 2 ;;
   esac
 done
