@@ -516,10 +516,10 @@ func TestSuspendResume(t *testing.T) {
 		return len(jobs) == 2 && meta.IsStatusConditionTrue(cur.Status.Conditions, v1alpha1.ConditionSuspended) &&
 			cur.Status.ObservedGeneration == cur.Generation, fmt.Sprintf("%d jobs", len(jobs))
 	})
-	time.Sleep(time.Second) // nothing new may start while suspended
-	if n := len(listJobs(t, obj, worker.RoleChunk)); n != 2 {
-		t.Fatalf("%d chunk jobs exist while suspended", n)
-	}
+	consistently(t, "no new chunk job while suspended", 2*time.Second, func() (bool, string) {
+		n := len(listJobs(t, obj, worker.RoleChunk))
+		return n == 2, fmt.Sprintf("%d chunk jobs exist while suspended", n)
+	})
 	// A suspended ingestion is not stalled: the stalled alert's series is gone.
 	if progressSeries(t, ns, "suspend") {
 		t.Fatal("vectordb_ingestion_last_progress_timestamp_seconds is exported while suspended")

@@ -258,6 +258,22 @@ func eventually(t *testing.T, what string, timeout time.Duration, cond func() (b
 	t.Fatalf("timed out waiting for %s: %s", what, last)
 }
 
+// consistently checks that cond holds for the whole of d, polling: the bounded way to assert that
+// something does not happen (a fixed sleep followed by one look can miss a late change).
+func consistently(t *testing.T, what string, d time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if ok, msg := cond(); !ok {
+			t.Fatalf("%s no longer holds: %s", what, msg)
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func waitPhase(t *testing.T, obj *v1alpha1.CsvIngestion, phase v1alpha1.Phase) *v1alpha1.CsvIngestion {
 	t.Helper()
 	var cur *v1alpha1.CsvIngestion

@@ -302,16 +302,18 @@ func managerAwayPastTTL(t *testing.T, obj *v1alpha1.CsvIngestion) (v1alpha1.Phas
 		t.Fatal(err)
 	}
 	done := finishedUnrecorded(t, obj)
-	time.Sleep(3 * faultJobTTL)
-	for _, j := range done {
-		cur := &batchv1.Job{}
-		if err := st.Cluster.Client.Get(ctx, client.ObjectKeyFromObject(&j), cur); err != nil {
-			t.Fatalf("finished, unrecorded Job %s is gone after %s without the manager: %v", j.Name, 3*faultJobTTL, err)
+	holdsFor(t, "unrecorded Jobs kept, without a TTL", 3*faultJobTTL, func() (bool, string) {
+		for _, j := range done {
+			cur := &batchv1.Job{}
+			if err := st.Cluster.Client.Get(ctx, client.ObjectKeyFromObject(&j), cur); err != nil {
+				return false, fmt.Sprintf("finished, unrecorded Job %s is gone without the manager: %v", j.Name, err)
+			}
+			if cur.Spec.TTLSecondsAfterFinished != nil {
+				return false, fmt.Sprintf("Job %s has a TTL before its outcome was recorded", j.Name)
+			}
 		}
-		if cur.Spec.TTLSecondsAfterFinished != nil {
-			t.Errorf("Job %s has a TTL before its outcome was recorded", j.Name)
-		}
-	}
+		return true, ""
+	})
 	if err := st.StartManager(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -346,11 +348,11 @@ func succeededPodDeleted(t *testing.T, obj *v1alpha1.CsvIngestion) (v1alpha1.Pha
 	if err := st.Cluster.Client.Delete(ctx, victim); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
-	cur := &corev1.Pod{}
-	if err := st.Cluster.Client.Get(ctx, client.ObjectKeyFromObject(victim), cur); err != nil || cur.DeletionTimestamp == nil {
-		t.Fatalf("the deleted, unrecorded pod must wait for the manager: %v %+v", err, cur.ObjectMeta)
-	}
+	holdsFor(t, "the deleted, unrecorded pod waits for the manager", 2*time.Second, func() (bool, string) {
+		cur := &corev1.Pod{}
+		err := st.Cluster.Client.Get(ctx, client.ObjectKeyFromObject(victim), cur)
+		return err == nil && cur.DeletionTimestamp != nil, fmt.Sprintf("%v %+v", err, cur.ObjectMeta)
+	})
 	if err := st.StartManager(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -484,18 +486,20 @@ func taskTableDownThenDeleted(t *testing.T, obj *v1alpha1.CsvIngestion) (v1alpha
 	if err := st.Cluster.Client.Delete(ctx, final); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * time.Second)
-	held := get(t, obj)
-	if held.DeletionTimestamp == nil {
-		t.Fatalf("deletion did not start")
-	}
+	waitFor(t, "deletion started", 30*time.Second, func() (bool, string) {
+		return get(t, obj).DeletionTimestamp != nil, "no deletion timestamp"
+	})
+	holdsFor(t, "the finalizer holds the ingestion while the table is down", 3*time.Second, func() (bool, string) {
+		err := st.Cluster.Client.Get(ctx, client.ObjectKeyFromObject(obj), &v1alpha1.CsvIngestion{})
+		return err == nil, fmt.Sprint(err)
+	})
 	st.DynamoDB.SetDown(false)
 	waitFor(t, "ingestion gone once the table has its final state", 2*time.Minute, func() (bool, string) {
 		err := st.Cluster.Client.Get(ctx, client.ObjectKeyFromObject(obj), &v1alpha1.CsvIngestion{})
 		return err != nil, "still there"
 	})
 	// The object is gone: check the outcome against what it last said.
-	task, chunks, err := st.Tasks.Get(ctx, held.Status.TaskID)
+	task, chunks, err := st.Tasks.Get(ctx, final.Status.TaskID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,7 +511,7 @@ func taskTableDownThenDeleted(t *testing.T, obj *v1alpha1.CsvIngestion) (v1alpha
 			t.Errorf("chunk %d entry %+v", i, e)
 		}
 	}
-	if n := len(vectorsIn(obj.Spec.Target.Pinecone.Namespace, held.Status.TaskID)); n != faultRows {
+	if n := len(vectorsIn(obj.Spec.Target.Pinecone.Namespace, final.Status.TaskID)); n != faultRows {
 		t.Errorf("%d vectors, want %d", n, faultRows)
 	}
 	if dup := st.Pinecone.Index(stack.Index).DuplicateUpserts() - dupAtStart; dup != 0 {

@@ -148,8 +148,23 @@ func TestWebUI(t *testing.T) {
 	waitJS(t, browser, "the action in the page's events", `[...document.querySelectorAll('#events-body tr')].some(tr => tr.innerText.includes('CancelRequested') && tr.innerText.includes('api-keys:1'))`, 30*time.Second)
 	screenshot(t, browser, "webui-cancelled")
 
-	// The run itself finishes (nothing the UI did disturbed it).
+	// The run itself finishes (nothing the UI did disturbed it), at full speed now that the checks
+	// that needed it slow are done.
+	speedUp(t, runObj)
 	if done := waitTerminal(t, runObj, 5*time.Minute); done.Status.Phase != v1alpha1.PhaseCompleted {
 		t.Errorf("the watched run ended %s: %s", done.Status.Phase, done.Status.Message)
 	}
+}
+
+// speedUp lifts a deliberately throttled run's budget and parallelism once the checks that needed
+// it slow are done, so the test does not wait out the throttle: chunk Jobs created from now on get
+// the new budget (the running ones keep the share they were created with).
+func speedUp(t *testing.T, obj *v1alpha1.CsvIngestion) {
+	t.Helper()
+	update(t, obj, func(o *v1alpha1.CsvIngestion) {
+		o.Spec.Embedding.RequestsPerMinute = 100000
+		o.Spec.Embedding.TokensPerMinute = 1000000000
+		o.Spec.Embedding.MaxInputsPerRequest = 2048
+		o.Spec.Chunking.Parallelism = 4
+	})
 }

@@ -174,21 +174,41 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// StartManager runs bin/manager against the stack and waits until it is ready.
+// StartManager runs bin/manager against the stack and waits until it is ready. Its listen
+// addresses are picked by listen-then-close, so another process may take one before the manager
+// binds it: a manager that exits on "address already in use" is started again on fresh addresses
+// (those this call picked; a restart keeps its own, which tests may have noted).
 func (s *Stack) StartManager(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.manager != nil {
 		return errors.New("manager already running")
 	}
-	var err error
+	var picked []*string
 	for _, a := range []*string{&s.HTTPAddr, &s.MetricsAddr, &s.ProbeAddr} {
 		if *a == "" {
+			picked = append(picked, a)
+		}
+	}
+	var err error
+	for attempt := 1; ; attempt++ {
+		for _, a := range picked {
 			if *a, err = freeAddr(); err != nil {
 				return err
 			}
 		}
+		err = s.startManagerOnce()
+		if err == nil || !errors.Is(err, errAddrInUse) || attempt == 3 {
+			return err
+		}
 	}
+}
+
+// errAddrInUse marks a manager that exited because one of its ports was taken.
+var errAddrInUse = errors.New("address already in use")
+
+func (s *Stack) startManagerOnce() error {
+	var err error
 	args := []string{
 		"--embedder-image=" + EmbedderImage,
 		"--metrics-bind-address=" + s.MetricsAddr,
@@ -221,6 +241,7 @@ func (s *Stack) StartManager(ctx context.Context) error {
 			return err
 		}
 	}
+	logStart, _ := s.mgrLog.Seek(0, io.SeekEnd)
 	cmd.Stdout, cmd.Stderr = s.mgrLog, s.mgrLog
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -234,6 +255,9 @@ func (s *Stack) StartManager(ctx context.Context) error {
 		select {
 		case err := <-done:
 			s.manager = nil
+			if s.logSince(logStart, "address already in use") {
+				return fmt.Errorf("manager exited: %v: %w", err, errAddrInUse)
+			}
 			return fmt.Errorf("manager exited: %v\n%s", err, s.ManagerLog())
 		default:
 		}
@@ -246,6 +270,15 @@ func (s *Stack) StartManager(ctx context.Context) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 	return fmt.Errorf("manager not ready after 60s\n%s", s.ManagerLog())
+}
+
+// logSince says whether the manager's log after offset contains s.
+func (s *Stack) logSince(offset int64, sub string) bool {
+	b, err := os.ReadFile(filepath.Join(s.WorkDir, "manager.log"))
+	if err != nil || int64(len(b)) < offset {
+		return false
+	}
+	return strings.Contains(string(b[offset:]), sub)
 }
 
 // ManagerPID is the running manager's process id (0 when it is not running), e.g. to read its
