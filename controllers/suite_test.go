@@ -27,6 +27,7 @@ import (
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	"github.com/vectordb-io/vectordb-operator/test/harness"
 	"github.com/vectordb-io/vectordb-operator/test/panics"
+	"github.com/vectordb-io/vectordb-operator/test/poll"
 )
 
 const taskTable = "vectordb-tasks-test"
@@ -258,20 +259,10 @@ func eventually(t *testing.T, what string, timeout time.Duration, cond func() (b
 	t.Fatalf("timed out waiting for %s: %s", what, last)
 }
 
-// consistently checks that cond holds for the whole of d, polling: the bounded way to assert that
-// something does not happen (a fixed sleep followed by one look can miss a late change).
+// consistently checks that cond holds for the whole of d (poll.Holds).
 func consistently(t *testing.T, what string, d time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		if ok, msg := cond(); !ok {
-			t.Fatalf("%s no longer holds: %s", what, msg)
-		}
-		if time.Now().After(deadline) {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	poll.Holds(t, what, d, 100*time.Millisecond, cond)
 }
 
 func waitPhase(t *testing.T, obj *v1alpha1.CsvIngestion, phase v1alpha1.Phase) *v1alpha1.CsvIngestion {

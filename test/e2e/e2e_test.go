@@ -26,6 +26,7 @@ import (
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	"github.com/vectordb-io/vectordb-operator/test/csvgen"
+	"github.com/vectordb-io/vectordb-operator/test/poll"
 	"github.com/vectordb-io/vectordb-operator/test/stack"
 )
 
@@ -146,20 +147,10 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool
 	t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, last)
 }
 
-// holdsFor checks that cond holds for the whole of d, polling: a negative check ("nothing
-// happens") that sees a late change a sleep followed by one look could miss.
+// holdsFor checks that cond holds for the whole of d (poll.Holds).
 func holdsFor(t *testing.T, what string, d time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		if ok, msg := cond(); !ok {
-			t.Fatalf("%s no longer holds: %s", what, msg)
-		}
-		if time.Now().After(deadline) {
-			return
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	poll.Holds(t, what, d, 250*time.Millisecond, cond)
 }
 
 func waitTerminal(t *testing.T, obj *v1alpha1.CsvIngestion, timeout time.Duration) *v1alpha1.CsvIngestion {
