@@ -41,6 +41,8 @@ const (
 	// 10s, 20s... like the CronJob controller's retries of a quota refusal, without a tight loop.
 	rejectedRetryMin = 5 * time.Second
 	rejectedRetryMax = 5 * time.Minute
+	// pruneRetry is when a failed delete of an old run is tried again.
+	pruneRetry = time.Minute
 )
 
 // ScheduleReconciler creates CsvIngestions from CsvIngestionSchedules, as the CronJob controller
@@ -140,8 +142,9 @@ func (r *ScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	st := sch.Status.DeepCopy()
 	st.ObservedGeneration = sch.Generation
 
-	// A run that cannot be deleted is reported; it does not stop scheduling.
-	if err := r.prune(ctx, sch, &rs); err != nil {
+	// A run that cannot be deleted is reported and retried; it does not stop scheduling.
+	pruneErr := r.prune(ctx, sch, &rs)
+	if err := pruneErr; err != nil {
 		msg := truncateMsg(err.Error(), 1024)
 		if setScheduleCond(st, v1alpha1.ConditionHistoryPruned, metav1.ConditionFalse, "DeleteFailed", msg, sch.Generation) {
 			r.event(sch, corev1.EventTypeWarning, "HistoryPruneFailed", "%s", msg)
@@ -185,6 +188,9 @@ func (r *ScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if err != nil {
 			return ctrl.Result{}, err
 		}
+	}
+	if pruneErr != nil && (res.RequeueAfter == 0 || res.RequeueAfter > pruneRetry) {
+		res.RequeueAfter = pruneRetry
 	}
 
 	st.Active = st.Active[:0]
