@@ -256,3 +256,31 @@ func TestScheduleExplicitZeroLookback(t *testing.T) {
 		t.Fatalf("window end %s", rs[0].Annotations["ingestion.vectordb.io/window-end"])
 	}
 }
+
+// A refused time that is no longer retried (here: past its starting deadline) is not counted
+// twice, and a pass that creates nothing leaves Ready=False RunRejected in place until a run is.
+func TestScheduleRefusalOutlivesItsDeadline(t *testing.T) {
+	g := newScheduleRig(t, func(s *v1alpha1.CsvIngestionSchedule) { s.Spec.StartingDeadlineSeconds = ptr.To[int64](20) })
+	setQuota(t, g.key.Namespace, 0)
+	g.nextMinute(1, 2)
+	g.wantRejected(1, "exceeded quota")
+
+	g.now = g.now.Add(30 * time.Second) // past the deadline: not retried any more
+	g.reconcile()
+	ready, skipped, st := g.conds()
+	if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != v1alpha1.ReasonRunRejected {
+		t.Fatalf("Ready %+v: a pass that created nothing reset it", ready)
+	}
+	if skipped == nil || skipped.Reason != "StartingDeadlineExceeded" || st.SkippedRuns != 1 {
+		t.Fatalf("RunSkipped %+v, skippedRuns %d: the refused time was counted again", skipped, st.SkippedRuns)
+	}
+
+	setQuota(t, g.key.Namespace, 5)
+	g.nextMinute(1, 3)
+	if rs := g.runs(); len(rs) != 1 {
+		t.Fatalf("runs %v", runList(rs))
+	}
+	if ready, _, _ := g.conds(); ready == nil || ready.Status != metav1.ConditionTrue {
+		t.Fatalf("Ready %+v after a run was created", ready)
+	}
+}
