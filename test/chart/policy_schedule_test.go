@@ -236,15 +236,16 @@ func testPolicyOnSchedulesAndOperator(ctx context.Context, t *testing.T, cluster
 // With the REST API on, its own task table and endpoint are allowed by the policy (its creates
 // are checked like anyone's, and they come from the operator's settings).
 func TestPolicyAllowsTheRESTAPIsOwnTable(t *testing.T) {
-	objs := mustRender(t, append(policyValues, "--set", "api.enabled=true",
-		"--set", "api.defaults.dynamoDB.table=legacy-tasks", "--set", "api.defaults.dynamoDB.endpoint=http://dynamodb.internal:8000")...)
+	// all-on: the API is on, and its endpoint is not among admissionPolicy.tracking.endpoints.
+	objs := mustRender(t, "-f", allOnFile,
+		"--set", "api.defaults.dynamoDB.table=legacy-tasks", "--set", "api.defaults.dynamoDB.endpoint=http://dynamodb.internal:8000")
 	for _, name := range []string{release + "-csvingestions", release + "-csvingestionschedules"} {
 		p := find(objs, "ValidatingAdmissionPolicy", "", name)
 		if p == nil {
 			t.Fatalf("no policy %s", name)
 		}
 		s := fmt.Sprint(p.Object["spec"])
-		for _, want := range []string{`"legacy-tasks"`, `"http://dynamodb.internal:8000"`, `"vectordb-tasks-prod"`} {
+		for _, want := range []string{`"legacy-tasks"`, `"http://dynamodb.internal:8000"`, `"vectordb-tasks-prod"`, `"http://dynamodb.local:8000"`} {
 			if !strings.Contains(s, want) {
 				t.Errorf("%s does not allow %s", name, want)
 			}
