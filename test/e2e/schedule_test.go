@@ -178,6 +178,9 @@ func TestSchedule(t *testing.T) {
 	if ev := scheduleEvents(t, s); len(ev["RunCreated"]) == 0 || !strings.Contains(ev["RunCreated"][0], run.Name) {
 		t.Fatalf("events %v", ev)
 	}
+	cur := getSchedule(t, s)
+	t.Logf("run %s scheduled %s, created %s, completed %s (schedule created %s)", run.Name, at.Format(time.RFC3339),
+		run.CreationTimestamp.Format(time.RFC3339), cur.Status.LastSuccessfulTime.Format(time.RFC3339), cur.CreationTimestamp.Format(time.RFC3339))
 }
 
 // deleteSchedule deletes the schedule (so it fires no more) and then its runs, and waits until
