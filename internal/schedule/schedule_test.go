@@ -2,9 +2,13 @@ package schedule
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/yaml"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 )
@@ -254,5 +258,27 @@ func TestRenderSpecNamesTheParameter(t *testing.T) {
 	_, err := RenderSpec(mb, d)
 	if err == nil || !strings.HasPrefix(err.Error(), "spec.template.spec.source.metabase.parameters.Bomb: {{range}} is not allowed") {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// Every sample schedule's templates pass the bounded renderer.
+func TestSampleSchedulesRender(t *testing.T) {
+	paths, err := filepath.Glob("../../config/samples/*csvingestionschedule*.yaml")
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no sample schedules (%v)", err)
+	}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s v1alpha1.CsvIngestionSchedule
+		if err := yaml.Unmarshal(b, &s); err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		at := mustTime(t, "2026-03-09T01:00:00Z")
+		if _, err := RenderSpec(s.Spec.Template.Spec, Data{Window: WindowFor(at, Day, Day), ScheduledTime: at, ScheduleName: s.Name}); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
 	}
 }
