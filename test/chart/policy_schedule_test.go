@@ -97,6 +97,11 @@ func testPolicyOnSchedulesAndOperator(ctx context.Context, t *testing.T, cluster
 	policyName := release + "-csvingestionschedules"
 
 	t.Run("schedule templates are checked", func(t *testing.T) {
+		// Each binding takes effect asynchronously: wait for this one's first refusal.
+		eventually(ctx, t, "schedule policy enforced", func() (bool, string) {
+			err := c.Create(ctx, scheduleSample(t, "probe", setTemplate(t, "worker.image", evilImage)), client.DryRunAll)
+			return err != nil && strings.Contains(err.Error(), policyName), fmt.Sprint(err)
+		})
 		refused := []struct {
 			name   string
 			mutate func(map[string]any)
