@@ -53,6 +53,9 @@ type ScheduleReconciler struct {
 	Recorder events.EventRecorder
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+	// APIReader reads the API server without the cache (mgr.GetAPIReader()): whose run holds a
+	// name that is taken, which the cache may not have seen yet. Optional (Client is used).
+	APIReader client.Reader
 	// SkipNameValidation allows more than one controller in a process (tests restart the manager).
 	SkipNameValidation bool
 }
@@ -310,7 +313,11 @@ func (r *ScheduleReconciler) schedule(ctx context.Context, sch *v1alpha1.CsvInge
 		err = r.Create(ctx, run)
 	}
 	if apierrors.IsAlreadyExists(err) {
-		err = r.checkExisting(ctx, sch, name)
+		if err = r.checkExisting(ctx, sch, name); apierrors.IsNotFound(err) {
+			// Deleted since: look again shortly rather than report a refusal.
+			res.RequeueAfter = scheduleMinRequeue
+			return res, nil
+		}
 	}
 	if err != nil {
 		// Refused (admission policy, quota, validation) or failed: reported until a run is
@@ -352,8 +359,15 @@ func (r *ScheduleReconciler) created(sch *v1alpha1.CsvIngestionSchedule, st *v1a
 // checkExisting is called when the run's name is taken: by our own run (created by a pass whose
 // status write was lost, not yet in the cache) it is fine; by anything else it is a refusal.
 func (r *ScheduleReconciler) checkExisting(ctx context.Context, sch *v1alpha1.CsvIngestionSchedule, name string) error {
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
 	o := &v1alpha1.CsvIngestion{}
-	if err := r.Get(ctx, client.ObjectKey{Namespace: sch.Namespace, Name: name}, o); err != nil {
+	if err := reader.Get(ctx, client.ObjectKey{Namespace: sch.Namespace, Name: name}, o); err != nil {
+		if apierrors.IsNotFound(err) {
+			return err
+		}
 		return fmt.Errorf("the name is taken, and reading it failed: %w", err)
 	}
 	if ref := metav1.GetControllerOf(o); ref != nil && ref.UID == sch.UID {

@@ -153,6 +153,23 @@ func TestScheduleForeignObjectWithTheRunsName(t *testing.T) {
 		!strings.Contains(ready.Message, "already exists and is not a run of this schedule") || st.LastScheduleTime != nil {
 		t.Fatalf("Ready %+v, RunSkipped %+v, status %+v", ready, skipped, st)
 	}
+
+	// Our own run, which the list did not show (a cache that has not seen it yet; here: no
+	// label), is taken for what it is: the run was created.
+	next := at.Add(time.Minute)
+	sch := g.get()
+	ours := newIngestion(g.key.Namespace, runName("q239", next), nil)
+	ours.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(sch, v1alpha1.GroupVersion.WithKind("CsvIngestionSchedule"))}
+	if err := cluster.Client.Create(context.Background(), ours); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), ours) })
+	g.nextMinute(1, 3)
+	ready, skipped, st = g.conds()
+	if ready == nil || ready.Status != metav1.ConditionTrue || skipped == nil || skipped.Status != metav1.ConditionFalse ||
+		st.LastScheduleTime == nil || !st.LastScheduleTime.Time.Equal(next) {
+		t.Fatalf("after finding its own run: Ready %+v, RunSkipped %+v, status %+v", ready, skipped, st)
+	}
 }
 
 // A finished run beyond the history limit cannot be deleted (a policy refuses): an event and
