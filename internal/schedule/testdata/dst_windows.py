@@ -91,5 +91,13 @@ for zone, first, last in CASES:
             day += timedelta(days=1)
         out.append({"zone": zone, "schedule": expr, "from": first, "to": last, "runs": runs})
 
-print(json.dumps({"configs": {k: {"lookbackSeconds": v[0], "durationSeconds": v[1]} for k, v in CONFIGS.items()},
-                  "cases": out}, indent=1))
+# One run per line, so a change shows as the runs it changes.
+print('{"configs": ' + json.dumps({k: {"lookbackSeconds": v[0], "durationSeconds": v[1]} for k, v in CONFIGS.items()}) + ',')
+print(' "cases": [')
+for i, c in enumerate(out):
+    head = {k: c[k] for k in ("zone", "schedule", "from", "to")}
+    print('  ' + json.dumps(head)[:-1] + ', "runs": [')
+    for j, r in enumerate(c["runs"]):
+        print('   ' + json.dumps(r) + (',' if j < len(c["runs"]) - 1 else ''))
+    print('  ]}' + (',' if i < len(out) - 1 else ''))
+print(' ]}')
