@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -36,6 +37,12 @@ const (
 	scheduleRequeueSlack     = 100 * time.Millisecond
 	scheduleMinRequeue       = time.Second
 	scheduleEventAction      = "Schedule"
+	// A refused run is retried after as long as it has been due, between these bounds: 5s, 5s,
+	// 10s, 20s... like the CronJob controller's retries of a quota refusal, without a tight loop.
+	rejectedRetryMin = 5 * time.Second
+	rejectedRetryMax = 5 * time.Minute
+	// pruneRetry is when a failed delete of an old run is tried again.
+	pruneRetry = time.Minute
 )
 
 // ScheduleReconciler creates CsvIngestions from CsvIngestionSchedules, as the CronJob controller
@@ -46,6 +53,9 @@ type ScheduleReconciler struct {
 	Recorder events.EventRecorder
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+	// APIReader reads the API server without the cache (mgr.GetAPIReader()): whose run holds a
+	// name that is taken, which the cache may not have seen yet. Optional (Client is used).
+	APIReader client.Reader
 	// SkipNameValidation allows more than one controller in a process (tests restart the manager).
 	SkipNameValidation bool
 }
@@ -135,8 +145,16 @@ func (r *ScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	st := sch.Status.DeepCopy()
 	st.ObservedGeneration = sch.Generation
 
-	if err := r.prune(ctx, sch, &rs); err != nil {
-		return ctrl.Result{}, err
+	// A run that cannot be deleted is reported and retried; it does not stop scheduling.
+	pruneErr := r.prune(ctx, sch, &rs)
+	if err := pruneErr; err != nil {
+		msg := truncateMsg(err.Error(), 1024)
+		if setScheduleCond(st, v1alpha1.ConditionHistoryPruned, metav1.ConditionFalse, "DeleteFailed", msg, sch.Generation) {
+			r.event(sch, corev1.EventTypeWarning, "HistoryPruneFailed", "%s", msg)
+		}
+		log.Info("history not pruned", "error", err.Error())
+	} else if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionHistoryPruned); c != nil && c.Status != metav1.ConditionTrue {
+		setScheduleCond(st, v1alpha1.ConditionHistoryPruned, metav1.ConditionTrue, "WithinLimits", "finished runs are within the history limits", sch.Generation)
 	}
 	for _, o := range rs.succeeded {
 		if t := o.Status.CompletionTime; t != nil && (st.LastSuccessfulTime == nil || t.After(st.LastSuccessfulTime.Time)) {
@@ -146,30 +164,36 @@ func (r *ScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 
 	var res ctrl.Result
 	cs, loc, perr := schedule.Parse(sch.Spec.Schedule, sch.Spec.TimeZone)
-	if perr == nil {
+	reason := "InvalidSchedule"
+	if perr != nil {
+		perr = fmt.Errorf("spec.schedule: %w", perr)
+	} else {
 		// Render the templates once for a sample run, so a bad template is reported now rather
 		// than at the first run.
-		_, perr = schedule.RenderSpec(sch.Spec.Template.Spec, r.runData(sch, now, loc))
-		if perr != nil {
-			perr = fmt.Errorf("spec.template: %w", perr)
+		if _, perr = schedule.RenderSpec(sch.Spec.Template.Spec, r.runData(sch, now, loc)); perr != nil {
+			reason = "InvalidTemplate"
 		}
 	}
 	if perr != nil {
-		reason := "InvalidSchedule"
-		if strings.HasPrefix(perr.Error(), "spec.template") {
-			reason = "InvalidTemplate"
+		msg := truncateMsg(perr.Error(), 1024)
+		if setScheduleCond(st, v1alpha1.ConditionScheduleReady, metav1.ConditionFalse, reason, msg, sch.Generation) {
+			r.event(sch, corev1.EventTypeWarning, reason, "%s", msg)
 		}
-		if setScheduleCond(st, v1alpha1.ConditionScheduleReady, metav1.ConditionFalse, reason, perr.Error(), sch.Generation) {
-			r.event(sch, corev1.EventTypeWarning, reason, "%v", perr)
-		}
-		st.Message = "not scheduling: " + perr.Error()
+		st.Message = truncateMsg("not scheduling: "+msg, 1024)
 		st.NextScheduleTime = nil
 	} else {
-		setScheduleCond(st, v1alpha1.ConditionScheduleReady, metav1.ConditionTrue, "Valid", "schedule and template are valid", sch.Generation)
+		// A refused run keeps Ready=False until a run is created: this pass (a status write
+		// re-triggers one) must not report the schedule healthy while its runs are refused.
+		if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionScheduleReady); c == nil || c.Reason != v1alpha1.ReasonRunRejected {
+			setScheduleCond(st, v1alpha1.ConditionScheduleReady, metav1.ConditionTrue, "Valid", "schedule and template are valid", sch.Generation)
+		}
 		res, err = r.schedule(ctx, sch, st, &rs, cs, loc, now)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
+	}
+	if pruneErr != nil && (res.RequeueAfter == 0 || res.RequeueAfter > pruneRetry) {
+		res.RequeueAfter = pruneRetry
 	}
 
 	st.Active = st.Active[:0]
@@ -202,7 +226,8 @@ func (r *ScheduleReconciler) runData(sch *v1alpha1.CsvIngestionSchedule, at time
 	if d := sch.Spec.Window.Duration; d != nil && d.Duration > 0 {
 		length = d.Duration
 	}
-	var lookback time.Duration
+	// Unset: the window ends at the scheduled time. An explicit 0s starts it there.
+	lookback := length
 	if sch.Spec.Window.Lookback != nil {
 		lookback = sch.Spec.Window.Lookback.Duration
 	}
@@ -233,12 +258,19 @@ func (r *ScheduleReconciler) schedule(ctx context.Context, sch *v1alpha1.CsvInge
 	if due.Time.IsZero() {
 		return res, nil
 	}
+	at := metav1.NewTime(due.Time)
+	// A refused time still pending (after last) is being retried, or superseded: not missed.
+	retrying := st.LastRejectedTime != nil && st.LastRejectedTime.Equal(&at)
+	if st.LastRejectedTime != nil && st.LastRejectedTime.After(last) && !st.LastRejectedTime.After(due.Time) {
+		due.Missed--
+	}
 	if sch.Spec.Suspend {
 		st.Message = "suspended: no new runs"
 		return res, nil
 	}
-	at := metav1.NewTime(due.Time)
-	if due.Missed > schedule.TooManyMissed {
+	if retrying {
+		// (the missed times were reported when this time was first due)
+	} else if due.Missed > schedule.TooManyMissed {
 		r.event(sch, corev1.EventTypeWarning, "TooManyMissedTimes", "missed about %d scheduled times (clock skew or a long outage); starting only the run for %s",
 			due.Missed, due.Time.Format(time.RFC3339))
 	} else if due.Missed > 1 {
@@ -254,7 +286,7 @@ func (r *ScheduleReconciler) schedule(ctx context.Context, sch *v1alpha1.CsvInge
 	name := schedule.RunName(sch.Name, due.Time)
 	if _, ok := rs.byName[name]; ok {
 		// Created by an earlier pass whose status write was lost.
-		st.LastScheduleTime = &at
+		r.created(sch, st, at, name)
 		return res, nil
 	}
 	if len(rs.active) > 0 {
@@ -280,39 +312,78 @@ func (r *ScheduleReconciler) schedule(ctx context.Context, sch *v1alpha1.CsvInge
 	if err == nil {
 		err = r.Create(ctx, run)
 	}
-	switch {
-	case err == nil, apierrors.IsAlreadyExists(err):
-	case apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) || isRenderError(err):
-		// The rendered run is not admissible: retrying cannot help until the spec changes.
-		msg := fmt.Sprintf("run %s for %s rejected: %v", name, due.Time.Format(time.RFC3339), err)
-		setScheduleCond(st, v1alpha1.ConditionScheduleReady, metav1.ConditionFalse, "RunRejected", truncateMsg(msg, 1024), sch.Generation)
-		r.event(sch, corev1.EventTypeWarning, "RunRejected", "%s", truncateMsg(msg, 1024))
-		st.Message = truncateMsg(msg, 1024)
-		st.LastSkippedTime = &at
-		return res, nil
-	default:
-		return ctrl.Result{}, fmt.Errorf("create run %s: %w", name, err)
+	if apierrors.IsAlreadyExists(err) {
+		if err = r.checkExisting(ctx, sch, name); apierrors.IsNotFound(err) {
+			// Deleted since: look again shortly rather than report a refusal.
+			res.RequeueAfter = scheduleMinRequeue
+			return res, nil
+		}
 	}
-	st.LastScheduleTime = &at
+	if err != nil {
+		// Refused (admission policy, quota, validation) or failed: reported until a run is
+		// created, and retried with backoff as long as this time is the one due.
+		msg := truncateMsg(fmt.Sprintf("run %s for %s not created: %v", name, due.Time.Format(time.RFC3339), err), 1024)
+		if st.LastRejectedTime == nil || !st.LastRejectedTime.Equal(&at) {
+			st.SkippedRuns++
+			st.LastRejectedTime = &at
+		}
+		changed := setScheduleCond(st, v1alpha1.ConditionScheduleReady, metav1.ConditionFalse, v1alpha1.ReasonRunRejected, msg, sch.Generation)
+		changed = setScheduleCond(st, v1alpha1.ConditionRunSkipped, metav1.ConditionTrue, v1alpha1.ReasonRunRejected, msg, sch.Generation) || changed
+		if changed {
+			r.event(sch, corev1.EventTypeWarning, v1alpha1.ReasonRunRejected, "%s", msg)
+		}
+		st.Message = msg
+		retry := min(max(now.Sub(due.Time), rejectedRetryMin), rejectedRetryMax)
+		if res.RequeueAfter == 0 || retry < res.RequeueAfter {
+			res.RequeueAfter = retry
+		}
+		log := logr.FromContextOrDiscard(ctx)
+		log.Info("run not created", "run", name, "retryAfter", retry, "error", err.Error())
+		return res, nil
+	}
 	rs.active = append(rs.active, run)
-	setScheduleCond(st, v1alpha1.ConditionRunSkipped, metav1.ConditionFalse, "RunCreated", "run "+name+" created", sch.Generation)
+	r.created(sch, st, at, name)
 	st.Message = fmt.Sprintf("created %s for the window %s to %s", name, data.Window.Start.Format(time.RFC3339), data.Window.End.Format(time.RFC3339))
 	r.event(sch, corev1.EventTypeNormal, "RunCreated", "%s", st.Message)
 	return res, nil
 }
 
+// created records the run of at as created: the refusal, if any, is over.
+func (r *ScheduleReconciler) created(sch *v1alpha1.CsvIngestionSchedule, st *v1alpha1.CsvIngestionScheduleStatus, at metav1.Time, name string) {
+	st.LastScheduleTime = &at
+	st.LastRejectedTime = nil
+	setScheduleCond(st, v1alpha1.ConditionRunSkipped, metav1.ConditionFalse, "RunCreated", "run "+name+" created", sch.Generation)
+	setScheduleCond(st, v1alpha1.ConditionScheduleReady, metav1.ConditionTrue, "Valid", "schedule and template are valid", sch.Generation)
+}
+
+// checkExisting is called when the run's name is taken: by our own run (created by a pass whose
+// status write was lost, not yet in the cache) it is fine; by anything else it is a refusal.
+func (r *ScheduleReconciler) checkExisting(ctx context.Context, sch *v1alpha1.CsvIngestionSchedule, name string) error {
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
+	o := &v1alpha1.CsvIngestion{}
+	if err := reader.Get(ctx, client.ObjectKey{Namespace: sch.Namespace, Name: name}, o); err != nil {
+		if apierrors.IsNotFound(err) {
+			return err
+		}
+		return fmt.Errorf("the name is taken, and reading it failed: %w", err)
+	}
+	if ref := metav1.GetControllerOf(o); ref != nil && ref.UID == sch.UID {
+		return nil
+	}
+	return fmt.Errorf("a CsvIngestion named %s already exists and is not a run of this schedule (delete or rename it)", name)
+}
+
 type cronSchedule = cron.Schedule
-
-type renderError struct{ error }
-
-func isRenderError(err error) bool { _, ok := err.(renderError); return ok }
 
 // newRun is the CsvIngestion for one scheduled time: the rendered template, owned by the
 // schedule, labelled with it and annotated with its scheduled time and window.
 func (r *ScheduleReconciler) newRun(sch *v1alpha1.CsvIngestionSchedule, name string, d schedule.Data) (*v1alpha1.CsvIngestion, error) {
 	spec, err := schedule.RenderSpec(sch.Spec.Template.Spec, d)
 	if err != nil {
-		return nil, renderError{fmt.Errorf("spec.template: %w", err)}
+		return nil, err
 	}
 	if spec.Sync == nil {
 		// A schedule re-reads overlapping data day after day: unchanged rows are not paid for again.
@@ -345,7 +416,10 @@ func (r *ScheduleReconciler) newRun(sch *v1alpha1.CsvIngestionSchedule, name str
 // skip records a due run that was not started, in status and as an event.
 func (r *ScheduleReconciler) skip(sch *v1alpha1.CsvIngestionSchedule, st *v1alpha1.CsvIngestionScheduleStatus, at metav1.Time, reason, msg string) {
 	st.LastSkippedTime = &at
-	st.SkippedRuns++
+	if st.LastRejectedTime == nil || !st.LastRejectedTime.Equal(&at) {
+		st.SkippedRuns++ // (a refused time was counted when refused)
+	}
+	st.LastRejectedTime = nil
 	st.Message = msg
 	setScheduleCond(st, v1alpha1.ConditionRunSkipped, metav1.ConditionTrue, reason, msg, sch.Generation)
 	r.event(sch, corev1.EventTypeWarning, "RunSkipped", "%s", msg)
@@ -365,7 +439,8 @@ func (r *ScheduleReconciler) cancelRun(ctx context.Context, o *v1alpha1.CsvInges
 	return nil
 }
 
-// prune deletes the oldest finished runs beyond the history limits.
+// prune deletes the oldest finished runs beyond the history limits. A run it cannot delete is
+// kept (and returned in the error); the others are still deleted.
 func (r *ScheduleReconciler) prune(ctx context.Context, sch *v1alpha1.CsvIngestionSchedule, rs *runs) error {
 	limit := func(p *int32, def int) int {
 		if p == nil {
@@ -373,24 +448,26 @@ func (r *ScheduleReconciler) prune(ctx context.Context, sch *v1alpha1.CsvIngesti
 		}
 		return int(*p)
 	}
-	var err error
-	if rs.succeeded, err = r.pruneList(ctx, sch, rs.succeeded, limit(sch.Spec.SuccessfulHistoryLimit, defaultSuccessfulHistory)); err != nil {
-		return err
-	}
-	rs.failed, err = r.pruneList(ctx, sch, rs.failed, limit(sch.Spec.FailedHistoryLimit, defaultFailedHistory))
-	return err
+	var err1, err2 error
+	rs.succeeded, err1 = r.pruneList(ctx, sch, rs.succeeded, limit(sch.Spec.SuccessfulHistoryLimit, defaultSuccessfulHistory))
+	rs.failed, err2 = r.pruneList(ctx, sch, rs.failed, limit(sch.Spec.FailedHistoryLimit, defaultFailedHistory))
+	return errors.Join(err1, err2)
 }
 
 func (r *ScheduleReconciler) pruneList(ctx context.Context, sch *v1alpha1.CsvIngestionSchedule, l []*v1alpha1.CsvIngestion, keep int) ([]*v1alpha1.CsvIngestion, error) {
-	for len(l) > keep {
+	var kept []*v1alpha1.CsvIngestion
+	var errs []error
+	for n := len(l) - keep; n > 0; n-- {
 		o := l[0]
+		l = l[1:]
 		if err := r.Delete(ctx, o, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
-			return l, fmt.Errorf("delete old run %s: %w", o.Name, err)
+			errs = append(errs, fmt.Errorf("delete old run %s (history limit %d): %w", o.Name, keep, err))
+			kept = append(kept, o)
+			continue
 		}
 		r.event(sch, corev1.EventTypeNormal, "RunDeleted", "deleted %s run %s (history limit %d)", o.Status.Phase, o.Name, keep)
-		l = l[1:]
 	}
-	return l, nil
+	return append(kept, l...), errors.Join(errs...)
 }
 
 func (r *ScheduleReconciler) event(sch *v1alpha1.CsvIngestionSchedule, typ, reason, format string, args ...any) {

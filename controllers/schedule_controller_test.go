@@ -50,6 +50,17 @@ func newScheduleRig(t *testing.T, mutate func(*v1alpha1.CsvIngestionSchedule)) *
 	if err := cluster.Client.Create(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}
+	// Schedules first, then their runs (no garbage collector runs here).
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if err := cluster.Client.Delete(ctx, s); client.IgnoreNotFound(err) != nil {
+			t.Errorf("delete schedule: %v", err)
+		}
+		if err := cluster.Client.DeleteAllOf(ctx, &v1alpha1.CsvIngestion{}, client.InNamespace(ns),
+			client.MatchingLabels{controllers.LabelSchedule: s.Name}); err != nil {
+			t.Errorf("delete runs: %v", err)
+		}
+	})
 	rig := &scheduleRig{t: t, rec: events.NewFakeRecorder(100), key: client.ObjectKeyFromObject(s)}
 	rig.r = &controllers.ScheduleReconciler{Client: cluster.Client, Recorder: rig.rec, Now: func() time.Time { return rig.now }}
 	// The clock starts at the schedule's creation, second precision as the API server stores it.
@@ -154,7 +165,10 @@ func hasEvent(evs []string, reason string, parts ...string) bool {
 func runName(s string, t time.Time) string { return fmt.Sprintf("%s-%d", s, t.Unix()/60) }
 
 func TestScheduleForbidReplaceHistoryOutage(t *testing.T) {
-	g := newScheduleRig(t, func(s *v1alpha1.CsvIngestionSchedule) { s.Spec.SuccessfulHistoryLimit = ptr.To[int32](1) })
+	g := newScheduleRig(t, func(s *v1alpha1.CsvIngestionSchedule) {
+		s.Spec.SuccessfulHistoryLimit = ptr.To[int32](1)
+		s.Spec.Template.Metadata.Labels = map[string]string{"team": "search"}
+	})
 
 	// The first minute: one run, named for it, reading its window's key, owned by the schedule.
 	res := g.nextMinute(1, 5)
@@ -168,6 +182,9 @@ func TestScheduleForbidReplaceHistoryOutage(t *testing.T) {
 	}
 	if ref := metav1.GetControllerOf(&rs[0]); ref == nil || ref.Name != "q239" {
 		t.Fatalf("owner %+v", ref)
+	}
+	if rs[0].Labels["team"] != "search" || rs[0].Labels[controllers.LabelSchedule] != "q239" {
+		t.Fatalf("run labels %v", rs[0].Labels)
 	}
 	if res.RequeueAfter <= 0 || res.RequeueAfter > 56*time.Second {
 		t.Fatalf("requeue after %v, want until the next minute (55s)", res.RequeueAfter)
@@ -234,9 +251,15 @@ func TestScheduleForbidReplaceHistoryOutage(t *testing.T) {
 	if !hasEvent(g.events(), "RunReplaced", runName("q239", m3), runName("q239", m4)) {
 		t.Fatal("no RunReplaced event")
 	}
+	// Until its controller ends it, the cancelled run is still active; once Cancelled, the
+	// status lists only the new run.
+	g.finish(runName("q239", m3), v1alpha1.PhaseCancelled)
+	g.reconcile()
+	if st := g.get().Status; st.ActiveCount != 1 || len(st.Active) != 1 || st.Active[0].Name != runName("q239", m4) {
+		t.Fatalf("active after Replace %+v", st.Active)
+	}
 
 	// History: with limits 1 and 1, finished runs beyond them are deleted, oldest first.
-	g.finish(runName("q239", m3), v1alpha1.PhaseCancelled)
 	g.finish(runName("q239", m4), v1alpha1.PhaseCompleted)
 	g.reconcile()
 	rs = g.runs()
@@ -300,13 +323,21 @@ func TestScheduleInvalidSpecIsReportedAndRunsNothing(t *testing.T) {
 		name, reason, msg string
 		mutate            func(*v1alpha1.CsvIngestionSchedule)
 	}{
-		{"unknown field in the key template", "InvalidTemplate", "can't evaluate field Begin", func(s *v1alpha1.CsvIngestionSchedule) {
+		{"unknown field in the key template", "InvalidTemplate", "spec.template.spec.source.s3.key: field .Window.Begin is not allowed", func(s *v1alpha1.CsvIngestionSchedule) {
 			s.Spec.Template.Spec.Source.S3.Key = "exports/{{ .Window.Begin }}.csv"
 		}},
-		{"unknown function in a Metabase parameter", "InvalidTemplate", `function "yesterday" not defined`, func(s *v1alpha1.CsvIngestionSchedule) {
+		{"unknown function in a Metabase parameter", "InvalidTemplate", `spec.template.spec.source.metabase.parameters.Start_Date: template: spec.template.spec.source.metabase.parameters.Start_Date:1: function "yesterday" not defined`, func(s *v1alpha1.CsvIngestionSchedule) {
 			s.Spec.Template.Spec.Source.S3 = nil
 			s.Spec.Template.Spec.Source.Metabase = &v1alpha1.MetabaseSource{URL: "https://metabase.example.com", QuestionID: 239,
 				Parameters:      map[string]string{"Start_Date": "{{ yesterday }}"},
+				APIKeySecretRef: v1alpha1.SecretKeyRef{Name: "metabase", Key: "api-key"}, StageTo: v1alpha1.S3Stage{Bucket: "csv-storage"}}
+		}},
+		// A Metabase parameter is not checked by the CRD's keyword rule (only the key is): the
+		// bounded renderer refuses the issue's bomb before running it.
+		{"template bomb in a Metabase parameter", "InvalidTemplate", "spec.template.spec.source.metabase.parameters.Start_Date: {{range}} is not allowed", func(s *v1alpha1.CsvIngestionSchedule) {
+			s.Spec.Template.Spec.Source.S3 = nil
+			s.Spec.Template.Spec.Source.Metabase = &v1alpha1.MetabaseSource{URL: "https://metabase.example.com", QuestionID: 239,
+				Parameters:      map[string]string{"Start_Date": `{{range 100000000}}{{printf "%0999999d" 0}}{{end}}`},
 				APIKeySecretRef: v1alpha1.SecretKeyRef{Name: "metabase", Key: "api-key"}, StageTo: v1alpha1.S3Stage{Bucket: "csv-storage"}}
 		}},
 		{"unknown time zone", "InvalidSchedule", "unknown time zone", func(s *v1alpha1.CsvIngestionSchedule) { s.Spec.TimeZone = "Mars/Olympus" }},

@@ -92,6 +92,14 @@ const (
 // DefaultMaxDeletePercent is the API default of spec.sync.maxDeletePercent.
 const DefaultMaxDeletePercent = 10
 
+// Field limits the CRD enforces that code also needs (a schedule's rendered templates).
+const (
+	// MaxS3KeyLength is spec.source.s3.key's MaxLength.
+	MaxS3KeyLength = 1024
+	// MaxMetabaseParameterLength is the longest value of spec.source.metabase.parameters.
+	MaxMetabaseParameterLength = 1024
+)
+
 // SyncSpec: with spec.sync set (either mode) every vector carries a content hash (of its id,
 // namespace, text, the metadata that comes from its row, the model and the dimensions) in
 // metadata key content_hash. In incremental mode a chunk
@@ -247,9 +255,11 @@ type MetabaseSource struct {
 	// +kubebuilder:validation:Minimum=1
 	QuestionID int64 `json:"questionID"`
 
-	// Parameters fill the question's template tags, e.g. Start_Date.
+	// Parameters fill the question's template tags, e.g. Start_Date; each value at most 1,024
+	// characters.
 	// +optional
 	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 1024)",message="spec.source.metabase.parameters: each value must be at most 1024 characters"
 	Parameters map[string]string `json:"parameters,omitempty"`
 
 	// APIKeySecretRef names the Metabase API key.

@@ -28,6 +28,7 @@ type CsvIngestionScheduleSpec struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=256
 	// +kubebuilder:validation:XValidation:rule="self.matches('^@(yearly|annually|monthly|weekly|daily|midnight|hourly|every [0-9a-z.]+)$') || self.matches('^ *[^ ]+( +[^ ]+){4} *$')",message="spec.schedule must have five fields (minute hour day-of-month month day-of-week), e.g. '0 1 * * *', or be a descriptor such as @daily"
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('@every ') || !self.substring(7).matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.substring(7)) >= duration('1m')",message="spec.schedule: @every must be at least 1m (runs are named by their minute; two in one minute would collide), e.g. @every 5m"
 	Schedule string `json:"schedule"`
 
 	// TimeZone of the schedule and of the window's times, an IANA name such as Europe/Berlin;
@@ -39,9 +40,10 @@ type CsvIngestionScheduleSpec struct {
 
 	// StartingDeadlineSeconds: a run that could not start within this many seconds of its
 	// scheduled time (the operator was down, say) is missed rather than started late. Unset: a
-	// missed run is started late, once (the most recent one).
+	// missed run is started late, once (the most recent one). At least 1: a run is never started
+	// in the very second it is due, so 0 would skip every run.
 	// +optional
-	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:XValidation:rule="self >= 1",message="spec.startingDeadlineSeconds must be at least 1 (0 would skip every run; leave it unset to start missed runs late)"
 	StartingDeadlineSeconds *int64 `json:"startingDeadlineSeconds,omitempty"`
 
 	// ConcurrencyPolicy when a run is due while another is active: Forbid skips the new run,
@@ -83,7 +85,7 @@ type CsvIngestionScheduleSpec struct {
 // 24 hours before it; the old Metabase runs (start yesterday, end start + 2 days) are
 // lookback 24h, duration 48h.
 type WindowSpec struct {
-	// Duration of the window.
+	// Duration of the window; its whole days are calendar days in timeZone.
 	// +optional
 	// +kubebuilder:default="24h"
 	// +kubebuilder:validation:Type=string
@@ -91,8 +93,9 @@ type WindowSpec struct {
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="spec.window.duration must be at least 1s, e.g. 24h"
 	Duration *metav1.Duration `json:"duration,omitempty"`
 
-	// Lookback is how long before the scheduled time the window starts; defaults to duration, so
-	// the window ends at the scheduled time.
+	// Lookback is how long before the scheduled time the window starts; unset: duration, so the
+	// window ends at the scheduled time. 0s is a window that starts at the scheduled time. Whole
+	// days of lookback and duration are calendar days in timeZone (docs/scheduling.md).
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
@@ -107,7 +110,9 @@ type WindowSpec struct {
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.taskID)",message="leave spec.template.spec.taskID unset: every run gets its own task id (its uid)"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.cancel) || !self.spec.cancel",message="spec.template.spec.cancel must be false: a cancelled template would start runs that do nothing"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.suspend) || !self.spec.suspend",message="spec.template.spec.suspend must be false: every run would stay suspended (and under Forbid block all later runs); suspend the schedule with spec.suspend"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.source.s3) || self.spec.source.s3.key.matches('^([^{}]|[{][{][^{}]*[}][}])*$')",message="spec.template.spec.source.s3.key: template actions must be written {{ ... }} and braces may appear only around them"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.source.s3) || !self.spec.source.s3.key.matches('[{][{]([^}]*[^A-Za-z0-9_.$])?(if|else|end|range|with|define|template|block|break|continue|printf|print|println|call|index|slice|len|html|js|urlquery|and|or|not|eq|ne|lt|le|gt|ge)([^A-Za-z0-9_]|$)')",message="spec.template.spec.source.s3.key: a template may only read fields (.Window.Start, .Window.StartDate, .ScheduledTime...) and call addDays, addHours, addMinutes, date, utc and time methods such as .Format; if, range, with, define, template, block and built-in functions such as printf are not allowed"
 type CsvIngestionTemplate struct {
 	// Metadata: labels and annotations copied to every run.
 	// +optional
@@ -131,8 +136,16 @@ type TemplateMetadata struct {
 const (
 	// ConditionScheduleReady is True while the schedule, time zone and templates are valid.
 	ConditionScheduleReady = "Ready"
-	// ConditionRunSkipped is True when the last due run was skipped (Forbid with a run active).
+	// ConditionRunSkipped is True when the last due run was not created: skipped under Forbid,
+	// past the starting deadline, or refused by the API server (reason RunRejected).
 	ConditionRunSkipped = "RunSkipped"
+	// ConditionHistoryPruned is False when a finished run beyond the history limits could not be
+	// deleted; scheduling goes on.
+	ConditionHistoryPruned = "HistoryPruned"
+	// ReasonRunRejected is the reason of Ready=False and RunSkipped=True while the latest due
+	// run's creation is refused (admission policy, quota, validation) or fails; both stay until
+	// a run is created.
+	ReasonRunRejected = "RunRejected"
 )
 
 // CsvIngestionScheduleStatus is what the schedule has done.
@@ -141,7 +154,7 @@ type CsvIngestionScheduleStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Ready, RunSkipped.
+	// Conditions: Ready, RunSkipped, HistoryPruned.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -165,11 +178,17 @@ type CsvIngestionScheduleStatus struct {
 	// +optional
 	LastSuccessfulTime *metav1.Time `json:"lastSuccessfulTime,omitempty"`
 
-	// LastSkippedTime is the scheduled time of the last run skipped under Forbid.
+	// LastSkippedTime is the scheduled time of the last run skipped (Forbid, starting deadline).
 	// +optional
 	LastSkippedTime *metav1.Time `json:"lastSkippedTime,omitempty"`
 
-	// SkippedRuns counts the runs skipped under Forbid.
+	// LastRejectedTime is the scheduled time of the last run whose creation was refused or
+	// failed; it is retried with backoff until created, superseded by a later time or too late.
+	// +optional
+	LastRejectedTime *metav1.Time `json:"lastRejectedTime,omitempty"`
+
+	// SkippedRuns counts the scheduled times not run: skipped under Forbid, past the starting
+	// deadline, or refused (each scheduled time once, however often it is retried).
 	// +optional
 	SkippedRuns int64 `json:"skippedRuns,omitempty"`
 

@@ -64,7 +64,28 @@ func TestScheduleValidation(t *testing.T) {
 		{"every", func(u *unstructured.Unstructured) { setField(u, "@every 15m", "spec", "schedule") }, ""},
 		{"TZ in the schedule", func(u *unstructured.Unstructured) { setField(u, "CRON_TZ=UTC 0 1 * * *", "spec", "schedule") }, "use spec.timeZone"},
 		{"bad policy", func(u *unstructured.Unstructured) { setField(u, "Sometimes", "spec", "concurrencyPolicy") }, "Unsupported value"},
-		{"negative deadline", func(u *unstructured.Unstructured) { setField(u, int64(-1), "spec", "startingDeadlineSeconds") }, "should be greater than or equal to 0"},
+		{"every minute", func(u *unstructured.Unstructured) { setField(u, "@every 1m", "spec", "schedule") }, ""},
+		{"every 90 seconds", func(u *unstructured.Unstructured) { setField(u, "@every 1m30s", "spec", "schedule") }, ""},
+		{"every 30 seconds", func(u *unstructured.Unstructured) { setField(u, "@every 30s", "spec", "schedule") }, "@every must be at least 1m"},
+		{"every 59.5 seconds", func(u *unstructured.Unstructured) { setField(u, "@every 59.5s", "spec", "schedule") }, "@every must be at least 1m"},
+		{"negative deadline", func(u *unstructured.Unstructured) { setField(u, int64(-1), "spec", "startingDeadlineSeconds") }, "spec.startingDeadlineSeconds must be at least 1"},
+		{"zero deadline", func(u *unstructured.Unstructured) { setField(u, int64(0), "spec", "startingDeadlineSeconds") }, "spec.startingDeadlineSeconds must be at least 1"},
+		{"one second deadline", func(u *unstructured.Unstructured) { setField(u, int64(1), "spec", "startingDeadlineSeconds") }, ""},
+		{"zero lookback", func(u *unstructured.Unstructured) { setField(u, "0s", "spec", "window", "lookback") }, ""},
+		{"suspended template", func(u *unstructured.Unstructured) { setField(u, true, "spec", "template", "spec", "suspend") }, "spec.template.spec.suspend must be false"},
+		{"the template bomb", func(u *unstructured.Unstructured) {
+			setField(u, `exports/{{range 3}}{{printf "%0999999d" 0}}{{end}}.csv`, "spec", "template", "spec", "source", "s3", "key")
+		}, "spec.template.spec.source.s3.key: a template may only read fields"},
+		{"printf in a pipeline", func(u *unstructured.Unstructured) {
+			setField(u, `exports/{{ .ScheduleName | printf "%0999s" }}.csv`, "spec", "template", "spec", "source", "s3", "key")
+		}, "spec.template.spec.source.s3.key: a template may only read fields"},
+		{"if", func(u *unstructured.Unstructured) {
+			setField(u, `exports/{{- if .ScheduleName }}x{{ end }}.csv`, "spec", "template", "spec", "source", "s3", "key")
+		}, "if, range, with, define, template, block"},
+		{"allowed functions and fields", func(u *unstructured.Unstructured) {
+			setField(u, `exports/{{ .Window.StartDate }}-{{ addDays -1 .Window.End | date "2006-01-02" }}-{{ .Window.Start.Format "Monday" }}.csv`,
+				"spec", "template", "spec", "source", "s3", "key")
+		}, ""},
 		{"zero window", func(u *unstructured.Unstructured) { setField(u, "0s", "spec", "window", "duration") }, "spec.window.duration must be at least 1s"},
 		{"taskID in the template", func(u *unstructured.Unstructured) { setField(u, "fixed", "spec", "template", "spec", "taskID") }, "leave spec.template.spec.taskID unset"},
 		{"cancelled template", func(u *unstructured.Unstructured) { setField(u, true, "spec", "template", "spec", "cancel") }, "spec.template.spec.cancel must be false"},

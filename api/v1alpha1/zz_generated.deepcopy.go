@@ -235,6 +235,10 @@ func (in *CsvIngestionScheduleStatus) DeepCopyInto(out *CsvIngestionScheduleStat
 		in, out := &in.LastSkippedTime, &out.LastSkippedTime
 		*out = (*in).DeepCopy()
 	}
+	if in.LastRejectedTime != nil {
+		in, out := &in.LastRejectedTime, &out.LastRejectedTime
+		*out = (*in).DeepCopy()
+	}
 	if in.NextScheduleTime != nil {
 		in, out := &in.NextScheduleTime, &out.NextScheduleTime
 		*out = (*in).DeepCopy()

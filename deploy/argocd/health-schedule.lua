@@ -1,7 +1,9 @@
 -- Argo CD health check for ingestion.vectordb.io/CsvIngestionSchedule.
 -- Argo CD runs custom checks without Lua's string library: only base and table functions here.
---   Degraded     condition Ready is False (invalid schedule, time zone or template, or a run the
---                API server rejected): no runs are created until the spec is fixed
+--   Degraded     condition Ready is False: an invalid schedule, time zone or template (no runs
+--                until the spec is fixed), or reason RunRejected: the latest run was refused by
+--                the API server (admission policy, quota) or failed to be created; it stays so,
+--                while the operator retries, until a run is created
 --   Suspended    spec.suspend: no new runs
 --   Healthy      otherwise; the message names the last run, the active runs and a skipped run
 --   Progressing  until the operator has observed the current spec (observedGeneration)

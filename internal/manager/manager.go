@@ -230,8 +230,8 @@ func Run(ctx context.Context, o Options) error {
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}
-	sr := &controllers.ScheduleReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("vectordb-operator"),
-		SkipNameValidation: o.Controller.SkipNameValidation}
+	sr := &controllers.ScheduleReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+		Recorder: mgr.GetEventRecorder("vectordb-operator"), SkipNameValidation: o.Controller.SkipNameValidation}
 	if err := sr.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up schedule controller: %w", err)
 	}

@@ -1,6 +1,7 @@
 // Package schedule holds the pure decisions of a CsvIngestionSchedule: parsing the cron
 // expression in its time zone, which scheduled time (if any) is due now and how many were missed,
-// the run's window, the run's name, and rendering the template's windowed fields. The controller
+// the run's window in calendar days (window.go), the run's name, and rendering the template's
+// windowed fields with a bounded renderer (render.go). The controller
 // only reads the cluster and acts on what these functions return.
 package schedule
 
@@ -9,13 +10,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"text/template"
 	"time"
 	_ "time/tzdata" // time zones without relying on the image's /usr/share/zoneinfo
 
 	"github.com/robfig/cron/v3"
-
-	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 )
 
 // Parse reads a five-field cron expression or descriptor (@daily, @every 1h, ...) in the named
@@ -36,8 +34,16 @@ func Parse(expr, timeZone string) (cron.Schedule, *time.Location, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid schedule %q: %w", expr, err)
 	}
+	// Runs are named by their scheduled minute: two in one minute would share a name, and the
+	// second would be taken for the first.
+	if d, ok := s.(cron.ConstantDelaySchedule); ok && d.Delay < MinInterval {
+		return nil, nil, fmt.Errorf("invalid schedule %q: @every must be at least %v (runs are named by their minute)", expr, MinInterval)
+	}
 	return s, loc, nil
 }
+
+// MinInterval is the shortest @every a schedule may use.
+const MinInterval = time.Minute
 
 // TooManyMissed is the number of missed times above which a schedule reports it (as a CronJob
 // does): usually a clock jump or an operator that was down for long.
@@ -102,74 +108,9 @@ func MostRecent(s cron.Schedule, loc *time.Location, last, now time.Time, deadli
 	return d
 }
 
-// Window is the span of time one run covers.
-type Window struct {
-	Start, End time.Time
-}
-
-// WindowFor is the window of the run scheduled at t: Start = t - lookback, End = Start + length.
-// A zero lookback means length (the window ends at t).
-func WindowFor(t time.Time, length, lookback time.Duration) Window {
-	if lookback <= 0 {
-		lookback = length
-	}
-	start := t.Add(-lookback)
-	return Window{Start: start, End: start.Add(length)}
-}
-
 // RunName is the run's name: the schedule's name and the scheduled time in Unix minutes, as a
 // CronJob names its Jobs. The same scheduled time always gives the same name, so a run is never
 // created twice (AlreadyExists) even after a restart.
 func RunName(schedule string, t time.Time) string {
 	return schedule + "-" + strconv.FormatInt(t.Unix()/60, 10)
-}
-
-// Data is what a run's templates see.
-type Data struct {
-	Window        Window
-	ScheduledTime time.Time
-	ScheduleName  string
-}
-
-// Render executes one template field. Unknown fields and functions are errors, so a typo is
-// reported when the schedule is created, not when the first run reads a wrong key.
-func Render(field, text string, d Data) (string, error) {
-	if !strings.Contains(text, "{{") {
-		return text, nil
-	}
-	tpl, err := template.New(field).Option("missingkey=error").Parse(text)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", field, err)
-	}
-	var b strings.Builder
-	if err := tpl.Execute(&b, d); err != nil {
-		return "", fmt.Errorf("%s: %w", field, err)
-	}
-	return b.String(), nil
-}
-
-// RenderSpec is the run's spec: the template's spec with the S3 key and the Metabase parameter
-// values rendered for d. Nothing else is a template.
-func RenderSpec(tpl v1alpha1.CsvIngestionSpec, d Data) (v1alpha1.CsvIngestionSpec, error) {
-	spec := *tpl.DeepCopy()
-	if s3 := spec.Source.S3; s3 != nil {
-		key, err := Render("spec.source.s3.key", s3.Key, d)
-		if err != nil {
-			return spec, err
-		}
-		if key == "" {
-			return spec, errors.New("spec.source.s3.key renders to an empty key")
-		}
-		s3.Key = key
-	}
-	if mb := spec.Source.Metabase; mb != nil {
-		for k, v := range mb.Parameters {
-			out, err := Render("spec.source.metabase.parameters."+k, v, d)
-			if err != nil {
-				return spec, err
-			}
-			mb.Parameters[k] = out
-		}
-	}
-	return spec, nil
 }

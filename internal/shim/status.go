@@ -436,6 +436,10 @@ func (s *Server) writeAPIError(w http.ResponseWriter, r *http.Request, err error
 	switch {
 	case apierrors.IsInvalid(err):
 		writeInvalid(w, []FieldError{{Loc: []string{"body"}, Msg: "the task was refused by the cluster: " + apiMessage(err), Type: "value_error"}})
+	case apierrors.IsForbidden(err) && r.Method == http.MethodPost:
+		// An admission policy or quota refused the task the request asked for (the operator's
+		// creates are checked like anyone's): say which rule, as the API server did.
+		writeError(w, http.StatusForbidden, "the task was refused by the cluster: "+apiMessage(err))
 	case apierrors.IsNotFound(err):
 		writeError(w, http.StatusNotFound, "Task not found")
 	case apierrors.IsTooManyRequests(err), apierrors.IsServerTimeout(err), apierrors.IsTimeout(err),

@@ -63,6 +63,15 @@ func TestArgoCDScheduleHealthCheck(t *testing.T) {
   observedGeneration: 3
   conditions: [{type: Ready, status: "False", reason: InvalidTemplate, message: "spec.template: spec.source.s3.key: can't evaluate field Begin"}]`,
 			"Degraded", "spec.template: spec.source.s3.key: can't evaluate field Begin"},
+		{"runs refused by the API server", 1, "{schedule: '0 1 * * *'}", `status:
+  observedGeneration: 1
+  skippedRuns: 2
+  conditions: [{type: Ready, status: "False", reason: RunRejected, message: "run q239-daily-29000000 for 2025-01-12T01:00:00Z not created: exceeded quota"}, {type: RunSkipped, status: "True", reason: RunRejected, message: "run q239-daily-29000000 for 2025-01-12T01:00:00Z not created: exceeded quota"}]`,
+			"Degraded", "run q239-daily-29000000 for 2025-01-12T01:00:00Z not created: exceeded quota"},
+		{"a refused run while suspended stays Degraded", 2, "{schedule: '0 1 * * *', suspend: true}", `status:
+  observedGeneration: 2
+  conditions: [{type: Ready, status: "False", reason: RunRejected, message: "not created: admission policy"}]`,
+			"Degraded", "not created: admission policy"},
 		{"suspended", 2, "{schedule: '0 1 * * *', suspend: true}", `status:
   observedGeneration: 2
   conditions: [{type: Ready, status: "True", reason: Valid}]`, "Suspended", "Suspended: no new runs"},

@@ -22,7 +22,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -53,6 +52,7 @@ func TestSecurityAgainstAPIServer(t *testing.T) {
 			t.Fatalf("creating namespace %s: %v", ns, err)
 		}
 	}
+	pre := createBeforePolicy(ctx, t, c)
 	objs := mustRender(t, policyValues...)
 	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ClusterRole"} {
 		for _, o := range ofKind(objs, kind) {
@@ -154,19 +154,8 @@ func TestSecurityAgainstAPIServer(t *testing.T) {
 			}
 		}
 
-		// The operator's own writes are not checked (an ingestion made before the policy must
-		// still get its finalizer removed).
-		cfg := rest.CopyConfig(cluster.Config)
-		cfg.Impersonate = rest.ImpersonationConfig{
-			UserName: "system:serviceaccount:" + namespace + ":" + release, Groups: []string{"system:masters"},
-		}
-		asOperator, err := client.New(cfg, client.Options{Scheme: cluster.Scheme})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := asOperator.Create(ctx, sample(worker("image", "docker.io/evil/miner:1")), client.DryRunAll); err != nil {
-			t.Errorf("the operator's own write was checked: %v", err)
-		}
+		// Schedules, the operator's own creates and updates, and the REST API.
+		testPolicyOnSchedulesAndOperator(ctx, t, cluster, pre)
 	})
 
 	t.Run("metrics need an authorized token", func(t *testing.T) {
