@@ -105,8 +105,11 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	}
 	s = &Stack{Opts: o, WorkDir: o.WorkDir, ManagerArgs: slices.Clone(o.ManagerArgs)}
 	defer func() {
-		if err != nil {
+		// An early return nil, err has already dropped s: nothing was started then.
+		if err != nil && s != nil {
 			s.Stop()
+		}
+		if err != nil {
 			s = nil
 		}
 	}()
