@@ -14,6 +14,7 @@ import (
 	dynamodbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
@@ -129,7 +130,11 @@ func TestFanOutAPICallsPerChunk(t *testing.T) {
 	}
 }
 
-// With 5,000 chunks, half of them failed, the resource's status and the task item stay small.
+// With 2,004 chunks, every other one failed, the resource's status and the task item stay small.
+// 1,002 failed chunks pass both of the task item's thresholds (tasktable.MaxWholeChunks: only failed
+// chunks are kept; tasktable.MaxChunkEntries: none once more have failed), so the item goes through
+// its largest form (1,000 failed entries) on the way; the status keeps 50 failed chunks and compact
+// ranges of 1,002 gaps. (api/v1alpha1's statussize_test bounds the status at any size.)
 func TestStatusAndTaskItemStayBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("scale test")
@@ -142,18 +147,19 @@ func TestStatusAndTaskItemStayBounded(t *testing.T) {
 		o.Spec.Chunking.MaxFailedRowsPercent = 100
 	}))
 	waitPhase(t, obj, v1alpha1.PhasePlanning)
-	writePlan(t, obj, 5000, 1)
+	const chunks = 2*tasktable.MaxChunkEntries + 4
+	writePlan(t, obj, chunks, 1)
 	final := finishAllRunning(t, obj, func(i int) (worker.Result, int32, string) {
 		if i%2 == 1 { // alternate, the worst case for compact ranges
 			return worker.Result{Role: "chunk", Reason: "RetryableError", Error: "pinecone: unavailable after 8 attempts; the index is overloaded, try again later"}, 1, "BackoffLimitExceeded"
 		}
 		return okResult(1), 0, ""
 	})
-	if final.Status.Phase != v1alpha1.PhasePartiallyCompleted || final.Status.Chunks.Failed != 2500 || len(final.Status.FailedChunks) != 50 {
+	if final.Status.Phase != v1alpha1.PhasePartiallyCompleted || final.Status.Chunks.Failed != chunks/2 || len(final.Status.FailedChunks) != 50 {
 		t.Fatalf("status %s", mustJSON(final.Status)[:2000])
 	}
 	raw, _ := json.Marshal(final.Status)
-	t.Logf("status of 5,000 chunks (2,500 failed, alternating): %d bytes", len(raw))
+	t.Logf("status of %d chunks (%d failed, alternating): %d bytes", chunks, chunks/2, len(raw))
 	if len(raw) > 64<<10 {
 		t.Errorf("status is %d bytes, over 64 KiB", len(raw))
 	}
@@ -171,7 +177,7 @@ func TestStatusAndTaskItemStayBounded(t *testing.T) {
 		size = itemSize(out.Item)
 		return status == "partially_completed", status
 	})
-	t.Logf("task item of 5,000 chunks: %d bytes", size)
+	t.Logf("task item of %d chunks: %d bytes", chunks, size)
 	if size > 350_000 {
 		t.Errorf("task item is %d bytes, over 350 KB", size)
 	}
