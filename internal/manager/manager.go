@@ -31,6 +31,7 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/controllers"
+	"github.com/vectordb-io/vectordb-operator/internal/shim"
 	"github.com/vectordb-io/vectordb-operator/internal/tracking"
 	"github.com/vectordb-io/vectordb-operator/internal/version"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
@@ -244,6 +245,10 @@ func Run(ctx context.Context, o Options) error {
 		}
 		return nil
 	}); err != nil {
+		return err
+	}
+	// Task lookups of the REST API read an index of the cache, never a list of the cluster.
+	if err := shim.RegisterIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
 	if err := addShim(ctx, mgr, cfg, o, tracker); err != nil {

@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -30,6 +31,10 @@ type ShimOptions struct {
 	// through the REST API, and are refused (403) where tasks are created, cancelled, suspended or
 	// resumed.
 	ReadKeysPath string
+	// KeyDefaultNamespaces is the scope of a key without a namespaces entry (apikeys): the
+	// namespaces it sees and acts on, in the REST API and the web UI. Empty: the API's namespace
+	// (--api-namespace); with neither, such a key sees nothing. "*" is cluster-wide.
+	KeyDefaultNamespaces []string
 	// UIEnabled serves the web UI at /ui/ (internal/webui).
 	UIEnabled bool
 	// UIUpdateInterval is the least time between two pushes to one open page.
@@ -80,6 +85,7 @@ func bindShimFlags(fs *pflag.FlagSet, o *ShimOptions) {
 	fs.StringVar(&o.Environment, "environment", o.Environment, "deployment name reported by /api/v1/health and / (the old ENVIRONMENT)")
 	fs.StringVar(&o.APIKeysPath, "api-keys-path", o.APIKeysPath, "file (one key a line) or directory (a mounted Secret: each file a key) of accepted X-API-Key values; these keys may read and write")
 	fs.StringVar(&o.ReadKeysPath, "api-read-keys-path", o.ReadKeysPath, "file or directory, as --api-keys-path, of read-only keys: they view the web UI and read tasks, and are refused actions")
+	fs.StringSliceVar(&o.KeyDefaultNamespaces, "api-key-default-namespaces", o.KeyDefaultNamespaces, "namespaces a key without a <name>.namespaces entry sees and acts on, in the REST API and the web UI (default: --api-namespace; * is cluster-wide)")
 	fs.BoolVar(&o.UIEnabled, "ui-enabled", o.UIEnabled, "serve the web UI at /ui/ on the HTTP shim's address (sign-in with the API keys)")
 	fs.DurationVar(&o.UIUpdateInterval, "ui-update-interval", o.UIUpdateInterval, "least time between two live updates pushed to one open web UI page")
 	fs.Float64Var(&o.PerKeyRate, "api-rate-per-key", o.PerKeyRate, "requests per second allowed per API key")
@@ -133,6 +139,12 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 		MaxBodyBytes:     so.MaxBodyBytes,
 		Defaults:         so.Defaults,
 		Environment:      so.Environment,
+		KeyNamespaces:    keyDefaultNamespaces(so),
+	}
+	if def := keyDefaultNamespaces(so); len(def) > 0 {
+		if _, err := apikeys.ParseNamespaces(strings.Join(def, ",")); err != nil {
+			return fmt.Errorf("--api-key-default-namespaces: %w", err)
+		}
 	}
 	var writeKeys, readKeys apikeys.Source
 	if so.APIKeysPath != "" {
@@ -145,10 +157,8 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 		if so.APIKeysPath == "" {
 			return fmt.Errorf("--api-keys-path is required with the task API (or --api-enabled=false)")
 		}
-		conf.APIKeys = apikeys.Values(writeKeys, true)
-		if readKeys != nil {
-			conf.ReadOnlyKeys = apikeys.Values(readKeys, false)
-		}
+		conf.APIKeys = writeKeys
+		conf.ReadOnlyKeys = readKeys
 	}
 	deps := shim.Deps{
 		Client:    mgr.GetClient(),
@@ -193,7 +203,11 @@ func newUI(mgr manager.Manager, so ShimOptions, writeKeys, readKeys apikeys.Sour
 	} else {
 		log.Info("the web UI has no API keys to sign in with: set --api-keys-path and/or --api-read-keys-path, or --ui-enabled=false")
 	}
-	ui, err := webui.New(webui.Config{Keys: keys, UpdateInterval: so.UIUpdateInterval}, webui.Deps{
+	def := keyDefaultNamespaces(so)
+	if len(def) == 0 {
+		log.Info("keys without a <name>.namespaces entry see no namespace in the web UI: set --api-key-default-namespaces or --api-namespace")
+	}
+	ui, err := webui.New(webui.Config{Keys: keys, UpdateInterval: so.UIUpdateInterval, DefaultNamespaces: def}, webui.Deps{
 		Reader:    mgr.GetClient(),
 		Writer:    mgr.GetClient(),
 		Informers: mgr.GetCache(),
@@ -207,4 +221,19 @@ func newUI(mgr manager.Manager, so ShimOptions, writeKeys, readKeys apikeys.Sour
 		return nil, fmt.Errorf("web ui: %w", err)
 	}
 	return ui, nil
+}
+
+// keyDefaultNamespaces is the scope of a key that names none: --api-key-default-namespaces, else
+// the API's namespace.
+func keyDefaultNamespaces(so ShimOptions) []string {
+	var out []string
+	for _, n := range so.KeyDefaultNamespaces {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 && so.Defaults.Namespace != "" {
+		out = []string{so.Defaults.Namespace}
+	}
+	return out
 }

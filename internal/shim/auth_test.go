@@ -125,23 +125,6 @@ func expectCode(t testing.TB, url, key string, want int) error {
 	return nil
 }
 
-func TestMatchKey(t *testing.T) {
-	keys := []string{"alpha", "", "beta"}
-	for _, tc := range []struct {
-		given string
-		want  bool
-	}{
-		{"alpha", true}, {"beta", true}, {"", false}, {"alph", false}, {"alphaa", false}, {"BETA", false},
-	} {
-		if got := matchKey(tc.given, keys); got != tc.want {
-			t.Errorf("matchKey(%q) = %t, want %t", tc.given, got, tc.want)
-		}
-	}
-	if matchKey("x", nil) {
-		t.Errorf("a key matched an empty key set")
-	}
-}
-
 // A read-only key reads tasks and is refused, with 403 and a message saying why, where tasks are
 // created or cancelled; the read-write keys keep every right they had.
 func TestReadOnlyKeys(t *testing.T) {

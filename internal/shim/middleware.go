@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/vectordb-io/vectordb-operator/internal/apikeys"
 )
 
 // route is one endpoint; the OpenAPI test checks the document against this table.
@@ -216,17 +218,21 @@ func (s *Server) guard(next http.HandlerFunc, write bool) http.HandlerFunc {
 			writeError(w, http.StatusServiceUnavailable, "API keys are unavailable; try again later")
 			return
 		}
-		if !matchKey(key, keys) {
+		k, ok := apikeys.Match(key, keys)
+		if ok {
+			k.Write = true // every key of --api-keys-path may write, as it always could
+		} else {
 			ro, err := s.readOnlyKeys(r.Context())
 			if err != nil {
 				s.log.Error(err, "cannot read read-only API keys", "requestID", ri.id)
 				writeError(w, http.StatusServiceUnavailable, "API keys are unavailable; try again later")
 				return
 			}
-			if !matchKey(key, ro) {
+			if k, ok = apikeys.Match(key, ro); !ok {
 				writeError(w, http.StatusUnauthorized, detailKeyInvalid)
 				return
 			}
+			k.Write = false
 			if write {
 				writeError(w, http.StatusForbidden, detailKeyReadOnly)
 				return
@@ -236,11 +242,11 @@ func (s *Server) guard(next http.HandlerFunc, write bool) http.HandlerFunc {
 			tooManyRequests(w, wait)
 			return
 		}
-		next(w, r)
+		next(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{key: k, scope: s.scopeOf(k)})))
 	}
 }
 
-func (s *Server) readOnlyKeys(ctx context.Context) ([]string, error) {
+func (s *Server) readOnlyKeys(ctx context.Context) ([]apikeys.Key, error) {
 	if s.cfg.ReadOnlyKeys == nil {
 		return nil, nil
 	}

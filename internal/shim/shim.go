@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/apikeys"
 	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 )
 
@@ -73,11 +74,15 @@ type Config struct {
 	APIEnabled bool
 	// APIKeys returns the keys accepted in X-API-Key, read on every request so rotation needs no
 	// restart (see SecretKeys, StaticKeys). Required when APIEnabled. These keys may read and
-	// write (create and cancel tasks), as every key always could.
-	APIKeys KeySource
+	// write (create and cancel tasks), as every key always could, in their namespaces.
+	APIKeys apikeys.Source
 	// ReadOnlyKeys are keys that may read tasks (GET) but are refused, with 403, on the routes
 	// that create or cancel them. Optional.
-	ReadOnlyKeys KeySource
+	ReadOnlyKeys apikeys.Source
+	// KeyNamespaces is the scope of a key that names none (apikeys.Key.Namespaces); default the
+	// API's own namespace, Defaults.Namespace. A key sees and acts on tasks only there: any
+	// other task is 404 to it, as if it did not exist.
+	KeyNamespaces []string
 	// RateLimit per API key and per client address.
 	RateLimit RateLimit
 	// ForwardedForHops is how many proxies in front of the server append to X-Forwarded-For (an
@@ -163,9 +168,6 @@ type Defaults struct {
 	RequestsPerMinute int32  // default 300
 	Sanitize          string // default legacy, so new vectors match those already in the index
 }
-
-// KeySource returns the API keys accepted now. Every returned non-empty string is a valid key.
-type KeySource func(ctx context.Context) ([]string, error)
 
 // TaskTable is what the shim reads of the DynamoDB task table (*tasktable.Client): tasks whose
 // resource is gone, and a reachability check for health.
@@ -254,6 +256,9 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.HealthCacheTTL <= 0 {
 		cfg.HealthCacheTTL = time.Second
+	}
+	if cfg.KeyNamespaces == nil && cfg.Defaults.Namespace != "" {
+		cfg.KeyNamespaces = []string{cfg.Defaults.Namespace}
 	}
 	if cfg.RateLimit == (RateLimit{}) {
 		cfg.RateLimit = DefaultRateLimit

@@ -1,15 +1,20 @@
 package shim
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/apikeys"
 	"github.com/vectordb-io/vectordb-operator/internal/taskstatus"
 	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 )
@@ -67,19 +72,20 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	var list v1alpha1.CsvIngestionList
-	if err := s.deps.Client.List(ctx, &list); err != nil {
-		s.writeAPIError(w, r, fmt.Errorf("listing CsvIngestions: %w", err), "listing tasks")
+	scope := callerOf(ctx).scope
+	list, err := s.listIngestions(ctx, scope)
+	if err != nil {
+		s.writeAPIError(w, r, err, "listing tasks")
 		return
 	}
-	active, err := s.activeChunks(ctx)
+	active, err := s.activeChunksIn(ctx, scope)
 	if err != nil {
 		s.log.Error(err, "finding current chunks", "requestID", info(ctx).id)
 	}
-	seen := make(map[string]bool, len(list.Items))
-	items := make([]StatusResponse, 0, len(list.Items))
-	for i := range list.Items {
-		c := &list.Items[i]
+	seen := make(map[string]bool, len(list))
+	items := make([]StatusResponse, 0, len(list))
+	for i := range list {
+		c := &list[i]
 		st := fromIngestion(c, active[c.UID])
 		seen[st.TaskID] = true
 		if (filter == "" || st.Status == filter) && (taskType == "" || st.Metadata.TaskType == taskType) {
@@ -94,6 +100,9 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 			s.log.Error(err, "listing the task table; answering from the cluster only", "requestID", info(ctx).id)
 		}
 		for i := range tasks {
+			if !s.itemVisible(&tasks[i], scope) {
+				continue
+			}
 			if st := fromTaskItem(&tasks[i], nil); !seen[tasks[i].TaskID] && (taskType == "" || st.Metadata.TaskType == taskType) {
 				items = append(items, st)
 			}
@@ -110,8 +119,46 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, page)
 }
 
+// listIngestions lists the CsvIngestions of scope's namespaces from the cache.
+func (s *Server) listIngestions(ctx context.Context, scope apikeys.Scope) ([]v1alpha1.CsvIngestion, error) {
+	if scope.All() {
+		var list v1alpha1.CsvIngestionList
+		if err := s.deps.Client.List(ctx, &list); err != nil {
+			return nil, fmt.Errorf("listing CsvIngestions: %w", err)
+		}
+		return list.Items, nil
+	}
+	var out []v1alpha1.CsvIngestion
+	for _, ns := range scope.Namespaces() {
+		var list v1alpha1.CsvIngestionList
+		if err := s.deps.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return nil, fmt.Errorf("listing CsvIngestions in %s: %w", ns, err)
+		}
+		out = append(out, list.Items...)
+	}
+	return out, nil
+}
+
+// activeChunksIn is activeChunks over the namespaces of scope.
+func (s *Server) activeChunksIn(ctx context.Context, scope apikeys.Scope) (map[types.UID]int64, error) {
+	if scope.All() {
+		return s.activeChunks(ctx)
+	}
+	out := map[types.UID]int64{}
+	for _, ns := range scope.Namespaces() {
+		m, err := s.activeChunks(ctx, client.InNamespace(ns))
+		if err != nil {
+			return out, err
+		}
+		maps.Copy(out, m)
+	}
+	return out, nil
+}
+
 // handleCancel sets spec.cancel: the controller deletes the running Jobs and the phase becomes
-// Cancelled. 204 also when a cancel is already under way; 409 when the task has finished.
+// Cancelled. As the old service, 409 when the task has finished or its cancel was already
+// requested (the old service marked a task CANCELLED at once, so a second DELETE met a finished
+// task).
 func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	taskID, obj, ok := s.lookupTask(w, r)
@@ -126,15 +173,44 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "Task already finished with status "+word)
 		return
 	}
-	if !obj.Spec.Cancel {
-		patch := client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"cancel":true}}`))
-		if err := s.deps.Client.Patch(ctx, obj, patch); err != nil {
+	if obj.Spec.Cancel {
+		writeError(w, http.StatusConflict, "Task is already being cancelled")
+		return
+	}
+	// The patch is conditional on the resourceVersion read, so of two DELETEs at once exactly one
+	// sets spec.cancel (204); the other meets a conflict, re-reads and answers 409. A conflict
+	// from a stale cache read is retried with a fresh read.
+	for attempt := 0; ; attempt++ {
+		orig := obj.DeepCopy()
+		obj.Spec.Cancel = true
+		err := s.deps.Client.Patch(ctx, obj, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+		if err == nil {
+			break
+		}
+		if !apierrors.IsConflict(err) || attempt >= 3 {
 			s.writeAPIError(w, r, err, "cancelling CsvIngestion "+obj.Namespace+"/"+obj.Name)
 			return
 		}
-		s.log.Info("task cancelled", "taskID", taskID, "namespace", obj.Namespace, "name", obj.Name,
-			"requestID", info(ctx).id)
+		var reader client.Reader = s.deps.Client
+		if s.deps.APIReader != nil {
+			reader = s.deps.APIReader
+		}
+		obj = &v1alpha1.CsvIngestion{}
+		if err := reader.Get(ctx, client.ObjectKeyFromObject(orig), obj); err != nil {
+			s.writeAPIError(w, r, err, "re-reading CsvIngestion "+orig.Namespace+"/"+orig.Name)
+			return
+		}
+		if word := taskstatus.FromPhase(obj.Status.Phase); taskstatus.Terminal(word) {
+			writeError(w, http.StatusConflict, "Task already finished with status "+word)
+			return
+		}
+		if obj.Spec.Cancel {
+			writeError(w, http.StatusConflict, "Task is already being cancelled")
+			return
+		}
 	}
+	s.log.Info("task cancelled", "taskID", taskID, "namespace", obj.Namespace, "name", obj.Name,
+		"key", callerOf(ctx).key.Name, "requestID", info(ctx).id)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -144,6 +220,8 @@ func (s *Server) cancelGone(w http.ResponseWriter, r *http.Request, taskID strin
 	if s.deps.Tasks != nil {
 		t, _, err := s.deps.Tasks.Get(r.Context(), taskID)
 		switch {
+		case err == nil && !s.itemVisible(t, callerOf(r.Context()).scope):
+			// Another namespace's task: 404 below, as for a task that never was.
 		case err == nil && taskstatus.Terminal(t.Status):
 			writeError(w, http.StatusConflict, "Task already finished with status "+t.Status)
 			return

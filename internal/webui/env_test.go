@@ -69,6 +69,8 @@ type env struct {
 	UI   *Server
 	Keys *testKeys
 	NS   string
+	// Other is a second namespace in the cache, outside the default scope of the test keys.
+	Other string
 	// Direct reads and writes the API server without the cache.
 	Direct client.Client
 }
@@ -87,14 +89,20 @@ func startUI(t *testing.T, cfg Config) *env {
 func startUIServer(t *testing.T, cfg Config, serverTimeout time.Duration) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	ns := fmt.Sprintf("webui-%d", nsN.Add(1))
-	if err := cluster.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
+	n := nsN.Add(1)
+	ns, other := fmt.Sprintf("webui-%d", n), fmt.Sprintf("webui-%d-other", n)
+	for _, name := range []string{ns, other} {
+		if err := cluster.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cfg.DefaultNamespaces == nil {
+		cfg.DefaultNamespaces = []string{ns}
 	}
 	mgr, err := ctrl.NewManager(cluster.Config, ctrl.Options{
 		Scheme: cluster.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
 		Cache: cache.Options{
-			DefaultNamespaces: map[string]cache.Config{ns: {}},
+			DefaultNamespaces: map[string]cache.Config{ns: {}, other: {}},
 			ByObject: map[client.Object]cache.ByObject{
 				&corev1.Event{}: {Field: fields.OneTermEqualSelector("involvedObject.kind", "CsvIngestion")},
 			},
@@ -129,7 +137,7 @@ func startUIServer(t *testing.T, cfg Config, serverTimeout time.Duration) *env {
 	if !mgr.GetCache().WaitForCacheSync(ctx) {
 		t.Fatal("cache did not sync")
 	}
-	return &env{URL: srv.URL, UI: ui, Keys: keys, NS: ns, Direct: cluster.Client}
+	return &env{URL: srv.URL, UI: ui, Keys: keys, NS: ns, Other: other, Direct: cluster.Client}
 }
 
 // browser is an HTTP client with a cookie jar, as a browser tab.

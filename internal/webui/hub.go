@@ -35,16 +35,18 @@ func newHub() *hub { return &hub{subs: map[*sub]struct{}{}} }
 // sub is one open stream. only, when set, limits it to one ingestion (a detail page); mask says
 // which kinds of change it wants.
 type sub struct {
-	only   *types.NamespacedName
-	mask   change
-	wake   chan struct{}
-	mu     sync.Mutex
-	dirty  map[types.NamespacedName]struct{}
-	resync bool
+	only *types.NamespacedName
+	// allowed says which namespaces the stream's key may see: changes elsewhere never reach it.
+	allowed func(namespace string) bool
+	mask    change
+	wake    chan struct{}
+	mu      sync.Mutex
+	dirty   map[types.NamespacedName]struct{}
+	resync  bool
 }
 
-func (h *hub) subscribe(only *types.NamespacedName, mask change) *sub {
-	s := &sub{only: only, mask: mask, wake: make(chan struct{}, 1), dirty: map[types.NamespacedName]struct{}{}}
+func (h *hub) subscribe(only *types.NamespacedName, mask change, allowed func(string) bool) *sub {
+	s := &sub{only: only, mask: mask, allowed: allowed, wake: make(chan struct{}, 1), dirty: map[types.NamespacedName]struct{}{}}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()
@@ -69,7 +71,7 @@ func (h *hub) publish(key types.NamespacedName, c change) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs {
-		if s.mask&c == 0 || (s.only != nil && *s.only != key) {
+		if s.mask&c == 0 || (s.only != nil && *s.only != key) || (s.allowed != nil && !s.allowed(key.Namespace)) {
 			continue
 		}
 		s.mu.Lock()

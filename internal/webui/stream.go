@@ -27,6 +27,7 @@ type listChanges struct {
 func (s *Server) handleStream(w http.ResponseWriter, r *http.Request, k apikeys.Key) {
 	var only *types.NamespacedName
 	mask := changeIngestion
+	scope := s.scopeOf(k)
 	if v := r.URL.Query().Get("ingestion"); v != "" {
 		ns, name, ok := strings.Cut(v, "/")
 		if !ok || ns == "" || name == "" {
@@ -34,6 +35,10 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request, k apikeys.
 			return
 		}
 		only = &types.NamespacedName{Namespace: ns, Name: name}
+		if !scope.Allows(ns) {
+			notFound(w, *only)
+			return
+		}
 		mask = changeIngestion | changeJobs | changeEvents
 	}
 	rc := http.NewResponseController(w)
@@ -41,7 +46,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request, k apikeys.
 	// and sets a write deadline per message instead.
 	_ = rc.SetReadDeadline(time.Time{})
 	ctx := r.Context()
-	sub := s.hub.subscribe(only, mask)
+	sub := s.hub.subscribe(only, mask, scope.Allows)
 	defer s.hub.unsubscribe(sub)
 
 	h := w.Header()
@@ -65,7 +70,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request, k apikeys.
 		if only != nil {
 			return s.sendDetail(rctx, send, *only)
 		}
-		items, err := s.list(rctx)
+		items, err := s.list(rctx, scope)
 		if err != nil {
 			return send("failure", apiError{Error: err.Error()})
 		}
@@ -82,8 +87,9 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request, k apikeys.
 		case <-ctx.Done():
 			return
 		case <-keep.C:
-			// A key removed or rotated ends its open streams too.
-			if _, err := s.session(ctx, r); err != nil {
+			// A key removed or rotated ends its open streams too, and so does a change of its
+			// namespaces (the page reconnects with the new ones).
+			if nk, err := s.session(ctx, r); err != nil || s.scopeOf(nk).String() != scope.String() {
 				_ = send("signedout", apiError{Error: "the session ended: sign in again"})
 				return
 			}

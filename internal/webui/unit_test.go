@@ -161,12 +161,13 @@ func TestSameOrigin(t *testing.T) {
 func TestHubCoalescesAndBounds(t *testing.T) {
 	h := newHub()
 	a := types.NamespacedName{Namespace: "ns", Name: "a"}
-	list := h.subscribe(nil, changeIngestion)
-	one := h.subscribe(&a, changeIngestion|changeJobs|changeEvents)
+	list := h.subscribe(nil, changeIngestion, func(ns string) bool { return ns == "ns" })
+	one := h.subscribe(&a, changeIngestion|changeJobs|changeEvents, nil)
 	for i := 0; i < 1000; i++ {
 		h.publish(a, changeIngestion) // nobody reads: must not block
 	}
 	h.publish(types.NamespacedName{Namespace: "ns", Name: "b"}, changeIngestion)
+	h.publish(types.NamespacedName{Namespace: "elsewhere", Name: "b"}, changeIngestion) // outside the list's scope
 	h.publish(a, changeJobs)
 	if len(list.wake) != 1 || len(one.wake) != 1 {
 		t.Errorf("wake-ups pending: %d, %d; want one each", len(list.wake), len(one.wake))

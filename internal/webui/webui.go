@@ -48,6 +48,10 @@ type Config struct {
 	KeepAlive time.Duration
 	// SessionTTL is how long a sign-in lasts; default 12h.
 	SessionTTL time.Duration
+	// DefaultNamespaces is the scope of a key that names none (apikeys.Key.Namespaces): the
+	// namespaces whose ingestions it sees and acts on. Empty: such a key sees nothing (it signs in,
+	// and the page says it has no namespace). Another namespace's ingestion is 404 to a key.
+	DefaultNamespaces []string
 	// MaxEvents shown on a detail page; default 20.
 	MaxEvents int
 }
@@ -107,14 +111,38 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /ui/{$}", s.page(sub))
 	s.mux.Handle("GET /ui/static/", s.static)
-	s.mux.HandleFunc("GET /ui/api/session", s.handleSession)
-	s.mux.HandleFunc("POST /ui/api/login", s.handleLogin)
-	s.mux.HandleFunc("POST /ui/api/logout", s.handleLogout)
-	s.mux.HandleFunc("GET /ui/api/ingestions", s.authed(s.handleList))
-	s.mux.HandleFunc("GET /ui/api/ingestions/{ns}/{name}", s.authed(s.handleDetail))
-	s.mux.HandleFunc("GET /ui/api/stream", s.authed(s.handleStream))
-	s.mux.HandleFunc("POST /ui/api/ingestions/{ns}/{name}/{action}", s.handleAction)
+	for _, rt := range s.routes() {
+		s.mux.HandleFunc(rt.method+" "+rt.path, rt.handler)
+	}
 	return s, nil
+}
+
+// access is what a route needs of the caller.
+type access int
+
+const (
+	public access = iota // no key: sign-in, sign-out, the session check
+	read                 // a signed-in read-only or read-write key
+	write                // a signed-in read-write key (read-only: 403)
+)
+
+// uiRoute is one API endpoint of the UI; docs/security.md's key table is checked against these.
+type uiRoute struct {
+	method, path string
+	access       access
+	handler      http.HandlerFunc
+}
+
+func (s *Server) routes() []uiRoute {
+	return []uiRoute{
+		{http.MethodGet, "/ui/api/session", public, s.handleSession},
+		{http.MethodPost, "/ui/api/login", public, s.handleLogin},
+		{http.MethodPost, "/ui/api/logout", public, s.handleLogout},
+		{http.MethodGet, "/ui/api/ingestions", read, s.authed(s.handleList)},
+		{http.MethodGet, "/ui/api/ingestions/{ns}/{name}", read, s.authed(s.handleDetail)},
+		{http.MethodGet, "/ui/api/stream", read, s.authed(s.handleStream)},
+		{http.MethodPost, "/ui/api/ingestions/{ns}/{name}/{action}", write, s.handleAction},
+	}
 }
 
 func (s *Server) now() time.Time { return s.deps.Now() }
@@ -265,10 +293,27 @@ func (s *Server) authed(next func(http.ResponseWriter, *http.Request, apikeys.Ke
 	}
 }
 
-// sessionView is what the page learns of its key: the name and whether it may act, never the key.
+// scopeOf is the namespaces key may see and act on.
+func (s *Server) scopeOf(k apikeys.Key) apikeys.Scope {
+	return apikeys.ScopeOf(k, s.cfg.DefaultNamespaces)
+}
+
+// sessionView is what the page learns of its key: the name, whether it may act and where, never
+// the key.
 type sessionView struct {
 	Name  string `json:"name"`
 	Write bool   `json:"write"`
+	// Namespaces the key sees; ["*"] for every namespace.
+	Namespaces []string `json:"namespaces"`
+}
+
+func (s *Server) view(k apikeys.Key) sessionView {
+	sc := s.scopeOf(k)
+	ns := sc.Namespaces()
+	if sc.All() {
+		ns = []string{apikeys.AllNamespaces}
+	}
+	return sessionView{Name: k.Name, Write: k.Write, Namespaces: ns}
 }
 
 func (s *Server) handleSession(w http.ResponseWriter, r *http.Request) {
@@ -277,7 +322,7 @@ func (s *Server) handleSession(w http.ResponseWriter, r *http.Request) {
 		sessionError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, sessionView{Name: k.Name, Write: k.Write})
+	writeJSON(w, http.StatusOK, s.view(k))
 }
 
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
@@ -304,8 +349,8 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	exp := s.now().Add(s.cfg.SessionTTL)
 	s.setSession(w, r, makeSession(k, exp), exp)
-	s.log.Info("signed in", "key", k.Name, "write", k.Write)
-	writeJSON(w, http.StatusOK, sessionView{Name: k.Name, Write: k.Write})
+	s.log.Info("signed in", "key", k.Name, "write", k.Write, "namespaces", s.scopeOf(k).String())
+	writeJSON(w, http.StatusOK, s.view(k))
 }
 
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
@@ -322,23 +367,36 @@ func readCtx(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.Context(), 5*time.Second)
 }
 
-func (s *Server) list(ctx context.Context) ([]Summary, error) {
-	var l v1alpha1.CsvIngestionList
-	if err := s.deps.Reader.List(ctx, &l); err != nil {
-		return nil, fmt.Errorf("listing CsvIngestions: %w", err)
+// list is the list page of the ingestions in scope.
+func (s *Server) list(ctx context.Context, scope apikeys.Scope) ([]Summary, error) {
+	var items []v1alpha1.CsvIngestion
+	if scope.All() {
+		var l v1alpha1.CsvIngestionList
+		if err := s.deps.Reader.List(ctx, &l); err != nil {
+			return nil, fmt.Errorf("listing CsvIngestions: %w", err)
+		}
+		items = l.Items
+	} else {
+		for _, ns := range scope.Namespaces() {
+			var l v1alpha1.CsvIngestionList
+			if err := s.deps.Reader.List(ctx, &l, client.InNamespace(ns)); err != nil {
+				return nil, fmt.Errorf("listing CsvIngestions in %s: %w", ns, err)
+			}
+			items = append(items, l.Items...)
+		}
 	}
 	now := s.now()
-	out := make([]Summary, 0, len(l.Items))
-	for i := range l.Items {
-		out = append(out, summarize(&l.Items[i], now))
+	out := make([]Summary, 0, len(items))
+	for i := range items {
+		out = append(out, summarize(&items[i], now))
 	}
 	return out, nil
 }
 
-func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ apikeys.Key) {
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request, k apikeys.Key) {
 	ctx, cancel := readCtx(r)
 	defer cancel()
-	items, err := s.list(ctx)
+	items, err := s.list(ctx, s.scopeOf(k))
 	if err != nil {
 		s.log.Error(err, "list page")
 		fail(w, http.StatusServiceUnavailable, "cannot read ingestions: "+err.Error())
@@ -381,7 +439,17 @@ func keyOf(r *http.Request) types.NamespacedName {
 	return types.NamespacedName{Namespace: r.PathValue("ns"), Name: r.PathValue("name")}
 }
 
-func (s *Server) handleDetail(w http.ResponseWriter, r *http.Request, _ apikeys.Key) {
+// notFound answers for an ingestion that does not exist or is outside the key's namespaces: the
+// same words either way, so a key cannot learn what exists elsewhere.
+func notFound(w http.ResponseWriter, key types.NamespacedName) {
+	fail(w, http.StatusNotFound, "no CsvIngestion "+key.String())
+}
+
+func (s *Server) handleDetail(w http.ResponseWriter, r *http.Request, k apikeys.Key) {
+	if !s.scopeOf(k).Allows(keyOf(r).Namespace) {
+		notFound(w, keyOf(r))
+		return
+	}
 	ctx, cancel := readCtx(r)
 	defer cancel()
 	d, found, err := s.get(ctx, keyOf(r))
@@ -390,7 +458,7 @@ func (s *Server) handleDetail(w http.ResponseWriter, r *http.Request, _ apikeys.
 		s.log.Error(err, "detail page")
 		fail(w, http.StatusServiceUnavailable, "cannot read the ingestion: "+err.Error())
 	case !found:
-		fail(w, http.StatusNotFound, "no CsvIngestion "+keyOf(r).String())
+		notFound(w, keyOf(r))
 	default:
 		writeJSON(w, http.StatusOK, d)
 	}

@@ -1,0 +1,97 @@
+package webui
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/apikeys"
+)
+
+// A key scoped to namespace A lists, streams and cancels only A's ingestions: B's are 404 to it
+// (the same answer as for one that does not exist), never appear in its list or its stream, and
+// its actions on them change nothing. A "*" key sees both.
+func TestKeyScopedToANamespace(t *testing.T) {
+	e := startUI(t, Config{UpdateInterval: 50 * time.Millisecond})
+	const wideKey = "cluster-wide-key-value-0b1e"
+	e.Keys.set([]apikeys.Key{
+		{Name: "team-a", Value: writeKey, Write: true}, // the default scope: e.NS
+		{Name: "everyone", Value: wideKey, Write: true, Namespaces: []string{apikeys.AllNamespaces}},
+	})
+	ctx := context.Background()
+	mine, theirs := ingestion(e.NS, "mine"), ingestion(e.Other, "theirs")
+	for _, o := range []*v1alpha1.CsvIngestion{mine, theirs} {
+		if err := e.Direct.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wide := e.browser(t)
+	if r := wide.login(wideKey); r.Code != http.StatusOK || !strings.Contains(r.Body, `"namespaces":["*"]`) {
+		t.Fatalf("cluster-wide login: %d %s", r.Code, r.Body)
+	}
+	eventually(t, "both in the cache", func() error {
+		if r := wide.do(http.MethodGet, "/ui/api/ingestions", nil, nil); !strings.Contains(r.Body, `"name":"mine"`) || !strings.Contains(r.Body, `"name":"theirs"`) {
+			return errorf("cluster-wide list: %s", r.Body)
+		}
+		return nil
+	})
+
+	a := e.browser(t)
+	if r := a.login(writeKey); r.Code != http.StatusOK || !strings.Contains(r.Body, `"namespaces":["`+e.NS+`"]`) {
+		t.Fatalf("login: %d %s", r.Code, r.Body)
+	}
+	if r := a.do(http.MethodGet, "/ui/api/ingestions", nil, nil); !strings.Contains(r.Body, `"name":"mine"`) || strings.Contains(r.Body, "theirs") {
+		t.Errorf("scoped list: %s", r.Body)
+	}
+	missing := a.do(http.MethodGet, "/ui/api/ingestions/"+e.Other+"/no-such", nil, nil)
+	for _, p := range []string{"/ui/api/ingestions/" + e.Other + "/theirs", "/ui/api/stream?ingestion=" + e.Other + "/theirs"} {
+		r := a.do(http.MethodGet, p, nil, nil)
+		if r.Code != http.StatusNotFound || strings.Replace(r.Body, "theirs", "no-such", 1) != missing.Body {
+			t.Errorf("GET %s: %d %s, want 404 as for a missing one (%s)", p, r.Code, r.Body, missing.Body)
+		}
+	}
+	if r := a.do(http.MethodPost, "/ui/api/ingestions/"+e.Other+"/theirs/cancel", nil, nil); r.Code != http.StatusNotFound {
+		t.Errorf("cancel of B's ingestion: %d %s, want 404", r.Code, r.Body)
+	}
+	var got v1alpha1.CsvIngestion
+	if err := e.Direct.Get(ctx, client.ObjectKeyFromObject(theirs), &got); err != nil || got.Spec.Cancel {
+		t.Errorf("B's ingestion cancelled by a key of A (%v)", err)
+	}
+
+	// The stream: the snapshot has A's only; a change of B's is never sent, A's is.
+	list := a.stream("/ui/api/stream")
+	ev, err := list.next()
+	if err != nil || ev.Name != "snapshot" || !strings.Contains(ev.Data, `"name":"mine"`) || strings.Contains(ev.Data, "theirs") {
+		t.Fatalf("snapshot %+v, %v", ev, err)
+	}
+	setRunning(t, e.Direct, theirs, 500)
+	setRunning(t, e.Direct, mine, 700)
+	for {
+		ev, err := list.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(ev.Data, "theirs") {
+			t.Fatalf("B's change reached A's stream: %s %s", ev.Name, ev.Data)
+		}
+		if strings.Contains(ev.Data, `"rowsProcessed":700`) {
+			break
+		}
+	}
+	list.close()
+
+	if r := a.do(http.MethodPost, "/ui/api/ingestions/"+e.NS+"/mine/cancel", nil, nil); r.Code != http.StatusOK {
+		t.Errorf("cancel of A's ingestion: %d %s", r.Code, r.Body)
+	}
+	if err := e.Direct.Get(ctx, client.ObjectKeyFromObject(mine), &got); err != nil || !got.Spec.Cancel {
+		t.Errorf("A's ingestion not cancelled (%v)", err)
+	}
+	if r := wide.do(http.MethodGet, "/ui/api/ingestions/"+e.Other+"/theirs", nil, nil); r.Code != http.StatusOK {
+		t.Errorf("cluster-wide key: detail of B's ingestion %d", r.Code)
+	}
+}
