@@ -242,6 +242,16 @@ func TestAPIKeySecretIsMountedNotRead(t *testing.T) {
 	if uiOpts.Shim.APIEnabled || !uiOpts.Shim.UIEnabled || uiOpts.Shim.APIKeysPath == "" {
 		t.Errorf("UI only: api %v, ui %v, --api-keys-path %q", uiOpts.Shim.APIEnabled, uiOpts.Shim.UIEnabled, uiOpts.Shim.APIKeysPath)
 	}
+	// The UI alone still gets the proxy hops and rate limits (else behind an Ingress every user
+	// shares the proxy's bucket) and the keys' default namespaces.
+	uiProxied := deployment(t, mustRender(t, "--set", "api.apiKeys.existingSecret=k", "--set", "api.forwardedForHops=2",
+		"--set", "api.rateLimit.perClient.rate=7", "--set", "api.rateLimit.perClient.burst=9"))
+	pOpts, _ := parseManagerArgs(t, managerArgs(t, uiProxied))
+	if pOpts.Shim.ForwardedForHops != 2 || pOpts.Shim.PerClientRate != 7 || pOpts.Shim.PerClientBurst != 9 ||
+		len(pOpts.Shim.KeyDefaultNamespaces) != 1 || pOpts.Shim.KeyDefaultNamespaces[0] == "" {
+		t.Errorf("UI only: --api-forwarded-for-hops %d, per-client %g/%d, --api-key-default-namespaces %q",
+			pOpts.Shim.ForwardedForHops, pOpts.Shim.PerClientRate, pOpts.Shim.PerClientBurst, pOpts.Shim.KeyDefaultNamespaces)
+	}
 	noUI := deployment(t, mustRender(t, "--set", "api.apiKeys.existingSecret=k", "--set", "ui.enabled=false"))
 	if v, _, _ := unstructured.NestedSlice(noUI.Object, "spec", "template", "spec", "volumes"); len(v) != 0 {
 		t.Errorf("with the API and the UI off, volumes %v", v)
