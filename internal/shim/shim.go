@@ -173,7 +173,7 @@ type Defaults struct {
 // resource is gone, and a reachability check for health.
 type TaskTable interface {
 	Get(ctx context.Context, taskID string) (*tasktable.Task, map[string]tasktable.ChunkEntry, error)
-	List(ctx context.Context, statusFilter string, limit int) ([]tasktable.Task, error)
+	ListPage(ctx context.Context, q tasktable.PageQuery) (tasktable.Page, error)
 	CheckTable(ctx context.Context) error
 }
 

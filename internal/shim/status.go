@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -461,17 +460,6 @@ func paramsOf(c *v1alpha1.CsvIngestion) parameters {
 		p.S3Key = sp.Source.S3.Key
 	}
 	return p
-}
-
-// sortNewestFirst orders statuses by created_at, newest first, then by task id.
-func sortNewestFirst(items []StatusResponse) {
-	sort.SliceStable(items, func(i, j int) bool {
-		a, b := items[i].Metadata.CreatedAt, items[j].Metadata.CreatedAt
-		if a != b {
-			return a > b // TimeFormat sorts as text
-		}
-		return items[i].TaskID < items[j].TaskID
-	})
 }
 
 // writeAPIError answers a failed Kubernetes call: 422 for what the API server refused as invalid,
