@@ -74,7 +74,7 @@ func TestListReadsABoundedPage(t *testing.T) {
 		tt := tasktable.TaskTypes[i%2]
 		return map[string]types.AttributeValue{
 			"task_id": s(fmt.Sprintf("bulk-%07d", i)), "status": s("completed"), "task_type": s(tt),
-			"created_at": s(base.Add(time.Duration(i) * time.Second).Format(tasktable.TimeFormat)),
+			"created_at":    s(base.Add(time.Duration(i) * time.Second).Format(tasktable.TimeFormat)),
 			"total_records": &types.AttributeValueMemberN{Value: "10"}, "version": &types.AttributeValueMemberN{Value: "1"},
 			"parameters": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"data_source": s("s3_csv"), "s3_key": s("exports/bulk.csv")}},
 			"k8s":        &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"namespace": s("gone"), "name": s("bulk"), "uid": s(fmt.Sprint("uid-", i))}},
