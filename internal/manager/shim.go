@@ -39,6 +39,12 @@ type ShimOptions struct {
 	UIEnabled bool
 	// UIUpdateInterval is the least time between two pushes to one open page.
 	UIUpdateInterval time.Duration
+	// UIMaxStreams and UIMaxStreamsPerKey cap the web UI's open live pages (event streams), in
+	// all and per key.
+	UIMaxStreams       int
+	UIMaxStreamsPerKey int
+	// MaxConnections caps the HTTP server's open connections (streams hold theirs).
+	MaxConnections   int
 	PerKeyRate       float64
 	PerKeyBurst      int
 	PerClientRate    float64
@@ -52,16 +58,19 @@ type ShimOptions struct {
 
 func defaultShimOptions() ShimOptions {
 	return ShimOptions{
-		Addr:             ":8000",
-		APIEnabled:       true,
-		UIEnabled:        true,
-		UIUpdateInterval: 500 * time.Millisecond,
-		Environment:      "production",
-		PerKeyRate:       10,
-		PerKeyBurst:      20,
-		PerClientRate:    20,
-		PerClientBurst:   40,
-		MaxBodyBytes:     1 << 20,
+		Addr:               ":8000",
+		APIEnabled:         true,
+		UIEnabled:          true,
+		UIUpdateInterval:   500 * time.Millisecond,
+		UIMaxStreams:       256,
+		UIMaxStreamsPerKey: 8,
+		MaxConnections:     1024,
+		Environment:        "production",
+		PerKeyRate:         10,
+		PerKeyBurst:        20,
+		PerClientRate:      20,
+		PerClientBurst:     40,
+		MaxBodyBytes:       1 << 20,
 		Defaults: shim.Defaults{
 			PineconeNamespace: "v2",
 			Model:             "text-embedding-ada-002",
@@ -88,6 +97,9 @@ func bindShimFlags(fs *pflag.FlagSet, o *ShimOptions) {
 	fs.StringSliceVar(&o.KeyDefaultNamespaces, "api-key-default-namespaces", o.KeyDefaultNamespaces, "namespaces a key without a <name>.namespaces entry sees and acts on, in the REST API and the web UI (default: --api-namespace; * is cluster-wide)")
 	fs.BoolVar(&o.UIEnabled, "ui-enabled", o.UIEnabled, "serve the web UI at /ui/ on the HTTP shim's address (sign-in with the API keys)")
 	fs.DurationVar(&o.UIUpdateInterval, "ui-update-interval", o.UIUpdateInterval, "least time between two live updates pushed to one open web UI page")
+	fs.IntVar(&o.UIMaxStreams, "ui-max-streams", o.UIMaxStreams, "live web UI pages (event streams) open at once; past it 503 with Retry-After")
+	fs.IntVar(&o.UIMaxStreamsPerKey, "ui-max-streams-per-key", o.UIMaxStreamsPerKey, "live web UI pages one key may hold; past it 429 with Retry-After")
+	fs.IntVar(&o.MaxConnections, "http-max-connections", o.MaxConnections, "open connections the HTTP server accepts at once (more wait to be accepted)")
 	fs.Float64Var(&o.PerKeyRate, "api-rate-per-key", o.PerKeyRate, "requests per second allowed per API key")
 	fs.IntVar(&o.PerKeyBurst, "api-burst-per-key", o.PerKeyBurst, "burst per API key")
 	fs.Float64Var(&o.PerClientRate, "api-rate-per-client", o.PerClientRate, "requests per second allowed per client address")
@@ -137,6 +149,7 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 		RateLimit:        shim.RateLimit{PerKey: shim.Bucket{Rate: so.PerKeyRate, Burst: so.PerKeyBurst}, PerClient: shim.Bucket{Rate: so.PerClientRate, Burst: so.PerClientBurst}},
 		ForwardedForHops: so.ForwardedForHops,
 		MaxBodyBytes:     so.MaxBodyBytes,
+		MaxConnections:   so.MaxConnections,
 		Defaults:         so.Defaults,
 		Environment:      so.Environment,
 		KeyNamespaces:    keyDefaultNamespaces(so),
@@ -180,7 +193,7 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 		deps.Tasks = tc
 	}
 	if so.UIEnabled {
-		ui, err := newUI(mgr, so, writeKeys, readKeys)
+		ui, err := newUI(ctx, mgr, so, writeKeys, readKeys)
 		if err != nil {
 			return err
 		}
@@ -195,7 +208,7 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 
 // newUI builds the web UI on the manager's cache and adds it to the manager (for its informer
 // hooks). Without any key the UI still answers, saying that no key is configured.
-func newUI(mgr manager.Manager, so ShimOptions, writeKeys, readKeys apikeys.Source) (*webui.Server, error) {
+func newUI(ctx context.Context, mgr manager.Manager, so ShimOptions, writeKeys, readKeys apikeys.Source) (*webui.Server, error) {
 	log := ctrl.Log.WithName("webui")
 	var keys apikeys.Source
 	if writeKeys != nil || readKeys != nil {
@@ -207,7 +220,11 @@ func newUI(mgr manager.Manager, so ShimOptions, writeKeys, readKeys apikeys.Sour
 	if len(def) == 0 {
 		log.Info("keys without a <name>.namespaces entry see no namespace in the web UI: set --api-key-default-namespaces or --api-namespace")
 	}
-	ui, err := webui.New(webui.Config{Keys: keys, UpdateInterval: so.UIUpdateInterval, DefaultNamespaces: def}, webui.Deps{
+	if err := webui.RegisterIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+		return nil, err
+	}
+	ui, err := webui.New(webui.Config{Keys: keys, UpdateInterval: so.UIUpdateInterval, DefaultNamespaces: def,
+		MaxStreams: so.UIMaxStreams, MaxStreamsPerKey: so.UIMaxStreamsPerKey}, webui.Deps{
 		Reader:    mgr.GetClient(),
 		Writer:    mgr.GetClient(),
 		Informers: mgr.GetCache(),

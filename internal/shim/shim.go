@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/net/netutil"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -91,6 +92,10 @@ type Config struct {
 	ForwardedForHops int
 	// MaxBodyBytes bounds request bodies; default 1 MiB.
 	MaxBodyBytes int64
+	// MaxConnections bounds the connections served at once (golang.org/x/net/netutil's
+	// LimitListener): further ones wait in the listen backlog, so a flood of connections (held
+	// open streams included) cannot exhaust the manager's memory or file descriptors; default 1024.
+	MaxConnections int
 	// ShutdownTimeout bounds graceful shutdown; default 10s.
 	ShutdownTimeout time.Duration
 	// HealthTimeout bounds each health check; default 2s.
@@ -248,6 +253,9 @@ func withDefaults(cfg Config) Config {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 1024
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
@@ -385,7 +393,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	s.log.Info("serving", "addr", ln.Addr().String(), "api", s.cfg.APIEnabled)
+	ln = netutil.LimitListener(ln, s.cfg.MaxConnections)
+	s.log.Info("serving", "addr", ln.Addr().String(), "api", s.cfg.APIEnabled, "maxConnections", s.cfg.MaxConnections)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

