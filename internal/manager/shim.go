@@ -153,6 +153,7 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 		Defaults:         so.Defaults,
 		Environment:      so.Environment,
 		KeyNamespaces:    keyDefaultNamespaces(so),
+		WatchNamespaces:  watched(o.WatchNamespaces),
 	}
 	if def := keyDefaultNamespaces(so); len(def) > 0 {
 		if _, err := apikeys.ParseNamespaces(strings.Join(def, ",")); err != nil {
@@ -193,7 +194,7 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 		deps.Tasks = tc
 	}
 	if so.UIEnabled {
-		ui, err := newUI(ctx, mgr, so, writeKeys, readKeys)
+		ui, err := newUI(ctx, mgr, so, watched(o.WatchNamespaces), writeKeys, readKeys)
 		if err != nil {
 			return err
 		}
@@ -208,7 +209,7 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 
 // newUI builds the web UI on the manager's cache and adds it to the manager (for its informer
 // hooks). Without any key the UI still answers, saying that no key is configured.
-func newUI(ctx context.Context, mgr manager.Manager, so ShimOptions, writeKeys, readKeys apikeys.Source) (*webui.Server, error) {
+func newUI(ctx context.Context, mgr manager.Manager, so ShimOptions, watch []string, writeKeys, readKeys apikeys.Source) (*webui.Server, error) {
 	log := ctrl.Log.WithName("webui")
 	var keys apikeys.Source
 	if writeKeys != nil || readKeys != nil {
@@ -224,7 +225,7 @@ func newUI(ctx context.Context, mgr manager.Manager, so ShimOptions, writeKeys, 
 		return nil, err
 	}
 	ui, err := webui.New(webui.Config{Keys: keys, UpdateInterval: so.UIUpdateInterval, DefaultNamespaces: def,
-		MaxStreams: so.UIMaxStreams, MaxStreamsPerKey: so.UIMaxStreamsPerKey}, webui.Deps{
+		MaxStreams: so.UIMaxStreams, MaxStreamsPerKey: so.UIMaxStreamsPerKey, WatchNamespaces: watch}, webui.Deps{
 		Reader:    mgr.GetClient(),
 		Writer:    mgr.GetClient(),
 		Informers: mgr.GetCache(),
@@ -251,6 +252,17 @@ func keyDefaultNamespaces(so ShimOptions) []string {
 	}
 	if len(out) == 0 && so.Defaults.Namespace != "" {
 		out = []string{so.Defaults.Namespace}
+	}
+	return out
+}
+
+// watched is --watch-namespaces without blanks; nil for every namespace.
+func watched(ns []string) []string {
+	var out []string
+	for _, n := range ns {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, n)
+		}
 	}
 	return out
 }

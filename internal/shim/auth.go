@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -85,4 +86,20 @@ func callerOf(ctx context.Context) caller {
 // scopeOf is the scope of key: its own namespaces, or the server's default.
 func (s *Server) scopeOf(k apikeys.Key) apikeys.Scope {
 	return apikeys.ScopeOf(k, s.cfg.KeyNamespaces)
+}
+
+// visibleNamespaces are the namespaces of scope the cache holds, to list one by one (scope is
+// not cluster-wide).
+func (s *Server) visibleNamespaces(scope apikeys.Scope) []string {
+	ns := scope.Namespaces()
+	if s.cfg.WatchNamespaces == nil {
+		return ns
+	}
+	out := ns[:0:0]
+	for _, n := range ns {
+		if slices.Contains(s.cfg.WatchNamespaces, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }

@@ -405,7 +405,8 @@ func TestStatusOfResourcesAppliedWithKubectl(t *testing.T) {
 func TestStatusFindsATaskTheCacheHasNotSeen(t *testing.T) {
 	other := newNamespace(t, testCluster(t).Client)
 	blind := func(withReader bool) envOption {
-		return func(_ *Config, d *Deps) {
+		return func(c *Config, d *Deps) {
+			c.WatchNamespaces = []string{other}
 			ctx, cancel := context.WithCancel(context.Background())
 			t.Cleanup(cancel)
 			cr := cachedClient(ctx, t, testCluster(t), cache.Options{DefaultNamespaces: map[string]cache.Config{other: {}}})

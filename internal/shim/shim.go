@@ -80,6 +80,10 @@ type Config struct {
 	// ReadOnlyKeys are keys that may read tasks (GET) but are refused, with 403, on the routes
 	// that create or cancel them. Optional.
 	ReadOnlyKeys apikeys.Source
+	// WatchNamespaces are the namespaces the manager's cache holds; nil: every namespace. A
+	// key's namespaces outside them hold nothing the server can see (they are skipped, not
+	// errors).
+	WatchNamespaces []string
 	// KeyNamespaces is the scope of a key that names none (apikeys.Key.Namespaces); default the
 	// API's own namespace, Defaults.Namespace. A key sees and acts on tasks only there: any
 	// other task is 404 to it, as if it did not exist.

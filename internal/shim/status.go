@@ -180,7 +180,7 @@ func (s *Server) findIngestion(ctx context.Context, taskID string, scope apikeys
 		}
 		consider(list.Items)
 	} else {
-		for _, ns := range scope.Namespaces() {
+		for _, ns := range s.visibleNamespaces(scope) {
 			var list v1alpha1.CsvIngestionList
 			if err := s.deps.Client.List(ctx, &list, client.InNamespace(ns), byID); err != nil {
 				return nil, fmt.Errorf("looking up CsvIngestions of task %s in %s: %w", taskID, ns, err)

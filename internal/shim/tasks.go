@@ -211,7 +211,7 @@ func (s *Server) listIngestions(ctx context.Context, scope apikeys.Scope) ([]v1a
 		return list.Items, nil
 	}
 	var out []v1alpha1.CsvIngestion
-	for _, ns := range scope.Namespaces() {
+	for _, ns := range s.visibleNamespaces(scope) {
 		var list v1alpha1.CsvIngestionList
 		if err := s.deps.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
 			return nil, fmt.Errorf("listing CsvIngestions in %s: %w", ns, err)
@@ -227,7 +227,7 @@ func (s *Server) activeChunksIn(ctx context.Context, scope apikeys.Scope) (map[t
 		return s.activeChunks(ctx)
 	}
 	out := map[types.UID]int64{}
-	for _, ns := range scope.Namespaces() {
+	for _, ns := range s.visibleNamespaces(scope) {
 		m, err := s.activeChunks(ctx, client.InNamespace(ns))
 		if err != nil {
 			return out, err

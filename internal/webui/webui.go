@@ -15,6 +15,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -56,6 +57,9 @@ type Config struct {
 	// namespaces whose ingestions it sees and acts on. Empty: such a key sees nothing (it signs in,
 	// and the page says it has no namespace). Another namespace's ingestion is 404 to a key.
 	DefaultNamespaces []string
+	// WatchNamespaces are the namespaces the cache holds; nil: every one. A key's namespaces
+	// outside them show nothing (they are skipped, not errors).
+	WatchNamespaces []string
 	// MaxEvents shown on a detail page; default 20.
 	MaxEvents int
 	// MaxStreams is how many live pages (event streams) the server keeps open at once, default
@@ -402,6 +406,9 @@ func (s *Server) list(ctx context.Context, scope apikeys.Scope) ([]Summary, erro
 		items = l.Items
 	} else {
 		for _, ns := range scope.Namespaces() {
+			if s.cfg.WatchNamespaces != nil && !slices.Contains(s.cfg.WatchNamespaces, ns) {
+				continue
+			}
 			var l v1alpha1.CsvIngestionList
 			if err := s.deps.Reader.List(ctx, &l, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 				return nil, fmt.Errorf("listing CsvIngestions in %s: %w", ns, err)
