@@ -38,6 +38,18 @@ type Key struct {
 	Namespaces []string
 }
 
+// MinKeyLength is the shortest key accepted from a file or Secret: the web UI's session cookie
+// carries an HMAC keyed by the key, so a short key could be guessed offline from a cookie.
+const MinKeyLength = 32
+
+// CheckValue refuses a key value shorter than MinKeyLength, saying which key and how to make one.
+func CheckValue(name, value string) error {
+	if n := len([]rune(value)); n < MinKeyLength {
+		return fmt.Errorf("key %q is %d characters long; keys must have at least %d (make one with: openssl rand -hex 24)", name, n, MinKeyLength)
+	}
+	return nil
+}
+
 // AllNamespaces in a key's namespaces entry makes it cluster-wide.
 const AllNamespaces = "*"
 
@@ -204,8 +216,13 @@ func load(path string, write bool) ([]Key, error) {
 		return nil, fmt.Errorf("api keys: %w", err)
 	}
 	var out []Key
+	var short []error
 	add := func(name, v string, ns []string) {
 		if v = strings.TrimSpace(v); v != "" {
+			if err := CheckValue(name, v); err != nil {
+				short = append(short, err)
+				return
+			}
 			out = append(out, Key{Name: name, Value: v, Write: write, Namespaces: ns})
 		}
 	}
@@ -264,6 +281,11 @@ func load(path string, write bool) ([]Key, error) {
 			}
 			add(name, key, ns)
 		}
+	}
+	if len(short) > 0 {
+		// Every key is refused until the short one is replaced: a key that silently stops working
+		// would be found later and by its users.
+		return nil, fmt.Errorf("api keys: %s: %w", path, errors.Join(short...))
 	}
 	// Sorted so every call compares in the same order.
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

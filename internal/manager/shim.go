@@ -167,6 +167,16 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 	if so.ReadKeysPath != "" {
 		readKeys = apikeys.FromPath(so.ReadKeysPath, false)
 	}
+	// Keys are checked now (length, namespaces entries), so a bad key Secret stops the start
+	// with the reason instead of failing every request later.
+	for _, src := range []apikeys.Source{writeKeys, readKeys} {
+		if src == nil {
+			continue
+		}
+		if _, err := src(ctx); err != nil {
+			return fmt.Errorf("API keys: %w", err)
+		}
+	}
 	if so.APIEnabled {
 		if so.APIKeysPath == "" {
 			return fmt.Errorf("--api-keys-path is required with the task API (or --api-enabled=false)")

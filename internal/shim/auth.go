@@ -50,6 +50,9 @@ func SecretKeys(r client.Reader, name types.NamespacedName) apikeys.Source {
 			if v == "" {
 				continue
 			}
+			if err := apikeys.CheckValue(k, v); err != nil {
+				return nil, fmt.Errorf("API keys Secret %s: %w", name, err)
+			}
 			key := apikeys.Key{Name: k, Value: v, Write: true}
 			if sv, ok := sec.Data[k+apikeys.NamespacesSuffix]; ok {
 				ns, err := apikeys.ParseNamespaces(string(sv))
