@@ -3,9 +3,12 @@ package manager
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -39,6 +42,10 @@ type ShimOptions struct {
 	UIEnabled bool
 	// UIUpdateInterval is the least time between two pushes to one open page.
 	UIUpdateInterval time.Duration
+	// UISessionTTL is how long a web UI sign-in lasts.
+	UISessionTTL time.Duration
+	// UIPublicOrigin is the scheme://host[:port] browsers use when a proxy rewrites Host.
+	UIPublicOrigin string
 	// UIMaxStreams and UIMaxStreamsPerKey cap the web UI's open live pages (event streams), in
 	// all and per key.
 	UIMaxStreams       int
@@ -62,6 +69,7 @@ func defaultShimOptions() ShimOptions {
 		APIEnabled:         true,
 		UIEnabled:          true,
 		UIUpdateInterval:   500 * time.Millisecond,
+		UISessionTTL:       time.Hour,
 		UIMaxStreams:       256,
 		UIMaxStreamsPerKey: 8,
 		MaxConnections:     1024,
@@ -97,6 +105,8 @@ func bindShimFlags(fs *pflag.FlagSet, o *ShimOptions) {
 	fs.StringSliceVar(&o.KeyDefaultNamespaces, "api-key-default-namespaces", o.KeyDefaultNamespaces, "namespaces a key without a <name>.namespaces entry sees and acts on, in the REST API and the web UI (default: --api-namespace; * is cluster-wide)")
 	fs.BoolVar(&o.UIEnabled, "ui-enabled", o.UIEnabled, "serve the web UI at /ui/ on the HTTP shim's address (sign-in with the API keys)")
 	fs.DurationVar(&o.UIUpdateInterval, "ui-update-interval", o.UIUpdateInterval, "least time between two live updates pushed to one open web UI page")
+	fs.DurationVar(&o.UISessionTTL, "ui-session-ttl", o.UISessionTTL, "how long a web UI sign-in lasts (sign-out ends it at once on every replica)")
+	fs.StringVar(&o.UIPublicOrigin, "ui-public-origin", o.UIPublicOrigin, "scheme://host[:port] browsers load the web UI from, when a proxy in front rewrites Host (the sign-in and action requests' Origin must be it)")
 	fs.IntVar(&o.UIMaxStreams, "ui-max-streams", o.UIMaxStreams, "live web UI pages (event streams) open at once; past it 503 with Retry-After")
 	fs.IntVar(&o.UIMaxStreamsPerKey, "ui-max-streams-per-key", o.UIMaxStreamsPerKey, "live web UI pages one key may hold; past it 429 with Retry-After")
 	fs.IntVar(&o.MaxConnections, "http-max-connections", o.MaxConnections, "open connections the HTTP server accepts at once (more wait to be accepted)")
@@ -204,7 +214,7 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 		deps.Tasks = tc
 	}
 	if so.UIEnabled {
-		ui, err := newUI(ctx, mgr, so, watched(o.WatchNamespaces), writeKeys, readKeys)
+		ui, err := newUI(ctx, mgr, so, watched(o.WatchNamespaces), o.LeaderElectionNamespace, writeKeys, readKeys)
 		if err != nil {
 			return err
 		}
@@ -219,7 +229,12 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 
 // newUI builds the web UI on the manager's cache and adds it to the manager (for its informer
 // hooks). Without any key the UI still answers, saying that no key is configured.
-func newUI(ctx context.Context, mgr manager.Manager, so ShimOptions, watch []string, writeKeys, readKeys apikeys.Source) (*webui.Server, error) {
+func newUI(ctx context.Context, mgr manager.Manager, so ShimOptions, watch []string, leNamespace string, writeKeys, readKeys apikeys.Source) (*webui.Server, error) {
+	if o := so.UIPublicOrigin; o != "" {
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return nil, fmt.Errorf("--ui-public-origin %q: want scheme://host[:port], e.g. https://ingest.example.com", o)
+		}
+	}
 	log := ctrl.Log.WithName("webui")
 	var keys apikeys.Source
 	if writeKeys != nil || readKeys != nil {
@@ -235,12 +250,14 @@ func newUI(ctx context.Context, mgr manager.Manager, so ShimOptions, watch []str
 		return nil, err
 	}
 	ui, err := webui.New(webui.Config{Keys: keys, UpdateInterval: so.UIUpdateInterval, DefaultNamespaces: def,
-		MaxStreams: so.UIMaxStreams, MaxStreamsPerKey: so.UIMaxStreamsPerKey, WatchNamespaces: watch}, webui.Deps{
-		Reader:    mgr.GetClient(),
-		Writer:    mgr.GetClient(),
-		Informers: mgr.GetCache(),
-		Recorder:  mgr.GetEventRecorder("vectordb-operator"),
-		Log:       ctrl.Log,
+		MaxStreams: so.UIMaxStreams, MaxStreamsPerKey: so.UIMaxStreamsPerKey, WatchNamespaces: watch,
+		SessionTTL: so.UISessionTTL, PublicOrigin: so.UIPublicOrigin}, webui.Deps{
+		Revocations: revocations(mgr, leNamespace, log),
+		Reader:      mgr.GetClient(),
+		Writer:      mgr.GetClient(),
+		Informers:   mgr.GetCache(),
+		Recorder:    mgr.GetEventRecorder("vectordb-operator"),
+		Log:         ctrl.Log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("web ui: %w", err)
@@ -275,4 +292,22 @@ func watched(ns []string) []string {
 		}
 	}
 	return out
+}
+
+// revocationLease names the Lease whose annotation lists signed-out web UI sessions.
+const revocationLease = "vectordb-operator-ui-sessions"
+
+// revocations shares signed-out sessions between replicas through a Lease in the manager's own
+// namespace (--leader-election-namespace, else the pod's); outside a cluster, this process only.
+func revocations(mgr manager.Manager, ns string, log logr.Logger) webui.Revocations {
+	if ns == "" {
+		if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
+			ns = strings.TrimSpace(string(b))
+		}
+	}
+	if ns == "" {
+		log.Info("web UI sign-outs are kept by this process only (no namespace for the sessions Lease: set --leader-election-namespace)")
+		return nil
+	}
+	return webui.LeaseRevocations(mgr.GetAPIReader(), mgr.GetClient(), ns, revocationLease, 2*time.Second)
 }

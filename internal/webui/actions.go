@@ -68,7 +68,7 @@ func planAction(action string, obj *v1alpha1.CsvIngestion) actionPlan {
 // manager's identity, allowed only to a read-write key, and an event naming the key (never its
 // value) on the ingestion.
 func (s *Server) handleAction(w http.ResponseWriter, r *http.Request) {
-	if why := sameOrigin(r); why != "" {
+	if why := sameOrigin(r, s.cfg.PublicOrigin); why != "" {
 		fail(w, http.StatusForbidden, why)
 		return
 	}

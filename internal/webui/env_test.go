@@ -86,7 +86,7 @@ func startUI(t *testing.T, cfg Config) *env {
 
 // startUIServer is startUI behind an HTTP server with read and write timeouts (0: none), as the
 // shim's server has for ordinary requests.
-func startUIServer(t *testing.T, cfg Config, serverTimeout time.Duration) *env {
+func startUIServer(t *testing.T, cfg Config, serverTimeout time.Duration, mods ...func(*Deps)) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	n := nsN.Add(1)
@@ -118,8 +118,12 @@ func startUIServer(t *testing.T, cfg Config, serverTimeout time.Duration) *env {
 	if cfg.Keys == nil {
 		cfg.Keys = keys.source()
 	}
-	ui, err := New(cfg, Deps{Reader: mgr.GetClient(), Writer: mgr.GetClient(), Informers: mgr.GetCache(),
-		Recorder: mgr.GetEventRecorder("vectordb-operator"), Log: testr.New(t)})
+	deps := Deps{Reader: mgr.GetClient(), Writer: mgr.GetClient(), Informers: mgr.GetCache(),
+		Recorder: mgr.GetEventRecorder("vectordb-operator"), Log: testr.New(t)}
+	for _, m := range mods {
+		m(&deps)
+	}
+	ui, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

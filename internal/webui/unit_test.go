@@ -111,7 +111,8 @@ func TestSessionCookie(t *testing.T) {
 	rw := apikeys.Key{Name: "ops.team", Value: "v-rw", Write: true}
 	ro := apikeys.Key{Name: "analyst", Value: "v-ro"}
 	keys := []apikeys.Key{rw, ro}
-	good := makeSession(rw, now.Add(time.Hour))
+	const sid, otherSID = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+	good := makeSession(rw, now.Add(time.Hour), sid)
 	for _, tc := range []struct {
 		name   string
 		cookie string
@@ -120,7 +121,9 @@ func TestSessionCookie(t *testing.T) {
 		want   string
 	}{
 		{"valid", good, keys, now, "ops.team"},
-		{"read-only", makeSession(ro, now.Add(time.Hour)), keys, now, "analyst"},
+		{"read-only", makeSession(ro, now.Add(time.Hour), otherSID), keys, now, "analyst"},
+		{"session id swapped", strings.Replace(good, sid, otherSID, 1), keys, now, ""},
+		{"no session id (the old form)", strings.Replace(good, "."+sid, "", 1), keys, now, ""},
 		{"expired", good, keys, now.Add(time.Hour), ""},
 		{"key rotated (same name, new value)", good, []apikeys.Key{{Name: "ops.team", Value: "v-new", Write: true}}, now, ""},
 		{"key removed", good, []apikeys.Key{ro}, now, ""},
@@ -129,7 +132,7 @@ func TestSessionCookie(t *testing.T) {
 		{"garbage", "a.b", keys, now, ""},
 		{"empty", "", keys, now, ""},
 	} {
-		k, ok := checkSession(tc.cookie, tc.keys, tc.now)
+		k, _, _, ok := checkSession(tc.cookie, tc.keys, tc.now)
 		if got := map[bool]string{true: k.Name, false: ""}[ok]; got != tc.want {
 			t.Errorf("%s: %q (ok %v), want %q", tc.name, got, ok, tc.want)
 		}
@@ -141,22 +144,27 @@ func TestSessionCookie(t *testing.T) {
 
 func TestSameOrigin(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		hdr  map[string]string
-		ok   bool
+		name   string
+		hdr    map[string]string
+		ok     bool
+		public string
 	}{
-		{"UI header only", map[string]string{csrfHeader: "1"}, true},
-		{"same origin", map[string]string{csrfHeader: "1", "Origin": "http://ui.example:8000", "Sec-Fetch-Site": "same-origin"}, true},
-		{"no UI header", map[string]string{"Origin": "http://ui.example:8000"}, false},
-		{"other origin", map[string]string{csrfHeader: "1", "Origin": "http://evil.example"}, false},
-		{"same site but not same origin", map[string]string{csrfHeader: "1", "Sec-Fetch-Site": "same-site"}, false},
-		{"null origin", map[string]string{csrfHeader: "1", "Origin": "null"}, false},
+		{"UI header only", map[string]string{csrfHeader: "1"}, true, ""},
+		{"same origin", map[string]string{csrfHeader: "1", "Origin": "http://ui.example:8000", "Sec-Fetch-Site": "same-origin"}, true, ""},
+		{"no UI header", map[string]string{"Origin": "http://ui.example:8000"}, false, ""},
+		{"other origin", map[string]string{csrfHeader: "1", "Origin": "http://evil.example"}, false, ""},
+		{"same site but not same origin", map[string]string{csrfHeader: "1", "Sec-Fetch-Site": "same-site"}, false, ""},
+		{"null origin", map[string]string{csrfHeader: "1", "Origin": "null"}, false, ""},
+		// Behind a proxy that rewrites Host, the public origin is what the browser sends.
+		{"public origin", map[string]string{csrfHeader: "1", "Origin": "https://ingest.example.com"}, true, "https://ingest.example.com"},
+		{"public origin, other scheme", map[string]string{csrfHeader: "1", "Origin": "http://ingest.example.com"}, false, "https://ingest.example.com"},
+		{"the internal host is no longer enough", map[string]string{csrfHeader: "1", "Origin": "http://ui.example:8000"}, false, "https://ingest.example.com"},
 	} {
 		r := httptest.NewRequest(http.MethodPost, "http://ui.example:8000/ui/api/login", nil)
 		for k, v := range tc.hdr {
 			r.Header.Set(k, v)
 		}
-		if why := sameOrigin(r); (why == "") != tc.ok {
+		if why := sameOrigin(r, tc.public); (why == "") != tc.ok {
 			t.Errorf("%s: %q, want ok %v", tc.name, why, tc.ok)
 		}
 	}

@@ -51,8 +51,11 @@ type Config struct {
 	// KeepAlive is how often an idle stream sends a comment (and re-checks its session);
 	// default 15s.
 	KeepAlive time.Duration
-	// SessionTTL is how long a sign-in lasts; default 12h.
+	// SessionTTL is how long a sign-in lasts; default 1h.
 	SessionTTL time.Duration
+	// PublicOrigin is the scheme://host[:port] browsers load the UI from when a proxy in front
+	// rewrites Host (the CSRF check then compares Origin with it); empty: the request's Host.
+	PublicOrigin string
 	// DefaultNamespaces is the scope of a key that names none (apikeys.Key.Namespaces): the
 	// namespaces whose ingestions it sees and acts on. Empty: such a key sees nothing (it signs in,
 	// and the page says it has no namespace). Another namespace's ingestion is 404 to a key.
@@ -83,6 +86,9 @@ type Deps struct {
 	Log      logr.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Revocations are the signed-out sessions, shared by the replicas (LeaseRevocations); nil:
+	// this process only.
+	Revocations Revocations
 	// OnStream, when set, is told when a stream opens (+1) and closes (-1): the open-streams
 	// metric.
 	OnStream func(delta int)
@@ -90,13 +96,15 @@ type Deps struct {
 
 // Server is the web UI. Handler serves it; Start (a manager Runnable) hooks it to the informers.
 type Server struct {
-	cfg    Config
-	deps   Deps
-	log    logr.Logger
-	hub    *hub
-	slots  *streamSlots
-	static http.Handler
-	mux    *http.ServeMux
+	cfg   Config
+	deps  Deps
+	log   logr.Logger
+	hub   *hub
+	slots *streamSlots
+	// revocations are the signed-out sessions.
+	revocations Revocations
+	static      http.Handler
+	mux         *http.ServeMux
 	// detailComputes counts detail pages built (tests: once per change, not per open page).
 	detailComputes atomic.Int64
 }
@@ -113,7 +121,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		cfg.KeepAlive = 15 * time.Second
 	}
 	if cfg.SessionTTL <= 0 {
-		cfg.SessionTTL = 12 * time.Hour
+		cfg.SessionTTL = time.Hour
 	}
 	if cfg.MaxEvents <= 0 {
 		cfg.MaxEvents = 20
@@ -132,7 +140,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, fmt.Errorf("webui: embedded assets: %w", err)
 	}
 	s := &Server{cfg: cfg, deps: deps, log: deps.Log.WithName("webui"), hub: newHub(),
-		slots: &streamSlots{perKey: map[string]int{}, max: cfg.MaxStreams, maxPerKey: cfg.MaxStreamsPerKey}}
+		slots: &streamSlots{perKey: map[string]int{}, max: cfg.MaxStreams, maxPerKey: cfg.MaxStreamsPerKey}, revocations: deps.Revocations}
+	if s.revocations == nil {
+		s.revocations = MemoryRevocations(deps.Now)
+	}
 	s.static = http.StripPrefix("/ui/static/", http.FileServerFS(sub))
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /ui/{$}", s.page(sub))
@@ -300,6 +311,10 @@ func fail(w http.ResponseWriter, code int, msg string) { writeJSON(w, code, apiE
 
 // sessionError answers a request whose session could not be established.
 func sessionError(w http.ResponseWriter, err error) {
+	if errors.Is(err, errSessionsDown) {
+		fail(w, http.StatusServiceUnavailable, "sessions cannot be checked now (the API server is unreachable); try again")
+		return
+	}
 	if errors.Is(err, errKeysDown) {
 		fail(w, http.StatusServiceUnavailable, "API keys are unavailable or none are configured; ask the operator's administrator")
 		return
@@ -354,7 +369,7 @@ func (s *Server) handleSession(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
-	if why := sameOrigin(r); why != "" {
+	if why := sameOrigin(r, s.cfg.PublicOrigin); why != "" {
 		fail(w, http.StatusForbidden, why)
 		return
 	}
@@ -376,15 +391,28 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exp := s.now().Add(s.cfg.SessionTTL)
-	s.setSession(w, r, makeSession(k, exp), exp)
+	s.setSession(w, r, makeSession(k, exp, newSessionID()), exp)
 	s.log.Info("signed in", "key", k.Name, "write", k.Write, "namespaces", s.scopeOf(k).String())
 	writeJSON(w, http.StatusOK, s.view(k))
 }
 
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
-	if why := sameOrigin(r); why != "" {
+	if why := sameOrigin(r, s.cfg.PublicOrigin); why != "" {
 		fail(w, http.StatusForbidden, why)
 		return
+	}
+	// The session ends on the server too: a copy of the cookie is refused from now on.
+	if c, err := r.Cookie(cookieName); err == nil && c.Value != "" {
+		if keys, err := s.keys(r.Context()); err == nil {
+			if k, sid, exp, ok := checkSession(c.Value, keys, s.now()); ok {
+				if err := s.revocations.Revoke(r.Context(), sid, exp); err != nil {
+					s.log.Error(err, "sign-out: cannot revoke the session", "key", k.Name)
+					fail(w, http.StatusServiceUnavailable, "cannot end the session on the server now; try again")
+					return
+				}
+				s.log.Info("signed out", "key", k.Name)
+			}
+		}
 	}
 	s.setSession(w, r, "", time.Time{})
 	w.WriteHeader(http.StatusNoContent)
