@@ -1035,3 +1035,47 @@ func TestDeletedRecords(t *testing.T) {
 		t.Fatalf("a negative count was accepted: %v", err)
 	}
 }
+
+// With a retention, every write sets expires_at (a Number, as DynamoDB TTL needs) that long after
+// the task completed, or after the write while it runs; a cancellation of a deleted ingestion
+// too. Without one, no expires_at is written.
+func TestRetentionSetsExpiresAt(t *testing.T) {
+	ctx := context.Background()
+	c, table := newTable(t)
+	const keep = 48 * time.Hour
+	c.WithRetention(keep)
+
+	done := sampleTask("task-ret-done", 1)
+	done.Status, done.StartedAt, done.CompletedAt = taskstatus.Completed, created.Add(time.Minute), created.Add(time.Hour)
+	if err := c.Put(ctx, done, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := render(rawItem(t, table, "task-ret-done")[AttrExpiresAt]), fmt.Sprintf("N(%d)", created.Add(time.Hour+keep).Unix()); got != want {
+		t.Errorf("finished task: expires_at %s, want %s", got, want)
+	}
+
+	running := sampleTask("task-ret-run", 1)
+	running.CompletedAt, running.UpdatedAt = time.Time{}, created.Add(2*time.Hour)
+	if err := c.Put(ctx, running, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := render(rawItem(t, table, "task-ret-run")[AttrExpiresAt]), fmt.Sprintf("N(%d)", created.Add(2*time.Hour+keep).Unix()); got != want {
+		t.Errorf("running task: expires_at %s, want %s (its last write + retention)", got, want)
+	}
+	at := time.Now().Add(time.Minute).Truncate(time.Second)
+	if err := c.MarkCancelled(ctx, "task-ret-run", running.K8s.UID, 2, at); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := render(rawItem(t, table, "task-ret-run")[AttrExpiresAt]), fmt.Sprintf("N(%d)", at.Add(keep).Unix()); got != want {
+		t.Errorf("cancelled task: expires_at %s, want %s", got, want)
+	}
+
+	c.WithRetention(0)
+	forever := sampleTask("task-ret-none", 1)
+	if err := c.Put(ctx, forever, nil); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := rawItem(t, table, "task-ret-none")[AttrExpiresAt]; ok {
+		t.Errorf("without a retention: expires_at %s", render(v))
+	}
+}

@@ -248,7 +248,7 @@ func TestAPIKeySecretIsMountedNotRead(t *testing.T) {
 		"--set", "api.rateLimit.perClient.rate=7", "--set", "api.rateLimit.perClient.burst=9"))
 	pOpts, _ := parseManagerArgs(t, managerArgs(t, uiProxied))
 	if pOpts.Shim.ForwardedForHops != 2 || pOpts.Shim.PerClientRate != 7 || pOpts.Shim.PerClientBurst != 9 ||
-		len(pOpts.Shim.KeyDefaultNamespaces) != 1 || pOpts.Shim.KeyDefaultNamespaces[0] == "" {
+		len(pOpts.Shim.KeyDefaultNamespaces) != 1 || pOpts.Shim.KeyDefaultNamespaces[0] != namespace {
 		t.Errorf("UI only: --api-forwarded-for-hops %d, per-client %g/%d, --api-key-default-namespaces %q",
 			pOpts.Shim.ForwardedForHops, pOpts.Shim.PerClientRate, pOpts.Shim.PerClientBurst, pOpts.Shim.KeyDefaultNamespaces)
 	}
