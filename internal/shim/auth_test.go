@@ -86,7 +86,9 @@ func TestAuthKeysFromSecretWithRotation(t *testing.T) {
 	if err := e.Direct.Update(ctx, sec); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "key-one-0123456789abcdef0123456789 refused", func() error { return expectCode(t, tasks, "key-one-0123456789abcdef0123456789", http.StatusUnauthorized) })
+	eventually(t, "key-one-0123456789abcdef0123456789 refused", func() error {
+		return expectCode(t, tasks, "key-one-0123456789abcdef0123456789", http.StatusUnauthorized)
+	})
 	if err := expectCode(t, tasks, "key-two-0123456789abcdef0123456789", http.StatusOK); err != nil {
 		t.Errorf("new key after rotation: %v", err)
 	}

@@ -29,30 +29,30 @@ const (
 // itemDoc is the stored form of a task. Writes marshal it (without TaskID and Chunks, which are
 // the key and the per-key map); reads unmarshal whole items into it.
 type itemDoc struct {
-	TaskID             string              `dynamodbav:"task_id,omitempty"`
-	Status             string              `dynamodbav:"status"`
-	TaskType           string              `dynamodbav:"task_type"`
-	Parameters         paramsDoc           `dynamodbav:"parameters"`
-	TotalRecords       int64               `dynamodbav:"total_records"`
-	ProcessedRecords   int64               `dynamodbav:"processed_records"`
-	FailedRecords      int64               `dynamodbav:"failed_records"`
-	ChunksTotal        int64               `dynamodbav:"chunks_total"`
-	ChunksCompleted    int64               `dynamodbav:"chunks_completed"`
-	ChunksFailed       int64               `dynamodbav:"chunks_failed"`
-	ChunksProcessing   int64               `dynamodbav:"chunks_processing"`
-	ProgressPercentage float64             `dynamodbav:"progress_percentage"`
-	VectorsUpserted    int64               `dynamodbav:"vectors_upserted"`
-	DeletedRecords     int64               `dynamodbav:"deleted_records,omitempty"`
-	ErrorMessage       string              `dynamodbav:"error_message,omitempty"`
-	CreatedAt          string              `dynamodbav:"created_at,omitempty"`
-	UpdatedAt          string              `dynamodbav:"updated_at,omitempty"`
-	StartedAt          string              `dynamodbav:"started_at,omitempty"`
-	CompletedAt        string              `dynamodbav:"completed_at,omitempty"`
-	K8s                *k8sDoc             `dynamodbav:"k8s,omitempty"`
-	Version            int64               `dynamodbav:"version"`
+	TaskID             string    `dynamodbav:"task_id,omitempty"`
+	Status             string    `dynamodbav:"status"`
+	TaskType           string    `dynamodbav:"task_type"`
+	Parameters         paramsDoc `dynamodbav:"parameters"`
+	TotalRecords       int64     `dynamodbav:"total_records"`
+	ProcessedRecords   int64     `dynamodbav:"processed_records"`
+	FailedRecords      int64     `dynamodbav:"failed_records"`
+	ChunksTotal        int64     `dynamodbav:"chunks_total"`
+	ChunksCompleted    int64     `dynamodbav:"chunks_completed"`
+	ChunksFailed       int64     `dynamodbav:"chunks_failed"`
+	ChunksProcessing   int64     `dynamodbav:"chunks_processing"`
+	ProgressPercentage float64   `dynamodbav:"progress_percentage"`
+	VectorsUpserted    int64     `dynamodbav:"vectors_upserted"`
+	DeletedRecords     int64     `dynamodbav:"deleted_records,omitempty"`
+	ErrorMessage       string    `dynamodbav:"error_message,omitempty"`
+	CreatedAt          string    `dynamodbav:"created_at,omitempty"`
+	UpdatedAt          string    `dynamodbav:"updated_at,omitempty"`
+	StartedAt          string    `dynamodbav:"started_at,omitempty"`
+	CompletedAt        string    `dynamodbav:"completed_at,omitempty"`
+	K8s                *k8sDoc   `dynamodbav:"k8s,omitempty"`
+	Version            int64     `dynamodbav:"version"`
 	// ExpiresAt is when DynamoDB TTL may delete the item (unix seconds; AttrExpiresAt).
-	ExpiresAt int64 `dynamodbav:"expires_at,omitempty"`
-	Chunks             map[string]chunkDoc `dynamodbav:"chunks,omitempty"`
+	ExpiresAt int64               `dynamodbav:"expires_at,omitempty"`
+	Chunks    map[string]chunkDoc `dynamodbav:"chunks,omitempty"`
 }
 
 type paramsDoc struct {

@@ -17,7 +17,9 @@ func TestSignOutEndsCopiedCookieEverywhere(t *testing.T) {
 	leaseNS := "default"
 	lease := "ui-sessions-" + strings.ReplaceAll(t.Name(), "/", "-")
 	lease = strings.ToLower(lease)
-	shared := func(d *Deps) { d.Revocations = LeaseRevocations(cluster.Client, cluster.Client, leaseNS, lease, 50*time.Millisecond) }
+	shared := func(d *Deps) {
+		d.Revocations = LeaseRevocations(cluster.Client, cluster.Client, leaseNS, lease, 50*time.Millisecond)
+	}
 	e1 := startUIServer(t, Config{}, 0, shared)
 	e2 := startUIServer(t, Config{}, 0, shared)
 	e2.Keys.set(*e1.Keys.keys.Load())
@@ -63,4 +65,3 @@ func TestSignOutEndsCopiedCookieEverywhere(t *testing.T) {
 		t.Errorf("the new session: %d %s", r.Code, r.Body)
 	}
 }
-
