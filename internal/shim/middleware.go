@@ -11,7 +11,11 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/vectordb-io/vectordb-operator/internal/apikeys"
+	"github.com/vectordb-io/vectordb-operator/internal/httpmetrics"
 )
+
+// streamRoute is the web UI's event stream: counted, but not timed (it lasts as long as the page).
+const streamRoute = "GET /ui/api/stream"
 
 // route is one endpoint; the OpenAPI test checks the document against this table.
 type route struct {
@@ -52,6 +56,7 @@ func (s *Server) buildHandler() http.Handler {
 			pattern = "/{$}" // the root only, not every path
 		}
 		mux.Handle(rt.method+" "+pattern, h)
+		httpmetrics.Routes(rt.method + " " + pattern)
 	}
 	if s.deps.UI != nil {
 		ui := s.limitClient(s.deps.UI)
@@ -92,6 +97,8 @@ func (s *Server) outer(next http.Handler) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
+			// The mux (the UI's too) has set the pattern that matched on r by now.
+			httpmetrics.Observe(r.Pattern, sw.status(), time.Since(start), r.Pattern == streamRoute)
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler { //nolint:errorlint // sentinel compared as net/http does
 					panic(p)
@@ -190,6 +197,7 @@ func (r *recorder) WriteHeader(code int) {
 func (s *Server) limitClient(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if ok, wait := s.ipRL.allow(info(r.Context()).client, time.Now()); !ok {
+			httpmetrics.Limited(httpmetrics.LimitClient)
 			tooManyRequests(w, wait)
 			return
 		}
@@ -204,6 +212,7 @@ func (s *Server) guard(next http.HandlerFunc, write bool) http.HandlerFunc {
 		now := time.Now()
 		ri := info(r.Context())
 		if ok, wait := s.ipRL.allow(ri.client, now); !ok {
+			httpmetrics.Limited(httpmetrics.LimitClient)
 			tooManyRequests(w, wait)
 			return
 		}
@@ -239,6 +248,7 @@ func (s *Server) guard(next http.HandlerFunc, write bool) http.HandlerFunc {
 			}
 		}
 		if ok, wait := s.keyRL.allow(keyID(key), now); !ok {
+			httpmetrics.Limited(httpmetrics.LimitKey)
 			tooManyRequests(w, wait)
 			return
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/apikeys"
+	"github.com/vectordb-io/vectordb-operator/internal/httpmetrics"
 )
 
 // listChanges is one push to the list page: rows to add or replace, and rows gone.
@@ -101,19 +102,19 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request, k apikeys.
 	if code != 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(streamRetryAfter))
 		if code == http.StatusTooManyRequests {
+			httpmetrics.Limited(httpmetrics.LimitStreamsKey)
 			s.log.V(1).Info("stream refused: the key's streams are at their cap", "key", k.Name, "cap", s.cfg.MaxStreamsPerKey)
 			fail(w, code, fmt.Sprintf("the API key %q has %d live pages open, the most allowed; close some and retry", k.Name, s.cfg.MaxStreamsPerKey))
 			return
 		}
+		httpmetrics.Limited(httpmetrics.LimitStreamsTotal)
 		s.log.Info("stream refused: the server's streams are at their cap", "key", k.Name, "cap", s.cfg.MaxStreams)
 		fail(w, code, fmt.Sprintf("the server has %d live pages open, the most it serves; retry later", s.cfg.MaxStreams))
 		return
 	}
 	defer release()
-	if s.deps.OnStream != nil {
-		s.deps.OnStream(1)
-		defer s.deps.OnStream(-1)
-	}
+	httpmetrics.StreamOpened()
+	defer httpmetrics.StreamClosed()
 
 	rc := http.NewResponseController(w)
 	// The shim's server has read and write timeouts for ordinary requests; a stream lives on,

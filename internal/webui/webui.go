@@ -34,6 +34,7 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/apikeys"
+	"github.com/vectordb-io/vectordb-operator/internal/httpmetrics"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
@@ -89,9 +90,6 @@ type Deps struct {
 	// Revocations are the signed-out sessions, shared by the replicas (LeaseRevocations); nil:
 	// this process only.
 	Revocations Revocations
-	// OnStream, when set, is told when a stream opens (+1) and closes (-1): the open-streams
-	// metric.
-	OnStream func(delta int)
 }
 
 // Server is the web UI. Handler serves it; Start (a manager Runnable) hooks it to the informers.
@@ -150,7 +148,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.mux.Handle("GET /ui/static/", s.static)
 	for _, rt := range s.routes() {
 		s.mux.HandleFunc(rt.method+" "+rt.path, rt.handler)
+		httpmetrics.Routes(rt.method + " " + rt.path)
 	}
+	httpmetrics.Routes("GET /ui/{$}", "GET /ui/static/")
 	return s, nil
 }
 
