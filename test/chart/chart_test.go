@@ -294,6 +294,12 @@ func TestValuesSchemaRejectsBadValues(t *testing.T) {
 		{"API on without an index", []string{"--set", "api.enabled=true", "--set", "api.apiKeys.existingSecret=k", "--set", "api.defaults.bucket=csv"}, "index"},
 		{"negative error rate", []string{"--set", "prometheusRule.thresholds.errorRatePercent=-1"}, "errorRatePercent"},
 		{"extra arg that is not a flag", []string{"--set-json", `manager.extraArgs=["rm -rf"]`}, "extraArgs"},
+		// A raw string prefix would admit 123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io/miner.
+		{"image prefix not ending in /", []string{"--set-json", `admissionPolicy.worker.imagePrefixes=["123456789012.dkr.ecr.us-east-1.amazonaws.com"]`}, "imagePrefixes"},
+		{"image prefix that is only /", []string{"--set-json", `admissionPolicy.worker.imagePrefixes=["/"]`}, "imagePrefixes"},
+		{"bad key default namespace", []string{"--set-json", `api.apiKeys.defaultNamespaces=["Team_A"]`}, "defaultNamespaces"},
+		{"API latency threshold of 0", []string{"--set", "prometheusRule.thresholds.apiLatencyP95Seconds=0"}, "apiLatencyP95Seconds"},
+		{"public origin with a path", []string{"--set", "ui.publicOrigin=https://x.example.com/ui"}, "publicOrigin"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
