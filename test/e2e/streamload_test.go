@@ -234,4 +234,3 @@ func metricValue(t *testing.T, name, labels string) float64 {
 	}
 	return -1
 }
-
