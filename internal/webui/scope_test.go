@@ -2,6 +2,7 @@ package webui
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -93,5 +94,55 @@ func TestKeyScopedToANamespace(t *testing.T) {
 	}
 	if r := wide.do(http.MethodGet, "/ui/api/ingestions/"+e.Other+"/theirs", nil, nil); r.Code != http.StatusOK {
 		t.Errorf("cluster-wide key: detail of B's ingestion %d", r.Code)
+	}
+}
+
+// The UI's list pages: ?limit= rows in namespace/name order, ?continue= the previous page's token,
+// no token on the last page; bad parameters are 400.
+func TestListPages(t *testing.T) {
+	e := startUI(t, Config{})
+	ctx := context.Background()
+	names := []string{"a1", "a2", "a3", "a4", "a5"}
+	for _, n := range names {
+		if err := e.Direct.Create(ctx, ingestion(e.NS, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := e.browser(t)
+	if r := b.login(readKey); r.Code != http.StatusOK {
+		t.Fatal(r.Body)
+	}
+	eventually(t, "all five in the cache", func() error {
+		if r := b.do(http.MethodGet, "/ui/api/ingestions", nil, nil); strings.Count(r.Body, `"namespace"`) != len(names) {
+			return errorf("%s", r.Body)
+		}
+		return nil
+	})
+	var got []string
+	q := "?limit=2"
+	for page := 0; ; page++ {
+		r := b.do(http.MethodGet, "/ui/api/ingestions"+q, nil, nil)
+		var body struct {
+			Items    []Summary `json:"items"`
+			Continue string    `json:"continue"`
+		}
+		if err := json.Unmarshal([]byte(r.Body), &body); err != nil || r.Code != http.StatusOK || len(body.Items) > 2 || page > 3 {
+			t.Fatalf("page %d: %d %s", page, r.Code, r.Body)
+		}
+		for _, s := range body.Items {
+			got = append(got, s.Name)
+		}
+		if body.Continue == "" {
+			break
+		}
+		q = "?limit=2&continue=" + body.Continue
+	}
+	if strings.Join(got, ",") != strings.Join(names, ",") {
+		t.Errorf("pages joined: %v, want %v", got, names)
+	}
+	for _, bad := range []string{"?limit=0", "?limit=1001", "?limit=x", "?continue=bm8tc2xhc2g"} {
+		if r := b.do(http.MethodGet, "/ui/api/ingestions"+bad, nil, nil); r.Code != http.StatusBadRequest {
+			t.Errorf("GET /ui/api/ingestions%s: %d %s, want 400", bad, r.Code, r.Body)
+		}
 	}
 }
