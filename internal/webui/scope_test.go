@@ -146,3 +146,41 @@ func TestListPages(t *testing.T) {
 		}
 	}
 }
+
+// Streams past a key's cap are 429, past the server's 503, both with Retry-After; a closed
+// stream frees its slot.
+func TestStreamCaps(t *testing.T) {
+	e := startUI(t, Config{MaxStreams: 1, MaxStreamsPerKey: 1})
+	ro, rw := e.browser(t), e.browser(t)
+	if r := ro.login(readKey); r.Code != http.StatusOK {
+		t.Fatal(r.Body)
+	}
+	if r := rw.login(writeKey); r.Code != http.StatusOK {
+		t.Fatal(r.Body)
+	}
+	s := ro.stream("/ui/api/stream")
+	if ev, err := s.next(); err != nil || ev.Name != "snapshot" {
+		t.Fatalf("first stream: %+v %v", ev, err)
+	}
+	for _, c := range []struct {
+		b    *browser
+		code int
+	}{{ro, http.StatusTooManyRequests}, {rw, http.StatusServiceUnavailable}} {
+		r := c.b.do(http.MethodGet, "/ui/api/stream", nil, nil)
+		if r.Code != c.code || r.Header.Get("Retry-After") == "" {
+			t.Errorf("past the cap: %d (Retry-After %q) %s, want %d with Retry-After", r.Code, r.Header.Get("Retry-After"), r.Body, c.code)
+		}
+	}
+	s.close()
+	eventually(t, "the slot freed", func() error {
+		if n := e.UI.slots.open(); n != 0 {
+			return errorf("%d open", n)
+		}
+		return nil
+	})
+	s2 := rw.stream("/ui/api/stream")
+	if ev, err := s2.next(); err != nil || ev.Name != "snapshot" {
+		t.Fatalf("after the first closed: %+v %v", ev, err)
+	}
+	s2.close()
+}
