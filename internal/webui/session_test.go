@@ -65,3 +65,28 @@ func TestSignOutEndsCopiedCookieEverywhere(t *testing.T) {
 		t.Errorf("the new session: %d %s", r.Code, r.Body)
 	}
 }
+
+// failingRevocations is a revocation store whose API server refuses everything.
+type failingRevocations struct{ err error }
+
+func (f failingRevocations) Revoke(context.Context, string, time.Time) error { return f.err }
+func (f failingRevocations) Revoked(context.Context, string) (bool, error) { return false, f.err }
+
+// When the signed-out list cannot be written, sign-out says so (503) instead of pretending the
+// session ended; when it cannot be read, sessions are refused (closed), with 503, not let through.
+func TestSessionsFailClosed(t *testing.T) {
+	e := startUIServer(t, Config{}, 0, func(d *Deps) {
+		d.Revocations = failingRevocations{err: errorf("leases is forbidden")}
+	})
+	b := e.browser(t)
+	if r := b.login(readKey); r.Code != http.StatusOK {
+		t.Fatalf("login: %d %s", r.Code, r.Body)
+	}
+	if r := b.do(http.MethodGet, "/ui/api/session", nil, nil); r.Code != http.StatusServiceUnavailable {
+		t.Errorf("session with an unreadable revocation list: %d %s, want 503", r.Code, r.Body)
+	}
+	r := b.do(http.MethodPost, "/ui/api/logout", nil, nil)
+	if r.Code != http.StatusServiceUnavailable || strings.Contains(r.Header.Get("Set-Cookie"), "Max-Age=0") {
+		t.Errorf("sign-out with an unwritable revocation list: %d %s (cookie %q), want 503 and the cookie kept", r.Code, r.Body, r.Header.Get("Set-Cookie"))
+	}
+}
