@@ -31,6 +31,8 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/controllers"
+	"github.com/vectordb-io/vectordb-operator/internal/shim"
+	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 	"github.com/vectordb-io/vectordb-operator/internal/tracking"
 	"github.com/vectordb-io/vectordb-operator/internal/version"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
@@ -58,6 +60,9 @@ type Options struct {
 	DisableTracking bool
 	// DynamoDBEndpoint overrides the endpoint of every task table (tests, local stacks).
 	DynamoDBEndpoint string
+	// TaskRetention sets each task item's expires_at (DynamoDB TTL) this long after the task
+	// ended; 0: items are kept forever.
+	TaskRetention time.Duration
 	// TrackingPolicy limits the task tables and endpoints specs may name (the manager signs
 	// task-table requests with its own identity). The API's own table and endpoint are added.
 	TrackingPolicy tracking.Policy
@@ -86,7 +91,8 @@ func DefaultOptions() Options {
 			MaxConcurrentReconciles: 4,
 			DefaultWorkerResources:  DefaultWorkerResources(),
 		},
-		Shim: defaultShimOptions(),
+		TaskRetention: tasktable.DefaultRetention,
+		Shim:          defaultShimOptions(),
 	}
 }
 
@@ -110,6 +116,7 @@ func FlagSet(o *Options) *pflag.FlagSet {
 	fs.IntVar(&o.Controller.MaxConcurrentReconciles, "max-concurrent-reconciles", o.Controller.MaxConcurrentReconciles, "ingestions reconciled at once")
 	fs.BoolVar(&o.DisableTracking, "disable-tracking", o.DisableTracking, "never write DynamoDB task items, even when specs ask")
 	fs.StringVar(&o.DynamoDBEndpoint, "dynamodb-endpoint", o.DynamoDBEndpoint, "override the DynamoDB endpoint of every task table (local stacks)")
+	fs.DurationVar(&o.TaskRetention, "task-retention", o.TaskRetention, "task items get expires_at this long after the task ended, for DynamoDB TTL to delete them (0: never)")
 	fs.StringSliceVar(&o.TrackingPolicy.AllowedEndpoints, "tracking-allowed-endpoints", o.TrackingPolicy.AllowedEndpoints,
 		"DynamoDB endpoints (http(s)://host[:port]) that spec.tracking.dynamoDB.endpoint may name; empty: AWS endpoints only")
 	fs.StringSliceVar(&o.TrackingPolicy.AllowedTables, "tracking-allowed-tables", o.TrackingPolicy.AllowedTables,
@@ -225,6 +232,10 @@ func Run(ctx context.Context, o Options) error {
 		if tracker, err = tracking.New(o.DynamoDBEndpoint, policy); err != nil {
 			return fmt.Errorf("task-table policy: %w", err)
 		}
+		if o.TaskRetention < 0 {
+			return fmt.Errorf("--task-retention %s: must be ≥ 0", o.TaskRetention)
+		}
+		tracker.Retention = o.TaskRetention
 		r.Tracker = tracker
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
@@ -244,6 +255,10 @@ func Run(ctx context.Context, o Options) error {
 		}
 		return nil
 	}); err != nil {
+		return err
+	}
+	// Task lookups of the REST API read an index of the cache, never a list of the cluster.
+	if err := shim.RegisterIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
 	if err := addShim(ctx, mgr, cfg, o, tracker); err != nil {

@@ -3,8 +3,12 @@ package manager
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"os"
+	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -30,10 +34,24 @@ type ShimOptions struct {
 	// through the REST API, and are refused (403) where tasks are created, cancelled, suspended or
 	// resumed.
 	ReadKeysPath string
+	// KeyDefaultNamespaces is the scope of a key without a namespaces entry (apikeys): the
+	// namespaces it sees and acts on, in the REST API and the web UI. Empty: the API's namespace
+	// (--api-namespace); with neither, such a key sees nothing. "*" is cluster-wide.
+	KeyDefaultNamespaces []string
 	// UIEnabled serves the web UI at /ui/ (internal/webui).
 	UIEnabled bool
 	// UIUpdateInterval is the least time between two pushes to one open page.
 	UIUpdateInterval time.Duration
+	// UISessionTTL is how long a web UI sign-in lasts.
+	UISessionTTL time.Duration
+	// UIPublicOrigin is the scheme://host[:port] browsers use when a proxy rewrites Host.
+	UIPublicOrigin string
+	// UIMaxStreams and UIMaxStreamsPerKey cap the web UI's open live pages (event streams), in
+	// all and per key.
+	UIMaxStreams       int
+	UIMaxStreamsPerKey int
+	// MaxConnections caps the HTTP server's open connections (streams hold theirs).
+	MaxConnections   int
 	PerKeyRate       float64
 	PerKeyBurst      int
 	PerClientRate    float64
@@ -47,16 +65,20 @@ type ShimOptions struct {
 
 func defaultShimOptions() ShimOptions {
 	return ShimOptions{
-		Addr:             ":8000",
-		APIEnabled:       true,
-		UIEnabled:        true,
-		UIUpdateInterval: 500 * time.Millisecond,
-		Environment:      "production",
-		PerKeyRate:       10,
-		PerKeyBurst:      20,
-		PerClientRate:    20,
-		PerClientBurst:   40,
-		MaxBodyBytes:     1 << 20,
+		Addr:               ":8000",
+		APIEnabled:         true,
+		UIEnabled:          true,
+		UIUpdateInterval:   500 * time.Millisecond,
+		UISessionTTL:       time.Hour,
+		UIMaxStreams:       256,
+		UIMaxStreamsPerKey: 8,
+		MaxConnections:     1024,
+		Environment:        "production",
+		PerKeyRate:         10,
+		PerKeyBurst:        20,
+		PerClientRate:      20,
+		PerClientBurst:     40,
+		MaxBodyBytes:       1 << 20,
 		Defaults: shim.Defaults{
 			PineconeNamespace: "v2",
 			Model:             "text-embedding-ada-002",
@@ -80,8 +102,14 @@ func bindShimFlags(fs *pflag.FlagSet, o *ShimOptions) {
 	fs.StringVar(&o.Environment, "environment", o.Environment, "deployment name reported by /api/v1/health and / (the old ENVIRONMENT)")
 	fs.StringVar(&o.APIKeysPath, "api-keys-path", o.APIKeysPath, "file (one key a line) or directory (a mounted Secret: each file a key) of accepted X-API-Key values; these keys may read and write")
 	fs.StringVar(&o.ReadKeysPath, "api-read-keys-path", o.ReadKeysPath, "file or directory, as --api-keys-path, of read-only keys: they view the web UI and read tasks, and are refused actions")
+	fs.StringSliceVar(&o.KeyDefaultNamespaces, "api-key-default-namespaces", o.KeyDefaultNamespaces, "namespaces a key without a <name>.namespaces entry sees and acts on, in the REST API and the web UI (default: --api-namespace; * is cluster-wide)")
 	fs.BoolVar(&o.UIEnabled, "ui-enabled", o.UIEnabled, "serve the web UI at /ui/ on the HTTP shim's address (sign-in with the API keys)")
 	fs.DurationVar(&o.UIUpdateInterval, "ui-update-interval", o.UIUpdateInterval, "least time between two live updates pushed to one open web UI page")
+	fs.DurationVar(&o.UISessionTTL, "ui-session-ttl", o.UISessionTTL, "how long a web UI sign-in lasts (sign-out ends it at once on every replica)")
+	fs.StringVar(&o.UIPublicOrigin, "ui-public-origin", o.UIPublicOrigin, "scheme://host[:port] browsers load the web UI from, when a proxy in front rewrites Host (the sign-in and action requests' Origin must be it)")
+	fs.IntVar(&o.UIMaxStreams, "ui-max-streams", o.UIMaxStreams, "live web UI pages (event streams) open at once; past it 503 with Retry-After")
+	fs.IntVar(&o.UIMaxStreamsPerKey, "ui-max-streams-per-key", o.UIMaxStreamsPerKey, "live web UI pages one key may hold; past it 429 with Retry-After")
+	fs.IntVar(&o.MaxConnections, "http-max-connections", o.MaxConnections, "open connections the HTTP server accepts at once (more wait to be accepted)")
 	fs.Float64Var(&o.PerKeyRate, "api-rate-per-key", o.PerKeyRate, "requests per second allowed per API key")
 	fs.IntVar(&o.PerKeyBurst, "api-burst-per-key", o.PerKeyBurst, "burst per API key")
 	fs.Float64Var(&o.PerClientRate, "api-rate-per-client", o.PerClientRate, "requests per second allowed per client address")
@@ -131,8 +159,16 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 		RateLimit:        shim.RateLimit{PerKey: shim.Bucket{Rate: so.PerKeyRate, Burst: so.PerKeyBurst}, PerClient: shim.Bucket{Rate: so.PerClientRate, Burst: so.PerClientBurst}},
 		ForwardedForHops: so.ForwardedForHops,
 		MaxBodyBytes:     so.MaxBodyBytes,
+		MaxConnections:   so.MaxConnections,
 		Defaults:         so.Defaults,
 		Environment:      so.Environment,
+		KeyNamespaces:    keyDefaultNamespaces(so),
+		WatchNamespaces:  watched(o.WatchNamespaces),
+	}
+	if def := keyDefaultNamespaces(so); len(def) > 0 {
+		if _, err := apikeys.ParseNamespaces(strings.Join(def, ",")); err != nil {
+			return fmt.Errorf("--api-key-default-namespaces: %w", err)
+		}
 	}
 	var writeKeys, readKeys apikeys.Source
 	if so.APIKeysPath != "" {
@@ -141,14 +177,22 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 	if so.ReadKeysPath != "" {
 		readKeys = apikeys.FromPath(so.ReadKeysPath, false)
 	}
+	// Keys are checked now (length, namespaces entries), so a bad key Secret stops the start
+	// with the reason instead of failing every request later.
+	for _, src := range []apikeys.Source{writeKeys, readKeys} {
+		if src == nil {
+			continue
+		}
+		if _, err := src(ctx); err != nil {
+			return fmt.Errorf("API keys: %w", err)
+		}
+	}
 	if so.APIEnabled {
 		if so.APIKeysPath == "" {
 			return fmt.Errorf("--api-keys-path is required with the task API (or --api-enabled=false)")
 		}
-		conf.APIKeys = apikeys.Values(writeKeys, true)
-		if readKeys != nil {
-			conf.ReadOnlyKeys = apikeys.Values(readKeys, false)
-		}
+		conf.APIKeys = writeKeys
+		conf.ReadOnlyKeys = readKeys
 	}
 	deps := shim.Deps{
 		Client:    mgr.GetClient(),
@@ -170,7 +214,7 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 		deps.Tasks = tc
 	}
 	if so.UIEnabled {
-		ui, err := newUI(mgr, so, writeKeys, readKeys)
+		ui, err := newUI(ctx, mgr, so, watched(o.WatchNamespaces), o.LeaderElectionNamespace, writeKeys, readKeys)
 		if err != nil {
 			return err
 		}
@@ -185,7 +229,12 @@ func addShim(ctx context.Context, mgr manager.Manager, cfg *rest.Config, o Optio
 
 // newUI builds the web UI on the manager's cache and adds it to the manager (for its informer
 // hooks). Without any key the UI still answers, saying that no key is configured.
-func newUI(mgr manager.Manager, so ShimOptions, writeKeys, readKeys apikeys.Source) (*webui.Server, error) {
+func newUI(ctx context.Context, mgr manager.Manager, so ShimOptions, watch []string, leNamespace string, writeKeys, readKeys apikeys.Source) (*webui.Server, error) {
+	if o := so.UIPublicOrigin; o != "" {
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return nil, fmt.Errorf("--ui-public-origin %q: want scheme://host[:port], e.g. https://ingest.example.com", o)
+		}
+	}
 	log := ctrl.Log.WithName("webui")
 	var keys apikeys.Source
 	if writeKeys != nil || readKeys != nil {
@@ -193,12 +242,22 @@ func newUI(mgr manager.Manager, so ShimOptions, writeKeys, readKeys apikeys.Sour
 	} else {
 		log.Info("the web UI has no API keys to sign in with: set --api-keys-path and/or --api-read-keys-path, or --ui-enabled=false")
 	}
-	ui, err := webui.New(webui.Config{Keys: keys, UpdateInterval: so.UIUpdateInterval}, webui.Deps{
-		Reader:    mgr.GetClient(),
-		Writer:    mgr.GetClient(),
-		Informers: mgr.GetCache(),
-		Recorder:  mgr.GetEventRecorder("vectordb-operator"),
-		Log:       ctrl.Log,
+	def := keyDefaultNamespaces(so)
+	if len(def) == 0 {
+		log.Info("keys without a <name>.namespaces entry see no namespace in the web UI: set --api-key-default-namespaces or --api-namespace")
+	}
+	if err := webui.RegisterIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+		return nil, err
+	}
+	ui, err := webui.New(webui.Config{Keys: keys, UpdateInterval: so.UIUpdateInterval, DefaultNamespaces: def,
+		MaxStreams: so.UIMaxStreams, MaxStreamsPerKey: so.UIMaxStreamsPerKey, WatchNamespaces: watch,
+		SessionTTL: so.UISessionTTL, PublicOrigin: so.UIPublicOrigin}, webui.Deps{
+		Revocations: revocations(mgr, leNamespace, log),
+		Reader:      mgr.GetClient(),
+		Writer:      mgr.GetClient(),
+		Informers:   mgr.GetCache(),
+		Recorder:    mgr.GetEventRecorder("vectordb-operator"),
+		Log:         ctrl.Log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("web ui: %w", err)
@@ -207,4 +266,48 @@ func newUI(mgr manager.Manager, so ShimOptions, writeKeys, readKeys apikeys.Sour
 		return nil, fmt.Errorf("web ui: %w", err)
 	}
 	return ui, nil
+}
+
+// keyDefaultNamespaces is the scope of a key that names none: --api-key-default-namespaces, else
+// the API's namespace.
+func keyDefaultNamespaces(so ShimOptions) []string {
+	var out []string
+	for _, n := range so.KeyDefaultNamespaces {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 && so.Defaults.Namespace != "" {
+		out = []string{so.Defaults.Namespace}
+	}
+	return out
+}
+
+// watched is --watch-namespaces without blanks; nil for every namespace.
+func watched(ns []string) []string {
+	var out []string
+	for _, n := range ns {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// revocationLease names the Lease whose annotation lists signed-out web UI sessions.
+const revocationLease = "vectordb-operator-ui-sessions"
+
+// revocations shares signed-out sessions between replicas through a Lease in the manager's own
+// namespace (--leader-election-namespace, else the pod's); outside a cluster, this process only.
+func revocations(mgr manager.Manager, ns string, log logr.Logger) webui.Revocations {
+	if ns == "" {
+		if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
+			ns = strings.TrimSpace(string(b))
+		}
+	}
+	if ns == "" {
+		log.Info("web UI sign-outs are kept by this process only (no namespace for the sessions Lease: set --leader-election-namespace)")
+		return nil
+	}
+	return webui.LeaseRevocations(mgr.GetAPIReader(), mgr.GetClient(), ns, revocationLease, 2*time.Second)
 }

@@ -210,6 +210,9 @@ func cachedClient(ctx context.Context, t testing.TB, c *harness.Cluster, opts ca
 	if err != nil {
 		t.Fatalf("cache: %v", err)
 	}
+	if err := RegisterIndexes(ctx, ca); err != nil {
+		t.Fatal(err)
+	}
 	go func() { _ = ca.Start(ctx) }()
 	cl, err := client.New(c.Config, client.Options{Scheme: c.Scheme, Cache: &client.CacheOptions{Reader: ca}})
 	if err != nil {

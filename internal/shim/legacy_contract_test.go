@@ -246,6 +246,10 @@ func TestLegacyAPIContract(t *testing.T) {
 		if code != http.StatusNoContent || v != nil {
 			t.Errorf("DELETE: %d %v, want 204 and no body", code, v)
 		}
+		// Its cancel already requested: the old service had marked it CANCELLED, so 409.
+		if code, _, v := clientCall(t, http.MethodDelete, base+"/api/v1/task/"+taskID, testKey, ""); code != http.StatusConflict || detailOf(v) == nil {
+			t.Errorf("second DELETE: %d %v, want 409", code, v)
+		}
 		obj := resourceOf(t, e, taskID)
 		setStatus(t, e.Direct, obj, func(s *v1alpha1.CsvIngestionStatus) { s.Phase = v1alpha1.PhaseCancelled })
 		eventually(t, "cancelled", func() error {

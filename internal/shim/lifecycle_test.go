@@ -307,7 +307,8 @@ func TestCancel(t *testing.T) {
 	if !obj.Spec.Cancel {
 		t.Fatalf("spec.cancel not set after DELETE")
 	}
-	// Again while the controller has not finished the cancel: nothing to add.
+	// Again while the controller has not finished the cancel: 409, as the old service answered a
+	// second DELETE (it marked the task CANCELLED at once).
 	eventually(t, "cancel seen by the cache", func() error {
 		var c v1alpha1.CsvIngestion
 		if err := e.Cached.Get(ctx, client.ObjectKeyFromObject(obj), &c); err != nil || !c.Spec.Cancel {
@@ -315,8 +316,8 @@ func TestCancel(t *testing.T) {
 		}
 		return nil
 	})
-	if r := del(pr.TaskID); r.Code != http.StatusNoContent {
-		t.Errorf("second DELETE: %d %s, want 204", r.Code, r.Body)
+	if r := del(pr.TaskID); r.Code != http.StatusConflict || r.detail(t) != "Task is already being cancelled" {
+		t.Errorf("second DELETE: %d %s, want 409", r.Code, r.Body)
 	}
 	setStatus(t, e.Direct, obj, func(s *v1alpha1.CsvIngestionStatus) { s.Phase = v1alpha1.PhaseCancelled })
 	statusUntil(t, e, pr.TaskID, wordIs("cancelled"))
@@ -330,6 +331,32 @@ func TestCancel(t *testing.T) {
 	}
 	if code, _ := getStatus(t, e, unknown); code != http.StatusNotFound {
 		t.Errorf("GET status of an unknown task: %d, want 404", code)
+	}
+}
+
+// Two DELETEs of one task at once: exactly one sets spec.cancel (204), the other is 409, even
+// when both read the task before either wrote.
+func TestConcurrentCancelsOneWins(t *testing.T) {
+	e := startShim(t, testCluster(t))
+	for round := 0; round < 3; round++ {
+		pr := post(t, e, `{"s3_key":"exports/race.csv","question_id":6}`)
+		resourceOf(t, e, pr.TaskID)
+		eventually(t, "task in the cache", func() error {
+			if code, _ := getStatus(t, e, pr.TaskID); code != http.StatusOK {
+				return fmt.Errorf("status %d", code)
+			}
+			return nil
+		})
+		codes := make(chan int, 2)
+		for i := 0; i < 2; i++ {
+			go func() {
+				codes <- do(t, http.MethodDelete, e.URL+"/api/v1/task/"+pr.TaskID, testKey, nil).Code
+			}()
+		}
+		a, b := <-codes, <-codes
+		if min(a, b) != http.StatusNoContent || max(a, b) != http.StatusConflict {
+			t.Errorf("round %d: two DELETEs answered %d and %d, want one 204 and one 409", round, a, b)
+		}
 	}
 }
 
@@ -378,7 +405,8 @@ func TestStatusOfResourcesAppliedWithKubectl(t *testing.T) {
 func TestStatusFindsATaskTheCacheHasNotSeen(t *testing.T) {
 	other := newNamespace(t, testCluster(t).Client)
 	blind := func(withReader bool) envOption {
-		return func(_ *Config, d *Deps) {
+		return func(c *Config, d *Deps) {
+			c.WatchNamespaces = []string{other}
 			ctx, cancel := context.WithCancel(context.Background())
 			t.Cleanup(cancel)
 			cr := cachedClient(ctx, t, testCluster(t), cache.Options{DefaultNamespaces: map[string]cache.Config{other: {}}})

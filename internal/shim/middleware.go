@@ -9,7 +9,13 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/vectordb-io/vectordb-operator/internal/apikeys"
+	"github.com/vectordb-io/vectordb-operator/internal/httpmetrics"
 )
+
+// streamRoute is the web UI's event stream: counted, but not timed (it lasts as long as the page).
+const streamRoute = "GET /ui/api/stream"
 
 // route is one endpoint; the OpenAPI test checks the document against this table.
 type route struct {
@@ -50,6 +56,7 @@ func (s *Server) buildHandler() http.Handler {
 			pattern = "/{$}" // the root only, not every path
 		}
 		mux.Handle(rt.method+" "+pattern, h)
+		httpmetrics.Routes(rt.method + " " + pattern)
 	}
 	if s.deps.UI != nil {
 		ui := s.limitClient(s.deps.UI)
@@ -90,6 +97,8 @@ func (s *Server) outer(next http.Handler) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
+			// The mux (the UI's too) has set the pattern that matched on r by now.
+			httpmetrics.Observe(r.Pattern, sw.status(), time.Since(start), r.Pattern == streamRoute)
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler { //nolint:errorlint // sentinel compared as net/http does
 					panic(p)
@@ -188,6 +197,7 @@ func (r *recorder) WriteHeader(code int) {
 func (s *Server) limitClient(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if ok, wait := s.ipRL.allow(info(r.Context()).client, time.Now()); !ok {
+			httpmetrics.Limited(httpmetrics.LimitClient)
 			tooManyRequests(w, wait)
 			return
 		}
@@ -202,6 +212,7 @@ func (s *Server) guard(next http.HandlerFunc, write bool) http.HandlerFunc {
 		now := time.Now()
 		ri := info(r.Context())
 		if ok, wait := s.ipRL.allow(ri.client, now); !ok {
+			httpmetrics.Limited(httpmetrics.LimitClient)
 			tooManyRequests(w, wait)
 			return
 		}
@@ -216,31 +227,36 @@ func (s *Server) guard(next http.HandlerFunc, write bool) http.HandlerFunc {
 			writeError(w, http.StatusServiceUnavailable, "API keys are unavailable; try again later")
 			return
 		}
-		if !matchKey(key, keys) {
+		k, ok := apikeys.Match(key, keys)
+		if ok {
+			k.Write = true // every key of --api-keys-path may write, as it always could
+		} else {
 			ro, err := s.readOnlyKeys(r.Context())
 			if err != nil {
 				s.log.Error(err, "cannot read read-only API keys", "requestID", ri.id)
 				writeError(w, http.StatusServiceUnavailable, "API keys are unavailable; try again later")
 				return
 			}
-			if !matchKey(key, ro) {
+			if k, ok = apikeys.Match(key, ro); !ok {
 				writeError(w, http.StatusUnauthorized, detailKeyInvalid)
 				return
 			}
+			k.Write = false
 			if write {
 				writeError(w, http.StatusForbidden, detailKeyReadOnly)
 				return
 			}
 		}
 		if ok, wait := s.keyRL.allow(keyID(key), now); !ok {
+			httpmetrics.Limited(httpmetrics.LimitKey)
 			tooManyRequests(w, wait)
 			return
 		}
-		next(w, r)
+		next(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{key: k, scope: s.scopeOf(k)})))
 	}
 }
 
-func (s *Server) readOnlyKeys(ctx context.Context) ([]string, error) {
+func (s *Server) readOnlyKeys(ctx context.Context) ([]apikeys.Key, error) {
 	if s.cfg.ReadOnlyKeys == nil {
 		return nil, nil
 	}

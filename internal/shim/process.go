@@ -447,6 +447,10 @@ func (s *Server) handleProcess(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "Cannot read the request body")
 		return
 	}
+	if c := callerOf(r.Context()); !c.scope.Allows(s.cfg.Defaults.Namespace) {
+		writeError(w, http.StatusForbidden, fmt.Sprintf("This API key may not create tasks: they are created in namespace %s, which is not among the key's namespaces (%s)", s.cfg.Defaults.Namespace, c.scope))
+		return
+	}
 	req, ferrs := ParseProcessRequest(body, s.cfg.Defaults)
 	if invalid, route := splitRouteChecks(ferrs); len(invalid) > 0 {
 		writeInvalid(w, invalid)

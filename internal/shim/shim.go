@@ -14,10 +14,12 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/net/netutil"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/apikeys"
 	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 )
 
@@ -73,11 +75,19 @@ type Config struct {
 	APIEnabled bool
 	// APIKeys returns the keys accepted in X-API-Key, read on every request so rotation needs no
 	// restart (see SecretKeys, StaticKeys). Required when APIEnabled. These keys may read and
-	// write (create and cancel tasks), as every key always could.
-	APIKeys KeySource
+	// write (create and cancel tasks), as every key always could, in their namespaces.
+	APIKeys apikeys.Source
 	// ReadOnlyKeys are keys that may read tasks (GET) but are refused, with 403, on the routes
 	// that create or cancel them. Optional.
-	ReadOnlyKeys KeySource
+	ReadOnlyKeys apikeys.Source
+	// WatchNamespaces are the namespaces the manager's cache holds; nil: every namespace. A
+	// key's namespaces outside them hold nothing the server can see (they are skipped, not
+	// errors).
+	WatchNamespaces []string
+	// KeyNamespaces is the scope of a key that names none (apikeys.Key.Namespaces); default the
+	// API's own namespace, Defaults.Namespace. A key sees and acts on tasks only there: any
+	// other task is 404 to it, as if it did not exist.
+	KeyNamespaces []string
 	// RateLimit per API key and per client address.
 	RateLimit RateLimit
 	// ForwardedForHops is how many proxies in front of the server append to X-Forwarded-For (an
@@ -86,6 +96,10 @@ type Config struct {
 	ForwardedForHops int
 	// MaxBodyBytes bounds request bodies; default 1 MiB.
 	MaxBodyBytes int64
+	// MaxConnections bounds the connections served at once (golang.org/x/net/netutil's
+	// LimitListener): further ones wait in the listen backlog, so a flood of connections (held
+	// open streams included) cannot exhaust the manager's memory or file descriptors; default 1024.
+	MaxConnections int
 	// ShutdownTimeout bounds graceful shutdown; default 10s.
 	ShutdownTimeout time.Duration
 	// HealthTimeout bounds each health check; default 2s.
@@ -164,14 +178,11 @@ type Defaults struct {
 	Sanitize          string // default legacy, so new vectors match those already in the index
 }
 
-// KeySource returns the API keys accepted now. Every returned non-empty string is a valid key.
-type KeySource func(ctx context.Context) ([]string, error)
-
 // TaskTable is what the shim reads of the DynamoDB task table (*tasktable.Client): tasks whose
 // resource is gone, and a reachability check for health.
 type TaskTable interface {
 	Get(ctx context.Context, taskID string) (*tasktable.Task, map[string]tasktable.ChunkEntry, error)
-	List(ctx context.Context, statusFilter string, limit int) ([]tasktable.Task, error)
+	ListPage(ctx context.Context, q tasktable.PageQuery) (tasktable.Page, error)
 	CheckTable(ctx context.Context) error
 }
 
@@ -246,6 +257,9 @@ func withDefaults(cfg Config) Config {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 1024
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
@@ -254,6 +268,9 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.HealthCacheTTL <= 0 {
 		cfg.HealthCacheTTL = time.Second
+	}
+	if cfg.KeyNamespaces == nil && cfg.Defaults.Namespace != "" {
+		cfg.KeyNamespaces = []string{cfg.Defaults.Namespace}
 	}
 	if cfg.RateLimit == (RateLimit{}) {
 		cfg.RateLimit = DefaultRateLimit
@@ -380,7 +397,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	s.log.Info("serving", "addr", ln.Addr().String(), "api", s.cfg.APIEnabled)
+	ln = netutil.LimitListener(ln, s.cfg.MaxConnections)
+	s.log.Info("serving", "addr", ln.Addr().String(), "api", s.cfg.APIEnabled, "maxConnections", s.cfg.MaxConnections)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

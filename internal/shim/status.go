@@ -8,7 +8,7 @@ import (
 	"math"
 	"net/http"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/apikeys"
 	"github.com/vectordb-io/vectordb-operator/internal/taskstatus"
 	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
@@ -107,6 +108,8 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	if s.deps.Tasks != nil {
 		t, chunks, err := s.deps.Tasks.Get(ctx, taskID)
 		switch {
+		case err == nil && !s.itemVisible(t, callerOf(ctx).scope):
+			// Another namespace's task: as unknown as a task that never was.
 		case err == nil:
 			writeJSON(w, http.StatusOK, fromTaskItem(t, chunks))
 			return
@@ -123,16 +126,44 @@ func plausibleTaskID(id string) bool {
 	return id != "" && len(id) <= maxTaskIDLen && printable(id)
 }
 
-// findIngestion finds the CsvIngestion of a task id, or nil: by the task-id label the shim sets,
-// then by spec.taskID, status.taskID or uid (resources applied with kubectl), and last by the name
-// the shim gives it, read from the API server, for a task created a moment ago that the cache (on
-// this replica or another) has not seen yet.
-func (s *Server) findIngestion(ctx context.Context, taskID string) (*v1alpha1.CsvIngestion, error) {
-	match := func(items []v1alpha1.CsvIngestion) *v1alpha1.CsvIngestion {
-		var best *v1alpha1.CsvIngestion
+// IndexTaskID is the cache index of CsvIngestions by every id a task is looked up by: the task
+// id (spec.taskID, else the uid, as EffectiveTaskID), status.taskID and the uid. The manager
+// registers it (RegisterIndexes) so a lookup reads one index entry, not a list of the cluster.
+const IndexTaskID = "shim.ingestion.vectordb.io/task-id"
+
+// TaskIDs are the index values of IndexTaskID for obj.
+func TaskIDs(obj client.Object) []string {
+	c, ok := obj.(*v1alpha1.CsvIngestion)
+	if !ok {
+		return nil
+	}
+	out := []string{c.EffectiveTaskID()}
+	for _, id := range []string{c.Status.TaskID, string(c.UID)} {
+		if id != "" && !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// RegisterIndexes adds the shim's cache indexes; call it before the cache starts.
+func RegisterIndexes(ctx context.Context, fi client.FieldIndexer) error {
+	if err := fi.IndexField(ctx, &v1alpha1.CsvIngestion{}, IndexTaskID, TaskIDs); err != nil {
+		return fmt.Errorf("indexing CsvIngestions by task id: %w", err)
+	}
+	return nil
+}
+
+// findIngestion finds the CsvIngestion of a task id among the namespaces of scope, or nil: by the
+// task-id index of the cache, and last by the name the shim gives it, read from the API server,
+// for a task created a moment ago that the cache (on this replica or another) has not seen yet.
+// A task in a namespace outside scope is not found, whoever asks how.
+func (s *Server) findIngestion(ctx context.Context, taskID string, scope apikeys.Scope) (*v1alpha1.CsvIngestion, error) {
+	var best *v1alpha1.CsvIngestion
+	consider := func(items []v1alpha1.CsvIngestion) {
 		for i := range items {
 			c := &items[i]
-			if c.EffectiveTaskID() != taskID && c.Status.TaskID != taskID && string(c.UID) != taskID {
+			if !scope.Allows(c.Namespace) {
 				continue
 			}
 			// Task ids are unique in practice; if not, the oldest holder keeps it, deterministically.
@@ -140,39 +171,53 @@ func (s *Server) findIngestion(ctx context.Context, taskID string) (*v1alpha1.Cs
 				best = c
 			}
 		}
-		return best
 	}
-	if len(validation.IsValidLabelValue(taskID)) == 0 {
+	byID := client.MatchingFields{IndexTaskID: taskID}
+	if scope.All() {
 		var list v1alpha1.CsvIngestionList
-		if err := s.deps.Client.List(ctx, &list, client.MatchingLabels{worker.LabelTaskID: taskID}); err != nil {
-			return nil, fmt.Errorf("listing CsvIngestions labelled %s=%s: %w", worker.LabelTaskID, taskID, err)
+		if err := s.deps.Client.List(ctx, &list, byID); err != nil {
+			return nil, fmt.Errorf("looking up CsvIngestions of task %s: %w", taskID, err)
 		}
-		if c := match(list.Items); c != nil {
-			return c, nil
+		consider(list.Items)
+	} else {
+		for _, ns := range s.visibleNamespaces(scope) {
+			var list v1alpha1.CsvIngestionList
+			if err := s.deps.Client.List(ctx, &list, client.InNamespace(ns), byID); err != nil {
+				return nil, fmt.Errorf("looking up CsvIngestions of task %s in %s: %w", taskID, ns, err)
+			}
+			consider(list.Items)
 		}
 	}
-	var list v1alpha1.CsvIngestionList
-	if err := s.deps.Client.List(ctx, &list); err != nil {
-		return nil, fmt.Errorf("listing CsvIngestions: %w", err)
-	}
-	if c := match(list.Items); c != nil {
-		return c, nil
+	if best != nil {
+		return best, nil
 	}
 	name := NamePrefix + taskID
-	if s.deps.APIReader == nil || s.cfg.Defaults.Namespace == "" || len(validation.IsDNS1123Subdomain(name)) > 0 {
+	ns := s.cfg.Defaults.Namespace
+	if s.deps.APIReader == nil || ns == "" || !scope.Allows(ns) || len(validation.IsDNS1123Subdomain(name)) > 0 {
 		return nil, nil
 	}
 	var c v1alpha1.CsvIngestion
-	err := s.deps.APIReader.Get(ctx, types.NamespacedName{Namespace: s.cfg.Defaults.Namespace, Name: name}, &c)
+	err := s.deps.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &c)
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil, nil
 	case err != nil:
-		return nil, fmt.Errorf("reading CsvIngestion %s/%s: %w", s.cfg.Defaults.Namespace, name, err)
+		return nil, fmt.Errorf("reading CsvIngestion %s/%s: %w", ns, name, err)
 	case c.EffectiveTaskID() != taskID:
 		return nil, nil
 	}
 	return &c, nil
+}
+
+// itemVisible reports whether a task-table item (a task whose resource is gone) is in scope: the
+// namespace its resource was in, or, for an item without one (written by the old service), the
+// API's own namespace, where the API creates its tasks.
+func (s *Server) itemVisible(t *tasktable.Task, scope apikeys.Scope) bool {
+	ns := t.K8s.Namespace
+	if ns == "" {
+		ns = s.cfg.Defaults.Namespace
+	}
+	return scope.Allows(ns)
 }
 
 func olderThan(a, b *v1alpha1.CsvIngestion) bool {
@@ -417,17 +462,6 @@ func paramsOf(c *v1alpha1.CsvIngestion) parameters {
 	return p
 }
 
-// sortNewestFirst orders statuses by created_at, newest first, then by task id.
-func sortNewestFirst(items []StatusResponse) {
-	sort.SliceStable(items, func(i, j int) bool {
-		a, b := items[i].Metadata.CreatedAt, items[j].Metadata.CreatedAt
-		if a != b {
-			return a > b // TimeFormat sorts as text
-		}
-		return items[i].TaskID < items[j].TaskID
-	})
-}
-
 // writeAPIError answers a failed Kubernetes call: 422 for what the API server refused as invalid,
 // 503 when it cannot be reached or is overloaded, 500 otherwise. Details go to the log.
 func (s *Server) writeAPIError(w http.ResponseWriter, r *http.Request, err error, what string) {
@@ -472,7 +506,7 @@ func (s *Server) lookupTask(w http.ResponseWriter, r *http.Request) (taskID stri
 		writeError(w, http.StatusNotFound, "Task not found")
 		return "", nil, false
 	}
-	obj, err := s.findIngestion(r.Context(), taskID)
+	obj, err := s.findIngestion(r.Context(), taskID, callerOf(r.Context()).scope)
 	if err != nil {
 		s.writeAPIError(w, r, err, "finding task "+strconv.Quote(taskID))
 		return "", nil, false

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,7 +22,8 @@ import (
 // old list[TaskStatus]); the totals come from the headers.
 type listPage struct {
 	Tasks                []StatusResponse
-	Total, Limit, Offset int
+	Total, Limit, Offset int // Total is -1 when the page does not say (more pages follow)
+	Continue             string
 }
 
 func listTasks(t testing.TB, e *shimEnv, query string) (int, listPage, response) {
@@ -30,7 +32,15 @@ func listTasks(t testing.TB, e *shimEnv, query string) (int, listPage, response)
 	var lr listPage
 	if r.Code == http.StatusOK {
 		r.json(t, &lr.Tasks) // fails unless the body is an array
-		for h, v := range map[string]*int{HeaderTotalCount: &lr.Total, HeaderLimit: &lr.Limit, HeaderOffset: &lr.Offset} {
+		lr.Total, lr.Continue = -1, r.Header.Get(HeaderContinue)
+		if lr.Continue != "" && r.Header.Get(HeaderTotalCount) != "" {
+			t.Errorf("a page with a next page claims a total")
+		}
+		headers := map[string]*int{HeaderLimit: &lr.Limit, HeaderOffset: &lr.Offset}
+		if r.Header.Get(HeaderTotalCount) != "" || (lr.Continue == "" && !strings.Contains(query, "continue=")) {
+			headers[HeaderTotalCount] = &lr.Total // a complete listing from the newest says its total
+		}
+		for h, v := range headers {
 			n, err := strconv.Atoi(r.Header.Get(h))
 			if err != nil {
 				t.Fatalf("header %s = %q: %v", h, r.Header.Get(h), err)
@@ -69,18 +79,38 @@ func TestListNewestFirstFilterAndPages(t *testing.T) {
 		return nil
 	})
 
-	// Pages are consecutive slices of the whole list, and total counts all of it.
+	// Pages are consecutive slices of the whole list, by offset or by continue token; the total
+	// is told once the end is reached.
 	_, all, _ := listTasks(t, e, "?limit=1000")
+	if all.Total != len(all.Tasks) || all.Continue != "" {
+		t.Fatalf("the whole list: total %d for %d tasks, continue %q", all.Total, len(all.Tasks), all.Continue)
+	}
 	var paged []StatusResponse
 	for off := 0; off < all.Total; off += 2 {
 		code, lr, r := listTasks(t, e, fmt.Sprintf("?limit=2&offset=%d", off))
-		if code != http.StatusOK || lr.Limit != 2 || lr.Offset != off || lr.Total != all.Total || len(lr.Tasks) > 2 {
-			t.Fatalf("page at %d: %d %s", off, code, r.Body)
+		if code != http.StatusOK || lr.Limit != 2 || lr.Offset != off || len(lr.Tasks) > 2 ||
+			(off+2 < all.Total) != (lr.Continue != "") || (lr.Continue == "" && lr.Total != all.Total) {
+			t.Fatalf("page at %d: %d %s %+v", off, code, r.Body, r.Header)
 		}
 		paged = append(paged, lr.Tasks...)
 	}
 	if got, want := taskIDs(paged), taskIDs(all.Tasks); !slices.Equal(got, want) {
 		t.Errorf("pages joined = %v, want %v", got, want)
+	}
+	paged = nil
+	for q, n := "?limit=2", 0; ; n++ {
+		code, lr, r := listTasks(t, e, q)
+		if code != http.StatusOK || n > all.Total {
+			t.Fatalf("page %d: %d %s", n, code, r.Body)
+		}
+		paged = append(paged, lr.Tasks...)
+		if lr.Continue == "" {
+			break
+		}
+		q = "?limit=2&continue=" + lr.Continue
+	}
+	if got, want := taskIDs(paged), taskIDs(all.Tasks); !slices.Equal(got, want) {
+		t.Errorf("pages by continue token = %v, want %v", got, want)
 	}
 	if _, lr, _ := listTasks(t, e, fmt.Sprintf("?offset=%d", all.Total)); len(lr.Tasks) != 0 || lr.Tasks == nil {
 		t.Errorf("past the end: %+v, want an empty list", lr)
@@ -112,6 +142,9 @@ func TestListNewestFirstFilterAndPages(t *testing.T) {
 		{"?limit=ten", "query.limit"},
 		{"?offset=-1", "query.offset"},
 		{"?offset=x", "query.offset"},
+		{"?offset=10001", "query.offset"},
+		{"?continue=bm90LWEtdG9rZW4", "query.continue"},
+		{"?continue=x.y", "query.continue"},
 		{"?status_filter=done", "query.status_filter"},
 	} {
 		code, _, r := listTasks(t, e, tc.query)

@@ -29,28 +29,30 @@ const (
 // itemDoc is the stored form of a task. Writes marshal it (without TaskID and Chunks, which are
 // the key and the per-key map); reads unmarshal whole items into it.
 type itemDoc struct {
-	TaskID             string              `dynamodbav:"task_id,omitempty"`
-	Status             string              `dynamodbav:"status"`
-	TaskType           string              `dynamodbav:"task_type"`
-	Parameters         paramsDoc           `dynamodbav:"parameters"`
-	TotalRecords       int64               `dynamodbav:"total_records"`
-	ProcessedRecords   int64               `dynamodbav:"processed_records"`
-	FailedRecords      int64               `dynamodbav:"failed_records"`
-	ChunksTotal        int64               `dynamodbav:"chunks_total"`
-	ChunksCompleted    int64               `dynamodbav:"chunks_completed"`
-	ChunksFailed       int64               `dynamodbav:"chunks_failed"`
-	ChunksProcessing   int64               `dynamodbav:"chunks_processing"`
-	ProgressPercentage float64             `dynamodbav:"progress_percentage"`
-	VectorsUpserted    int64               `dynamodbav:"vectors_upserted"`
-	DeletedRecords     int64               `dynamodbav:"deleted_records,omitempty"`
-	ErrorMessage       string              `dynamodbav:"error_message,omitempty"`
-	CreatedAt          string              `dynamodbav:"created_at,omitempty"`
-	UpdatedAt          string              `dynamodbav:"updated_at,omitempty"`
-	StartedAt          string              `dynamodbav:"started_at,omitempty"`
-	CompletedAt        string              `dynamodbav:"completed_at,omitempty"`
-	K8s                *k8sDoc             `dynamodbav:"k8s,omitempty"`
-	Version            int64               `dynamodbav:"version"`
-	Chunks             map[string]chunkDoc `dynamodbav:"chunks,omitempty"`
+	TaskID             string    `dynamodbav:"task_id,omitempty"`
+	Status             string    `dynamodbav:"status"`
+	TaskType           string    `dynamodbav:"task_type"`
+	Parameters         paramsDoc `dynamodbav:"parameters"`
+	TotalRecords       int64     `dynamodbav:"total_records"`
+	ProcessedRecords   int64     `dynamodbav:"processed_records"`
+	FailedRecords      int64     `dynamodbav:"failed_records"`
+	ChunksTotal        int64     `dynamodbav:"chunks_total"`
+	ChunksCompleted    int64     `dynamodbav:"chunks_completed"`
+	ChunksFailed       int64     `dynamodbav:"chunks_failed"`
+	ChunksProcessing   int64     `dynamodbav:"chunks_processing"`
+	ProgressPercentage float64   `dynamodbav:"progress_percentage"`
+	VectorsUpserted    int64     `dynamodbav:"vectors_upserted"`
+	DeletedRecords     int64     `dynamodbav:"deleted_records,omitempty"`
+	ErrorMessage       string    `dynamodbav:"error_message,omitempty"`
+	CreatedAt          string    `dynamodbav:"created_at,omitempty"`
+	UpdatedAt          string    `dynamodbav:"updated_at,omitempty"`
+	StartedAt          string    `dynamodbav:"started_at,omitempty"`
+	CompletedAt        string    `dynamodbav:"completed_at,omitempty"`
+	K8s                *k8sDoc   `dynamodbav:"k8s,omitempty"`
+	Version            int64     `dynamodbav:"version"`
+	// ExpiresAt is when DynamoDB TTL may delete the item (unix seconds; AttrExpiresAt).
+	ExpiresAt int64               `dynamodbav:"expires_at,omitempty"`
+	Chunks    map[string]chunkDoc `dynamodbav:"chunks,omitempty"`
 }
 
 type paramsDoc struct {
@@ -85,8 +87,15 @@ var topOrder = []string{
 	"status", "task_type", "parameters", "total_records", "processed_records", "failed_records",
 	"chunks_total", "chunks_completed", "chunks_failed", "chunks_processing", "progress_percentage",
 	"vectors_upserted", "deleted_records", "error_message", "created_at", "updated_at", "started_at", "completed_at",
-	"k8s", "version",
+	"k8s", "version", AttrExpiresAt,
 }
+
+// AttrExpiresAt is the item's retention attribute (a Number of unix seconds): the table's TTL
+// attribute, so DynamoDB deletes a task's item Retention after it ended (or was last written).
+const AttrExpiresAt = "expires_at"
+
+// DefaultRetention is how long task items are kept by default (--task-retention).
+const DefaultRetention = 90 * 24 * time.Hour
 
 // removedWhenEmpty are state attributes that mirror the newest state exactly: empty means the
 // attribute goes away (an error that cleared, a restart). Identity attributes (created_at, k8s)
@@ -175,8 +184,9 @@ func (t *Task) validate() error {
 	return nil
 }
 
-// topLevel turns t into the top-level actions of a write.
-func topLevel(t Task, now time.Time) ([]attrUpdate, error) {
+// topLevel turns t into the top-level actions of a write; retention > 0 sets expires_at to that
+// long after the task completed (or, while it runs, after this write).
+func topLevel(t Task, now time.Time, retention ...time.Duration) ([]attrUpdate, error) {
 	if t.UpdatedAt.IsZero() {
 		t.UpdatedAt = now
 	}
@@ -199,6 +209,13 @@ func topLevel(t Task, now time.Time) ([]attrUpdate, error) {
 	}
 	if t.K8s != (K8sRef{}) {
 		doc.K8s = &k8sDoc{Namespace: t.K8s.Namespace, Name: t.K8s.Name, UID: t.K8s.UID}
+	}
+	if len(retention) > 0 && retention[0] > 0 {
+		base := t.CompletedAt
+		if base.IsZero() {
+			base = t.UpdatedAt
+		}
+		doc.ExpiresAt = base.Add(retention[0]).Unix()
 	}
 	m, err := attributevalue.MarshalMap(doc)
 	if err != nil {

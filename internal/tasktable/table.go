@@ -44,15 +44,27 @@ func keyedByTaskID(td *types.TableDescription) bool {
 	return false
 }
 
-// EnsureTable creates the table (partition key task_id, a string; on-demand billing) when it does
-// not exist and waits until it is ACTIVE. For tests and the demo; production tables are made by
-// infrastructure code.
+// EnsureTable creates the table (partition key task_id, a string; on-demand billing; the index
+// CreatedIndex) when it does not exist and waits until it is ACTIVE. For tests and the demo;
+// production tables are made by infrastructure code (the install guides' commands).
 func EnsureTable(ctx context.Context, api *dynamodb.Client, table string) error {
 	_, err := api.CreateTable(ctx, &dynamodb.CreateTableInput{
-		TableName:            aws.String(table),
-		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String(attrTaskID), AttributeType: types.ScalarAttributeTypeS}},
-		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String(attrTaskID), KeyType: types.KeyTypeHash}},
-		BillingMode:          types.BillingModePayPerRequest,
+		TableName: aws.String(table),
+		AttributeDefinitions: []types.AttributeDefinition{
+			{AttributeName: aws.String(attrTaskID), AttributeType: types.ScalarAttributeTypeS},
+			{AttributeName: aws.String("task_type"), AttributeType: types.ScalarAttributeTypeS},
+			{AttributeName: aws.String("created_at"), AttributeType: types.ScalarAttributeTypeS},
+		},
+		KeySchema:   []types.KeySchemaElement{{AttributeName: aws.String(attrTaskID), KeyType: types.KeyTypeHash}},
+		BillingMode: types.BillingModePayPerRequest,
+		GlobalSecondaryIndexes: []types.GlobalSecondaryIndex{{
+			IndexName: aws.String(CreatedIndex),
+			KeySchema: []types.KeySchemaElement{
+				{AttributeName: aws.String("task_type"), KeyType: types.KeyTypeHash},
+				{AttributeName: aws.String("created_at"), KeyType: types.KeyTypeRange},
+			},
+			Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll},
+		}},
 	}, callOpts)
 	var inUse *types.ResourceInUseException
 	if err != nil && !errors.As(err, &inUse) {

@@ -87,6 +87,9 @@ type Config struct {
 	Endpoint string
 	// Credentials; nil means the SDK's default chain (env, shared config, IRSA / Pod Identity, IMDS).
 	Credentials aws.CredentialsProvider
+	// Retention sets each item's expires_at (the table's TTL attribute) this long after the task
+	// ended, or after its last write while it runs; 0: no expires_at.
+	Retention time.Duration
 }
 
 // Task is the task item without its chunk map.
@@ -158,8 +161,9 @@ func ChunkKey(i int) string { return fmt.Sprintf("chunk_%04d", i) }
 
 // Client reads and writes one task table.
 type Client struct {
-	api   *dynamodb.Client
-	table string
+	api       *dynamodb.Client
+	table     string
+	retention time.Duration
 
 	// withChunks remembers task ids whose item is known to hold a chunk map, so that later writes
 	// can SET chunks.#k in their first call (DynamoDB refuses a nested SET whose parent is missing).
@@ -193,7 +197,13 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 	})
-	return NewFromAPI(api, cfg.Table), nil
+	return NewFromAPI(api, cfg.Table).WithRetention(cfg.Retention), nil
+}
+
+// WithRetention makes the client's writes set expires_at (see Config.Retention); it returns c.
+func (c *Client) WithRetention(d time.Duration) *Client {
+	c.retention = d
+	return c
 }
 
 // NewFromAPI builds a client on an existing DynamoDB client.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -839,12 +840,34 @@ func TestList(t *testing.T) {
 		}
 		return strings.Join(out, ",")
 	}
-	all, err := c.List(ctx, "", 0)
-	if err != nil {
-		t.Fatalf("List: %v", err)
+	// pages reads every page of q, Need at a time, following the horizon; it checks what each
+	// page read stays within Need per task type.
+	pages := func(q PageQuery) ([]Task, int) {
+		var out []Task
+		n := 0
+		for {
+			p, err := c.ListPage(ctx, q)
+			if err != nil {
+				t.Fatalf("ListPage(%+v): %v", q, err)
+			}
+			n++
+			// Items created in one microsecond (c and d) are read together.
+			if p.ItemsRead > (q.Need+2)*len(TaskTypes) {
+				t.Errorf("a page of %d read %d items", q.Need, p.ItemsRead)
+			}
+			out = append(out, p.Tasks...)
+			if p.Horizon == nil {
+				return out, n
+			}
+			q.After = p.Horizon
+			if n > 20 {
+				t.Fatal("no end of pages")
+			}
+		}
 	}
+	all, _ := pages(PageQuery{Need: 10})
 	if got := ids(all); got != "c,d,b,a,legacy" {
-		t.Errorf("List() = %s, want c,d,b,a,legacy", got)
+		t.Errorf("ListPage() = %s, want c,d,b,a,legacy (junk has no task_type, so it is in no index)", got)
 	}
 	for _, task := range all {
 		if task.TaskID == "legacy" {
@@ -854,22 +877,44 @@ func TestList(t *testing.T) {
 			}
 		}
 	}
-	completed, err := c.List(ctx, taskstatus.Completed, 2)
-	if err != nil {
-		t.Fatalf("List completed: %v", err)
+	for need := 1; need <= 3; need++ {
+		got, n := pages(PageQuery{Need: need})
+		if ids(got) != "c,d,b,a,legacy" {
+			t.Errorf("pages of %d: %s in %d pages, want c,d,b,a,legacy", need, ids(got), n)
+		}
 	}
-	if got := ids(completed); got != "c,d" {
-		t.Errorf("List(completed, 2) = %s, want c,d", got)
+	completed, _ := pages(PageQuery{StatusFilter: taskstatus.Completed, Need: 2})
+	if got := ids(completed); got != "c,d,a,legacy" {
+		t.Errorf("completed, by 2 = %s, want c,d,a,legacy", got)
 	}
-	failed, err := c.List(ctx, taskstatus.Failed, 10)
-	if err != nil {
-		t.Fatalf("List failed: %v", err)
-	}
+	failed, _ := pages(PageQuery{StatusFilter: taskstatus.Failed, TaskType: TaskTypeMetabase, Need: 10})
 	if got := ids(failed); got != "b" {
-		t.Errorf("List(failed) = %s, want b", got)
+		t.Errorf("failed = %s, want b", got)
 	}
-	if _, err := c.List(ctx, "done", 10); !errors.Is(err, ErrInvalid) {
-		t.Errorf("List with an unknown status: err = %v, want ErrInvalid", err)
+	if got, _ := pages(PageQuery{TaskType: TaskTypeS3CSV, Need: 10}); ids(got) != "legacy" {
+		t.Errorf("s3 tasks: %s, want legacy", ids(got))
+	}
+	if _, err := c.ListPage(ctx, PageQuery{StatusFilter: "done", Need: 10}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("ListPage with an unknown status: err = %v, want ErrInvalid", err)
+	}
+}
+
+// A table without the index says so: the REST API can then answer from the cluster and log why.
+func TestListPageWithoutTheIndex(t *testing.T) {
+	ctx := context.Background()
+	table := "no-index-" + strconv.Itoa(int(time.Now().UnixNano()%1e9))
+	if _, err := dyn.Client().CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName:            aws.String(table),
+		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String("task_id"), AttributeType: types.ScalarAttributeTypeS}},
+		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String("task_id"), KeyType: types.KeyTypeHash}},
+		BillingMode:          types.BillingModePayPerRequest,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = dyn.Client().DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(table)}) })
+	c := NewFromAPI(dyn.Client(), table)
+	if _, err := c.ListPage(ctx, PageQuery{Need: 5}); !errors.Is(err, ErrNoIndex) {
+		t.Errorf("ListPage without the index: %v, want ErrNoIndex", err)
 	}
 }
 
@@ -885,8 +930,8 @@ func TestUnavailable(t *testing.T) {
 		if _, _, err := c.Get(ctx, "task-u"); !errors.Is(err, ErrUnavailable) {
 			t.Errorf("Get: err = %v, want ErrUnavailable", err)
 		}
-		if _, err := c.List(ctx, "", 0); !errors.Is(err, ErrUnavailable) {
-			t.Errorf("List: err = %v, want ErrUnavailable", err)
+		if _, err := c.ListPage(ctx, PageQuery{Need: 1}); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("ListPage: err = %v, want ErrUnavailable", err)
 		}
 		if err := c.CheckTable(ctx); !errors.Is(err, ErrUnavailable) {
 			t.Errorf("CheckTable: err = %v, want ErrUnavailable", err)
@@ -981,12 +1026,56 @@ func TestDeletedRecords(t *testing.T) {
 	if err != nil || got.DeletedRecords != 500 {
 		t.Fatalf("Get: %+v, %v", got, err)
 	}
-	list, err := c.List(ctx, "", 0)
-	if err != nil || len(list) != 1 || list[0].DeletedRecords != 500 {
-		t.Fatalf("List: %+v, %v", list, err)
+	list, err := c.ListPage(ctx, PageQuery{Need: 10})
+	if err != nil || len(list.Tasks) != 1 || list.Tasks[0].DeletedRecords != 500 {
+		t.Fatalf("ListPage: %+v, %v", list, err)
 	}
 	task.Version, task.DeletedRecords = 3, -1
 	if err := c.Put(ctx, task, nil); err == nil || !strings.Contains(err.Error(), "deleted_records is negative") {
 		t.Fatalf("a negative count was accepted: %v", err)
+	}
+}
+
+// With a retention, every write sets expires_at (a Number, as DynamoDB TTL needs) that long after
+// the task completed, or after the write while it runs; a cancellation of a deleted ingestion
+// too. Without one, no expires_at is written.
+func TestRetentionSetsExpiresAt(t *testing.T) {
+	ctx := context.Background()
+	c, table := newTable(t)
+	const keep = 48 * time.Hour
+	c.WithRetention(keep)
+
+	done := sampleTask("task-ret-done", 1)
+	done.Status, done.StartedAt, done.CompletedAt = taskstatus.Completed, created.Add(time.Minute), created.Add(time.Hour)
+	if err := c.Put(ctx, done, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := render(rawItem(t, table, "task-ret-done")[AttrExpiresAt]), fmt.Sprintf("N(%d)", created.Add(time.Hour+keep).Unix()); got != want {
+		t.Errorf("finished task: expires_at %s, want %s", got, want)
+	}
+
+	running := sampleTask("task-ret-run", 1)
+	running.CompletedAt, running.UpdatedAt = time.Time{}, created.Add(2*time.Hour)
+	if err := c.Put(ctx, running, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := render(rawItem(t, table, "task-ret-run")[AttrExpiresAt]), fmt.Sprintf("N(%d)", created.Add(2*time.Hour+keep).Unix()); got != want {
+		t.Errorf("running task: expires_at %s, want %s (its last write + retention)", got, want)
+	}
+	at := time.Now().Add(time.Minute).Truncate(time.Second)
+	if err := c.MarkCancelled(ctx, "task-ret-run", running.K8s.UID, 2, at); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := render(rawItem(t, table, "task-ret-run")[AttrExpiresAt]), fmt.Sprintf("N(%d)", at.Add(keep).Unix()); got != want {
+		t.Errorf("cancelled task: expires_at %s, want %s", got, want)
+	}
+
+	c.WithRetention(0)
+	forever := sampleTask("task-ret-none", 1)
+	if err := c.Put(ctx, forever, nil); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := rawItem(t, table, "task-ret-none")[AttrExpiresAt]; ok {
+		t.Errorf("without a retention: expires_at %s", render(v))
 	}
 }

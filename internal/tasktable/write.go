@@ -209,7 +209,7 @@ func (c *Client) Put(ctx context.Context, t Task, chunks map[int]ChunkEntry) err
 	if err != nil {
 		return err
 	}
-	top, err := topLevel(t, time.Now())
+	top, err := topLevel(t, time.Now(), c.retention)
 	if err != nil {
 		return err
 	}
@@ -296,26 +296,34 @@ func (c *Client) MarkCancelled(ctx context.Context, taskID, uid string, version 
 		at = time.Now()
 	}
 	ts := &types.AttributeValueMemberS{Value: formatTime(at)}
+	set := "SET #st = :cancelled, #ca = :at, #ua = :at, #cp = :zero, #ver = :ver"
+	names := map[string]string{
+		"#id": attrTaskID, "#st": attrStatus, "#ca": attrComplete, "#ua": attrUpdated, "#cp": attrProcess, "#ver": attrVersion,
+		"#k8s": attrK8s, "#uid": attrUID,
+	}
+	values := map[string]types.AttributeValue{
+		":cancelled": &types.AttributeValueMemberS{Value: taskstatus.Cancelled},
+		":completed": &types.AttributeValueMemberS{Value: taskstatus.Completed},
+		":partial":   &types.AttributeValueMemberS{Value: taskstatus.PartiallyCompleted},
+		":failed":    &types.AttributeValueMemberS{Value: taskstatus.Failed},
+		":at":        ts,
+		":zero":      &types.AttributeValueMemberN{Value: "0"},
+		":ver":       &types.AttributeValueMemberN{Value: strconv.FormatInt(version, 10)},
+		":uid":       &types.AttributeValueMemberS{Value: uid},
+	}
+	if c.retention > 0 {
+		set += ", #exp = :exp"
+		names["#exp"] = AttrExpiresAt
+		values[":exp"] = &types.AttributeValueMemberN{Value: strconv.FormatInt(at.Add(c.retention).Unix(), 10)}
+	}
 	_, err := c.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:        aws.String(c.table),
 		Key:              key(taskID),
-		UpdateExpression: aws.String("SET #st = :cancelled, #ca = :at, #ua = :at, #cp = :zero, #ver = :ver"),
+		UpdateExpression: aws.String(set),
 		ConditionExpression: aws.String("attribute_exists(#id) AND #k8s.#uid = :uid AND (attribute_not_exists(#ver) OR #ver < :ver) AND " +
 			"NOT (#st IN (:completed, :partial, :failed, :cancelled))"),
-		ExpressionAttributeNames: map[string]string{
-			"#id": attrTaskID, "#st": attrStatus, "#ca": attrComplete, "#ua": attrUpdated, "#cp": attrProcess, "#ver": attrVersion,
-			"#k8s": attrK8s, "#uid": attrUID,
-		},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":cancelled": &types.AttributeValueMemberS{Value: taskstatus.Cancelled},
-			":completed": &types.AttributeValueMemberS{Value: taskstatus.Completed},
-			":partial":   &types.AttributeValueMemberS{Value: taskstatus.PartiallyCompleted},
-			":failed":    &types.AttributeValueMemberS{Value: taskstatus.Failed},
-			":at":        ts,
-			":zero":      &types.AttributeValueMemberN{Value: "0"},
-			":ver":       &types.AttributeValueMemberN{Value: strconv.FormatInt(version, 10)},
-			":uid":       &types.AttributeValueMemberS{Value: uid},
-		},
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: values,
 	}, callOpts)
 	if err == nil {
 		return nil

@@ -24,6 +24,8 @@ type Tables struct {
 	// EndpointOverride replaces every spec's endpoint (local stacks). The policy still applies to
 	// what the spec names, so a spec behaves the same here as on a cluster without the override.
 	EndpointOverride string
+	// Retention of task items (tasktable.Config.Retention): DynamoDB TTL deletes them then.
+	Retention time.Duration
 
 	policy Policy
 
@@ -54,7 +56,7 @@ func (t *Tables) Client(ctx context.Context, d *v1alpha1.DynamoDBTracking) (*tas
 	if err := t.policy.Check(d); err != nil {
 		return nil, err
 	}
-	cfg := tasktable.Config{Table: d.Table, Region: d.Region, Endpoint: d.Endpoint}
+	cfg := tasktable.Config{Table: d.Table, Region: d.Region, Endpoint: d.Endpoint, Retention: t.Retention}
 	if t.EndpointOverride != "" {
 		cfg.Endpoint = t.EndpointOverride
 	}

@@ -68,7 +68,7 @@ func planAction(action string, obj *v1alpha1.CsvIngestion) actionPlan {
 // manager's identity, allowed only to a read-write key, and an event naming the key (never its
 // value) on the ingestion.
 func (s *Server) handleAction(w http.ResponseWriter, r *http.Request) {
-	if why := sameOrigin(r); why != "" {
+	if why := sameOrigin(r, s.cfg.PublicOrigin); why != "" {
 		fail(w, http.StatusForbidden, why)
 		return
 	}
@@ -79,6 +79,10 @@ func (s *Server) handleAction(w http.ResponseWriter, r *http.Request) {
 	}
 	key := keyOf(r)
 	action := r.PathValue("action")
+	if !s.scopeOf(k).Allows(key.Namespace) {
+		notFound(w, key)
+		return
+	}
 	if !k.Write {
 		s.log.Info("action refused: read-only key", "key", k.Name, "action", action, "ingestion", key.String())
 		fail(w, http.StatusForbidden, fmt.Sprintf("the API key %q is read-only: it may view ingestions but not suspend, resume or cancel them; sign in with a key marked for writes", k.Name))
@@ -89,7 +93,7 @@ func (s *Server) handleAction(w http.ResponseWriter, r *http.Request) {
 	var obj v1alpha1.CsvIngestion
 	if err := s.deps.Reader.Get(ctx, key, &obj); err != nil {
 		if apierrors.IsNotFound(err) {
-			fail(w, http.StatusNotFound, "no CsvIngestion "+key.String())
+			notFound(w, key)
 			return
 		}
 		fail(w, http.StatusServiceUnavailable, "cannot read the ingestion: "+err.Error())

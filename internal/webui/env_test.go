@@ -69,6 +69,8 @@ type env struct {
 	UI   *Server
 	Keys *testKeys
 	NS   string
+	// Other is a second namespace in the cache, outside the default scope of the test keys.
+	Other string
 	// Direct reads and writes the API server without the cache.
 	Direct client.Client
 }
@@ -84,17 +86,23 @@ func startUI(t *testing.T, cfg Config) *env {
 
 // startUIServer is startUI behind an HTTP server with read and write timeouts (0: none), as the
 // shim's server has for ordinary requests.
-func startUIServer(t *testing.T, cfg Config, serverTimeout time.Duration) *env {
+func startUIServer(t *testing.T, cfg Config, serverTimeout time.Duration, mods ...func(*Deps)) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	ns := fmt.Sprintf("webui-%d", nsN.Add(1))
-	if err := cluster.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
+	n := nsN.Add(1)
+	ns, other := fmt.Sprintf("webui-%d", n), fmt.Sprintf("webui-%d-other", n)
+	for _, name := range []string{ns, other} {
+		if err := cluster.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cfg.DefaultNamespaces == nil {
+		cfg.DefaultNamespaces = []string{ns}
 	}
 	mgr, err := ctrl.NewManager(cluster.Config, ctrl.Options{
 		Scheme: cluster.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
 		Cache: cache.Options{
-			DefaultNamespaces: map[string]cache.Config{ns: {}},
+			DefaultNamespaces: map[string]cache.Config{ns: {}, other: {}},
 			ByObject: map[client.Object]cache.ByObject{
 				&corev1.Event{}: {Field: fields.OneTermEqualSelector("involvedObject.kind", "CsvIngestion")},
 			},
@@ -103,12 +111,19 @@ func startUIServer(t *testing.T, cfg Config, serverTimeout time.Duration) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := RegisterIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+		t.Fatal(err)
+	}
 	keys := newTestKeys()
 	if cfg.Keys == nil {
 		cfg.Keys = keys.source()
 	}
-	ui, err := New(cfg, Deps{Reader: mgr.GetClient(), Writer: mgr.GetClient(), Informers: mgr.GetCache(),
-		Recorder: mgr.GetEventRecorder("vectordb-operator"), Log: testr.New(t)})
+	deps := Deps{Reader: mgr.GetClient(), Writer: mgr.GetClient(), Informers: mgr.GetCache(),
+		Recorder: mgr.GetEventRecorder("vectordb-operator"), Log: testr.New(t)}
+	for _, m := range mods {
+		m(&deps)
+	}
+	ui, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +144,7 @@ func startUIServer(t *testing.T, cfg Config, serverTimeout time.Duration) *env {
 	if !mgr.GetCache().WaitForCacheSync(ctx) {
 		t.Fatal("cache did not sync")
 	}
-	return &env{URL: srv.URL, UI: ui, Keys: keys, NS: ns, Direct: cluster.Client}
+	return &env{URL: srv.URL, UI: ui, Keys: keys, NS: ns, Other: other, Direct: cluster.Client}
 }
 
 // browser is an HTTP client with a cookie jar, as a browser tab.

@@ -16,35 +16,48 @@ const (
 	changeEvents
 )
 
-// maxDirty bounds what one subscriber remembers between two pushes: past it, the subscriber
-// forgets the keys and asks for a full snapshot instead, so a slow client costs a bounded
-// amount of memory however many ingestions change.
-const maxDirty = 256
+// maxQueued bounds the pushes one list stream keeps between two writes: past it, the stream
+// forgets them and sends a full snapshot instead, so a slow client costs a bounded amount of
+// memory however many ingestions change.
+const maxQueued = 64
 
 // hub fans changes out from the informer event handlers to the open streams. Publishing never
-// blocks: each subscriber keeps only a set of changed keys and a one-slot wake-up channel; the
-// stream reads the current state from the cache when it next sends, so many changes to one
-// ingestion between two sends become one message.
+// blocks: it only notes which ingestions changed. Once per update interval the server's pump
+// takes what changed, computes each changed ingestion's list row and each watched ingestion's
+// detail once, and hands the same encoded frames to every stream that wants them (sub.push,
+// sub.set); each stream writes what it was handed when it next wakes. The cost of an update is
+// therefore per changed ingestion, not per open page.
 type hub struct {
-	mu   sync.Mutex
-	subs map[*sub]struct{}
+	mu      sync.Mutex
+	subs    map[*sub]struct{}
+	pending map[types.NamespacedName]change
 }
 
-func newHub() *hub { return &hub{subs: map[*sub]struct{}{}} }
+func newHub() *hub {
+	return &hub{subs: map[*sub]struct{}{}, pending: map[types.NamespacedName]change{}}
+}
 
-// sub is one open stream. only, when set, limits it to one ingestion (a detail page); mask says
-// which kinds of change it wants.
+// frame is one encoded Server-Sent Event.
+type frame struct {
+	event string
+	data  []byte
+}
+
+// sub is one open stream. only, when set, limits it to one ingestion (a detail page); allowed
+// says which namespaces its key may see.
 type sub struct {
-	only   *types.NamespacedName
-	mask   change
-	wake   chan struct{}
+	only    *types.NamespacedName
+	allowed func(namespace string) bool
+	wake    chan struct{}
+
 	mu     sync.Mutex
-	dirty  map[types.NamespacedName]struct{}
-	resync bool
+	queue  []frame // list pushes not yet written
+	latest *frame  // a detail page's newest state (only the last matters)
+	resync bool    // the queue overflowed: send a full snapshot
 }
 
-func (h *hub) subscribe(only *types.NamespacedName, mask change) *sub {
-	s := &sub{only: only, mask: mask, wake: make(chan struct{}, 1), dirty: map[types.NamespacedName]struct{}{}}
+func (h *hub) subscribe(only *types.NamespacedName, allowed func(string) bool) *sub {
+	s := &sub{only: only, allowed: allowed, wake: make(chan struct{}, 1)}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()
@@ -68,35 +81,64 @@ func (h *hub) subscribers() int {
 func (h *hub) publish(key types.NamespacedName, c change) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if len(h.subs) == 0 {
+		return // nobody to tell; a stream opened later starts from a snapshot
+	}
+	h.pending[key] |= c
+}
+
+// takePending returns what changed since the last call, and the streams open now.
+func (h *hub) takePending() (map[types.NamespacedName]change, []*sub) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.pending) == 0 {
+		return nil, nil
+	}
+	p := h.pending
+	h.pending = map[types.NamespacedName]change{}
+	subs := make([]*sub, 0, len(h.subs))
 	for s := range h.subs {
-		if s.mask&c == 0 || (s.only != nil && *s.only != key) {
-			continue
+		subs = append(subs, s)
+	}
+	return p, subs
+}
+
+// push queues a list frame for s.
+func (s *sub) push(f frame) {
+	s.mu.Lock()
+	if !s.resync {
+		s.queue = append(s.queue, f)
+		if len(s.queue) > maxQueued {
+			s.queue, s.resync = nil, true
 		}
-		s.mu.Lock()
-		if !s.resync {
-			s.dirty[key] = struct{}{}
-			if len(s.dirty) > maxDirty {
-				s.resync = true
-				s.dirty = map[types.NamespacedName]struct{}{}
-			}
-		}
-		s.mu.Unlock()
-		select {
-		case s.wake <- struct{}{}:
-		default: // already woken; the pending send will carry this change too
-		}
+	}
+	s.mu.Unlock()
+	s.notify()
+}
+
+// set replaces a detail stream's pending state.
+func (s *sub) set(f frame) {
+	s.mu.Lock()
+	s.latest = &f
+	s.mu.Unlock()
+	s.notify()
+}
+
+func (s *sub) notify() {
+	select {
+	case s.wake <- struct{}{}:
+	default: // already woken; it will take this too
 	}
 }
 
-// take returns and clears what changed since the last take.
-func (s *sub) take() (keys []types.NamespacedName, resync bool) {
+// take returns and clears what was handed to s.
+func (s *sub) take() (frames []frame, resync bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	resync = s.resync
-	for k := range s.dirty {
-		keys = append(keys, k)
+	frames, resync = s.queue, s.resync
+	if s.latest != nil {
+		frames = append(frames, *s.latest)
 	}
-	s.dirty = map[types.NamespacedName]struct{}{}
-	s.resync = false
-	return keys, resync
+	s.queue, s.latest, s.resync = nil, nil, false
+	return frames, resync
 }

@@ -1,6 +1,7 @@
 package webui
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"net/http"
@@ -12,8 +13,13 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/apikeys"
@@ -105,7 +111,8 @@ func TestSessionCookie(t *testing.T) {
 	rw := apikeys.Key{Name: "ops.team", Value: "v-rw", Write: true}
 	ro := apikeys.Key{Name: "analyst", Value: "v-ro"}
 	keys := []apikeys.Key{rw, ro}
-	good := makeSession(rw, now.Add(time.Hour))
+	const sid, otherSID = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+	good := makeSession(rw, now.Add(time.Hour), sid)
 	for _, tc := range []struct {
 		name   string
 		cookie string
@@ -114,7 +121,9 @@ func TestSessionCookie(t *testing.T) {
 		want   string
 	}{
 		{"valid", good, keys, now, "ops.team"},
-		{"read-only", makeSession(ro, now.Add(time.Hour)), keys, now, "analyst"},
+		{"read-only", makeSession(ro, now.Add(time.Hour), otherSID), keys, now, "analyst"},
+		{"session id swapped", strings.Replace(good, sid, otherSID, 1), keys, now, ""},
+		{"no session id (the old form)", strings.Replace(good, "."+sid, "", 1), keys, now, ""},
 		{"expired", good, keys, now.Add(time.Hour), ""},
 		{"key rotated (same name, new value)", good, []apikeys.Key{{Name: "ops.team", Value: "v-new", Write: true}}, now, ""},
 		{"key removed", good, []apikeys.Key{ro}, now, ""},
@@ -123,7 +132,7 @@ func TestSessionCookie(t *testing.T) {
 		{"garbage", "a.b", keys, now, ""},
 		{"empty", "", keys, now, ""},
 	} {
-		k, ok := checkSession(tc.cookie, tc.keys, tc.now)
+		k, _, _, ok := checkSession(tc.cookie, tc.keys, tc.now)
 		if got := map[bool]string{true: k.Name, false: ""}[ok]; got != tc.want {
 			t.Errorf("%s: %q (ok %v), want %q", tc.name, got, ok, tc.want)
 		}
@@ -135,22 +144,27 @@ func TestSessionCookie(t *testing.T) {
 
 func TestSameOrigin(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		hdr  map[string]string
-		ok   bool
+		name   string
+		hdr    map[string]string
+		ok     bool
+		public string
 	}{
-		{"UI header only", map[string]string{csrfHeader: "1"}, true},
-		{"same origin", map[string]string{csrfHeader: "1", "Origin": "http://ui.example:8000", "Sec-Fetch-Site": "same-origin"}, true},
-		{"no UI header", map[string]string{"Origin": "http://ui.example:8000"}, false},
-		{"other origin", map[string]string{csrfHeader: "1", "Origin": "http://evil.example"}, false},
-		{"same site but not same origin", map[string]string{csrfHeader: "1", "Sec-Fetch-Site": "same-site"}, false},
-		{"null origin", map[string]string{csrfHeader: "1", "Origin": "null"}, false},
+		{"UI header only", map[string]string{csrfHeader: "1"}, true, ""},
+		{"same origin", map[string]string{csrfHeader: "1", "Origin": "http://ui.example:8000", "Sec-Fetch-Site": "same-origin"}, true, ""},
+		{"no UI header", map[string]string{"Origin": "http://ui.example:8000"}, false, ""},
+		{"other origin", map[string]string{csrfHeader: "1", "Origin": "http://evil.example"}, false, ""},
+		{"same site but not same origin", map[string]string{csrfHeader: "1", "Sec-Fetch-Site": "same-site"}, false, ""},
+		{"null origin", map[string]string{csrfHeader: "1", "Origin": "null"}, false, ""},
+		// Behind a proxy that rewrites Host, the public origin is what the browser sends.
+		{"public origin", map[string]string{csrfHeader: "1", "Origin": "https://ingest.example.com"}, true, "https://ingest.example.com"},
+		{"public origin, other scheme", map[string]string{csrfHeader: "1", "Origin": "http://ingest.example.com"}, false, "https://ingest.example.com"},
+		{"the internal host is no longer enough", map[string]string{csrfHeader: "1", "Origin": "http://ui.example:8000"}, false, "https://ingest.example.com"},
 	} {
 		r := httptest.NewRequest(http.MethodPost, "http://ui.example:8000/ui/api/login", nil)
 		for k, v := range tc.hdr {
 			r.Header.Set(k, v)
 		}
-		if why := sameOrigin(r); (why == "") != tc.ok {
+		if why := sameOrigin(r, tc.public); (why == "") != tc.ok {
 			t.Errorf("%s: %q, want ok %v", tc.name, why, tc.ok)
 		}
 	}
@@ -161,39 +175,93 @@ func TestSameOrigin(t *testing.T) {
 func TestHubCoalescesAndBounds(t *testing.T) {
 	h := newHub()
 	a := types.NamespacedName{Namespace: "ns", Name: "a"}
-	list := h.subscribe(nil, changeIngestion)
-	one := h.subscribe(&a, changeIngestion|changeJobs|changeEvents)
+	h.publish(a, changeIngestion) // nobody listens: forgotten
+	if p, _ := h.takePending(); p != nil {
+		t.Errorf("a change with no stream open was kept: %v", p)
+	}
+	list := h.subscribe(nil, func(ns string) bool { return ns == "ns" })
+	one := h.subscribe(&a, nil)
 	for i := 0; i < 1000; i++ {
 		h.publish(a, changeIngestion) // nobody reads: must not block
 	}
 	h.publish(types.NamespacedName{Namespace: "ns", Name: "b"}, changeIngestion)
 	h.publish(a, changeJobs)
-	if len(list.wake) != 1 || len(one.wake) != 1 {
-		t.Errorf("wake-ups pending: %d, %d; want one each", len(list.wake), len(one.wake))
+	p, subs := h.takePending()
+	if len(p) != 2 || p[a] != changeIngestion|changeJobs || len(subs) != 2 {
+		t.Errorf("pending %v for %d streams; want a (ingestion and jobs) and b, for 2", p, len(subs))
 	}
-	keys, resync := list.take()
-	if resync || len(keys) != 2 {
-		t.Errorf("list took %v (resync %v), want a and b once each", keys, resync)
+	if p, _ := h.takePending(); p != nil {
+		t.Errorf("taken twice: %v", p)
 	}
-	keys, _ = one.take()
-	if len(keys) != 1 || keys[0] != a {
-		t.Errorf("detail took %v, want only a", keys)
+
+	// A list stream keeps its pushes in order, up to maxQueued; past it, a resync instead.
+	list.push(frame{event: "changes", data: []byte("1")})
+	list.push(frame{event: "changes", data: []byte("2")})
+	if len(list.wake) != 1 {
+		t.Errorf("wake-ups pending: %d, want 1", len(list.wake))
 	}
-	h.publish(types.NamespacedName{Namespace: "ns", Name: "b"}, changeJobs)
-	if keys, _ := list.take(); len(keys) != 0 {
-		t.Errorf("the list got a Job change: %v", keys)
+	if fs, resync := list.take(); resync || len(fs) != 2 || string(fs[1].data) != "2" {
+		t.Errorf("took %v (resync %v)", fs, resync)
 	}
-	for i := 0; i <= maxDirty; i++ {
-		h.publish(types.NamespacedName{Namespace: "ns", Name: fmt.Sprint("x", i)}, changeIngestion)
+	for i := 0; i <= maxQueued; i++ {
+		list.push(frame{event: "changes", data: []byte("x")})
 	}
-	keys, resync = list.take()
-	if !resync || len(keys) != 0 {
-		t.Errorf("past %d keys: %d keys, resync %v; want a resync", maxDirty, len(keys), resync)
+	if fs, resync := list.take(); !resync || len(fs) != 0 {
+		t.Errorf("past %d pushes: %d frames, resync %v; want a resync", maxQueued, len(fs), resync)
+	}
+	// A detail stream keeps only the newest state.
+	one.set(frame{event: "detail", data: []byte("old")})
+	one.set(frame{event: "detail", data: []byte("new")})
+	if fs, _ := one.take(); len(fs) != 1 || string(fs[0].data) != "new" {
+		t.Errorf("detail took %v, want only the newest", fs)
 	}
 	h.unsubscribe(list)
 	h.unsubscribe(one)
 	if h.subscribers() != 0 {
 		t.Errorf("%d subscribers left", h.subscribers())
+	}
+}
+
+// One flush builds each changed ingestion's detail once however many pages watch it, and gives
+// each list stream only the rows of its namespaces.
+func TestFlushComputesOncePerChange(t *testing.T) {
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = v1alpha1.AddToScheme(scheme)
+	mine, theirs := ingestion("ns-a", "mine"), ingestion("ns-b", "theirs")
+	cl := fake.NewClientBuilder().WithScheme(scheme).WithObjects(mine, theirs).
+		WithIndex(&corev1.Event{}, IndexEventUID, func(o client.Object) []string { return []string{string(o.(*corev1.Event).InvolvedObject.UID)} }).
+		Build()
+	s, err := New(Config{}, Deps{Reader: cl, Writer: cl, Recorder: events.NewFakeRecorder(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ka, kb := types.NamespacedName{Namespace: "ns-a", Name: "mine"}, types.NamespacedName{Namespace: "ns-b", Name: "theirs"}
+	var pages []*sub
+	for range 5 {
+		pages = append(pages, s.hub.subscribe(&ka, nil))
+	}
+	listA := s.hub.subscribe(nil, func(ns string) bool { return ns == "ns-a" })
+	listAll := s.hub.subscribe(nil, func(string) bool { return true })
+	s.hub.publish(ka, changeIngestion)
+	s.hub.publish(kb, changeIngestion)
+	s.hub.publish(types.NamespacedName{Namespace: "ns-a", Name: "deleted"}, changeIngestion)
+	s.flush(context.Background())
+	if n := s.detailComputes.Load(); n != 1 {
+		t.Errorf("%d details built for 5 pages of one changed ingestion, want 1", n)
+	}
+	for i, p := range pages {
+		if fs, _ := p.take(); len(fs) != 1 || fs[0].event != "detail" || !strings.Contains(string(fs[0].data), `"name":"mine"`) {
+			t.Errorf("page %d got %v", i, fs)
+		}
+	}
+	fs, _ := listA.take()
+	if len(fs) != 1 || !strings.Contains(string(fs[0].data), `"name":"mine"`) || strings.Contains(string(fs[0].data), "theirs") ||
+		!strings.Contains(string(fs[0].data), `"delete":["ns-a/deleted"]`) {
+		t.Errorf("the list of ns-a got %v", fs)
+	}
+	if fs, _ := listAll.take(); len(fs) != 1 || !strings.Contains(string(fs[0].data), "theirs") {
+		t.Errorf("the cluster-wide list got %v", fs)
 	}
 }
 

@@ -8,13 +8,18 @@ package webui
 import (
 	"context"
 	"embed"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
+	"slices"
+	"sort"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -29,6 +34,7 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/apikeys"
+	"github.com/vectordb-io/vectordb-operator/internal/httpmetrics"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
@@ -46,10 +52,25 @@ type Config struct {
 	// KeepAlive is how often an idle stream sends a comment (and re-checks its session);
 	// default 15s.
 	KeepAlive time.Duration
-	// SessionTTL is how long a sign-in lasts; default 12h.
+	// SessionTTL is how long a sign-in lasts; default 1h.
 	SessionTTL time.Duration
+	// PublicOrigin is the scheme://host[:port] browsers load the UI from when a proxy in front
+	// rewrites Host (the CSRF check then compares Origin with it); empty: the request's Host.
+	PublicOrigin string
+	// DefaultNamespaces is the scope of a key that names none (apikeys.Key.Namespaces): the
+	// namespaces whose ingestions it sees and acts on. Empty: such a key sees nothing (it signs in,
+	// and the page says it has no namespace). Another namespace's ingestion is 404 to a key.
+	DefaultNamespaces []string
+	// WatchNamespaces are the namespaces the cache holds; nil: every one. A key's namespaces
+	// outside them show nothing (they are skipped, not errors).
+	WatchNamespaces []string
 	// MaxEvents shown on a detail page; default 20.
 	MaxEvents int
+	// MaxStreams is how many live pages (event streams) the server keeps open at once, default
+	// 256; past it a new one gets 503 with Retry-After.
+	MaxStreams int
+	// MaxStreamsPerKey is how many one key may hold, default 8; past it 429 with Retry-After.
+	MaxStreamsPerKey int
 }
 
 // Deps are the UI's collaborators.
@@ -66,16 +87,24 @@ type Deps struct {
 	Log      logr.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Revocations are the signed-out sessions, shared by the replicas (LeaseRevocations); nil:
+	// this process only.
+	Revocations Revocations
 }
 
 // Server is the web UI. Handler serves it; Start (a manager Runnable) hooks it to the informers.
 type Server struct {
-	cfg    Config
-	deps   Deps
-	log    logr.Logger
-	hub    *hub
-	static http.Handler
-	mux    *http.ServeMux
+	cfg   Config
+	deps  Deps
+	log   logr.Logger
+	hub   *hub
+	slots *streamSlots
+	// revocations are the signed-out sessions.
+	revocations Revocations
+	static      http.Handler
+	mux         *http.ServeMux
+	// detailComputes counts detail pages built (tests: once per change, not per open page).
+	detailComputes atomic.Int64
 }
 
 // New checks deps and builds the server.
@@ -90,10 +119,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		cfg.KeepAlive = 15 * time.Second
 	}
 	if cfg.SessionTTL <= 0 {
-		cfg.SessionTTL = 12 * time.Hour
+		cfg.SessionTTL = time.Hour
 	}
 	if cfg.MaxEvents <= 0 {
 		cfg.MaxEvents = 20
+	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = 256
+	}
+	if cfg.MaxStreamsPerKey <= 0 {
+		cfg.MaxStreamsPerKey = 8
 	}
 	if deps.Now == nil {
 		deps.Now = time.Now
@@ -102,19 +137,49 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("webui: embedded assets: %w", err)
 	}
-	s := &Server{cfg: cfg, deps: deps, log: deps.Log.WithName("webui"), hub: newHub()}
+	s := &Server{cfg: cfg, deps: deps, log: deps.Log.WithName("webui"), hub: newHub(),
+		slots: &streamSlots{perKey: map[string]int{}, max: cfg.MaxStreams, maxPerKey: cfg.MaxStreamsPerKey}, revocations: deps.Revocations}
+	if s.revocations == nil {
+		s.revocations = MemoryRevocations(deps.Now)
+	}
 	s.static = http.StripPrefix("/ui/static/", http.FileServerFS(sub))
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /ui/{$}", s.page(sub))
 	s.mux.Handle("GET /ui/static/", s.static)
-	s.mux.HandleFunc("GET /ui/api/session", s.handleSession)
-	s.mux.HandleFunc("POST /ui/api/login", s.handleLogin)
-	s.mux.HandleFunc("POST /ui/api/logout", s.handleLogout)
-	s.mux.HandleFunc("GET /ui/api/ingestions", s.authed(s.handleList))
-	s.mux.HandleFunc("GET /ui/api/ingestions/{ns}/{name}", s.authed(s.handleDetail))
-	s.mux.HandleFunc("GET /ui/api/stream", s.authed(s.handleStream))
-	s.mux.HandleFunc("POST /ui/api/ingestions/{ns}/{name}/{action}", s.handleAction)
+	for _, rt := range s.routes() {
+		s.mux.HandleFunc(rt.method+" "+rt.path, rt.handler)
+		httpmetrics.Routes(rt.method + " " + rt.path)
+	}
+	httpmetrics.Routes("GET /ui/{$}", "GET /ui/static/")
 	return s, nil
+}
+
+// access is what a route needs of the caller.
+type access int
+
+const (
+	public access = iota // no key: sign-in, sign-out, the session check
+	read                 // a signed-in read-only or read-write key
+	write                // a signed-in read-write key (read-only: 403)
+)
+
+// uiRoute is one API endpoint of the UI; docs/security.md's key table is checked against these.
+type uiRoute struct {
+	method, path string
+	access       access
+	handler      http.HandlerFunc
+}
+
+func (s *Server) routes() []uiRoute {
+	return []uiRoute{
+		{http.MethodGet, "/ui/api/session", public, s.handleSession},
+		{http.MethodPost, "/ui/api/login", public, s.handleLogin},
+		{http.MethodPost, "/ui/api/logout", public, s.handleLogout},
+		{http.MethodGet, "/ui/api/ingestions", read, s.authed(s.handleList)},
+		{http.MethodGet, "/ui/api/ingestions/{ns}/{name}", read, s.authed(s.handleDetail)},
+		{http.MethodGet, "/ui/api/stream", read, s.authed(s.handleStream)},
+		{http.MethodPost, "/ui/api/ingestions/{ns}/{name}/{action}", write, s.handleAction},
+	}
 }
 
 func (s *Server) now() time.Time { return s.deps.Now() }
@@ -138,8 +203,10 @@ func (s *Server) Handler() http.Handler {
 // NeedLeaderElection is false: every replica serves the UI from its own cache.
 func (s *Server) NeedLeaderElection() bool { return false }
 
-// Start hooks the hub to the cache's informers and waits for ctx to end.
+// Start runs the pump that feeds the streams and hooks the hub to the cache's informers, and
+// waits for ctx to end.
 func (s *Server) Start(ctx context.Context) error {
+	go s.pump(ctx)
 	if s.deps.Informers == nil {
 		<-ctx.Done()
 		return nil
@@ -244,6 +311,10 @@ func fail(w http.ResponseWriter, code int, msg string) { writeJSON(w, code, apiE
 
 // sessionError answers a request whose session could not be established.
 func sessionError(w http.ResponseWriter, err error) {
+	if errors.Is(err, errSessionsDown) {
+		fail(w, http.StatusServiceUnavailable, "sessions cannot be checked now (the API server is unreachable); try again")
+		return
+	}
 	if errors.Is(err, errKeysDown) {
 		fail(w, http.StatusServiceUnavailable, "API keys are unavailable or none are configured; ask the operator's administrator")
 		return
@@ -265,10 +336,27 @@ func (s *Server) authed(next func(http.ResponseWriter, *http.Request, apikeys.Ke
 	}
 }
 
-// sessionView is what the page learns of its key: the name and whether it may act, never the key.
+// scopeOf is the namespaces key may see and act on.
+func (s *Server) scopeOf(k apikeys.Key) apikeys.Scope {
+	return apikeys.ScopeOf(k, s.cfg.DefaultNamespaces)
+}
+
+// sessionView is what the page learns of its key: the name, whether it may act and where, never
+// the key.
 type sessionView struct {
 	Name  string `json:"name"`
 	Write bool   `json:"write"`
+	// Namespaces the key sees; ["*"] for every namespace.
+	Namespaces []string `json:"namespaces"`
+}
+
+func (s *Server) view(k apikeys.Key) sessionView {
+	sc := s.scopeOf(k)
+	ns := sc.Namespaces()
+	if sc.All() {
+		ns = []string{apikeys.AllNamespaces}
+	}
+	return sessionView{Name: k.Name, Write: k.Write, Namespaces: ns}
 }
 
 func (s *Server) handleSession(w http.ResponseWriter, r *http.Request) {
@@ -277,11 +365,11 @@ func (s *Server) handleSession(w http.ResponseWriter, r *http.Request) {
 		sessionError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, sessionView{Name: k.Name, Write: k.Write})
+	writeJSON(w, http.StatusOK, s.view(k))
 }
 
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
-	if why := sameOrigin(r); why != "" {
+	if why := sameOrigin(r, s.cfg.PublicOrigin); why != "" {
 		fail(w, http.StatusForbidden, why)
 		return
 	}
@@ -303,15 +391,28 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exp := s.now().Add(s.cfg.SessionTTL)
-	s.setSession(w, r, makeSession(k, exp), exp)
-	s.log.Info("signed in", "key", k.Name, "write", k.Write)
-	writeJSON(w, http.StatusOK, sessionView{Name: k.Name, Write: k.Write})
+	s.setSession(w, r, makeSession(k, exp, newSessionID()), exp)
+	s.log.Info("signed in", "key", k.Name, "write", k.Write, "namespaces", s.scopeOf(k).String())
+	writeJSON(w, http.StatusOK, s.view(k))
 }
 
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
-	if why := sameOrigin(r); why != "" {
+	if why := sameOrigin(r, s.cfg.PublicOrigin); why != "" {
 		fail(w, http.StatusForbidden, why)
 		return
+	}
+	// The session ends on the server too: a copy of the cookie is refused from now on.
+	if c, err := r.Cookie(cookieName); err == nil && c.Value != "" {
+		if keys, err := s.keys(r.Context()); err == nil {
+			if k, sid, exp, ok := checkSession(c.Value, keys, s.now()); ok {
+				if err := s.revocations.Revoke(r.Context(), sid, exp); err != nil {
+					s.log.Error(err, "sign-out: cannot revoke the session", "key", k.Name)
+					fail(w, http.StatusServiceUnavailable, "cannot end the session on the server now; try again")
+					return
+				}
+				s.log.Info("signed out", "key", k.Name)
+			}
+		}
 	}
 	s.setSession(w, r, "", time.Time{})
 	w.WriteHeader(http.StatusNoContent)
@@ -322,29 +423,95 @@ func readCtx(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.Context(), 5*time.Second)
 }
 
-func (s *Server) list(ctx context.Context) ([]Summary, error) {
-	var l v1alpha1.CsvIngestionList
-	if err := s.deps.Reader.List(ctx, &l); err != nil {
-		return nil, fmt.Errorf("listing CsvIngestions: %w", err)
+// list is the list page of the ingestions in scope.
+func (s *Server) list(ctx context.Context, scope apikeys.Scope) ([]Summary, error) {
+	var items []v1alpha1.CsvIngestion
+	if scope.All() {
+		var l v1alpha1.CsvIngestionList
+		if err := s.deps.Reader.List(ctx, &l, client.UnsafeDisableDeepCopy); err != nil {
+			return nil, fmt.Errorf("listing CsvIngestions: %w", err)
+		}
+		items = l.Items
+	} else {
+		for _, ns := range scope.Namespaces() {
+			if s.cfg.WatchNamespaces != nil && !slices.Contains(s.cfg.WatchNamespaces, ns) {
+				continue
+			}
+			var l v1alpha1.CsvIngestionList
+			if err := s.deps.Reader.List(ctx, &l, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+				return nil, fmt.Errorf("listing CsvIngestions in %s: %w", ns, err)
+			}
+			items = append(items, l.Items...)
+		}
 	}
 	now := s.now()
-	out := make([]Summary, 0, len(l.Items))
-	for i := range l.Items {
-		out = append(out, summarize(&l.Items[i], now))
+	out := make([]Summary, 0, len(items))
+	for i := range items {
+		out = append(out, summarize(&items[i], now))
 	}
 	return out, nil
 }
 
-func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ apikeys.Key) {
+// List pages of the UI API: ?limit= (default and most MaxListPage) and ?continue= (the token of
+// the previous page), in namespace/name order.
+const MaxListPage = 1000
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request, k apikeys.Key) {
+	q := r.URL.Query()
+	limit := MaxListPage
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxListPage {
+			fail(w, http.StatusBadRequest, fmt.Sprintf("limit must be a number from 1 to %d", MaxListPage))
+			return
+		}
+		limit = n
+	}
+	after := ""
+	if v := q.Get("continue"); v != "" {
+		b, err := base64.RawURLEncoding.DecodeString(v)
+		if err != nil || !strings.Contains(string(b), "/") {
+			fail(w, http.StatusBadRequest, "continue must be the token of an earlier page")
+			return
+		}
+		after = string(b)
+	}
 	ctx, cancel := readCtx(r)
 	defer cancel()
-	items, err := s.list(ctx)
+	items, err := s.list(ctx, s.scopeOf(k))
 	if err != nil {
 		s.log.Error(err, "list page")
 		fail(w, http.StatusServiceUnavailable, "cannot read ingestions: "+err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+	sort.Slice(items, func(i, j int) bool {
+		return items[i].Namespace+"/"+items[i].Name < items[j].Namespace+"/"+items[j].Name
+	})
+	start := sort.Search(len(items), func(i int) bool { return items[i].Namespace+"/"+items[i].Name > after })
+	page := items[start:min(len(items), start+limit)]
+	body := map[string]any{"items": page}
+	if start+limit < len(items) {
+		last := page[len(page)-1]
+		body["continue"] = base64.RawURLEncoding.EncodeToString([]byte(last.Namespace + "/" + last.Name))
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// IndexEventUID indexes the cached events by the uid of the object they are about, so a detail
+// page reads its ingestion's events, not every event of the namespace.
+const IndexEventUID = "involvedObject.uid"
+
+// RegisterIndexes adds the UI's cache indexes; call it before the cache starts.
+func RegisterIndexes(ctx context.Context, fi client.FieldIndexer) error {
+	if err := fi.IndexField(ctx, &corev1.Event{}, IndexEventUID, func(o client.Object) []string {
+		if e, ok := o.(*corev1.Event); ok && e.InvolvedObject.UID != "" {
+			return []string{string(e.InvolvedObject.UID)}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing events by object: %w", err)
+	}
+	return nil
 }
 
 // get reads one ingestion's page; found is false when it does not exist.
@@ -363,7 +530,9 @@ func (s *Server) get(ctx context.Context, key types.NamespacedName) (d Detail, f
 	}
 	var evs corev1.EventList
 	var mine []corev1.Event
-	if err := s.deps.Reader.List(ctx, &evs, client.InNamespace(key.Namespace)); err != nil {
+	// The index (RegisterIndexes) reads this ingestion's events, not the namespace's.
+	if err := s.deps.Reader.List(ctx, &evs, client.InNamespace(key.Namespace),
+		client.MatchingFields{IndexEventUID: string(obj.UID)}, client.UnsafeDisableDeepCopy); err != nil {
 		// The page still shows the ingestion; it says the events are unavailable.
 		s.log.Error(err, "listing events", "ingestion", key.String())
 		mine = []corev1.Event{{Type: corev1.EventTypeWarning, Reason: "EventsUnavailable",
@@ -381,7 +550,17 @@ func keyOf(r *http.Request) types.NamespacedName {
 	return types.NamespacedName{Namespace: r.PathValue("ns"), Name: r.PathValue("name")}
 }
 
-func (s *Server) handleDetail(w http.ResponseWriter, r *http.Request, _ apikeys.Key) {
+// notFound answers for an ingestion that does not exist or is outside the key's namespaces: the
+// same words either way, so a key cannot learn what exists elsewhere.
+func notFound(w http.ResponseWriter, key types.NamespacedName) {
+	fail(w, http.StatusNotFound, "no CsvIngestion "+key.String())
+}
+
+func (s *Server) handleDetail(w http.ResponseWriter, r *http.Request, k apikeys.Key) {
+	if !s.scopeOf(k).Allows(keyOf(r).Namespace) {
+		notFound(w, keyOf(r))
+		return
+	}
 	ctx, cancel := readCtx(r)
 	defer cancel()
 	d, found, err := s.get(ctx, keyOf(r))
@@ -390,7 +569,7 @@ func (s *Server) handleDetail(w http.ResponseWriter, r *http.Request, _ apikeys.
 		s.log.Error(err, "detail page")
 		fail(w, http.StatusServiceUnavailable, "cannot read the ingestion: "+err.Error())
 	case !found:
-		fail(w, http.StatusNotFound, "no CsvIngestion "+keyOf(r).String())
+		notFound(w, keyOf(r))
 	default:
 		writeJSON(w, http.StatusOK, d)
 	}

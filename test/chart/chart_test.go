@@ -242,6 +242,16 @@ func TestAPIKeySecretIsMountedNotRead(t *testing.T) {
 	if uiOpts.Shim.APIEnabled || !uiOpts.Shim.UIEnabled || uiOpts.Shim.APIKeysPath == "" {
 		t.Errorf("UI only: api %v, ui %v, --api-keys-path %q", uiOpts.Shim.APIEnabled, uiOpts.Shim.UIEnabled, uiOpts.Shim.APIKeysPath)
 	}
+	// The UI alone still gets the proxy hops and rate limits (else behind an Ingress every user
+	// shares the proxy's bucket) and the keys' default namespaces.
+	uiProxied := deployment(t, mustRender(t, "--set", "api.apiKeys.existingSecret=k", "--set", "api.forwardedForHops=2",
+		"--set", "api.rateLimit.perClient.rate=7", "--set", "api.rateLimit.perClient.burst=9"))
+	pOpts, _ := parseManagerArgs(t, managerArgs(t, uiProxied))
+	if pOpts.Shim.ForwardedForHops != 2 || pOpts.Shim.PerClientRate != 7 || pOpts.Shim.PerClientBurst != 9 ||
+		len(pOpts.Shim.KeyDefaultNamespaces) != 1 || pOpts.Shim.KeyDefaultNamespaces[0] != namespace {
+		t.Errorf("UI only: --api-forwarded-for-hops %d, per-client %g/%d, --api-key-default-namespaces %q",
+			pOpts.Shim.ForwardedForHops, pOpts.Shim.PerClientRate, pOpts.Shim.PerClientBurst, pOpts.Shim.KeyDefaultNamespaces)
+	}
 	noUI := deployment(t, mustRender(t, "--set", "api.apiKeys.existingSecret=k", "--set", "ui.enabled=false"))
 	if v, _, _ := unstructured.NestedSlice(noUI.Object, "spec", "template", "spec", "volumes"); len(v) != 0 {
 		t.Errorf("with the API and the UI off, volumes %v", v)
@@ -284,6 +294,12 @@ func TestValuesSchemaRejectsBadValues(t *testing.T) {
 		{"API on without an index", []string{"--set", "api.enabled=true", "--set", "api.apiKeys.existingSecret=k", "--set", "api.defaults.bucket=csv"}, "index"},
 		{"negative error rate", []string{"--set", "prometheusRule.thresholds.errorRatePercent=-1"}, "errorRatePercent"},
 		{"extra arg that is not a flag", []string{"--set-json", `manager.extraArgs=["rm -rf"]`}, "extraArgs"},
+		// A raw string prefix would admit 123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.io/miner.
+		{"image prefix not ending in /", []string{"--set-json", `admissionPolicy.worker.imagePrefixes=["123456789012.dkr.ecr.us-east-1.amazonaws.com"]`}, "imagePrefixes"},
+		{"image prefix that is only /", []string{"--set-json", `admissionPolicy.worker.imagePrefixes=["/"]`}, "imagePrefixes"},
+		{"bad key default namespace", []string{"--set-json", `api.apiKeys.defaultNamespaces=["Team_A"]`}, "defaultNamespaces"},
+		{"API latency threshold of 0", []string{"--set", "prometheusRule.thresholds.apiLatencyP95Seconds=0"}, "apiLatencyP95Seconds"},
+		{"public origin with a path", []string{"--set", "ui.publicOrigin=https://x.example.com/ui"}, "publicOrigin"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

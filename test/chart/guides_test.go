@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/vectordb-io/vectordb-operator/internal/shim"
+	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 )
 
 // The install guides walked on paper by a program: the commands are in an order that works, the
@@ -306,5 +307,25 @@ func TestEKSGuideOnPaper(t *testing.T) {
 		t.Error("no worker service account in ingestion")
 	} else if _, ok, _ := unstructured.NestedSlice(sa.Object, "imagePullSecrets"); ok {
 		t.Error("the guide's workers pull from ECR with the nodes' role, yet get imagePullSecrets")
+	}
+}
+
+// Both install guides create the task table with the index the task API pages with (its name,
+// keys and projection as internal/tasktable queries it) and turn on TTL on the attribute the
+// controller writes.
+func TestGuidesCreateTheTaskIndexAndTTL(t *testing.T) {
+	index := regexp.MustCompile(`"IndexName":"` + regexp.QuoteMeta(tasktable.CreatedIndex) +
+		`","KeySchema":\[\{"AttributeName":"task_type","KeyType":"HASH"\},\{"AttributeName":"created_at","KeyType":"RANGE"\}\],"Projection":\{"ProjectionType":"ALL"\}`)
+	for _, guide := range []string{"install-eks.md", "install-k3s.md"} {
+		doc := readDoc(t, guide)
+		if !index.MatchString(doc) {
+			t.Errorf("%s creates no index %s on task_type/created_at", guide, tasktable.CreatedIndex)
+		}
+		if !strings.Contains(doc, "AttributeName=task_type,AttributeType=S AttributeName=created_at,AttributeType=S") {
+			t.Errorf("%s does not define the index's attributes as strings", guide)
+		}
+		if !strings.Contains(doc, "update-time-to-live") || !strings.Contains(doc, "AttributeName="+tasktable.AttrExpiresAt) {
+			t.Errorf("%s does not turn on TTL on %s", guide, tasktable.AttrExpiresAt)
+		}
 	}
 }

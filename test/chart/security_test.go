@@ -38,6 +38,9 @@ var policyValues = []string{
 	"--set-json", `admissionPolicy.tracking.endpoints=["http://dynamodb.local:8000"]`,
 	"--set-json", `admissionPolicy.tracking.tables=["vectordb-tasks-prod"]`,
 	"--set-json", `admissionPolicy.tracking.tablePrefixes=["team-a-"]`,
+	"--set", "admissionPolicy.worker.restrictScheduling=true",
+	"--set-json", `admissionPolicy.worker.nodeSelectorKeys=["node-pool"]`,
+	"--set-json", `admissionPolicy.worker.tolerationKeys=["dedicated"]`,
 }
 
 // The chart's security objects on a real kube-apiserver: the admission policy refuses what it
@@ -86,6 +89,16 @@ func TestSecurityAgainstAPIServer(t *testing.T) {
 				w[k] = v
 			}
 		}
+		workerField := func(k string, v any) func(map[string]any) {
+			return func(spec map[string]any) {
+				w, _ := spec["worker"].(map[string]any)
+				if w == nil {
+					w = map[string]any{}
+					spec["worker"] = w
+				}
+				w[k] = v
+			}
+		}
 		set := func(path string, v string) func(map[string]any) {
 			return func(spec map[string]any) {
 				if err := unstructured.SetNestedField(spec, v, strings.Split(path, ".")...); err != nil {
@@ -119,6 +132,12 @@ func TestSecurityAgainstAPIServer(t *testing.T) {
 				"spec.tracking.dynamoDB.endpoint http://169.254.169.254 is not allowed"},
 			{"foreign table", set("tracking.dynamoDB.table", "payroll"),
 				"spec.tracking.dynamoDB.table payroll is not allowed: task tables are vectordb-tasks-prod, team-a-"},
+			{"a node selector key not allowed", workerField("nodeSelector", map[string]any{"kubernetes.io/hostname": "control-plane-1"}),
+				"spec.worker.nodeSelector may only use the keys node-pool"},
+			{"a toleration of every taint", workerField("tolerations", []any{map[string]any{"operator": "Exists"}}),
+				"spec.worker.tolerations may only tolerate the taint keys dedicated"},
+			{"a toleration of the control plane", workerField("tolerations", []any{map[string]any{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}}),
+				"spec.worker.tolerations may only tolerate the taint keys dedicated"},
 		}
 		for _, r := range refused {
 			err := create(sample(r.mutate))
@@ -132,12 +151,15 @@ func TestSecurityAgainstAPIServer(t *testing.T) {
 		}
 
 		admitted := map[string]*unstructured.Unstructured{
-			"allowed image":        sample(worker("image", "registry.example.com/vectordb/embedder:v1")),
-			"the default account":  sample(worker("serviceAccountName", "vectordb-embedder")),
-			"an allowed account":   sample(worker("serviceAccountName", "team-embedder")),
-			"allowed baseURL host": sample(set("embedding.baseURL", "https://llm.internal.example.com:8443/v1")),
-			"allowed endpoint":     sample(set("tracking.dynamoDB.endpoint", "http://dynamodb.local:8000")),
-			"table with a prefix":  sample(set("tracking.dynamoDB.table", "team-a-tasks")),
+			"allowed image":         sample(worker("image", "registry.example.com/vectordb/embedder:v1")),
+			"the default account":   sample(worker("serviceAccountName", "vectordb-embedder")),
+			"an allowed account":    sample(worker("serviceAccountName", "team-embedder")),
+			"allowed baseURL host":  sample(set("embedding.baseURL", "https://llm.internal.example.com:8443/v1")),
+			"allowed endpoint":      sample(set("tracking.dynamoDB.endpoint", "http://dynamodb.local:8000")),
+			"table with a prefix":   sample(set("tracking.dynamoDB.table", "team-a-tasks")),
+			"allowed node selector": sample(workerField("nodeSelector", map[string]any{"node-pool": "embedders"})),
+			"allowed toleration": sample(workerField("tolerations", []any{map[string]any{"key": "dedicated", "operator": "Equal",
+				"value": "embedders", "effect": "NoSchedule"}})),
 		}
 		for _, p := range mustGlob(t, filepath.Join(root, "config", "samples", "*.yaml")) {
 			if filepath.Base(p) == "kustomization.yaml" {

@@ -175,7 +175,10 @@ func serveUI(t *testing.T, ctx context.Context, c *harness.Cluster, ns string) s
 	if err != nil {
 		t.Fatal(err)
 	}
-	ui, err := webui.New(webui.Config{Keys: apikeys.Static(apikeys.Key{Name: "scale", Value: "scale-key", Write: true})},
+	if err := webui.RegisterIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+		t.Fatal(err)
+	}
+	ui, err := webui.New(webui.Config{Keys: apikeys.Static(apikeys.Key{Name: "scale", Value: "scale-key", Write: true, Namespaces: []string{ns}})},
 		webui.Deps{Reader: mgr.GetClient(), Writer: mgr.GetClient(), Informers: mgr.GetCache(),
 			Recorder: mgr.GetEventRecorder("vectordb-operator"), Log: logr.Discard()})
 	if err != nil {

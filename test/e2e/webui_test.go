@@ -118,6 +118,11 @@ func TestWebUI(t *testing.T) {
 	waitJS(t, browser, "failed cells in the grid", `document.querySelectorAll('#grid i.f').length > 0`, 30*time.Second)
 	screenshot(t, browser, "webui-detail-failed")
 
+	// A malformed address (a bad %-escape, as a truncated link has) shows the list and says so,
+	// never a blank page.
+	run(t, browser, "a malformed hash", chromedp.Evaluate[chromedp.Void](`location.hash = '#/i/%E0%A4%A/x'; null`))
+	waitJS(t, browser, "the list and a notice", `!document.getElementById('list').hidden && document.getElementById('notice').textContent.includes('Unknown address')`, 20*time.Second)
+
 	// --- cancel: refused to the read-only key ---
 	run(t, browser, "open the run to cancel", chromedp.Evaluate[chromedp.Void](`location.hash = '#/i/webui-cancel/q239'; null`))
 	waitJS(t, browser, "the cancel button enabled", `!document.getElementById('act-cancel').disabled && document.getElementById('detail-title').textContent === 'webui-cancel/q239'`, 2*time.Minute)

@@ -44,9 +44,11 @@ const (
 	EmbedderImage = "vectordb-embedder:local"
 	OpenAIKey     = "sk-local-test"
 	PineconeKey   = "pc-local-test"
-	APIKey        = "local-api-key"
+	// APIKey and ReadAPIKey are cluster-wide (their key file lines end in "*"): the scenarios'
+	// ingestions are in many namespaces. Keys must be at least 32 characters.
+	APIKey = "local-api-key-0123456789abcdef0123"
 	// ReadAPIKey is a read-only key (--api-read-keys-path): it views the web UI and reads tasks.
-	ReadAPIKey = "local-read-key"
+	ReadAPIKey = "local-read-key-0123456789abcdef012"
 )
 
 // Options shape the stack.
@@ -156,10 +158,10 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	}); err != nil {
 		return s, fmt.Errorf("pod runner: %w", err)
 	}
-	if err = os.WriteFile(filepath.Join(s.WorkDir, "api-keys"), []byte(APIKey+"\n"), 0o600); err != nil {
+	if err = os.WriteFile(filepath.Join(s.WorkDir, "api-keys"), []byte(APIKey+" *\n"), 0o600); err != nil {
 		return s, err
 	}
-	if err = os.WriteFile(filepath.Join(s.WorkDir, "api-read-keys"), []byte(ReadAPIKey+"\n"), 0o600); err != nil {
+	if err = os.WriteFile(filepath.Join(s.WorkDir, "api-read-keys"), []byte(ReadAPIKey+" *\n"), 0o600); err != nil {
 		return s, err
 	}
 	if err = s.StartManager(ctx); err != nil {

@@ -88,9 +88,18 @@
     }
     setText(who, 'Key: ' + session.name + (session.write ? ' (read-write)' : ' (read-only)'));
     $('logout').hidden = false;
+    // A hand-edited or truncated hash (bad %-escapes, odd shapes) must not blank the page: it
+    // falls back to the list and says why.
     const m = location.hash.match(/^#\/i\/([^/]+)\/([^/]+)$/);
-    if (m) openDetail(decodeURIComponent(m[1]), decodeURIComponent(m[2]));
-    else openList();
+    let target = null;
+    if (m) {
+      try { target = [decodeURIComponent(m[1]), decodeURIComponent(m[2])]; } catch (e) { target = null; }
+    }
+    if (target) openDetail(target[0], target[1]);
+    else {
+      openList();
+      if (location.hash && location.hash !== '#' && location.hash !== '#/') notice('Unknown address ' + location.hash + ': showing the list.');
+    }
   }
   function closeStream() { if (es) { es.close(); es = null; } }
   function stream(url, handlers) {
