@@ -90,6 +90,10 @@ const (
 	ReasonBadNamespace = "bad_namespace"
 	// ReasonTemplateError: executing textTemplate failed for this row.
 	ReasonTemplateError = "template_error"
+	// ReasonSanitizeError: sanitize legacy cannot clean the text because the old service's
+	// sanitize_text raised on it (a numeric character reference of more than 4,300 digits), so the
+	// old service never embedded such a row either.
+	ReasonSanitizeError = "sanitize_error"
 	// ReasonEmptyText: the text is empty or white space after sanitizing.
 	ReasonEmptyText = "empty_text"
 	// ReasonMetadataTooLarge: the metadata exceeds MaxMetadataBytes even without the text field.
@@ -730,7 +734,10 @@ func (m *Mapper) Map(rowNumber int64, fields []string) (Record, *RowError) {
 		}
 		raw = raw[:runeStart(raw, MaxTextBytes)]
 	}
-	text := m.san.Sanitize(validUTF8(raw))
+	text, serr := m.san.Sanitize(validUTF8(raw))
+	if serr != nil {
+		return fail(ReasonSanitizeError, "sanitize %s: %v", m.san.Mode(), serr)
+	}
 	if strings.TrimSpace(text) == "" {
 		return fail(ReasonEmptyText, "text is empty after sanitize %s", m.san.Mode())
 	}

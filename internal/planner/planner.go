@@ -504,7 +504,10 @@ func rowHandler(spec v1alpha1.MappingSpec, header []string, est *tokens.Estimato
 			// charges it one input by its length alone, without copying it.
 			est.Add(fields[col])
 		} else if col >= 0 {
-			text := san.Sanitize(strs[col])
+			text, serr := san.Sanitize(strs[col])
+			if serr != nil {
+				return nil // the chunk fails this row: nothing to embed
+			}
 			est.Add([]byte(text))
 			keep(nil, key.ID, key.Namespace, text)
 		} else if rec, rerr := m.Map(row, strs); rerr == nil {
