@@ -335,7 +335,8 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 }
 
 // checkVectorSpace runs the guard unless the spec allows mixed vector spaces, and turns a
-// mismatch into the permanent error that fails the ingestion before any chunk writes.
+// mismatch, or a non-empty namespace it could not compare, into the permanent error that fails
+// the ingestion before any chunk writes.
 func checkVectorSpace(ctx context.Context, ing worker.Ingestion, guard Guard, cands []vectorspace.Candidate) (*v1alpha1.VectorSpaceStatus, error) {
 	if ing.Spec.Target.Pinecone.AllowMixedVectorSpaces {
 		return &v1alpha1.VectorSpaceStatus{
@@ -351,8 +352,11 @@ func checkVectorSpace(ctx context.Context, ing worker.Ingestion, guard Guard, ca
 	if err != nil {
 		return nil, err
 	}
-	if vs.Result == v1alpha1.VectorSpaceMismatch {
+	switch vs.Result {
+	case v1alpha1.VectorSpaceMismatch:
 		return vs, worker.Permanent(worker.ReasonVectorSpaceMismatch, errors.New(vs.Message))
+	case v1alpha1.VectorSpaceUnverified:
+		return vs, worker.Permanent(worker.ReasonVectorSpaceUnverified, errors.New(vs.Message))
 	}
 	return vs, nil
 }

@@ -25,6 +25,8 @@ const (
 	ReasonTooManyChunks  = "TooManyChunks"
 	// ReasonVectorSpaceMismatch: the namespace holds vectors of another model (the planner's guard).
 	ReasonVectorSpaceMismatch = "VectorSpaceMismatch"
+	// ReasonVectorSpaceUnverified: the namespace holds vectors, but none the guard could compare.
+	ReasonVectorSpaceUnverified = "VectorSpaceUnverified"
 	// ReasonDeleteGuard: spec.sync.deleteMissing would delete more than maxDeletePercent of the
 	// vectors under the id prefix; nothing was deleted.
 	ReasonDeleteGuard = "DeleteGuard"
