@@ -274,6 +274,17 @@ func TestPlanDuplicateIDs(t *testing.T) {
 	if err != nil || plan.DuplicateRows != 1 {
 		t.Fatalf("plan %+v, %v", plan, err)
 	}
+	// A row with an empty namespace column goes to the target namespace, as the chunks map it:
+	// the same id there is the same vector as a row naming that namespace.
+	put(t, m, "dups/default-ns.csv", []byte("id,body,kind\n1,a,\n1,b,v2\n2,c,v3\n"))
+	ing = ingestion(m, "dups/default-ns.csv")
+	ing.TaskID = "task-dups-default-ns"
+	ing.Spec.Mapping.NamespaceColumn = "kind"
+	ing.Spec.Target.Pinecone.Namespace = "v2"
+	plan, err = planner.Plan(context.Background(), ing, planner.Deps{S3: m.S3Client()})
+	if err != nil || plan.DuplicateRows != 1 {
+		t.Fatalf("default namespace: %d duplicate rows (%v), want 1: row 1 repeats row 0's vector in v2", plan.DuplicateRows, err)
+	}
 }
 
 // Without an id column (idColumn left empty), the plan does not fail with HeaderMismatch; identical

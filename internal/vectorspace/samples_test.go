@@ -110,4 +110,3 @@ func sampleSpec(t *testing.T, file string) (v1alpha1.CsvIngestionSpec, string, b
 	}
 	return v1alpha1.CsvIngestionSpec{}, "", false
 }
-
