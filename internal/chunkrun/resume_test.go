@@ -144,3 +144,30 @@ func TestUnwritableDeadLetterFailsTheChunkUnpaid(t *testing.T) {
 		t.Errorf("%d inputs embedded before the chunk failed, want none", st.Inputs)
 	}
 }
+
+// A Windows-1252 file whose row holds an unassigned byte (0x81): that row is dead-lettered as
+// invalid_utf8, as it would be in a UTF-8 file, and the others are ingested; no text is embedded
+// with a replacement character nobody counted.
+func TestUndecodableBytesAreDeadLettered(t *testing.T) {
+	e := newEnv(t, fakeopenai.Options{})
+	key := e.prefix + "cp1252.csv"
+	e.put(key, []byte("id,formatted_text,record_type,title,price,city,created_at,is_active\n"+
+		"1,caf\xe9 \x93ok\x94,lot,t,1,Reno,2025-01-01,true\n"+
+		"2,bad \x81 byte,lot,t,1,Reno,2025-01-01,true\n"+
+		"3,na\xefve,lot,t,1,Reno,2025-01-01,true\n"))
+	ing := e.ingestion(key)
+	ing.Spec.Source.CSV.Encoding = "windows-1252"
+	res, err := e.runChunks(ing, e.plan(ing), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, f := sum(res, func(r worker.Result) int64 { return r.Processed }), sum(res, func(r worker.Result) int64 { return r.Failed }); p != 2 || f != 1 {
+		t.Fatalf("processed %d, failed %d; want 2 and 1", p, f)
+	}
+	if s := res[0].FailedSamples; len(s) != 1 || s[0].Row != 1 || s[0].Reason != "invalid_utf8" {
+		t.Fatalf("failed samples %+v, want row 1 as invalid_utf8", s)
+	}
+	if v, ok := e.index.Vectors("lot")["239.1"]; !ok || v.Metadata["text"] != "café ok" { // the legacy filter drops the quotes
+		t.Fatalf("row 0: %v", v.Metadata)
+	}
+}
