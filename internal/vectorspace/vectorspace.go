@@ -4,7 +4,12 @@
 // and a re-ingest with the wrong model silently degrades every search over the namespace. Before
 // the first write, the guard fetches a few stored vectors whose ids the file also has, re-embeds
 // the text they were made from with the configured model and dimensions, and compares: the same
-// model gives (nearly) the same vector, another model an unrelated one.
+// model gives (nearly) the same vector, another model an unrelated one. A file of new ids (a daily
+// delta) has no such vectors, so the guard then lists what the namespace holds (under the id
+// prefix, or anywhere in it when nothing is stored under the prefix), fetches those vectors and
+// compares their stored text. Only an empty namespace has nothing to compare; one whose vectors
+// cannot be compared (no stored text short enough) leaves the model unverified, which fails the
+// plan unless spec.target.pinecone.allowMixedVectorSpaces is set.
 package vectorspace
 
 import (
@@ -30,8 +35,8 @@ const (
 	DefaultSamples = 3
 	// MaxCandidates is how many of the file's ids are looked up.
 	MaxCandidates = 100
-	// MaxListPages is how many list pages (of pinecone.MaxListLimit ids) are read per prefix and
-	// namespace when the file's ids are not enough: stored vectors without a usable text are
+	// MaxListPages is how many list pages (of pinecone.MaxListLimit ids) are read per prefix
+	// when the file's ids are not enough: stored vectors without a usable text are
 	// skipped, so more than one page may be needed.
 	MaxListPages = 3
 	// fetchGroup is how many listed ids one fetch asks for: the guard stops once it has enough.
@@ -115,7 +120,7 @@ func Check(ctx context.Context, cfg Config, emb Embedder, idx Index, cands []Can
 		byNS[c.Namespace] = append(byNS[c.Namespace], c)
 	}
 	var samples []sample
-	found := 0
+	found, withValues := 0, 0            // stored vectors seen, and those the index returned values for
 	seen := map[string]map[string]bool{} // per namespace: ids fetched already
 	for _, ns := range order {
 		group := byNS[ns]
@@ -132,6 +137,11 @@ func Check(ctx context.Context, cfg Config, emb Embedder, idx Index, cands []Can
 			return nil, fmt.Errorf("vector-space guard: %w", err)
 		}
 		found += len(got)
+		for _, v := range got {
+			if len(v.Values) > 0 {
+				withValues++
+			}
+		}
 		for _, c := range group {
 			v, ok := got[c.ID]
 			if !ok || len(samples) == cfg.Samples {
@@ -151,7 +161,7 @@ func Check(ctx context.Context, cfg Config, emb Embedder, idx Index, cands []Can
 		if len(samples) >= cfg.Samples {
 			break
 		}
-		n, err := sampleListed(ctx, cfg, idx, ns, seen[ns], &samples)
+		n, err := sampleListed(ctx, cfg, idx, ns, seen[ns], &samples, &withValues)
 		if err != nil {
 			return nil, err
 		}
@@ -162,6 +172,15 @@ func Check(ctx context.Context, cfg Config, emb Embedder, idx Index, cands []Can
 		if found == 0 && listed == 0 {
 			st.Result = v1alpha1.VectorSpaceNothingToCompare
 			st.Message = fmt.Sprintf("namespace %s holds no vectors: nothing to compare", nsList(order))
+			return st, nil
+		}
+		if withValues == 0 {
+			// Pinecone always returns a stored vector's values; an index that returns none (a
+			// test fake that discards them to save memory) has nothing to compare with, which
+			// says nothing about the model that filled it.
+			st.Result = v1alpha1.VectorSpaceNothingToCompare
+			st.Message = fmt.Sprintf("namespace %s holds vectors (%d of the file's first %d ids, %d more listed), but the index returned none of their values: nothing to compare",
+				nsList(order), found, len(cands), listed)
 			return st, nil
 		}
 		st.Result = v1alpha1.VectorSpaceUnverified
@@ -218,56 +237,70 @@ func Check(ctx context.Context, cfg Config, emb Embedder, idx Index, cands []Can
 	return st, nil
 }
 
-// sampleListed lists ids of namespace ns, under cfg.IDPrefix first and then anywhere in the
-// namespace, fetches those not seen yet and adds the ones with a usable stored text to samples
-// until there are cfg.Samples. It returns how many ids it listed that were not seen before.
-func sampleListed(ctx context.Context, cfg Config, idx Index, ns string, seen map[string]bool, samples *[]sample) (int, error) {
+// sampleListed lists ids of namespace ns under cfg.IDPrefix or, when nothing is stored under it,
+// anywhere in the namespace (the vectors this ingestion's will sit with are those under its
+// prefix), fetches those not seen yet and adds the ones with a usable stored text to samples
+// until there are cfg.Samples. It returns how many ids it listed that were not seen before, and
+// counts in withValues the fetched vectors the index returned values for.
+func sampleListed(ctx context.Context, cfg Config, idx Index, ns string, seen map[string]bool, samples *[]sample, withValues *int) (int, error) {
 	prefixes := []string{""}
 	if cfg.IDPrefix != "" {
 		prefixes = []string{cfg.IDPrefix, ""}
 	}
 	listed := 0
 	for _, prefix := range prefixes {
-		token := ""
-		for range MaxListPages {
-			ids, next, err := idx.ListPage(ctx, ns, prefix, token)
-			if err != nil {
-				return listed, fmt.Errorf("vector-space guard: %w", err)
-			}
-			var fresh []string
-			for _, id := range ids {
-				if !seen[id] {
-					seen[id] = true
-					fresh = append(fresh, id)
-				}
-			}
-			listed += len(fresh)
-			for start := 0; start < len(fresh) && len(*samples) < cfg.Samples; start += fetchGroup {
-				part := fresh[start:min(start+fetchGroup, len(fresh))]
-				got, err := idx.Fetch(ctx, ns, part)
-				if err != nil {
-					return listed, fmt.Errorf("vector-space guard: %w", err)
-				}
-				for _, id := range part {
-					v, ok := got[id]
-					if !ok || len(*samples) == cfg.Samples {
-						continue
-					}
-					if text, ok := SampleText(v.Metadata, cfg.TextField, cfg.TextMaxChars, ""); ok && len(v.Values) > 0 {
-						*samples = append(*samples, sample{id: id, text: text, stored: v.Values})
-					}
-				}
-			}
-			if len(*samples) >= cfg.Samples {
-				return listed, nil
-			}
-			if next == "" {
-				break
-			}
-			token = next
+		stored, err := sampleListedPrefix(ctx, cfg, idx, ns, prefix, seen, samples, withValues, &listed)
+		if err != nil || stored || len(*samples) >= cfg.Samples {
+			return listed, err
 		}
 	}
 	return listed, nil
+}
+
+// sampleListedPrefix is sampleListed for one prefix, up to MaxListPages pages; it says whether
+// anything is stored under the prefix.
+func sampleListedPrefix(ctx context.Context, cfg Config, idx Index, ns, prefix string, seen map[string]bool, samples *[]sample, withValues, listed *int) (bool, error) {
+	stored := false
+	token := ""
+	for range MaxListPages {
+		ids, next, err := idx.ListPage(ctx, ns, prefix, token)
+		if err != nil {
+			return stored, fmt.Errorf("vector-space guard: %w", err)
+		}
+		stored = stored || len(ids) > 0
+		var fresh []string
+		for _, id := range ids {
+			if !seen[id] {
+				seen[id] = true
+				fresh = append(fresh, id)
+			}
+		}
+		*listed += len(fresh)
+		for start := 0; start < len(fresh) && len(*samples) < cfg.Samples; start += fetchGroup {
+			part := fresh[start:min(start+fetchGroup, len(fresh))]
+			got, err := idx.Fetch(ctx, ns, part)
+			if err != nil {
+				return stored, fmt.Errorf("vector-space guard: %w", err)
+			}
+			for _, id := range part {
+				v, ok := got[id]
+				if ok && len(v.Values) > 0 {
+					*withValues++
+				}
+				if !ok || len(*samples) == cfg.Samples {
+					continue
+				}
+				if text, ok := SampleText(v.Metadata, cfg.TextField, cfg.TextMaxChars, ""); ok && len(v.Values) > 0 {
+					*samples = append(*samples, sample{id: id, text: text, stored: v.Values})
+				}
+			}
+		}
+		if len(*samples) >= cfg.Samples || next == "" {
+			return stored, nil
+		}
+		token = next
+	}
+	return stored, nil
 }
 
 func nsList(order []string) string {

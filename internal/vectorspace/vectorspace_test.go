@@ -295,3 +295,22 @@ func meta(t *testing.T, m map[string]any) *structpb.Struct {
 	}
 	return s
 }
+
+// An index that returns no vector values (the test stack's fake, which discards them to save
+// memory; Pinecone always returns them) has nothing to compare with: NothingToCompare, saying
+// why, not Unverified, which would fail every later ingestion into a shared test index.
+func TestCheckIndexWithoutValues(t *testing.T) {
+	e := newEnv(t)
+	e.index.SetDiscardValues(true)
+	e.seed(t, ada, map[string]string{"239.1": "Lot 12: Vintage clock", "239.2": "Oak table"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := vectorspace.Config{Model: small, TextField: "text", TextMaxChars: 1000, IDPrefix: "239."}
+	st, err := vectorspace.Check(ctx, cfg, e.embedder(t, small), e.up, []vectorspace.Candidate{{ID: "239.1", Namespace: "v2", Text: "x"}, {ID: "239.9", Namespace: "v2", Text: "y"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Result != v1alpha1.VectorSpaceNothingToCompare || !strings.Contains(st.Message, "none of their values") {
+		t.Fatalf("index without values: %+v", st)
+	}
+}
