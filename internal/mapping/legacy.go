@@ -112,8 +112,10 @@ func (s *Sanitizer) sanitizeLegacy(text string) (string, error) {
 	// Every date form holds a '-' or a '/'; a text with neither skips the four passes.
 	if bytes.IndexByte(s.a, '-') >= 0 || bytes.IndexByte(s.a, '/') >= 0 {
 		for p := range datePatternCount {
-			s.b = rewriteDatePass(s.b[:0], s.a, p)
-			s.a, s.b = s.b, s.a
+			var changed bool
+			if s.b, changed = rewriteDatePass(s.b[:0], s.a, p); changed {
+				s.a, s.b = s.b, s.a
+			}
 		}
 	}
 	s.b = pyCollapse(s.b[:0], s.a)
@@ -377,14 +379,16 @@ func pyWordAt(src []byte, p int) bool {
 // rewriteDatePass is one re.sub of pattern pat over src, with the old format_human_readable_date
 // as the replacement: each match it can read as a date becomes words; others stay as they are.
 // A match starts at a \d with \b before it, that is where the character before is not \w.
-func rewriteDatePass(dst, src []byte, pat int) []byte {
+// Without a replacement it writes nothing and says so: src is the pass's result.
+func rewriteDatePass(dst, src []byte, pat int) ([]byte, bool) {
 	need := byte('-')
 	if pat == patSlashDate {
 		need = '/'
 	}
 	if bytes.IndexByte(src, need) < 0 {
-		return append(dst, src...)
+		return dst, false
 	}
+	changed := false
 	var ds [14]pyDigitChar
 	last := 0 // src[last:] is not yet copied
 	for i := 0; i < len(src); {
@@ -404,7 +408,7 @@ func rewriteDatePass(dst, src []byte, pat int) []byte {
 				if d.ok {
 					dst = append(dst, src[last:i]...)
 					dst = d.appendWords(dst)
-					last = end
+					last, changed = end, true
 				}
 				i = end
 				continue
@@ -412,7 +416,10 @@ func rewriteDatePass(dst, src []byte, pat int) []byte {
 		}
 		i += size
 	}
-	return append(dst, src[last:]...)
+	if !changed {
+		return dst, false
+	}
+	return append(dst, src[last:]...), true
 }
 
 // pyWordBefore says whether the character before src[i] is \w.
