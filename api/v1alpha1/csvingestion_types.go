@@ -340,8 +340,8 @@ type MappingSpec struct {
 	// +kubebuilder:validation:MaxLength=4096
 	TextTemplate string `json:"textTemplate,omitempty"`
 
-	// Sanitize is how text is cleaned: none, basic (HTML, entities, whitespace) or legacy (basic,
-	// plus the old system's date rewriting and character filter).
+	// Sanitize is how text is cleaned: none, basic (HTML, entities, whitespace) or legacy (the old
+	// service's sanitize_text exactly: tags, entities, dates rewritten, whitespace, character filter).
 	// +optional
 	// +kubebuilder:default=basic
 	// +kubebuilder:validation:Enum=none;basic;legacy
@@ -508,9 +508,11 @@ type PineconeTarget struct {
 	BatchSize int32 `json:"batchSize,omitempty"`
 
 	// AllowMixedVectorSpaces skips the vector-space guard. Without it, before the first write
-	// into a namespace that already holds vectors, the planner fetches a few stored vectors whose
-	// ids the file also has, re-embeds their stored text with spec.embedding's model and
-	// dimensions, and fails the ingestion (reason VectorSpaceMismatch) when they do not match.
+	// into a namespace that already holds vectors, the planner fetches a few stored vectors (ids
+	// the file also has, else ids listed under the id prefix or in the namespace), re-embeds their
+	// stored text with spec.embedding's model and dimensions, and fails the ingestion (reason
+	// VectorSpaceMismatch) when they do not match, or (reason VectorSpaceUnverified) when the
+	// namespace holds vectors but none with a stored text to compare.
 	// +optional
 	AllowMixedVectorSpaces bool `json:"allowMixedVectorSpaces,omitempty"`
 }
@@ -853,14 +855,17 @@ const (
 	VectorSpaceMismatch = "Mismatch"
 	// VectorSpaceSkipped: spec.target.pinecone.allowMixedVectorSpaces is set.
 	VectorSpaceSkipped = "Skipped"
-	// VectorSpaceNothingToCompare: none of the file's sampled ids is in the namespace with its
-	// text (an empty namespace, or one holding other ids); nothing is compared.
+	// VectorSpaceNothingToCompare: the namespace holds no vectors; nothing is compared.
 	VectorSpaceNothingToCompare = "NothingToCompare"
+	// VectorSpaceUnverified: the namespace holds vectors, but none with a stored text to re-embed
+	// (neither the file's ids nor those listed); the ingestion fails before any write unless
+	// allowMixedVectorSpaces is set.
+	VectorSpaceUnverified = "Unverified"
 )
 
 // VectorSpaceStatus is the outcome of the vector-space guard.
 type VectorSpaceStatus struct {
-	// Result: Matched, Mismatch, Skipped or NothingToCompare.
+	// Result: Matched, Mismatch, Skipped, NothingToCompare or Unverified.
 	Result string `json:"result"`
 	// Model the stored text was re-embedded with.
 	Model string `json:"model,omitempty"`

@@ -239,6 +239,10 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	}
 	fixed := Fixed(ing, loc, args.Index, now())
 	fixed.FirstRow = args.FirstRow // legacy record_index counts within the chunk
+	if ing.Spec.Sync != nil {
+		// The upsert stage adds the content hash: the mapper leaves room for it.
+		fixed.WriterFields = []mapping.Field{incremental.HashField()}
+	}
 	mapper, err := mapping.New(ing.Spec.Mapping, header, fixed)
 	if err != nil {
 		return res, worker.Permanent(worker.ReasonHeaderMismatch, err)
@@ -265,12 +269,20 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	}
 	fails := &failures{dl: dl, log: log, progress: deps.Progress}
 
+	// A retry skips what an earlier attempt upserted (resume.go). The marker is written before
+	// the first embedding, so an unwritable dead-letter location also fails here, unpaid.
+	resume, attemptDone, err := startAttempt(ctx, cl, ing, args.Index)
+	if err != nil {
+		return res, err
+	}
 	p := &pipeline{
 		emb: emb, up: up, mapper: mapper, fails: fails, progress: deps.Progress, dups: dups,
 		maxRow: maxRowBytes(ing.Spec.Mapping),
 		model:  cmp.Or(ing.Spec.Embedding.Model, "text-embedding-3-small"), dimension: up.Dimension(),
 		hashes:      ing.Spec.Sync != nil,
 		incremental: ing.Spec.Sync != nil && ing.Spec.Sync.Mode == v1alpha1.SyncIncremental,
+		resume:      resume,
+		taskID:      ing.TaskID,
 	}
 	if args.Length > 0 {
 		var body io.ReadCloser
@@ -309,8 +321,15 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 			res.DeadLetterKey = keys[0]
 		}
 	}
-	res.Processed = p.upserted.Load()
-	res.VectorsUpserted = p.upserted.Load()
+	// Rows an earlier attempt upserted are this chunk's upserted rows as much as this attempt's.
+	res.Resumed = p.resumed.Load()
+	res.Processed = p.upserted.Load() + res.Resumed
+	res.VectorsUpserted = p.upserted.Load() + res.Resumed
+	if err == nil {
+		if derr := attemptDone(ctx); derr != nil {
+			log.Info("could not remove the chunk's attempt marker (a later run of this chunk would check for earlier upserts)", "error", derr.Error())
+		}
+	}
 	res.Failed = fails.count()
 	// Skipped: rows unchanged since the last sync, plus rows left out on purpose (duplicate ids).
 	res.Skipped = p.skipped.Load() + fails.skippedCount()
@@ -325,7 +344,7 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	if deps.Upserter == nil {
 		res.Retries += up.Stats().Retries
 	}
-	log.Info("chunk finished", "rowsRead", res.RowsRead, "upserted", res.VectorsUpserted, "failed", res.Failed,
+	log.Info("chunk finished", "rowsRead", res.RowsRead, "upserted", res.VectorsUpserted, "resumed", res.Resumed, "failed", res.Failed,
 		"tokens", res.Tokens, "requests", res.Requests, "retries", res.Retries, "rateLimited", res.RateLimited,
 		"duration", time.Since(start).Round(time.Millisecond), "error", errString(err))
 	return res, err
@@ -413,6 +432,11 @@ type pipeline struct {
 	hashes      bool // spec.sync is set: vectors carry content_hash
 	incremental bool
 	skipped     atomic.Int64
+
+	// A retry: rows stored with this task's id (and content hash) are not embedded again.
+	resume  bool
+	taskID  string
+	resumed atomic.Int64
 }
 
 // run drives the stages until the reader is exhausted or a stage fails; the first error cancels
@@ -428,11 +452,11 @@ func (p *pipeline) run(ctx context.Context, rd *csvplan.Reader) error {
 		return p.readAndMap(ctx, rd, mapped)
 	})
 	toBatch := mapped
-	if p.incremental {
+	if p.incremental || p.resume {
 		changed := make(chan []item, 4)
 		g.Go(func() error {
 			defer close(changed)
-			return p.skipUnchanged(ctx, mapped, changed)
+			return p.skipStored(ctx, mapped, changed)
 		})
 		toBatch = changed
 	}

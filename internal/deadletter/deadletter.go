@@ -10,6 +10,9 @@ import (
 	"strconv"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/vectordb-io/vectordb-operator/internal/source"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
 // flushBytes bounds the memory a chunk's dead letters take; beyond it a further part is written.
@@ -33,7 +36,7 @@ type Writer struct {
 // New returns a writer for chunk index of taskID. header is the source CSV's header; the dead
 // letter rows carry it plus _row, _reason and _detail.
 func New(cl *s3.Client, bucket, keyPrefix, taskID string, chunk int, header []string) *Writer {
-	w := &Writer{cl: cl, bucket: bucket, base: base(keyPrefix, taskID, chunk), header: header}
+	w := &Writer{cl: cl, bucket: bucket, base: Base(keyPrefix, taskID, chunk), header: header}
 	w.reset()
 	return w
 }
@@ -93,13 +96,14 @@ func encodedSize(fields []string) int {
 // Rows is the number of rows added.
 func (w *Writer) Rows() int64 { return w.rows }
 
-func base(keyPrefix, taskID string, chunk int) string {
+// Base is the key of chunk's dead letters without the .csv suffix.
+func Base(keyPrefix, taskID string, chunk int) string {
 	return fmt.Sprintf("%s%s/chunk-%04d", keyPrefix, taskID, chunk)
 }
 
 // Key is the first (often the only) object a chunk's failed rows are written to; a large one
 // continues in .part2.csv, .part3.csv and so on.
-func Key(keyPrefix, taskID string, chunk int) string { return base(keyPrefix, taskID, chunk) + ".csv" }
+func Key(keyPrefix, taskID string, chunk int) string { return Base(keyPrefix, taskID, chunk) + ".csv" }
 
 // Keys lists the objects written so far.
 func (w *Writer) Keys() []string { return w.keys }
@@ -121,6 +125,10 @@ func (w *Writer) flush(ctx context.Context) error {
 	body := bytes.NewReader(w.buf.Bytes())
 	ct := "text/csv"
 	if _, err := w.cl.PutObject(ctx, &s3.PutObjectInput{Bucket: &w.bucket, Key: &key, Body: body, ContentType: &ct}); err != nil {
+		if p, ok := worker.AsPermanent(source.Classify(fmt.Sprintf("s3://%s/%s", w.bucket, key), err)); ok {
+			// No retry makes the location writable, and a retry would embed the chunk's rows again.
+			return worker.Permanent(worker.ReasonDeadLetterUnwritable, fmt.Errorf("write dead letters: %w (set spec.deadLetter to a location the worker's S3 identity can write)", p.Err))
+		}
 		return fmt.Errorf("write dead letters to s3://%s/%s: %w", w.bucket, key, err)
 	}
 	w.keys = append(w.keys, key)

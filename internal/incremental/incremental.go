@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"math"
 	"sort"
+	"strings"
 
 	"github.com/vectordb-io/vectordb-operator/internal/mapping"
 )
@@ -84,6 +85,12 @@ func WithHash(md []mapping.Field, hash string) []mapping.Field {
 		}
 	}
 	return append(out, mapping.Field{Key: MetadataKey, Value: mapping.Value{Kind: mapping.KindString, Str: hash}})
+}
+
+// HashField is a content-hash field as WithHash adds it (any hash: they all have the same size),
+// for the mapper to leave room for it in the metadata budget.
+func HashField() mapping.Field {
+	return mapping.Field{Key: MetadataKey, Value: mapping.Value{Kind: mapping.KindString, Str: strings.Repeat("0", 32)}}
 }
 
 // Unchanged reports whether a row must not be embedded again: its id is stored with the same

@@ -90,6 +90,10 @@ const (
 	ReasonBadNamespace = "bad_namespace"
 	// ReasonTemplateError: executing textTemplate failed for this row.
 	ReasonTemplateError = "template_error"
+	// ReasonSanitizeError: sanitize legacy cannot clean the text because the old service's
+	// sanitize_text raised on it (a numeric character reference of more than 4,300 digits), so the
+	// old service never embedded such a row either.
+	ReasonSanitizeError = "sanitize_error"
 	// ReasonEmptyText: the text is empty or white space after sanitizing.
 	ReasonEmptyText = "empty_text"
 	// ReasonMetadataTooLarge: the metadata exceeds MaxMetadataBytes even without the text field.
@@ -147,6 +151,10 @@ type Fixed struct {
 	// ProcessedAt is stamped on every record of the chunk (one timestamp per chunk, so that
 	// formatting a time is not paid per row). Empty means FormatTime(time.Now()) at New.
 	ProcessedAt string
+	// WriterFields are metadata fields the writer adds to every record after mapping (the
+	// incremental sync's content_hash): only their size matters, so that the text is trimmed to
+	// leave room for them within the one budget the upserter checks.
+	WriterFields []Field
 }
 
 // FormatTime renders t as processed_at does: UTC, ISO-8601, seconds, e.g. "2025-01-10T22:45:23Z".
@@ -272,6 +280,7 @@ type tmplColumn struct {
 
 // Mapper maps the rows of one chunk. Not safe for concurrent use.
 type Mapper struct {
+	reserved int // bytes of metadata the writer adds after mapping (Fixed.WriterFields)
 	width    int
 	idCol    int // -1: the id is derived from the row (DerivedID)
 	idPrefix string
@@ -516,6 +525,9 @@ func New(spec v1alpha1.MappingSpec, header []string, fixed Fixed) (*Mapper, erro
 	for _, f := range m.fixed {
 		m.fixedLen += fieldLen(f)
 	}
+	for _, f := range fixed.WriterFields {
+		m.reserved += fieldLen(f)
+	}
 	if m.legacy {
 		m.firstRow = fixed.FirstRow
 		str := func(key, v string) Field { return Field{Key: key, Value: Value{Kind: KindString, Str: v}} }
@@ -730,7 +742,10 @@ func (m *Mapper) Map(rowNumber int64, fields []string) (Record, *RowError) {
 		}
 		raw = raw[:runeStart(raw, MaxTextBytes)]
 	}
-	text := m.san.Sanitize(validUTF8(raw))
+	text, serr := m.san.Sanitize(validUTF8(raw))
+	if serr != nil {
+		return fail(ReasonSanitizeError, "sanitize %s: %v", m.san.Mode(), serr)
+	}
 	if strings.TrimSpace(text) == "" {
 		return fail(ReasonEmptyText, "text is empty after sanitize %s", m.san.Mode())
 	}
@@ -759,16 +774,17 @@ func (m *Mapper) Map(rowNumber int64, fields []string) (Record, *RowError) {
 		size += fieldLen(f)
 		md = append(md, f)
 	}
-	if size > MetadataBudget {
-		return fail(ReasonMetadataTooLarge, "metadata is about %d bytes without the text, limit %d (Pinecone's %d less a margin)", size, MetadataBudget, MaxMetadataBytes)
+	budget := m.budget()
+	if size > budget {
+		return fail(ReasonMetadataTooLarge, "metadata is about %d bytes without the text, limit %d (Pinecone's %d less a margin and what the writer adds)", size, budget, MaxMetadataBytes)
 	}
 
 	if m.textField != "" {
 		t := cutRunes(text, m.textMaxChars)
 		keyLen := jsonStringLen(m.textField) + 2 // key, ':' and ','
-		if size+keyLen+jsonStringLen(t) > MetadataBudget {
+		if size+keyLen+jsonStringLen(t) > budget {
 			// Too large: shorten the text to what fits, or drop it (DESIGN §6: trim text first).
-			t = cutJSON(t, MetadataBudget-size-keyLen)
+			t = cutJSON(t, budget-size-keyLen)
 		}
 		if t != "" {
 			md = append(md, Field{Key: m.textField, Value: Value{Kind: KindString, Str: t}})
@@ -810,15 +826,16 @@ func (m *Mapper) legacyRecord(rowNumber int64, id, ns, text string, fields []str
 		size += fieldLen(f)
 		md = append(md, f)
 	}
-	if size > MaxMetadataBytes {
+	budget := m.budget()
+	if size > budget {
 		return Record{}, &RowError{Row: rowNumber, Reason: ReasonMetadataTooLarge,
-			Detail: fmt.Sprintf("metadata is about %d bytes without the text, limit %d", size, MaxMetadataBytes)}
+			Detail: fmt.Sprintf("metadata is about %d bytes without the text, limit %d (Pinecone's %d less a margin and what the writer adds)", size, budget, MaxMetadataBytes)}
 	}
 	if m.textField != "" {
 		t := cutRunes(text, m.textMaxChars)
 		keyLen := jsonStringLen(m.textField) + 2
-		if size+keyLen+jsonStringLen(t) > MaxMetadataBytes {
-			t = cutJSON(t, MaxMetadataBytes-size-keyLen)
+		if size+keyLen+jsonStringLen(t) > budget {
+			t = cutJSON(t, budget-size-keyLen)
 		}
 		if t == "" {
 			md = md[1:]
@@ -828,6 +845,13 @@ func (m *Mapper) legacyRecord(rowNumber int64, id, ns, text string, fields []str
 	}
 	return Record{Row: rowNumber, ID: id, Namespace: ns, Text: text, Metadata: md}, nil
 }
+
+// budget is MetadataBudget less the fields the writer adds after mapping.
+func (m *Mapper) budget() int { return MetadataBudget - m.reserved }
+
+// FieldBytes is the most bytes f adds to a record's metadata as Pinecone measures it (with its
+// separator).
+func FieldBytes(f Field) int { return fieldLen(f) }
 
 // Key is what identifies a row's vector: the Pinecone namespace and the vector id.
 type Key struct {
@@ -1035,10 +1059,19 @@ func fieldLen(f Field) int {
 	n := jsonStringLen(f.Key) + 2
 	switch f.Value.Kind {
 	case KindNumber:
-		n += numberLen(f.Value.Num)
-		if v := f.Value.Num; v == math.Trunc(v) && math.Abs(v) < 1e16 {
-			n += 2
+		// Never less than Pinecone's reading (shortest 64-bit float digits, ".0" after an
+		// integral value), so what fits here fits the upserter's check of the same budget.
+		v := f.Value.Num
+		json := numberLen(v)
+		if v == math.Trunc(v) && math.Abs(v) < 1e16 {
+			json += 2
 		}
+		var buf [32]byte
+		pc := len(strconv.AppendFloat(buf[:0], v, 'g', -1, 64))
+		if v == math.Trunc(v) && math.Abs(v) < 1e16 {
+			pc = len(strconv.AppendFloat(buf[:0], v, 'f', -1, 64)) + 2
+		}
+		n += max(json, pc)
 	case KindBool:
 		if f.Value.Bool {
 			n += 4

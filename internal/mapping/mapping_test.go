@@ -608,10 +608,11 @@ func TestRecordsDoNotShareBuffers(t *testing.T) {
 	r2 := testRow()
 	r2[0], r2[1] = "2", "<p>a second and much longer text 01/02/2025 that reuses the buffers</p>"
 	rec2 := mustMap(t, m, 1, r2)
-	if rec1.Text != "first January 10th, 2025" || rec1.MetadataMap()["text"] != rec1.Text {
+	// The old function's outputs (see legacyCases).
+	if rec1.Text != "first January 10th, 2025 12:00:00 AM" || rec1.MetadataMap()["text"] != rec1.Text {
 		t.Fatalf("first record changed: %q", rec1.Text)
 	}
-	if rec2.Text != "a second and much longer text January 2nd, 2025 that reuses the buffers" {
+	if rec2.Text != "a second and much longer text January 2nd, 2025 12:00:00 AM that reuses the buffers" {
 		t.Fatalf("second text = %q", rec2.Text)
 	}
 }
@@ -671,7 +672,8 @@ func pineconeSize(t testing.TB, rec Record) int {
 }
 
 // The size estimate is what encoding/json writes (without HTML escaping), and two bytes more for
-// an integral number, which Pinecone's measure writes as "12.0".
+// an integral number, which Pinecone's measure writes as "12.0"; never less than Pinecone's
+// measure (1e-7 is "1e-07" to it).
 func TestFieldLenMatchesEncodingJSON(t *testing.T) {
 	values := []Value{
 		{Str: "plain"}, {Str: `q"uote\back`}, {Str: "nl\n\t\r ctl\x01\x1f"}, {Str: "sep\u2028\u2029"},
@@ -687,8 +689,20 @@ func TestFieldLenMatchesEncodingJSON(t *testing.T) {
 		if v.Kind == KindNumber && v.Num == math.Trunc(v.Num) && math.Abs(v.Num) < 1e16 {
 			want += 2
 		}
+		if v.Kind == KindNumber {
+			// The value as Pinecone reads it, if longer than encoding/json's.
+			md, err := structpb.NewStruct(map[string]any{"a": v.Any()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pc, js := pinecone.MetadataSize(md)-len(`{"a":}`), jsonSize(t, map[string]any{"a": v.Any()})-len(`{"a":}`)
+			if v.Num == math.Trunc(v.Num) && math.Abs(v.Num) < 1e16 {
+				js += 2
+			}
+			want += max(0, pc-js)
+		}
 		if got := fieldLen(f); got != want {
-			t.Errorf("fieldLen(%#v) = %d, encoding/json says %d", v.Any(), got, want)
+			t.Errorf("fieldLen(%#v) = %d, want %d (the larger of encoding/json's and Pinecone's)", v.Any(), got, want)
 		}
 	}
 	// cutJSON never goes over its budget and never splits a rune.
@@ -744,4 +758,39 @@ func allocated(fn func()) uint64 {
 	fn()
 	runtime.ReadMemStats(&b)
 	return b.TotalAlloc - a.TotalAlloc
+}
+
+// One metadata budget: the mapper trims to the limit the upserter checks, in both formats, and
+// leaves room for the fields the writer adds after mapping (the content hash), so a row whose
+// text can be trimmed is never dead-lettered by the upserter as metadata_too_large.
+func TestOneMetadataBudget(t *testing.T) {
+	if MetadataBudget != pinecone.MetadataLimit {
+		t.Fatalf("mapper budget %d, upserter limit %d", MetadataBudget, pinecone.MetadataLimit)
+	}
+	hash := Field{Key: "content_hash", Value: Value{Kind: KindString, Str: strings.Repeat("0", 32)}}
+	for _, format := range []string{FormatStandard, FormatLegacy} {
+		for _, writer := range [][]Field{nil, {hash}} {
+			spec := legacySpec()
+			spec.Metadata.Format = format
+			spec.Metadata.TextMaxChars = 100000
+			fixed := testFixed
+			fixed.WriterFields = writer
+			m := mustNew(t, spec, testHeader, fixed)
+			row := testRow()
+			row[1] = strings.Repeat("long text ", 8000) // 80,000 bytes: must be trimmed
+			row[7] = strings.Repeat("n", 20000)         // a large column
+			rec := mustMap(t, m, 1, row)
+			md := rec.Metadata
+			if writer != nil {
+				md = append(md, writer...)
+			}
+			r := rec
+			r.Metadata = md
+			size := pineconeSize(t, r)
+			if size > pinecone.MetadataLimit || size < pinecone.MetadataLimit-200 {
+				t.Errorf("%s format, writer fields %d: metadata is %d bytes as Pinecone measures, want just under the upserter's %d",
+					format, len(writer), size, pinecone.MetadataLimit)
+			}
+		}
+	}
 }

@@ -64,7 +64,21 @@ func (u *Upserter) Fetch(ctx context.Context, namespace string, ids []string) (m
 // their metadata key (empty when the vector lacks it). Incremental sync reads the stored content
 // hashes this way. Requests are retried like upserts and share the in-flight bound.
 func (u *Upserter) FetchMetadataString(ctx context.Context, namespace string, ids []string, key string) (map[string]string, error) {
-	out := make(map[string]string, len(ids))
+	got, err := u.FetchMetadataStrings(ctx, namespace, ids, key)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(got))
+	for id, fields := range got {
+		out[id] = fields[0]
+	}
+	return out, nil
+}
+
+// FetchMetadataStrings returns, for those of ids that exist in namespace, the string values of
+// their metadata keys, in the order of keys (empty when the vector lacks one).
+func (u *Upserter) FetchMetadataStrings(ctx context.Context, namespace string, ids []string, keys ...string) (map[string][]string, error) {
+	out := make(map[string][]string, len(ids))
 	if len(ids) == 0 {
 		return out, nil
 	}
@@ -86,13 +100,15 @@ func (u *Upserter) FetchMetadataString(ctx context.Context, namespace string, id
 				return err
 			}
 			for id, v := range res.Vectors {
-				s := ""
+				vals := make([]string, len(keys))
 				if v != nil && v.Metadata != nil {
-					if f, ok := v.Metadata.Fields[key]; ok {
-						s = f.GetStringValue()
+					for i, key := range keys {
+						if f, ok := v.Metadata.Fields[key]; ok {
+							vals[i] = f.GetStringValue()
+						}
 					}
 				}
-				out[id] = s
+				out[id] = vals
 			}
 			return nil
 		})

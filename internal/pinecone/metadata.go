@@ -14,7 +14,9 @@ import (
 const (
 	MaxMetadataBytes = 40 * 1024
 	// MetadataLimit is what the upserter lets through: a margin under Pinecone's limit, since
-	// Pinecone measures its own serialization, of which MetadataSize is a careful reading.
+	// Pinecone measures its own serialization, of which MetadataSize is a careful reading. It is
+	// the mapper's budget (mapping.MetadataBudget, which a mapping test holds equal): one budget,
+	// so a record the mapper trimmed to fit is never refused here.
 	MetadataLimit = MaxMetadataBytes - 512
 )
 

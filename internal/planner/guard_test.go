@@ -68,6 +68,14 @@ func TestPlanRunsTheVectorSpaceGuard(t *testing.T) {
 		t.Errorf("mismatch: plan %v, error %v", plan, err)
 	}
 
+	// A namespace with vectors the guard could not compare fails the plan too: the model is unknown.
+	verdict = &v1alpha1.VectorSpaceStatus{Result: v1alpha1.VectorSpaceUnverified, Message: "namespace \"v2\" holds vectors, but none has its text"}
+	plan, err = planner.Plan(context.Background(), ing, planner.Deps{S3: m.S3Client(), Guard: guard})
+	p = permanent(t, err, worker.ReasonVectorSpaceUnverified)
+	if plan != nil || !strings.Contains(p.Error(), "holds vectors") {
+		t.Errorf("unverified: plan %v, error %v", plan, err)
+	}
+
 	// A guard error (say, Pinecone unreachable) is the plan's error.
 	boom := errors.New("pinecone unreachable")
 	_, err = planner.Plan(context.Background(), ing, planner.Deps{S3: m.S3Client(), Guard: func(context.Context, []vectorspace.Candidate) (*v1alpha1.VectorSpaceStatus, error) {

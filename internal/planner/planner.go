@@ -6,6 +6,9 @@ package planner
 
 import (
 	"bytes"
+	"cmp"
+	"compress/flate"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -174,11 +177,17 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 	if err != nil {
 		return nil, err
 	}
-	body, err := obj.Open(ctx)
+	// Where chunks write dead letters must be writable before any row is paid for: found only at
+	// a chunk's end, an unwritable location would fail every attempt after its rows were embedded.
+	if err := probeDeadLetter(ctx, ing, cl, log); err != nil {
+		return nil, err
+	}
+	rawBody, err := obj.Open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer body.Close()
+	defer rawBody.Close()
+	body := &countingReader{r: rawBody}
 	r, compression, err := source.Decompress(body, spec.Source.CSV.Compression)
 	if err != nil {
 		return nil, fmt.Errorf("s3://%s/%s: %w", loc.Bucket, loc.Key, err)
@@ -197,6 +206,11 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 		prefix, err := stagePrefix(ing)
 		if err != nil {
 			return nil, err
+		}
+		if leftover, err := source.ProbeWrite(ctx, cl, loc.Bucket, prefix+".probe"); err != nil {
+			return nil, stageError(err, "a probe object where the staged copy goes")
+		} else if leftover != nil {
+			log.Info("the staging location is writable but the probe could not be deleted (cleanup will fail the same way)", "error", leftover.Error())
 		}
 		stagedKey = prefix + ".utf8.csv"
 		var w io.Writer
@@ -228,7 +242,7 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 			return nil, worker.Permanent(worker.ReasonHeaderMismatch, err)
 		}
 		keep := candidates(ing, header, &cands)
-		if onRow, err = rowHandler(spec.Mapping, header, est, finder, keep); err != nil {
+		if onRow, err = rowHandler(spec.Mapping, spec.Target.Pinecone.Namespace, header, est, finder, keep); err != nil {
 			return nil, worker.Permanent(worker.ReasonHeaderMismatch, err)
 		}
 		if preview != nil {
@@ -262,6 +276,11 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 				return nil, stageError(source.Classify(fmt.Sprintf("s3://%s/%s", loc.Bucket, stagedKey), uerr), "the staged copy")
 			}
 			stager = nil
+		}
+		if compression == "gzip" && corruptGzip(err, body.n, obj.Size) {
+			// The same bytes come back on every attempt: fail once.
+			return nil, worker.Permanent(worker.ReasonCorruptSource, fmt.Errorf(
+				"s3://%s/%s is not a valid gzip stream (read %d of its %d bytes): %w; upload the file again", loc.Bucket, loc.Key, body.n, obj.Size, err))
 		}
 		return nil, fmt.Errorf("scan s3://%s/%s: %w", loc.Bucket, loc.Key, err)
 	}
@@ -334,8 +353,59 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 	return plan, nil
 }
 
+// probeDeadLetter writes and deletes a probe object under spec.deadLetter's prefix (where the
+// chunks' dead letters go, through the source's S3 connection). A location the worker cannot
+// write fails the plan permanently, before any chunk embeds a row.
+func probeDeadLetter(ctx context.Context, ing worker.Ingestion, cl *s3.Client, log logr.Logger) error {
+	d := ing.Spec.DeadLetter
+	if d == nil || d.Bucket == "" {
+		return nil
+	}
+	id := cmp.Or(ing.TaskID, ing.UID, "probe")
+	key := d.KeyPrefix + id + "/.write-probe"
+	leftover, err := source.ProbeWrite(ctx, cl, d.Bucket, key)
+	if err != nil {
+		if p, ok := worker.AsPermanent(err); ok {
+			return worker.Permanent(worker.ReasonDeadLetterUnwritable, fmt.Errorf(
+				"spec.deadLetter: cannot write to s3://%s/%s: %w. Nothing was embedded: set spec.deadLetter.bucket (and keyPrefix) to a location the worker's S3 identity can write (s3:PutObject), or remove spec.deadLetter",
+				d.Bucket, d.KeyPrefix, p.Err))
+		}
+		return fmt.Errorf("spec.deadLetter: %w", err)
+	}
+	if leftover != nil {
+		log.Info("the dead-letter location is writable; the probe object could not be deleted", "error", leftover.Error())
+	}
+	return nil
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// corruptGzip tells a gzip stream that is corrupt from a download that broke: a bad checksum,
+// header or deflate data is in the object; a stream cut short is, when the whole object was read.
+func corruptGzip(err error, read, size int64) bool {
+	var corrupt flate.CorruptInputError
+	switch {
+	case errors.Is(err, gzip.ErrChecksum), errors.Is(err, gzip.ErrHeader), errors.As(err, &corrupt):
+		return true
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return size > 0 && read >= size
+	}
+	return false
+}
+
 // checkVectorSpace runs the guard unless the spec allows mixed vector spaces, and turns a
-// mismatch into the permanent error that fails the ingestion before any chunk writes.
+// mismatch, or a non-empty namespace it could not compare, into the permanent error that fails
+// the ingestion before any chunk writes.
 func checkVectorSpace(ctx context.Context, ing worker.Ingestion, guard Guard, cands []vectorspace.Candidate) (*v1alpha1.VectorSpaceStatus, error) {
 	if ing.Spec.Target.Pinecone.AllowMixedVectorSpaces {
 		return &v1alpha1.VectorSpaceStatus{
@@ -351,8 +421,11 @@ func checkVectorSpace(ctx context.Context, ing worker.Ingestion, guard Guard, ca
 	if err != nil {
 		return nil, err
 	}
-	if vs.Result == v1alpha1.VectorSpaceMismatch {
+	switch vs.Result {
+	case v1alpha1.VectorSpaceMismatch:
 		return vs, worker.Permanent(worker.ReasonVectorSpaceMismatch, errors.New(vs.Message))
+	case v1alpha1.VectorSpaceUnverified:
+		return vs, worker.Permanent(worker.ReasonVectorSpaceUnverified, errors.New(vs.Message))
 	}
 	return vs, nil
 }
@@ -473,8 +546,10 @@ func checkRequired(header, required []string) error {
 // vector key (namespace, id) to find duplicate ids, and hands the first rows to keep (the
 // vector-space guard's candidates). Compiling the mapping against the header
 // here also fails a mapping that cannot work at planning, not in every chunk.
-func rowHandler(spec v1alpha1.MappingSpec, header []string, est *tokens.Estimator, finder *duplicates.Finder, keep func(fields [][]byte, id, ns, text string)) (func(int64, [][]byte) error, error) {
-	m, err := mapping.New(spec, header, mapping.Fixed{})
+func rowHandler(spec v1alpha1.MappingSpec, namespace string, header []string, est *tokens.Estimator, finder *duplicates.Finder, keep func(fields [][]byte, id, ns, text string)) (func(int64, [][]byte) error, error) {
+	// The target namespace as the chunks' mapper has it: a row without a namespace column value
+	// goes there, so its vector key is the same as a row naming that namespace.
+	m, err := mapping.New(spec, header, mapping.Fixed{DefaultNamespace: namespace})
 	if err != nil {
 		return nil, err
 	}
@@ -504,7 +579,10 @@ func rowHandler(spec v1alpha1.MappingSpec, header []string, est *tokens.Estimato
 			// charges it one input by its length alone, without copying it.
 			est.Add(fields[col])
 		} else if col >= 0 {
-			text := san.Sanitize(strs[col])
+			text, serr := san.Sanitize(strs[col])
+			if serr != nil {
+				return nil // the chunk fails this row: nothing to embed
+			}
 			est.Add([]byte(text))
 			keep(nil, key.ID, key.Namespace, text)
 		} else if rec, rerr := m.Map(row, strs); rerr == nil {

@@ -197,6 +197,11 @@ func TestPlanEncodingsStageUTF8(t *testing.T) {
 		{"latin-1", []byte("id,body,kind\n1,caf\xe9,k\n2,na\xefve,k\n"), "id,body,kind\n1,café,k\n2,naïve,k\n"},
 		{"utf-16", utf16(false), want},
 		{"utf-16", utf16(true), want},
+		{"utf-16", utf16(true)[2:], want},  // big-endian without a BOM: told by its ASCII
+		{"utf-16", utf16(false)[2:], want}, // little-endian without a BOM
+		// Windows-1252's unassigned 0x81 cannot be decoded: it stays not UTF-8, so the chunk
+		// dead-letters its row as invalid_utf8 instead of embedding a replacement character.
+		{"windows-1252", []byte("id,body,kind\n1,caf\xe9,k\n2,a\x81b,k\n"), "id,body,kind\n1,café,k\n2,a\xffb,k\n"},
 	}
 	for i, c := range cases {
 		t.Run(fmt.Sprintf("%s-%d", c.enc, i), func(t *testing.T) {
@@ -221,6 +226,15 @@ func TestPlanEncodingsStageUTF8(t *testing.T) {
 	ing.Spec.Source.CSV.Encoding = "ebcdic"
 	_, err := planner.Plan(context.Background(), ing, planner.Deps{S3: m.S3Client()})
 	permanent(t, err, worker.ReasonPermanentError)
+
+	// A UTF-16 file read as UTF-8 (the default) is refused with the field to set, not planned with
+	// a garbled header.
+	put(t, m, "enc/utf16-as-utf8.csv", utf16(true)[2:])
+	ing = ingestion(m, "enc/utf16-as-utf8.csv")
+	_, err = planner.Plan(context.Background(), ing, planner.Deps{S3: m.S3Client()})
+	if p := permanent(t, err, worker.ReasonPermanentError); !strings.Contains(p.Error(), "spec.source.csv.encoding: utf-16") {
+		t.Errorf("UTF-16 read as UTF-8: %v", p)
+	}
 }
 
 // Duplicate vector ids (after trimming, per namespace) are found across the whole file, the first
@@ -273,6 +287,17 @@ func TestPlanDuplicateIDs(t *testing.T) {
 	plan, err = planner.Plan(context.Background(), ing, planner.Deps{S3: m.S3Client()})
 	if err != nil || plan.DuplicateRows != 1 {
 		t.Fatalf("plan %+v, %v", plan, err)
+	}
+	// A row with an empty namespace column goes to the target namespace, as the chunks map it:
+	// the same id there is the same vector as a row naming that namespace.
+	put(t, m, "dups/default-ns.csv", []byte("id,body,kind\n1,a,\n1,b,v2\n2,c,v3\n"))
+	ing = ingestion(m, "dups/default-ns.csv")
+	ing.TaskID = "task-dups-default-ns"
+	ing.Spec.Mapping.NamespaceColumn = "kind"
+	ing.Spec.Target.Pinecone.Namespace = "v2"
+	plan, err = planner.Plan(context.Background(), ing, planner.Deps{S3: m.S3Client()})
+	if err != nil || plan.DuplicateRows != 1 {
+		t.Fatalf("default namespace: %d duplicate rows (%v), want 1: row 1 repeats row 0's vector in v2", plan.DuplicateRows, err)
 	}
 }
 

@@ -22,20 +22,27 @@ type Keys struct {
 	PineconeControlHost string
 }
 
+// ConfigFor is the guard's configuration for an ingestion spec: its model, dimensions, stored text
+// field and cut, and id prefix.
+func ConfigFor(spec v1alpha1.CsvIngestionSpec) Config {
+	md := spec.Mapping.Metadata
+	cfg := Config{
+		Model: spec.Embedding.Model, Dimensions: int(spec.Embedding.Dimensions),
+		TextField: md.TextField, TextMaxChars: int(md.TextMaxChars), IDPrefix: spec.Mapping.IDPrefix,
+	}
+	if cfg.TextMaxChars == 0 {
+		cfg.TextMaxChars = mapping.DefaultTextMaxChars
+	}
+	return cfg
+}
+
 // ForIngestion returns the guard for the planner (planner.Guard): it connects to the ingestion's
 // Pinecone index and OpenAI endpoint only when the file has candidate rows, then runs Check with
 // the ingestion's model, dimensions and text field.
 func ForIngestion(ing worker.Ingestion, keys Keys, hc *http.Client, log logr.Logger) func(ctx context.Context, cands []Candidate) (*v1alpha1.VectorSpaceStatus, error) {
 	return func(ctx context.Context, cands []Candidate) (*v1alpha1.VectorSpaceStatus, error) {
 		spec := ing.Spec
-		md := spec.Mapping.Metadata
-		cfg := Config{
-			Model: spec.Embedding.Model, Dimensions: int(spec.Embedding.Dimensions),
-			TextField: md.TextField, TextMaxChars: int(md.TextMaxChars),
-		}
-		if cfg.TextMaxChars == 0 {
-			cfg.TextMaxChars = mapping.DefaultTextMaxChars
-		}
+		cfg := ConfigFor(spec)
 		if len(cands) == 0 {
 			return &v1alpha1.VectorSpaceStatus{Result: v1alpha1.VectorSpaceNothingToCompare, Model: cfg.Model,
 				Message: "the file has no row with an id and a text: nothing to compare"}, nil

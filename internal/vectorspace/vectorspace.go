@@ -4,7 +4,12 @@
 // and a re-ingest with the wrong model silently degrades every search over the namespace. Before
 // the first write, the guard fetches a few stored vectors whose ids the file also has, re-embeds
 // the text they were made from with the configured model and dimensions, and compares: the same
-// model gives (nearly) the same vector, another model an unrelated one.
+// model gives (nearly) the same vector, another model an unrelated one. A file of new ids (a daily
+// delta) has no such vectors, so the guard then lists what the namespace holds (under the id
+// prefix, or anywhere in it when nothing is stored under the prefix), fetches those vectors and
+// compares their stored text. Only an empty namespace has nothing to compare; one whose vectors
+// cannot be compared (no stored text short enough) leaves the model unverified, which fails the
+// plan unless spec.target.pinecone.allowMixedVectorSpaces is set.
 package vectorspace
 
 import (
@@ -30,6 +35,15 @@ const (
 	DefaultSamples = 3
 	// MaxCandidates is how many of the file's ids are looked up.
 	MaxCandidates = 100
+	// MaxListPages is how many list pages (of pinecone.MaxListLimit ids) are read per prefix
+	// when the file's ids are not enough: stored vectors without a usable text are
+	// skipped, so more than one page may be needed.
+	MaxListPages = 3
+	// fetchGroup is how many listed ids one fetch asks for: the guard stops once it has enough.
+	fetchGroup = 25
+	// FallbackTextField is where the stored text is looked for when the ingestion stores none:
+	// the old service's key.
+	FallbackTextField = "text"
 )
 
 // Candidate is a row of the file: its vector id, namespace and the text it would embed.
@@ -45,9 +59,10 @@ type Embedder interface {
 	Stats() embedding.Stats
 }
 
-// Fetcher reads stored vectors (a *pinecone.Upserter).
-type Fetcher interface {
+// Index reads stored vectors (a *pinecone.Upserter).
+type Index interface {
 	Fetch(ctx context.Context, namespace string, ids []string) (map[string]pinecone.Stored, error)
+	ListPage(ctx context.Context, namespace, prefix, token string) ([]string, string, error)
 }
 
 // Config says what to compare.
@@ -55,10 +70,13 @@ type Config struct {
 	// Model and Dimensions are spec.embedding's, named in the outcome.
 	Model      string
 	Dimensions int
-	// TextField and TextMaxChars are spec.mapping.metadata's: where the stored text is, and the
-	// length it was cut to (a text of that length may be cut, so it is not re-embedded as is).
+	// TextField and TextMaxChars are spec.mapping.metadata's: where the stored text is (empty:
+	// FallbackTextField), and the length it was cut to (a text of that length may be cut, so it
+	// is not re-embedded as is).
 	TextField    string
 	TextMaxChars int
+	// IDPrefix is spec.mapping.idPrefix: stored vectors under it are listed first.
+	IDPrefix string
 	// Threshold: a cosine below it is a mismatch; 0 means DefaultThreshold.
 	Threshold float64
 	// Samples to compare; 0 means DefaultSamples.
@@ -72,15 +90,20 @@ type sample struct {
 	stored []float32
 }
 
-// Check runs the guard over the file's candidates (at most MaxCandidates are looked up). Errors
-// are those of the fetch or the embeddings call; the outcome is in the returned status, with
-// Result Mismatch when a compared vector is below the threshold.
-func Check(ctx context.Context, cfg Config, emb Embedder, fetch Fetcher, cands []Candidate) (*v1alpha1.VectorSpaceStatus, error) {
+// Check runs the guard over the file's candidates (at most MaxCandidates are looked up) and,
+// when fewer than cfg.Samples of them are stored with their text, over vectors listed from their
+// namespaces. Errors are those of Pinecone or the embeddings call; the outcome is in the returned
+// status: Mismatch when a compared vector is below the threshold, NothingToCompare only when the
+// namespaces are empty, Unverified when they hold vectors none of which could be compared.
+func Check(ctx context.Context, cfg Config, emb Embedder, idx Index, cands []Candidate) (*v1alpha1.VectorSpaceStatus, error) {
 	if cfg.Threshold <= 0 {
 		cfg.Threshold = DefaultThreshold
 	}
 	if cfg.Samples <= 0 {
 		cfg.Samples = DefaultSamples
+	}
+	if cfg.TextField == "" {
+		cfg.TextField = FallbackTextField
 	}
 	if len(cands) > MaxCandidates {
 		cands = cands[:MaxCandidates]
@@ -97,22 +120,28 @@ func Check(ctx context.Context, cfg Config, emb Embedder, fetch Fetcher, cands [
 		byNS[c.Namespace] = append(byNS[c.Namespace], c)
 	}
 	var samples []sample
-	found := 0
+	found, withValues := 0, 0            // stored vectors seen, and those the index returned values for
+	seen := map[string]map[string]bool{} // per namespace: ids fetched already
 	for _, ns := range order {
 		group := byNS[ns]
 		ids := make([]string, 0, len(group))
-		seen := map[string]bool{}
+		seen[ns] = map[string]bool{}
 		for _, c := range group {
-			if !seen[c.ID] {
-				seen[c.ID] = true
+			if !seen[ns][c.ID] {
+				seen[ns][c.ID] = true
 				ids = append(ids, c.ID)
 			}
 		}
-		got, err := fetch.Fetch(ctx, ns, ids)
+		got, err := idx.Fetch(ctx, ns, ids)
 		if err != nil {
 			return nil, fmt.Errorf("vector-space guard: %w", err)
 		}
 		found += len(got)
+		for _, v := range got {
+			if len(v.Values) > 0 {
+				withValues++
+			}
+		}
 		for _, c := range group {
 			v, ok := got[c.ID]
 			if !ok || len(samples) == cfg.Samples {
@@ -124,17 +153,43 @@ func Check(ctx context.Context, cfg Config, emb Embedder, fetch Fetcher, cands [
 			}
 		}
 	}
-	if len(samples) == 0 {
-		st.Result = v1alpha1.VectorSpaceNothingToCompare
-		if found == 0 {
-			st.Message = fmt.Sprintf("none of the file's first %d ids is in the index: nothing to compare", len(cands))
-		} else {
-			st.Message = fmt.Sprintf("%d of the file's first %d ids are in the index, but none holds its text in metadata %q, so nothing was compared",
-				found, len(cands), cfg.TextField)
+	fromFile := len(samples)
+
+	// Not enough of the file's ids are stored (new rows): compare what the namespaces hold.
+	listed := 0
+	for _, ns := range order {
+		if len(samples) >= cfg.Samples {
+			break
 		}
-		return st, nil
+		n, err := sampleListed(ctx, cfg, idx, ns, seen[ns], &samples, &withValues)
+		if err != nil {
+			return nil, err
+		}
+		listed += n
 	}
 
+	if len(samples) == 0 {
+		if found == 0 && listed == 0 {
+			st.Result = v1alpha1.VectorSpaceNothingToCompare
+			st.Message = fmt.Sprintf("namespace %s holds no vectors: nothing to compare", nsList(order))
+			return st, nil
+		}
+		if withValues == 0 {
+			// Pinecone always returns a stored vector's values; an index that returns none (a
+			// test fake that discards them to save memory) has nothing to compare with, which
+			// says nothing about the model that filled it.
+			st.Result = v1alpha1.VectorSpaceNothingToCompare
+			st.Message = fmt.Sprintf("namespace %s holds vectors (%d of the file's first %d ids, %d more listed), but the index returned none of their values: nothing to compare",
+				nsList(order), found, len(cands), listed)
+			return st, nil
+		}
+		st.Result = v1alpha1.VectorSpaceUnverified
+		st.Message = fmt.Sprintf("namespace %s holds vectors (%d of the file's first %d ids, %d more listed), but none has its text in metadata %q shorter than %d characters to re-embed, "+
+			"so the model they were made with is unknown. Make sure spec.embedding.model is the model the index was filled with (the old service used text-embedding-ada-002), "+
+			"then set spec.target.pinecone.allowMixedVectorSpaces: true to write anyway",
+			nsList(order), found, len(cands), listed, cfg.TextField, cfg.TextMaxChars)
+		return st, nil
+	}
 	inputs := make([]embedding.Input, len(samples))
 	for i, s := range samples {
 		inputs[i] = embedding.Input{ID: int64(i), Text: s.text}
@@ -176,7 +231,84 @@ func Check(ctx context.Context, cfg Config, emb Embedder, fetch Fetcher, cands [
 		st.Message = fmt.Sprintf("re-embedding the stored text of %d vectors with %s at %s gives cosine similarity of at least %s (threshold %g)",
 			st.Compared, cfg.Model, dims, st.MinCosine, cfg.Threshold)
 	}
+	if fromFile < len(samples) {
+		st.Message += fmt.Sprintf(" (%d of the %d vectors re-embedded were listed from the namespace: the file's ids are not stored yet)", len(samples)-fromFile, len(samples))
+	}
 	return st, nil
+}
+
+// sampleListed lists ids of namespace ns under cfg.IDPrefix or, when nothing is stored under it,
+// anywhere in the namespace (the vectors this ingestion's will sit with are those under its
+// prefix), fetches those not seen yet and adds the ones with a usable stored text to samples
+// until there are cfg.Samples. It returns how many ids it listed that were not seen before, and
+// counts in withValues the fetched vectors the index returned values for.
+func sampleListed(ctx context.Context, cfg Config, idx Index, ns string, seen map[string]bool, samples *[]sample, withValues *int) (int, error) {
+	prefixes := []string{""}
+	if cfg.IDPrefix != "" {
+		prefixes = []string{cfg.IDPrefix, ""}
+	}
+	listed := 0
+	for _, prefix := range prefixes {
+		stored, err := sampleListedPrefix(ctx, cfg, idx, ns, prefix, seen, samples, withValues, &listed)
+		if err != nil || stored || len(*samples) >= cfg.Samples {
+			return listed, err
+		}
+	}
+	return listed, nil
+}
+
+// sampleListedPrefix is sampleListed for one prefix, up to MaxListPages pages; it says whether
+// anything is stored under the prefix.
+func sampleListedPrefix(ctx context.Context, cfg Config, idx Index, ns, prefix string, seen map[string]bool, samples *[]sample, withValues, listed *int) (bool, error) {
+	stored := false
+	token := ""
+	for range MaxListPages {
+		ids, next, err := idx.ListPage(ctx, ns, prefix, token)
+		if err != nil {
+			return stored, fmt.Errorf("vector-space guard: %w", err)
+		}
+		stored = stored || len(ids) > 0
+		var fresh []string
+		for _, id := range ids {
+			if !seen[id] {
+				seen[id] = true
+				fresh = append(fresh, id)
+			}
+		}
+		*listed += len(fresh)
+		for start := 0; start < len(fresh) && len(*samples) < cfg.Samples; start += fetchGroup {
+			part := fresh[start:min(start+fetchGroup, len(fresh))]
+			got, err := idx.Fetch(ctx, ns, part)
+			if err != nil {
+				return stored, fmt.Errorf("vector-space guard: %w", err)
+			}
+			for _, id := range part {
+				v, ok := got[id]
+				if ok && len(v.Values) > 0 {
+					*withValues++
+				}
+				if !ok || len(*samples) == cfg.Samples {
+					continue
+				}
+				if text, ok := SampleText(v.Metadata, cfg.TextField, cfg.TextMaxChars, ""); ok && len(v.Values) > 0 {
+					*samples = append(*samples, sample{id: id, text: text, stored: v.Values})
+				}
+			}
+		}
+		if len(*samples) >= cfg.Samples || next == "" {
+			return stored, nil
+		}
+		token = next
+	}
+	return stored, nil
+}
+
+func nsList(order []string) string {
+	q := make([]string, len(order))
+	for i, ns := range order {
+		q[i] = strconv.Quote(ns)
+	}
+	return strings.Join(q, ", ")
 }
 
 // SampleText returns the text to re-embed for a stored vector: its stored text when that is not

@@ -180,17 +180,110 @@ func TestCheckAgainstTheFakes(t *testing.T) {
 		t.Errorf("the guard wrote: %d upsert calls, the test made 2", n)
 	}
 
-	// Another namespace, or ids the index does not hold: nothing to compare, no tokens spent.
+	// A namespace that holds nothing: nothing to compare, no tokens spent.
 	before := e.openai.Stats()
-	st, err = vectorspace.Check(ctx, cfg, e.embedder(t, small), e.up, []vectorspace.Candidate{{ID: "239.1", Namespace: "other", Text: "x"}, {ID: "7", Namespace: "v2", Text: "y"}})
+	st, err = vectorspace.Check(ctx, cfg, e.embedder(t, small), e.up, []vectorspace.Candidate{{ID: "239.1", Namespace: "other", Text: "x"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Result != v1alpha1.VectorSpaceNothingToCompare || st.Compared != 0 || st.Tokens != 0 {
-		t.Errorf("no overlap: %+v", st)
+	if st.Result != v1alpha1.VectorSpaceNothingToCompare || st.Compared != 0 || st.Tokens != 0 || !strings.Contains(st.Message, "no vectors") {
+		t.Errorf("empty namespace: %+v", st)
 	}
 	if after := e.openai.Stats(); after.Requests != before.Requests {
-		t.Errorf("no overlap still called OpenAI: %+v → %+v", before, after)
+		t.Errorf("an empty namespace still called OpenAI: %+v → %+v", before, after)
+	}
+}
+
+// A file of only new ids (a daily delta): none of its ids is stored, so the guard lists what the
+// namespace holds and re-embeds that. The wrong model is a mismatch, the right one a match.
+func TestCheckNewIDsListsTheNamespace(t *testing.T) {
+	e := newEnv(t)
+	e.seed(t, ada, map[string]string{"239.1": "Lot 12: Vintage clock", "239.2": "Pickup on Main St.", "239.3": "Oak table", "239.4": "Brass lamp"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var file []vectorspace.Candidate
+	for i := range 50 {
+		file = append(file, vectorspace.Candidate{ID: "239.new-" + strconv.Itoa(i), Namespace: "v2", Text: "new row " + strconv.Itoa(i)})
+	}
+	cfg := vectorspace.Config{Model: small, TextField: "text", TextMaxChars: 1000, IDPrefix: "239."}
+	st, err := vectorspace.Check(ctx, cfg, e.embedder(t, small), e.up, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Result != v1alpha1.VectorSpaceMismatch || st.Compared != vectorspace.DefaultSamples || !strings.Contains(st.Message, "listed from the namespace") {
+		t.Fatalf("new ids, other model: %+v", st)
+	}
+	if n := e.index.Stats().Calls["List"]; n != 1 {
+		t.Errorf("%d list calls, want 1 (one page under the prefix holds enough)", n)
+	}
+
+	cfg.Model = ada
+	st, err = vectorspace.Check(ctx, cfg, e.embedder(t, ada), e.up, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Result != v1alpha1.VectorSpaceMatched || st.Compared != vectorspace.DefaultSamples || st.MinCosine != "1.0000" {
+		t.Fatalf("new ids, same model: %+v", st)
+	}
+}
+
+// Vectors under the id prefix are compared before others of the namespace: here other prefixes
+// hold another model's vectors (another question's rows), which must not decide.
+func TestCheckListsThePrefixFirst(t *testing.T) {
+	e := newEnv(t)
+	e.seed(t, small, map[string]string{"100.1": "other question 1", "100.2": "other question 2", "100.3": "other question 3"})
+	e.seed(t, ada, map[string]string{"239.1": "Lot 12: Vintage clock", "239.2": "Pickup on Main St.", "239.3": "Oak table"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	file := []vectorspace.Candidate{{ID: "239.77", Namespace: "v2", Text: "new"}}
+	cfg := vectorspace.Config{Model: ada, TextField: "text", TextMaxChars: 1000, IDPrefix: "239."}
+	st, err := vectorspace.Check(ctx, cfg, e.embedder(t, ada), e.up, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Result != v1alpha1.VectorSpaceMatched || st.Compared != 3 {
+		t.Fatalf("prefix first: %+v", st)
+	}
+	// With no vector under its prefix, the guard compares the namespace's others.
+	cfg.IDPrefix = "555."
+	st, err = vectorspace.Check(ctx, cfg, e.embedder(t, ada), e.up, []vectorspace.Candidate{{ID: "555.1", Namespace: "v2", Text: "new"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Result != v1alpha1.VectorSpaceMismatch { // "100.*" sorts first: small's vectors
+		t.Fatalf("namespace after an empty prefix: %+v", st)
+	}
+}
+
+// A namespace that holds vectors none of which can be compared (no stored text, or text that
+// may have been cut) is not "nothing to compare": the model is unverified, which fails the plan.
+func TestCheckUnverifiable(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var vecs []pinecone.Vector
+	for i := range 150 { // more than one list page
+		md := map[string]any{"source": "s3_csv"}
+		if i%2 == 0 {
+			md["text"] = strings.Repeat("y", 1000) // as long as the cut: perhaps cut
+		}
+		vecs = append(vecs, pinecone.Vector{ID: "239." + strconv.Itoa(1000+i), Values: fakeopenai.ModelVector(ada, "t", dims), Metadata: meta(t, md)})
+	}
+	if rejected, err := e.up.Upsert(ctx, "v2", vecs); err != nil || len(rejected) > 0 {
+		t.Fatalf("pre-fill upsert: rejected %+v, err %v", rejected, err)
+	}
+	before := e.openai.Stats()
+	cfg := vectorspace.Config{Model: small, TextField: "text", TextMaxChars: 1000, IDPrefix: "239."}
+	st, err := vectorspace.Check(ctx, cfg, e.embedder(t, small), e.up, []vectorspace.Candidate{{ID: "239.1", Namespace: "v2", Text: "new"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Result != v1alpha1.VectorSpaceUnverified || st.Compared != 0 || !strings.Contains(st.Message, "allowMixedVectorSpaces") ||
+		!strings.Contains(st.Message, "150 more listed") {
+		t.Fatalf("unverifiable: %+v", st)
+	}
+	if after := e.openai.Stats(); after.Requests != before.Requests {
+		t.Errorf("nothing comparable, yet OpenAI was called: %+v → %+v", before, after)
 	}
 }
 
@@ -201,4 +294,23 @@ func meta(t *testing.T, m map[string]any) *structpb.Struct {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// An index that returns no vector values (the test stack's fake, which discards them to save
+// memory; Pinecone always returns them) has nothing to compare with: NothingToCompare, saying
+// why, not Unverified, which would fail every later ingestion into a shared test index.
+func TestCheckIndexWithoutValues(t *testing.T) {
+	e := newEnv(t)
+	e.index.SetDiscardValues(true)
+	e.seed(t, ada, map[string]string{"239.1": "Lot 12: Vintage clock", "239.2": "Oak table"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := vectorspace.Config{Model: small, TextField: "text", TextMaxChars: 1000, IDPrefix: "239."}
+	st, err := vectorspace.Check(ctx, cfg, e.embedder(t, small), e.up, []vectorspace.Candidate{{ID: "239.1", Namespace: "v2", Text: "x"}, {ID: "239.9", Namespace: "v2", Text: "y"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Result != v1alpha1.VectorSpaceNothingToCompare || !strings.Contains(st.Message, "none of their values") {
+		t.Fatalf("index without values: %+v", st)
+	}
 }

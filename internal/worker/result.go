@@ -25,9 +25,18 @@ const (
 	ReasonTooManyChunks  = "TooManyChunks"
 	// ReasonVectorSpaceMismatch: the namespace holds vectors of another model (the planner's guard).
 	ReasonVectorSpaceMismatch = "VectorSpaceMismatch"
+	// ReasonVectorSpaceUnverified: the namespace holds vectors, but none the guard could compare.
+	ReasonVectorSpaceUnverified = "VectorSpaceUnverified"
 	// ReasonDeleteGuard: spec.sync.deleteMissing would delete more than maxDeletePercent of the
 	// vectors under the id prefix; nothing was deleted.
 	ReasonDeleteGuard = "DeleteGuard"
+	// ReasonDeadLetterUnwritable: spec.deadLetter names a location the worker cannot write
+	// (AccessDenied, NoSuchBucket). The planner finds it with a probe before any row is embedded;
+	// a chunk that meets it later fails permanently rather than paying for its rows again.
+	ReasonDeadLetterUnwritable = "DeadLetterUnwritable"
+	// ReasonCorruptSource: the object cannot be decoded (a gzip stream that is corrupt or cut
+	// short): downloading it again gives the same bytes.
+	ReasonCorruptSource = "CorruptSource"
 )
 
 // FailedRow is a sample of a row that failed.
@@ -39,18 +48,21 @@ type FailedRow struct {
 
 // Result is what a worker writes to its termination message. Counters are for this attempt.
 type Result struct {
-	Role            string `json:"role"` // plan | chunk | cleanup | sync
-	Chunk           int    `json:"chunk,omitempty"`
-	RowsRead        int64  `json:"rowsRead"`
-	Processed       int64  `json:"processed"`
-	Failed          int64  `json:"failed"`
-	Skipped         int64  `json:"skipped"`
-	VectorsUpserted int64  `json:"vectorsUpserted"`
-	Tokens          int64  `json:"tokens"`
-	Requests        int64  `json:"requests"`
-	Retries         int64  `json:"retries"`
-	RateLimited     int64  `json:"rateLimited"`
-	DurationMillis  int64  `json:"durationMs"`
+	Role      string `json:"role"` // plan | chunk | cleanup | sync
+	Chunk     int    `json:"chunk,omitempty"`
+	RowsRead  int64  `json:"rowsRead"`
+	Processed int64  `json:"processed"`
+	Failed    int64  `json:"failed"`
+	Skipped   int64  `json:"skipped"`
+	// Resumed rows were upserted by an earlier attempt of the chunk and not embedded again; they
+	// are counted in Processed and VectorsUpserted too.
+	Resumed         int64 `json:"resumed,omitempty"`
+	VectorsUpserted int64 `json:"vectorsUpserted"`
+	Tokens          int64 `json:"tokens"`
+	Requests        int64 `json:"requests"`
+	Retries         int64 `json:"retries"`
+	RateLimited     int64 `json:"rateLimited"`
+	DurationMillis  int64 `json:"durationMs"`
 	// The sync step (role sync): vectors listed under the id prefix, those not in the file, and
 	// those deleted.
 	Listed        int64       `json:"listed,omitempty"`

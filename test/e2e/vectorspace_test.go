@@ -29,7 +29,8 @@ const (
 
 // TestVectorSpaceGuard: a namespace pre-filled with vectors of model X (as the old service left
 // clickbid-prod/v2). An ingestion configured with model Y fails VectorSpaceMismatch in the planner,
-// before any chunk Job and any upsert; with model X it runs to Completed; with Y and
+// before any chunk Job and any upsert; with model X it runs to Completed; so does a file of only
+// new ids (a daily delta), whose guard compares vectors listed from the namespace; with Y and
 // allowMixedVectorSpaces it runs and its status says the guard was skipped.
 func TestVectorSpaceGuard(t *testing.T) {
 	skipShort(t)
@@ -65,7 +66,10 @@ func TestVectorSpaceGuard(t *testing.T) {
 	}
 	var seed []pinecone.Vector
 	for _, r := range rows[1:41] {
-		text := san.Sanitize(r[col["formatted_text"]])
+		text, err := san.Sanitize(r[col["formatted_text"]])
+		if err != nil {
+			t.Fatal(err)
+		}
 		md, err := structpb.NewStruct(map[string]any{"text": text, "source": "s3_csv", "row_id": r[col["id"]]})
 		if err != nil {
 			t.Fatal(err)
@@ -82,7 +86,7 @@ func TestVectorSpaceGuard(t *testing.T) {
 	_ = up.Close()
 	prefilled := idx.UpsertCalls()
 
-	ingestion := func(name, model string, allowMixed bool) *v1alpha1.CsvIngestion {
+	ingestionOf := func(key, name, model string, allowMixed bool) *v1alpha1.CsvIngestion {
 		obj := st.LegacyIngestion("vspace", name, key)
 		obj.Spec.Mapping.Metadata.Format = mapping.FormatLegacy
 		obj.Spec.Embedding.Model, obj.Spec.Embedding.Dimensions = model, 0 // ada-002 takes no dimensions
@@ -90,6 +94,9 @@ func TestVectorSpaceGuard(t *testing.T) {
 		obj.Spec.Target.Pinecone.AllowMixedVectorSpaces = allowMixed
 		obj.Spec.Tracking = nil
 		return obj
+	}
+	ingestion := func(name, model string, allowMixed bool) *v1alpha1.CsvIngestion {
+		return ingestionOf(key, name, model, allowMixed)
 	}
 
 	// A dry run runs the guard too (it writes nothing), and its estimate counts the guard's tokens.
@@ -147,8 +154,47 @@ func TestVectorSpaceGuard(t *testing.T) {
 	}
 	t.Logf("model X matched (%d tokens, estimate %d tokens): %s", vs.Tokens, final.Status.Estimate.Tokens, vs.Message)
 
-	// Model Y with the override: written anyway, and the status says the guard was skipped.
+	// A daily delta: a file of only new ids, none of them stored. The guard lists what the
+	// namespace holds and re-embeds that: model Y is refused before any write (a guard that only
+	// looked up the file's ids saw nothing to compare and wrote 1,000 foreign vectors), model X
+	// runs to Completed.
+	var delta bytes.Buffer
+	dstats, err := csvgen.Write(&delta, csvgen.Options{Rows: 1000, Seed: 43, IDOffset: 500000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deltaKey := "exports/vspace-delta.csv"
+	if err := st.Upload(ctx, deltaKey, delta.Bytes()); err != nil {
+		t.Fatal(err)
+	}
 	before := idx.UpsertCalls()
+	yd := apply(t, ingestionOf(deltaKey, "delta-model-y", modelY, false))
+	final = waitTerminal(t, yd, 5*time.Minute)
+	cond = meta.FindStatusCondition(final.Status.Conditions, v1alpha1.ConditionFailed)
+	if final.Status.Phase != v1alpha1.PhaseFailed || cond == nil || cond.Reason != worker.ReasonVectorSpaceMismatch {
+		t.Fatalf("new ids, model Y: phase %s, Failed condition %+v, want Failed with reason VectorSpaceMismatch", final.Status.Phase, cond)
+	}
+	if !strings.Contains(cond.Message, "cosine similarity as low as") || !strings.Contains(cond.Message, "listed from the namespace") {
+		t.Errorf("new ids, model Y: the message does not say what was compared: %s", cond.Message)
+	}
+	if n := idx.UpsertCalls(); n != before {
+		t.Errorf("new ids, model Y: %d upsert calls, want none", n-before)
+	}
+	if jobs := chunkJobs(t, yd); len(jobs) != 0 {
+		t.Errorf("new ids, model Y: %d chunk Jobs created, want none", len(jobs))
+	}
+	xd := apply(t, ingestionOf(deltaKey, "delta-model-x", modelX, false))
+	final = waitTerminal(t, xd, 10*time.Minute)
+	if vs := final.Status.VectorSpace; final.Status.Phase != v1alpha1.PhaseCompleted || final.Status.Records.Processed != dstats.Good ||
+		vs == nil || vs.Result != v1alpha1.VectorSpaceMatched || vs.MinCosine != "1.0000" {
+		t.Fatalf("new ids, model X: %s, %d of %d rows, vectorSpace %+v: %s", final.Status.Phase, final.Status.Records.Processed, dstats.Good, vs, final.Status.Message)
+	}
+	if n := int64(len(idx.Vectors("v2"))); n != stats.Good+dstats.Good {
+		t.Errorf("new ids, model X: %d vectors in v2, want %d", n, stats.Good+dstats.Good)
+	}
+
+	// Model Y with the override: written anyway, and the status says the guard was skipped.
+	before = idx.UpsertCalls()
 	o := apply(t, ingestion("model-y-override", modelY, true))
 	final = waitTerminal(t, o, 10*time.Minute)
 	vs = final.Status.VectorSpace

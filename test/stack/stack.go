@@ -122,7 +122,7 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	}
 	for _, bin := range []string{"manager", "embedder"} {
 		if _, err := os.Stat(filepath.Join(harness.BinDir(), bin)); err != nil {
-			return nil, fmt.Errorf("bin/%s is missing: run `make build` first", bin)
+			return s, fmt.Errorf("bin/%s is missing: run `make build` first", bin)
 		}
 	}
 	if s.Cluster, err = harness.NewCluster(harness.ClusterOptions{ControllerManager: true}); err != nil {

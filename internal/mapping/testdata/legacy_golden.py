@@ -3,14 +3,25 @@
 The metadata dict is built the way the old service's EC2 default path built it
 (docs/legacy-service.md §5, "Metadata, EC2 default path"), with Python's own
 csv.DictReader, truthiness, str() and datetime.isoformat(), so the Go mapper is
-checked against Python's behaviour rather than against itself. The sanitized
-texts are written out by hand (the sanitizer has its own tests).
+checked against Python's behaviour rather than against itself. The text is the
+old service's own sanitize_text, imported from a temporary copy of its source
+(hack/legacytext/gen.py load_old; never kept in this repository).
 
-Run: python3 legacy_golden.py   (from this directory)
+Run: python3 legacy_golden.py [--repo /path/to/pinecone.git]   (from this directory)
 """
+import argparse
 import csv
 import datetime
 import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "hack", "legacytext"))
+import gen  # noqa: E402
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--repo", default=gen.DEFAULT_REPO, help="a clone of github.com/matthewclickbid/pinecone")
+sanitize_text = gen.load_old(ap.parse_args().repo).sanitize_text
 
 QUESTION_ID = 239
 TASK_ID = "q239-2025-01-10"
@@ -31,12 +42,6 @@ rows = [
      "metabase", " keep spaces "],
     ["3003", LONG, "", "", "0", "Reno", "", "", "x", ""],
 ]
-# What legacy sanitize_text makes of each formatted_text.
-sanitized = [
-    "Lot 12: Vintage clock stand Closes January 10th, 2025 10:45:23 PM",
-    "Pickup on January 3rd, 2025 at Main St.Bring ID!",
-    LONG,
-]
 
 with open("legacy_golden.csv", "w", newline="") as f:
     w = csv.writer(f)
@@ -49,7 +54,7 @@ with open("legacy_golden.csv", newline="") as f:
 chunk_id = "chunk_%04d" % CHUNK_INDEX
 for idx, record in enumerate(records):  # idx: the index within the chunk
     row_id = record.get("id")
-    text = sanitized[idx]
+    text = sanitize_text(record["formatted_text"])
     metadata = {
         "text": text[:1000],
         "source": "s3_csv",
