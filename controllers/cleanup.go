@@ -42,7 +42,7 @@ func (r *Reconciler) cleanupStaged(ctx context.Context, obj *v1alpha1.CsvIngesti
 	if err != nil {
 		return err
 	}
-	job := r.job(obj, name, worker.RoleCleanup, pod, nil)
+	job := r.job(obj, name, worker.RoleCleanup, pod, nil, 0)
 	if err := r.Create(ctx, job); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create cleanup Job of %s: %w", obj.Name, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/prune"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
@@ -148,7 +149,16 @@ func (r *Reconciler) syncJob(obj *v1alpha1.CsvIngestion, plan *worker.Plan) (*ba
 	if err != nil {
 		return nil, err
 	}
-	return r.job(obj, worker.SyncJobName(obj.Name), worker.RoleSync, pod, nil), nil
+	return r.job(obj, worker.SyncJobName(obj.Name), worker.RoleSync, pod, nil, syncTimeout(&obj.Spec, plan.TotalRows)), nil
+}
+
+// syncTimeout bounds one attempt of the sync Job: spec.sync.timeout, or what the plan's rows
+// take to read, list and check (prune.Deadline), never less than chunkTimeout.
+func syncTimeout(spec *v1alpha1.CsvIngestionSpec, rows int64) time.Duration {
+	if spec.Sync != nil && spec.Sync.Timeout != nil && spec.Sync.Timeout.Duration > 0 {
+		return spec.Sync.Timeout.Duration
+	}
+	return max(prune.Deadline(rows), spec.Chunking.ChunkTimeout.Duration)
 }
 
 // syncPending is the reasons of a run held or busy at its sync step.

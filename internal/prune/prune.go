@@ -20,6 +20,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -311,4 +312,37 @@ func (p *Plan) Execute(ctx context.Context, idx Index) (deleted int64, err error
 		}
 	}
 	return deleted, nil
+}
+
+// Sizing of the sync step's deadline, deliberately slower than the measured rates
+// (docs/benchmarks.md): a deadline that is too long only bounds a hang later, one that is too
+// short fails a run whose chunks all succeeded.
+const (
+	// listedPerRow: the ids listed per row of the file, leaving room for as many vectors again
+	// under the prefix that are not in it (another source's, or removed rows).
+	listedPerRow = 2
+	// listPageTime is one list page of MaxListLimit (100) ids.
+	listPageTime = 250 * time.Millisecond
+	// checkTime is one owner look-up or delete of up to 1,000 ids.
+	checkTime = 500 * time.Millisecond
+	// readRowsPerSecond: reading the file's ids from S3 (gzip included).
+	readRowsPerSecond = 5000
+	// minDeadline covers start-up, connections and small files.
+	minDeadline = 10 * time.Minute
+)
+
+// Deadline is how long one attempt of the sync step may take for a file of rows rows: read the
+// rows, list listedPerRow ids per row 100 a page in one namespace (namespaces are listed in
+// parallel, so more of them only shortens it), and look up and delete every listed id that is
+// not in the file, 1,000 a request.
+func Deadline(rows int64) time.Duration {
+	if rows < 0 {
+		rows = 0
+	}
+	listed := rows * listedPerRow
+	pages := (listed + 99) / 100
+	checks := 2 * ((listed - rows + 999) / 1000) // look-ups and deletes of the ids beyond the file's
+	d := minDeadline + time.Duration(pages)*listPageTime + time.Duration(checks)*checkTime +
+		time.Duration(rows/readRowsPerSecond)*time.Second
+	return d.Round(time.Minute)
 }

@@ -348,3 +348,24 @@ func TestFindParallelNamespaces(t *testing.T) {
 		t.Fatalf("Execute %d, %v", n, err)
 	}
 }
+
+// TestDeadline: the sync step's deadline grows with the file, from a floor.
+func TestDeadline(t *testing.T) {
+	for _, tc := range []struct {
+		rows int64
+		want time.Duration
+	}{
+		{0, 10 * time.Minute},
+		{-5, 10 * time.Minute},
+		{2000, 10 * time.Minute},                     // 40 pages, 2 checks: 11 s, rounded away
+		{100000, 10*time.Minute + 620*time.Second},   // 2,000 pages, 200 checks, 20 s of reading
+		{1000000, 10*time.Minute + 6200*time.Second}, // 20,000 pages, 2,000 checks, 200 s
+	} {
+		if got := Deadline(tc.rows); got != tc.want.Round(time.Minute) {
+			t.Errorf("Deadline(%d) = %s, want %s", tc.rows, got, tc.want.Round(time.Minute))
+		}
+	}
+	if Deadline(3000000) <= Deadline(1000000) {
+		t.Error("a larger file must get more time")
+	}
+}
