@@ -39,10 +39,19 @@ func main() {
 	ids := flag.Int("ids", 1000000, "vectors of the source under its prefix")
 	foreign := flag.Int("foreign", 50000, "another source's vectors under the same raw prefix (owner q1.b-)")
 	unmarked := flag.Int("unmarked", 10000, "unmarked vectors of the source's id form (another writer)")
-	latency := flag.Duration("latency", 0, "added to every data-plane call of the fake")
+	latencies := flag.String("latencies", "0s,25ms", "runs, each with this latency added to every data-plane call of the fake")
 	out := flag.String("out", "docs/benchmarks.md", "report to update (empty: print only)")
 	flag.Parse()
-	md, err := measure(context.Background(), *ids, *foreign, *unmarked, *latency)
+	var lats []time.Duration
+	for _, f := range strings.Split(*latencies, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench syncstep: -latencies:", err)
+			os.Exit(2)
+		}
+		lats = append(lats, d)
+	}
+	md, err := measure(context.Background(), *ids, *foreign, *unmarked, lats)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench syncstep:", err)
 		os.Exit(1)
@@ -56,7 +65,15 @@ func main() {
 	}
 }
 
-func measure(ctx context.Context, n, foreign, unmarked int, latency time.Duration) (string, error) {
+type result struct {
+	latency                      time.Duration
+	lists, fetches, deletes      int64
+	listed, missing, deleted     int64
+	leftAlone, foreign, unmarked int64
+	find, total                  time.Duration
+}
+
+func measure(ctx context.Context, n, foreign, unmarked int, latencies []time.Duration) (string, error) {
 	srv, err := fakepinecone.Start(fakepinecone.Options{Indexes: map[string]int{"docs": 4}, APIKeys: []string{"k"},
 		DiscardValues: true})
 	if err != nil {
@@ -95,7 +112,7 @@ func measure(ctx context.Context, n, foreign, unmarked int, latency time.Duratio
 	if err := load(unmarked, func(i int) string { return fmt.Sprintf("%s%d", prefix, 90000000+i) }, ""); err != nil {
 		return "", err
 	}
-	_ = loader.Close()
+	defer loader.Close()
 	loadTime := time.Since(t0)
 
 	// The file: the source's rows but every 20th (5 % removed).
@@ -108,29 +125,22 @@ func measure(ctx context.Context, n, foreign, unmarked int, latency time.Duratio
 		}
 	}
 	file.Seal()
-	srv.Index("docs").SetLatency(latency)
-
-	up, err := pinecone.New(ctx, cfg)
-	if err != nil {
-		return "", err
-	}
-	defer up.Close()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	start := time.Now()
-	plan, err := prune.Find(ctx, up, ownership.Owner{Prefix: prefix}, []string{ns}, file, 10)
-	if err != nil {
-		return "", err
-	}
-	findTime := time.Since(start)
-	deleted, err := plan.Execute(ctx, up)
-	if err != nil {
-		return "", err
-	}
-	total := time.Since(start)
-	st := up.Stats()
-	if deleted != int64(n-rows) || plan.LeftAlone() != int64(foreign+unmarked) {
-		return "", fmt.Errorf("deleted %d (want %d), left alone %d (want %d)", deleted, n-rows, plan.LeftAlone(), foreign+unmarked)
+	var runs []result
+	for _, lat := range latencies {
+		// Put back what the previous run deleted.
+		if err := load(n/20, func(i int) string { return fmt.Sprintf("%s%d", prefix, 10000000+20*i) }, prefix); err != nil {
+			return "", err
+		}
+		srv.Index("docs").SetLatency(lat)
+		r, err := once(ctx, cfg, file, lat)
+		srv.Index("docs").SetLatency(0)
+		if err != nil {
+			return "", err
+		}
+		if r.deleted != int64(n-rows) || r.leftAlone != int64(foreign+unmarked) {
+			return "", fmt.Errorf("deleted %d (want %d), left alone %d (want %d)", r.deleted, n-rows, r.leftAlone, foreign+unmarked)
+		}
+		runs = append(runs, r)
 	}
 	per := func(req, of int64) float64 { return float64(req) * 1000 / float64(of) }
 	var b strings.Builder
@@ -138,23 +148,47 @@ func measure(ctx context.Context, n, foreign, unmarked int, latency time.Duratio
 	w(beginMarker)
 	w("## Sync step (deleteMissing) at scale")
 	w("")
-	w("`go run ./bench/syncstep` on %s, %d CPUs (load %s), %s; fake latency %s per call. One namespace holds %d vectors of source `%s` (owner-marked), %d of another source whose ids start with the same prefix (`%sb-…`) and %d unmarked ones of the source's id form; the file lacks 5 %% of the source's rows (%d ids in the file). The step's own code (package prune over go-pinecone's gRPC client, as in the `<name>-sync` Job after reading the file):",
-		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), loadavg(), runtime.Version(), latency, n, prefix, foreign, prefix, unmarked, rows)
+	w("`go run ./bench/syncstep` on %s, %d CPUs (load %s), %s. One namespace of the Pinecone fake holds %d vectors of source `%s` (owner-marked, as chunks write them), %d of another source whose ids start with the same prefix (`%sb-…`) and %d unmarked ones of the source's id form; the file lacks 5 %% of the source's rows (%d ids in the file). Measured: the step's own code after it read the file (package prune over go-pinecone's gRPC client, as in the `<name>-sync` Job): list by prefix, owner look-up of every id the file lacks, delete. Each run adds the given latency to every data-plane call of the fake.",
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), loadavg(), runtime.Version(), n, prefix, foreign, prefix, unmarked, rows)
 	w("")
-	w("| | requests | per 1,000 ids | wall time |")
-	w("|---|---|---|---|")
-	w("| list by prefix (100 a page) | %d | %.1f per 1,000 listed (%d listed) | %s (list and look-ups overlap) |", st.Lists, per(st.Lists, plan.Listed), plan.Listed, findTime.Round(time.Millisecond))
-	w("| owner look-up (fetch, 1,000 a request) | %d | %.1f per 1,000 listed, %.1f per 1,000 not in the file (%d) | |", st.Fetches, per(st.Fetches, plan.Listed), per(st.Fetches, plan.Missing), plan.Missing)
-	w("| delete by id (1,000 a request) | %d | %.1f per 1,000 deleted (%d deleted) | %s |", st.Deletes, per(st.Deletes, deleted), deleted, (total - findTime).Round(time.Millisecond))
-	w("| **total** | %d | %.1f per 1,000 listed | **%s** |", st.Lists+st.Fetches+st.Deletes, per(st.Lists+st.Fetches+st.Deletes, plan.Listed), total.Round(time.Millisecond))
+	w("| fake latency | listed | list requests (per 1,000 listed) | owner look-ups (per 1,000 listed; per 1,000 not in the file) | deleted | delete requests (per 1,000 deleted) | left alone | list + look-up time | total wall time |")
+	w("|---|---|---|---|---|---|---|---|---|")
+	for _, r := range runs {
+		w("| %s | %d | %d (%.1f) | %d (%.2f; %.1f) | %d | %d (%.1f) | %d (%d another source's, %d unmarked) | %s | **%s** |",
+			r.latency, r.listed, r.lists, per(r.lists, r.listed), r.fetches, per(r.fetches, r.listed), per(r.fetches, r.missing),
+			r.deleted, r.deletes, per(r.deletes, r.deleted), r.leftAlone, r.foreign, r.unmarked, r.find.Round(time.Millisecond), r.total.Round(time.Millisecond))
+	}
+	d := prune.Deadline(int64(rows))
+	last := runs[len(runs)-1]
 	w("")
-	w("Left alone: %d (%d of the other source, %d unmarked). Loading the fake took %s. Heap before the step: %d MiB.",
-		plan.LeftAlone(), plan.Foreign, plan.Unmarked, loadTime.Round(time.Second), ms.HeapAlloc>>20)
+	w("In all: %.1f requests per 1,000 ids listed, almost all of them list pages (100 ids each); the owner check adds one fetch per 1,000 ids the file lacks. Loading the fake took %s.",
+		per(last.lists+last.fetches+last.deletes, last.listed), loadTime.Round(time.Second))
 	w("")
-	w("**Deadline** derived for this file (`prune.Deadline(%d)`, one attempt of the `<name>-sync` Job when `spec.sync.timeout` is unset): **%s**. It assumes %s a list page and %s a look-up or delete request, two ids listed per row of the file (room for as many other vectors under the prefix) and reading 5,000 rows/s, all in one namespace (namespaces are listed 4 at a time, which only shortens it), plus 10 minutes; that is %.0fx the wall time measured here. At Pinecone's own latency (tens of ms a list page) the step takes minutes per million ids, inside it; a slower index needs `spec.sync.timeout`.",
-		rows, prune.Deadline(int64(rows)), "250 ms", "500 ms", prune.Deadline(int64(rows)).Seconds()/total.Seconds())
+	w("**Deadline** derived for this file (`prune.Deadline(%d)`, one attempt of the `<name>-sync` Job when `spec.sync.timeout` is unset): **%s**. It assumes 250 ms a list page and 500 ms a look-up or delete request, two ids listed per row of the file (room for as many other vectors under the prefix), reading 5,000 rows/s, all in one namespace (namespaces are listed 4 at a time, which only shortens it), plus 10 minutes: %.0fx the wall time measured with %s a call. The old deadline was the chunk timeout (default 30m).",
+		rows, d, d.Seconds()/last.total.Seconds(), last.latency)
 	w(endMarker)
 	return b.String(), nil
+}
+
+func once(ctx context.Context, cfg pinecone.Config, file *prune.FileIDs, lat time.Duration) (result, error) {
+	up, err := pinecone.New(ctx, cfg)
+	if err != nil {
+		return result{}, err
+	}
+	defer up.Close()
+	start := time.Now()
+	plan, err := prune.Find(ctx, up, ownership.Owner{Prefix: prefix}, []string{ns}, file, 10)
+	if err != nil {
+		return result{}, err
+	}
+	find := time.Since(start)
+	deleted, err := plan.Execute(ctx, up)
+	if err != nil {
+		return result{}, err
+	}
+	st := up.Stats()
+	return result{latency: lat, lists: st.Lists, fetches: st.Fetches, deletes: st.Deletes, listed: plan.Listed, missing: plan.Missing,
+		deleted: deleted, leftAlone: plan.LeftAlone(), foreign: plan.Foreign, unmarked: plan.Unmarked, find: find, total: time.Since(start)}, nil
 }
 
 // replaceSection puts md in place of the previous section, or appends it after the notes marker
