@@ -249,8 +249,8 @@ type S3Source struct {
 	Key string `json:"key"`
 
 	// StageKeyPrefix is where, in the same bucket, the planner writes what it stages: the
-	// decompressed UTF-8 copy of a gzip or non-UTF-8 object (<prefix><taskID>.utf8.csv) and the
-	// list of duplicate-id rows (<prefix><taskID>.duplicates). Needed only then; the worker's S3
+	// decompressed UTF-8 copy of a gzip or non-UTF-8 object (<prefix><taskID>-<uid>.utf8.csv) and the
+	// list of duplicate-id rows (<prefix><taskID>-<uid>.duplicates). Needed only then; the worker's S3
 	// identity must be allowed to write and delete there. Staged objects are deleted when the
 	// ingestion ends.
 	// +optional
@@ -291,7 +291,7 @@ type S3Stage struct {
 	// +kubebuilder:validation:MaxLength=63
 	Bucket string `json:"bucket"`
 
-	// KeyPrefix of the staged object; the object is <keyPrefix><taskID>.csv.
+	// KeyPrefix of the staged object; the object is <keyPrefix><taskID>-<uid>.csv.
 	// +optional
 	// +kubebuilder:default="staged/"
 	// +kubebuilder:validation:MaxLength=512
@@ -605,7 +605,7 @@ type DeadLetterSpec struct {
 	// +kubebuilder:validation:MaxLength=63
 	Bucket string `json:"bucket"`
 
-	// KeyPrefix; objects are <keyPrefix><taskID>/chunk-NNNN.csv.
+	// KeyPrefix; objects are <keyPrefix><taskID>-<uid>/chunk-NNNN.csv (the uid keeps two ingestions with one task id apart).
 	// +optional
 	// +kubebuilder:default="failed/"
 	// +kubebuilder:validation:MaxLength=512

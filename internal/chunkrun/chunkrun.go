@@ -262,7 +262,7 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 
 	var dl *deadletter.Writer
 	if d := ing.Spec.DeadLetter; d != nil && d.Bucket != "" {
-		dl = deadletter.New(cl, d.Bucket, d.KeyPrefix, ing.TaskID, args.Index, header)
+		dl = deadletter.New(cl, d.Bucket, d.KeyPrefix, ing.ObjectID(), args.Index, header)
 	}
 	fails := &failures{dl: dl, log: log, progress: deps.Progress}
 

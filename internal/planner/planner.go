@@ -80,7 +80,7 @@ type Location struct {
 }
 
 // Locate returns the object an ingestion reads: the S3 object, or for Metabase the staged export
-// at <stageTo.keyPrefix><taskID>.csv (where source.StageMetabase writes it), so chunk workers find
+// at <stageTo.keyPrefix><taskID>-<uid>.csv (worker.Ingestion.ObjectID; where source.StageMetabase writes it), so chunk workers find
 // it without the plan.
 func Locate(ing worker.Ingestion) (Location, error) {
 	src := ing.Spec.Source
@@ -96,11 +96,11 @@ func Locate(ing worker.Ingestion) (Location, error) {
 		if src.Metabase.StageTo.Bucket == "" {
 			return Location{}, worker.Permanent(worker.ReasonPermanentError, errors.New("spec.source.metabase.stageTo.bucket is required"))
 		}
-		if ing.TaskID == "" {
+		if ing.ObjectID() == "" {
 			return Location{}, worker.Permanent(worker.ReasonPermanentError, errors.New("the ingestion has no task id to name the staged Metabase export"))
 		}
 		return Location{Conn: src.Metabase.StageTo.S3Connection, Bucket: src.Metabase.StageTo.Bucket,
-			Key: src.Metabase.StageTo.KeyPrefix + ing.TaskID + ".csv", Kind: SourceMetabase}, nil
+			Key: src.Metabase.StageTo.KeyPrefix + ing.ObjectID() + ".csv", Kind: SourceMetabase}, nil
 	}
 	return Location{}, worker.Permanent(worker.ReasonPermanentError, errors.New("spec.source: set s3 or metabase"))
 }
@@ -161,7 +161,7 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 			hc = &http.Client{Timeout: 30 * time.Minute}
 		}
 		start := time.Now()
-		key, err := source.StageMetabase(ctx, hc, mb, deps.MetabaseAPIKey, cl, ing.TaskID)
+		key, err := source.StageMetabase(ctx, hc, mb, deps.MetabaseAPIKey, cl, ing.ObjectID())
 		if err != nil {
 			return nil, fmt.Errorf("stage Metabase question %d: %w", mb.QuestionID, err)
 		}
@@ -517,12 +517,10 @@ func rowHandler(spec v1alpha1.MappingSpec, header []string, est *tokens.Estimato
 
 // stagePrefix is where the planner stages objects for ing, in the bucket Locate returns:
 // spec.source.s3.stageKeyPrefix (default vectordb-staging/) or metabase.stageTo.keyPrefix, then
-// the task id. Keys are <prefix><taskID>.utf8.csv and <prefix><taskID>.duplicates.
+// the task id and uid (worker.Ingestion.ObjectID). Keys are <prefix><taskID>-<uid>.utf8.csv and
+// <prefix><taskID>-<uid>.duplicates.
 func stagePrefix(ing worker.Ingestion) (string, error) {
-	id := ing.TaskID
-	if id == "" {
-		id = ing.UID
-	}
+	id := ing.ObjectID()
 	if id == "" {
 		return "", worker.Permanent(worker.ReasonPermanentError, errors.New("the ingestion has no task id or uid to name staged objects"))
 	}

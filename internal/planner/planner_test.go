@@ -244,6 +244,11 @@ func TestRequiredColumnsAndLocate(t *testing.T) {
 	if err != nil || loc.Key != "staged/t-9.csv" || loc.Kind != planner.SourceMetabase {
 		t.Fatalf("locate %+v, %v", loc, err)
 	}
+	// With its uid (a real ingestion): two ingestions given one task id stage apart.
+	ing.UID = "8c1f0b52-7a0e-4d3e-9d55-2f3c4b5a6d7e"
+	if loc, err := planner.Locate(ing); err != nil || loc.Key != "staged/t-9-8c1f0b52-7a0e-4d3e-9d55-2f3c4b5a6d7e.csv" {
+		t.Fatalf("locate with uid %+v, %v", loc, err)
+	}
 	ing.Spec.Source.Metabase = nil
 	if _, err := planner.Locate(ing); err == nil {
 		t.Fatal("an ingestion without a source was located")

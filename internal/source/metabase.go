@@ -44,7 +44,8 @@ func MetabaseParameters(params map[string]string) []templateTagParam {
 }
 
 // StageMetabase exports the question as CSV (raw values: format_rows=false) and streams it into
-// S3 with a multipart upload at <stageTo.keyPrefix><taskID>.csv. It returns the staged key.
+// S3 with a multipart upload at <stageTo.keyPrefix><taskID>.csv (taskID: the ingestion's
+// worker.Ingestion.ObjectID, task id and uid). It returns the staged key.
 func StageMetabase(ctx context.Context, hc *http.Client, mb *v1alpha1.MetabaseSource, apiKey string, cl *s3.Client, taskID string) (string, error) {
 	if apiKey == "" {
 		return "", worker.Permanent(worker.ReasonUnauthorized, fmt.Errorf("no Metabase API key (%s is empty)", worker.EnvMetabaseAPIKey))

@@ -61,7 +61,7 @@ type Index struct {
 	namespaces map[string]map[string]stored
 	// sorted caches each namespace's ids in order for list (dropped when ids come or go), so
 	// listing a namespace of a million ids page by page does not sort it for every page.
-	sorted map[string][]string
+	sorted     map[string][]string
 	latency    time.Duration
 	failN      int
 	failCode   codes.Code
