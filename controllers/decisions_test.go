@@ -309,8 +309,8 @@ func TestJudgeSync(t *testing.T) {
 		msg        []string
 	}{
 		{"deleted", done, true, res, "", 10, true, ReasonDeleted, done,
-			[]string{"deleted 50 vectors", "100 vectors under the prefix belong to another source; left alone", "30 of them carry no owner marker"}},
-		{"deleted after a partial run", partial, true, res, "", 10, true, ReasonDeleted, partial, []string{"deleted 50"}},
+			[]string{"deleted 62 vectors", "100 vectors under the prefix belong to another source; left alone", "30 of them carry no owner marker"}},
+		{"deleted after a partial run", partial, true, res, "", 10, true, ReasonDeleted, partial, []string{"deleted 62"}},
 		{"report only", done, true, res, "", 0, false, ReasonReportOnly, done, []string{"report only", "50 vectors", "would be deleted", "left alone"}},
 		{"report only after a partial run", partial, true, res, "", 0, false, ReasonReportOnly, partial, []string{"report only"}},
 		{"no result", done, true, nil, "", 10, false, ReasonOutcomeUnknown, failed, []string{"unknown"}},
@@ -319,7 +319,11 @@ func TestJudgeSync(t *testing.T) {
 		{"job failed", done, false, nil, "ChunkFailed", 10, false, "SyncFailed", failed, []string{"failed: boom"}},
 		{"job failed with a reason", done, false, nil, worker.ReasonUnauthorized, 10, false, worker.ReasonUnauthorized, failed, []string{"boom"}},
 	} {
-		e := judgeSync(tc.outcome, tc.succeeded, tc.res, tc.failReason, "boom", "q1.", tc.max)
+		deleted := int64(0)
+		if tc.res != nil {
+			deleted = tc.res.Deleted + 12 // earlier attempts' deletions count too
+		}
+		e := judgeSync(tc.outcome, tc.succeeded, tc.res, deleted, tc.failReason, "boom", "q1.", tc.max)
 		if e.ok != tc.ok || e.condReason != tc.reason || e.phase != tc.phase {
 			t.Errorf("%s: judgeSync = ok %v %s %s, want %v %s %s", tc.name, e.ok, e.condReason, e.phase, tc.ok, tc.reason, tc.phase)
 		}

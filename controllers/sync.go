@@ -102,13 +102,12 @@ type syncEnding struct {
 	condReason, msg   string
 	phase             v1alpha1.Phase
 	phaseReason       string
-	deleted, leftOver int64
 }
 
-// judgeSync decides what a finished sync Job says. res is its last result (nil: unreadable);
-// failed/failReason/failMsg its failure. A DeleteGuard stop or a Job failure fails the run; a
+// judgeSync decides what a finished sync Job says. res is its last result (nil: unreadable),
+// deleted the deletions of all its attempts; failReason/failMsg its failure. A DeleteGuard stop or a Job failure fails the run; a
 // row without an id (NoKey) and report-only end it as the chunks decided, without deleting.
-func judgeSync(outcome v1alpha1.Phase, succeeded bool, res *worker.Result, failReason, failMsg string, prefix string, maxPercent int32) syncEnding {
+func judgeSync(outcome v1alpha1.Phase, succeeded bool, res *worker.Result, deleted int64, failReason, failMsg string, prefix string, maxPercent int32) syncEnding {
 	leftAlone := ""
 	if res != nil && res.LeftAlone > 0 {
 		leftAlone = fmt.Sprintf("; %d vectors under the prefix belong to another source; left alone", res.LeftAlone)
@@ -125,9 +124,9 @@ func judgeSync(outcome v1alpha1.Phase, succeeded bool, res *worker.Result, failR
 			"report only (spec.sync.maxDeletePercent is 0): %d vectors under id prefix %q are not in the file and would be deleted, nothing was (%d listed)%s",
 			res.Deletable, prefix, res.Listed, leftAlone)}
 	case succeeded:
-		return syncEnding{ok: true, condReason: ReasonDeleted, phase: outcome, phaseReason: string(outcome), deleted: res.Deleted, msg: fmt.Sprintf(
+		return syncEnding{ok: true, condReason: ReasonDeleted, phase: outcome, phaseReason: string(outcome), msg: fmt.Sprintf(
 			"deleted %d vectors under id prefix %q that are not in the file (%d listed, %d not in the file at the last attempt)%s",
-			res.Deleted, prefix, res.Listed, res.Missing, leftAlone)}
+			deleted, prefix, res.Listed, res.Missing, leftAlone)}
 	case failReason == worker.ReasonNoKey:
 		return syncEnding{condReason: worker.ReasonNoKey, phase: outcome, phaseReason: string(outcome), msg: failMsg}
 	case failReason == worker.ReasonDeleteGuard:
@@ -264,12 +263,12 @@ func (p *pass) syncStep(ctx context.Context, outcome v1alpha1.Phase, reason, msg
 		if s.state == jobFailed {
 			failReason, failMsg = chunkFailure(s)
 		}
-		e := judgeSync(outcome, s.state == jobSucceeded, s.result, failReason, failMsg, prefix, p.obj.Spec.Sync.MaxDeletePercentOrDefault())
 		st.Records.Deleted = s.usage.Deleted
 		if s.result != nil {
 			st.Records.Deleted = max(s.usage.Deleted, s.result.Deleted)
 			st.Records.LeftAlone = s.result.LeftAlone
 		}
+		e := judgeSync(outcome, s.state == jobSucceeded, s.result, st.Records.Deleted, failReason, failMsg, prefix, p.obj.Spec.Sync.MaxDeletePercentOrDefault())
 		p.setCondition(v1alpha1.ConditionMissingDeleted, e.ok, e.condReason, e.msg)
 		switch {
 		case e.phase == v1alpha1.PhaseFailed && e.condReason == worker.ReasonDeleteGuard:

@@ -220,11 +220,12 @@ func TestSyncStepSuspendedAndReportOnly(t *testing.T) {
 func TestSyncStepOverlappingRuns(t *testing.T) {
 	ns := newNamespace(t)
 	startManager(t, nil, ns)
-	older := create(t, newIngestion(ns, "older", deleteMissing))
+	// Created within a second, runs are ordered by name: run-1 < run-2 < run-3.
+	older := create(t, newIngestion(ns, "run-1", deleteMissing))
 	waitPhase(t, older, v1alpha1.PhasePlanning)
 	writePlan(t, older, 1000, 1000)
 	waitJob(t, ns, worker.ChunkJobName(older.Name, 0))
-	newer := create(t, newIngestion(ns, "newer", deleteMissing))
+	newer := create(t, newIngestion(ns, "run-2", deleteMissing))
 	waitPhase(t, newer, v1alpha1.PhasePlanning)
 	writePlan(t, newer, 1000, 1000)
 	waitJob(t, ns, worker.ChunkJobName(newer.Name, 0))
@@ -232,13 +233,17 @@ func TestSyncStepOverlappingRuns(t *testing.T) {
 	finishChunks(t, older, 0, 1, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" })
 	eventually(t, "older waits", 20*time.Second, func() (bool, string) {
 		c := missingDeleted(get(t, older))
-		return c != nil && c.Reason == controllers.ReasonSyncWaiting && strings.Contains(c.Message, ns+"/newer"), mustJSON(c)
+		return c != nil && c.Reason == controllers.ReasonSyncWaiting && strings.Contains(c.Message, ns+"/run-2"), mustJSON(c)
 	})
 	wantEvents(t, older, controllers.ReasonSyncWaiting)
 	finishChunks(t, newer, 0, 1, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" })
+	eventually(t, "newer deletes", 20*time.Second, func() (bool, string) {
+		c := missingDeleted(get(t, newer))
+		return c != nil && c.Reason == controllers.ReasonDeleting, mustJSON(get(t, newer).Status.Conditions) + mustJSON(get(t, older).Status.Conditions)
+	})
 	job := waitJob(t, ns, worker.SyncJobName(newer.Name))
 	final := waitPhase(t, older, v1alpha1.PhaseCompleted)
-	if c := missingDeleted(final); c == nil || c.Status != metav1.ConditionFalse || c.Reason != controllers.ReasonSuperseded || !strings.Contains(c.Message, ns+"/newer") {
+	if c := missingDeleted(final); c == nil || c.Status != metav1.ConditionFalse || c.Reason != controllers.ReasonSuperseded || !strings.Contains(c.Message, ns+"/run-2") {
 		t.Fatalf("older: %+v", c)
 	}
 	if jobs := listJobs(t, older, worker.RoleSync); len(jobs) != 0 {
@@ -246,12 +251,12 @@ func TestSyncStepOverlappingRuns(t *testing.T) {
 	}
 	wantEvents(t, older, controllers.ReasonSuperseded)
 
-	third := create(t, newIngestion(ns, "third", deleteMissing))
+	third := create(t, newIngestion(ns, "run-3", deleteMissing))
 	waitPhase(t, third, v1alpha1.PhasePlanning)
 	writePlan(t, third, 1000, 1000)
 	eventually(t, "third holds its chunks", 20*time.Second, func() (bool, string) {
 		cur := get(t, third)
-		return strings.Contains(cur.Status.Message, "no new chunk starts while the older ingestion "+ns+"/newer deletes"), cur.Status.Message
+		return strings.Contains(cur.Status.Message, "no new chunk starts while the older ingestion "+ns+"/run-2 deletes"), cur.Status.Message
 	})
 	if jobs := listJobs(t, third, worker.RoleChunk); len(jobs) != 0 {
 		t.Fatalf("the third run started %d chunks while an older run deletes", len(jobs))
