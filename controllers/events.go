@@ -56,6 +56,10 @@ func (p *pass) emitEvents(before *v1alpha1.CsvIngestionStatus) {
 			}
 		}
 	}
+	if isTrue(st, v1alpha1.ConditionSourceTruncated) && !isTrue(before, v1alpha1.ConditionSourceTruncated) {
+		c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionSourceTruncated)
+		rec.Eventf(obj, nil, corev1.EventTypeWarning, v1alpha1.ConditionSourceTruncated, "Plan", "%s", c.Message)
+	}
 	if st.Phase != before.Phase && st.Phase.Terminal() {
 		typ := corev1.EventTypeNormal
 		if st.Phase == v1alpha1.PhaseFailed || st.Phase == v1alpha1.PhasePartiallyCompleted {

@@ -189,6 +189,9 @@ func (p *pass) planStep(ctx context.Context) (bool, error) {
 		p.pinPlan()
 		p.setCondition(v1alpha1.ConditionPlanned, true, "Planned",
 			fmt.Sprintf("%d rows in %d chunks of %s", kids.plan.TotalRows, kids.plan.Chunks(), kids.plan.Key))
+		if w := kids.plan.SourceWarning; w != "" {
+			p.setCondition(v1alpha1.ConditionSourceTruncated, true, "RowsMayBeMissing", w)
+		}
 		return true, nil
 	}
 	if kids.planErr != nil {

@@ -282,7 +282,20 @@ type MetabaseSource struct {
 
 	// StageTo is where the export is written before it is planned.
 	StageTo S3Stage `json:"stageTo"`
+
+	// ExportRowLimit is the most rows the Metabase instance exports (its MB_DOWNLOAD_ROW_LIMIT;
+	// 1,048,575 by default). An export of exactly this many rows, or one whose stream ends
+	// without its final newline, is taken as cut short: with spec.sync.deleteMissing planning
+	// fails with reason SourceTruncated (the missing rows would be deleted); without it the run
+	// goes on with the condition SourceTruncated saying rows may be missing.
+	// +optional
+	// +kubebuilder:default=1048575
+	// +kubebuilder:validation:Minimum=1
+	ExportRowLimit int64 `json:"exportRowLimit,omitempty"`
 }
+
+// DefaultMetabaseExportRowLimit is Metabase's default download row limit.
+const DefaultMetabaseExportRowLimit = 1048575
 
 // S3Stage is a bucket and prefix where a Metabase export is staged.
 type S3Stage struct {
@@ -681,6 +694,10 @@ const (
 	// deleteMissing False with the reason nothing or not all was deleted: DeleteGuard, NoKey,
 	// ReportOnly, Superseded, SourceTruncated, RunFailed, Cancelled or the Job's failure.
 	ConditionMissingDeleted = "MissingDeleted"
+	// ConditionSourceTruncated is True when the source looks cut short (a Metabase export at its
+	// row limit, or without its final newline) and the run went on without deleteMissing: rows
+	// may be missing.
+	ConditionSourceTruncated = "SourceTruncated"
 )
 
 // CsvIngestionStatus is derived from the ingestion's Jobs and plan on every reconcile. Its size is
@@ -698,7 +715,8 @@ type CsvIngestionStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Planned, Complete, Failed, Suspended, TrackingDegraded, Blocked, MissingDeleted.
+	// Conditions: Planned, Complete, Failed, Suspended, TrackingDegraded, Blocked, MissingDeleted,
+	// SourceTruncated.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -155,16 +155,18 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 		return nil, err
 	}
 
+	var staged source.Staged
 	if mb := spec.Source.Metabase; mb != nil {
 		hc := deps.HTTPClient
 		if hc == nil {
 			hc = &http.Client{Timeout: 30 * time.Minute}
 		}
 		start := time.Now()
-		key, err := source.StageMetabase(ctx, hc, mb, deps.MetabaseAPIKey, cl, ing.ObjectID())
+		staged, err = source.StageMetabase(ctx, hc, mb, deps.MetabaseAPIKey, cl, ing.ObjectID())
 		if err != nil {
 			return nil, fmt.Errorf("stage Metabase question %d: %w", mb.QuestionID, err)
 		}
+		key := staged.Key
 		loc.Key = key
 		log.Info("staged Metabase export", "question", mb.QuestionID, "bucket", loc.Bucket, "key", key,
 			"duration", time.Since(start).Round(time.Millisecond))
@@ -292,6 +294,17 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 		EstimatedCostUSD: tokens.CostUSD(model, est.Tokens()+guardTokens),
 		BlankRows:        res.BlankRows,
 		VectorSpace:      vs,
+	}
+	if mb := spec.Source.Metabase; mb != nil {
+		// A cut export planned as complete would lose its last rows, and with deleteMissing
+		// delete their vectors.
+		if note := source.Truncation(mb, staged, res.TotalRows); note != "" {
+			if spec.DeletesMissing() {
+				return nil, worker.Permanent(worker.ReasonSourceTruncated, fmt.Errorf("%s; spec.sync.deleteMissing would delete their vectors, so the run stops (export in smaller windows, or raise the instance's limit and spec.source.metabase.exportRowLimit)", note))
+			}
+			plan.SourceWarning = note
+			log.Info("the source looks truncated", "warning", note)
+		}
 	}
 	if stager != nil {
 		st, err := stager.Finish(ctx)
