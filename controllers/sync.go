@@ -98,10 +98,10 @@ func syncDecision(f syncFacts) syncVerdict {
 // syncOutcome is how a finished sync Job ends the run that the chunks ended as outcome: the
 // MissingDeleted condition and the run's phase, reason and message suffix.
 type syncEnding struct {
-	ok                bool // MissingDeleted True
-	condReason, msg   string
-	phase             v1alpha1.Phase
-	phaseReason       string
+	ok              bool // MissingDeleted True
+	condReason, msg string
+	phase           v1alpha1.Phase
+	phaseReason     string
 }
 
 // judgeSync decides what a finished sync Job says. res is its last result (nil: unreadable),
