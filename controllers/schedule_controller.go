@@ -382,15 +382,26 @@ func (r *ScheduleReconciler) prune(ctx context.Context, sch *v1alpha1.CsvIngesti
 }
 
 func (r *ScheduleReconciler) pruneList(ctx context.Context, sch *v1alpha1.CsvIngestionSchedule, l []*v1alpha1.CsvIngestion, keep int) ([]*v1alpha1.CsvIngestion, error) {
-	for len(l) > keep {
+	// A run whose cleanup Job has not yet deleted what its planner staged stays, over the limit
+	// for a while: deleting it would delete that Job and leak the staged copies.
+	var waiting []*v1alpha1.CsvIngestion
+	for len(waiting)+len(l) > keep && len(l) > 0 {
 		o := l[0]
+		pending, err := stagedCleanupPending(ctx, r.Client, o)
+		if err != nil {
+			return append(waiting, l...), err
+		}
+		if pending {
+			waiting, l = append(waiting, o), l[1:]
+			continue
+		}
 		if err := r.Delete(ctx, o, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
-			return l, fmt.Errorf("delete old run %s: %w", o.Name, err)
+			return append(waiting, l...), fmt.Errorf("delete old run %s: %w", o.Name, err)
 		}
 		r.event(sch, corev1.EventTypeNormal, "RunDeleted", "deleted %s run %s (history limit %d)", o.Status.Phase, o.Name, keep)
 		l = l[1:]
 	}
-	return l, nil
+	return append(waiting, l...), nil
 }
 
 func (r *ScheduleReconciler) event(sch *v1alpha1.CsvIngestionSchedule, typ, reason, format string, args ...any) {
