@@ -276,6 +276,8 @@ func TestSyncDecision(t *testing.T) {
 		{"failed", on(syncFacts{Outcome: v1alpha1.PhaseFailed}), syncEnd, ReasonRunFailed},
 		{"suspended before the Job", on(syncFacts{Outcome: done, Suspend: true}), syncHold, ReasonSyncSuspended},
 		{"suspended with the Job", on(syncFacts{Outcome: done, Suspend: true, JobExists: true}), syncHold, ReasonSyncSuspended},
+		{"suspended after the Job finished: its outcome ends the run", on(syncFacts{Outcome: done, Suspend: true, JobExists: true, JobDone: true}), syncRun, ""},
+		{"a failed run never deletes, even with a Job", on(syncFacts{Outcome: v1alpha1.PhaseFailed, JobExists: true, JobDone: true}), syncEnd, ReasonRunFailed},
 		{"suspend wins over a peer", on(syncFacts{Outcome: done, Suspend: true, WaitFor: "b"}), syncHold, ReasonSyncSuspended},
 		{"Job exists: it finishes whatever peers do", on(syncFacts{Outcome: done, JobExists: true, Superseded: "b", WaitFor: "c"}), syncRun, ""},
 		{"newer run finished writing", on(syncFacts{Outcome: done, Superseded: "b"}), syncEnd, ReasonSuperseded},

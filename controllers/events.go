@@ -49,8 +49,8 @@ func (p *pass) emitEvents(before *v1alpha1.CsvIngestionStatus) {
 			switch {
 			case c.Status == "True":
 				rec.Eventf(obj, nil, corev1.EventTypeNormal, ReasonDeleted, "DeleteMissing", "%s", c.Message)
-			case c.Reason == ReasonDeleting:
-				rec.Eventf(obj, nil, corev1.EventTypeNormal, ReasonDeleting, "DeleteMissing", "%s", c.Message)
+			case c.Reason == ReasonDeleting || c.Reason == ReasonSyncWaiting || c.Reason == ReasonSyncSuspended || c.Reason == ReasonReportOnly:
+				rec.Eventf(obj, nil, corev1.EventTypeNormal, c.Reason, "DeleteMissing", "%s", c.Message)
 			case c.Reason != ReasonDeleteBlocked: // the Blocked event says it
 				rec.Eventf(obj, nil, corev1.EventTypeWarning, c.Reason, "DeleteMissing", "%s", c.Message)
 			}

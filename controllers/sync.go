@@ -56,8 +56,8 @@ type syncFacts struct {
 	DeleteMissing, DryRun, Suspend bool
 	// Outcome is how the chunks ended the run: Completed, PartiallyCompleted or Failed.
 	Outcome v1alpha1.Phase
-	// JobExists: the sync Job was created (it runs, or finished).
-	JobExists bool
+	// JobExists: the sync Job was created; JobDone: it finished (its outcome ends the run).
+	JobExists, JobDone bool
 	// Superseded names a newer ingestion with the same target and prefix that finished writing
 	// (it is at its sync step or terminal); WaitFor one whose writes or deletes may still come.
 	Superseded, WaitFor string
@@ -79,6 +79,8 @@ func syncDecision(f syncFacts) syncVerdict {
 		return syncVerdict{action: syncNone}
 	case f.Outcome != v1alpha1.PhaseCompleted && f.Outcome != v1alpha1.PhasePartiallyCompleted:
 		return syncVerdict{syncEnd, ReasonRunFailed, "the run did not complete: nothing was deleted"}
+	case f.JobDone:
+		return syncVerdict{action: syncRun}
 	case f.JobExists && f.Suspend:
 		return syncVerdict{syncHold, ReasonSyncSuspended, "spec.suspend is set: the sync Job is suspended; unset it to resume deleting"}
 	case f.JobExists:
@@ -198,7 +200,7 @@ func (p *pass) syncStep(ctx context.Context, outcome v1alpha1.Phase, reason, msg
 	total := int(st.Chunks.Total)
 	prefix := p.obj.Spec.Mapping.IDPrefix
 	f := syncFacts{DeleteMissing: p.obj.Spec.DeletesMissing(), DryRun: p.obj.Spec.DryRun, Suspend: p.obj.Spec.Suspend,
-		Outcome: outcome, JobExists: s != nil}
+		Outcome: outcome, JobExists: s != nil, JobDone: s != nil && (s.state == jobSucceeded || s.state == jobFailed)}
 	if s == nil && !p.obj.Spec.Suspend {
 		peers, err := p.r.samePrefix(ctx, p.obj)
 		if err != nil {
