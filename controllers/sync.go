@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -9,6 +11,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/prune"
@@ -299,10 +302,24 @@ func (p *pass) syncStep(ctx context.Context, outcome v1alpha1.Phase, reason, msg
 	return nil
 }
 
-// prefixKey is the scope of one deleter: index, namespace and id prefix.
+// prefixKey is the scope of one deleter: index, namespace and id prefix (hashed: a field index
+// value).
 func prefixKey(spec *v1alpha1.CsvIngestionSpec) string {
 	t := spec.Target.Pinecone
-	return strings.Join([]string{t.Index, t.Host, t.Namespace, spec.Mapping.IDPrefix}, "\x00")
+	sum := sha256.Sum256([]byte(strings.Join([]string{t.Index, t.Host, t.Namespace, spec.Mapping.IDPrefix}, "\x00")))
+	return hex.EncodeToString(sum[:16])
+}
+
+// ingestionPrefixIndex indexes the ingestions that write under an id prefix (dry runs write
+// nothing) by prefixKey, so finding a run's peers does not copy every ingestion of the cache.
+const ingestionPrefixIndex = ".spec.prefixKey"
+
+func ingestionPrefix(o client.Object) []string {
+	ing, ok := o.(*v1alpha1.CsvIngestion)
+	if !ok || ing.Spec.Mapping.IDPrefix == "" || ing.Spec.DryRun {
+		return nil
+	}
+	return []string{prefixKey(&ing.Spec)}
 }
 
 // peer is another ingestion that writes under the same index, namespace and prefix.
@@ -322,11 +339,11 @@ func (r *Reconciler) samePrefix(ctx context.Context, obj *v1alpha1.CsvIngestion)
 	if obj.Spec.Mapping.IDPrefix == "" {
 		return nil, nil
 	}
+	key := prefixKey(&obj.Spec)
 	var list v1alpha1.CsvIngestionList
-	if err := r.List(ctx, &list); err != nil {
+	if err := r.List(ctx, &list, client.MatchingFields{ingestionPrefixIndex: key}); err != nil {
 		return nil, fmt.Errorf("list ingestions with the same target and prefix: %w", err)
 	}
-	key := prefixKey(&obj.Spec)
 	var out peers
 	for i := range list.Items {
 		o := &list.Items[i]
