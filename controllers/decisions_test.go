@@ -358,7 +358,7 @@ func TestPeersVerdict(t *testing.T) {
 		{"older finished", peers{{name: "a", terminal: true, syncReason: ReasonDeleted}}, "", "", ""},
 		{"several", peers{{name: "c", newer: true}, {name: "b", newer: true}, {name: "x", newer: true, terminal: true}}, "x", "b (and 1 more)", ""},
 	} {
-		sup, wait := tc.ps.verdict(nil)
+		sup, wait := tc.ps.verdict()
 		if sup != tc.superseded || wait != tc.waitFor || tc.ps.olderDeleting() != tc.olderDeleting {
 			t.Errorf("%s: verdict %q %q, olderDeleting %q; want %q %q %q", tc.name, sup, wait, tc.ps.olderDeleting(), tc.superseded, tc.waitFor, tc.olderDeleting)
 		}

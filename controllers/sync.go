@@ -100,7 +100,7 @@ func syncDecision(f syncFacts) syncVerdict {
 	return syncVerdict{action: syncRun}
 }
 
-// syncOutcome is how a finished sync Job ends the run that the chunks ended as outcome: the
+// syncEnding is how a finished sync Job ends the run that the chunks ended as outcome: the
 // MissingDeleted condition and the run's phase, reason and message suffix.
 type syncEnding struct {
 	ok              bool // MissingDeleted True
@@ -209,7 +209,7 @@ func (p *pass) syncStep(ctx context.Context, outcome v1alpha1.Phase, reason, msg
 		if err != nil {
 			return err
 		}
-		f.Superseded, f.WaitFor = peers.verdict(p.obj)
+		f.Superseded, f.WaitFor = peers.verdict()
 	}
 	v := syncDecision(f)
 	switch v.action {
@@ -376,7 +376,7 @@ func newerThan(a, b *v1alpha1.CsvIngestion) bool {
 // deletes may still come: a newer one still writing, or an older one that is not terminal and
 // not held behind this one (an older run waiting at its sync step will be superseded, never
 // delete). Names are sorted for stable messages.
-func (ps peers) verdict(_ *v1alpha1.CsvIngestion) (superseded, waitFor string) {
+func (ps peers) verdict() (superseded, waitFor string) {
 	var sup, wait []string
 	for _, pr := range ps {
 		atSync := pr.syncReason != ""

@@ -191,6 +191,12 @@ func TestSyncStepSuspendedAndReportOnly(t *testing.T) {
 	finishChunks(t, obj, 0, 1, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" })
 	last := waitJob(t, ns, worker.ChunkJobName(obj.Name, 1))
 	update(t, obj, func(o *v1alpha1.CsvIngestion) { o.Spec.Suspend = true })
+	// The controller suspends the running chunk first (finishing it meanwhile would race that
+	// write).
+	eventually(t, "last chunk suspended", 15*time.Second, func() (bool, string) {
+		j := getJob(t, ns, last.Name)
+		return j.Spec.Suspend != nil && *j.Spec.Suspend, "not suspended"
+	})
 	finishJob(t, last, okResult(1000), 0, "")
 	var cur *v1alpha1.CsvIngestion
 	eventually(t, "sync step held", 20*time.Second, func() (bool, string) {
