@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
@@ -42,7 +43,7 @@ func (r *Reconciler) cleanupStaged(ctx context.Context, obj *v1alpha1.CsvIngesti
 	if err != nil {
 		return err
 	}
-	job := r.job(obj, name, worker.RoleCleanup, pod, nil)
+	job := r.job(obj, name, worker.RoleCleanup, pod, nil, 0)
 	if err := r.Create(ctx, job); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create cleanup Job of %s: %w", obj.Name, err)
 	}
@@ -70,5 +71,41 @@ func (r *Reconciler) cleanupReported(uid types.UID) bool {
 		return true
 	}
 	r.cleanupFailures[uid] = true
+	return false
+}
+
+// stagedCleanupPending reports whether a finished run's planner staged objects that its cleanup
+// Job has not finished deleting (the Job is not created yet, or still runs). A failed cleanup
+// is reported by the run's own events and does not hold the run.
+func stagedCleanupPending(ctx context.Context, c client.Reader, obj *v1alpha1.CsvIngestion) (bool, error) {
+	var cm corev1.ConfigMap
+	err := c.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: worker.PlanConfigMapName(obj.Name)}, &cm)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("get plan of %s: %w", obj.Name, err)
+	}
+	plan, err := worker.DecodePlan(cm.Data[worker.PlanDataKey])
+	if err != nil || len(plan.StagedKeys()) == 0 {
+		return false, nil // nothing staged (or nothing to clean up from an unusable plan)
+	}
+	var job batchv1.Job
+	err = c.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: worker.CleanupJobName(obj.Name)}, &job)
+	if apierrors.IsNotFound(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("get cleanup Job of %s: %w", obj.Name, err)
+	}
+	return !jobFailedCondition(&job) && !jobCompleteCondition(&job), nil
+}
+
+func jobCompleteCondition(j *batchv1.Job) bool {
+	for _, c := range j.Status.Conditions {
+		if c.Type == batchv1.JobComplete && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
 	return false
 }

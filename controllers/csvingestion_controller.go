@@ -126,6 +126,9 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 	if err := idx.IndexField(ctx, &corev1.ConfigMap{}, configMapOwnerIndex, controllerUID); err != nil {
 		return fmt.Errorf("index configmaps by owner: %w", err)
 	}
+	if err := idx.IndexField(ctx, &v1alpha1.CsvIngestion{}, ingestionPrefixIndex, ingestionPrefix); err != nil {
+		return fmt.Errorf("index ingestions by target and id prefix: %w", err)
+	}
 	if err := idx.IndexField(ctx, &corev1.Pod{}, podIngestionUIDIdx, podIngestionUID); err != nil {
 		return fmt.Errorf("index pods by ingestion: %w", err)
 	}

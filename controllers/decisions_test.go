@@ -258,30 +258,119 @@ func TestBlockedBackoff(t *testing.T) {
 	}
 }
 
-// TestSyncDecision: the deletion step runs only for deleteMissing, outside dry runs, and only
-// when the run would end Completed.
+// TestSyncDecision: which action and MissingDeleted reason the sync step takes.
 func TestSyncDecision(t *testing.T) {
-	withSync := func(del, dry, cancel bool) *v1alpha1.CsvIngestionSpec {
-		return &v1alpha1.CsvIngestionSpec{Sync: &v1alpha1.SyncSpec{Mode: v1alpha1.SyncIncremental, DeleteMissing: del}, DryRun: dry, Cancel: cancel}
-	}
+	done := v1alpha1.PhaseCompleted
+	partial := v1alpha1.PhasePartiallyCompleted
+	on := func(f syncFacts) syncFacts { f.DeleteMissing = true; return f }
 	for _, tc := range []struct {
-		name  string
-		spec  *v1alpha1.CsvIngestionSpec
-		phase v1alpha1.Phase
-		want  syncStart
+		name   string
+		f      syncFacts
+		action syncAction
+		reason string
 	}{
-		{"completed with deleteMissing", withSync(true, false, false), v1alpha1.PhaseCompleted, syncRun},
-		{"no spec.sync", &v1alpha1.CsvIngestionSpec{}, v1alpha1.PhaseCompleted, syncSkip},
-		{"sync without deleteMissing", withSync(false, false, false), v1alpha1.PhaseCompleted, syncSkip},
-		{"partially completed", withSync(true, false, false), v1alpha1.PhasePartiallyCompleted, syncSkip},
-		{"failed", withSync(true, false, false), v1alpha1.PhaseFailed, syncSkip},
-		{"cancelled", withSync(true, false, false), v1alpha1.PhaseCancelled, syncSkip},
-		{"cancel set", withSync(true, false, true), v1alpha1.PhaseCompleted, syncSkip},
-		{"still running", withSync(true, false, false), "", syncSkip},
-		{"dry run", withSync(true, true, false), v1alpha1.PhaseCompleted, syncSkip},
+		{"no deleteMissing", syncFacts{Outcome: done}, syncNone, ""},
+		{"dry run", on(syncFacts{DryRun: true, Outcome: done}), syncNone, ""},
+		{"completed", on(syncFacts{Outcome: done}), syncRun, ""},
+		{"partially completed runs too (failed rows keep their ids)", on(syncFacts{Outcome: partial}), syncRun, ""},
+		{"failed", on(syncFacts{Outcome: v1alpha1.PhaseFailed}), syncEnd, ReasonRunFailed},
+		{"suspended before the Job", on(syncFacts{Outcome: done, Suspend: true}), syncHold, ReasonSyncSuspended},
+		{"suspended with the Job", on(syncFacts{Outcome: done, Suspend: true, JobExists: true}), syncHold, ReasonSyncSuspended},
+		{"suspended after the Job finished: its outcome ends the run", on(syncFacts{Outcome: done, Suspend: true, JobExists: true, JobDone: true}), syncRun, ""},
+		{"a failed run never deletes, even with a Job", on(syncFacts{Outcome: v1alpha1.PhaseFailed, JobExists: true, JobDone: true}), syncEnd, ReasonRunFailed},
+		{"suspend wins over a peer", on(syncFacts{Outcome: done, Suspend: true, WaitFor: "b"}), syncHold, ReasonSyncSuspended},
+		{"Job exists: it finishes whatever peers do", on(syncFacts{Outcome: done, JobExists: true, Superseded: "b", WaitFor: "c"}), syncRun, ""},
+		{"newer run finished writing", on(syncFacts{Outcome: done, Superseded: "b"}), syncEnd, ReasonSuperseded},
+		{"superseded wins over waiting", on(syncFacts{Outcome: partial, Superseded: "b", WaitFor: "c"}), syncEnd, ReasonSuperseded},
+		{"another writer still runs", on(syncFacts{Outcome: done, WaitFor: "b"}), syncHold, ReasonSyncWaiting},
 	} {
-		if got := syncDecision(tc.spec, tc.phase); got != tc.want {
-			t.Errorf("%s: syncDecision = %v, want %v", tc.name, got, tc.want)
+		v := syncDecision(tc.f)
+		if v.action != tc.action || v.reason != tc.reason {
+			t.Errorf("%s: syncDecision = %v %q, want %v %q", tc.name, v.action, v.reason, tc.action, tc.reason)
 		}
+		if (v.action == syncHold || v.action == syncEnd) && v.message == "" {
+			t.Errorf("%s: no message", tc.name)
+		}
+	}
+}
+
+// TestJudgeSync: how a finished sync Job ends the run.
+func TestJudgeSync(t *testing.T) {
+	done, partial, failed := v1alpha1.PhaseCompleted, v1alpha1.PhasePartiallyCompleted, v1alpha1.PhaseFailed
+	res := &worker.Result{Role: worker.RoleSync, Listed: 1100, Missing: 150, Deletable: 50, Deleted: 50, LeftAlone: 100, Unmarked: 30}
+	for _, tc := range []struct {
+		name       string
+		outcome    v1alpha1.Phase
+		succeeded  bool
+		res        *worker.Result
+		failReason string
+		max        int32
+		ok         bool
+		reason     string
+		phase      v1alpha1.Phase
+		msg        []string
+	}{
+		{"deleted", done, true, res, "", 10, true, ReasonDeleted, done,
+			[]string{"deleted 62 vectors", "100 vectors under the prefix belong to another source; left alone", "30 of them carry no owner marker"}},
+		{"deleted after a partial run", partial, true, res, "", 10, true, ReasonDeleted, partial, []string{"deleted 62"}},
+		{"report only", done, true, res, "", 0, false, ReasonReportOnly, done, []string{"report only", "50 vectors", "would be deleted", "left alone"}},
+		{"report only after a partial run", partial, true, res, "", 0, false, ReasonReportOnly, partial, []string{"report only"}},
+		{"no result", done, true, nil, "", 10, false, ReasonOutcomeUnknown, failed, []string{"unknown"}},
+		{"guard", done, false, res, worker.ReasonDeleteGuard, 10, false, worker.ReasonDeleteGuard, failed, []string{"boom", "left alone"}},
+		{"row without id", partial, false, nil, worker.ReasonNoKey, 10, false, worker.ReasonNoKey, partial, []string{"boom"}},
+		{"job failed", done, false, nil, "ChunkFailed", 10, false, "SyncFailed", failed, []string{"failed: boom"}},
+		{"job failed with a reason", done, false, nil, worker.ReasonUnauthorized, 10, false, worker.ReasonUnauthorized, failed, []string{"boom"}},
+	} {
+		deleted := int64(0)
+		if tc.res != nil {
+			deleted = tc.res.Deleted + 12 // earlier attempts' deletions count too
+		}
+		e := judgeSync(tc.outcome, tc.succeeded, tc.res, deleted, tc.failReason, "boom", "q1.", tc.max)
+		if e.ok != tc.ok || e.condReason != tc.reason || e.phase != tc.phase {
+			t.Errorf("%s: judgeSync = ok %v %s %s, want %v %s %s", tc.name, e.ok, e.condReason, e.phase, tc.ok, tc.reason, tc.phase)
+		}
+		for _, w := range tc.msg {
+			if !strings.Contains(e.msg, w) {
+				t.Errorf("%s: message %q lacks %q", tc.name, e.msg, w)
+			}
+		}
+	}
+}
+
+// TestPeersVerdict: one deleter at a time per (index, namespace, prefix), and never an older
+// file's deletions after a newer file was written.
+func TestPeersVerdict(t *testing.T) {
+	for _, tc := range []struct {
+		name                string
+		ps                  peers
+		superseded, waitFor string
+		olderDeleting       string
+	}{
+		{"alone", nil, "", "", ""},
+		{"newer finished", peers{{name: "b", newer: true, terminal: true, syncReason: ReasonDeleted}}, "b", "", ""},
+		{"newer failed in planning", peers{{name: "b", newer: true, terminal: true}}, "b", "", ""},
+		{"newer at its sync step", peers{{name: "b", newer: true, syncReason: ReasonSyncWaiting}}, "b", "", ""},
+		{"newer still writing", peers{{name: "b", newer: true}}, "", "b", ""},
+		{"older still writing", peers{{name: "a"}}, "", "a", ""},
+		{"older deleting", peers{{name: "a", syncReason: ReasonDeleting}}, "", "a", "a"},
+		{"older suspended at its step", peers{{name: "a", syncReason: ReasonSyncSuspended}}, "", "a", "a"},
+		{"older held behind this one", peers{{name: "a", syncReason: ReasonSyncWaiting}}, "", "", ""},
+		{"older finished", peers{{name: "a", terminal: true, syncReason: ReasonDeleted}}, "", "", ""},
+		{"several", peers{{name: "c", newer: true}, {name: "b", newer: true}, {name: "x", newer: true, terminal: true}}, "x", "b (and 1 more)", ""},
+	} {
+		sup, wait := tc.ps.verdict()
+		if sup != tc.superseded || wait != tc.waitFor || tc.ps.olderDeleting() != tc.olderDeleting {
+			t.Errorf("%s: verdict %q %q, olderDeleting %q; want %q %q %q", tc.name, sup, wait, tc.ps.olderDeleting(), tc.superseded, tc.waitFor, tc.olderDeleting)
+		}
+	}
+}
+
+// TestNewerThan: creation time, then name.
+func TestNewerThan(t *testing.T) {
+	at := func(name string, sec int64) *v1alpha1.CsvIngestion {
+		return &v1alpha1.CsvIngestion{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", CreationTimestamp: metav1.NewTime(time.Unix(sec, 0))}}
+	}
+	if !newerThan(at("a", 2), at("b", 1)) || newerThan(at("b", 1), at("a", 2)) || !newerThan(at("b", 1), at("a", 1)) || newerThan(at("a", 1), at("b", 1)) {
+		t.Fatal("newerThan orders by creation time, then name")
 	}
 }

@@ -49,12 +49,16 @@ func (p *pass) emitEvents(before *v1alpha1.CsvIngestionStatus) {
 			switch {
 			case c.Status == "True":
 				rec.Eventf(obj, nil, corev1.EventTypeNormal, ReasonDeleted, "DeleteMissing", "%s", c.Message)
-			case c.Reason == ReasonDeleting:
-				rec.Eventf(obj, nil, corev1.EventTypeNormal, ReasonDeleting, "DeleteMissing", "%s", c.Message)
+			case c.Reason == ReasonDeleting || c.Reason == ReasonSyncWaiting || c.Reason == ReasonSyncSuspended || c.Reason == ReasonReportOnly:
+				rec.Eventf(obj, nil, corev1.EventTypeNormal, c.Reason, "DeleteMissing", "%s", c.Message)
 			case c.Reason != ReasonDeleteBlocked: // the Blocked event says it
 				rec.Eventf(obj, nil, corev1.EventTypeWarning, c.Reason, "DeleteMissing", "%s", c.Message)
 			}
 		}
+	}
+	if isTrue(st, v1alpha1.ConditionSourceTruncated) && !isTrue(before, v1alpha1.ConditionSourceTruncated) {
+		c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionSourceTruncated)
+		rec.Eventf(obj, nil, corev1.EventTypeWarning, v1alpha1.ConditionSourceTruncated, "Plan", "%s", c.Message)
 	}
 	if st.Phase != before.Phase && st.Phase.Terminal() {
 		typ := corev1.EventTypeNormal

@@ -170,18 +170,20 @@ func failurePolicy() *batchv1.PodFailurePolicy {
 	}}
 }
 
-func (r *Reconciler) job(obj *v1alpha1.CsvIngestion, name, role string, pod corev1.PodSpec, extraLabels map[string]string) *batchv1.Job {
+// job builds a child Job. Each attempt is bounded by timeout, or chunkTimeout when it is 0 (the
+// pod's deadline); the Job's deadline leaves room for every allowed retry.
+func (r *Reconciler) job(obj *v1alpha1.CsvIngestion, name, role string, pod corev1.PodSpec, extraLabels map[string]string, timeout time.Duration) *batchv1.Job {
 	labels := childLabels(obj, role)
 	for k, v := range extraLabels {
 		labels[k] = v
 	}
-	timeout := obj.Spec.Chunking.ChunkTimeout.Duration
+	if timeout <= 0 {
+		timeout = obj.Spec.Chunking.ChunkTimeout.Duration
+	}
 	if timeout <= 0 {
 		timeout = 30 * time.Minute
 	}
 	retries := obj.Spec.Chunking.RetriesPerChunk
-	// Each attempt is bounded by chunkTimeout (the pod's deadline); the Job's deadline leaves room
-	// for every allowed retry.
 	pod.ActiveDeadlineSeconds = ptr.To(int64(timeout.Seconds()))
 	// No ttlSecondsAfterFinished yet: the controller sets it once the outcome is recorded (and
 	// mirrored), so a Job never expires unread however long the manager is away. The pods carry
@@ -225,7 +227,13 @@ func (r *Reconciler) plannerJob(obj *v1alpha1.CsvIngestion) (*batchv1.Job, error
 	if err != nil {
 		return nil, err
 	}
-	return r.job(obj, worker.PlanJobName(obj.Name), worker.RolePlan, pod, nil), nil
+	// A dry run with deleteMissing lists the prefix while planning: spec.sync.timeout, when
+	// longer, bounds it too.
+	var timeout time.Duration
+	if obj.Spec.Sync != nil && obj.Spec.Sync.Timeout != nil && obj.Spec.Sync.Timeout.Duration > obj.Spec.Chunking.ChunkTimeout.Duration {
+		timeout = obj.Spec.Sync.Timeout.Duration
+	}
+	return r.job(obj, worker.PlanJobName(obj.Name), worker.RolePlan, pod, nil, timeout), nil
 }
 
 // chunkJob embeds one chunk. Its budget shares are fixed at creation.
@@ -239,7 +247,7 @@ func (r *Reconciler) chunkJob(obj *v1alpha1.CsvIngestion, args worker.ChunkArgs)
 		return nil, err
 	}
 	return r.job(obj, worker.ChunkJobName(obj.Name, args.Index), worker.RoleChunk, pod,
-		map[string]string{worker.LabelChunk: strconv.Itoa(args.Index)}), nil
+		map[string]string{worker.LabelChunk: strconv.Itoa(args.Index)}, 0), nil
 }
 
 // budgetShare splits a per-minute budget across the chunks that can run at once: never more

@@ -116,10 +116,6 @@ func (p *pass) run(ctx context.Context) error {
 		if err := p.stopActive(ctx); err != nil {
 			return err
 		}
-		if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionMissingDeleted); c != nil && c.Reason == ReasonDeleting {
-			p.setCondition(v1alpha1.ConditionMissingDeleted, false, "Cancelled",
-				"cancelled while the sync Job was deleting the vectors missing from the file: some of them may be deleted, the others are still in the index")
-		}
 		p.finish(v1alpha1.PhaseCancelled, "Cancelled", "cancelled by spec.cancel")
 		return nil
 	}
@@ -193,6 +189,9 @@ func (p *pass) planStep(ctx context.Context) (bool, error) {
 		p.pinPlan()
 		p.setCondition(v1alpha1.ConditionPlanned, true, "Planned",
 			fmt.Sprintf("%d rows in %d chunks of %s", kids.plan.TotalRows, kids.plan.Chunks(), kids.plan.Key))
+		if w := kids.plan.SourceWarning; w != "" {
+			p.setCondition(v1alpha1.ConditionSourceTruncated, true, "RowsMayBeMissing", w)
+		}
 		return true, nil
 	}
 	if kids.planErr != nil {
@@ -481,15 +480,10 @@ func (p *pass) decide(ctx context.Context) error {
 		return nil
 	case v1alpha1.PhaseCompleted:
 		msg := fmt.Sprintf("%d rows in %d chunks, %d vectors", st.Records.Processed, total, usageVectors(st))
-		if syncDecision(spec, phase) == syncRun {
-			return p.syncStep(ctx, msg)
-		}
-		p.finish(v1alpha1.PhaseCompleted, reason, msg)
-		return nil
+		return p.syncStep(ctx, phase, reason, msg)
 	case v1alpha1.PhasePartiallyCompleted:
-		p.finish(v1alpha1.PhasePartiallyCompleted, reason, fmt.Sprintf("%d rows processed, %d failed (within the %d%% budget) in %d chunks, %d failed chunks",
+		return p.syncStep(ctx, phase, reason, fmt.Sprintf("%d rows processed, %d failed (within the %d%% budget) in %d chunks, %d failed chunks",
 			st.Records.Processed, st.Records.Failed, spec.Chunking.MaxFailedRowsPercent, total, p.failed.Len()))
-		return nil
 	}
 
 	st.Phase = v1alpha1.PhaseProcessingChunks
@@ -540,7 +534,21 @@ func (p *pass) decide(ctx context.Context) error {
 	}
 	unfinished := total - finished
 	hasJob := func(i int) bool { c := p.kids.chunks[i]; return c != nil && !c.gone }
-	for _, i := range nextChunks(total, limit-len(running), p.completed, p.failed, hasJob) {
+	next := nextChunks(total, limit-len(running), p.completed, p.failed, hasJob)
+	holdFor := ""
+	if len(next) > 0 && spec.Mapping.IDPrefix != "" {
+		// An older run's sync step deleting under the same prefix would take this run's new
+		// vectors for ones that left its file: start writing once it is done.
+		peers, err := p.r.samePrefix(ctx, p.obj)
+		if err != nil {
+			return err
+		}
+		if holdFor = peers.olderDeleting(); holdFor != "" {
+			next = nil
+			p.requeueAfter = peerRecheck
+		}
+	}
+	for _, i := range next {
 		if p.blocked != nil {
 			break
 		}
@@ -566,6 +574,9 @@ func (p *pass) decide(ctx context.Context) error {
 	}
 	p.counts(total, finished, len(running))
 	st.Message = fmt.Sprintf("%d/%d chunks finished, %d running", finished, total, len(running))
+	if holdFor != "" {
+		st.Message += fmt.Sprintf("; no new chunk starts while the older ingestion %s deletes under the same id prefix", holdFor)
+	}
 	if p.blocked != nil {
 		st.Message += "; blocked: " + truncate(p.blocked.err.Error(), 300)
 	}
@@ -661,6 +672,7 @@ func (p *pass) stopActive(ctx context.Context) error {
 }
 
 func (p *pass) finish(phase v1alpha1.Phase, reason, msg string) {
+	p.finishSync(phase, reason, msg)
 	st := &p.status
 	st.Phase = phase
 	st.Message = msg

@@ -455,11 +455,26 @@ func (r *ScheduleReconciler) prune(ctx context.Context, sch *v1alpha1.CsvIngesti
 }
 
 func (r *ScheduleReconciler) pruneList(ctx context.Context, sch *v1alpha1.CsvIngestionSchedule, l []*v1alpha1.CsvIngestion, keep int) ([]*v1alpha1.CsvIngestion, error) {
+	// A run whose cleanup Job has not yet deleted what its planner staged stays, over the limit
+	// for a while: deleting it would delete that Job and leak the staged copies. A run whose
+	// delete fails stays too; the errors are reported together and pruning goes on. Either way
+	// only the oldest runs past the limit are candidates: a newer run is never deleted in their
+	// place.
 	var kept []*v1alpha1.CsvIngestion
 	var errs []error
 	for n := len(l) - keep; n > 0; n-- {
 		o := l[0]
 		l = l[1:]
+		pending, err := stagedCleanupPending(ctx, r.Client, o)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("check the cleanup of old run %s: %w", o.Name, err))
+			kept = append(kept, o)
+			continue
+		}
+		if pending {
+			kept = append(kept, o)
+			continue
+		}
 		if err := r.Delete(ctx, o, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
 			errs = append(errs, fmt.Errorf("delete old run %s (history limit %d): %w", o.Name, keep, err))
 			kept = append(kept, o)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/controllers"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
 // scheduleRig drives the schedule reconciler against the real API server with a clock the test
@@ -400,5 +403,65 @@ func TestScheduleRunsInheritSync(t *testing.T) {
 				t.Fatalf("run's spec.sync %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// History pruning waits for a run's cleanup Job: a run whose planner staged objects stays (over
+// the limit) until its cleanup Job finished, then goes; a run that staged nothing goes at once.
+func TestScheduleHistoryWaitsForCleanup(t *testing.T) {
+	ctx := context.Background()
+	g := newScheduleRig(t, func(s *v1alpha1.CsvIngestionSchedule) { s.Spec.SuccessfulHistoryLimit = ptr.To[int32](0) })
+	g.nextMinute(1, 5)
+	staged := g.runs()[0]
+	// Its plan says the planner staged a copy (a gzip source).
+	writePlan(t, &staged, 10, 10)
+	cm := &corev1.ConfigMap{}
+	if err := cluster.Client.Get(ctx, types.NamespacedName{Namespace: staged.Namespace, Name: worker.PlanConfigMapName(staged.Name)}, cm); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := worker.DecodePlan(cm.Data[worker.PlanDataKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan.Staged = &worker.StagedObject{Key: "vectordb-staging/x.utf8.csv", ETag: `"s"`}
+	if cm.Data[worker.PlanDataKey], err = plan.Encode(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.Client.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	g.finish(staged.Name, v1alpha1.PhaseCompleted)
+	g.reconcile()
+	if rs := g.runs(); len(rs) != 1 || rs[0].Name != staged.Name {
+		t.Fatalf("a run whose cleanup has not run was pruned: %v", runList(rs))
+	}
+
+	// The cleanup Job runs: still kept. It completes: pruned.
+	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: worker.CleanupJobName(staged.Name), Namespace: staged.Namespace},
+		Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{Name: "embedder", Image: "x"}}}}}}
+	if err := cluster.Client.Create(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	g.reconcile()
+	if rs := g.runs(); len(rs) != 1 {
+		t.Fatalf("a run whose cleanup Job runs was pruned: %v", runList(rs))
+	}
+	now := metav1.Now()
+	job.Status.StartTime = &now
+	job.Status.CompletionTime = &now
+	job.Status.Succeeded = 1
+	job.Status.Conditions = []batchv1.JobCondition{
+		{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, LastTransitionTime: now},
+		{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, LastTransitionTime: now}}
+	if err := cluster.Client.Status().Update(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	g.reconcile()
+	if rs := g.runs(); len(rs) != 0 {
+		t.Fatalf("cleaned up, still kept: %v", runList(rs))
+	}
+	if !hasEvent(g.events(), "RunDeleted", staged.Name) {
+		t.Fatal("no RunDeleted event")
 	}
 }

@@ -124,35 +124,155 @@ func TestSyncStepAfterEveryChunkSucceeded(t *testing.T) {
 	})
 }
 
-// A run that is not Completed deletes nothing: rows that failed could look as if they had left
-// the file. A dry run starts no sync Job either.
-func TestSyncStepNotAfterPartialOrDryRun(t *testing.T) {
+// A PartiallyCompleted run runs the sync step too (the sync Job takes the ids from the file, so
+// failed rows keep their vectors) and stays PartiallyCompleted with what it deleted and left
+// alone; when a row has no id the step deletes nothing and says so (NoKey). A dry run starts no
+// sync Job.
+func TestSyncStepAfterPartialRun(t *testing.T) {
 	ns := newNamespace(t)
 	startManager(t, nil, ns)
-	obj := create(t, newIngestion(ns, "partial", func(o *v1alpha1.CsvIngestion) {
-		deleteMissing(o)
-		o.Spec.Chunking.MaxFailedRowsPercent = 10
-	}))
-	waitPhase(t, obj, v1alpha1.PhasePlanning)
-	writePlan(t, obj, 2000, 1000)
-	finishChunks(t, obj, 0, 2, func(i int) (worker.Result, int32, string) {
-		res := okResult(1000)
-		if i == 1 {
-			res.Processed, res.VectorsUpserted, res.Failed = 990, 990, 10
-		}
-		return res, 0, ""
-	})
-	final := waitPhase(t, obj, v1alpha1.PhasePartiallyCompleted)
-	if jobs := listJobs(t, obj, worker.RoleSync); len(jobs) != 0 || missingDeleted(final) != nil || final.Status.Records.Deleted != 0 {
-		t.Fatalf("a partial run started the sync step: %d jobs, %+v", len(jobs), missingDeleted(final))
+	partial := func(name string) *v1alpha1.CsvIngestion {
+		obj := create(t, newIngestion(ns, name, func(o *v1alpha1.CsvIngestion) {
+			deleteMissing(o)
+			o.Spec.Chunking.MaxFailedRowsPercent = 10
+		}))
+		waitPhase(t, obj, v1alpha1.PhasePlanning)
+		writePlan(t, obj, 2000, 1000)
+		finishChunks(t, obj, 0, 2, func(i int) (worker.Result, int32, string) {
+			res := okResult(1000)
+			if i == 1 {
+				res.Processed, res.VectorsUpserted, res.Failed = 990, 990, 10
+			}
+			return res, 0, ""
+		})
+		return obj
 	}
+	obj := partial("partial")
+	job := waitJob(t, ns, worker.SyncJobName(obj.Name))
+	finishJob(t, job, worker.Result{Role: worker.RoleSync, RowsRead: 2000, Listed: 2050, Missing: 57, Deletable: 50, Deleted: 50, LeftAlone: 7}, 0, "")
+	final := waitPhase(t, obj, v1alpha1.PhasePartiallyCompleted)
+	c := missingDeleted(final)
+	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != controllers.ReasonDeleted || final.Status.Records.Deleted != 50 || final.Status.Records.LeftAlone != 7 ||
+		!strings.Contains(c.Message, "7 vectors under the prefix belong to another source; left alone") || final.Status.Records.Failed != 10 {
+		t.Fatalf("partial run: records %+v, MissingDeleted %+v", final.Status.Records, c)
+	}
+	wantEvents(t, obj, controllers.ReasonDeleted, string(v1alpha1.PhasePartiallyCompleted))
+
+	nokey := partial("nokey")
+	job = waitJob(t, ns, worker.SyncJobName(nokey.Name))
+	finishJob(t, job, worker.Result{Role: worker.RoleSync, RowsRead: 2000, Reason: worker.ReasonNoKey, Error: "3 of 2000 rows of the file have no vector id"},
+		worker.ExitPermanent, batchv1.JobReasonPodFailurePolicy)
+	final = waitPhase(t, nokey, v1alpha1.PhasePartiallyCompleted)
+	if c := missingDeleted(final); c == nil || c.Status != metav1.ConditionFalse || c.Reason != worker.ReasonNoKey || final.Status.Records.Deleted != 0 {
+		t.Fatalf("a row without id: %+v, deleted %d", c, final.Status.Records.Deleted)
+	}
+	wantEvents(t, nokey, worker.ReasonNoKey)
 
 	dry := create(t, newIngestion(ns, "dry", func(o *v1alpha1.CsvIngestion) { deleteMissing(o); o.Spec.DryRun = true }))
 	waitPhase(t, dry, v1alpha1.PhasePlanning)
 	writePlan(t, dry, 2000, 1000)
 	waitPhase(t, dry, v1alpha1.PhaseCompleted)
-	if jobs := listJobs(t, dry, worker.RoleSync); len(jobs) != 0 {
+	if jobs := listJobs(t, dry, worker.RoleSync); len(jobs) != 0 || missingDeleted(get(t, dry)) != nil {
 		t.Fatalf("a dry run created %d sync Jobs", len(jobs))
+	}
+}
+
+// spec.suspend holds the sync step (MissingDeleted False, Suspended, an event, no Job) until it
+// is unset; maxDeletePercent 0 runs the step as a report: Completed, MissingDeleted ReportOnly.
+func TestSyncStepSuspendedAndReportOnly(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t, nil, ns)
+	obj := create(t, newIngestion(ns, "held", func(o *v1alpha1.CsvIngestion) {
+		deleteMissing(o)
+		o.Spec.Sync.MaxDeletePercent = ptr.To[int32](0)
+	}))
+	waitPhase(t, obj, v1alpha1.PhasePlanning)
+	writePlan(t, obj, 2000, 1000)
+	finishChunks(t, obj, 0, 1, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" })
+	last := waitJob(t, ns, worker.ChunkJobName(obj.Name, 1))
+	update(t, obj, func(o *v1alpha1.CsvIngestion) { o.Spec.Suspend = true })
+	// The controller suspends the running chunk first (finishing it meanwhile would race that
+	// write).
+	eventually(t, "last chunk suspended", 15*time.Second, func() (bool, string) {
+		j := getJob(t, ns, last.Name)
+		return j.Spec.Suspend != nil && *j.Spec.Suspend, "not suspended"
+	})
+	finishJob(t, last, okResult(1000), 0, "")
+	var cur *v1alpha1.CsvIngestion
+	eventually(t, "sync step held", 20*time.Second, func() (bool, string) {
+		cur = get(t, obj)
+		c := missingDeleted(cur)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == controllers.ReasonSyncSuspended, mustJSON(cur.Status)
+	})
+	if jobs := listJobs(t, obj, worker.RoleSync); len(jobs) != 0 || cur.Status.Phase != v1alpha1.PhaseProcessingChunks || cur.Status.CompletionTime != nil {
+		t.Fatalf("while suspended: %d sync Jobs, phase %s", len(jobs), cur.Status.Phase)
+	}
+	wantEvents(t, obj, controllers.ReasonSyncSuspended)
+	update(t, obj, func(o *v1alpha1.CsvIngestion) { o.Spec.Suspend = false })
+	job := waitJob(t, ns, worker.SyncJobName(obj.Name))
+	finishJob(t, job, worker.Result{Role: worker.RoleSync, RowsRead: 2000, Listed: 2100, Missing: 100, Deletable: 100}, 0, "")
+	final := waitPhase(t, obj, v1alpha1.PhaseCompleted)
+	if c := missingDeleted(final); c == nil || c.Status != metav1.ConditionFalse || c.Reason != controllers.ReasonReportOnly ||
+		!strings.Contains(c.Message, "100 vectors under id prefix \"239.\" are not in the file and would be deleted") || final.Status.Records.Deleted != 0 {
+		t.Fatalf("report only: %+v, deleted %d", c, final.Status.Records.Deleted)
+	}
+	wantEvents(t, obj, controllers.ReasonReportOnly)
+}
+
+// Two overlapping runs with one prefix: the older one's sync step waits while the newer one
+// writes, and is superseded once the newer one finished writing (it never gets a sync Job); the
+// newer one deletes. A third run created while that sync Job deletes starts no chunk until it
+// is done. A run that fails says it deleted nothing.
+func TestSyncStepOverlappingRuns(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t, nil, ns)
+	// Created within a second, runs are ordered by name: run-1 < run-2 < run-3.
+	older := create(t, newIngestion(ns, "run-1", deleteMissing))
+	waitPhase(t, older, v1alpha1.PhasePlanning)
+	writePlan(t, older, 1000, 1000)
+	waitJob(t, ns, worker.ChunkJobName(older.Name, 0))
+	newer := create(t, newIngestion(ns, "run-2", deleteMissing))
+	waitPhase(t, newer, v1alpha1.PhasePlanning)
+	writePlan(t, newer, 1000, 1000)
+	waitJob(t, ns, worker.ChunkJobName(newer.Name, 0))
+
+	finishChunks(t, older, 0, 1, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" })
+	eventually(t, "older waits", 20*time.Second, func() (bool, string) {
+		c := missingDeleted(get(t, older))
+		return c != nil && c.Reason == controllers.ReasonSyncWaiting && strings.Contains(c.Message, ns+"/run-2"), mustJSON(c)
+	})
+	wantEvents(t, older, controllers.ReasonSyncWaiting)
+	finishChunks(t, newer, 0, 1, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" })
+	eventually(t, "newer deletes", 20*time.Second, func() (bool, string) {
+		c := missingDeleted(get(t, newer))
+		return c != nil && c.Reason == controllers.ReasonDeleting, mustJSON(get(t, newer).Status.Conditions) + mustJSON(get(t, older).Status.Conditions)
+	})
+	job := waitJob(t, ns, worker.SyncJobName(newer.Name))
+	final := waitPhase(t, older, v1alpha1.PhaseCompleted)
+	if c := missingDeleted(final); c == nil || c.Status != metav1.ConditionFalse || c.Reason != controllers.ReasonSuperseded || !strings.Contains(c.Message, ns+"/run-2") {
+		t.Fatalf("older: %+v", c)
+	}
+	if jobs := listJobs(t, older, worker.RoleSync); len(jobs) != 0 {
+		t.Fatalf("the older run got a sync Job")
+	}
+	wantEvents(t, older, controllers.ReasonSuperseded)
+
+	third := create(t, newIngestion(ns, "run-3", deleteMissing))
+	waitPhase(t, third, v1alpha1.PhasePlanning)
+	writePlan(t, third, 1000, 1000)
+	eventually(t, "third holds its chunks", 20*time.Second, func() (bool, string) {
+		cur := get(t, third)
+		return strings.Contains(cur.Status.Message, "no new chunk starts while the older ingestion "+ns+"/run-2 deletes"), cur.Status.Message
+	})
+	if jobs := listJobs(t, third, worker.RoleChunk); len(jobs) != 0 {
+		t.Fatalf("the third run started %d chunks while an older run deletes", len(jobs))
+	}
+	finishJob(t, job, syncResult(1000, 0, 0), 0, "")
+	waitPhase(t, newer, v1alpha1.PhaseCompleted)
+	waitJob(t, ns, worker.ChunkJobName(third.Name, 0))
+	update(t, third, func(o *v1alpha1.CsvIngestion) { o.Spec.Cancel = true })
+	if c := missingDeleted(waitPhase(t, third, v1alpha1.PhaseCancelled)); c == nil || c.Reason != controllers.ReasonSyncCancelled || !strings.Contains(c.Message, "nothing was deleted") {
+		t.Fatalf("cancelled run: %+v", c)
 	}
 }
 

@@ -20,6 +20,8 @@ import (
 // +kubebuilder:validation:XValidation:rule="has(self.deadLetter) == has(oldSelf.deadLetter) && (!has(self.deadLetter) || self.deadLetter == oldSelf.deadLetter)",message="spec.deadLetter is immutable: it cannot be added, changed or removed after creation, so all failed rows of an ingestion land in one place; create a new CsvIngestion for another location"
 // +kubebuilder:validation:XValidation:rule="has(self.worker) && has(self.worker.image) ? (has(oldSelf.worker) && has(oldSelf.worker.image) && self.worker.image == oldSelf.worker.image) : !(has(oldSelf.worker) && has(oldSelf.worker.image))",message="spec.worker.image is immutable: every chunk of an ingestion runs the same embedder; create a new CsvIngestion to use another image"
 // +kubebuilder:validation:XValidation:rule="!has(self.sync) || !has(self.sync.deleteMissing) || !self.sync.deleteMissing || (has(self.mapping.idPrefix) && size(self.mapping.idPrefix) > 0)",message="spec.sync.deleteMissing needs spec.mapping.idPrefix: only vectors whose ids start with the prefix (this ingestion's ids) may be deleted, and without a prefix every vector of the namespace would be in scope"
+// +kubebuilder:validation:XValidation:rule="!has(self.sync) || !has(self.sync.deleteMissing) || !self.sync.deleteMissing || !has(self.mapping.idPrefix) || size(self.mapping.idPrefix) == 0 || ('.:/-_#|'.contains(self.mapping.idPrefix.substring(size(self.mapping.idPrefix) - 1)) && !self.mapping.idPrefix.substring(0, size(self.mapping.idPrefix) - 1).contains(self.mapping.idPrefix.substring(size(self.mapping.idPrefix) - 1)))",message="spec.sync.deleteMissing needs a prefix-free spec.mapping.idPrefix: it must end with one of . : / - _ # | and that character must not occur earlier in it (e.g. \"q1.\" or \"orders-\", not \"q1\", \"q1.a.\" or \"orders-eu-\"), so that no other source's prefix of that form starts with it (\"q1\" would also list \"q10…\")"
+// +kubebuilder:validation:XValidation:rule="!has(self.sync) || !has(self.sync.adoptUnmarked) || !self.sync.adoptUnmarked || (has(self.sync.deleteMissing) && self.sync.deleteMissing)",message="spec.sync.adoptUnmarked only applies with spec.sync.deleteMissing"
 // +kubebuilder:validation:XValidation:rule="has(self.worker) && has(self.worker.serviceAccountName) ? (has(oldSelf.worker) && has(oldSelf.worker.serviceAccountName) && self.worker.serviceAccountName == oldSelf.worker.serviceAccountName) : !(has(oldSelf.worker) && has(oldSelf.worker.serviceAccountName))",message="spec.worker.serviceAccountName is immutable: the worker's identity (S3, DynamoDB, plan ConfigMap) is fixed for the run; create a new CsvIngestion to run as another service account"
 type CsvIngestionSpec struct {
 	// TaskID is the key of this ingestion in the DynamoDB task table and the REST API
@@ -113,20 +115,43 @@ type SyncSpec struct {
 	// +kubebuilder:validation:Enum=full;incremental
 	Mode string `json:"mode,omitempty"`
 
-	// DeleteMissing deletes, once every chunk has succeeded (the run would be Completed), the
-	// vectors whose ids start with spec.mapping.idPrefix (required with it) in the namespaces the
-	// file writes to but whose ids are no longer in the file. A <name>-sync Job lists them by
-	// prefix and deletes them; the count lands in status.records.deleted. Never after a
-	// PartiallyCompleted, Failed or Cancelled run, never in a dry run (which reports what it would
-	// delete in status.estimate.sync).
+	// DeleteMissing deletes, once every chunk has finished and the run would end Completed or
+	// PartiallyCompleted, the vectors this source owns under spec.mapping.idPrefix (required with
+	// it, in a prefix-free form such as "q1.") in the namespaces the file writes to whose ids are
+	// no longer in the file. Every vector an ingestion with spec.sync writes carries its owner,
+	// the exact id prefix, in metadata key id_prefix; a <name>-sync Job lists the ids under the
+	// prefix, fetches the owner of each one the file lacks, and deletes only those owned by this
+	// prefix. Vectors of other sources (another owner, or none) are counted in
+	// status.records.leftAlone and left alone. Rows that failed keep their vectors (the ids come
+	// from the file); a row without an id stops the step (MissingDeleted reason NoKey). The step
+	// waits while another ingestion with the same index, namespace and prefix runs, and is skipped
+	// (Superseded) when a newer one already finished. Never after a Failed or Cancelled run,
+	// never in a dry run (which reports what it would delete in status.estimate.sync); held while
+	// spec.suspend is set.
 	// +optional
 	DeleteMissing bool `json:"deleteMissing,omitempty"`
 
+	// AdoptUnmarked also deletes vectors without an owner marker whose ids are the id prefix
+	// followed by text that does not contain the prefix's last character (its separator): the
+	// vectors this source wrote before the marker existed. Off by default; set it on one run
+	// after upgrading (see docs/incremental.md), not on a schedule's template: another writer's
+	// unmarked ids of that form would be deleted too.
+	// +optional
+	AdoptUnmarked bool `json:"adoptUnmarked,omitempty"`
+
+	// Timeout bounds one attempt of the <name>-sync Job. Left unset it is derived from the plan:
+	// the rows to read and the vectors to list, at a conservative rate, per namespace listed in
+	// parallel (see docs/incremental.md), at least 10m.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="spec.sync.timeout must be a duration of at least 1m, e.g. 2h"
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
 	// MaxDeletePercent is the delete guard: when the vectors to delete are more than this
-	// percentage of the vectors listed under the id prefix, nothing is deleted and the ingestion
-	// fails with reason DeleteGuard (a truncated export must not wipe an index). To delete more,
-	// create a new CsvIngestion with a higher value (spec.sync is immutable); 100 turns the guard
-	// off, 0 lets nothing be deleted.
+	// percentage of this source's vectors under the id prefix, nothing is deleted and the
+	// ingestion fails with reason DeleteGuard (a truncated export must not wipe an index). To
+	// delete more, create a new CsvIngestion with a higher value (spec.sync is immutable); 100
+	// turns the guard off. 0 only reports: the sync step counts what it would delete, deletes
+	// nothing, and the run completes with MissingDeleted False, reason ReportOnly.
 	// +optional
 	// +kubebuilder:default=10
 	// +kubebuilder:validation:Minimum=0
@@ -232,8 +257,8 @@ type S3Source struct {
 	Key string `json:"key"`
 
 	// StageKeyPrefix is where, in the same bucket, the planner writes what it stages: the
-	// decompressed UTF-8 copy of a gzip or non-UTF-8 object (<prefix><taskID>.utf8.csv) and the
-	// list of duplicate-id rows (<prefix><taskID>.duplicates). Needed only then; the worker's S3
+	// decompressed UTF-8 copy of a gzip or non-UTF-8 object (<prefix><taskID>-<uid>.utf8.csv) and the
+	// list of duplicate-id rows (<prefix><taskID>-<uid>.duplicates). Needed only then; the worker's S3
 	// identity must be allowed to write and delete there. Staged objects are deleted when the
 	// ingestion ends.
 	// +optional
@@ -267,7 +292,20 @@ type MetabaseSource struct {
 
 	// StageTo is where the export is written before it is planned.
 	StageTo S3Stage `json:"stageTo"`
+
+	// ExportRowLimit is the most rows the Metabase instance exports (its MB_DOWNLOAD_ROW_LIMIT;
+	// 1,048,575 by default). An export of exactly this many rows, or one whose stream ends
+	// without its final newline, is taken as cut short: with spec.sync.deleteMissing planning
+	// fails with reason SourceTruncated (the missing rows would be deleted); without it the run
+	// goes on with the condition SourceTruncated saying rows may be missing.
+	// +optional
+	// +kubebuilder:default=1048575
+	// +kubebuilder:validation:Minimum=1
+	ExportRowLimit int64 `json:"exportRowLimit,omitempty"`
 }
+
+// DefaultMetabaseExportRowLimit is Metabase's default download row limit.
+const DefaultMetabaseExportRowLimit = 1048575
 
 // S3Stage is a bucket and prefix where a Metabase export is staged.
 type S3Stage struct {
@@ -276,7 +314,7 @@ type S3Stage struct {
 	// +kubebuilder:validation:MaxLength=63
 	Bucket string `json:"bucket"`
 
-	// KeyPrefix of the staged object; the object is <keyPrefix><taskID>.csv.
+	// KeyPrefix of the staged object; the object is <keyPrefix><taskID>-<uid>.csv.
 	// +optional
 	// +kubebuilder:default="staged/"
 	// +kubebuilder:validation:MaxLength=512
@@ -592,7 +630,7 @@ type DeadLetterSpec struct {
 	// +kubebuilder:validation:MaxLength=63
 	Bucket string `json:"bucket"`
 
-	// KeyPrefix; objects are <keyPrefix><taskID>/chunk-NNNN.csv.
+	// KeyPrefix; objects are <keyPrefix><taskID>-<uid>/chunk-NNNN.csv (the uid keeps two ingestions with one task id apart).
 	// +optional
 	// +kubebuilder:default="failed/"
 	// +kubebuilder:validation:MaxLength=512
@@ -663,9 +701,15 @@ const (
 	// change (a ResourceQuota, an admission webhook, RBAC); it carries the server's message.
 	ConditionBlocked = "Blocked"
 	// ConditionMissingDeleted follows spec.sync.deleteMissing's step: False with reason Deleting
-	// while the <name>-sync Job runs, True (reason Deleted) with the counts once it finished,
-	// False with reason DeleteGuard or the failure's reason when nothing or not all was deleted.
+	// while the <name>-sync Job runs (Waiting or Suspended while it is held), True (reason
+	// Deleted) with the counts once it finished, and on every other end of a run with
+	// deleteMissing False with the reason nothing or not all was deleted: DeleteGuard, NoKey,
+	// ReportOnly, Superseded, SourceTruncated, RunFailed, Cancelled or the Job's failure.
 	ConditionMissingDeleted = "MissingDeleted"
+	// ConditionSourceTruncated is True when the source looks cut short (a Metabase export at its
+	// row limit, or without its final newline) and the run went on without deleteMissing: rows
+	// may be missing.
+	ConditionSourceTruncated = "SourceTruncated"
 )
 
 // CsvIngestionStatus is derived from the ingestion's Jobs and plan on every reconcile. Its size is
@@ -683,7 +727,8 @@ type CsvIngestionStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Planned, Complete, Failed, Suspended, TrackingDegraded, Blocked, MissingDeleted.
+	// Conditions: Planned, Complete, Failed, Suspended, TrackingDegraded, Blocked, MissingDeleted,
+	// SourceTruncated.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -802,8 +847,12 @@ type SyncEstimate struct {
 	CostUSD string `json:"costUSD,omitempty"`
 	// VectorsUnderPrefix are the vectors listed under spec.mapping.idPrefix (deleteMissing).
 	VectorsUnderPrefix int64 `json:"vectorsUnderPrefix,omitempty"`
-	// VectorsToDelete are those of them whose ids are not in the file (deleteMissing).
+	// VectorsToDelete are those of them whose ids are not in the file and that this source owns
+	// (deleteMissing).
 	VectorsToDelete int64 `json:"vectorsToDelete,omitempty"`
+	// VectorsLeftAlone are those of them not in the file that belong to another source (another
+	// owner marker, or none): they would be left alone.
+	VectorsLeftAlone int64 `json:"vectorsLeftAlone,omitempty"`
 	// DeleteGuard says whether the delete guard would stop the run: "" (no deleteMissing),
 	// Pass or Stop.
 	DeleteGuard string `json:"deleteGuard,omitempty"`
@@ -836,6 +885,10 @@ type RecordCounts struct {
 	// the file).
 	// +optional
 	Deleted int64 `json:"deleted,omitempty"`
+	// LeftAlone are the vectors under the id prefix, not in the file, that deleteMissing left
+	// alone because they belong to another source (another owner marker, or none).
+	// +optional
+	LeftAlone int64 `json:"leftAlone,omitempty"`
 }
 
 // Usage adds up the API usage reported by finished chunks.

@@ -22,6 +22,7 @@ const (
 // template's S3 key and Metabase parameters may use.
 //
 // +kubebuilder:validation:XValidation:rule="!self.schedule.contains('TZ=')",message="spec.schedule must not set CRON_TZ or TZ; use spec.timeZone"
+// +kubebuilder:validation:XValidation:rule="!has(self.concurrencyPolicy) || self.concurrencyPolicy != 'Allow' || !has(self.template.spec.sync) || !has(self.template.spec.sync.deleteMissing) || !self.template.spec.sync.deleteMissing",message="spec.concurrencyPolicy Allow cannot be combined with spec.template.spec.sync.deleteMissing: two runs at once would delete each other's new vectors; use Forbid or Replace"
 type CsvIngestionScheduleSpec struct {
 	// Schedule in cron format (minute hour day-of-month month day-of-week, or @hourly, @daily,
 	// @weekly, @monthly, @yearly, @every <duration>), read in timeZone.

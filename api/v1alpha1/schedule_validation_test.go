@@ -92,6 +92,19 @@ func TestScheduleValidation(t *testing.T) {
 		{"stray brace in the key", func(u *unstructured.Unstructured) {
 			setField(u, "exports/{{ .Window.Start.Format \"2006\" }.csv", "spec", "template", "spec", "source", "s3", "key")
 		}, "template actions must be written {{ ... }}"},
+		{"Allow with deleteMissing", func(u *unstructured.Unstructured) {
+			setField(u, "Allow", "spec", "concurrencyPolicy")
+			setField(u, true, "spec", "template", "spec", "sync", "deleteMissing")
+		}, "spec.concurrencyPolicy Allow cannot be combined with spec.template.spec.sync.deleteMissing"},
+		{"Forbid with deleteMissing", func(u *unstructured.Unstructured) {
+			setField(u, "Forbid", "spec", "concurrencyPolicy")
+			setField(u, true, "spec", "template", "spec", "sync", "deleteMissing")
+		}, ""},
+		{"Allow without deleteMissing", func(u *unstructured.Unstructured) { setField(u, "Allow", "spec", "concurrencyPolicy") }, ""},
+		{"template's prefix must be prefix-free with deleteMissing", func(u *unstructured.Unstructured) {
+			setField(u, "239", "spec", "template", "spec", "mapping", "idPrefix")
+			setField(u, true, "spec", "template", "spec", "sync", "deleteMissing")
+		}, "prefix-free spec.mapping.idPrefix"},
 		{"name too long for run names", func(u *unstructured.Unstructured) { u.SetName(strings.Repeat("s", 41)) }, "at most 40 characters"},
 		{"template's own rules still apply", func(u *unstructured.Unstructured) {
 			setField(u, "x", "spec", "template", "spec", "mapping", "textTemplate")

@@ -173,6 +173,20 @@ func TestInvalidSpecsRejected(t *testing.T) {
 			set(s, "sync.deleteMissing", true)
 			set(s, "mapping.idPrefix", "")
 		}, "spec.sync.deleteMissing needs spec.mapping.idPrefix"},
+		{"deleteMissing with a prefix without separator", func(s map[string]any) {
+			set(s, "sync.deleteMissing", true)
+			set(s, "mapping.idPrefix", "q1")
+		}, `needs a prefix-free spec.mapping.idPrefix: it must end with one of . : / - _ # | and that character must not occur earlier in it`},
+		{"deleteMissing with the separator earlier in the prefix", func(s map[string]any) {
+			set(s, "sync.deleteMissing", true)
+			set(s, "mapping.idPrefix", "orders-eu-")
+		}, `("q1" would also list "q10…")`},
+		{"deleteMissing with a nested dotted prefix", func(s map[string]any) {
+			set(s, "sync.deleteMissing", true)
+			set(s, "mapping.idPrefix", "q1.a.")
+		}, "prefix-free spec.mapping.idPrefix"},
+		{"adoptUnmarked without deleteMissing", func(s map[string]any) { set(s, "sync.adoptUnmarked", true) }, "spec.sync.adoptUnmarked only applies with spec.sync.deleteMissing"},
+		{"sync timeout too short", func(s map[string]any) { set(s, "sync.timeout", "30s") }, "spec.sync.timeout must be a duration of at least 1m"},
 		{"maxDeletePercent too big", func(s map[string]any) { set(s, "sync.maxDeletePercent", int64(101)) }, "spec.sync.maxDeletePercent in body should be less than or equal to 100"},
 		{"maxDeletePercent negative", func(s map[string]any) { set(s, "sync.maxDeletePercent", int64(-1)) }, "spec.sync.maxDeletePercent in body should be greater than or equal to 0"},
 	}
@@ -291,5 +305,24 @@ func TestDeleteMissingDefaults(t *testing.T) {
 		if s := got.Spec.Sync; s == nil || s.Mode != v1alpha1.SyncFull || !s.DeleteMissing || s.MaxDeletePercent == nil || *s.MaxDeletePercent != tc.want {
 			t.Fatalf("spec.sync = %+v, want mode full, deleteMissing, maxDeletePercent %d", s, tc.want)
 		}
+	}
+}
+
+// TestPrefixFreeIDPrefixAccepted: prefixes that end with a separator used nowhere before it pass
+// the rule deleteMissing has on them.
+func TestPrefixFreeIDPrefixAccepted(t *testing.T) {
+	ctx := context.Background()
+	for i, prefix := range []string{"q1.", "q10.", "orders-", "a:b/", "x#", "tenant|", "239_", "q1.b-"} {
+		u := loadSample(t, minimal)
+		u.SetName(fmt.Sprintf("prefix-free-%d", i))
+		spec := u.Object["spec"].(map[string]any)
+		set(spec, "sync.deleteMissing", true)
+		set(spec, "sync.adoptUnmarked", true)
+		set(spec, "sync.timeout", "2h")
+		set(spec, "mapping.idPrefix", prefix)
+		if err := cluster.Client.Create(ctx, u); err != nil {
+			t.Fatalf("idPrefix %q rejected: %v", prefix, err)
+		}
+		_ = cluster.Client.Delete(ctx, u)
 	}
 }

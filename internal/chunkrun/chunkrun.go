@@ -37,6 +37,7 @@ import (
 	"github.com/vectordb-io/vectordb-operator/internal/embedding"
 	"github.com/vectordb-io/vectordb-operator/internal/incremental"
 	"github.com/vectordb-io/vectordb-operator/internal/mapping"
+	"github.com/vectordb-io/vectordb-operator/internal/ownership"
 	"github.com/vectordb-io/vectordb-operator/internal/pinecone"
 	"github.com/vectordb-io/vectordb-operator/internal/planner"
 	"github.com/vectordb-io/vectordb-operator/internal/source"
@@ -265,7 +266,7 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 
 	var dl *deadletter.Writer
 	if d := ing.Spec.DeadLetter; d != nil && d.Bucket != "" {
-		dl = deadletter.New(cl, d.Bucket, d.KeyPrefix, ing.TaskID, args.Index, header)
+		dl = deadletter.New(cl, d.Bucket, d.KeyPrefix, ing.ObjectID(), args.Index, header)
 	}
 	fails := &failures{dl: dl, log: log, progress: deps.Progress}
 
@@ -280,6 +281,7 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 		maxRow: maxRowBytes(ing.Spec.Mapping),
 		model:  cmp.Or(ing.Spec.Embedding.Model, "text-embedding-3-small"), dimension: up.Dimension(),
 		hashes:      ing.Spec.Sync != nil,
+		owner:       ing.Spec.Mapping.IDPrefix,
 		incremental: ing.Spec.Sync != nil && ing.Spec.Sync.Mode == v1alpha1.SyncIncremental,
 		resume:      resume,
 		taskID:      ing.TaskID,
@@ -429,7 +431,8 @@ type pipeline struct {
 	// stored with the same hash are skipped.
 	model       string
 	dimension   int
-	hashes      bool // spec.sync is set: vectors carry content_hash
+	hashes      bool   // spec.sync is set: vectors carry content_hash
+	owner       string // spec.sync is set: vectors carry their owner (ownership.Key), the id prefix
 	incremental bool
 	skipped     atomic.Int64
 
@@ -524,6 +527,10 @@ func (p *pipeline) readAndMap(ctx context.Context, rd *csvplan.Reader, out chan<
 		}
 		it := item{rec: rec, fields: row.Fields}
 		if p.hashes {
+			// The owner marker is content: a vector written before it existed hashes
+			// differently, so the next run rewrites it with the marker.
+			it.rec.Metadata = ownership.Stamp(it.rec.Metadata, p.owner)
+			rec = it.rec
 			it.hash = incremental.Hash(rec, p.model, p.dimension)
 		}
 		slice = append(slice, it)

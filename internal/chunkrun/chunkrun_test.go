@@ -129,7 +129,7 @@ func TestLegacyFileTenThousandRows(t *testing.T) {
 		t.Errorf("the budgets split across 3 chunks still drew %d 429s", e.openai.Stats().RateLimited)
 	}
 	// No dead letter without failed rows.
-	if _, err := e.get(ing.Spec.DeadLetter.KeyPrefix + ing.TaskID + "/chunk-0000.csv"); err == nil {
+	if _, err := e.get(ing.Spec.DeadLetter.KeyPrefix + ing.ObjectID() + "/chunk-0000.csv"); err == nil {
 		t.Error("a dead-letter object was written although no row failed")
 	}
 }
@@ -234,7 +234,7 @@ func TestMalformedRowsAreDeadLetteredAndTheRestUpserted(t *testing.T) {
 		t.Fatalf("result encodes to %d bytes", len(r.Encode()))
 	}
 
-	wantKey := ing.Spec.DeadLetter.KeyPrefix + ing.TaskID + "/chunk-0000.csv"
+	wantKey := ing.Spec.DeadLetter.KeyPrefix + ing.ObjectID() + "/chunk-0000.csv"
 	if r.DeadLetterKey != wantKey {
 		t.Fatalf("dead letter key %q, want %q", r.DeadLetterKey, wantKey)
 	}

@@ -113,7 +113,7 @@ func (e *env) get(key string) ([]byte, error) {
 // spelled out (the API server would fill them in).
 func (e *env) ingestion(key string) worker.Ingestion {
 	return worker.Ingestion{
-		Name: "q239", Namespace: "ingestion", UID: "uid-" + e.prefix, TaskID: "task-" + strings.TrimSuffix(e.prefix, "/"),
+		Name: "q239", Namespace: "ingestion", UID: "uid-" + strings.TrimSuffix(e.prefix, "/"), TaskID: "task-" + strings.TrimSuffix(e.prefix, "/"),
 		Spec: v1alpha1.CsvIngestionSpec{
 			Source: v1alpha1.SourceSpec{
 				S3:  &v1alpha1.S3Source{Bucket: bucket, Key: key, S3Connection: v1alpha1.S3Connection{Region: e.minio.Region, Endpoint: e.minio.Endpoint}},

@@ -73,7 +73,7 @@ func TestRefusedRowsAreIsolatedAndDeadLettered(t *testing.T) {
 	got := map[string][2]string{}
 	// The huge row alone passes the 8 MiB a dead-letter part holds: its chunk writes two parts.
 	list, err := e.s3.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{
-		Bucket: aws.String(bucket), Prefix: aws.String(ing.Spec.DeadLetter.KeyPrefix + ing.TaskID + "/")})
+		Bucket: aws.String(bucket), Prefix: aws.String(ing.Spec.DeadLetter.KeyPrefix + ing.ObjectID() + "/")})
 	if err != nil {
 		t.Fatal(err)
 	}

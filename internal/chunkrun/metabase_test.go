@@ -106,7 +106,7 @@ func TestMetabaseExportIsStagedAndIngested(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stagedKey := e.prefix + "staged/" + ing.TaskID + ".csv"
+	stagedKey := e.prefix + "staged/" + ing.ObjectID() + ".csv"
 	if plan.Key != stagedKey || plan.TotalRows != 700 || mb.exports != 1 {
 		t.Fatalf("plan of %s with %d rows after %d exports; want %s, 700 rows, 1 export", plan.Key, plan.TotalRows, mb.exports, stagedKey)
 	}

@@ -158,7 +158,7 @@ func TestPropertyEveryRowUpsertedOrDeadLettered(t *testing.T) {
 
 			got := map[int64][2]string{}
 			list, err := e.s3.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{
-				Bucket: aws.String(bucket), Prefix: aws.String(ing.Spec.DeadLetter.KeyPrefix + ing.TaskID + "/")})
+				Bucket: aws.String(bucket), Prefix: aws.String(ing.Spec.DeadLetter.KeyPrefix + ing.ObjectID() + "/")})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -20,7 +20,8 @@ import (
 // letters when it starts, and an attempt that finds the marker is a retry. Without a
 // dead-letter location there is nowhere to leave one, and every attempt checks.
 
-// markerSuffix names the marker: <deadLetter.keyPrefix><taskID>/chunk-NNNN.started.
+// markerSuffix names the marker: <deadLetter.keyPrefix><taskID>-<uid>/chunk-NNNN.started, beside
+// the chunk's dead letters (worker.Ingestion.ObjectID: two ingestions given one task id never share it).
 const markerSuffix = ".started"
 
 // startAttempt says whether this attempt must skip rows an earlier one upserted, and returns a
@@ -34,7 +35,7 @@ func startAttempt(ctx context.Context, cl *s3.Client, ing worker.Ingestion, chun
 	if d == nil || d.Bucket == "" {
 		return true, noop, nil
 	}
-	key := deadletter.Base(d.KeyPrefix, ing.TaskID, chunk) + markerSuffix
+	key := deadletter.Base(d.KeyPrefix, ing.ObjectID(), chunk) + markerSuffix
 	what := fmt.Sprintf("s3://%s/%s", d.Bucket, key)
 	if _, herr := cl.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &d.Bucket, Key: &key}); herr == nil {
 		resume = true

@@ -61,7 +61,7 @@ func TestRetryEmbedsOnlyTheRemainingRows(t *testing.T) {
 	if n := e.index.Stats().Calls["Fetch"]; n != 0 {
 		t.Errorf("attempt 1 (no marker: a first attempt) made %d fetch calls, want none", n)
 	}
-	marker := deadletter.Base(ing.Spec.DeadLetter.KeyPrefix, ing.TaskID, 0) + ".started"
+	marker := deadletter.Base(ing.Spec.DeadLetter.KeyPrefix, ing.ObjectID(), 0) + ".started"
 	if _, err := e.get(marker); err != nil {
 		t.Fatalf("attempt 1 left no marker at %s: %v", marker, err)
 	}

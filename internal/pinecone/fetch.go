@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/pinecone-io/go-pinecone/v5/pinecone"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Stored is a vector as the index holds it.
@@ -109,6 +110,51 @@ func (u *Upserter) FetchMetadataStrings(ctx context.Context, namespace string, i
 					}
 				}
 				out[id] = vals
+			}
+			return nil
+		})
+		<-u.inFlight
+		if err != nil {
+			return nil, fmt.Errorf("pinecone fetch of %d ids from namespace %q: %w", len(part), c.Namespace(), err)
+		}
+	}
+	return out, nil
+}
+
+// FetchMetadataValues returns, for those of ids that exist in namespace, the value of their
+// metadata key: nil when the vector lacks it, absent from the map when the vector is gone. The
+// sync step reads the owner marker of each deletion candidate this way (MaxFetchIDs per request).
+func (u *Upserter) FetchMetadataValues(ctx context.Context, namespace string, ids []string, key string) (map[string]*structpb.Value, error) {
+	out := make(map[string]*structpb.Value, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	c, err := u.conn(namespace)
+	if err != nil {
+		return nil, err
+	}
+	for start := 0; start < len(ids); start += MaxFetchIDs {
+		part := ids[start:min(start+MaxFetchIDs, len(ids))]
+		select {
+		case u.inFlight <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("pinecone fetch: %w", ctx.Err())
+		}
+		err := u.retry.do(ctx, "fetch", &u.nRetries, func(ctx context.Context) error {
+			u.nFetches.Add(1)
+			res, err := c.FetchVectors(ctx, part)
+			if err != nil {
+				return err
+			}
+			for id, v := range res.Vectors {
+				if v == nil {
+					continue
+				}
+				var val *structpb.Value
+				if v.Metadata != nil {
+					val = v.Metadata.Fields[key]
+				}
+				out[id] = val
 			}
 			return nil
 		})

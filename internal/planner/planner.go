@@ -83,7 +83,7 @@ type Location struct {
 }
 
 // Locate returns the object an ingestion reads: the S3 object, or for Metabase the staged export
-// at <stageTo.keyPrefix><taskID>.csv (where source.StageMetabase writes it), so chunk workers find
+// at <stageTo.keyPrefix><taskID>-<uid>.csv (worker.Ingestion.ObjectID; where source.StageMetabase writes it), so chunk workers find
 // it without the plan.
 func Locate(ing worker.Ingestion) (Location, error) {
 	src := ing.Spec.Source
@@ -99,11 +99,11 @@ func Locate(ing worker.Ingestion) (Location, error) {
 		if src.Metabase.StageTo.Bucket == "" {
 			return Location{}, worker.Permanent(worker.ReasonPermanentError, errors.New("spec.source.metabase.stageTo.bucket is required"))
 		}
-		if ing.TaskID == "" {
+		if ing.ObjectID() == "" {
 			return Location{}, worker.Permanent(worker.ReasonPermanentError, errors.New("the ingestion has no task id to name the staged Metabase export"))
 		}
 		return Location{Conn: src.Metabase.StageTo.S3Connection, Bucket: src.Metabase.StageTo.Bucket,
-			Key: src.Metabase.StageTo.KeyPrefix + ing.TaskID + ".csv", Kind: SourceMetabase}, nil
+			Key: src.Metabase.StageTo.KeyPrefix + ing.ObjectID() + ".csv", Kind: SourceMetabase}, nil
 	}
 	return Location{}, worker.Permanent(worker.ReasonPermanentError, errors.New("spec.source: set s3 or metabase"))
 }
@@ -158,16 +158,18 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 		return nil, err
 	}
 
+	var staged source.Staged
 	if mb := spec.Source.Metabase; mb != nil {
 		hc := deps.HTTPClient
 		if hc == nil {
 			hc = &http.Client{Timeout: 30 * time.Minute}
 		}
 		start := time.Now()
-		key, err := source.StageMetabase(ctx, hc, mb, deps.MetabaseAPIKey, cl, ing.TaskID)
+		staged, err = source.StageMetabase(ctx, hc, mb, deps.MetabaseAPIKey, cl, ing.ObjectID())
 		if err != nil {
 			return nil, fmt.Errorf("stage Metabase question %d: %w", mb.QuestionID, err)
 		}
+		key := staged.Key
 		loc.Key = key
 		log.Info("staged Metabase export", "question", mb.QuestionID, "bucket", loc.Bucket, "key", key,
 			"duration", time.Since(start).Round(time.Millisecond))
@@ -311,6 +313,17 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 		EstimatedCostUSD: tokens.CostUSD(model, est.Tokens()+guardTokens),
 		BlankRows:        res.BlankRows,
 		VectorSpace:      vs,
+	}
+	if mb := spec.Source.Metabase; mb != nil {
+		// A cut export planned as complete would lose its last rows, and with deleteMissing
+		// delete their vectors.
+		if note := source.Truncation(mb, staged, res.TotalRows); note != "" {
+			if spec.DeletesMissing() {
+				return nil, worker.Permanent(worker.ReasonSourceTruncated, fmt.Errorf("%s; spec.sync.deleteMissing would delete their vectors, so the run stops (export in smaller windows, or raise the instance's limit and spec.source.metabase.exportRowLimit)", note))
+			}
+			plan.SourceWarning = note
+			log.Info("the source looks truncated", "warning", note)
+		}
 	}
 	if stager != nil {
 		st, err := stager.Finish(ctx)
@@ -595,12 +608,10 @@ func rowHandler(spec v1alpha1.MappingSpec, namespace string, header []string, es
 
 // stagePrefix is where the planner stages objects for ing, in the bucket Locate returns:
 // spec.source.s3.stageKeyPrefix (default vectordb-staging/) or metabase.stageTo.keyPrefix, then
-// the task id. Keys are <prefix><taskID>.utf8.csv and <prefix><taskID>.duplicates.
+// the task id and uid (worker.Ingestion.ObjectID). Keys are <prefix><taskID>-<uid>.utf8.csv and
+// <prefix><taskID>-<uid>.duplicates.
 func stagePrefix(ing worker.Ingestion) (string, error) {
-	id := ing.TaskID
-	if id == "" {
-		id = ing.UID
-	}
+	id := ing.ObjectID()
 	if id == "" {
 		return "", worker.Permanent(worker.ReasonPermanentError, errors.New("the ingestion has no task id or uid to name staged objects"))
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -244,6 +245,11 @@ func TestRequiredColumnsAndLocate(t *testing.T) {
 	if err != nil || loc.Key != "staged/t-9.csv" || loc.Kind != planner.SourceMetabase {
 		t.Fatalf("locate %+v, %v", loc, err)
 	}
+	// With its uid (a real ingestion): two ingestions given one task id stage apart.
+	ing.UID = "8c1f0b52-7a0e-4d3e-9d55-2f3c4b5a6d7e"
+	if loc, err := planner.Locate(ing); err != nil || loc.Key != "staged/t-9-8c1f0b52-7a0e-4d3e-9d55-2f3c4b5a6d7e.csv" {
+		t.Fatalf("locate with uid %+v, %v", loc, err)
+	}
 	ing.Spec.Source.Metabase = nil
 	if _, err := planner.Locate(ing); err == nil {
 		t.Fatal("an ingestion without a source was located")
@@ -253,5 +259,59 @@ func TestRequiredColumnsAndLocate(t *testing.T) {
 	}
 	if d, err := planner.Delimiter("\t"); err != nil || d != '\t' {
 		t.Fatalf("tab delimiter: %q, %v", d, err)
+	}
+}
+
+// TestPlanMetabaseTruncated: an export at the instance's row limit, or cut without its final
+// newline after the 200, fails planning with SourceTruncated under deleteMissing (its missing
+// rows' vectors would be deleted) and is planned with a warning without it; a complete export
+// plans clean.
+func TestPlanMetabaseTruncated(t *testing.T) {
+	m := sharedMinIO(t)
+	for _, tc := range []struct {
+		name, body string
+		limit      int64
+		want       string // "" : not truncated
+	}{
+		{"complete", "id,body\n1,a\n2,b\n", 3, ""},
+		{"at the row limit", "id,body\n1,a\n2,b\n3,c\n", 3, "exactly 3 rows, the instance's export row limit"},
+		{"cut after the 200", "id,body\n1,a\n2,b\n3,", 0, "ended without its final newline after 3 rows"},
+		{"the default limit is not reached", "id,body\n1,a\n", 0, ""},
+	} {
+		for _, del := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/deleteMissing=%v", tc.name, del), func(t *testing.T) {
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Type", "text/csv")
+					_, _ = io.WriteString(w, tc.body)
+				}))
+				defer srv.Close()
+				ing := ingestion(m, "")
+				ing.TaskID = fmt.Sprintf("trunc-%d", len(tc.name))
+				ing.Spec.Source = v1alpha1.SourceSpec{Metabase: &v1alpha1.MetabaseSource{
+					URL: srv.URL, QuestionID: 7, ExportRowLimit: tc.limit, StageTo: v1alpha1.S3Stage{Bucket: bucket, KeyPrefix: "staged/",
+						S3Connection: v1alpha1.S3Connection{Endpoint: m.Endpoint, Region: m.Region}},
+				}}
+				if del {
+					ing.Spec.Mapping.IDPrefix = "q."
+					ing.Spec.Sync = &v1alpha1.SyncSpec{Mode: v1alpha1.SyncFull, DeleteMissing: true}
+				}
+				plan, err := planner.Plan(context.Background(), ing, planner.Deps{S3: m.S3Client(), MetabaseAPIKey: "k"})
+				switch {
+				case tc.want == "":
+					if err != nil || plan.SourceWarning != "" {
+						t.Fatalf("plan %+v, %v; want a clean plan", plan, err)
+					}
+				case del:
+					p := permanent(t, err, worker.ReasonSourceTruncated)
+					if !strings.Contains(p.Error(), tc.want) || !strings.Contains(p.Error(), "deleteMissing") {
+						t.Fatalf("error %v lacks %q", err, tc.want)
+					}
+				default:
+					if err != nil || !strings.Contains(plan.SourceWarning, tc.want) {
+						t.Fatalf("plan warning %q, %v; want %q", plan.SourceWarning, err, tc.want)
+					}
+				}
+			})
+		}
 	}
 }

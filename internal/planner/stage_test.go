@@ -132,7 +132,7 @@ func TestPlanGzipStagesAPlainCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if plan.Compression != "gzip" || plan.Staged == nil || plan.Staged.Key != "vectordb-staging/task-1.utf8.csv" || plan.Staged.ETag == "" {
+	if plan.Compression != "gzip" || plan.Staged == nil || plan.Staged.Key != "vectordb-staging/task-1-uid-1.utf8.csv" || plan.Staged.ETag == "" {
 		t.Fatalf("plan %+v staged %+v", plan, plan.Staged)
 	}
 	if got := read.Load(); got != int64(len(gz)) {
@@ -160,7 +160,7 @@ func TestPlanGzipHeaderMismatchStagesNothing(t *testing.T) {
 	ing.TaskID = "task-bad"
 	_, err := planner.Plan(context.Background(), ing, planner.Deps{S3: m.S3Client()})
 	permanent(t, err, worker.ReasonHeaderMismatch)
-	_, herr := m.S3Client().HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String("vectordb-staging/task-bad.utf8.csv")})
+	_, herr := m.S3Client().HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String("vectordb-staging/task-bad-uid-1.utf8.csv")})
 	if herr == nil {
 		t.Fatal("a failed plan left a staged copy")
 	}
@@ -258,7 +258,7 @@ func TestPlanDuplicateIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if plan.DuplicateRows != 3 || plan.Duplicates == nil || plan.Duplicates.Key != "vectordb-staging/task-dups.duplicates" || plan.Staged != nil {
+	if plan.DuplicateRows != 3 || plan.Duplicates == nil || plan.Duplicates.Key != "vectordb-staging/task-dups-uid-1.duplicates" || plan.Staged != nil {
 		t.Fatalf("plan %+v, duplicates %+v", plan, plan.Duplicates)
 	}
 	want := []map[int64]int64{{2: 0}, {5: 1, 6: 0}}

@@ -1,6 +1,9 @@
 // Package prune decides which vectors spec.sync.deleteMissing deletes and deletes them: the
 // vectors listed under the ingestion's id prefix (spec.mapping.idPrefix) in the namespaces it
-// writes to whose ids are not in the file, unless the delete guard says they are too many.
+// writes to whose ids are not in the file and whose owner marker says they are this source's
+// (package ownership), unless the delete guard says they are too many. A raw prefix listing
+// also returns other sources' ids that start with the same characters: their owner is fetched
+// before anything is deleted, and they are counted and left alone.
 //
 // Memory: the file's keys are held as sorted 64-bit hashes, 8 bytes a row (1M rows: 8 MiB), not
 // as strings. A hash collision can only make a vector look as if it were in the file, so it is
@@ -16,6 +19,13 @@ import (
 	"hash/maphash"
 	"maps"
 	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/vectordb-io/vectordb-operator/internal/ownership"
 )
 
 // Index is what pruning needs of the target index (*pinecone.Upserter has it).
@@ -23,6 +33,9 @@ type Index interface {
 	// ListPage returns one page of ids of namespace starting with prefix, and the next page's
 	// token ("" after the last).
 	ListPage(ctx context.Context, namespace, prefix, token string) ([]string, string, error)
+	// FetchMetadataValues returns the value of metadata key of those of ids namespace holds
+	// (nil: the vector lacks the key; absent: the vector is gone).
+	FetchMetadataValues(ctx context.Context, namespace string, ids []string, key string) (map[string]*structpb.Value, error)
 	// DeleteIDs deletes ids from namespace and returns how many the accepted requests carried.
 	DeleteIDs(ctx context.Context, namespace string, ids []string) (int64, error)
 }
@@ -131,70 +144,161 @@ func percent(part, whole int64) float64 {
 	return float64(part) * 100 / float64(whole)
 }
 
-// Plan is what Find found: the vectors under the prefix and those of them to delete.
+// Plan is what Find found: the vectors under the prefix, those of them not in the file, and
+// what the ownership check (package ownership) made of those.
 type Plan struct {
 	Prefix     string
 	Namespaces []string
 	// Listed are the vectors under the prefix in Namespaces; Missing those not in the file.
 	Listed, Missing int64
-	// ListRequests are the list pages read.
-	ListRequests int64
-	maxPercent   int32
-	// toDelete holds the missing ids by namespace; dropped once the guard is certain to stop.
+	// Of Missing: Owned carry this source's marker, Adopted are unmarked but adopted
+	// (spec.sync.adoptUnmarked); both are deleted. Foreign carry another source's marker,
+	// Unmarked none; both are left alone. Gone were deleted by someone else meanwhile.
+	Owned, Adopted, Foreign, Unmarked, Gone int64
+	// ListRequests are the list pages read, FetchRequests the owner look-ups.
+	ListRequests, FetchRequests int64
+	maxPercent                  int32
+	fileKeys                    int
+	// toDelete holds the deletable ids by namespace; dropped once the guard is certain to stop.
+	mu       sync.Mutex
 	toDelete map[string][]string
 	dropped  bool
 }
 
-// Find lists every id under prefix in namespaces and keeps those the file does not have.
-func Find(ctx context.Context, idx Index, prefix string, namespaces []string, file *FileIDs, maxPercent int32) (*Plan, error) {
+// Deletable is how many vectors the plan deletes (if the guard lets it).
+func (p *Plan) Deletable() int64 { return p.Owned + p.Adopted }
+
+// LeftAlone are the vectors under the prefix, not in the file, that belong to another source
+// (another marker, or none and not adopted).
+func (p *Plan) LeftAlone() int64 { return p.Foreign + p.Unmarked }
+
+// Owned are the vectors under the prefix this source owns: the listed ones minus those the
+// check found to be another's or gone (ids the file has count as its own).
+func (p *Plan) ownedListed() int64 { return p.Listed - p.Foreign - p.Unmarked - p.Gone }
+
+// Parallel is how many namespaces Find lists at once.
+const Parallel = 4
+
+// Find lists every id under owner.Prefix in namespaces (Parallel at a time), looks up the owner
+// marker of each one the file does not have (in fetches of fetchBatch ids), and keeps those
+// owner may delete.
+func Find(ctx context.Context, idx Index, owner ownership.Owner, namespaces []string, file *FileIDs, maxPercent int32) (*Plan, error) {
+	prefix := owner.Prefix
 	if prefix == "" {
 		// Never the whole namespace: the API requires the prefix, and this is the last line.
 		return nil, fmt.Errorf("prune: empty id prefix: deleteMissing only deletes under spec.mapping.idPrefix")
 	}
-	p := &Plan{Prefix: prefix, Namespaces: namespaces, maxPercent: maxPercent, toDelete: map[string][]string{}}
+	p := &Plan{Prefix: prefix, Namespaces: namespaces, maxPercent: maxPercent, fileKeys: file.Len(), toDelete: map[string][]string{}}
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(Parallel)
 	for _, ns := range namespaces {
-		token := ""
-		for {
-			ids, next, err := idx.ListPage(ctx, ns, prefix, token)
-			if err != nil {
-				return p, fmt.Errorf("list ids under %q in namespace %q: %w", prefix, ns, err)
-			}
-			p.ListRequests++
-			p.Listed += int64(len(ids))
-			for _, id := range ids {
-				if file.Has(ns, id) {
-					continue
-				}
-				p.Missing++
-				if !p.dropped {
-					p.toDelete[ns] = append(p.toDelete[ns], id)
-				}
-			}
-			if !p.dropped && certain(p.Missing, file.Len(), maxPercent) {
-				p.toDelete, p.dropped = nil, true
-			}
-			if next == "" {
-				break
-			}
-			if next == token {
-				return p, fmt.Errorf("list ids under %q in namespace %q: the index returned the same page token twice", prefix, ns)
-			}
-			token = next
-		}
+		g.Go(func() error { return p.findIn(ctx, idx, owner, ns, file) })
 	}
-	return p, nil
+	return p, g.Wait()
 }
 
-// Guard returns a *GuardError when the plan deletes more than the guard allows.
+// fetchBatch is how many candidates one owner look-up carries (Pinecone's fetch limit).
+const fetchBatch = 1000
+
+func (p *Plan) findIn(ctx context.Context, idx Index, owner ownership.Owner, ns string, file *FileIDs) error {
+	prefix := owner.Prefix
+	var candidates []string
+	check := func() error {
+		if len(candidates) == 0 {
+			return nil
+		}
+		vals, err := idx.FetchMetadataValues(ctx, ns, candidates, ownership.Key)
+		if err != nil {
+			return fmt.Errorf("look up the owners of %d vectors under %q in namespace %q: %w", len(candidates), prefix, ns, err)
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.FetchRequests += int64((len(candidates) + fetchBatch - 1) / fetchBatch)
+		for _, id := range candidates {
+			v, present := vals[id]
+			c := owner.Classify(id, marker(v, present))
+			switch c {
+			case ownership.Owned:
+				p.Owned++
+			case ownership.Adopted:
+				p.Adopted++
+			case ownership.Foreign:
+				p.Foreign++
+			case ownership.Unmarked:
+				p.Unmarked++
+			case ownership.Gone:
+				p.Gone++
+			}
+			if c.Deletable() && !p.dropped {
+				p.toDelete[ns] = append(p.toDelete[ns], id)
+			}
+		}
+		if !p.dropped && certain(p.Deletable(), p.fileKeys, p.maxPercent) {
+			p.toDelete, p.dropped = nil, true
+		}
+		candidates = candidates[:0]
+		return nil
+	}
+	token := ""
+	for {
+		ids, next, err := idx.ListPage(ctx, ns, prefix, token)
+		if err != nil {
+			return fmt.Errorf("list ids under %q in namespace %q: %w", prefix, ns, err)
+		}
+		var missing int64
+		for _, id := range ids {
+			if !file.Has(ns, id) {
+				missing++
+				candidates = append(candidates, id)
+			}
+		}
+		p.mu.Lock()
+		p.ListRequests++
+		p.Listed += int64(len(ids))
+		p.Missing += missing
+		p.mu.Unlock()
+		if len(candidates) >= fetchBatch {
+			if err := check(); err != nil {
+				return err
+			}
+		}
+		if next == "" {
+			break
+		}
+		if next == token {
+			return fmt.Errorf("list ids under %q in namespace %q: the index returned the same page token twice", prefix, ns)
+		}
+		token = next
+	}
+	return check()
+}
+
+func marker(v *structpb.Value, present bool) ownership.Marker {
+	m := ownership.Marker{Present: present}
+	if v == nil {
+		return m
+	}
+	m.Set = true
+	if s, ok := v.Kind.(*structpb.Value_StringValue); ok {
+		m.Value = s.StringValue
+	} else {
+		m.NotString = true
+	}
+	return m
+}
+
+// Guard returns a *GuardError when the plan deletes more than the guard allows: the vectors to
+// delete against the vectors under the prefix this source owns (another source's are not its
+// to count).
 func (p *Plan) Guard() error {
-	if p.dropped || Exceeds(p.Missing, p.Listed, p.maxPercent) {
-		return &GuardError{Prefix: p.Prefix, Missing: p.Missing, Listed: p.Listed, MaxPercent: p.maxPercent}
+	if p.dropped || Exceeds(p.Deletable(), p.ownedListed(), p.maxPercent) {
+		return &GuardError{Prefix: p.Prefix, Missing: p.Deletable(), Listed: p.ownedListed(), MaxPercent: p.maxPercent}
 	}
 	return nil
 }
 
-// Execute deletes the missing ids, namespace by namespace, after checking the guard again. On
-// error, Result counts what was deleted before it.
+// Execute deletes the deletable ids, namespace by namespace, after checking the guard again. On
+// error, deleted counts what was deleted before it.
 func (p *Plan) Execute(ctx context.Context, idx Index) (deleted int64, err error) {
 	if err := p.Guard(); err != nil {
 		return 0, err
@@ -208,4 +312,37 @@ func (p *Plan) Execute(ctx context.Context, idx Index) (deleted int64, err error
 		}
 	}
 	return deleted, nil
+}
+
+// Sizing of the sync step's deadline, deliberately slower than the measured rates
+// (docs/benchmarks.md): a deadline that is too long only bounds a hang later, one that is too
+// short fails a run whose chunks all succeeded.
+const (
+	// listedPerRow: the ids listed per row of the file, leaving room for as many vectors again
+	// under the prefix that are not in it (another source's, or removed rows).
+	listedPerRow = 2
+	// listPageTime is one list page of MaxListLimit (100) ids.
+	listPageTime = 250 * time.Millisecond
+	// checkTime is one owner look-up or delete of up to 1,000 ids.
+	checkTime = 500 * time.Millisecond
+	// readRowsPerSecond: reading the file's ids from S3 (gzip included).
+	readRowsPerSecond = 5000
+	// minDeadline covers start-up, connections and small files.
+	minDeadline = 10 * time.Minute
+)
+
+// Deadline is how long one attempt of the sync step may take for a file of rows rows: read the
+// rows, list listedPerRow ids per row 100 a page in one namespace (namespaces are listed in
+// parallel, so more of them only shortens it), and look up and delete every listed id that is
+// not in the file, 1,000 a request.
+func Deadline(rows int64) time.Duration {
+	if rows < 0 {
+		rows = 0
+	}
+	listed := rows * listedPerRow
+	pages := (listed + 99) / 100
+	checks := 2 * ((listed - rows + 999) / 1000) // look-ups and deletes of the ids beyond the file's
+	d := minDeadline + time.Duration(pages)*listPageTime + time.Duration(checks)*checkTime +
+		time.Duration(rows/readRowsPerSecond)*time.Second
+	return d.Round(time.Minute)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/vectordb-io/vectordb-operator/internal/chunkrun"
 	"github.com/vectordb-io/vectordb-operator/internal/incremental"
 	"github.com/vectordb-io/vectordb-operator/internal/mapping"
+	"github.com/vectordb-io/vectordb-operator/internal/ownership"
 	"github.com/vectordb-io/vectordb-operator/internal/pinecone"
 	"github.com/vectordb-io/vectordb-operator/internal/planner"
 	"github.com/vectordb-io/vectordb-operator/internal/prune"
@@ -86,6 +87,7 @@ func (p *Preview) Row(ctx context.Context, row int64, fields []string) error {
 	if p.file != nil {
 		p.file.Add(rec.Namespace, rec.ID)
 	}
+	rec.Metadata = ownership.Stamp(rec.Metadata, p.ing.Spec.Mapping.IDPrefix) // as a chunk hashes it
 	if !p.incremental() {
 		p.embed(rec.Text)
 		return nil
@@ -144,13 +146,14 @@ func (p *Preview) Finish(ctx context.Context) (*v1alpha1.SyncEstimate, error) {
 	if p.file != nil {
 		p.file.Seal()
 		maxPercent := p.ing.Spec.Sync.MaxDeletePercentOrDefault()
-		plan, err := prune.Find(ctx, p.up, p.ing.Spec.Mapping.IDPrefix, p.file.Namespaces(p.ing.Spec.Target.Pinecone.Namespace), p.file, maxPercent)
+		owner := ownership.Owner{Prefix: p.ing.Spec.Mapping.IDPrefix, AdoptUnmarked: p.ing.Spec.Sync.AdoptUnmarked}
+		plan, err := prune.Find(ctx, p.up, owner, p.file.Namespaces(p.ing.Spec.Target.Pinecone.Namespace), p.file, maxPercent)
 		if err != nil {
 			return nil, fmt.Errorf("dry run of spec.sync: %w", err)
 		}
-		p.res.VectorsUnderPrefix, p.res.VectorsToDelete = plan.Listed, plan.Missing
+		p.res.VectorsUnderPrefix, p.res.VectorsToDelete, p.res.VectorsLeftAlone = plan.Listed, plan.Deletable(), plan.LeftAlone()
 		p.res.DeleteGuard = v1alpha1.DeleteGuardPass
-		if plan.Guard() != nil {
+		if maxPercent > 0 && plan.Guard() != nil {
 			p.res.DeleteGuard = v1alpha1.DeleteGuardStop
 		}
 	}

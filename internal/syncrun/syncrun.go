@@ -1,8 +1,9 @@
 // Package syncrun is `embedder sync`, the step of spec.sync.deleteMissing that runs once every
-// chunk has succeeded: it reads every row's vector id from the planned file (pinned to its ETag,
+// chunk has finished: it reads every row's vector id from the planned file (pinned to its ETag,
 // the same mapping as the chunks), lists the vectors under spec.mapping.idPrefix in the
-// namespaces the file writes to, and deletes those the file no longer has, unless the delete
-// guard stops it (package prune). It also previews all of that, and the rows an incremental run
+// namespaces the file writes to, fetches the owner marker of those the file no longer has, and
+// deletes the ones this source owns, unless the delete guard stops it (packages prune,
+// ownership). It also previews all of that, and the rows an incremental run
 // would skip, for a dry run (Estimator).
 package syncrun
 
@@ -16,6 +17,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/vectordb-io/vectordb-operator/internal/chunkrun"
+	"github.com/vectordb-io/vectordb-operator/internal/ownership"
 	"github.com/vectordb-io/vectordb-operator/internal/prune"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
@@ -55,9 +57,9 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 		return res, fmt.Errorf("read the file's ids: %w", err)
 	}
 	if n.NoKey > 0 {
-		// The run only gets here when no row failed; a row without an id now means the file
-		// is not what the chunks read.
-		return res, worker.Permanent(worker.ReasonSourceChanged, fmt.Errorf("%d of %d rows have no vector id, though every chunk succeeded", n.NoKey, n.Rows))
+		// A failed row keeps its vector because its id is in the set; a row without an id
+		// cannot be told from one that left the file, so nothing is deleted.
+		return res, worker.Permanent(worker.ReasonNoKey, fmt.Errorf("%d of %d rows of the file have no vector id (they failed): their vectors cannot be told from those that left the file, so nothing was deleted", n.NoKey, n.Rows))
 	}
 	file.Seal()
 	log.Info("read the file's ids", "rows", n.Rows, "distinct", file.Len(), "duration", time.Since(start).Round(time.Millisecond))
@@ -68,22 +70,31 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	}
 	defer up.Close()
 	namespaces := file.Namespaces(ing.Spec.Target.Pinecone.Namespace)
-	plan, err := prune.Find(ctx, up, prefix, namespaces, file, maxPercent)
+	owner := ownership.Owner{Prefix: prefix, AdoptUnmarked: ing.Spec.Sync.AdoptUnmarked}
+	plan, err := prune.Find(ctx, up, owner, namespaces, file, maxPercent)
 	if plan != nil {
 		res.Listed, res.Missing = plan.Listed, plan.Missing
+		res.LeftAlone, res.Unmarked, res.Adopted, res.Deletable = plan.LeftAlone(), plan.Unmarked, plan.Adopted, plan.Deletable()
 	}
 	if err != nil {
 		return res, err
 	}
 	log.Info("listed the vectors under the id prefix", "prefix", prefix, "namespaces", namespaces, "listed", plan.Listed,
-		"missing", plan.Missing, "listRequests", plan.ListRequests, "maxDeletePercent", maxPercent)
+		"missing", plan.Missing, "owned", plan.Owned, "adopted", plan.Adopted, "foreign", plan.Foreign, "unmarked", plan.Unmarked,
+		"gone", plan.Gone, "listRequests", plan.ListRequests, "fetchRequests", plan.FetchRequests, "maxDeletePercent", maxPercent)
+	if maxPercent == 0 {
+		// Report only: the counts are the outcome.
+		st := up.Stats()
+		res.Requests, res.Retries = st.Lists+st.Fetches, st.Retries
+		return res, nil
+	}
 	if gerr := plan.Guard(); gerr != nil {
 		return res, worker.Permanent(worker.ReasonDeleteGuard, gerr)
 	}
 	deleted, err := plan.Execute(ctx, up)
 	res.Deleted = deleted
 	st := up.Stats()
-	res.Requests, res.Retries = st.Lists+st.Deletes, st.Retries
+	res.Requests, res.Retries = st.Lists+st.Fetches+st.Deletes, st.Retries
 	log.Info("deleted the vectors that left the file", "deleted", deleted, "deleteRequests", st.Deletes,
 		"duration", time.Since(start).Round(time.Millisecond), "error", errString(err))
 	return res, err

@@ -15,6 +15,8 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/chunkrun"
+	"github.com/vectordb-io/vectordb-operator/internal/ownership"
+	"github.com/vectordb-io/vectordb-operator/internal/pinecone"
 	"github.com/vectordb-io/vectordb-operator/internal/planner"
 	"github.com/vectordb-io/vectordb-operator/internal/syncrun"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
@@ -206,5 +208,90 @@ func TestRunDeletesWhatLeftTheFile(t *testing.T) {
 	// Not for a dry run, not without deleteMissing.
 	if _, err := syncrun.Run(ctx, dry, plan.Whole(), e.deps()); err == nil {
 		t.Error("a dry run's sync step ran")
+	}
+}
+
+// TestRunDeletesOnlyItsOwn: under q7. the index also holds another source's vectors (ingested
+// with idPrefix "q7.x-", so all its ids start with "q7.") and unmarked ones of q7.'s own id form
+// (another writer). The sync step deletes exactly the rows that left q7.'s file, counts the
+// others as left alone, and keeps them with their values and metadata. maxDeletePercent 0 only
+// counts; a row without an id stops the step (NoKey) before anything is listed.
+func TestRunDeletesOnlyItsOwn(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	idx := e.pc.Index("idx")
+	e.put("own1.csv", file(t, 400, nil, nil))
+	e.ingest(e.ingestion("own1.csv", v1alpha1.SyncFull, 10, false))
+	nested := e.ingestion("own1.csv", v1alpha1.SyncFull, 10, false)
+	nested.Spec.Mapping.IDPrefix = "q7.x-"
+	e.ingest(nested)
+	up, err := pinecone.New(ctx, pinecone.Config{APIKey: pineconeKey, Index: "idx", ControlHost: e.pc.ControlURL(), Logger: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unmarked []pinecone.Vector
+	for i := range 20 {
+		v := make([]float32, dims)
+		v[0] = 1
+		unmarked = append(unmarked, pinecone.Vector{ID: fmt.Sprintf("q7.%d", 9000+i), Values: v})
+	}
+	if _, err := up.Upsert(ctx, "a", unmarked); err != nil {
+		t.Fatal(err)
+	}
+	_ = up.Close()
+	before := map[string]map[string]fakepinecone.Vector{"a": idx.Vectors("a"), "b": idx.Vectors("b")}
+
+	removed := map[int]bool{}
+	for i := 0; i < 20; i++ {
+		removed[i*20+1] = true
+	}
+	e.put("own2.csv", file(t, 400, removed, nil))
+
+	report := e.ingestion("own2.csv", v1alpha1.SyncIncremental, 0, false)
+	plan := e.ingest(report)
+	res, err := syncrun.Run(ctx, report, plan.Whole(), e.deps())
+	if err != nil || res.Deletable != 20 || res.Deleted != 0 || res.LeftAlone != 420 || res.Unmarked != 20 || idx.Stats().Calls["Delete"] != 0 {
+		t.Fatalf("report only: %+v, %v; want 20 deletable, none deleted, 420 left alone", res, err)
+	}
+
+	ing := e.ingestion("own2.csv", v1alpha1.SyncIncremental, 10, false)
+	plan = e.ingest(ing)
+	res, err = syncrun.Run(ctx, ing, plan.Whole(), e.deps())
+	if err != nil || res.Listed != 820 || res.Missing != 440 || res.Deleted != 20 || res.LeftAlone != 420 || res.Unmarked != 20 {
+		t.Fatalf("sync: %+v, %v; want 820 listed, 440 not in the file, 20 deleted, 420 left alone (20 unmarked)", res, err)
+	}
+	for ns, vecs := range before {
+		after := idx.Vectors(ns)
+		for id, v := range vecs {
+			var n int
+			own := !strings.HasPrefix(id, "q7.x-") && v.Metadata[ownership.Key] == "q7."
+			if own {
+				fmt.Sscanf(id, "q7.%d", &n)
+			}
+			w, ok := after[id]
+			switch {
+			case own && removed[n]:
+				if ok {
+					t.Fatalf("%s left the file but is still stored", id)
+				}
+			case !ok:
+				t.Fatalf("%s was deleted; it is not q7.'s (owner %v)", id, v.Metadata[ownership.Key])
+			case !own && (fmt.Sprint(w.Values) != fmt.Sprint(v.Values) || fmt.Sprint(w.Metadata) != fmt.Sprint(v.Metadata)):
+				t.Fatalf("%s of another writer changed", id)
+			}
+		}
+	}
+
+	// A row without an id: nothing is listed or deleted.
+	e.put("nokey.csv", append(file(t, 400, removed, nil), []byte(",a row without id,a\n")...))
+	nokey := e.ingestion("nokey.csv", v1alpha1.SyncIncremental, 10, false)
+	plan, err = planner.Plan(ctx, nokey, planner.Deps{S3: e.s3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lists := idx.Stats().Calls["List"]
+	res, err = syncrun.Run(ctx, nokey, plan.Whole(), e.deps())
+	if p, ok := worker.AsPermanent(err); !ok || p.Reason != worker.ReasonNoKey || res.Deleted != 0 || idx.Stats().Calls["List"] != lists {
+		t.Fatalf("a row without id: %+v, %v", res, err)
 	}
 }

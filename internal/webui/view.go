@@ -243,7 +243,7 @@ func detail(obj *v1alpha1.CsvIngestion, jobs []batchv1.Job, evs []corev1.Event, 
 	for _, fc := range st.FailedChunks {
 		v := FailedView{Index: fc.Index, Rows: fc.Rows, Reason: fc.Reason, Message: fc.Message}
 		if dl := sp.DeadLetter; dl != nil {
-			v.DeadLetter = "s3://" + dl.Bucket + "/" + deadletter.Key(dl.KeyPrefix, d.TaskID, int(fc.Index))
+			v.DeadLetter = "s3://" + dl.Bucket + "/" + deadletter.Key(dl.KeyPrefix, worker.FromObject(obj).ObjectID(), int(fc.Index))
 		}
 		d.FailedChunks = append(d.FailedChunks, v)
 	}

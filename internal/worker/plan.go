@@ -41,6 +41,10 @@ type Plan struct {
 	Duplicates *StagedObject `json:"duplicates,omitempty"`
 	// DuplicateRows is how many rows Duplicates lists.
 	DuplicateRows int64 `json:"duplicateRows,omitempty"`
+	// SourceWarning, when set, says why the source looks cut short (a Metabase export at its row
+	// limit, or without its final newline): rows may be missing. With deleteMissing the planner
+	// fails instead (reason SourceTruncated).
+	SourceWarning string `json:"sourceWarning,omitempty"`
 	// SyncEstimate is a dry run's preview of spec.sync (rows to embed, skip, vectors to delete).
 	SyncEstimate *v1alpha1.SyncEstimate `json:"syncEstimate,omitempty"`
 }

@@ -37,6 +37,12 @@ const (
 	// ReasonCorruptSource: the object cannot be decoded (a gzip stream that is corrupt or cut
 	// short): downloading it again gives the same bytes.
 	ReasonCorruptSource = "CorruptSource"
+	// ReasonNoKey: a row of the file has no vector id, so the sync step cannot tell its vector
+	// from one that left the file; nothing was deleted.
+	ReasonNoKey = "NoKey"
+	// ReasonSourceTruncated: the source looks cut short (a Metabase export at its row cap, or a
+	// stream that ended without its terminator).
+	ReasonSourceTruncated = "SourceTruncated"
 )
 
 // FailedRow is a sample of a row that failed.
@@ -65,9 +71,16 @@ type Result struct {
 	DurationMillis  int64 `json:"durationMs"`
 	// The sync step (role sync): vectors listed under the id prefix, those not in the file, and
 	// those deleted.
-	Listed        int64       `json:"listed,omitempty"`
-	Missing       int64       `json:"missing,omitempty"`
-	Deleted       int64       `json:"deleted,omitempty"`
+	Listed  int64 `json:"listed,omitempty"`
+	Missing int64 `json:"missing,omitempty"`
+	Deleted int64 `json:"deleted,omitempty"`
+	// Of Missing: those another source owns (or no one) and were left alone, of which
+	// Unmarked carry no owner; Adopted were unmarked and deleted (spec.sync.adoptUnmarked).
+	LeftAlone int64 `json:"leftAlone,omitempty"`
+	Unmarked  int64 `json:"unmarked,omitempty"`
+	Adopted   int64 `json:"adopted,omitempty"`
+	// Deletable are the vectors the step found to delete (all deleted unless report only).
+	Deletable     int64       `json:"deletable,omitempty"`
 	Reason        string      `json:"reason,omitempty"`
 	Error         string      `json:"error,omitempty"`
 	DeadLetterKey string      `json:"deadLetterKey,omitempty"`

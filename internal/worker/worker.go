@@ -53,6 +53,20 @@ func FromObject(obj *v1alpha1.CsvIngestion) Ingestion {
 	}
 }
 
+// ObjectID names the S3 objects the ingestion writes (the staged Metabase export and copies, the
+// duplicate-id list, dead letters): its task id and its UID, so two ingestions given one
+// spec.taskID never write, read or clean up each other's objects. Without a UID (a local run)
+// or when the task id is the UID, it is the task id alone.
+func (in Ingestion) ObjectID() string {
+	if in.UID == "" || in.TaskID == in.UID {
+		return in.TaskID
+	}
+	if in.TaskID == "" {
+		return in.UID
+	}
+	return in.TaskID + "-" + in.UID
+}
+
 // Encode returns the JSON for EnvIngestion.
 func (in Ingestion) Encode() (string, error) {
 	b, err := json.Marshal(in)

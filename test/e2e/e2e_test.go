@@ -314,7 +314,7 @@ func TestMalformedRowsPartiallyComplete(t *testing.T) {
 	}
 	got := map[string]string{}
 	for i := 0; i < int(final.Status.Chunks.Total); i++ {
-		body, err := st.Object(context.Background(), fmt.Sprintf("failed/%s/chunk-%04d.csv", final.Status.TaskID, i))
+		body, err := st.Object(context.Background(), fmt.Sprintf("failed/%s/chunk-%04d.csv", worker.FromObject(final).ObjectID(), i))
 		if err != nil {
 			continue // a chunk without failed rows writes nothing
 		}

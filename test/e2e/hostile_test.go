@@ -19,6 +19,7 @@ import (
 	"github.com/vectordb-io/vectordb-operator/internal/embedding"
 	"github.com/vectordb-io/vectordb-operator/internal/mapping"
 	"github.com/vectordb-io/vectordb-operator/internal/pinecone"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	"github.com/vectordb-io/vectordb-operator/test/stack"
 )
 
@@ -138,7 +139,7 @@ func TestHostileCSVPartiallyCompletes(t *testing.T) {
 	details := map[string]string{}
 	// A chunk writes its dead letters in 8 MiB parts (chunk-NNNN.csv, chunk-NNNN.part2.csv, ...):
 	// the 12 MiB row alone fills one.
-	list, err := st.MinIO.S3Client().ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: strPtr(stack.Bucket), Prefix: strPtr("failed/" + s.TaskID + "/")})
+	list, err := st.MinIO.S3Client().ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: strPtr(stack.Bucket), Prefix: strPtr("failed/" + worker.FromObject(final).ObjectID() + "/")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +205,8 @@ func TestHostileCSVPartiallyCompletes(t *testing.T) {
 		t.Fatalf("%d vectors stored, %d processed, want %d", stored, s.Records.Processed, n-len(want))
 	}
 	// What the planner staged goes once the ingestion has ended.
-	for _, k := range []string{"vectordb-staging/" + s.TaskID + ".utf8.csv", "vectordb-staging/" + s.TaskID + ".duplicates"} {
+	staged := "vectordb-staging/" + worker.FromObject(final).ObjectID() // task id and uid
+	for _, k := range []string{staged + ".utf8.csv", staged + ".duplicates"} {
 		waitFor(t, "staged "+k+" deleted", 3*time.Minute, func() (bool, string) {
 			_, err := objectOf(ctx, k)
 			return err != nil, "still there"

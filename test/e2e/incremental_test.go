@@ -18,6 +18,7 @@ import (
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/incremental"
 	"github.com/vectordb-io/vectordb-operator/internal/mapping"
+	"github.com/vectordb-io/vectordb-operator/internal/ownership"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	"github.com/vectordb-io/vectordb-operator/test/csvgen"
 	fakeopenai "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
@@ -183,7 +184,7 @@ func TestIncrementalReingestEmbedsOnlyChangedRows(t *testing.T) {
 		if isChanged[id] {
 			sawChanged++
 			// (The stored text is cut at textMaxChars, so the appended note may not show in it.)
-			if md["content_hash"] == old["content_hash"] || md["task_id"] != done2.Status.TaskID {
+			if md["content_hash"] == old["content_hash"] || md["task_id"] != done2.Status.TaskID || md[ownership.Key] != incPrefix {
 				t.Fatalf("changed vector %s: %v", id, md)
 			}
 			continue
@@ -256,6 +257,7 @@ func checkIndexEqualsFile(t *testing.T, obj *v1alpha1.CsvIngestion, file []byte,
 			t.Fatalf("row %d: %v", row, rerr)
 		}
 		want[rec.ID] = true
+		rec.Metadata = ownership.Stamp(rec.Metadata, obj.Spec.Mapping.IDPrefix) // as a chunk with spec.sync writes it
 		v, ok := stored[rec.ID]
 		if !ok {
 			t.Fatalf("row %d's vector %s is not in the index", row, rec.ID)

@@ -59,6 +59,9 @@ type Index struct {
 
 	mu         sync.Mutex
 	namespaces map[string]map[string]stored
+	// sorted caches each namespace's ids in order for list (dropped when ids come or go), so
+	// listing a namespace of a million ids page by page does not sort it for every page.
+	sorted     map[string][]string
 	latency    time.Duration
 	failN      int
 	failCode   codes.Code
@@ -333,6 +336,8 @@ func (x *Index) upsert(req protoreflect.Message) (protoreflect.Message, error) {
 	for i, id := range ids {
 		if _, ok := space[id]; ok {
 			x.stats.DuplicateUpserts++
+		} else {
+			delete(x.sorted, ns)
 		}
 		space[id] = batch[i]
 	}
@@ -503,6 +508,7 @@ func (x *Index) delete(req protoreflect.Message) (protoreflect.Message, error) {
 	}
 	x.mu.Lock()
 	x.stats.MaxDeleteBatch = max(x.stats.MaxDeleteBatch, ids.Len())
+	delete(x.sorted, ns)
 	if all {
 		delete(x.namespaces, ns)
 	} else if space := x.namespaces[ns]; space != nil {
@@ -541,14 +547,24 @@ func (x *Index) list(req protoreflect.Message) (protoreflect.Message, error) {
 		after = string(b)
 	}
 	x.mu.Lock()
-	var ids []string
-	for id := range x.namespaces[ns] {
-		if strings.HasPrefix(id, prefix) && id > after {
-			ids = append(ids, id)
+	all, ok := x.sorted[ns]
+	if !ok {
+		all = slices.Sorted(maps.Keys(x.namespaces[ns]))
+		if x.sorted == nil {
+			x.sorted = map[string][]string{}
 		}
+		x.sorted[ns] = all
 	}
 	x.mu.Unlock()
-	slices.Sort(ids)
+	// The first id under the prefix after the token, then up to limit+1 of them in order.
+	i, _ := slices.BinarySearch(all, max(prefix, after))
+	for i < len(all) && all[i] <= after {
+		i++
+	}
+	var ids []string
+	for ; i < len(all) && strings.HasPrefix(all[i], prefix) && len(ids) <= limit; i++ {
+		ids = append(ids, all[i])
+	}
 	more := len(ids) > limit
 	if more {
 		ids = ids[:limit]
