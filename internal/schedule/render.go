@@ -154,6 +154,41 @@ func checkPipe(p *parse.PipeNode) error {
 				return err
 			}
 		}
+		if err := checkLayout(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkLayout refuses a Format or date whose layout is not a quoted string: a layout computed by
+// another Format doubles at every level ("1" formats as "12" in December, which formats as
+// "1231"), so a nested chain within the template's length would build petabytes in one call,
+// before the output cap or the time bound sees a byte.
+func checkLayout(c *parse.CommandNode) error {
+	var name string
+	switch a := c.Args[0].(type) {
+	case *parse.IdentifierNode:
+		if a.Ident == "date" {
+			name = "date"
+		}
+	case *parse.FieldNode:
+		if len(a.Ident) > 0 && a.Ident[len(a.Ident)-1] == "Format" {
+			name = "Format"
+		}
+	case *parse.ChainNode:
+		if len(a.Field) > 0 && a.Field[len(a.Field)-1] == "Format" {
+			name = "Format"
+		}
+	}
+	if name == "" {
+		return nil
+	}
+	if len(c.Args) < 2 {
+		return fmt.Errorf("%s needs its layout as a quoted string right after it, e.g. %s \"2006-01-02\"", name, name)
+	}
+	if _, ok := c.Args[1].(*parse.StringNode); !ok {
+		return fmt.Errorf("the layout of %s must be a quoted string, not %s", name, c.Args[1])
 	}
 	return nil
 }
