@@ -37,6 +37,8 @@ func TestParse(t *testing.T) {
 		{expr: "61 * * * *", err: "invalid schedule"},
 		{expr: "CRON_TZ=UTC 0 1 * * *", err: "use spec.timeZone"},
 		{expr: "0 1 * * *", tz: "Mars/Olympus", err: "unknown time zone"},
+		{expr: "0 1 * * *", tz: "Local", err: "name an IANA time zone"},
+		{expr: "0 1 * * *", tz: "Australia/Lord_Howe"},
 	} {
 		_, loc, err := Parse(tc.expr, tc.tz)
 		if tc.err != "" {
