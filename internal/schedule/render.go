@@ -9,6 +9,7 @@ import (
 	"text/template"
 	"text/template/parse"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 )
@@ -92,8 +93,9 @@ func Allowed() string {
 // Check parses a template and walks its tree, refusing anything but reading fields and calling
 // the allowed methods and functions. It does not run the template.
 func Check(field, text string, limit int) (*template.Template, error) {
-	if len(text) > limit {
-		return nil, &TemplateError{field, fmt.Errorf("template of %d characters, at most %d", len(text), limit)}
+	// Characters, as the CRD's MaxLength and size() count them, not bytes.
+	if n := utf8.RuneCountInString(text); n > limit {
+		return nil, &TemplateError{field, fmt.Errorf("template of %d characters, at most %d", n, limit)}
 	}
 	if !strings.Contains(text, "{{") {
 		return nil, nil
@@ -249,6 +251,7 @@ func checkFields(idents []string, root bool) error {
 // capWriter fails a rendering whose output passes the limit or that takes too long.
 type capWriter struct {
 	b        strings.Builder
+	n        int // characters written
 	limit    int
 	deadline time.Time
 }
@@ -256,12 +259,14 @@ type capWriter struct {
 var errOutputTooLong = errors.New("output too long")
 
 func (w *capWriter) Write(p []byte) (int, error) {
-	if w.b.Len()+len(p) > w.limit {
+	n := utf8.RuneCount(p)
+	if w.n+n > w.limit {
 		return 0, fmt.Errorf("%w: over %d characters", errOutputTooLong, w.limit)
 	}
 	if time.Now().After(w.deadline) {
 		return 0, fmt.Errorf("rendering took over %v", RenderTimeout)
 	}
+	w.n += n
 	return w.b.Write(p)
 }
 
