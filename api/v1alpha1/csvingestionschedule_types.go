@@ -37,6 +37,7 @@ type CsvIngestionScheduleSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=64
 	// +kubebuilder:validation:Pattern=`^[A-Za-z][A-Za-z0-9_+/-]*$`
+	// +kubebuilder:validation:XValidation:rule="self.lowerAscii() != 'local'",message="spec.timeZone must be an explicit IANA time zone such as Europe/Berlin, not Local (the manager's own zone); as a CronJob's timeZone"
 	TimeZone string `json:"timeZone,omitempty"`
 
 	// StartingDeadlineSeconds: a run that could not start within this many seconds of its
@@ -100,6 +101,7 @@ type WindowSpec struct {
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="spec.window.lookback must be at most 2562047h (the longest duration the manager can read), e.g. 24h"
 	Lookback *metav1.Duration `json:"lookback,omitempty"`
 }
 

@@ -72,6 +72,14 @@ func TestScheduleValidation(t *testing.T) {
 		{"zero deadline", func(u *unstructured.Unstructured) { setField(u, int64(0), "spec", "startingDeadlineSeconds") }, "spec.startingDeadlineSeconds must be at least 1"},
 		{"one second deadline", func(u *unstructured.Unstructured) { setField(u, int64(1), "spec", "startingDeadlineSeconds") }, ""},
 		{"zero lookback", func(u *unstructured.Unstructured) { setField(u, "0s", "spec", "window", "lookback") }, ""},
+		{"century lookback", func(u *unstructured.Unstructured) { setField(u, "876000h", "spec", "window", "lookback") }, ""},
+		// Past Go's longest duration the manager cannot decode the schedule, and one such object
+		// fails the list of every schedule in the cluster.
+		{"lookback past Go range", func(u *unstructured.Unstructured) { setField(u, "3000000h", "spec", "window", "lookback") }, "spec.window.lookback"},
+		{"window past Go range", func(u *unstructured.Unstructured) { setField(u, "3000000h", "spec", "window", "duration") }, "spec.window.duration"},
+		{"Local time zone", func(u *unstructured.Unstructured) { setField(u, "Local", "spec", "timeZone") }, "spec.timeZone must be an explicit"},
+		{"local time zone", func(u *unstructured.Unstructured) { setField(u, "local", "spec", "timeZone") }, "spec.timeZone must be an explicit"},
+		{"IANA time zone", func(u *unstructured.Unstructured) { setField(u, "Australia/Lord_Howe", "spec", "timeZone") }, ""},
 		{"suspended template", func(u *unstructured.Unstructured) { setField(u, true, "spec", "template", "spec", "suspend") }, "spec.template.spec.suspend must be false"},
 		{"the template bomb", func(u *unstructured.Unstructured) {
 			setField(u, `exports/{{range 3}}{{printf "%0999999d" 0}}{{end}}.csv`, "spec", "template", "spec", "source", "s3", "key")

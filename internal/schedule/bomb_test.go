@@ -114,3 +114,50 @@ func BenchmarkUnboundedBomb(b *testing.B) {
 	b.ReportMetric(float64(max)/1024, "output-KiB")
 	b.ReportMetric(float64(vmRSS(b)-rss), "rss-growth-KiB")
 }
+
+// nestedFormat is a template of depth levels of Format whose layout is the output of the
+// next: in December "1" formats as "12", which formats as "1231", so each level doubles.
+func nestedFormat(depth int, level string) string {
+	tpl := `"1"`
+	for range depth {
+		tpl = strings.Replace(level, "L", tpl, 1)
+	}
+	return "{{ " + tpl + " }}"
+}
+
+// A layout computed by another Format grows twice per level without writing a byte, so neither
+// the output cap nor the time bound sees it: 24 levels were 16 MB and the 1024 characters of a
+// key fit 50 (petabytes). Such a layout is refused before the template runs.
+func TestNestedFormatBombRefused(t *testing.T) {
+	at := time.Date(2026, 12, 31, 23, 0, 0, 0, time.UTC)
+	d := Data{Window: WindowFor(at, Day, Day), ScheduledTime: at, ScheduleName: "bomb"}
+	for _, level := range []string{`(date L .ScheduledTime)`, `(.Window.End.Format L)`, `(L | .ScheduledTime.Format)`, `(.ScheduledTime | date L)`} {
+		for _, depth := range []int{1, 24} {
+			tpl := nestedFormat(depth, level)
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := Render(FieldKey, tpl, MaxKeyLength, d)
+			runtime.ReadMemStats(&after)
+			if depth > 1 && (err == nil || !strings.Contains(err.Error(), "must be a quoted string") && !strings.Contains(err.Error(), "needs its layout")) {
+				t.Errorf("%s: %v, want the layout refused", tpl, err)
+			}
+			if got := after.TotalAlloc - before.TotalAlloc; got > 1<<20 {
+				t.Errorf("%s: %d bytes allocated, want under 1 MiB", tpl, got)
+			}
+		}
+		// As long as a key may be: refused without running.
+		tpl := nestedFormat(1, level)
+		for depth := 1; len(nestedFormat(depth+1, level)) <= MaxKeyLength; depth++ {
+			tpl = nestedFormat(depth+1, level)
+		}
+		if _, err := Check(FieldKey, tpl, MaxKeyLength); err == nil {
+			t.Errorf("%s: accepted", tpl)
+		}
+	}
+	// A quoted layout still renders, piped or not.
+	for _, tpl := range []string{`{{ .ScheduledTime | date "1" }}`, `{{ date "1" .ScheduledTime }}`, `{{ .ScheduledTime.Format "1" }}`, `{{ (.ScheduledTime).Format "1" }}`} {
+		if out, err := Render(FieldKey, tpl, MaxKeyLength, d); err != nil || out != "12" {
+			t.Errorf("%s: %q, %v; want 12", tpl, out, err)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"text/template"
 	"text/template/parse"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 )
@@ -92,8 +93,9 @@ func Allowed() string {
 // Check parses a template and walks its tree, refusing anything but reading fields and calling
 // the allowed methods and functions. It does not run the template.
 func Check(field, text string, limit int) (*template.Template, error) {
-	if len(text) > limit {
-		return nil, &TemplateError{field, fmt.Errorf("template of %d characters, at most %d", len(text), limit)}
+	// Characters, as the CRD's MaxLength and size() count them, not bytes.
+	if n := utf8.RuneCountInString(text); n > limit {
+		return nil, &TemplateError{field, fmt.Errorf("template of %d characters, at most %d", n, limit)}
 	}
 	if !strings.Contains(text, "{{") {
 		return nil, nil
@@ -154,6 +156,41 @@ func checkPipe(p *parse.PipeNode) error {
 				return err
 			}
 		}
+		if err := checkLayout(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkLayout refuses a Format or date whose layout is not a quoted string: a layout computed by
+// another Format doubles at every level ("1" formats as "12" in December, which formats as
+// "1231"), so a nested chain within the template's length would build petabytes in one call,
+// before the output cap or the time bound sees a byte.
+func checkLayout(c *parse.CommandNode) error {
+	var name string
+	switch a := c.Args[0].(type) {
+	case *parse.IdentifierNode:
+		if a.Ident == "date" {
+			name = "date"
+		}
+	case *parse.FieldNode:
+		if len(a.Ident) > 0 && a.Ident[len(a.Ident)-1] == "Format" {
+			name = "Format"
+		}
+	case *parse.ChainNode:
+		if len(a.Field) > 0 && a.Field[len(a.Field)-1] == "Format" {
+			name = "Format"
+		}
+	}
+	if name == "" {
+		return nil
+	}
+	if len(c.Args) < 2 {
+		return fmt.Errorf("%s needs its layout as a quoted string right after it, e.g. %s \"2006-01-02\"", name, name)
+	}
+	if _, ok := c.Args[1].(*parse.StringNode); !ok {
+		return fmt.Errorf("the layout of %s must be a quoted string, not %s", name, c.Args[1])
 	}
 	return nil
 }
@@ -214,6 +251,7 @@ func checkFields(idents []string, root bool) error {
 // capWriter fails a rendering whose output passes the limit or that takes too long.
 type capWriter struct {
 	b        strings.Builder
+	n        int // characters written
 	limit    int
 	deadline time.Time
 }
@@ -221,12 +259,14 @@ type capWriter struct {
 var errOutputTooLong = errors.New("output too long")
 
 func (w *capWriter) Write(p []byte) (int, error) {
-	if w.b.Len()+len(p) > w.limit {
+	n := utf8.RuneCount(p)
+	if w.n+n > w.limit {
 		return 0, fmt.Errorf("%w: over %d characters", errOutputTooLong, w.limit)
 	}
 	if time.Now().After(w.deadline) {
 		return 0, fmt.Errorf("rendering took over %v", RenderTimeout)
 	}
+	w.n += n
 	return w.b.Write(p)
 }
 

@@ -23,6 +23,10 @@ func Parse(expr, timeZone string) (cron.Schedule, *time.Location, error) {
 		return nil, nil, errors.New("CRON_TZ or TZ in the schedule is not supported; use spec.timeZone")
 	}
 	loc := time.UTC
+	if strings.EqualFold(timeZone, "Local") {
+		// (time.LoadLocation reads it as the manager's own zone; a CronJob refuses it too)
+		return nil, nil, fmt.Errorf("time zone %q: name an IANA time zone such as Europe/Berlin", timeZone)
+	}
 	if timeZone != "" {
 		l, err := time.LoadLocation(timeZone)
 		if err != nil {

@@ -37,6 +37,8 @@ func TestParse(t *testing.T) {
 		{expr: "61 * * * *", err: "invalid schedule"},
 		{expr: "CRON_TZ=UTC 0 1 * * *", err: "use spec.timeZone"},
 		{expr: "0 1 * * *", tz: "Mars/Olympus", err: "unknown time zone"},
+		{expr: "0 1 * * *", tz: "Local", err: "name an IANA time zone"},
+		{expr: "0 1 * * *", tz: "Australia/Lord_Howe"},
 	} {
 		_, loc, err := Parse(tc.expr, tc.tz)
 		if tc.err != "" {
@@ -279,6 +281,33 @@ func TestSampleSchedulesRender(t *testing.T) {
 		at := mustTime(t, "2026-03-09T01:00:00Z")
 		if _, err := RenderSpec(s.Spec.Template.Spec, Data{Window: WindowFor(at, Day, Day), ScheduledTime: at, ScheduleName: s.Name}); err != nil {
 			t.Errorf("%s: %v", p, err)
+		}
+	}
+}
+
+// Lengths are characters, as the CRD counts them (MaxLength, size()), not bytes: a key or
+// parameter the API server accepts is not refused by the renderer.
+func TestRenderCountsCharacters(t *testing.T) {
+	at := mustTime(t, "2026-03-09T01:00:00Z")
+	d := Data{Window: WindowFor(at, Day, Day), ScheduledTime: at, ScheduleName: "q239"}
+	wide := strings.Repeat("é", 1000) // 2,000 bytes
+	for _, tc := range []struct{ tpl, want, err string }{
+		{wide, wide, ""},
+		{wide + `{{.ScheduleName}}`, wide + "q239", ""},
+		{`{{ .Window.Start.Format "` + strings.Repeat("é", 990) + `" }}`, strings.Repeat("é", 990), ""},
+		{strings.Repeat("é", 1025), "", "template of 1025 characters, at most 1024"},
+		{strings.Repeat("é", 1020) + `{{.ScheduleName}}`, "", "template of 1037 characters"},
+		{strings.Repeat(`{{.Window.Start}}`, 60), "", "output too long: over 1024 characters"},
+	} {
+		got, err := Render(FieldParameters+".p", tc.tpl, MaxParameterLength, d)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%.40q...: %v, want %q", tc.tpl, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%.40q...: %.40q, %v", tc.tpl, got, err)
 		}
 	}
 }
