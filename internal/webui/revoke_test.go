@@ -1,0 +1,58 @@
+package webui
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// Past maxRevoked sign-outs the set stays bounded, but a signed-out session never becomes valid
+// again: one key's holder signing out over and over must not push another's sign-out out of the
+// set (a copied cookie of it would work again). What it costs is bounded to the victim's key:
+// its sessions that expire no later than the one signed out; a later sign-in is unaffected.
+func TestRevocationFloodUndoesNoSignOut(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	r := MemoryRevocations(func() time.Time { return now })
+	victim, victimExp := fmt.Sprintf("%032x", 1), now.Add(time.Hour)
+	if err := r.Revoke(ctx, "victim", victim, victimExp); err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxRevoked + 10 {
+		now = now.Add(time.Second) // sessions signed in later expire later
+		if err := r.Revoke(ctx, "flooder", fmt.Sprintf("f%031x", i), now.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		what     string
+		key, sid string
+		exp      time.Time
+		want     bool
+	}{
+		{"the signed-out session", "victim", victim, victimExp, true},
+		{"a later session of the same key", "victim", fmt.Sprintf("%032x", 2), now.Add(time.Hour), false},
+		{"another key's session", "bystander", fmt.Sprintf("%032x", 3), victimExp, false},
+		{"the flood's newest sign-out", "flooder", fmt.Sprintf("f%031x", maxRevoked+9), now.Add(time.Hour), true},
+	} {
+		if got, err := r.Revoked(ctx, c.key, c.sid, c.exp); err != nil || got != c.want {
+			t.Errorf("%s: revoked=%v (%v), want %v", c.what, got, err, c.want)
+		}
+	}
+	set := r.(*memRevocations).set
+	if n := len(set.Sessions); n > maxRevoked {
+		t.Errorf("%d sessions listed, want at most %d", n, maxRevoked)
+	}
+	// Sized for the Lease annotation (256 KiB for all of a Lease's annotations).
+	if b, _ := json.Marshal(set); len(b) > 200<<10 {
+		t.Errorf("the full set is %d bytes as JSON, too close to the annotation limit", len(b))
+	}
+	// Once the cookies would have expired anyway, nothing is kept.
+	now = now.Add(2 * time.Hour)
+	set.prune(now)
+	if len(set.Sessions)+len(set.Keys) != 0 {
+		t.Errorf("after every cookie expired: %d sessions and %d key floors kept", len(set.Sessions), len(set.Keys))
+	}
+}
