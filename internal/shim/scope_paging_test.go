@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/apikeys"
 	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 	"github.com/vectordb-io/vectordb-operator/test/harness"
@@ -63,5 +66,48 @@ func TestScopedKeyPagesPastOtherNamespacesItems(t *testing.T) {
 	}
 	if len(got) != 1 || got[0] != "paging-a-0" {
 		t.Errorf("key of %s listed %v over its pages, want only [paging-a-0]", nsA, got)
+	}
+}
+
+// Two namespaces' ingestions with the same task id: a key scoped to one of them reads and cancels
+// its own, even when the other is older (which a cluster-wide key's lookup picks).
+func TestSameTaskIDInTwoNamespaces(t *testing.T) {
+	ctx := context.Background()
+	c := testCluster(t)
+	nsA, nsB := newNamespace(t, c.Client), newNamespace(t, c.Client)
+	const keyA = "same-id-key-of-team-a-0123456789abc"
+	e := startShim(t, c, func(cfg *Config, deps *Deps) {
+		cfg.APIKeys = apikeys.Static(apikeys.Key{Name: "a", Value: keyA, Write: true, Namespaces: []string{nsA}})
+	})
+	id := "same-id-" + nsA
+	ingB := sampleIngestion(nsB, "older", id)
+	if err := e.Direct.Create(ctx, ingB); err != nil {
+		t.Fatal(err)
+	}
+	ingA := sampleIngestion(nsA, "newer", id)
+	if err := e.Direct.Create(ctx, ingA); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "key A reads its own task", func() error {
+		r := do(t, http.MethodGet, e.URL+"/api/v1/status/"+id, keyA, nil)
+		if r.Code != http.StatusOK {
+			return fmt.Errorf("%d %s", r.Code, r.Body)
+		}
+		var st StatusResponse
+		r.json(t, &st)
+		if st.Metadata.Kubernetes == nil || st.Metadata.Kubernetes.Namespace != nsA {
+			return fmt.Errorf("status names %+v, want the ingestion in %s", st.Metadata.Kubernetes, nsA)
+		}
+		return nil
+	})
+	if r := do(t, http.MethodDelete, e.URL+"/api/v1/task/"+id, keyA, nil); r.Code != http.StatusNoContent {
+		t.Fatalf("key A: DELETE %d %s", r.Code, r.Body)
+	}
+	var a, b v1alpha1.CsvIngestion
+	if err := e.Direct.Get(ctx, client.ObjectKeyFromObject(ingA), &a); err != nil || !a.Spec.Cancel {
+		t.Errorf("A's ingestion not cancelled (%v)", err)
+	}
+	if err := e.Direct.Get(ctx, client.ObjectKeyFromObject(ingB), &b); err != nil || b.Spec.Cancel {
+		t.Errorf("B's ingestion was cancelled by A's key (%v)", err)
 	}
 }
