@@ -31,6 +31,10 @@ type Revocations interface {
 // floor (revokedSet.Keys), so none of them becomes valid again.
 const maxRevoked = 2000
 
+// revocationSkew is how long a sign-out is kept past its cookie's expiry: replicas' clocks differ,
+// and one whose clock is behind the pruning one's still takes the cookie as live.
+const revocationSkew = 5 * time.Minute
+
 // revokedSet is what a Revocations stores.
 type revokedSet struct {
 	// Sessions are the signed-out session ids.
@@ -64,23 +68,26 @@ func (rs *revokedSet) add(key, sid string, until time.Time, now time.Time) {
 }
 
 func (rs *revokedSet) revoked(key, sid string, until time.Time, now time.Time) bool {
-	if e, ok := rs.Sessions[sid]; ok && e.Expires > now.Unix() {
+	// An expired cookie is refused before this is asked (checkSession); the entry is kept a while
+	// longer for slower clocks.
+	if _, ok := rs.Sessions[sid]; ok {
 		return true
 	}
 	f, ok := rs.Keys[keyTag(key)]
 	return ok && until.Unix() <= f
 }
 
-// prune drops what has expired and, past maxRevoked, folds the sessions that expire first into
+// prune drops what expired (revocationSkew ago) and, past maxRevoked, folds the sessions that expire first into
 // their key's floor.
 func (rs *revokedSet) prune(now time.Time) {
+	gone := now.Add(-revocationSkew).Unix()
 	for id, e := range rs.Sessions {
-		if e.Expires <= now.Unix() {
+		if e.Expires <= gone {
 			delete(rs.Sessions, id)
 		}
 	}
 	for k, f := range rs.Keys {
-		if f <= now.Unix() {
+		if f <= gone {
 			delete(rs.Keys, k)
 		}
 	}

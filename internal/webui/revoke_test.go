@@ -56,3 +56,21 @@ func TestRevocationFloodUndoesNoSignOut(t *testing.T) {
 		t.Errorf("after every cookie expired: %d sessions and %d key floors kept", len(set.Sessions), len(set.Keys))
 	}
 }
+
+// A replica whose clock is behind the one that prunes still accepts a cookie until its own clock
+// says it expired: a sign-out is kept a while past the cookie's expiry, so pruning on a fast clock
+// does not make it valid on a slow one.
+func TestRevocationOutlivesClockSkew(t *testing.T) {
+	exp := time.Date(2026, 1, 1, 13, 0, 0, 0, time.UTC)
+	set := newRevokedSet()
+	set.add("k", fmt.Sprintf("%032x", 1), exp, exp.Add(-time.Hour))
+	set.prune(exp.Add(time.Minute)) // a replica one minute ahead writes the Lease
+	slow := exp.Add(-time.Minute)   // one a minute behind still takes the cookie as live
+	if !set.revoked("k", fmt.Sprintf("%032x", 1), exp, slow) {
+		t.Error("a sign-out pruned by a clock a minute ahead is not revoked on a clock a minute behind")
+	}
+	set.prune(exp.Add(revocationSkew + time.Second))
+	if len(set.Sessions) != 0 {
+		t.Errorf("%d sessions kept past the skew allowance", len(set.Sessions))
+	}
+}
