@@ -144,6 +144,9 @@ type leaseRevocations struct {
 	key     types.NamespacedName
 	refresh time.Duration
 	now     func() time.Time
+	// timeout bounds each read and write of the Lease: Revoked holds the lock every session check
+	// of the replica waits on, and a stream's context lasts as long as its page.
+	timeout time.Duration
 
 	mu     sync.Mutex
 	cached *revokedSet
@@ -153,7 +156,8 @@ type leaseRevocations struct {
 // LeaseRevocations stores the set in Lease name in namespace, read with r (the API server, not
 // a cache: the manager caches no Leases) at most every refresh, and written with w.
 func LeaseRevocations(r client.Reader, w client.Writer, namespace, name string, refresh time.Duration) Revocations {
-	return &leaseRevocations{r: r, w: w, key: types.NamespacedName{Namespace: namespace, Name: name}, refresh: refresh, now: time.Now}
+	return &leaseRevocations{r: r, w: w, key: types.NamespacedName{Namespace: namespace, Name: name}, refresh: refresh, now: time.Now,
+		timeout: 5 * time.Second}
 }
 
 func (r *leaseRevocations) load(ctx context.Context) (*coordinationv1.Lease, *revokedSet, error) {
@@ -177,6 +181,8 @@ func (r *leaseRevocations) load(ctx context.Context) (*coordinationv1.Lease, *re
 }
 
 func (r *leaseRevocations) Revoke(ctx context.Context, key, sid string, until time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		l, m, err := r.load(ctx)
 		if apierrors.IsNotFound(err) {
@@ -213,7 +219,9 @@ func (r *leaseRevocations) Revoked(ctx context.Context, key, sid string, until t
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cached == nil || r.now().Sub(r.read) >= r.refresh {
-		_, m, err := r.load(ctx)
+		lctx, cancel := context.WithTimeout(ctx, r.timeout)
+		_, m, err := r.load(lctx)
+		cancel()
 		switch {
 		case apierrors.IsNotFound(err):
 			m = newRevokedSet()

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // Past maxRevoked sign-outs the set stays bounded, but a signed-out session never becomes valid
@@ -72,5 +74,34 @@ func TestRevocationOutlivesClockSkew(t *testing.T) {
 	set.prune(exp.Add(revocationSkew + time.Second))
 	if len(set.Sessions) != 0 {
 		t.Errorf("%d sessions kept past the skew allowance", len(set.Sessions))
+	}
+}
+
+// hangingReader is an API server that never answers (until the caller gives up).
+type hangingReader struct{ client.Reader }
+
+func (hangingReader) Get(ctx context.Context, _ client.ObjectKey, _ client.Object, _ ...client.GetOption) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// Reading the Lease is bounded: an API server that hangs fails the session check (closed) instead
+// of holding every sign-in check of the replica behind the lock for as long as the caller's
+// context lives (a stream's lives as long as the page).
+func TestRevocationReadIsBounded(t *testing.T) {
+	r := LeaseRevocations(hangingReader{}, nil, "default", "hanging", time.Second).(*leaseRevocations)
+	r.timeout = 10 * time.Millisecond
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Revoked(context.Background(), "k", fmt.Sprintf("%032x", 1), time.Now().Add(time.Hour))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Revoked with an API server that never answers: no error, want one (sessions refused)")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Revoked with a context that never ends did not return: the Lease read is unbounded")
 	}
 }
