@@ -183,7 +183,10 @@ func (r *leaseRevocations) load(ctx context.Context) (*coordinationv1.Lease, *re
 func (r *leaseRevocations) Revoke(ctx context.Context, key, sid string, until time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	// Another replica may have written the Lease, or created it, since it was read: read again.
+	err := retry.OnError(retry.DefaultRetry, func(err error) bool {
+		return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)
+	}, func() error {
 		l, m, err := r.load(ctx)
 		if apierrors.IsNotFound(err) {
 			l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: r.key.Namespace, Name: r.key.Name}}

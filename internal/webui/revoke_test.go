@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -103,5 +105,44 @@ func TestRevocationReadIsBounded(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Revoked with a context that never ends did not return: the Lease read is unbounded")
+	}
+}
+
+// racingWriter lets another replica create the Lease just before this one does.
+type racingWriter struct {
+	client.Writer
+	first func()
+}
+
+func (w *racingWriter) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	if f := w.first; f != nil {
+		w.first = nil
+		f()
+	}
+	return w.Writer.Create(ctx, obj, opts...)
+}
+
+// The first two sign-outs of a fresh install, on two replicas at once, both create the Lease: the
+// one that loses is retried as an update (as a conflict is), not answered with 503.
+func TestRevocationLeaseCreatedByTwoReplicas(t *testing.T) {
+	ctx := context.Background()
+	const ns, name = "default", "ui-sessions-created-twice"
+	other := LeaseRevocations(cluster.Client, cluster.Client, ns, name, time.Millisecond)
+	t.Cleanup(func() {
+		_ = cluster.Client.Delete(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})
+	})
+	w := &racingWriter{Writer: cluster.Client, first: func() {
+		if err := other.Revoke(ctx, "k", fmt.Sprintf("%032x", 1), time.Now().Add(time.Hour)); err != nil {
+			t.Errorf("the other replica's sign-out: %v", err)
+		}
+	}}
+	r := LeaseRevocations(cluster.Client, w, ns, name, time.Millisecond)
+	if err := r.Revoke(ctx, "k", fmt.Sprintf("%032x", 2), time.Now().Add(time.Hour)); err != nil {
+		t.Fatalf("a sign-out racing another replica's first: %v", err)
+	}
+	for i := 1; i <= 2; i++ {
+		if got, err := r.Revoked(ctx, "k", fmt.Sprintf("%032x", i), time.Now().Add(time.Hour)); err != nil || !got {
+			t.Errorf("session %d: revoked=%v (%v), want true", i, got, err)
+		}
 	}
 }
