@@ -5,7 +5,7 @@
 // A key's namespaces are a sibling entry of the key: in a mounted Secret (a directory), the data
 // key "<name>.namespaces" holds the namespaces of key "<name>", separated by commas, spaces or
 // newlines, or "*" for every namespace the manager watches; in a file of one key a line, the
-// namespaces follow the key on its line after a space ("k3y… team-a,team-b"). A key without the
+// namespaces follow the key on its line after a space or tab ("k3y… team-a,team-b"). A key without the
 // entry gets its server's default scope (the REST API's own namespace); cluster-wide is never
 // implied.
 package apikeys
@@ -272,7 +272,11 @@ func load(path string, write bool) ([]Key, error) {
 		base := filepath.Base(path)
 		for i, line := range strings.Split(string(b), "\n") {
 			name := base + ":" + strconv.Itoa(i+1)
-			key, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
+			// The key ends at the first space or tab (a key never holds either).
+			key, rest := strings.TrimSpace(line), ""
+			if i := strings.IndexAny(key, " \t"); i >= 0 {
+				key, rest = key[:i], key[i+1:]
+			}
 			var ns []string
 			if rest = strings.TrimSpace(rest); rest != "" {
 				if ns, err = ParseNamespaces(rest); err != nil {

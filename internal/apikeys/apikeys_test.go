@@ -175,3 +175,16 @@ func TestScope(t *testing.T) {
 		}
 	}
 }
+
+// In a key file, the namespaces may follow the key after a tab as well as a space: the key itself
+// is never the key and its namespaces glued together (which would accept neither the key alone).
+func TestKeyFileTabBeforeNamespaces(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "keys.txt")
+	must(t, os.WriteFile(file, []byte("k-tab-0123456789abcdef0123456789ab\tns-a, ns-b\n"), 0o600))
+	got, err := FromPath(file, false)(context.Background())
+	must(t, err)
+	want := []Key{{Name: "keys.txt:1", Value: "k-tab-0123456789abcdef0123456789ab", Namespaces: []string{"ns-a", "ns-b"}}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("keys %+v, want %+v", got, want)
+	}
+}

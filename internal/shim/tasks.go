@@ -59,7 +59,9 @@ func decodeCursor(s string) (*tasktable.Cursor, bool) {
 		return nil, false
 	}
 	var c tasktable.Cursor
-	if err := json.Unmarshal(b, &c); err != nil || !plausibleTaskID(c.TaskID) {
+	// A cursor without a task id is a page's horizon (tasktable.Page): a time up to which the
+	// table was read, sent when nothing the key may see came before it.
+	if err := json.Unmarshal(b, &c); err != nil || (c.TaskID != "" && !plausibleTaskID(c.TaskID)) {
 		return nil, false
 	}
 	if _, err := time.Parse(tasktable.TimeFormat, c.CreatedAt); err != nil {

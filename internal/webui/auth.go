@@ -110,11 +110,11 @@ func (s *Server) session(ctx context.Context, r *http.Request) (apikeys.Key, err
 	if err != nil {
 		return apikeys.Key{}, err
 	}
-	k, sid, _, ok := checkSession(c.Value, keys, s.now())
+	k, sid, exp, ok := checkSession(c.Value, keys, s.now())
 	if !ok {
 		return apikeys.Key{}, errNoSession
 	}
-	revoked, err := s.revocations.Revoked(ctx, sid)
+	revoked, err := s.revocations.Revoked(ctx, k.Name, sid, exp)
 	if err != nil {
 		s.log.Error(err, "cannot read revoked sessions")
 		return apikeys.Key{}, errSessionsDown

@@ -184,3 +184,36 @@ func TestStreamCaps(t *testing.T) {
 	}
 	s2.close()
 }
+
+// The per-key cap counts each key, not each key name: names repeat across the read-write and the
+// read-only Secrets (both made with a data key "api-key", say), and one holder's open pages must
+// not use up another's.
+func TestStreamCapPerKeyNotPerName(t *testing.T) {
+	const first, second = "first-holder-key-value-0123456789", "second-holder-key-value-012345678"
+	e := startUI(t, Config{MaxStreams: 4, MaxStreamsPerKey: 1, Keys: apikeys.Static(
+		apikeys.Key{Name: "api-key", Value: first, Write: true},
+		apikeys.Key{Name: "api-key", Value: second},
+	)})
+	a, b := e.browser(t), e.browser(t)
+	for _, c := range []struct {
+		br  *browser
+		key string
+	}{{a, first}, {b, second}} {
+		if r := c.br.login(c.key); r.Code != http.StatusOK {
+			t.Fatal(r.Body)
+		}
+	}
+	s := a.stream("/ui/api/stream")
+	defer s.close()
+	if ev, err := s.next(); err != nil || ev.Name != "snapshot" {
+		t.Fatalf("first key's stream: %+v %v", ev, err)
+	}
+	if r := a.do(http.MethodGet, "/ui/api/stream", nil, nil); r.Code != http.StatusTooManyRequests {
+		t.Errorf("first key's second stream: %d %s, want 429", r.Code, r.Body)
+	}
+	s2 := b.stream("/ui/api/stream")
+	defer s2.close()
+	if ev, err := s2.next(); err != nil || ev.Name != "snapshot" {
+		t.Errorf("second key of the same name, first stream: %+v %v, want a snapshot", ev, err)
+	}
+}

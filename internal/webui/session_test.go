@@ -69,8 +69,10 @@ func TestSignOutEndsCopiedCookieEverywhere(t *testing.T) {
 // failingRevocations is a revocation store whose API server refuses everything.
 type failingRevocations struct{ err error }
 
-func (f failingRevocations) Revoke(context.Context, string, time.Time) error { return f.err }
-func (f failingRevocations) Revoked(context.Context, string) (bool, error)   { return false, f.err }
+func (f failingRevocations) Revoke(context.Context, string, string, time.Time) error { return f.err }
+func (f failingRevocations) Revoked(context.Context, string, string, time.Time) (bool, error) {
+	return false, f.err
+}
 
 // When the signed-out list cannot be written, sign-out says so (503) instead of pretending the
 // session ended; when it cannot be read, sessions are refused (closed), with 503, not let through.

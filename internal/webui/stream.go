@@ -2,6 +2,8 @@ package webui
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -72,6 +74,14 @@ func (l *streamSlots) acquire(key string) (release func(), code int) {
 	}, 0
 }
 
+// slotID names k in streamSlots: its name and a digest of its value, since names repeat across
+// the read-write and read-only Secrets and one holder's pages must not use up another's. The
+// value itself is not kept.
+func slotID(k apikeys.Key) string {
+	h := sha256.Sum256([]byte(k.Value))
+	return k.Name + "/" + hex.EncodeToString(h[:16])
+}
+
 // open is how many streams are open now.
 func (l *streamSlots) open() int {
 	l.mu.Lock()
@@ -98,7 +108,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request, k apikeys.
 			return
 		}
 	}
-	release, code := s.slots.acquire(k.Name)
+	release, code := s.slots.acquire(slotID(k))
 	if code != 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(streamRetryAfter))
 		if code == http.StatusTooManyRequests {

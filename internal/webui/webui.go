@@ -405,7 +405,7 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(cookieName); err == nil && c.Value != "" {
 		if keys, err := s.keys(r.Context()); err == nil {
 			if k, sid, exp, ok := checkSession(c.Value, keys, s.now()); ok {
-				if err := s.revocations.Revoke(r.Context(), sid, exp); err != nil {
+				if err := s.revocations.Revoke(r.Context(), k.Name, sid, exp); err != nil {
 					s.log.Error(err, "sign-out: cannot revoke the session", "key", k.Name)
 					fail(w, http.StatusServiceUnavailable, "cannot end the session on the server now; try again")
 					return
