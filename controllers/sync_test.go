@@ -134,6 +134,10 @@ func TestSyncStepAfterPartialRun(t *testing.T) {
 	partial := func(name string) *v1alpha1.CsvIngestion {
 		obj := create(t, newIngestion(ns, name, func(o *v1alpha1.CsvIngestion) {
 			deleteMissing(o)
+			// A prefix of its own: two runs of one prefix created within a second are ordered by
+			// name, and the later one could be taken for the newer one's elder and superseded
+			// (TestSyncStepOverlappingRuns covers peers).
+			o.Spec.Mapping.IDPrefix = name + "."
 			o.Spec.Chunking.MaxFailedRowsPercent = 10
 		}))
 		waitPhase(t, obj, v1alpha1.PhasePlanning)

@@ -34,6 +34,7 @@ var defaults = []struct {
 	{"source.s3?.credentialsSecretRef?.accessKeyIDKey", "AWS_ACCESS_KEY_ID"},
 	{"source.s3?.credentialsSecretRef?.secretAccessKeyKey", "AWS_SECRET_ACCESS_KEY"},
 	{"source.metabase?.apiKeySecretRef?.key", "api-key"},
+	{"source.metabase?.exportRowLimit", int64(1048575)},
 	{"source.metabase?.stageTo?.keyPrefix", "staged/"},
 	{"source.metabase?.stageTo?.region", "us-east-1"},
 	{"source.metabase?.stageTo?.credentialsSecretRef?.accessKeyIDKey", "AWS_ACCESS_KEY_ID"},
