@@ -132,7 +132,8 @@ type SyncSpec struct {
 	DeleteMissing bool `json:"deleteMissing,omitempty"`
 
 	// AdoptUnmarked also deletes vectors without an owner marker whose ids are the id prefix
-	// followed by text that does not contain the prefix's last character (its separator): the
+	// followed by text that contains none of the separators . : / - _ # | (else the id may be
+	// another source's nested under this prefix, e.g. "q1.b-7" of prefix "q1.b-"): the
 	// vectors this source wrote before the marker existed. Off by default; set it on one run
 	// after upgrading (see docs/incremental.md), not on a schedule's template: another writer's
 	// unmarked ids of that form would be deleted too.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -367,5 +368,11 @@ func TestDeadline(t *testing.T) {
 	}
 	if Deadline(3000000) <= Deadline(1000000) {
 		t.Error("a larger file must get more time")
+	}
+	// A row count from a corrupt or hostile plan must not overflow into a negative deadline.
+	for _, rows := range []int64{1 << 40, 1 << 50, math.MaxInt64 / 2, math.MaxInt64} {
+		if got := Deadline(rows); got < Deadline(1000000) {
+			t.Errorf("Deadline(%d) = %s, less than for 1,000,000 rows", rows, got)
+		}
 	}
 }
