@@ -367,7 +367,8 @@ func TestPeersVerdict(t *testing.T) {
 
 // TestSharesNamespace: runs under one index and prefix are peers when they may write to a common
 // namespace; with namespaceColumn routing that is any namespace, so a routed run's sync step
-// must take turns with a run writing straight to one of the namespaces it routes to.
+// must take turns with a run writing straight to one of the namespaces it routes to. A run that
+// names the index's host and one that has it looked up write to the same index.
 func TestSharesNamespace(t *testing.T) {
 	spec := func(ns, column string) *v1alpha1.CsvIngestionSpec {
 		s := &v1alpha1.CsvIngestionSpec{}
@@ -375,6 +376,10 @@ func TestSharesNamespace(t *testing.T) {
 		s.Target.Pinecone.Namespace = ns
 		s.Mapping.IDPrefix = "q1."
 		s.Mapping.NamespaceColumn = column
+		return s
+	}
+	withHost := func(s *v1alpha1.CsvIngestionSpec, host string) *v1alpha1.CsvIngestionSpec {
+		s.Target.Pinecone.Host = host
 		return s
 	}
 	for _, tc := range []struct {
@@ -386,6 +391,9 @@ func TestSharesNamespace(t *testing.T) {
 		{"different namespaces", spec("eu", ""), spec("us", ""), false},
 		{"one routes", spec("default", "region"), spec("eu", ""), true},
 		{"both route", spec("a", "region"), spec("b", "region"), true},
+		{"one names the host, the other looks it up", withHost(spec("eu", ""), "idx-1.svc.pinecone.io"), spec("eu", ""), true},
+		{"the same host", withHost(spec("eu", ""), "idx-1.svc.pinecone.io"), withHost(spec("eu", ""), "idx-1.svc.pinecone.io"), true},
+		{"two hosts: two projects' indexes", withHost(spec("eu", ""), "idx-1.svc.pinecone.io"), withHost(spec("eu", ""), "idx-2.svc.pinecone.io"), false},
 	} {
 		if got := sharesNamespace(tc.a, tc.b); got != tc.want {
 			t.Errorf("%s: sharesNamespace = %v, want %v", tc.name, got, tc.want)

@@ -302,21 +302,27 @@ func (p *pass) syncStep(ctx context.Context, outcome v1alpha1.Phase, reason, msg
 	return nil
 }
 
-// prefixKey is the index and id prefix a deleter works under (hashed: a field index value).
-// The namespace is left out: with spec.mapping.namespaceColumn a run writes to (and its sync
-// step deletes in) the namespaces its rows name, so sharesNamespace decides among the peers.
+// prefixKey is the index name and id prefix a deleter works under (hashed: a field index
+// value). The namespace and host are left out, sharesNamespace decides on them among the peers:
+// with spec.mapping.namespaceColumn a run writes to (and its sync step deletes in) the
+// namespaces its rows name, and one run may name the index's host while another lets it be
+// looked up.
 func prefixKey(spec *v1alpha1.CsvIngestionSpec) string {
 	t := spec.Target.Pinecone
-	sum := sha256.Sum256([]byte(strings.Join([]string{t.Index, t.Host, spec.Mapping.IDPrefix}, "\x00")))
+	sum := sha256.Sum256([]byte(strings.Join([]string{t.Index, spec.Mapping.IDPrefix}, "\x00")))
 	return hex.EncodeToString(sum[:16])
 }
 
-// sharesNamespace reports whether two ingestions under one index and prefix may write to a
-// common namespace: the same target namespace, or either routes rows by namespaceColumn (to any
-// namespace, the other's included), so one's sync step may delete the other's new vectors.
+// sharesNamespace reports whether two ingestions under one index name and prefix may write to a
+// common namespace of one index: the same host (or either left to be looked up), and the same
+// target namespace or either routes rows by namespaceColumn (to any namespace, the other's
+// included), so one's sync step may delete the other's new vectors.
 func sharesNamespace(a, b *v1alpha1.CsvIngestionSpec) bool {
-	return a.Mapping.NamespaceColumn != "" || b.Mapping.NamespaceColumn != "" ||
-		a.Target.Pinecone.Namespace == b.Target.Pinecone.Namespace
+	ta, tb := a.Target.Pinecone, b.Target.Pinecone
+	if ta.Host != "" && tb.Host != "" && ta.Host != tb.Host {
+		return false
+	}
+	return a.Mapping.NamespaceColumn != "" || b.Mapping.NamespaceColumn != "" || ta.Namespace == tb.Namespace
 }
 
 // ingestionPrefixIndex indexes the ingestions that write under an id prefix (dry runs write
