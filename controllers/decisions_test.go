@@ -365,6 +365,49 @@ func TestPeersVerdict(t *testing.T) {
 	}
 }
 
+// TestSharesNamespace: runs under one index and prefix are peers when they may write to a common
+// namespace; with namespaceColumn routing that is any namespace, so a routed run's sync step
+// must take turns with a run writing straight to one of the namespaces it routes to. A run that
+// names the index's host and one that has it looked up write to the same index.
+func TestSharesNamespace(t *testing.T) {
+	spec := func(ns, column string) *v1alpha1.CsvIngestionSpec {
+		s := &v1alpha1.CsvIngestionSpec{}
+		s.Target.Pinecone.Index = "idx"
+		s.Target.Pinecone.Namespace = ns
+		s.Mapping.IDPrefix = "q1."
+		s.Mapping.NamespaceColumn = column
+		return s
+	}
+	withHost := func(s *v1alpha1.CsvIngestionSpec, host string) *v1alpha1.CsvIngestionSpec {
+		s.Target.Pinecone.Host = host
+		return s
+	}
+	for _, tc := range []struct {
+		name string
+		a, b *v1alpha1.CsvIngestionSpec
+		want bool
+	}{
+		{"same namespace", spec("eu", ""), spec("eu", ""), true},
+		{"different namespaces", spec("eu", ""), spec("us", ""), false},
+		{"one routes", spec("default", "region"), spec("eu", ""), true},
+		{"both route", spec("a", "region"), spec("b", "region"), true},
+		{"one names the host, the other looks it up", withHost(spec("eu", ""), "idx-1.svc.pinecone.io"), spec("eu", ""), true},
+		{"the same host", withHost(spec("eu", ""), "idx-1.svc.pinecone.io"), withHost(spec("eu", ""), "idx-1.svc.pinecone.io"), true},
+		{"two hosts: two projects' indexes", withHost(spec("eu", ""), "idx-1.svc.pinecone.io"), withHost(spec("eu", ""), "idx-2.svc.pinecone.io"), false},
+	} {
+		if got := sharesNamespace(tc.a, tc.b); got != tc.want {
+			t.Errorf("%s: sharesNamespace = %v, want %v", tc.name, got, tc.want)
+		}
+		if got := sharesNamespace(tc.b, tc.a); got != tc.want {
+			t.Errorf("%s (swapped): sharesNamespace = %v, want %v", tc.name, got, tc.want)
+		}
+		// Peers are found by the field index: the key must not split runs that share a namespace.
+		if tc.want && prefixKey(tc.a) != prefixKey(tc.b) {
+			t.Errorf("%s: prefixKey differs for runs that share a namespace", tc.name)
+		}
+	}
+}
+
 // TestNewerThan: creation time, then name.
 func TestNewerThan(t *testing.T) {
 	at := func(name string, sec int64) *v1alpha1.CsvIngestion {

@@ -302,12 +302,27 @@ func (p *pass) syncStep(ctx context.Context, outcome v1alpha1.Phase, reason, msg
 	return nil
 }
 
-// prefixKey is the scope of one deleter: index, namespace and id prefix (hashed: a field index
-// value).
+// prefixKey is the index name and id prefix a deleter works under (hashed: a field index
+// value). The namespace and host are left out, sharesNamespace decides on them among the peers:
+// with spec.mapping.namespaceColumn a run writes to (and its sync step deletes in) the
+// namespaces its rows name, and one run may name the index's host while another lets it be
+// looked up.
 func prefixKey(spec *v1alpha1.CsvIngestionSpec) string {
 	t := spec.Target.Pinecone
-	sum := sha256.Sum256([]byte(strings.Join([]string{t.Index, t.Host, t.Namespace, spec.Mapping.IDPrefix}, "\x00")))
+	sum := sha256.Sum256([]byte(strings.Join([]string{t.Index, spec.Mapping.IDPrefix}, "\x00")))
 	return hex.EncodeToString(sum[:16])
+}
+
+// sharesNamespace reports whether two ingestions under one index name and prefix may write to a
+// common namespace of one index: the same host (or either left to be looked up), and the same
+// target namespace or either routes rows by namespaceColumn (to any namespace, the other's
+// included), so one's sync step may delete the other's new vectors.
+func sharesNamespace(a, b *v1alpha1.CsvIngestionSpec) bool {
+	ta, tb := a.Target.Pinecone, b.Target.Pinecone
+	if ta.Host != "" && tb.Host != "" && ta.Host != tb.Host {
+		return false
+	}
+	return a.Mapping.NamespaceColumn != "" || b.Mapping.NamespaceColumn != "" || ta.Namespace == tb.Namespace
 }
 
 // ingestionPrefixIndex indexes the ingestions that write under an id prefix (dry runs write
@@ -334,7 +349,8 @@ type peer struct {
 type peers []peer
 
 // samePrefix lists the other ingestions in the cluster (as far as the cache sees) that write
-// under the same index, namespace and id prefix; dry runs write nothing and are left out.
+// under the same index and id prefix to a namespace this one may write to (sharesNamespace);
+// dry runs write nothing and are left out.
 func (r *Reconciler) samePrefix(ctx context.Context, obj *v1alpha1.CsvIngestion) (peers, error) {
 	if obj.Spec.Mapping.IDPrefix == "" {
 		return nil, nil
@@ -347,7 +363,7 @@ func (r *Reconciler) samePrefix(ctx context.Context, obj *v1alpha1.CsvIngestion)
 	var out peers
 	for i := range list.Items {
 		o := &list.Items[i]
-		if o.UID == obj.UID || o.Spec.DryRun || prefixKey(&o.Spec) != key {
+		if o.UID == obj.UID || o.Spec.DryRun || prefixKey(&o.Spec) != key || !sharesNamespace(&o.Spec, &obj.Spec) {
 			continue
 		}
 		pr := peer{name: o.Namespace + "/" + o.Name, newer: newerThan(o, obj), terminal: o.Status.Phase.Terminal()}

@@ -20,7 +20,6 @@ import (
 // +kubebuilder:validation:XValidation:rule="has(self.deadLetter) == has(oldSelf.deadLetter) && (!has(self.deadLetter) || self.deadLetter == oldSelf.deadLetter)",message="spec.deadLetter is immutable: it cannot be added, changed or removed after creation, so all failed rows of an ingestion land in one place; create a new CsvIngestion for another location"
 // +kubebuilder:validation:XValidation:rule="has(self.worker) && has(self.worker.image) ? (has(oldSelf.worker) && has(oldSelf.worker.image) && self.worker.image == oldSelf.worker.image) : !(has(oldSelf.worker) && has(oldSelf.worker.image))",message="spec.worker.image is immutable: every chunk of an ingestion runs the same embedder; create a new CsvIngestion to use another image"
 // +kubebuilder:validation:XValidation:rule="!has(self.sync) || !has(self.sync.deleteMissing) || !self.sync.deleteMissing || (has(self.mapping.idPrefix) && size(self.mapping.idPrefix) > 0)",message="spec.sync.deleteMissing needs spec.mapping.idPrefix: only vectors whose ids start with the prefix (this ingestion's ids) may be deleted, and without a prefix every vector of the namespace would be in scope"
-// +kubebuilder:validation:XValidation:rule="!has(self.sync) || !has(self.sync.deleteMissing) || !self.sync.deleteMissing || !has(self.mapping.idPrefix) || size(self.mapping.idPrefix) == 0 || ('.:/-_#|'.contains(self.mapping.idPrefix.substring(size(self.mapping.idPrefix) - 1)) && !self.mapping.idPrefix.substring(0, size(self.mapping.idPrefix) - 1).contains(self.mapping.idPrefix.substring(size(self.mapping.idPrefix) - 1)))",message="spec.sync.deleteMissing needs a prefix-free spec.mapping.idPrefix: it must end with one of . : / - _ # | and that character must not occur earlier in it (e.g. \"q1.\" or \"orders-\", not \"q1\", \"q1.a.\" or \"orders-eu-\"), so that no other source's prefix of that form starts with it (\"q1\" would also list \"q10…\")"
 // +kubebuilder:validation:XValidation:rule="!has(self.sync) || !has(self.sync.adoptUnmarked) || !self.sync.adoptUnmarked || (has(self.sync.deleteMissing) && self.sync.deleteMissing)",message="spec.sync.adoptUnmarked only applies with spec.sync.deleteMissing"
 // +kubebuilder:validation:XValidation:rule="has(self.worker) && has(self.worker.serviceAccountName) ? (has(oldSelf.worker) && has(oldSelf.worker.serviceAccountName) && self.worker.serviceAccountName == oldSelf.worker.serviceAccountName) : !(has(oldSelf.worker) && has(oldSelf.worker.serviceAccountName))",message="spec.worker.serviceAccountName is immutable: the worker's identity (S3, DynamoDB, plan ConfigMap) is fixed for the run; create a new CsvIngestion to run as another service account"
 type CsvIngestionSpec struct {
@@ -132,7 +131,8 @@ type SyncSpec struct {
 	DeleteMissing bool `json:"deleteMissing,omitempty"`
 
 	// AdoptUnmarked also deletes vectors without an owner marker whose ids are the id prefix
-	// followed by text that does not contain the prefix's last character (its separator): the
+	// followed by text that contains none of the separators . : / - _ # | (else the id may be
+	// another source's nested under this prefix, e.g. "q1.b-7" of prefix "q1.b-"): the
 	// vectors this source wrote before the marker existed. Off by default; set it on one run
 	// after upgrading (see docs/incremental.md), not on a schedule's template: another writer's
 	// unmarked ids of that form would be deleted too.
@@ -942,7 +942,12 @@ type FailedChunk struct {
 	Message string `json:"message,omitempty"`
 }
 
+// The prefix-free idPrefix rule of deleteMissing is checked on create only (optionalOldSelf; spec.sync
+// and spec.mapping are immutable, so no update can break it): ingestions created before the rule
+// existed must still be cancellable and suspendable. CsvIngestionTemplate repeats it for schedules.
+
 // CsvIngestion turns a CSV file into vectors in a Pinecone index.
+// +kubebuilder:validation:XValidation:rule="oldSelf.hasValue() || !has(self.spec.sync) || !has(self.spec.sync.deleteMissing) || !self.spec.sync.deleteMissing || !has(self.spec.mapping.idPrefix) || size(self.spec.mapping.idPrefix) == 0 || ('.:/-_#|'.contains(self.spec.mapping.idPrefix.substring(size(self.spec.mapping.idPrefix) - 1)) && !self.spec.mapping.idPrefix.substring(0, size(self.spec.mapping.idPrefix) - 1).contains(self.spec.mapping.idPrefix.substring(size(self.spec.mapping.idPrefix) - 1)))",message="spec.sync.deleteMissing needs a prefix-free spec.mapping.idPrefix: it must end with one of . : / - _ # | and that character must not occur earlier in it (e.g. \"q1.\" or \"orders-\", not \"q1\", \"q1.a.\" or \"orders-eu-\"), so that no other source's prefix of that form starts with it (\"q1\" would also list \"q10…\")",fieldPath=".spec.mapping.idPrefix",optionalOldSelf=true
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=csvi,categories=vectordb

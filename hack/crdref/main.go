@@ -120,7 +120,7 @@ func renderVersion(b *bytes.Buffer, crd *apiextensionsv1.CustomResourceDefinitio
 	var rules []ruleRow
 	collectRules(root, "", &rules)
 	if len(rules) > 0 {
-		b.WriteString("\n### Validation rules (CEL)\n\nChecked by the API server on create and update; `oldSelf` rules only on update.\n\n")
+		b.WriteString("\n### Validation rules (CEL)\n\nChecked by the API server on create and update; `oldSelf` rules only on update, except those reading `oldSelf.hasValue()` (optionalOldSelf), which also run on create.\n\n")
 		b.WriteString("| On | Rule | Message |\n|---|---|---|\n")
 		for _, r := range rules {
 			fmt.Fprintf(b, "| `%s` | `%s` | %s |\n", r.path, cell(r.rule), cell(r.message))

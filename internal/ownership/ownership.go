@@ -36,8 +36,10 @@ func Stamp(md []mapping.Field, prefix string) []mapping.Field {
 const Separators = ".:/-_#|"
 
 // PrefixFree reports whether prefix ends with one of Separators that does not occur earlier in
-// it. Then no other prefix of that form starts with it: "q1." cannot be the start of "q10.", and
-// "orders-" cannot be the start of "orders-eu-" (which has '-' before its end).
+// it. Then no other prefix of that form ending with the same separator starts with it: "q1."
+// cannot be the start of "q10.", and "orders-" cannot be the start of "orders-eu-" (which has
+// '-' before its end). A prefix ending with another separator can ("q1." starts "q1.b-"): there
+// the owner marker decides, and adoption leaves ids with any separator after the prefix alone.
 func PrefixFree(prefix string) bool {
 	if prefix == "" {
 		return false
@@ -98,9 +100,10 @@ type Owner struct {
 	// Prefix is spec.mapping.idPrefix, exactly.
 	Prefix string
 	// AdoptUnmarked treats unmarked vectors of the form Prefix + rest (rest not empty and
-	// without Prefix's last character) as owned: vectors this source wrote before the marker
-	// existed. Ids whose rest holds the separator are left alone: they look like another
-	// source's prefix nested under this one ("q1." + "b.7").
+	// without any of Separators) as owned: vectors this source wrote before the marker existed.
+	// Ids whose rest holds a separator are left alone: they look like another source's prefix
+	// nested under this one, and a prefix-free prefix may end with any separator ("q1." +
+	// "b.7", but also "q1." + "b-7" of source "q1.b-", which the CEL rule accepts).
 	AdoptUnmarked bool
 }
 
@@ -126,6 +129,5 @@ func (o Owner) adoptable(id string) bool {
 	if rest == "" {
 		return false
 	}
-	sep := o.Prefix[len(o.Prefix)-1]
-	return strings.IndexByte(rest, sep) < 0
+	return !strings.ContainsAny(rest, Separators)
 }

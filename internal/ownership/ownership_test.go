@@ -29,7 +29,11 @@ func TestClassify(t *testing.T) {
 		{"not under the prefix at all", a, "q10.7", marked("q1."), Foreign},
 		{"empty prefix owns nothing", Owner{}, "q1.7", marked(""), Foreign},
 		{"adopted: prefix + rest without separator", adopt, "q1.7", unmarked, Adopted},
-		{"adopted: empty marker", adopt, "q1.abc-x", marked(""), Adopted},
+		{"adopted: empty marker", adopt, "q1.abcx", marked(""), Adopted},
+		// "q1.b-" is a valid prefix-free prefix of another source that starts with "q1.": its
+		// unmarked vectors (written before the marker existed) are not this source's to adopt.
+		{"not adopted: another separator after the prefix", adopt, "q1.b-7", unmarked, Unmarked},
+		{"not adopted: any separator in the rest", adopt, "q1.a:b", marked(""), Unmarked},
 		{"not adopted: rest holds the separator", adopt, "q1.x.7", unmarked, Unmarked},
 		{"not adopted: the bare prefix", adopt, "q1.", unmarked, Unmarked},
 		{"adoption never takes a marked vector", adopt, "q1.7", marked("q1.b-"), Foreign},

@@ -329,6 +329,9 @@ const (
 	readRowsPerSecond = 5000
 	// minDeadline covers start-up, connections and small files.
 	minDeadline = 10 * time.Minute
+	// maxDeadlineRows bounds the rows Deadline sizes for (~10^12, some 3.6 years): past it the
+	// arithmetic below would overflow time.Duration and give a negative deadline.
+	maxDeadlineRows = 1 << 40
 )
 
 // Deadline is how long one attempt of the sync step may take for a file of rows rows: read the
@@ -336,9 +339,7 @@ const (
 // parallel, so more of them only shortens it), and look up and delete every listed id that is
 // not in the file, 1,000 a request.
 func Deadline(rows int64) time.Duration {
-	if rows < 0 {
-		rows = 0
-	}
+	rows = min(max(rows, 0), maxDeadlineRows)
 	listed := rows * listedPerRow
 	pages := (listed + 99) / 100
 	checks := 2 * ((listed - rows + 999) / 1000) // look-ups and deletes of the ids beyond the file's

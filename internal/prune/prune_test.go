@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -245,7 +246,8 @@ func TestDeleteErrors(t *testing.T) {
 // unmarked "q1.<n>" vectors, one marked with a number, and "q10.<n>" vectors (not listed at
 // all). A's file dropped 5 % of its rows: exactly those are deleted; the rest is counted and
 // stays, values and metadata unchanged. With adoptUnmarked the third writer's ids of A's form
-// are adopted and deleted, B's still not.
+// are adopted and deleted, B's still not, nor the unmarked ones of a source "q1.c-" (a valid
+// prefix ending with another separator) written before the marker existed.
 func TestFindLeavesOtherSourcesAlone(t *testing.T) {
 	ctx := context.Background()
 	for _, adopt := range []bool{false, true} {
@@ -255,6 +257,7 @@ func TestFindLeavesOtherSourcesAlone(t *testing.T) {
 			e.store(t, "ns", "q1.b-", 0, 60)
 			e.storeMarked(t, "ns", "q1.", "", 5000, 5030) // unmarked, of A's form
 			e.storeMarked(t, "ns", "q1.x.", "", 0, 7)     // unmarked, nested form
+			e.storeMarked(t, "ns", "q1.c-", "", 0, 9)     // unmarked, of source "q1.c-" (before the marker)
 			e.store(t, "ns", "q10.", 0, 40)
 			odd, _ := structpb.NewStruct(map[string]any{ownership.Key: 7})
 			if _, err := e.up.Upsert(ctx, "ns", []pinecone.Vector{{ID: "q1.odd", Values: []float32{1, 1, 1, 1}, Metadata: odd}}); err != nil {
@@ -271,8 +274,8 @@ func TestFindLeavesOtherSourcesAlone(t *testing.T) {
 			if adopt {
 				wantAdopted = 30
 			}
-			if plan.Listed != 1000+60+30+7+1 || plan.Missing != 50+60+30+7+1 || plan.Owned != 50 || plan.Adopted != wantAdopted ||
-				plan.Foreign != 61 || plan.Unmarked != 37-wantAdopted || plan.Gone != 0 {
+			if plan.Listed != 1000+60+30+7+9+1 || plan.Missing != 50+60+30+7+9+1 || plan.Owned != 50 || plan.Adopted != wantAdopted ||
+				plan.Foreign != 61 || plan.Unmarked != 46-wantAdopted || plan.Gone != 0 {
 				t.Fatalf("plan %+v", plan)
 			}
 			n, err := plan.Execute(ctx, e.up)
@@ -283,7 +286,7 @@ func TestFindLeavesOtherSourcesAlone(t *testing.T) {
 			for id, v := range before {
 				gone := false
 				switch {
-				case strings.HasPrefix(id, "q1.") && !strings.HasPrefix(id, "q1.b-") && !strings.HasPrefix(id, "q1.x.") && id != "q1.odd":
+				case strings.HasPrefix(id, "q1.") && !strings.HasPrefix(id, "q1.b-") && !strings.HasPrefix(id, "q1.x.") && !strings.HasPrefix(id, "q1.c-") && id != "q1.odd":
 					var i int
 					fmt.Sscanf(id, "q1.%d", &i)
 					gone = i < 50 || (adopt && i >= 5000)
@@ -367,5 +370,11 @@ func TestDeadline(t *testing.T) {
 	}
 	if Deadline(3000000) <= Deadline(1000000) {
 		t.Error("a larger file must get more time")
+	}
+	// A row count from a corrupt or hostile plan must not overflow into a negative deadline.
+	for _, rows := range []int64{1 << 40, 1 << 50, math.MaxInt64 / 2, math.MaxInt64} {
+		if got := Deadline(rows); got < Deadline(1000000) {
+			t.Errorf("Deadline(%d) = %s, less than for 1,000,000 rows", rows, got)
+		}
 	}
 }
