@@ -212,8 +212,16 @@ func Check(ctx context.Context, cfg Config, emb Embedder, idx Index, cands []Can
 		cos = append(cos, c)
 	}
 	if len(cos) == 0 {
-		st.Result = v1alpha1.VectorSpaceNothingToCompare
-		st.Message = fmt.Sprintf("the %d stored texts found could not be re-embedded (%d rejected), so nothing was compared", len(samples), len(rejected))
+		// The namespace holds vectors: only an empty one has nothing to compare.
+		why := ""
+		if len(rejected) > 0 {
+			why = ": " + rejected[0].Reason + ", " + rejected[0].Detail
+		}
+		st.Result = v1alpha1.VectorSpaceUnverified
+		st.Message = fmt.Sprintf("namespace %s holds vectors, but the embeddings API refused the %d stored texts found (%d rejected%s), so the model they were made with is unknown. "+
+			"Make sure spec.embedding.model is the model the index was filled with (the old service used text-embedding-ada-002), "+
+			"then set spec.target.pinecone.allowMixedVectorSpaces: true to write anyway",
+			nsList(order), len(samples), len(rejected), why)
 		return st, nil
 	}
 	st.Compared = int32(len(cos))

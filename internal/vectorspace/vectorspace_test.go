@@ -327,6 +327,25 @@ func TestCheckUnverifiable(t *testing.T) {
 	}
 }
 
+// Stored texts the embeddings call refuses (here longer than an input may be) compare nothing,
+// but the namespace is not empty: the model is unverified, which fails the plan, instead of
+// NothingToCompare, which lets it write.
+func TestCheckRejectedSamplesAreUnverified(t *testing.T) {
+	e := newEnv(t)
+	long := strings.Repeat("7 ", 9000) // about 9,000 tokens: over the per-input limit
+	e.seed(t, ada, map[string]string{"239.1": long + "a", "239.2": long + "b", "239.3": long + "c"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := vectorspace.Config{Model: small, TextField: "text", TextMaxChars: 40000, IDPrefix: "239."}
+	st, err := vectorspace.Check(ctx, cfg, e.embedder(t, small), e.up, []vectorspace.Candidate{{ID: "239.9", Namespace: "v2", Text: "new"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Result != v1alpha1.VectorSpaceUnverified || st.Compared != 0 || !strings.Contains(st.Message, "allowMixedVectorSpaces") {
+		t.Fatalf("every stored text refused by the embeddings call: %+v", st)
+	}
+}
+
 func meta(t *testing.T, m map[string]any) *structpb.Struct {
 	t.Helper()
 	s, err := structpb.NewStruct(m)
