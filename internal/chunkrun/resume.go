@@ -53,14 +53,17 @@ func startAttempt(ctx context.Context, cl *s3.Client, ing worker.Ingestion, chun
 	}
 	key := MarkerKey(d.KeyPrefix, ing, chunk)
 	what := fmt.Sprintf("s3://%s/%s", d.Bucket, key)
+	found := false
 	if _, herr := cl.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &d.Bucket, Key: &key}); herr == nil {
-		resume = true
+		found, resume = true, true
 	} else if p, ok := worker.AsPermanent(source.Classify(what, herr)); !ok || p.Reason != worker.ReasonSourceMissing {
 		// Not a plain "not found" (S3 answers 403 for a missing key to those who may not list
-		// the bucket): whether an earlier attempt ran is unknown, so check.
-		resume = true
+		// the bucket or read the prefix): whether an earlier attempt ran is unknown, so skip only
+		// what content hashes prove, as without a dead-letter location; rows stored with this
+		// task id may be another CsvIngestion's.
+		resume = ing.Spec.Sync != nil
 	}
-	if !resume {
+	if !found {
 		body := []byte("an attempt of this chunk started; a retry skips the rows it upserted\n")
 		if err := source.Put(ctx, cl, d.Bucket, key, body); err != nil {
 			return false, noop, markerError(what, err)
