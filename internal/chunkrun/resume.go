@@ -17,12 +17,25 @@ import (
 // would be written now), which only an earlier attempt of this chunk writes, since the planner
 // gives every vector id of the file to one row. Checking costs a Pinecone fetch per slice of
 // rows, so a chunk checks only when it may be a retry: it leaves a marker next to its dead
-// letters when it starts, and an attempt that finds the marker is a retry. Without a
-// dead-letter location there is nowhere to leave one, and every attempt checks.
+// letters when it starts, and an attempt that finds the marker is a retry.
+//
+// A task id is not one CsvIngestion's alone: spec.taskID is chosen freely and may be reused (a
+// run deleted and created again with a fixed mapping or a changed file). Vectors stored with the
+// task id by another CsvIngestion are not this one's upserts, so the marker is named by the
+// object's UID too, and another object's marker is never taken for an earlier attempt. Without a
+// dead-letter location there is nowhere to leave one: a chunk then skips stored rows only when
+// vectors carry a content hash (spec.sync), whose equality shows the stored vector is what this
+// attempt would write; without one, a retry embeds its rows again rather than keep vectors that
+// may be another ingestion's.
 
-// markerSuffix names the marker: <deadLetter.keyPrefix><taskID>-<uid>/chunk-NNNN.started, beside
-// the chunk's dead letters (worker.Ingestion.ObjectID: two ingestions given one task id never share it).
+// markerSuffix ends the marker's name: <deadLetter.keyPrefix><taskID>-<uid>/chunk-NNNN.started,
+// beside the chunk's dead letters (worker.Ingestion.ObjectID).
 const markerSuffix = ".started"
+
+// MarkerKey is where chunk's attempt marker is kept under spec.deadLetter.keyPrefix.
+func MarkerKey(keyPrefix string, ing worker.Ingestion, chunk int) string {
+	return deadletter.Base(keyPrefix, ing.ObjectID(), chunk) + markerSuffix
+}
 
 // startAttempt says whether this attempt must skip rows an earlier one upserted, and returns a
 // function that removes the marker once the chunk has succeeded.
@@ -33,18 +46,21 @@ func startAttempt(ctx context.Context, cl *s3.Client, ing worker.Ingestion, chun
 	}
 	d := ing.Spec.DeadLetter
 	if d == nil || d.Bucket == "" {
-		return true, noop, nil
+		return ing.Spec.Sync != nil, noop, nil
 	}
-	key := deadletter.Base(d.KeyPrefix, ing.ObjectID(), chunk) + markerSuffix
+	key := MarkerKey(d.KeyPrefix, ing, chunk)
 	what := fmt.Sprintf("s3://%s/%s", d.Bucket, key)
+	found := false
 	if _, herr := cl.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &d.Bucket, Key: &key}); herr == nil {
-		resume = true
+		found, resume = true, true
 	} else if p, ok := worker.AsPermanent(source.Classify(what, herr)); !ok || p.Reason != worker.ReasonSourceMissing {
 		// Not a plain "not found" (S3 answers 403 for a missing key to those who may not list
-		// the bucket): whether an earlier attempt ran is unknown, so check.
-		resume = true
+		// the bucket or read the prefix): whether an earlier attempt ran is unknown, so skip only
+		// what content hashes prove, as without a dead-letter location; rows stored with this
+		// task id may be another CsvIngestion's.
+		resume = ing.Spec.Sync != nil
 	}
-	if !resume {
+	if !found {
 		body := []byte("an attempt of this chunk started; a retry skips the rows it upserted\n")
 		if err := source.Put(ctx, cl, d.Bucket, key, body); err != nil {
 			return false, noop, markerError(what, err)

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/vectordb-io/vectordb-operator/internal/chunkrun"
-	"github.com/vectordb-io/vectordb-operator/internal/deadletter"
 	"github.com/vectordb-io/vectordb-operator/internal/tokens"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	fakeopenai "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
@@ -61,7 +60,7 @@ func TestRetryEmbedsOnlyTheRemainingRows(t *testing.T) {
 	if n := e.index.Stats().Calls["Fetch"]; n != 0 {
 		t.Errorf("attempt 1 (no marker: a first attempt) made %d fetch calls, want none", n)
 	}
-	marker := deadletter.Base(ing.Spec.DeadLetter.KeyPrefix, ing.ObjectID(), 0) + ".started"
+	marker := chunkrun.MarkerKey(ing.Spec.DeadLetter.KeyPrefix, ing, 0)
 	if _, err := e.get(marker); err != nil {
 		t.Fatalf("attempt 1 left no marker at %s: %v", marker, err)
 	}
@@ -169,5 +168,88 @@ func TestUndecodableBytesAreDeadLettered(t *testing.T) {
 	}
 	if v, ok := e.index.Vectors("lot")["239.1"]; !ok || v.Metadata["text"] != "café ok" { // the legacy filter drops the quotes
 		t.Fatalf("row 0: %v", v.Metadata)
+	}
+}
+
+// A task id is not unique to one CsvIngestion (spec.taskID is chosen freely and may be reused,
+// say after deleting a run to fix its mapping). Ingestion A, killed at ~90 %, leaves vectors
+// stored with task id T and, with a dead-letter location, its attempt marker. Ingestion B, another
+// object with the same task id over a changed file (every text differs), is not a retry of A: its
+// first attempt must embed and write every row, with or without a dead-letter location, instead
+// of counting A's stale vectors as its own.
+func TestSameTaskIDOfAnotherIngestionIsNotARetry(t *testing.T) {
+	for _, withDeadLetter := range []bool{true, false} {
+		t.Run(map[bool]string{true: "dead letter", false: "no dead letter"}[withDeadLetter], func(t *testing.T) {
+			e := newEnv(t, fakeopenai.Options{})
+			rows := genLegacy(1000, 37)
+			keyA := e.prefix + "a.csv"
+			e.put(keyA, csvBytes(t, legacyCSV(rows)))
+			a := e.ingestion(keyA)
+			a.Spec.Embedding.TokensPerMinute = 100000000
+			a.Spec.Embedding.MaxInputsPerRequest = 50
+			if !withDeadLetter {
+				a.Spec.DeadLetter = nil
+			}
+			argsA, err := e.plan(a).Chunk(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			argsA.RequestsPerMinute, argsA.TokensPerMinute = 100000, 100000000
+			ctx, kill := context.WithCancel(context.Background())
+			defer kill()
+			var done atomic.Int64
+			deps := e.deps()
+			deps.Progress = func(n int64) {
+				if done.Add(n) >= 900 {
+					kill()
+				}
+			}
+			if _, err := chunkrun.Run(ctx, a, argsA, deps); !errors.Is(err, context.Canceled) {
+				t.Fatalf("ingestion A: %v, want it cancelled", err)
+			}
+			if n := e.index.Count(); n < 900 {
+				t.Fatalf("ingestion A stored %d vectors, want at least 900", n)
+			}
+
+			// B: the same ids, every text changed.
+			changed := make([]legacyRow, len(rows))
+			for i, r := range rows {
+				r.fields = slices.Clone(r.fields)
+				r.fields[1] = "revised " + r.fields[1]
+				r.wantText = "revised " + r.wantText
+				changed[i] = r
+			}
+			keyB := e.prefix + "b.csv"
+			e.put(keyB, csvBytes(t, legacyCSV(changed)))
+			b := e.ingestion(keyB)
+			b.UID = a.UID + "-b"
+			b.Spec.DeadLetter = a.Spec.DeadLetter
+			argsB, err := e.plan(b).Chunk(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			argsB.RequestsPerMinute, argsB.TokensPerMinute = 100000, 100000000
+			oa := e.openai.Stats()
+			res, err := chunkrun.Run(context.Background(), b, argsB, e.deps())
+			if err != nil {
+				t.Fatalf("ingestion B: %v", err)
+			}
+			if res.Resumed != 0 {
+				t.Errorf("ingestion B counted %d rows of ingestion A as its own upserts", res.Resumed)
+			}
+			if in := e.openai.Stats().Inputs - oa.Inputs; in != int64(len(changed)) {
+				t.Errorf("ingestion B embedded %d rows, want all %d", in, len(changed))
+			}
+			stale := 0
+			for _, r := range changed {
+				v, ok := e.index.Vectors(cmp.Or(r.recordType(), "v2"))["239."+r.id()]
+				if !ok || !slices.Equal(v.Values, fakeopenai.Vector(r.wantText, dims)) {
+					stale++
+				}
+			}
+			if stale > 0 {
+				t.Errorf("%d of %d vectors are not the embedding of ingestion B's text", stale, len(changed))
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -119,5 +120,38 @@ func BenchmarkLegacyCorpus(b *testing.B) {
 		for _, c := range cases {
 			_, _ = s.Sanitize(c.In)
 		}
+	}
+}
+
+// BenchmarkLegacyHostile sanitizes 1 MiB texts built against each step of sanitize legacy: tags
+// never closed, references, long fractions and runs of near-dates. Every step is linear, so each
+// takes about as long per byte as ordinary text; a step that backtracked like Python's re (whose
+// `<[^>]+>` is quadratic on a run of '<') would show here by orders of magnitude.
+func BenchmarkLegacyHostile(b *testing.B) {
+	const n = 1 << 20
+	for _, c := range []struct{ name, text string }{
+		{"unclosed-tags", strings.Repeat("<", n)},
+		{"empty-tags", strings.Repeat("<>", n/2)},
+		{"ampersands", strings.Repeat("&", n)},
+		{"long-names", strings.Repeat("&abcdefghijklmnopqrstuvwxyzabcdef", n/33)},
+		{"hex-reference", "&#x" + strings.Repeat("f", n)},
+		{"fraction", "2024-01-10T12:00:00." + strings.Repeat("1", n) + "x"},
+		{"near-dates", strings.Repeat("2024-01-10-", n/11)},
+		{"slash-runs", strings.Repeat("11/11/", n/6)},
+		{"arabic-digits", strings.Repeat("\u0661-", n/3)},
+		{"invalid-datetimes", strings.Repeat("2024-13-10T12:00:00 ", n/20)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			s, err := NewSanitizer(SanitizeLegacy)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(c.text)))
+			for range b.N {
+				if _, err := s.Sanitize(c.text); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

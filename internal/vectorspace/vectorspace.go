@@ -14,6 +14,7 @@ package vectorspace
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/embedding"
+	"github.com/vectordb-io/vectordb-operator/internal/mapping"
 	"github.com/vectordb-io/vectordb-operator/internal/pinecone"
 )
 
@@ -210,8 +212,16 @@ func Check(ctx context.Context, cfg Config, emb Embedder, idx Index, cands []Can
 		cos = append(cos, c)
 	}
 	if len(cos) == 0 {
-		st.Result = v1alpha1.VectorSpaceNothingToCompare
-		st.Message = fmt.Sprintf("the %d stored texts found could not be re-embedded (%d rejected), so nothing was compared", len(samples), len(rejected))
+		// The namespace holds vectors: only an empty one has nothing to compare.
+		why := ""
+		if len(rejected) > 0 {
+			why = ": " + rejected[0].Reason + ", " + rejected[0].Detail
+		}
+		st.Result = v1alpha1.VectorSpaceUnverified
+		st.Message = fmt.Sprintf("namespace %s holds vectors, but the embeddings API refused the %d stored texts found (%d rejected%s), so the model they were made with is unknown. "+
+			"Make sure spec.embedding.model is the model the index was filled with (the old service used text-embedding-ada-002), "+
+			"then set spec.target.pinecone.allowMixedVectorSpaces: true to write anyway",
+			nsList(order), len(samples), len(rejected), why)
 		return st, nil
 	}
 	st.Compared = int32(len(cos))
@@ -312,9 +322,10 @@ func nsList(order []string) string {
 }
 
 // SampleText returns the text to re-embed for a stored vector: its stored text when that is not
-// possibly cut (shorter than maxChars characters); when it is as long as the cut, the file's text
-// for the same id if the stored text is its beginning (the full text is what was embedded). A
-// vector without stored text is not compared: the file's row may have changed since.
+// possibly cut (shorter than maxChars characters, in metadata with room left in the budget);
+// when it may be cut, the file's text for the same id if the stored text is its beginning (the
+// full text is what was embedded). A vector without stored text is not compared: the file's row
+// may have changed since.
 func SampleText(meta map[string]any, field string, maxChars int, fileText string) (string, bool) {
 	if field == "" {
 		return "", false
@@ -323,13 +334,37 @@ func SampleText(meta map[string]any, field string, maxChars int, fileText string
 	if strings.TrimSpace(s) == "" {
 		return "", false
 	}
-	if maxChars <= 0 || utf8.RuneCountInString(s) < maxChars {
+	if (maxChars <= 0 || utf8.RuneCountInString(s) < maxChars) && !metadataFull(meta) {
 		return s, true
 	}
 	if fileText != "" && strings.HasPrefix(fileText, s) {
 		return fileText, true
 	}
 	return "", false
+}
+
+// metadataFull says whether meta fills the metadata budget the mapper fits records into, as the
+// mapper measures it, but for less than a character's JSON size (6 bytes, with a margin): the
+// mapper may have cut its text to fit, however short the text is.
+func metadataFull(meta map[string]any) bool {
+	n := 2 // the braces
+	for k, v := range meta {
+		f := mapping.Field{Key: k}
+		switch x := v.(type) {
+		case string:
+			f.Value = mapping.Value{Kind: mapping.KindString, Str: x}
+		case float64:
+			f.Value = mapping.Value{Kind: mapping.KindNumber, Num: x}
+		case bool:
+			f.Value = mapping.Value{Kind: mapping.KindBool, Bool: x}
+		default: // another writer's value (a list, null): its JSON size
+			b, _ := json.Marshal(x)
+			n += len(b) + len(k) + 4
+			continue
+		}
+		n += mapping.FieldBytes(f)
+	}
+	return n+16 > mapping.MetadataBudget
 }
 
 // Decide is the verdict on the measured cosines: Mismatch when any is below threshold.

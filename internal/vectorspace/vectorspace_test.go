@@ -13,6 +13,7 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/embedding"
+	"github.com/vectordb-io/vectordb-operator/internal/mapping"
 	"github.com/vectordb-io/vectordb-operator/internal/pinecone"
 	"github.com/vectordb-io/vectordb-operator/internal/vectorspace"
 	fakeopenai "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
@@ -64,6 +65,45 @@ func TestSampleText(t *testing.T) {
 		got, ok := vectorspace.SampleText(tc.meta, tc.field, 1000, tc.fileText)
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("%s: got %q %v, want %q %v", tc.name, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// A stored text shorter than textMaxChars may still be cut: the mapper trims the text to fit the
+// metadata budget when the other fields are large. Such a text is not re-embedded as is (the
+// vector was made from the whole text, so the same model would look like another), only the
+// file's text that it begins. The metadata is the mapper's own record, not a hand-made map.
+func TestSampleTextCutToTheMetadataBudget(t *testing.T) {
+	spec := v1alpha1.MappingSpec{IDColumn: "id", TextColumn: "body", Sanitize: "none",
+		Metadata: v1alpha1.MetadataSpec{Include: "all", TextField: "text", TextMaxChars: 1000}}
+	m, err := mapping.New(spec, []string{"id", "body", "notes"}, mapping.Fixed{ProcessedAt: "2025-01-10T22:45:23Z"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Repeat("word ", 150) + "end"
+	for _, notes := range []int{mapping.MetadataBudget - 400, mapping.MetadataBudget - 2000} {
+		rec, rerr := m.Map(1, []string{"1", text, strings.Repeat("n", notes)})
+		if rerr != nil {
+			t.Fatalf("notes of %d bytes: %v", notes, rerr)
+		}
+		meta := map[string]any{}
+		for _, f := range rec.Metadata {
+			meta[f.Key] = f.Value.Any()
+		}
+		stored, _ := meta["text"].(string)
+		cut := stored != text
+		if cut == (notes == mapping.MetadataBudget-2000) || !strings.HasPrefix(text, stored) || stored == "" {
+			t.Fatalf("notes of %d bytes: the mapper stored %d of the text's %d bytes; the test needs it cut only with the larger notes", notes, len(stored), len(text))
+		}
+		if got, ok := vectorspace.SampleText(meta, "text", 1000, text); !ok || got != text {
+			t.Errorf("notes of %d bytes (text cut: %v): with the file's text, got %d bytes %v, want the file's whole text", notes, cut, len(got), ok)
+		}
+		got, ok := vectorspace.SampleText(meta, "text", 1000, "")
+		if cut && ok {
+			t.Errorf("the text cut to fit the metadata budget (%d of %d bytes) is re-embedded as is", len(got), len(text))
+		}
+		if !cut && (!ok || got != text) {
+			t.Errorf("an uncut text is not re-embedded: %d bytes %v", len(got), ok)
 		}
 	}
 }
@@ -284,6 +324,25 @@ func TestCheckUnverifiable(t *testing.T) {
 	}
 	if after := e.openai.Stats(); after.Requests != before.Requests {
 		t.Errorf("nothing comparable, yet OpenAI was called: %+v → %+v", before, after)
+	}
+}
+
+// Stored texts the embeddings call refuses (here longer than an input may be) compare nothing,
+// but the namespace is not empty: the model is unverified, which fails the plan, instead of
+// NothingToCompare, which lets it write.
+func TestCheckRejectedSamplesAreUnverified(t *testing.T) {
+	e := newEnv(t)
+	long := strings.Repeat("7 ", 9000) // about 9,000 tokens: over the per-input limit
+	e.seed(t, ada, map[string]string{"239.1": long + "a", "239.2": long + "b", "239.3": long + "c"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := vectorspace.Config{Model: small, TextField: "text", TextMaxChars: 40000, IDPrefix: "239."}
+	st, err := vectorspace.Check(ctx, cfg, e.embedder(t, small), e.up, []vectorspace.Candidate{{ID: "239.9", Namespace: "v2", Text: "new"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Result != v1alpha1.VectorSpaceUnverified || st.Compared != 0 || !strings.Contains(st.Message, "allowMixedVectorSpaces") {
+		t.Fatalf("every stored text refused by the embeddings call: %+v", st)
 	}
 }
 
