@@ -374,7 +374,8 @@ func probeDeadLetter(ctx context.Context, ing worker.Ingestion, cl *s3.Client, l
 	if d == nil || d.Bucket == "" {
 		return nil
 	}
-	id := cmp.Or(ing.TaskID, ing.UID, "probe")
+	// Beside the chunks' dead letters (worker.Ingestion.ObjectID).
+	id := cmp.Or(ing.ObjectID(), "probe")
 	key := d.KeyPrefix + id + "/.write-probe"
 	leftover, err := source.ProbeWrite(ctx, cl, d.Bucket, key)
 	if err != nil {

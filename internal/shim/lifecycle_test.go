@@ -169,6 +169,7 @@ func TestProcessMetabase(t *testing.T) {
 			Region: "eu-west-1", Endpoint: "http://127.0.0.1:9000",
 			CredentialsSecretRef: &v1alpha1.S3CredentialsSecretRef{Name: "s3-creds", AccessKeyIDKey: "AWS_ACCESS_KEY_ID", SecretAccessKeyKey: "AWS_SECRET_ACCESS_KEY"},
 		}},
+		ExportRowLimit: v1alpha1.DefaultMetabaseExportRowLimit, // the CRD's default
 	}
 	if !reflect.DeepEqual(obj.Spec.Source.Metabase, want) || obj.Spec.Source.S3 != nil {
 		t.Errorf("source = %s, want metabase %s", jsonOf(obj.Spec.Source), jsonOf(want))
