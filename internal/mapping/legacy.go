@@ -125,41 +125,7 @@ func (s *Sanitizer) sanitizeLegacy(text string) (string, error) {
 
 // pyCollapse is re.sub(r'\s+', ' ', text).strip().
 func pyCollapse(dst, src []byte) []byte {
-	start := len(dst)
-	pending := false
-	for i := 0; i < len(src); {
-		c := src[i]
-		if c < utf8.RuneSelf {
-			if pyASCIISpace[c] {
-				pending = true
-				i++
-				continue
-			}
-			j := i + 1
-			for j < len(src) && src[j] < utf8.RuneSelf && !pyASCIISpace[src[j]] {
-				j++
-			}
-			if pending && len(dst) > start {
-				dst = append(dst, ' ')
-			}
-			pending = false
-			dst = append(dst, src[i:j]...)
-			i = j
-			continue
-		}
-		r, size := utf8.DecodeRune(src[i:])
-		if pyIsSpace(r) {
-			pending = true
-		} else {
-			if pending && len(dst) > start {
-				dst = append(dst, ' ')
-			}
-			pending = false
-			dst = append(dst, src[i:i+size]...)
-		}
-		i += size
-	}
-	return dst
+	return collapseBy(dst, src, &pyASCIISpace, pyIsSpace)
 }
 
 // pyFilter is re.sub(r'[^\w\s\-\.,!?;:()\[\]{}$]', ”, text).

@@ -142,20 +142,26 @@ func stripTags(dst []byte, src string) []byte {
 }
 
 // collapseSpace appends src to dst with white-space runs collapsed to one ' ' and both ends
-// trimmed. Runs of plain ASCII are copied with one append: this loop sees every byte of every row.
+// trimmed (Go's unicode.IsSpace).
 func collapseSpace(dst, src []byte) []byte {
+	return collapseBy(dst, src, &asciiSpace, unicode.IsSpace)
+}
+
+// collapseBy collapses white space as isSpace (and its ASCII table) defines it. Runs of plain
+// ASCII are copied with one append: this loop sees every byte of every row.
+func collapseBy(dst, src []byte, ascii *[utf8.RuneSelf]bool, isSpace func(rune) bool) []byte {
 	start := len(dst)
 	pending := false
 	for i := 0; i < len(src); {
 		c := src[i]
 		if c < utf8.RuneSelf {
-			if asciiSpace[c] {
+			if ascii[c] {
 				pending = true
 				i++
 				continue
 			}
 			j := i + 1
-			for j < len(src) && src[j] < utf8.RuneSelf && !asciiSpace[src[j]] {
+			for j < len(src) && src[j] < utf8.RuneSelf && !ascii[src[j]] {
 				j++
 			}
 			if pending && len(dst) > start {
@@ -167,7 +173,7 @@ func collapseSpace(dst, src []byte) []byte {
 			continue
 		}
 		r, size := utf8.DecodeRune(src[i:])
-		if unicode.IsSpace(r) {
+		if isSpace(r) {
 			pending = true
 		} else {
 			if pending && len(dst) > start {

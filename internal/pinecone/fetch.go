@@ -80,43 +80,19 @@ func (u *Upserter) FetchMetadataString(ctx context.Context, namespace string, id
 // their metadata keys, in the order of keys (empty when the vector lacks one).
 func (u *Upserter) FetchMetadataStrings(ctx context.Context, namespace string, ids []string, keys ...string) (map[string][]string, error) {
 	out := make(map[string][]string, len(ids))
-	if len(ids) == 0 {
-		return out, nil
-	}
-	c, err := u.conn(namespace)
+	err := u.fetchEach(ctx, namespace, ids, func(id string, v *pinecone.Vector) {
+		vals := make([]string, len(keys))
+		if v != nil && v.Metadata != nil {
+			for i, key := range keys {
+				if f, ok := v.Metadata.Fields[key]; ok {
+					vals[i] = f.GetStringValue()
+				}
+			}
+		}
+		out[id] = vals
+	})
 	if err != nil {
 		return nil, err
-	}
-	for start := 0; start < len(ids); start += MaxFetchIDs {
-		part := ids[start:min(start+MaxFetchIDs, len(ids))]
-		select {
-		case u.inFlight <- struct{}{}:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("pinecone fetch: %w", ctx.Err())
-		}
-		err := u.retry.do(ctx, "fetch", &u.nRetries, func(ctx context.Context) error {
-			u.nFetches.Add(1)
-			res, err := c.FetchVectors(ctx, part)
-			if err != nil {
-				return err
-			}
-			for id, v := range res.Vectors {
-				vals := make([]string, len(keys))
-				if v != nil && v.Metadata != nil {
-					for i, key := range keys {
-						if f, ok := v.Metadata.Fields[key]; ok {
-							vals[i] = f.GetStringValue()
-						}
-					}
-				}
-				out[id] = vals
-			}
-			return nil
-		})
-		<-u.inFlight
-		if err != nil {
-			return nil, fmt.Errorf("pinecone fetch of %d ids from namespace %q: %w", len(part), c.Namespace(), err)
-		}
 	}
 	return out, nil
 }
@@ -126,19 +102,38 @@ func (u *Upserter) FetchMetadataStrings(ctx context.Context, namespace string, i
 // sync step reads the owner marker of each deletion candidate this way (MaxFetchIDs per request).
 func (u *Upserter) FetchMetadataValues(ctx context.Context, namespace string, ids []string, key string) (map[string]*structpb.Value, error) {
 	out := make(map[string]*structpb.Value, len(ids))
+	err := u.fetchEach(ctx, namespace, ids, func(id string, v *pinecone.Vector) {
+		if v == nil {
+			return
+		}
+		var val *structpb.Value
+		if v.Metadata != nil {
+			val = v.Metadata.Fields[key]
+		}
+		out[id] = val
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// fetchEach fetches ids from namespace MaxFetchIDs at a time, under the in-flight bound and with
+// retries like upserts, and hands each returned vector to each (again for a retried request).
+func (u *Upserter) fetchEach(ctx context.Context, namespace string, ids []string, each func(id string, v *pinecone.Vector)) error {
 	if len(ids) == 0 {
-		return out, nil
+		return nil
 	}
 	c, err := u.conn(namespace)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for start := 0; start < len(ids); start += MaxFetchIDs {
 		part := ids[start:min(start+MaxFetchIDs, len(ids))]
 		select {
 		case u.inFlight <- struct{}{}:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("pinecone fetch: %w", ctx.Err())
+			return fmt.Errorf("pinecone fetch: %w", ctx.Err())
 		}
 		err := u.retry.do(ctx, "fetch", &u.nRetries, func(ctx context.Context) error {
 			u.nFetches.Add(1)
@@ -147,21 +142,14 @@ func (u *Upserter) FetchMetadataValues(ctx context.Context, namespace string, id
 				return err
 			}
 			for id, v := range res.Vectors {
-				if v == nil {
-					continue
-				}
-				var val *structpb.Value
-				if v.Metadata != nil {
-					val = v.Metadata.Fields[key]
-				}
-				out[id] = val
+				each(id, v)
 			}
 			return nil
 		})
 		<-u.inFlight
 		if err != nil {
-			return nil, fmt.Errorf("pinecone fetch of %d ids from namespace %q: %w", len(part), c.Namespace(), err)
+			return fmt.Errorf("pinecone fetch of %d ids from namespace %q: %w", len(part), c.Namespace(), err)
 		}
 	}
-	return out, nil
+	return nil
 }
