@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/vectordb-io/vectordb-operator/bench/report"
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/test/csvgen"
 	"github.com/vectordb-io/vectordb-operator/test/stack"
@@ -61,7 +62,7 @@ func main() {
 	md := markdown(*rows, runs, ch, start)
 	fmt.Print(md)
 	if *out != "" {
-		if err := replaceSection(*out, md); err != nil {
+		if err := report.ReplaceSection(*out, beginMarker, endMarker, md); err != nil {
 			fmt.Fprintln(os.Stderr, "bench incremental:", err)
 			os.Exit(1)
 		}
@@ -163,7 +164,7 @@ func markdown(rows int, runs []run, ch csvgen.Changes, start time.Time) string {
 	w("## Incremental sync")
 	w("")
 	w("`go run ./bench/incremental -rows %d` (after `make build`), %s, %d CPUs, load average %s at the end; %s. The demo file (test/csvgen, %d rows, legacy mapping, 1,536 dimensions, the OpenAI fake billing with the real tokenizer, budgets far above what the fakes serve), then the same file with %d rows changed (1 %%) and %d removed (0.5 %%), ingested incrementally with deleteMissing (id prefix 239.) into the same namespace, then that changed file in full into an empty namespace for comparison. rowsPerChunk 1000, parallelism 4.",
-		rows, start.UTC().Format(time.RFC3339), runtime.NumCPU(), loadavg(), time.Since(start).Round(time.Second), rows, len(ch.Changed), len(ch.Removed))
+		rows, start.UTC().Format(time.RFC3339), runtime.NumCPU(), report.LoadAvg(), time.Since(start).Round(time.Second), rows, len(ch.Changed), len(ch.Removed))
 	w("")
 	w("| run | wall time | processed | skipped | deleted | embeddings requests | inputs | tokens billed | vectors upserted | Pinecone upsert calls | Pinecone fetch calls | Pinecone list calls | Pinecone delete calls |")
 	w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -187,34 +188,4 @@ func markdown(rows int, runs []run, ch csvgen.Changes, start time.Time) string {
 	}
 	w(endMarker)
 	return b.String()
-}
-
-// replaceSection puts md in place of the previous section, or appends it after the notes marker
-// of make bench (adding the marker when the report has none), so `make bench` keeps it.
-func replaceSection(path, md string) error {
-	const notes = "<!-- notes below are kept by make bench -->"
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	s := string(old)
-	if i := strings.Index(s, beginMarker); i >= 0 {
-		if j := strings.Index(s[i:], endMarker); j >= 0 {
-			rest := strings.TrimPrefix(s[i+j+len(endMarker):], "\n")
-			return os.WriteFile(path, []byte(s[:i]+md+rest), 0o644)
-		}
-	}
-	if !strings.Contains(s, notes) {
-		s = strings.TrimRight(s, "\n") + "\n\n" + notes + "\n"
-	}
-	return os.WriteFile(path, []byte(strings.TrimRight(s, "\n")+"\n\n"+md), 0o644)
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }

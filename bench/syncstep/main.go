@@ -22,6 +22,7 @@ import (
 	"github.com/go-logr/logr"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/vectordb-io/vectordb-operator/bench/report"
 	"github.com/vectordb-io/vectordb-operator/internal/ownership"
 	"github.com/vectordb-io/vectordb-operator/internal/pinecone"
 	"github.com/vectordb-io/vectordb-operator/internal/prune"
@@ -58,7 +59,7 @@ func main() {
 	}
 	fmt.Print(md)
 	if *out != "" {
-		if err := replaceSection(*out, md); err != nil {
+		if err := report.ReplaceSection(*out, beginMarker, endMarker, md); err != nil {
 			fmt.Fprintln(os.Stderr, "bench syncstep:", err)
 			os.Exit(1)
 		}
@@ -149,7 +150,7 @@ func measure(ctx context.Context, n, foreign, unmarked int, latencies []time.Dur
 	w("## Sync step (deleteMissing) at scale")
 	w("")
 	w("`go run ./bench/syncstep` on %s, %d CPUs (load %s), %s. One namespace of the Pinecone fake holds %d vectors of source `%s` (owner-marked, as chunks write them), %d of another source whose ids start with the same prefix (`%sb-…`) and %d unmarked ones of the source's id form; the file lacks 5 %% of the source's rows (%d ids in the file). Measured: the step's own code after it read the file (package prune over go-pinecone's gRPC client, as in the `<name>-sync` Job): list by prefix, owner look-up of every id the file lacks, delete. Each run adds the given latency to every data-plane call of the fake.",
-		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), loadavg(), runtime.Version(), n, prefix, foreign, prefix, unmarked, rows)
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), report.LoadAvg(), runtime.Version(), n, prefix, foreign, prefix, unmarked, rows)
 	w("")
 	w("| fake latency | listed | list requests (per 1,000 listed) | owner look-ups (per 1,000 listed; per 1,000 not in the file) | deleted | delete requests (per 1,000 deleted) | left alone | list + look-up time | total wall time |")
 	w("|---|---|---|---|---|---|---|---|---|")
@@ -189,34 +190,4 @@ func once(ctx context.Context, cfg pinecone.Config, file *prune.FileIDs, lat tim
 	st := up.Stats()
 	return result{latency: lat, lists: st.Lists, fetches: st.Fetches, deletes: st.Deletes, listed: plan.Listed, missing: plan.Missing,
 		deleted: deleted, leftAlone: plan.LeftAlone(), foreign: plan.Foreign, unmarked: plan.Unmarked, find: find, total: time.Since(start)}, nil
-}
-
-// replaceSection puts md in place of the previous section, or appends it after the notes marker
-// of make bench (adding the marker when the report has none), so `make bench` keeps it.
-func replaceSection(path, md string) error {
-	const notes = "<!-- notes below are kept by make bench -->"
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	s := string(old)
-	if i := strings.Index(s, beginMarker); i >= 0 {
-		if j := strings.Index(s[i:], endMarker); j >= 0 {
-			rest := strings.TrimPrefix(s[i+j+len(endMarker):], "\n")
-			return os.WriteFile(path, []byte(s[:i]+md+rest), 0o644)
-		}
-	}
-	if !strings.Contains(s, notes) {
-		s = strings.TrimRight(s, "\n") + "\n\n" + notes + "\n"
-	}
-	return os.WriteFile(path, []byte(strings.TrimRight(s, "\n")+"\n\n"+md), 0o644)
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
