@@ -23,8 +23,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/vectordb-io/vectordb-operator/bench/report"
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/bench/report"
 	"github.com/vectordb-io/vectordb-operator/test/csvgen"
 	"github.com/vectordb-io/vectordb-operator/test/stack"
 )
