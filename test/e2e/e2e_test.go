@@ -18,7 +18,9 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -109,6 +111,14 @@ func apply(t *testing.T, obj *v1alpha1.CsvIngestion) *v1alpha1.CsvIngestion {
 	if err := st.Cluster.Client.Create(context.Background(), obj); err != nil {
 		t.Fatalf("create ingestion: %v", err)
 	}
+	// Every test deletes what it created: a run left going would load the tests after it (its
+	// Jobs and pods go with it; its vectors and task item stay, as a user's would).
+	t.Cleanup(func() {
+		err := st.Cluster.Client.Delete(context.Background(), obj, client.PropagationPolicy(metav1.DeletePropagationBackground))
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("delete ingestion %s/%s: %v", obj.Namespace, obj.Name, err)
+		}
+	})
 	return obj
 }
 
