@@ -72,13 +72,17 @@ func (f *FileIDs) Add(namespace, id string) {
 
 // Seal sorts the set (and drops repeated keys) so Has can search it.
 func (f *FileIDs) Seal() {
+	if f.sealed {
+		return
+	}
 	slices.Sort(f.hashes)
 	f.hashes = slices.Compact(f.hashes)
 	f.hashes = slices.Clip(f.hashes)
 	f.sealed = true
 }
 
-// Has reports whether the file writes id into namespace (sealing the set first if needed).
+// Has reports whether the file writes id into namespace (sealing the set first if needed, so
+// only concurrent-safe once sealed).
 func (f *FileIDs) Has(namespace, id string) bool {
 	if !f.sealed {
 		f.Seal()
@@ -188,6 +192,9 @@ func Find(ctx context.Context, idx Index, owner ownership.Owner, namespaces []st
 		// Never the whole namespace: the API requires the prefix, and this is the last line.
 		return nil, fmt.Errorf("prune: empty id prefix: deleteMissing only deletes under spec.mapping.idPrefix")
 	}
+	// Sealed here, before the namespaces are listed in parallel: Has seals lazily, and two
+	// goroutines sealing at once corrupt the set (and Len counts repeats until sealed).
+	file.Seal()
 	p := &Plan{Prefix: prefix, Namespaces: namespaces, maxPercent: maxPercent, fileKeys: file.Len(), toDelete: map[string][]string{}}
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(Parallel)
