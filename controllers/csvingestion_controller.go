@@ -52,6 +52,10 @@ type Config struct {
 	MaxConcurrentReconciles int
 	// SkipNameValidation allows more than one controller in a process (tests restart the manager).
 	SkipNameValidation bool
+	// WritersNamespace keeps the writers records (Leases) that let an older run's sync step see
+	// newer writers under its prefix even after they were deleted. "": no record (the manager
+	// sets its own namespace).
+	WritersNamespace string
 }
 
 func (c *Config) defaults() {
@@ -80,6 +84,8 @@ type Reconciler struct {
 	// Tracker mirrors tasks into DynamoDB; nil disables tracking even when specs ask for it.
 	Tracker Tracker
 	Now     func() time.Time
+	// APIReader reads past the cache (the writers records); SetupWithManager sets the manager's.
+	APIReader client.Reader
 
 	mu sync.Mutex
 	// trackErr remembers the last mirror failure per ingestion for the TrackingDegraded condition.
@@ -95,6 +101,9 @@ type Reconciler struct {
 	// blockedRetries counts consecutive refused passes per ingestion, for the retry backoff.
 	blockedRetries map[types.UID]int
 	// cleanupFailures holds the failed cleanup Jobs already reported by an event.
+	// registered holds the runs already in their prefix's writers record (an optimisation: the
+	// record is read before each addition).
+	registered      map[types.UID]bool
 	cleanupMu       sync.Mutex
 	cleanupFailures map[types.UID]bool
 }
@@ -105,6 +114,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update,namespace=vectordb-system
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
@@ -119,6 +129,10 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 	r.expected = map[types.UID]map[string]time.Time{}
 	r.plans = map[types.UID]cachedPlan{}
 	r.blockedRetries = map[types.UID]int{}
+	r.registered = map[types.UID]bool{}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &batchv1.Job{}, jobOwnerUIDIndex, controllerUID); err != nil {
 		return fmt.Errorf("index jobs by owner: %w", err)
@@ -389,4 +403,5 @@ func (r *Reconciler) forget(uid types.UID) {
 	delete(r.expected, uid)
 	delete(r.plans, uid)
 	delete(r.blockedRetries, uid)
+	delete(r.registered, uid)
 }

@@ -546,6 +546,16 @@ func (p *pass) decide(ctx context.Context) error {
 		if holdFor = peers.olderDeleting(); holdFor != "" {
 			next = nil
 			p.requeueAfter = peerRecheck
+		} else if holdFor, err = p.r.registerWriter(ctx, p.obj); err != nil {
+			// Unrecorded, an older run's sync step could not see this run once it is deleted:
+			// write nothing until the record takes it.
+			if !p.refused("record this run as a writer under its id prefix", err) {
+				return err
+			}
+			next = nil
+		} else if holdFor != "" {
+			next = nil
+			p.requeueAfter = peerRecheck
 		}
 	}
 	for _, i := range next {

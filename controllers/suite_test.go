@@ -152,6 +152,10 @@ func startManagerWith(t *testing.T, counter *callCounter, mutate func(*manager.O
 	o.MetricsAddr = "0"
 	o.ProbeAddr = "0"
 	o.WatchNamespaces = namespaces
+	if len(namespaces) > 0 {
+		// The writers records (Leases) of each test's runs stay in its own namespace.
+		o.LeaderElectionNamespace = namespaces[0]
+	}
 	o.DynamoDBEndpoint = dyn.Endpoint
 	o.Controller.EmbedderImage = "vectordb-embedder:test"
 	o.Controller.SkipNameValidation = true

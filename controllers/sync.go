@@ -11,6 +11,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
@@ -92,7 +93,7 @@ func syncDecision(f syncFacts) syncVerdict {
 		return syncVerdict{syncHold, ReasonSyncSuspended, "every chunk finished; spec.suspend holds the step that deletes the vectors missing from the file: unset it to run it"}
 	case f.Superseded != "":
 		return syncVerdict{syncEnd, ReasonSuperseded, fmt.Sprintf(
-			"nothing was deleted: the newer ingestion %s with the same index, namespace and id prefix already wrote its file, and deleting what this older file lacks would remove its new vectors", f.Superseded)}
+			"nothing was deleted: the newer ingestion %s with the same index, namespace and id prefix wrote after this run started, and deleting what this older file lacks would remove its new vectors", f.Superseded)}
 	case f.WaitFor != "":
 		return syncVerdict{syncHold, ReasonSyncWaiting, fmt.Sprintf(
 			"every chunk finished; waiting for ingestion %s, which writes to the same index, namespace and id prefix, before deleting the vectors missing from the file (one deleter at a time)", f.WaitFor)}
@@ -210,6 +211,16 @@ func (p *pass) syncStep(ctx context.Context, outcome v1alpha1.Phase, reason, msg
 			return err
 		}
 		f.Superseded, f.WaitFor = peers.verdict()
+		if syncDecision(f).action == syncRun {
+			// The cache shows no newer run; the writers record also knows the ones deleted
+			// since and the ones too new for the cache, and takes this run's claim.
+			if f.Superseded, err = p.r.claimDelete(ctx, p.obj, peers.uids()); err != nil {
+				if !p.refused("record this run's sync step as the deleter under its id prefix", err) {
+					return err
+				}
+				f.Superseded = ""
+			}
+		}
 	}
 	v := syncDecision(f)
 	switch v.action {
@@ -339,6 +350,7 @@ func ingestionPrefix(o client.Object) []string {
 
 // peer is another ingestion that writes under the same index, namespace and prefix.
 type peer struct {
+	uid      types.UID
 	name     string
 	newer    bool
 	terminal bool
@@ -366,7 +378,7 @@ func (r *Reconciler) samePrefix(ctx context.Context, obj *v1alpha1.CsvIngestion)
 		if o.UID == obj.UID || o.Spec.DryRun || prefixKey(&o.Spec) != key || !sharesNamespace(&o.Spec, &obj.Spec) {
 			continue
 		}
-		pr := peer{name: o.Namespace + "/" + o.Name, newer: newerThan(o, obj), terminal: o.Status.Phase.Terminal()}
+		pr := peer{uid: o.UID, name: o.Namespace + "/" + o.Name, newer: newerThan(o, obj), terminal: o.Status.Phase.Terminal()}
 		if c := meta.FindStatusCondition(o.Status.Conditions, v1alpha1.ConditionMissingDeleted); c != nil {
 			pr.syncReason = c.Reason
 		}
@@ -406,6 +418,15 @@ func (ps peers) verdict() (superseded, waitFor string) {
 		}
 	}
 	return firstSorted(sup), firstSorted(wait)
+}
+
+// uids are the peers the cache shows.
+func (ps peers) uids() map[types.UID]bool {
+	out := make(map[types.UID]bool, len(ps))
+	for _, pr := range ps {
+		out[pr.uid] = true
+	}
+	return out
 }
 
 // olderDeleting names an older peer whose sync Job may be deleting now: a newer run does not

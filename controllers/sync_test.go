@@ -2,17 +2,21 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/controllers"
@@ -277,6 +281,86 @@ func TestSyncStepOverlappingRuns(t *testing.T) {
 	update(t, third, func(o *v1alpha1.CsvIngestion) { o.Spec.Cancel = true })
 	if c := missingDeleted(waitPhase(t, third, v1alpha1.PhaseCancelled)); c == nil || c.Reason != controllers.ReasonSyncCancelled || !strings.Contains(c.Message, "nothing was deleted") {
 		t.Fatalf("cancelled run: %+v", c)
+	}
+}
+
+// A newer run deleted before the older one reaches its sync step leaves no peer in the cluster,
+// but it may have written vectors the older file lacks: the writers record keeps it, and the
+// older run ends Superseded without a sync Job. A run whose sync step claimed the prefix in the
+// record holds a newer run's chunks while it is not terminal, even when the cache does not show
+// it deleting; the claim is dropped once it ended.
+func TestSyncStepNewerRunDeleted(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	startManager(t, nil, ns)
+	older := create(t, newIngestion(ns, "run-1", deleteMissing))
+	waitPhase(t, older, v1alpha1.PhasePlanning)
+	writePlan(t, older, 1000, 1000)
+	waitJob(t, ns, worker.ChunkJobName(older.Name, 0))
+	// The newer run writes without spec.sync: any writer under the prefix counts.
+	newer := create(t, newIngestion(ns, "run-2", nil))
+	waitPhase(t, newer, v1alpha1.PhasePlanning)
+	writePlan(t, newer, 1000, 1000)
+	waitJob(t, ns, worker.ChunkJobName(newer.Name, 0))
+	if err := cluster.Client.Delete(ctx, get(t, newer)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "newer run gone", 20*time.Second, func() (bool, string) {
+		err := cluster.Client.Get(ctx, client.ObjectKeyFromObject(newer), &v1alpha1.CsvIngestion{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
+	finishChunks(t, older, 0, 1, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" })
+	final := waitPhase(t, older, v1alpha1.PhaseCompleted)
+	if c := missingDeleted(final); c == nil || c.Status != metav1.ConditionFalse || c.Reason != controllers.ReasonSuperseded ||
+		!strings.Contains(c.Message, ns+"/run-2 (deleted since)") {
+		t.Fatalf("older run after the newer one was deleted: %s", mustJSON(c))
+	}
+	if jobs := listJobs(t, older, worker.RoleSync); len(jobs) != 0 {
+		t.Fatalf("the older run got a sync Job")
+	}
+	wantEvents(t, older, controllers.ReasonSuperseded)
+
+	// The record, as the manager keeps it: the claim of a run that is not terminal holds a newer
+	// run's chunks (the cache shows that run still writing, not deleting).
+	holder := create(t, newIngestion(ns, "run-3", nil))
+	waitPhase(t, holder, v1alpha1.PhasePlanning)
+	writePlan(t, holder, 2000, 1000)
+	waitJob(t, ns, worker.ChunkJobName(holder.Name, 0))
+	lease := &coordinationv1.Lease{}
+	var leaseName string
+	eventually(t, "the writers record", 10*time.Second, func() (bool, string) {
+		var leases coordinationv1.LeaseList
+		if err := cluster.Client.List(ctx, &leases, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/component": "writers-record"}); err != nil || len(leases.Items) != 1 {
+			return false, fmt.Sprint(len(leases.Items), err)
+		}
+		*lease, leaseName = leases.Items[0], leases.Items[0].Name
+		return strings.Contains(lease.Annotations["ingestion.vectordb.io/writers"], `"name":"run-3"`), lease.Annotations["ingestion.vectordb.io/writers"]
+	})
+	h := get(t, holder)
+	claim := fmt.Sprintf(`{"uid":%q,"ns":%q,"name":"run-3","created":%q,"targetNamespace":%q}`, h.UID, ns, h.CreationTimestamp.UTC().Format(time.RFC3339), h.Spec.Target.Pinecone.Namespace)
+	rec := strings.TrimSuffix(lease.Annotations["ingestion.vectordb.io/writers"], "}") + `,"deleters":[` + claim + `]}`
+	lease.Annotations["ingestion.vectordb.io/writers"] = rec
+	if err := cluster.Client.Update(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	later := create(t, newIngestion(ns, "run-4", nil))
+	waitPhase(t, later, v1alpha1.PhasePlanning)
+	writePlan(t, later, 1000, 1000)
+	eventually(t, "the newer run holds its chunks", 20*time.Second, func() (bool, string) {
+		cur := get(t, later)
+		return strings.Contains(cur.Status.Message, "no new chunk starts while the older ingestion "+ns+"/run-3 deletes"), cur.Status.Message
+	})
+	if jobs := listJobs(t, later, worker.RoleChunk); len(jobs) != 0 {
+		t.Fatalf("the newer run started %d chunks while an older run's claim stands", len(jobs))
+	}
+	update(t, holder, func(o *v1alpha1.CsvIngestion) { o.Spec.Cancel = true })
+	waitPhase(t, holder, v1alpha1.PhaseCancelled)
+	waitJob(t, ns, worker.ChunkJobName(later.Name, 0))
+	if err := cluster.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: leaseName}, lease); err != nil {
+		t.Fatal(err)
+	}
+	if rec := lease.Annotations["ingestion.vectordb.io/writers"]; strings.Contains(rec, "deleters") || !strings.Contains(rec, `"name":"run-4"`) {
+		t.Fatalf("record after the claimant ended: %s", rec)
 	}
 }
 

@@ -212,10 +212,17 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("create manager: %w", err)
 	}
 
+	ctrlCfg := o.Controller
+	if ctrlCfg.WritersNamespace == "" {
+		ctrlCfg.WritersNamespace = ownNamespace(o.LeaderElectionNamespace)
+	}
+	if ctrlCfg.WritersNamespace == "" {
+		log.Info("no namespace for the writers records (set --leader-election-namespace): a run's sync step sees only the newer runs that still exist")
+	}
 	r := &controllers.Reconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("vectordb-operator"),
-		Config:   o.Controller,
+		Config:   ctrlCfg,
 	}
 	var tracker *tracking.Tables
 	if !o.DisableTracking {

@@ -299,13 +299,18 @@ const revocationLease = "vectordb-operator-ui-sessions"
 
 // revocations shares signed-out sessions between replicas through a Lease in the manager's own
 // namespace (--leader-election-namespace, else the pod's); outside a cluster, this process only.
-func revocations(mgr manager.Manager, ns string, log logr.Logger) webui.Revocations {
+// ownNamespace is ns, or else the namespace of the manager's pod ("" out of a cluster).
+func ownNamespace(ns string) string {
 	if ns == "" {
 		if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
 			ns = strings.TrimSpace(string(b))
 		}
 	}
-	if ns == "" {
+	return ns
+}
+
+func revocations(mgr manager.Manager, ns string, log logr.Logger) webui.Revocations {
+	if ns = ownNamespace(ns); ns == "" {
 		log.Info("web UI sign-outs are kept by this process only (no namespace for the sessions Lease: set --leader-election-namespace)")
 		return nil
 	}

@@ -237,6 +237,9 @@ func (s *Stack) startManagerOnce() error {
 		"--api-dead-letter-bucket=" + Bucket,
 		"--api-dead-letter-prefix=failed/",
 		"--job-ttl=1h",
+		// Out of a cluster the manager has no namespace of its own: the writers records (and
+		// the UI's sessions Lease) go here, as the chart puts them in the release namespace.
+		"--leader-election-namespace=default",
 	}
 	args = append(args, s.ManagerArgs...)
 	cmd := exec.Command(filepath.Join(harness.BinDir(), "manager"), args...)

@@ -1,0 +1,99 @@
+package controllers
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+func wr(name string, sec int, mut ...func(*writer)) writer {
+	w := writer{UID: types.UID("uid-" + name), Namespace: "ns", Name: name, Created: time.Unix(1_800_000_000+int64(sec), 0).UTC(), TargetNamespace: "v2"}
+	for _, m := range mut {
+		m(&w)
+	}
+	return w
+}
+
+// The record keeps writers newest first, once each, at most maxWriters, remembering the newest
+// dropped one.
+func TestWritersAdd(t *testing.T) {
+	var ws writers
+	if !ws.add(wr("b", 2)) || !ws.add(wr("a", 1)) || !ws.add(wr("c", 3)) || ws.add(wr("a", 1)) {
+		t.Fatal("add reports a change for each new writer and none for a repeat")
+	}
+	var names []string
+	for _, w := range ws.List {
+		names = append(names, w.Name)
+	}
+	if strings.Join(names, ",") != "c,b,a" {
+		t.Fatalf("order %v, want newest first", names)
+	}
+	// Same second: ordered by name, as newerThan orders runs.
+	ws.add(wr("c2", 3))
+	if ws.List[0].Name != "c2" {
+		t.Fatalf("same-second writers: %s first, want c2", ws.List[0].Name)
+	}
+	var full writers
+	for i := range maxWriters + 3 {
+		full.add(wr(fmt.Sprintf("r%03d", i), i))
+	}
+	if len(full.List) != maxWriters || full.List[len(full.List)-1].Name != "r003" || full.Dropped == nil || full.Dropped.Name != "r002" {
+		t.Fatalf("bounded record: %d kept, oldest %s, dropped %+v", len(full.List), full.List[len(full.List)-1].Name, full.Dropped)
+	}
+}
+
+// Which recorded writers stop an older run's sync step.
+func TestWritersNewer(t *testing.T) {
+	self := wr("self", 10).ingestion()
+	other := func(w *writer) { w.TargetNamespace = "other" }
+	routed := func(w *writer) { w.TargetNamespace, w.NamespaceColumn = "other", "ns_col" }
+	otherHost := func(w *writer) { w.Host = "h2" }
+	for _, tc := range []struct {
+		name string
+		ws   writers
+		live []string
+		want string
+	}{
+		{"empty record", writers{}, nil, ""},
+		{"only self", writers{List: []writer{wr("self", 10)}}, nil, ""},
+		{"older writers never stop it", writers{List: []writer{wr("self", 10), wr("old", 9)}}, nil, ""},
+		{"a newer writer that is gone", writers{List: []writer{wr("new", 11), wr("self", 10)}}, nil, "ns/new (deleted since)"},
+		{"a newer writer the cache shows", writers{List: []writer{wr("new", 11)}}, []string{"new"}, "ns/new"},
+		{"same second, later name", writers{List: []writer{wr("self2", 10)}}, nil, "ns/self2 (deleted since)"},
+		{"same second, earlier name", writers{List: []writer{wr("sel", 10)}}, nil, ""},
+		{"another target namespace", writers{List: []writer{wr("new", 11, other)}}, nil, ""},
+		{"another namespace but routed by column", writers{List: []writer{wr("new", 11, routed)}}, nil, "ns/new (deleted since)"},
+		{"a host against one left to be looked up", writers{List: []writer{wr("new", 11, func(w *writer) { w.Host = "h1" })}}, nil, "ns/new (deleted since)"},
+		{"another host", writers{List: []writer{wr("new", 11, func(w *writer) { w.Host = "h1" })}}, nil, ""},
+		{"two newer ones", writers{List: []writer{wr("z", 12), wr("m", 11)}}, nil, "ns/m (deleted since) (and 1 more)"},
+		{"older than a dropped writer", writers{List: []writer{wr("x", 9)}, Dropped: ptrTo(wr("d", 10, func(w *writer) { w.Name = "self3" }))}, nil, fmt.Sprintf("ns/self3 (one of more than %d newer runs)", maxWriters)},
+		{"newer than the dropped writer", writers{Dropped: ptrTo(wr("d", 5))}, nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			live := map[types.UID]bool{}
+			for _, n := range tc.live {
+				live[types.UID("uid-"+n)] = true
+			}
+			s := self
+			if tc.name == "another host" {
+				s = wr("self", 10, otherHost).ingestion()
+			}
+			if got := tc.ws.newer(s, live); got != tc.want {
+				t.Errorf("newer = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// A claim is recorded once.
+func TestWritersClaim(t *testing.T) {
+	var ws writers
+	if !ws.claim(wr("a", 1)) || ws.claim(wr("a", 1)) || len(ws.Deleters) != 1 {
+		t.Fatalf("claim: %+v", ws.Deleters)
+	}
+}
