@@ -10,6 +10,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -356,6 +357,8 @@ type peer struct {
 	terminal bool
 	// syncReason is its MissingDeleted reason ("" before its sync step).
 	syncReason string
+	// syncJob: its sync Job exists (looked up only for a suspended sync step).
+	syncJob bool
 }
 
 type peers []peer
@@ -381,6 +384,15 @@ func (r *Reconciler) samePrefix(ctx context.Context, obj *v1alpha1.CsvIngestion)
 		pr := peer{uid: o.UID, name: o.Namespace + "/" + o.Name, newer: newerThan(o, obj), terminal: o.Status.Phase.Terminal()}
 		if c := meta.FindStatusCondition(o.Status.Conditions, v1alpha1.ConditionMissingDeleted); c != nil {
 			pr.syncReason = c.Reason
+		}
+		if pr.syncReason == ReasonSyncSuspended && !pr.terminal {
+			// Suspended before its sync Job was created, it decides afresh when resumed (and
+			// a newer run then supersedes it); a suspended Job resumes deleting.
+			err := r.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: worker.SyncJobName(o.Name)}, &batchv1.Job{})
+			if err != nil && !apierrors.IsNotFound(err) {
+				return nil, fmt.Errorf("look up the sync Job of %s/%s: %w", o.Namespace, o.Name, err)
+			}
+			pr.syncJob = err == nil
 		}
 		out = append(out, pr)
 	}
@@ -435,7 +447,7 @@ func (ps peers) uids() map[types.UID]bool {
 func (ps peers) olderDeleting() string {
 	var out []string
 	for _, pr := range ps {
-		if !pr.newer && !pr.terminal && (pr.syncReason == ReasonDeleting || pr.syncReason == ReasonDeleteBlocked || pr.syncReason == ReasonSyncSuspended) {
+		if !pr.newer && !pr.terminal && (pr.syncReason == ReasonDeleting || pr.syncReason == ReasonDeleteBlocked || pr.syncReason == ReasonSyncSuspended && pr.syncJob) {
 			out = append(out, pr.name)
 		}
 	}
