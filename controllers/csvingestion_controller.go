@@ -100,11 +100,13 @@ type Reconciler struct {
 	plans map[types.UID]cachedPlan
 	// blockedRetries counts consecutive refused passes per ingestion, for the retry backoff.
 	blockedRetries map[types.UID]int
-	// cleanupFailures holds the failed cleanup Jobs already reported by an event.
 	// registered holds the runs already in their prefix's writers record (an optimisation: the
 	// record is read before each addition).
-	registered      map[types.UID]bool
-	cleanupMu       sync.Mutex
+	registered map[types.UID]bool
+	// unclaimed holds the runs whose sync step holds with no claim of theirs in the record.
+	unclaimed map[types.UID]bool
+	cleanupMu sync.Mutex
+	// cleanupFailures holds the failed cleanup Jobs already reported by an event.
 	cleanupFailures map[types.UID]bool
 }
 
@@ -404,4 +406,5 @@ func (r *Reconciler) forget(uid types.UID) {
 	delete(r.plans, uid)
 	delete(r.blockedRetries, uid)
 	delete(r.registered, uid)
+	delete(r.unclaimed, uid)
 }

@@ -233,6 +233,11 @@ func (p *pass) syncStep(ctx context.Context, outcome v1alpha1.Phase, reason, msg
 		p.finish(outcome, reason, msg+"; "+v.message)
 		return nil
 	case syncHold:
+		if s == nil {
+			if err := p.r.releaseClaim(ctx, p.obj); err != nil && !p.refused("drop this run's claim on its id prefix while its sync step holds", err) {
+				return err
+			}
+		}
 		p.setCondition(v1alpha1.ConditionMissingDeleted, false, v.reason, v.message)
 		if s != nil && s.state == jobActive && s.job.UID != "" {
 			if err := p.setSuspend(ctx, s, true); err != nil {

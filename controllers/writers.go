@@ -216,7 +216,45 @@ func (r *Reconciler) claimDelete(ctx context.Context, obj *v1alpha1.CsvIngestion
 		}
 		return ws.claim(writerOf(obj)), nil
 	})
+	if err == nil && superseded == "" {
+		r.mu.Lock()
+		delete(r.unclaimed, obj.UID)
+		r.mu.Unlock()
+	}
 	return superseded, err
+}
+
+// releaseClaim drops obj's claim when its sync step holds before its Job exists (it waits for
+// a peer, or spec.suspend holds it): the claim may stand from a pass whose Job the API server
+// refused, or that a manager restart cut short. A newer writer recorded after the claim waits
+// for it, and this run waits for that writer: neither would ever move. Without its claim this
+// run deletes nothing until it claims again, and that claim sees the newer writer. Once per
+// run and process (the record is read each time).
+func (r *Reconciler) releaseClaim(ctx context.Context, obj *v1alpha1.CsvIngestion) error {
+	if r.Config.WritersNamespace == "" || obj.Spec.Mapping.IDPrefix == "" || obj.Spec.DryRun {
+		return nil
+	}
+	r.mu.Lock()
+	done := r.unclaimed[obj.UID]
+	r.mu.Unlock()
+	if done {
+		return nil
+	}
+	err := r.updateWriters(ctx, obj, func(ws *writers) (bool, error) {
+		n := len(ws.Deleters)
+		ws.Deleters = slices.DeleteFunc(ws.Deleters, func(d writer) bool { return d.UID == obj.UID })
+		return len(ws.Deleters) != n, nil
+	})
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if r.unclaimed == nil {
+		r.unclaimed = map[types.UID]bool{}
+	}
+	r.unclaimed[obj.UID] = true
+	r.mu.Unlock()
+	return nil
 }
 
 // ended reports whether the run d names is terminal or gone (or replaced by another of its name).

@@ -1,0 +1,111 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/controllers"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+)
+
+// denyJobs makes the API server refuse the creation of Jobs with the given role in ns (an
+// admission policy, as a quota or a cluster's policy would) until the test ends.
+func denyJobs(t *testing.T, ns, role string) {
+	t.Helper()
+	ctx := context.Background()
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-" + role + "-" + ns},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"batch"}, APIVersions: []string{"v1"}, Resources: []string{"jobs"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: fmt.Sprintf(`!has(object.metadata.labels) || !('ingestion.vectordb.io/role' in object.metadata.labels) || object.metadata.labels['ingestion.vectordb.io/role'] != %q`, role),
+				Message:    role + " Jobs are not allowed here by policy",
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
+		},
+	}
+	for _, o := range []client.Object{policy, binding} {
+		if err := cluster.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_ = cluster.Client.Delete(ctx, binding)
+		_ = cluster.Client.Delete(ctx, policy)
+	})
+	eventually(t, "policy enforced", 30*time.Second, func() (bool, string) {
+		j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: ns, Labels: map[string]string{worker.LabelRole: role}},
+			Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+				Containers: []corev1.Container{{Name: "c", Image: "x"}}}}}}
+		err := cluster.Client.Create(ctx, j, client.DryRunAll)
+		return err != nil && strings.Contains(err.Error(), "not allowed here by policy"), fmt.Sprint(err)
+	})
+}
+
+// A run whose sync step claimed the prefix but did not get its sync Job (the API server refused
+// it; a manager restart between the claim and the Job is the same) and then holds for a newer
+// run must not keep holding that run through its claim: the newer run would wait for the claim
+// and the older one for the newer run, for ever. The claim goes when the step holds; the newer
+// run writes, and the older one ends Superseded without deleting.
+func TestWritersClaimReleasedWhenSyncStepHolds(t *testing.T) {
+	ns := newNamespace(t)
+	denyJobs(t, ns, worker.RoleSync)
+	startManager(t, nil, ns)
+	older := create(t, newIngestion(ns, "run-1", deleteMissing))
+	waitPhase(t, older, v1alpha1.PhasePlanning)
+	writePlan(t, older, 1000, 1000)
+	finishChunks(t, older, 0, 1, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" })
+	eventually(t, "older claimed and was refused its sync Job", 30*time.Second, func() (bool, string) {
+		c := missingDeleted(get(t, older))
+		return c != nil && c.Reason == controllers.ReasonDeleteBlocked, mustJSON(c)
+	})
+
+	newer := create(t, newIngestion(ns, "run-2", nil))
+	waitPhase(t, newer, v1alpha1.PhasePlanning)
+	writePlan(t, newer, 1000, 1000)
+	eventually(t, "older holds for the newer run", 30*time.Second, func() (bool, string) {
+		c := missingDeleted(get(t, older))
+		return c != nil && c.Reason == controllers.ReasonSyncWaiting && strings.Contains(c.Message, ns+"/run-2"), mustJSON(c)
+	})
+	// Bounded: the newer run starts writing once the older one holds (it never would while the
+	// older run's claim stood).
+	eventually(t, "newer starts its chunk", 30*time.Second, func() (bool, string) {
+		var j batchv1.Job
+		err := cluster.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: worker.ChunkJobName(newer.Name, 0)}, &j)
+		return err == nil, get(t, newer).Status.Message + " / " + get(t, older).Status.Message
+	})
+	finishChunks(t, newer, 0, 1, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" })
+	waitPhase(t, newer, v1alpha1.PhaseCompleted)
+	final := waitPhase(t, older, v1alpha1.PhaseCompleted)
+	if c := missingDeleted(final); c == nil || c.Reason != controllers.ReasonSuperseded || !strings.Contains(c.Message, ns+"/run-2") {
+		t.Fatalf("older run after the newer one wrote: %s", mustJSON(c))
+	}
+	if jobs := listJobs(t, older, worker.RoleSync); len(jobs) != 0 {
+		t.Fatalf("the older run got a sync Job")
+	}
+}
