@@ -549,7 +549,7 @@ func (p *pass) decide(ctx context.Context) error {
 		} else if holdFor, err = p.r.registerWriter(ctx, p.obj); err != nil {
 			// Unrecorded, an older run's sync step could not see this run once it is deleted:
 			// write nothing until the record takes it.
-			if !p.refused("record this run as a writer under its id prefix", err) {
+			if !p.refusedRecord("record this run as a writer under its id prefix", err) {
 				return err
 			}
 			next = nil

@@ -216,7 +216,7 @@ func (p *pass) syncStep(ctx context.Context, outcome v1alpha1.Phase, reason, msg
 			// The cache shows no newer run; the writers record also knows the ones deleted
 			// since and the ones too new for the cache, and takes this run's claim.
 			if f.Superseded, err = p.r.claimDelete(ctx, p.obj, peers.uids()); err != nil {
-				if !p.refused("record this run's sync step as the deleter under its id prefix", err) {
+				if !p.refusedRecord("record this run's sync step as the deleter under its id prefix", err) {
 					return err
 				}
 				f.Superseded = ""
@@ -234,7 +234,7 @@ func (p *pass) syncStep(ctx context.Context, outcome v1alpha1.Phase, reason, msg
 		return nil
 	case syncHold:
 		if s == nil {
-			if err := p.r.releaseClaim(ctx, p.obj); err != nil && !p.refused("drop this run's claim on its id prefix while its sync step holds", err) {
+			if err := p.r.releaseClaim(ctx, p.obj); err != nil && !p.refusedRecord("drop this run's claim on its id prefix while its sync step holds", err) {
 				return err
 			}
 		}

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -142,12 +143,46 @@ func (r *Reconciler) readWriters(ctx context.Context, obj *v1alpha1.CsvIngestion
 		return ws, nil, fmt.Errorf("read the writers record %s: %w", key, err)
 	}
 	if s := lease.Annotations[writersAnnotation]; s != "" {
+		// A damaged record cannot say who wrote: the sync step must not guess.
 		if err := json.Unmarshal([]byte(s), &ws); err != nil {
-			// A damaged record cannot say who wrote: the sync step must not guess.
-			return ws, lease, fmt.Errorf("the writers record %s is not valid JSON (%v): delete it to start a new record", key, err)
+			return ws, lease, damagedRecord{fmt.Errorf("the writers record %s is not valid JSON (%v): delete it to start a new record", key, err)}
+		}
+		if err := ws.valid(); err != nil {
+			return ws, lease, damagedRecord{fmt.Errorf("the writers record %s is damaged (%v): delete it to start a new record", key, err)}
 		}
 	}
 	return ws, lease, nil
+}
+
+// damagedRecord is a writers record that cannot be read (edited by hand): like a refused
+// write it stops the runs under its prefix, and is their Blocked condition (with an event), not
+// only a reconcile error in the manager's log.
+type damagedRecord struct{ error }
+
+// valid checks that every entry names a run (a deleter is looked up by name).
+func (ws writers) valid() error {
+	all := append(slices.Clone(ws.List), ws.Deleters...)
+	if ws.Dropped != nil {
+		all = append(all, *ws.Dropped)
+	}
+	for _, w := range all {
+		if w.UID == "" || w.Namespace == "" || w.Name == "" || w.Created.IsZero() {
+			return fmt.Errorf("an entry without uid, ns, name or created: %+v", w)
+		}
+	}
+	return nil
+}
+
+// refusedRecord is refused for the writers record: the API server refused its read or write,
+// or the record is damaged.
+func (p *pass) refusedRecord(what string, err error) bool {
+	if errors.As(err, new(damagedRecord)) {
+		if p.blocked == nil {
+			p.blocked = &refusal{what: what, err: err}
+		}
+		return true
+	}
+	return p.refused(what, err)
 }
 
 // registerWriter records obj in its prefix's writers record before its first chunk Job is

@@ -9,7 +9,9 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	batchv1 "k8s.io/api/batch/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -107,5 +109,50 @@ func TestWritersClaimReleasedWhenSyncStepHolds(t *testing.T) {
 	}
 	if jobs := listJobs(t, older, worker.RoleSync); len(jobs) != 0 {
 		t.Fatalf("the older run got a sync Job")
+	}
+}
+
+// A damaged writers record (hand-edited) stops the runs under its prefix from writing, and says
+// so in the Blocked condition with an event, not only in the manager's log; once the record is
+// deleted the run goes on.
+func TestWritersDamagedRecordIsBlocked(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	startManager(t, nil, ns)
+	first := create(t, newIngestion(ns, "run-1", nil))
+	waitPhase(t, first, v1alpha1.PhasePlanning)
+	writePlan(t, first, 1000, 1000)
+	waitJob(t, ns, worker.ChunkJobName(first.Name, 0))
+	var lease coordinationv1.Lease
+	eventually(t, "the writers record", 10*time.Second, func() (bool, string) {
+		var leases coordinationv1.LeaseList
+		if err := cluster.Client.List(ctx, &leases, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/component": "writers-record"}); err != nil || len(leases.Items) != 1 {
+			return false, fmt.Sprint(len(leases.Items), err)
+		}
+		lease = leases.Items[0]
+		return true, ""
+	})
+	lease.Annotations["ingestion.vectordb.io/writers"] = `{"writers":[{"uid":`
+	if err := cluster.Client.Update(ctx, &lease); err != nil {
+		t.Fatal(err)
+	}
+	second := create(t, newIngestion(ns, "run-2", nil))
+	waitPhase(t, second, v1alpha1.PhasePlanning)
+	writePlan(t, second, 1000, 1000)
+	eventually(t, "Blocked names the damaged record", 30*time.Second, func() (bool, string) {
+		c := meta.FindStatusCondition(get(t, second).Status.Conditions, v1alpha1.ConditionBlocked)
+		return c != nil && c.Status == metav1.ConditionTrue && strings.Contains(c.Message, "not valid JSON") && strings.Contains(c.Message, lease.Name), mustJSON(c)
+	})
+	wantEvents(t, second, "Blocked")
+	if jobs := listJobs(t, second, worker.RoleChunk); len(jobs) != 0 {
+		t.Fatalf("a run started %d chunks without being recorded", len(jobs))
+	}
+	if err := cluster.Client.Delete(ctx, &lease); err != nil {
+		t.Fatal(err)
+	}
+	waitJob(t, ns, worker.ChunkJobName(second.Name, 0))
+	for _, o := range []*v1alpha1.CsvIngestion{first, second} {
+		update(t, o, func(o *v1alpha1.CsvIngestion) { o.Spec.Cancel = true })
+		waitPhase(t, o, v1alpha1.PhaseCancelled)
 	}
 }

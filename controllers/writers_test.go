@@ -97,3 +97,27 @@ func TestWritersClaim(t *testing.T) {
 		t.Fatalf("claim: %+v", ws.Deleters)
 	}
 }
+
+// A hand-edited record whose entries do not name a run is damaged (a deleter without a name
+// cannot be looked up, a writer without a time cannot be ordered); a well-formed one is not.
+func TestWritersValid(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ws   writers
+		bad  bool
+	}{
+		{"empty", writers{}, false},
+		{"well formed", writers{List: []writer{wr("a", 1)}, Deleters: []writer{wr("a", 1)}, Dropped: ptrTo(wr("d", 0))}, false},
+		{"writer without uid", writers{List: []writer{wr("a", 1, func(w *writer) { w.UID = "" })}}, true},
+		{"writer without time", writers{List: []writer{wr("a", 1, func(w *writer) { w.Created = time.Time{} })}}, true},
+		{"deleter without name", writers{Deleters: []writer{wr("a", 1, func(w *writer) { w.Name = "" })}}, true},
+		{"deleter without namespace", writers{Deleters: []writer{wr("a", 1, func(w *writer) { w.Namespace = "" })}}, true},
+		{"dropped without uid", writers{Dropped: ptrTo(wr("d", 0, func(w *writer) { w.UID = "" }))}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.ws.valid(); (err != nil) != tc.bad {
+				t.Errorf("valid() = %v, want damaged %v", err, tc.bad)
+			}
+		})
+	}
+}
