@@ -44,11 +44,14 @@ type writer struct {
 	NamespaceColumn string    `json:"namespaceColumn,omitempty"`
 }
 
-// writers is the record: the newest maxWriters, and the creation time of the newest dropped one.
+// writers is the record: the newest maxWriters, and the newest dropped one per target.
 type writers struct {
 	List []writer `json:"writers"`
-	// Dropped is the newest writer that no longer fits (zero: none dropped).
-	Dropped *writer `json:"dropped,omitempty"`
+	// Dropped holds, per target a dropped writer wrote to (host, namespace, routed by column),
+	// the newest writer that no longer fits in List: per target, so that newer writers to other
+	// namespaces (one per tenant under a shared prefix) never supersede a run. Beyond
+	// maxWriters targets they collapse into one entry that shares every namespace.
+	Dropped []writer `json:"dropped,omitempty"`
 	// Deleters are the runs whose sync step claimed the prefix to delete; a writer that records
 	// itself after such a claim holds its chunks while the claimant is not terminal.
 	Deleters []writer `json:"deleters,omitempty"`
@@ -85,19 +88,45 @@ func (ws *writers) add(w writer) bool {
 		return 0
 	})
 	if len(ws.List) > maxWriters {
-		d := ws.List[maxWriters]
-		if ws.Dropped == nil || newerThan(d.ingestion(), ws.Dropped.ingestion()) {
-			ws.Dropped = &d
-		}
+		ws.drop(ws.List[maxWriters])
 		ws.List = slices.Clip(ws.List[:maxWriters])
 	}
 	return true
 }
 
+// anyNamespace marks the collapsed dropped entry: routed by column, it shares every namespace.
+const anyNamespace = "*"
+
+// drop keeps d as the newest dropped writer of its target.
+func (ws *writers) drop(d writer) {
+	target := func(w writer) [3]string {
+		return [3]string{w.Host, w.TargetNamespace, fmt.Sprint(w.NamespaceColumn != "")}
+	}
+	i := slices.IndexFunc(ws.Dropped, func(e writer) bool { return target(e) == target(d) })
+	switch {
+	case i < 0:
+		ws.Dropped = append(ws.Dropped, d)
+	case newerThan(d.ingestion(), ws.Dropped[i].ingestion()):
+		ws.Dropped[i] = d
+	}
+	if len(ws.Dropped) > maxWriters {
+		// Too many targets to keep apart: the newest of them stands for all (conservative: a
+		// run older than it is superseded whatever its namespace).
+		n := ws.Dropped[0]
+		for _, e := range ws.Dropped[1:] {
+			if newerThan(e.ingestion(), n.ingestion()) {
+				n = e
+			}
+		}
+		n.Host, n.NamespaceColumn = "", anyNamespace
+		ws.Dropped = []writer{n}
+	}
+}
+
 // newer names a writer newer than obj that may write to a namespace obj's sync step deletes in:
 // its vectors may be ones obj's older file lacks. live are the peers the cache shows; the others
 // were deleted since (or are too new for the cache): they are marked so. "" when there is none.
-// A run older than a dropped writer has more than maxWriters newer ones.
+// A dropped writer to a namespace obj shares counts like one in the list.
 func (ws writers) newer(obj *v1alpha1.CsvIngestion, live map[types.UID]bool) string {
 	var names []string
 	for _, w := range ws.List {
@@ -111,8 +140,11 @@ func (ws writers) newer(obj *v1alpha1.CsvIngestion, live map[types.UID]bool) str
 		}
 		names = append(names, name)
 	}
-	if d := ws.Dropped; d != nil && d.UID != obj.UID && newerThan(d.ingestion(), obj) {
-		names = append(names, fmt.Sprintf("%s/%s (one of more than %d newer runs)", d.Namespace, d.Name, maxWriters))
+	for _, d := range ws.Dropped {
+		o := d.ingestion()
+		if d.UID != obj.UID && newerThan(o, obj) && sharesNamespace(&o.Spec, &obj.Spec) {
+			names = append(names, fmt.Sprintf("%s/%s (no longer in the record, which keeps the newest %d writers)", d.Namespace, d.Name, maxWriters))
+		}
 	}
 	return firstSorted(names)
 }
@@ -161,10 +193,7 @@ type damagedRecord struct{ error }
 
 // valid checks that every entry names a run (a deleter is looked up by name).
 func (ws writers) valid() error {
-	all := append(slices.Clone(ws.List), ws.Deleters...)
-	if ws.Dropped != nil {
-		all = append(all, *ws.Dropped)
-	}
+	all := slices.Concat(ws.List, ws.Deleters, ws.Dropped)
 	for _, w := range all {
 		if w.UID == "" || w.Namespace == "" || w.Name == "" || w.Created.IsZero() {
 			return fmt.Errorf("an entry without uid, ns, name or created: %+v", w)

@@ -40,7 +40,7 @@ func TestWritersAdd(t *testing.T) {
 	for i := range maxWriters + 3 {
 		full.add(wr(fmt.Sprintf("r%03d", i), i))
 	}
-	if len(full.List) != maxWriters || full.List[len(full.List)-1].Name != "r003" || full.Dropped == nil || full.Dropped.Name != "r002" {
+	if len(full.List) != maxWriters || full.List[len(full.List)-1].Name != "r003" || len(full.Dropped) != 1 || full.Dropped[0].Name != "r002" {
 		t.Fatalf("bounded record: %d kept, oldest %s, dropped %+v", len(full.List), full.List[len(full.List)-1].Name, full.Dropped)
 	}
 }
@@ -69,8 +69,10 @@ func TestWritersNewer(t *testing.T) {
 		{"a host against one left to be looked up", writers{List: []writer{wr("new", 11, func(w *writer) { w.Host = "h1" })}}, nil, "ns/new (deleted since)"},
 		{"another host", writers{List: []writer{wr("new", 11, func(w *writer) { w.Host = "h1" })}}, nil, ""},
 		{"two newer ones", writers{List: []writer{wr("z", 12), wr("m", 11)}}, nil, "ns/m (deleted since) (and 1 more)"},
-		{"older than a dropped writer", writers{List: []writer{wr("x", 9)}, Dropped: ptrTo(wr("d", 10, func(w *writer) { w.Name = "self3" }))}, nil, fmt.Sprintf("ns/self3 (one of more than %d newer runs)", maxWriters)},
-		{"newer than the dropped writer", writers{Dropped: ptrTo(wr("d", 5))}, nil, ""},
+		{"older than a dropped writer", writers{List: []writer{wr("x", 9)}, Dropped: []writer{wr("d", 10, func(w *writer) { w.Name = "self3" })}}, nil, fmt.Sprintf("ns/self3 (no longer in the record, which keeps the newest %d writers)", maxWriters)},
+		{"newer than the dropped writer", writers{Dropped: []writer{wr("d", 5)}}, nil, ""},
+		{"older than a dropped writer to another namespace", writers{Dropped: []writer{wr("d", 11, other)}}, nil, ""},
+		{"older than the collapsed dropped writers", writers{Dropped: []writer{wr("d", 11, func(w *writer) { w.TargetNamespace, w.NamespaceColumn = "other", anyNamespace })}}, nil, fmt.Sprintf("ns/d (no longer in the record, which keeps the newest %d writers)", maxWriters)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			live := map[types.UID]bool{}
@@ -107,17 +109,68 @@ func TestWritersValid(t *testing.T) {
 		bad  bool
 	}{
 		{"empty", writers{}, false},
-		{"well formed", writers{List: []writer{wr("a", 1)}, Deleters: []writer{wr("a", 1)}, Dropped: ptrTo(wr("d", 0))}, false},
+		{"well formed", writers{List: []writer{wr("a", 1)}, Deleters: []writer{wr("a", 1)}, Dropped: []writer{wr("d", 0)}}, false},
 		{"writer without uid", writers{List: []writer{wr("a", 1, func(w *writer) { w.UID = "" })}}, true},
 		{"writer without time", writers{List: []writer{wr("a", 1, func(w *writer) { w.Created = time.Time{} })}}, true},
 		{"deleter without name", writers{Deleters: []writer{wr("a", 1, func(w *writer) { w.Name = "" })}}, true},
 		{"deleter without namespace", writers{Deleters: []writer{wr("a", 1, func(w *writer) { w.Namespace = "" })}}, true},
-		{"dropped without uid", writers{Dropped: ptrTo(wr("d", 0, func(w *writer) { w.UID = "" }))}, true},
+		{"dropped without uid", writers{Dropped: []writer{wr("d", 0, func(w *writer) { w.UID = "" })}}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.ws.valid(); (err != nil) != tc.bad {
 				t.Errorf("valid() = %v, want damaged %v", err, tc.bad)
 			}
 		})
+	}
+}
+
+// The bound must not supersede a run because of writers to other namespaces: 64 newer runs
+// under the same index and prefix that write to other target namespaces (one per tenant, say)
+// push the oldest entries out, and a run of a namespace none of them writes to still deletes;
+// a dropped writer to its namespace, or one routed by column, still supersedes it.
+func TestWritersBoundPerNamespace(t *testing.T) {
+	self := wr("self", 10).ingestion() // target namespace v2
+	tenant := func(i int) func(*writer) {
+		return func(w *writer) { w.TargetNamespace = fmt.Sprintf("tenant-%d", i) }
+	}
+	var ws writers
+	ws.add(wr("self", 10))
+	for i := range maxWriters + 1 {
+		ws.add(wr(fmt.Sprintf("t%03d", i), 20+i, tenant(i)))
+	}
+	if got := ws.newer(self, nil); got != "" {
+		t.Fatalf("newer = %q after %d writers to other namespaces, want none", got, maxWriters+1)
+	}
+	// A writer to its namespace, pushed out by newer ones elsewhere, still counts.
+	ws = writers{}
+	ws.add(wr("same", 11))
+	for i := range maxWriters + 1 {
+		ws.add(wr(fmt.Sprintf("t%03d", i), 20+i, tenant(i)))
+	}
+	if got := ws.newer(self, nil); !strings.HasPrefix(got, "ns/same ") {
+		t.Fatalf("newer = %q, want the dropped writer to the same namespace", got)
+	}
+	ws = writers{}
+	ws.add(wr("routed", 11, func(w *writer) { w.TargetNamespace, w.NamespaceColumn = "other", "ns_col" }))
+	for i := range maxWriters + 1 {
+		ws.add(wr(fmt.Sprintf("t%03d", i), 20+i, tenant(i)))
+	}
+	if got := ws.newer(self, nil); !strings.HasPrefix(got, "ns/routed ") {
+		t.Fatalf("newer = %q, want the dropped writer routed by column", got)
+	}
+	// More dropped targets than the record keeps collapse into one that shares every namespace:
+	// it supersedes conservatively.
+	ws = writers{}
+	for i := range 3*maxWriters + 1 {
+		ws.add(wr(fmt.Sprintf("t%03d", i), 20+i, tenant(i)))
+	}
+	if len(ws.Dropped) > maxWriters {
+		t.Fatalf("%d dropped entries kept, want at most %d", len(ws.Dropped), maxWriters)
+	}
+	if got := ws.newer(self, nil); got == "" {
+		t.Fatal("after the dropped targets collapsed, an older run of any namespace must be superseded")
+	}
+	if err := ws.valid(); err != nil {
+		t.Fatal(err)
 	}
 }
