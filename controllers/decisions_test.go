@@ -367,6 +367,28 @@ func TestPeersVerdict(t *testing.T) {
 	}
 }
 
+// TestPeersDeleter: a run records itself as a writer only while a peer that deletes under the
+// prefix is running (only a deleter's sync step reads the record).
+func TestPeersDeleter(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ps   peers
+		want bool
+	}{
+		{"alone", nil, false},
+		{"plain writers only", peers{{name: "a"}, {name: "b", newer: true}}, false},
+		{"a deleter that ended", peers{{name: "a", deletes: true, terminal: true, syncReason: ReasonDeleted}}, false},
+		{"an older deleter still writing", peers{{name: "a", deletes: true}}, true},
+		{"an older deleter at its sync step", peers{{name: "a", deletes: true, syncReason: ReasonDeleting}}, true},
+		{"a newer deleter", peers{{name: "b", newer: true, deletes: true}}, true},
+		{"one of several", peers{{name: "a"}, {name: "c", deletes: true, terminal: true}, {name: "b", deletes: true, syncReason: ReasonSyncWaiting}}, true},
+	} {
+		if got := tc.ps.deleter(); got != tc.want {
+			t.Errorf("%s: deleter() = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 // TestSharesNamespace: runs under one index and prefix are peers when they may write to a common
 // namespace; with namespaceColumn routing that is any namespace, so a routed run's sync step
 // must take turns with a run writing straight to one of the namespaces it routes to. A run that

@@ -546,6 +546,8 @@ func (p *pass) decide(ctx context.Context) error {
 		if holdFor = peers.olderDeleting(); holdFor != "" {
 			next = nil
 			p.requeueAfter = peerRecheck
+		} else if !peers.deleter() {
+			// No run that deletes under the prefix is running: none needs this run recorded.
 		} else if holdFor, err = p.r.registerWriter(ctx, p.obj); err != nil {
 			// Unrecorded, an older run's sync step could not see this run once it is deleted:
 			// write nothing until the record takes it.

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -364,6 +365,8 @@ type peer struct {
 	syncReason string
 	// syncJob: its sync Job exists (looked up only for a suspended sync step).
 	syncJob bool
+	// deletes: it has spec.sync.deleteMissing.
+	deletes bool
 }
 
 type peers []peer
@@ -386,7 +389,7 @@ func (r *Reconciler) samePrefix(ctx context.Context, obj *v1alpha1.CsvIngestion)
 		if o.UID == obj.UID || o.Spec.DryRun || prefixKey(&o.Spec) != key || !sharesNamespace(&o.Spec, &obj.Spec) {
 			continue
 		}
-		pr := peer{uid: o.UID, name: o.Namespace + "/" + o.Name, newer: newerThan(o, obj), terminal: o.Status.Phase.Terminal()}
+		pr := peer{uid: o.UID, name: o.Namespace + "/" + o.Name, newer: newerThan(o, obj), terminal: o.Status.Phase.Terminal(), deletes: o.Spec.DeletesMissing()}
 		if c := meta.FindStatusCondition(o.Status.Conditions, v1alpha1.ConditionMissingDeleted); c != nil {
 			pr.syncReason = c.Reason
 		}
@@ -444,6 +447,16 @@ func (ps peers) uids() map[types.UID]bool {
 		out[pr.uid] = true
 	}
 	return out
+}
+
+// deleter reports whether a peer that may delete under the prefix (deleteMissing) is not
+// terminal: only such a run's sync step reads the writers record, so a run records itself
+// only then. Without it every ingestion with an id prefix (each question id of the REST API)
+// would leave a record behind, read and written once per run, that no run ever reads. A
+// deleter created later is newer than this run (this run's own vectors are never what its
+// older file lacks, and its claim is seen by this run's next pass, which then records itself).
+func (ps peers) deleter() bool {
+	return slices.ContainsFunc(ps, func(pr peer) bool { return pr.deletes && !pr.terminal })
 }
 
 // olderDeleting names an older peer whose sync Job may be deleting now: a newer run does not

@@ -321,8 +321,9 @@ func TestSyncStepNewerRunDeleted(t *testing.T) {
 	wantEvents(t, older, controllers.ReasonSuperseded)
 
 	// The record, as the manager keeps it: the claim of a run that is not terminal holds a newer
-	// run's chunks (the cache shows that run still writing, not deleting).
-	holder := create(t, newIngestion(ns, "run-3", nil))
+	// run's chunks (the cache shows that run still writing, not deleting). run-2 recorded itself
+	// (run-1 deleted under the prefix); run-3 does not (no run that deletes is running).
+	holder := create(t, newIngestion(ns, "run-3", deleteMissing))
 	waitPhase(t, holder, v1alpha1.PhasePlanning)
 	writePlan(t, holder, 2000, 1000)
 	waitJob(t, ns, worker.ChunkJobName(holder.Name, 0))
@@ -334,8 +335,11 @@ func TestSyncStepNewerRunDeleted(t *testing.T) {
 			return false, fmt.Sprint(len(leases.Items), err)
 		}
 		*lease, leaseName = leases.Items[0], leases.Items[0].Name
-		return strings.Contains(lease.Annotations["ingestion.vectordb.io/writers"], `"name":"run-3"`), lease.Annotations["ingestion.vectordb.io/writers"]
+		return strings.Contains(lease.Annotations["ingestion.vectordb.io/writers"], `"name":"run-2"`), lease.Annotations["ingestion.vectordb.io/writers"]
 	})
+	if rec := lease.Annotations["ingestion.vectordb.io/writers"]; strings.Contains(rec, `"name":"run-3"`) {
+		t.Fatalf("run-3 recorded itself with no run deleting under the prefix: %s", rec)
+	}
 	h := get(t, holder)
 	claim := fmt.Sprintf(`{"uid":%q,"ns":%q,"name":"run-3","created":%q,"targetNamespace":%q}`, h.UID, ns, h.CreationTimestamp.UTC().Format(time.RFC3339), h.Spec.Target.Pinecone.Namespace)
 	rec := strings.TrimSuffix(lease.Annotations["ingestion.vectordb.io/writers"], "}") + `,"deleters":[` + claim + `]}`
@@ -359,9 +363,11 @@ func TestSyncStepNewerRunDeleted(t *testing.T) {
 	if err := cluster.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: leaseName}, lease); err != nil {
 		t.Fatal(err)
 	}
-	if rec := lease.Annotations["ingestion.vectordb.io/writers"]; strings.Contains(rec, "deleters") || !strings.Contains(rec, `"name":"run-4"`) {
-		t.Fatalf("record after the claimant ended: %s", rec)
+	if rec := lease.Annotations["ingestion.vectordb.io/writers"]; !strings.Contains(rec, `"name":"run-4"`) {
+		t.Fatalf("run-4 was held by run-3's claim but is not recorded: %s", rec)
 	}
+	update(t, later, func(o *v1alpha1.CsvIngestion) { o.Spec.Cancel = true })
+	waitPhase(t, later, v1alpha1.PhaseCancelled)
 }
 
 // The delete guard stops the run: Failed with reason DeleteGuard, the worker's message (counts,

@@ -215,7 +215,8 @@ func (p *pass) refusedRecord(what string, err error) bool {
 }
 
 // registerWriter records obj in its prefix's writers record before its first chunk Job is
-// created, and names an older run that claimed the prefix to delete and is not terminal yet:
+// created (the caller skips it while no peer that deletes is running: see peers.deleter), and
+// names an older run that claimed the prefix to delete and is not terminal yet:
 // obj writes nothing until it is done (its cache may not show that run deleting yet). Deleters
 // that ended are dropped from the record on the way. Conflicting writes (two runs, two
 // managers) retry on a fresh read.
@@ -278,7 +279,13 @@ func (r *Reconciler) claimDelete(ctx context.Context, obj *v1alpha1.CsvIngestion
 		if superseded = ws.newer(obj, live); superseded != "" {
 			return false, nil
 		}
-		return ws.claim(writerOf(obj)), nil
+		// Claims of runs that ended go here too: runs that never overlap (a schedule with
+		// Forbid) register no writer, which would otherwise be the only place they go.
+		pruned, err := r.pruneDeleters(ctx, ws)
+		if err != nil {
+			return false, err
+		}
+		return ws.claim(writerOf(obj)) || pruned, nil
 	})
 	if err == nil && superseded == "" {
 		r.mu.Lock()
@@ -319,6 +326,23 @@ func (r *Reconciler) releaseClaim(ctx context.Context, obj *v1alpha1.CsvIngestio
 	r.unclaimed[obj.UID] = true
 	r.mu.Unlock()
 	return nil
+}
+
+// pruneDeleters drops the claims of runs that ended and reports whether any went.
+func (r *Reconciler) pruneDeleters(ctx context.Context, ws *writers) (bool, error) {
+	keep := ws.Deleters[:0:0]
+	for _, d := range ws.Deleters {
+		ended, err := r.ended(ctx, d)
+		if err != nil {
+			return false, err
+		}
+		if !ended {
+			keep = append(keep, d)
+		}
+	}
+	pruned := len(keep) != len(ws.Deleters)
+	ws.Deleters = keep
+	return pruned, nil
 }
 
 // ended reports whether the run d names is terminal or gone (or replaced by another of its name).

@@ -112,31 +112,44 @@ func TestWritersClaimReleasedWhenSyncStepHolds(t *testing.T) {
 	}
 }
 
-// A damaged writers record (hand-edited) stops the runs under its prefix from writing, and says
-// so in the Blocked condition with an event, not only in the manager's log; once the record is
-// deleted the run goes on.
+// A writer records itself only while a run that deletes under its prefix is running; a
+// damaged writers record (hand-edited) then stops it from writing, and says so in the Blocked
+// condition with an event, not only in the manager's log; once the record is deleted the run
+// goes on.
 func TestWritersDamagedRecordIsBlocked(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
 	startManager(t, nil, ns)
-	first := create(t, newIngestion(ns, "run-1", nil))
+	records := func() []coordinationv1.Lease {
+		t.Helper()
+		var leases coordinationv1.LeaseList
+		if err := cluster.Client.List(ctx, &leases, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/component": "writers-record"}); err != nil {
+			t.Fatal(err)
+		}
+		return leases.Items
+	}
+	deleter := create(t, newIngestion(ns, "run-1", deleteMissing))
+	waitPhase(t, deleter, v1alpha1.PhasePlanning)
+	writePlan(t, deleter, 1000, 1000)
+	waitJob(t, ns, worker.ChunkJobName(deleter.Name, 0))
+	// Recording comes before the first chunk Job: with no other run, none was made.
+	if l := records(); len(l) != 0 {
+		t.Fatalf("a run alone under its prefix left a writers record: %+v", l[0].Annotations)
+	}
+	first := create(t, newIngestion(ns, "run-2", nil))
 	waitPhase(t, first, v1alpha1.PhasePlanning)
 	writePlan(t, first, 1000, 1000)
 	waitJob(t, ns, worker.ChunkJobName(first.Name, 0))
-	var lease coordinationv1.Lease
-	eventually(t, "the writers record", 10*time.Second, func() (bool, string) {
-		var leases coordinationv1.LeaseList
-		if err := cluster.Client.List(ctx, &leases, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/component": "writers-record"}); err != nil || len(leases.Items) != 1 {
-			return false, fmt.Sprint(len(leases.Items), err)
-		}
-		lease = leases.Items[0]
-		return true, ""
-	})
+	l := records()
+	if len(l) != 1 || !strings.Contains(l[0].Annotations["ingestion.vectordb.io/writers"], `"name":"run-2"`) {
+		t.Fatalf("a writer beside a running deleter is not recorded: %d records", len(l))
+	}
+	lease := l[0]
 	lease.Annotations["ingestion.vectordb.io/writers"] = `{"writers":[{"uid":`
 	if err := cluster.Client.Update(ctx, &lease); err != nil {
 		t.Fatal(err)
 	}
-	second := create(t, newIngestion(ns, "run-2", nil))
+	second := create(t, newIngestion(ns, "run-3", nil))
 	waitPhase(t, second, v1alpha1.PhasePlanning)
 	writePlan(t, second, 1000, 1000)
 	eventually(t, "Blocked names the damaged record", 30*time.Second, func() (bool, string) {
@@ -151,8 +164,11 @@ func TestWritersDamagedRecordIsBlocked(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitJob(t, ns, worker.ChunkJobName(second.Name, 0))
-	for _, o := range []*v1alpha1.CsvIngestion{first, second} {
+	for _, o := range []*v1alpha1.CsvIngestion{deleter, first, second} {
 		update(t, o, func(o *v1alpha1.CsvIngestion) { o.Spec.Cancel = true })
 		waitPhase(t, o, v1alpha1.PhaseCancelled)
+	}
+	for _, l := range records() {
+		_ = cluster.Client.Delete(ctx, &l)
 	}
 }
