@@ -255,6 +255,10 @@ func (p *pass) syncStep(ctx context.Context, outcome v1alpha1.Phase, reason, msg
 	switch {
 	case s == nil:
 		if p.blocked != nil {
+			// Refused earlier in this pass (its claim on the prefix, say): no Job yet, and the
+			// step's condition says so rather than what it said before.
+			p.setCondition(v1alpha1.ConditionMissingDeleted, false, ReasonDeleteBlocked,
+				"every chunk finished, but the sync Job that deletes the vectors missing from the file was not created: a write it needs was refused (see the Blocked condition)")
 			break
 		}
 		job, err := p.r.syncJob(p.obj, p.kids.plan)

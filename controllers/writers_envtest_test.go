@@ -172,3 +172,82 @@ func TestWritersDamagedRecordIsBlocked(t *testing.T) {
 		_ = cluster.Client.Delete(ctx, &l)
 	}
 }
+
+// The API server refusing the writers record's write (RBAC, a policy) stops a run's sync step
+// before its Job: Blocked with the server's message and an event, MissingDeleted DeleteBlocked,
+// nothing deleted; once the record may be written the step claims the prefix and runs.
+func TestWritersRecordRefusedBlocksTheSyncStep(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-writers-record-" + ns},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"coordination.k8s.io"}, APIVersions: []string{"v1"}, Resources: []string{"leases"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: `!object.metadata.name.startsWith('vectordb-writers-')`,
+				Message:    "writers records are not allowed here by policy",
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
+		},
+	}
+	for _, o := range []client.Object{policy, binding} {
+		if err := cluster.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_ = cluster.Client.Delete(ctx, binding)
+		_ = cluster.Client.Delete(ctx, policy)
+	})
+	eventually(t, "policy enforced", 30*time.Second, func() (bool, string) {
+		l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "vectordb-writers-probe", Namespace: ns}}
+		err := cluster.Client.Create(ctx, l, client.DryRunAll)
+		return err != nil && strings.Contains(err.Error(), "not allowed here by policy"), fmt.Sprint(err)
+	})
+
+	startManager(t, nil, ns)
+	obj := create(t, newIngestion(ns, "run-1", deleteMissing))
+	waitPhase(t, obj, v1alpha1.PhasePlanning)
+	writePlan(t, obj, 1000, 1000)
+	finishChunks(t, obj, 0, 1, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" })
+	eventually(t, "the sync step is blocked", 30*time.Second, func() (bool, string) {
+		cur := get(t, obj)
+		b := meta.FindStatusCondition(cur.Status.Conditions, v1alpha1.ConditionBlocked)
+		c := missingDeleted(cur)
+		return b != nil && b.Status == metav1.ConditionTrue && strings.Contains(b.Message, "not allowed here by policy") &&
+			c != nil && c.Reason == controllers.ReasonDeleteBlocked, mustJSON(cur.Status.Conditions)
+	})
+	wantEvents(t, obj, "Blocked")
+	if jobs := listJobs(t, obj, worker.RoleSync); len(jobs) != 0 {
+		t.Fatal("a sync Job was created without the claim on the prefix")
+	}
+	if err := cluster.Client.Delete(ctx, binding); err != nil {
+		t.Fatal(err)
+	}
+	job := waitJob(t, ns, worker.SyncJobName(obj.Name))
+	finishJob(t, job, syncResult(1000, 0, 0), 0, "")
+	if c := missingDeleted(waitPhase(t, obj, v1alpha1.PhaseCompleted)); c == nil || c.Reason != controllers.ReasonDeleted {
+		t.Fatalf("after the record could be written: %s", mustJSON(c))
+	}
+	var leases coordinationv1.LeaseList
+	if err := cluster.Client.List(ctx, &leases, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/component": "writers-record"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range leases.Items {
+		_ = cluster.Client.Delete(ctx, &l)
+	}
+}
