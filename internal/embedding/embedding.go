@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -114,6 +115,9 @@ type Embedder struct {
 	inFlight       chan struct{}
 
 	nRequests, nRetries, nRateLimited, nTokens, nInputs atomic.Int64
+	// remainingRequests and remainingTokens are the last x-ratelimit-remaining-* the provider
+	// sent (-1: none yet), reported to the rate lease service.
+	remainingRequests, remainingTokens atomic.Int64
 }
 
 // New validates cfg and returns an Embedder.
@@ -211,7 +215,7 @@ func New(cfg Config) (*Embedder, error) {
 		tokLim.AllowN(time.Now(), maxBatchTokens) // start empty
 	}
 
-	return &Embedder{
+	e := &Embedder{
 		client:         openai.NewClientWithConfig(oc),
 		log:            cfg.Logger,
 		apiKey:         cfg.APIKey,
@@ -231,7 +235,57 @@ func New(cfg Config) (*Embedder, error) {
 		requests:       reqLim,
 		tokens:         tokLim,
 		inFlight:       make(chan struct{}, cfg.MaxInFlight),
-	}, nil
+	}
+	e.remainingRequests.Store(-1)
+	e.remainingTokens.Store(-1)
+	return e, nil
+}
+
+// SetRates changes the budgets of a running Embedder (a rate lease's grant): rpm and tpm per
+// minute, 0 meaning unlimited, and the token bucket's burst. The burst never drops below the
+// largest batch, or that batch could not be admitted; batches keep the size they were packed
+// with.
+func (e *Embedder) SetRates(rpm, tpm float64, burstTokens int) {
+	if rpm > 0 {
+		e.requests.SetLimit(rate.Limit(rpm / 60))
+	} else {
+		e.requests.SetLimit(rate.Inf)
+	}
+	if tpm > 0 {
+		e.tokens.SetBurst(max(burstTokens, e.maxBatchTokens))
+		e.tokens.SetLimit(rate.Limit(tpm / 60))
+	} else {
+		e.tokens.SetLimit(rate.Inf)
+	}
+}
+
+// Rates returns the current budgets per minute (0: unlimited) and the token burst.
+func (e *Embedder) Rates() (rpm, tpm float64, burstTokens int) {
+	perMinute := func(l rate.Limit) float64 {
+		if l == rate.Inf {
+			return 0
+		}
+		return float64(l) * 60
+	}
+	return perMinute(e.requests.Limit()), perMinute(e.tokens.Limit()), e.tokens.Burst()
+}
+
+// RateLimitRemaining returns the last x-ratelimit-remaining-requests and -tokens the provider
+// sent, -1 for a header not seen yet.
+func (e *Embedder) RateLimitRemaining() (requests, tokens int64) {
+	return e.remainingRequests.Load(), e.remainingTokens.Load()
+}
+
+// noteRemaining keeps the provider's x-ratelimit-remaining-* headers.
+func (e *Embedder) noteRemaining(h http.Header) {
+	for name, v := range map[string]*atomic.Int64{
+		"X-Ratelimit-Remaining-Requests": &e.remainingRequests,
+		"X-Ratelimit-Remaining-Tokens":   &e.remainingTokens,
+	} {
+		if n, err := strconv.ParseInt(strings.TrimSpace(h.Get(name)), 10, 64); err == nil && n >= 0 {
+			v.Store(n)
+		}
+	}
 }
 
 // batchTokensFor sizes batches (and the token bucket's burst) for a token budget. The server
@@ -402,6 +456,9 @@ func (e *Embedder) send(ctx context.Context, b Batch) ([]Output, error) {
 			return nil, fmt.Errorf("embed batch: wait for rate budget: %w", err)
 		}
 		outs, hdr, err := e.attempt(ctx, req, b)
+		if hdr != nil {
+			e.noteRemaining(hdr)
+		}
 		if err == nil {
 			e.nInputs.Add(int64(len(outs)))
 			return outs, nil

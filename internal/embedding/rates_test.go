@@ -1,0 +1,53 @@
+package embedding
+
+import (
+	"context"
+	"testing"
+
+	fakeopenai "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
+)
+
+// TestSetRates: a lease's grant replaces the budgets of a running embedder, the token burst
+// never drops below the largest batch, and 0 means unlimited.
+func TestSetRates(t *testing.T) {
+	srv := startFake(t, fakeopenai.Options{})
+	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL(), RequestsPerMinute: 600, TokensPerMinute: 200_000})
+	if rpm, tpm, burst := e.Rates(); rpm != 600 || tpm != 200_000 || burst != e.MaxBatchTokens() {
+		t.Fatalf("initial rates %g/%g burst %d, want 600/200000 burst %d", rpm, tpm, burst, e.MaxBatchTokens())
+	}
+	e.SetRates(120, 30_000, 1)
+	if rpm, tpm, burst := e.Rates(); rpm != 120 || tpm != 30_000 || burst != e.MaxBatchTokens() {
+		t.Fatalf("after a small grant: %g/%g burst %d, want 120/30000 burst %d (the largest batch)", rpm, tpm, burst, e.MaxBatchTokens())
+	}
+	e.SetRates(300, 90_000, e.MaxBatchTokens()+500)
+	if _, _, burst := e.Rates(); burst != e.MaxBatchTokens()+500 {
+		t.Fatalf("burst %d, want the grant's %d", burst, e.MaxBatchTokens()+500)
+	}
+	e.SetRates(0, 0, 0)
+	if rpm, tpm, _ := e.Rates(); rpm != 0 || tpm != 0 {
+		t.Fatalf("after an unlimited grant: %g/%g, want 0/0", rpm, tpm)
+	}
+	// Changed limits still admit work.
+	e.SetRates(6000, 1_000_000, 0)
+	if _, _, err := e.Embed(context.Background(), texts(3)); err != nil {
+		t.Fatalf("Embed after SetRates: %v", err)
+	}
+}
+
+// TestRateLimitRemaining: the provider's x-ratelimit-remaining-* headers are kept for the
+// lease service.
+func TestRateLimitRemaining(t *testing.T) {
+	srv := startFake(t, fakeopenai.Options{RPM: 50, TPM: 100_000})
+	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL(), MaxInputsPerRequest: 5, MaxInFlight: 1})
+	if r, tk := e.RateLimitRemaining(); r != -1 || tk != -1 {
+		t.Fatalf("before any request: %d/%d, want -1/-1", r, tk)
+	}
+	if _, _, err := e.Embed(context.Background(), texts(10)); err != nil { // two requests
+		t.Fatalf("Embed: %v", err)
+	}
+	used := srv.Stats().Tokens
+	r, tk := e.RateLimitRemaining()
+	if r != 48 || tk != 100_000-used {
+		t.Fatalf("remaining %d requests, %d tokens; want 48 and %d (the fake's headers)", r, tk, 100_000-used)
+	}
+}
