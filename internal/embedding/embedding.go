@@ -118,6 +118,8 @@ type Embedder struct {
 	// remainingRequests and remainingTokens are the last x-ratelimit-remaining-* the provider
 	// sent (-1: none yet), reported to the rate lease service.
 	remainingRequests, remainingTokens atomic.Int64
+	// leased is set once a rate lease drives the limits (see waitN).
+	leased atomic.Bool
 }
 
 // New validates cfg and returns an Embedder.
@@ -246,6 +248,7 @@ func New(cfg Config) (*Embedder, error) {
 // largest batch, or that batch could not be admitted; batches keep the size they were packed
 // with.
 func (e *Embedder) SetRates(rpm, tpm float64, burstTokens int) {
+	e.leased.Store(true)
 	if rpm > 0 {
 		e.requests.SetLimit(rate.Limit(rpm / 60))
 	} else {
@@ -502,15 +505,46 @@ func (e *Embedder) send(ctx context.Context, b Batch) ([]Output, error) {
 // larger than a tiny per-minute budget) is taken in bucket-sized pieces, which waits as long
 // as the budget requires.
 func (e *Embedder) wait(ctx context.Context, n int) error {
-	if err := e.requests.Wait(ctx); err != nil {
+	if err := e.waitN(ctx, e.requests, 1); err != nil {
 		return err
 	}
-	for burst := e.tokens.Burst(); n > 0; n -= burst {
-		if err := e.tokens.WaitN(ctx, min(n, burst)); err != nil {
+	for n > 0 {
+		take := min(n, e.tokens.Burst())
+		if err := e.waitN(ctx, e.tokens, take); err != nil {
+			return err
+		}
+		n -= take
+	}
+	return nil
+}
+
+// leaseWaitSlice: once a lease drives the limits (SetRates), a wait longer than this is taken
+// in slices, each a fresh reservation at the current rate, so a grant raised while a request
+// waits takes effect within a slice instead of after a wait computed at the old rate.
+const leaseWaitSlice = time.Second
+
+func (e *Embedder) waitN(ctx context.Context, l *rate.Limiter, n int) error {
+	if !e.leased.Load() {
+		return l.WaitN(ctx, n)
+	}
+	for {
+		r := l.ReserveN(time.Now(), n)
+		if !r.OK() {
+			return fmt.Errorf("rate: wait(n=%d) exceeds the limiter's burst %d", n, l.Burst())
+		}
+		d := r.Delay()
+		if d <= leaseWaitSlice {
+			if err := sleep(ctx, d); err != nil {
+				r.Cancel()
+				return err
+			}
+			return nil
+		}
+		r.Cancel()
+		if err := sleep(ctx, leaseWaitSlice); err != nil {
 			return err
 		}
 	}
-	return nil
 }
 
 // attempt sends one request and matches the response to the batch. It returns the response

@@ -3,6 +3,7 @@ package embedding
 import (
 	"context"
 	"testing"
+	"time"
 
 	fakeopenai "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
 )
@@ -49,5 +50,36 @@ func TestRateLimitRemaining(t *testing.T) {
 	r, tk := e.RateLimitRemaining()
 	if r != 48 || tk != 100_000-used {
 		t.Fatalf("remaining %d requests, %d tokens; want 48 and %d (the fake's headers)", r, tk, 100_000-used)
+	}
+}
+
+// TestRaisedGrantReachesAWaitingRequest: once a lease drives the limits, a request waiting at
+// a tiny rate goes as soon as the grant is raised, not after the wait computed at the old rate
+// (one request per hour here; the test's deadline is far shorter).
+func TestRaisedGrantReachesAWaitingRequest(t *testing.T) {
+	srv := startFake(t, fakeopenai.Options{})
+	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL(), MaxInputsPerRequest: 1, MaxInFlight: 1})
+	e.SetRates(1.0/60, 0, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := e.Embed(ctx, texts(2)) // the first request takes the burst, the second waits
+		done <- err
+	}()
+	// Raise the grant once the first request has gone (the second is then waiting).
+	for srv.Stats().Accepted < 1 {
+		select {
+		case err := <-done:
+			t.Fatalf("Embed returned before the grant was raised: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	e.SetRates(6000, 0, 0)
+	if err := <-done; err != nil {
+		t.Fatalf("the waiting request did not go after the grant was raised: %v", err)
+	}
+	if got := srv.Stats().Accepted; got != 2 {
+		t.Fatalf("%d requests accepted, want 2", got)
 	}
 }
