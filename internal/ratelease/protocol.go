@@ -3,9 +3,10 @@
 // Client that renews its lease every few seconds, sets its limiters from the grant and reports
 // what it used and how many 429s it saw. internal/ratebudget does the arithmetic.
 //
-// Requests are authenticated with a per-Job credential (Credential) that the controller mints
-// with a key only the manager holds; it binds the pod to the namespace, ingestion and Job it was
-// made for, so a pod can lease only for its own ingestion. The manager never sees a provider key.
+// Requests are authenticated with a per-ingestion credential (Credential) that the controller
+// mints with a key only the manager holds and hands to the ingestion's Jobs through a Secret
+// (secretKeyRef); it binds the pod to the namespace and ingestion it was made for, so a pod can
+// lease only for its own ingestion. The manager never sees a provider key.
 package ratelease
 
 import (
@@ -23,11 +24,17 @@ const Path = "/v1/rate-leases"
 const (
 	// EnvURL is the lease endpoint, e.g. http://vectordb-operator-leases.ns.svc:8083/v1/rate-leases.
 	EnvURL = "RATE_LEASE_URL"
-	// EnvCredential is the pod's credential (Credential of its ingestion and Job).
+	// EnvCredential is the pod's credential (Credential of its ingestion), from a Secret.
 	EnvCredential = "RATE_LEASE_CREDENTIAL"
-	// EnvJob is the Job's name, set by the controller (the pod's own identity for the lease).
+	// EnvJob and EnvPod name the Job and the pod (downward API): the holder's identity.
 	EnvJob = "RATE_LEASE_JOB"
+	EnvPod = "RATE_LEASE_POD"
+	// SecretKey is the key of the credential in the ingestion's lease Secret.
+	SecretKey = "credential"
 )
+
+// SecretName is the name of an ingestion's lease Secret.
+func SecretName(ingestion string) string { return ingestion + "-rate-lease" }
 
 // RenewRequest is one pod's renewal.
 type RenewRequest struct {
@@ -81,16 +88,17 @@ type Lease struct {
 	Fallback ratebudget.Rates `json:"fallback"`
 }
 
-// Credential is the per-Job credential: an HMAC-SHA256, under the manager's key, of the Job's
-// namespace, ingestion and name.
-func Credential(key []byte, namespace, ingestion, job string) string {
+// Credential is an ingestion's credential: an HMAC-SHA256, under the manager's key, of its
+// namespace and name. (Per ingestion, not per Job: one Secret serves all its Jobs, and what a
+// pod could claim with it, another holder within its own ingestion, only splits that
+// ingestion's own share.)
+func Credential(key []byte, namespace, ingestion string) string {
 	m := hmac.New(sha256.New, key)
-	m.Write([]byte(namespace + "\x00" + ingestion + "\x00" + job))
+	m.Write([]byte("rate-lease\x00" + namespace + "\x00" + ingestion))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
 // validCredential checks cred in constant time.
-func validCredential(key []byte, cred, namespace, ingestion, job string) bool {
-	want := Credential(key, namespace, ingestion, job)
-	return hmac.Equal([]byte(cred), []byte(want))
+func validCredential(key []byte, cred, namespace, ingestion string) bool {
+	return hmac.Equal([]byte(cred), []byte(Credential(key, namespace, ingestion)))
 }

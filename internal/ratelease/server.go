@@ -84,8 +84,9 @@ type holderState struct {
 	weight  float64
 	demand  ratebudget.Rates
 	maxReq  int
-	grant   ratebudget.Rates
-	expires time.Time
+	grant    ratebudget.Rates
+	declared ratebudget.Rates
+	expires  time.Time
 	// warmup: the pod came with an old leader's grant, which caps it until one TTL has passed
 	// since this server started.
 	warmup bool
@@ -137,11 +138,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "bad renewal: "+err.Error())
 		return
 	}
-	if !validCredential(s.opts.Key, cred, req.Namespace, req.Ingestion, req.Job) {
-		// The credential is minted for one Job of one ingestion: a pod may lease only for that.
+	if !validCredential(s.opts.Key, cred, req.Namespace, req.Ingestion) {
+		// The credential is minted for one ingestion: a pod may lease only for that.
 		httpError(w, http.StatusForbidden, fmt.Sprintf(
-			"the credential is not valid for ingestion %s/%s, Job %s: a pod may only lease for the ingestion its Job belongs to",
-			req.Namespace, req.Ingestion, req.Job))
+			"the credential is not valid for ingestion %s/%s: a pod may only lease for the ingestion its Job belongs to",
+			req.Namespace, req.Ingestion))
 		return
 	}
 	b, err := s.opts.Resolver.Resolve(r.Context(), req.Namespace, req.Ingestion, req.Model)
@@ -193,7 +194,6 @@ func (s *Server) Renew(req RenewRequest, b Budget) Lease {
 		st = &budgetState{backoff: ratebudget.NewBackoff(), holders: map[string]*holderState{}, roundStart: now}
 		s.budgets[b.Key] = st
 	}
-	st.declared = b.Declared // edits reach every pod at its next renewal
 	for hid, h := range st.holders {
 		if !now.Before(h.expires) {
 			delete(st.holders, hid)
@@ -206,10 +206,11 @@ func (s *Server) Renew(req RenewRequest, b Budget) Lease {
 		st.roundStart, st.roundReqs, st.roundLim = now, 0, 0
 	}
 	s.opts.Metrics.observeUse(b.Key, req)
-	eff := st.backoff.Effective(st.declared)
 
 	if req.Release {
 		delete(st.holders, id)
+		st.declared = declared(st.holders, ratebudget.Rates{})
+		eff := st.backoff.Effective(st.declared)
 		s.report(b.Key, st, eff)
 		if len(st.holders) == 0 {
 			delete(s.budgets, b.Key)
@@ -228,8 +229,12 @@ func (s *Server) Renew(req RenewRequest, b Budget) Lease {
 		fromOldLeader = req.Current != nil && now.Sub(s.started) < s.opts.TTL
 	}
 	h.group = req.Namespace + "/" + req.Ingestion
-	h.weight, h.demand, h.maxReq = b.Weight, req.Demand, req.MaxRequestTokens
+	h.weight, h.demand, h.maxReq, h.declared = b.Weight, req.Demand, req.MaxRequestTokens, b.Declared
 	h.expires = now.Add(s.opts.TTL)
+	// Edits reach every pod at its next renewal. Ingestions sharing an implicit budget may
+	// declare different ones: the smallest holds, since they all draw from the same key.
+	st.declared = declared(st.holders, b.Declared)
+	eff := st.backoff.Effective(st.declared)
 	st.maxHolders = max(st.maxHolders, len(st.holders))
 
 	ids := make([]string, 0, len(st.holders))
@@ -286,6 +291,33 @@ func (s *Server) Renew(req RenewRequest, b Budget) Lease {
 		lease.BurstTokens = max(target.BurstTokens, req.MaxRequestTokens, 1)
 	}
 	return lease
+}
+
+// declared is the smallest declaration among the holders (a zero field: unlimited), or def when
+// there are none.
+func declared(holders map[string]*holderState, def ratebudget.Rates) ratebudget.Rates {
+	first := true
+	out := def
+	for _, h := range holders {
+		if first {
+			out, first = h.declared, false
+			continue
+		}
+		out.RPM = minLimit(out.RPM, h.declared.RPM)
+		out.TPM = minLimit(out.TPM, h.declared.TPM)
+	}
+	return out
+}
+
+// minLimit is the smaller of two limits, 0 meaning unlimited.
+func minLimit(a, b float64) float64 {
+	switch {
+	case a <= 0:
+		return b
+	case b <= 0:
+		return a
+	}
+	return min(a, b)
 }
 
 // catchUp is how soon a pod held below its share renews again.
