@@ -80,10 +80,10 @@ type budgetState struct {
 }
 
 type holderState struct {
-	group   string
-	weight  float64
-	demand  ratebudget.Rates
-	maxReq  int
+	group    string
+	weight   float64
+	demand   ratebudget.Rates
+	maxReq   int
 	grant    ratebudget.Rates
 	declared ratebudget.Rates
 	expires  time.Time
