@@ -52,6 +52,11 @@ type Config struct {
 	MaxConcurrentReconciles int
 	// SkipNameValidation allows more than one controller in a process (tests restart the manager).
 	SkipNameValidation bool
+	// RateLeaseURL and RateLeaseKey turn on rate leases: chunk pods renew a lease of their key's
+	// budget at the URL (the manager's lease service), authenticated with a credential made with
+	// the key. Either empty: each chunk keeps the share frozen into its Job (the old behaviour).
+	RateLeaseURL string
+	RateLeaseKey []byte
 }
 
 func (c *Config) defaults() {
@@ -94,6 +99,8 @@ type Reconciler struct {
 	plans map[types.UID]cachedPlan
 	// blockedRetries counts consecutive refused passes per ingestion, for the retry backoff.
 	blockedRetries map[types.UID]int
+	// leaseSecrets: ingestions whose lease Secret this process has written.
+	leaseSecrets map[types.UID]bool
 	// cleanupFailures holds the failed cleanup Jobs already reported by an event.
 	cleanupMu       sync.Mutex
 	cleanupFailures map[types.UID]bool
@@ -389,4 +396,5 @@ func (r *Reconciler) forget(uid types.UID) {
 	delete(r.expected, uid)
 	delete(r.plans, uid)
 	delete(r.blockedRetries, uid)
+	delete(r.leaseSecrets, uid)
 }
