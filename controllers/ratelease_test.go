@@ -44,9 +44,24 @@ func leaseManager(t *testing.T, ns string) (string, []byte) {
 	addr := l.Addr().String()
 	l.Close()
 	url := "http://" + addr + ratelease.Path
+	// The manager's own pod (no kubelet runs it here): the leader labels it for the lease Service.
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "manager", Namespace: ns},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "manager", Image: "manager:test"}}}}
+	if err := cluster.Client.Create(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), pod) })
 	startManagerWith(t, nil, func(o *manager.Options) {
 		o.RateLease.Addr, o.RateLease.URL, o.RateLease.KeyFile = addr, url, keyFile
+		o.RateLease.PodName, o.RateLease.PodNamespace = pod.Name, ns
 	}, ns)
+	eventually(t, "leader pod labelled", 30*time.Second, func() (bool, string) {
+		var p corev1.Pod
+		if err := cluster.Client.Get(context.Background(), client.ObjectKeyFromObject(pod), &p); err != nil {
+			return false, err.Error()
+		}
+		return p.Labels[manager.LabelLeader] == "true", fmt.Sprint(p.Labels)
+	})
 	return url, key
 }
 

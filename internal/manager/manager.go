@@ -221,7 +221,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if leaseKey != nil {
 		o.Controller.RateLeaseURL, o.Controller.RateLeaseKey = o.RateLease.URL, leaseKey
-		if err := addRateLeases(mgr, o.RateLease, leaseKey); err != nil {
+		if err := addRateLeases(ctx, mgr, o.RateLease, leaseKey); err != nil {
 			return err
 		}
 	}

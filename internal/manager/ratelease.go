@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,7 +12,10 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -34,7 +38,17 @@ type RateLeaseOptions struct {
 	KeyFile string
 	// Renew is how often pods renew; leases last three renewals.
 	Renew time.Duration
+	// PodName and PodNamespace name this replica's pod (downward API). When set, the leader
+	// labels its pod LabelLeader so that the lease Service reaches only the leader, and every
+	// replica removes the label from its pod when it starts (a restarted ex-leader).
+	PodName, PodNamespace string
 }
+
+// LabelLeader marks the manager pod that serves rate leases (the lease Service's selector).
+const LabelLeader = "ingestion.vectordb.io/rate-lease-leader"
+
+// The leader labels its own pod for the lease Service (the chart's Role in its namespace).
+// +kubebuilder:rbac:groups="",resources=pods,verbs=patch,namespace=vectordb-system
 
 func bindRateLeaseFlags(fs *pflag.FlagSet, o *RateLeaseOptions) {
 	fs.StringVar(&o.Addr, "rate-lease-bind-address", o.Addr, "address the leader serves rate leases on")
@@ -44,7 +58,8 @@ func bindRateLeaseFlags(fs *pflag.FlagSet, o *RateLeaseOptions) {
 }
 
 func defaultRateLeaseOptions() RateLeaseOptions {
-	return RateLeaseOptions{Addr: ":8083", Renew: 5 * time.Second}
+	return RateLeaseOptions{Addr: ":8083", Renew: 5 * time.Second,
+		PodName: os.Getenv("POD_NAME"), PodNamespace: os.Getenv("POD_NAMESPACE")}
 }
 
 // rateLeaseKey reads the key, or returns nil when leases are off.
@@ -68,7 +83,7 @@ var leaseMetrics = sync.OnceValues(func() (*ratelease.Metrics, error) { return r
 
 // addRateLeases adds the lease service, served by the leader only: its state is soft and a
 // new leader re-learns it from the renewals (see ratelease.Server).
-func addRateLeases(mgr ctrl.Manager, o RateLeaseOptions, key []byte) error {
+func addRateLeases(ctx context.Context, mgr ctrl.Manager, o RateLeaseOptions, key []byte) error {
 	m, err := leaseMetrics()
 	if err != nil {
 		return fmt.Errorf("rate lease metrics: %w", err)
@@ -80,7 +95,32 @@ func addRateLeases(mgr ctrl.Manager, o RateLeaseOptions, key []byte) error {
 	if err != nil {
 		return err
 	}
-	return mgr.Add(&leaseRunnable{addr: o.Addr, handler: srv})
+	l := &leaseRunnable{addr: o.Addr, handler: srv}
+	if o.PodName != "" && o.PodNamespace != "" {
+		l.label = func(ctx context.Context, on bool) error { return labelLeader(ctx, mgr.GetClient(), o, on) }
+		// A restarted ex-leader must not keep receiving renewals it no longer answers.
+		if err := l.label(ctx, false); err != nil {
+			return err
+		}
+	}
+	return mgr.Add(l)
+}
+
+// labelLeader sets or removes LabelLeader on this replica's pod.
+func labelLeader(ctx context.Context, c client.Client, o RateLeaseOptions, on bool) error {
+	var v any // null removes the label
+	if on {
+		v = "true"
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{LabelLeader: v}}})
+	if err != nil {
+		return err
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: o.PodName, Namespace: o.PodNamespace}}
+	if err := c.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return fmt.Errorf("label pod %s/%s for the rate lease Service: %w", o.PodNamespace, o.PodName, err)
+	}
+	return nil
 }
 
 // ImplicitBudgets resolves an ingestion's budget from its spec: the key is (namespace, key
@@ -113,6 +153,7 @@ func ImplicitBudgetKey(ns string, e v1alpha1.EmbeddingSpec) string {
 type leaseRunnable struct {
 	addr    string
 	handler http.Handler
+	label   func(context.Context, bool) error // nil: no pod to label
 }
 
 func (l *leaseRunnable) NeedLeaderElection() bool { return true }
@@ -127,6 +168,12 @@ func (l *leaseRunnable) Start(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	if l.label != nil {
+		if err := l.label(ctx, true); err != nil {
+			_ = srv.Close()
+			return err
+		}
+	}
 	select {
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
