@@ -88,3 +88,8 @@ func (m *Metrics) forget(key string) {
 	m.holders.DeleteLabelValues(key)
 	m.factor.DeleteLabelValues(key)
 }
+
+// MetricNames are the series the lease service exports (each appears with its first budget).
+func MetricNames() []string {
+	return []string{MetricDeclared, MetricEffective, MetricGranted, MetricHolders, MetricFactor, MetricUsed, MetricRateLimited}
+}
