@@ -28,7 +28,8 @@ func (r *Reconciler) leasing() bool {
 }
 
 // ensureLeaseSecret writes the ingestion's lease credential into a Secret it owns, once per
-// ingestion and process (a patch when it exists, so a new manager key reaches it). Chunk pods
+// ingestion and process (a patch when it exists, so a new manager key reaches it; never of a
+// Secret of that name the ingestion does not own). Chunk pods
 // read the credential from it by secretKeyRef: it is never in a spec, an argument or a log.
 func (r *Reconciler) ensureLeaseSecret(ctx context.Context, obj *v1alpha1.CsvIngestion) error {
 	r.mu.Lock()
@@ -49,12 +50,20 @@ func (r *Reconciler) ensureLeaseSecret(ctx context.Context, obj *v1alpha1.CsvIng
 	}
 	err := r.Create(ctx, s)
 	if apierrors.IsAlreadyExists(err) {
-		patch, merr := json.Marshal(map[string]any{"data": s.Data})
+		// Rewrite it (a new manager key) only if it is this ingestion's: the test operation makes
+		// the server refuse the patch of a Secret someone else owns, which the controller cannot
+		// read to check.
+		patch, merr := json.Marshal([]map[string]any{
+			{"op": "test", "path": "/metadata/ownerReferences/0/uid", "value": string(obj.UID)},
+			{"op": "add", "path": "/data/" + ratelease.SecretKey, "value": s.Data[ratelease.SecretKey]},
+		})
 		if merr != nil {
 			return merr
 		}
-		err = r.Patch(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace}},
-			client.RawPatch(types.MergePatchType, patch))
+		if err = r.Patch(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace}},
+			client.RawPatch(types.JSONPatchType, patch)); apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
+			return fmt.Errorf("lease Secret %s exists and is not this ingestion's (it must be owned by it; delete or rename it): %w", s.Name, err)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("write lease Secret %s: %w", s.Name, err)

@@ -262,3 +262,50 @@ func gaugeValue(name, budget string) (float64, error) {
 	}
 	return 0, fmt.Errorf("no %s{budget=%q}", name, budget)
 }
+
+// TestRateLeaseSecretOfAnother: a Secret of the lease Secret's name that the ingestion does not
+// own is never overwritten (the controller cannot read it to check; the server refuses the
+// patch); the ingestion is Blocked saying so until it is gone.
+func TestRateLeaseSecretOfAnother(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ratelease.SecretName("lease-foreign"), Namespace: ns},
+		Data: map[string][]byte{ratelease.SecretKey: []byte("theirs")}}
+	if err := cluster.Client.Create(ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), foreign) })
+	_, key := leaseManager(t, ns)
+	obj := create(t, newIngestion(ns, "lease-foreign", nil))
+	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), obj) })
+	waitPhase(t, obj, v1alpha1.PhasePlanning)
+	writePlan(t, get(t, obj), 3000, 1000)
+	var cond *metav1.Condition
+	eventually(t, "Blocked", 30*time.Second, func() (bool, string) {
+		cond = meta.FindStatusCondition(get(t, obj).Status.Conditions, v1alpha1.ConditionBlocked)
+		return cond != nil && cond.Status == metav1.ConditionTrue, fmt.Sprintf("%+v", cond)
+	})
+	if !strings.Contains(cond.Message, "is not this ingestion's") {
+		t.Errorf("Blocked message %q must say the Secret is someone else's", cond.Message)
+	}
+	var s corev1.Secret
+	if err := cluster.Client.Get(ctx, client.ObjectKeyFromObject(foreign), &s); err != nil {
+		t.Fatal(err)
+	}
+	if string(s.Data[ratelease.SecretKey]) != "theirs" {
+		t.Fatalf("the foreign Secret was overwritten: %q", s.Data[ratelease.SecretKey])
+	}
+	if n := len(listJobs(t, obj, worker.RoleChunk)); n != 0 {
+		t.Fatalf("%d chunk jobs exist without their lease Secret", n)
+	}
+	if err := cluster.Client.Delete(ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "own lease Secret and chunk jobs", 60*time.Second, func() (bool, string) {
+		var s corev1.Secret
+		err := cluster.Client.Get(ctx, client.ObjectKeyFromObject(foreign), &s)
+		n := len(listJobs(t, obj, worker.RoleChunk))
+		return err == nil && string(s.Data[ratelease.SecretKey]) == ratelease.Credential(key, ns, obj.Name) && n > 0,
+			fmt.Sprintf("%v, %d jobs", err, n)
+	})
+}
