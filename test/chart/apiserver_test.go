@@ -26,8 +26,8 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/vectordb-io/vectordb-operator/controllers"
-	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
 	"github.com/vectordb-io/vectordb-operator/internal/manager"
+	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
 	"github.com/vectordb-io/vectordb-operator/test/harness"
 	"github.com/vectordb-io/vectordb-operator/test/panics"
 )
