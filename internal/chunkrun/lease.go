@@ -28,10 +28,11 @@ func LeaseFromEnv(ing worker.Ingestion) *ratelease.ClientOptions {
 // embedderLimiter lets a lease drive an Embedder.
 type embedderLimiter struct{ *embedding.Embedder }
 
-func (e embedderLimiter) Usage() (requests, tokens, rateLimited, remainingRequests, remainingTokens int64) {
+func (e embedderLimiter) Usage() ratelease.Usage {
 	st := e.Stats()
 	rr, rt := e.RateLimitRemaining()
-	return st.Requests, st.Tokens, st.RateLimited, rr, rt
+	return ratelease.Usage{Requests: st.Requests, Tokens: st.Tokens, RateLimited: st.RateLimited,
+		RemainingRequests: rr, RemainingTokens: rt, Waited: e.Waited()}
 }
 
 // startLease renews emb's lease until stop is called; stop releases the lease. The chunk's

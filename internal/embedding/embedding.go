@@ -120,6 +120,9 @@ type Embedder struct {
 	remainingRequests, remainingTokens atomic.Int64
 	// leased is set once a rate lease drives the limits (see waitN).
 	leased atomic.Bool
+	// waited is the time requests spent waiting for the budgets (nanoseconds, summed over
+	// concurrent waits): a lease client reads it to tell a pod held back by its grant.
+	waited atomic.Int64
 }
 
 // New validates cfg and returns an Embedder.
@@ -272,6 +275,9 @@ func (e *Embedder) Rates() (rpm, tpm float64, burstTokens int) {
 	}
 	return perMinute(e.requests.Limit()), perMinute(e.tokens.Limit()), e.tokens.Burst()
 }
+
+// Waited is the total time requests have waited for the budgets (summed over concurrent waits).
+func (e *Embedder) Waited() time.Duration { return time.Duration(e.waited.Load()) }
 
 // RateLimitRemaining returns the last x-ratelimit-remaining-requests and -tokens the provider
 // sent, -1 for a header not seen yet.
@@ -524,6 +530,8 @@ func (e *Embedder) wait(ctx context.Context, n int) error {
 const leaseWaitSlice = time.Second
 
 func (e *Embedder) waitN(ctx context.Context, l *rate.Limiter, n int) error {
+	start := time.Now()
+	defer func() { e.waited.Add(int64(time.Since(start))) }()
 	if !e.leased.Load() {
 		return l.WaitN(ctx, n)
 	}

@@ -19,11 +19,20 @@ import (
 type Limiter interface {
 	// SetRates sets the budgets per minute (0: unlimited) and the token burst.
 	SetRates(rpm, tpm float64, burstTokens int)
-	// Usage returns the running totals: requests sent, tokens billed, 429s received, and the
-	// provider's last x-ratelimit-remaining-requests/-tokens (-1: not seen).
-	Usage() (requests, tokens, rateLimited, remainingRequests, remainingTokens int64)
+	// Usage returns the running totals.
+	Usage() Usage
 	// MaxBatchTokens is the largest request.
 	MaxBatchTokens() int
+}
+
+// Usage is a limiter's running totals.
+type Usage struct {
+	// Requests sent (each attempt), tokens billed, 429s received.
+	Requests, Tokens, RateLimited int64
+	// The provider's last x-ratelimit-remaining-requests and -tokens (-1: not seen).
+	RemainingRequests, RemainingTokens int64
+	// Waited is the time requests waited for the limiter (summed over concurrent waits).
+	Waited time.Duration
 }
 
 // ClientOptions configure a Client.
@@ -45,15 +54,15 @@ type Client struct {
 	opts ClientOptions
 	lim  Limiter
 
-	// state since the last renewal
-	lastReq, lastTok, lastLim int64
-	lastAt                    time.Time
-	current                   *ratebudget.Rates // the grant in force (nil: fallback)
-	expires                   time.Time
-	fallback                  ratebudget.Rates
-	renew                     time.Duration
-	fellBack                  bool
-	capped                    bool // the last grant was below the pod's share
+	// state at the last renewal
+	last     Usage
+	lastAt   time.Time
+	current  *ratebudget.Rates // the grant in force (nil: fallback)
+	expires  time.Time
+	fallback ratebudget.Rates
+	renew    time.Duration
+	fellBack bool
+	capped   bool // the last grant was below the pod's share
 }
 
 // NewClient returns a Client; Run renews until its context ends.
@@ -85,26 +94,31 @@ func (c *Client) Run(ctx context.Context) {
 	}
 }
 
-// demandHeadroom: a pod that used less than this share of its grant is not held back by it,
-// so its demand is its use (with room to grow); otherwise it asks for as much as it is given.
-const demandHeadroom = 0.8
+// heldBack: a pod whose requests waited for its limiter this share of a renewal interval (summed
+// over its concurrent requests) is held back by its grant and asks for as much as it is given;
+// otherwise it asks for what it used, with room to grow. (Its use alone says little: a grant of
+// a few requests per interval makes use in one interval all or nothing.)
+const heldBack = 0.1
 
 // RenewOnce sends one renewal and applies the answer, or, when the manager cannot be reached
 // and the lease has expired, the fallback share.
 func (c *Client) RenewOnce(ctx context.Context) error {
 	now := c.opts.Now()
-	req, tok, lim, remReq, remTok := c.lim.Usage()
-	elapsed := now.Sub(c.lastAt).Minutes()
+	u := c.lim.Usage()
+	interval := now.Sub(c.lastAt)
 	body := RenewRequest{
 		Namespace: c.opts.Namespace, Ingestion: c.opts.Ingestion, Job: c.opts.Job, Holder: c.opts.Holder,
 		Model:        c.opts.Model,
-		UsedRequests: max(0, req-c.lastReq), UsedTokens: max(0, tok-c.lastTok), RateLimited: max(0, lim-c.lastLim),
-		RemainingRequests: remReq, RemainingTokens: remTok,
+		UsedRequests: max(0, u.Requests-c.last.Requests), UsedTokens: max(0, u.Tokens-c.last.Tokens),
+		RateLimited:       max(0, u.RateLimited-c.last.RateLimited),
+		RemainingRequests: u.RemainingRequests, RemainingTokens: u.RemainingTokens,
 		MaxRequestTokens: c.lim.MaxBatchTokens(),
 		Current:          c.current,
 	}
-	if c.current != nil && !c.capped && elapsed > 0 {
-		body.Demand = demand(float64(body.UsedRequests)/elapsed, c.current.RPM, float64(body.UsedTokens)/elapsed, c.current.TPM)
+	if c.current != nil && !c.capped && interval > 0 {
+		minutes := interval.Minutes()
+		held := float64(u.Waited-c.last.Waited) >= heldBack*float64(interval)
+		body.Demand = demand(held, float64(body.UsedRequests)/minutes, c.current.RPM, float64(body.UsedTokens)/minutes, c.current.TPM)
 	}
 	lease, err := c.post(ctx, body)
 	if err != nil {
@@ -113,16 +127,16 @@ func (c *Client) RenewOnce(ctx context.Context) error {
 		}
 		return err
 	}
-	c.lastReq, c.lastTok, c.lastLim, c.lastAt = req, tok, lim, now
+	c.last, c.lastAt = u, now
 	c.apply(lease, now)
 	return nil
 }
 
-// demand is the rate a pod asks for: its use with headroom when its grant did not hold it back,
-// else 0 (as much as it is given).
-func demand(usedRPM, grantRPM, usedTPM, grantTPM float64) ratebudget.Rates {
+// demand is the rate a pod asks for: 0 (as much as it is given) when its limiter held it back,
+// else its use with headroom, and never less than a twentieth of its grant so it can start again.
+func demand(held bool, usedRPM, grantRPM, usedTPM, grantTPM float64) ratebudget.Rates {
 	one := func(used, grant float64) float64 {
-		if grant <= 0 || used >= demandHeadroom*grant {
+		if held || grant <= 0 {
 			return 0
 		}
 		return max(used*1.5, grant*0.05)

@@ -370,12 +370,11 @@ func TestLeaderChange(t *testing.T) {
 
 // fakeLimiter records what a client applies.
 type fakeLimiter struct {
-	mu                     sync.Mutex
-	rpm, tpm               float64
-	burst                  int
-	req, tok, lim          int64
-	set                    int
-	remainingR, remainingT int64
+	mu       sync.Mutex
+	rpm, tpm float64
+	burst    int
+	set      int
+	u        Usage
 }
 
 func (f *fakeLimiter) SetRates(rpm, tpm float64, burst int) {
@@ -384,10 +383,10 @@ func (f *fakeLimiter) SetRates(rpm, tpm float64, burst int) {
 	f.rpm, f.tpm, f.burst, f.set = rpm, tpm, burst, f.set+1
 }
 
-func (f *fakeLimiter) Usage() (int64, int64, int64, int64, int64) {
+func (f *fakeLimiter) Usage() Usage {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.req, f.tok, f.lim, f.remainingR, f.remainingT
+	return f.u
 }
 
 func (f *fakeLimiter) MaxBatchTokens() int { return 2000 }
@@ -406,13 +405,13 @@ func TestClientFallsBack(t *testing.T) {
 	e.res.set("ns/b", key)
 	// b holds a lease too, so the most holders seen is 2.
 	e.renew("b", "b-0", nil)
-	lim := &fakeLimiter{remainingR: -1, remainingT: -1}
+	lim := &fakeLimiter{u: Usage{RemainingRequests: -1, RemainingTokens: -1}}
 	c := NewClient(ClientOptions{URL: e.url, Credential: Credential(testKey, "ns", "a"), Namespace: "ns", Ingestion: "a",
 		Job: "a-0", Holder: "a-0-pod", Fallback: ratebudget.Rates{RPM: 10, TPM: 1000}, Now: e.clk.Now, Log: logr.Discard()}, lim)
 	ctx := context.Background()
-	busy := func() { // a pod held back by its limiter uses all it is given
+	busy := func() { // a pod held back by its limiter: its requests waited the whole interval
 		lim.mu.Lock()
-		lim.req, lim.tok = lim.req+1000, lim.tok+100_000_000
+		lim.u.Requests, lim.u.Tokens, lim.u.Waited = lim.u.Requests+10, lim.u.Tokens+10_000, lim.u.Waited+5*time.Second
 		lim.mu.Unlock()
 	}
 	for range 3 {
@@ -428,7 +427,7 @@ func TestClientFallsBack(t *testing.T) {
 	}
 	before := value(t, e.srv.opts.Metrics.used.WithLabelValues(key.Key, "tokens"))
 	lim.mu.Lock()
-	lim.req, lim.tok, lim.lim = lim.req+7, lim.tok+7000, 1
+	lim.u.Requests, lim.u.Tokens, lim.u.RateLimited = lim.u.Requests+7, lim.u.Tokens+7000, 1
 	lim.mu.Unlock()
 	if err := c.RenewOnce(ctx); err != nil {
 		t.Fatal(err)
@@ -464,17 +463,19 @@ func TestClientFallsBack(t *testing.T) {
 
 func TestDemand(t *testing.T) {
 	cases := []struct {
+		held              bool
 		used, grant, want float64
 	}{
-		{100, 100, 0}, // held back: as much as it is given
-		{85, 100, 0},  // near the grant: still held back
-		{10, 100, 15}, // idle: its use with headroom
-		{0, 100, 5},   // nothing at all: a small floor so it can start again
-		{50, 0, 0},    // unlimited grant: no demand to state
+		{true, 0, 100, 0},    // held back by its limiter: as much as it is given, whatever it used
+		{true, 100, 100, 0},  //
+		{false, 10, 100, 15}, // not held back: its use with headroom
+		{false, 85, 100, 127.5},
+		{false, 0, 100, 5}, // nothing at all: a small floor so it can start again
+		{false, 50, 0, 0},  // unlimited grant: no demand to state
 	}
 	for _, c := range cases {
-		if got := demand(c.used, c.grant, 0, 0).RPM; !near(got, c.want) {
-			t.Errorf("demand(%g used of %g) = %g, want %g", c.used, c.grant, got, c.want)
+		if got := demand(c.held, c.used, c.grant, 0, 0).RPM; !near(got, c.want) {
+			t.Errorf("demand(held %v, %g used of %g) = %g, want %g", c.held, c.used, c.grant, got, c.want)
 		}
 	}
 }
