@@ -524,9 +524,11 @@ func (e *Embedder) wait(ctx context.Context, n int) error {
 	return nil
 }
 
-// leaseWaitSlice: once a lease drives the limits (SetRates), a wait longer than this is taken
-// in slices, each a fresh reservation at the current rate, so a grant raised while a request
-// waits takes effect within a slice instead of after a wait computed at the old rate.
+// leaseWaitSlice: once a lease drives the limits (SetRates), a request waits by polling the
+// bucket at most this long at a time, so a grant raised while it waits takes effect within a
+// slice instead of after a wait computed at the old rate. It never reserves ahead: a cancelled
+// reservation gives back less than it took when others reserved after it, which under
+// concurrent waiters would leak budget.
 const leaseWaitSlice = time.Second
 
 func (e *Embedder) waitN(ctx context.Context, l *rate.Limiter, n int) error {
@@ -536,20 +538,19 @@ func (e *Embedder) waitN(ctx context.Context, l *rate.Limiter, n int) error {
 		return l.WaitN(ctx, n)
 	}
 	for {
-		r := l.ReserveN(time.Now(), n)
-		if !r.OK() {
+		now := time.Now()
+		if n > l.Burst() && l.Limit() != rate.Inf {
 			return fmt.Errorf("rate: wait(n=%d) exceeds the limiter's burst %d", n, l.Burst())
 		}
-		d := r.Delay()
-		if d <= leaseWaitSlice {
-			if err := sleep(ctx, d); err != nil {
-				r.Cancel()
-				return err
-			}
+		if l.AllowN(now, n) {
 			return nil
 		}
-		r.Cancel()
-		if err := sleep(ctx, leaseWaitSlice); err != nil {
+		d := leaseWaitSlice
+		if lim := float64(l.Limit()); lim > 0 {
+			need := float64(n) - l.TokensAt(now)
+			d = min(leaseWaitSlice, max(time.Millisecond, time.Duration(need/lim*float64(time.Second))))
+		}
+		if err := sleep(ctx, d); err != nil {
 			return err
 		}
 	}

@@ -63,10 +63,10 @@ func TestRateLeasesHoldTheKeysBudget(t *testing.T) {
 	if os.Getenv("E2E_NO_LEASES") == "" {
 		withRateLeases(t)
 	}
-	// ~3,000 rows of ~110 tokens: about 1.4 budget-minutes, so the busiest window is a full
-	// minute of budget-bound traffic.
-	const budget = 240_000
-	stats, key := scenario(t, "leases", csvgen.Options{Rows: 3000, Seed: 26})
+	// 2,400 short rows of ~12 tokens (the stack's token counter: a token per 8 bytes): about 1.5
+	// budget-minutes, so the busiest window is a full minute of budget-bound traffic.
+	const budget = 20_000
+	stats, key := scenario(t, "leases", csvgen.Options{Rows: 2400, Seed: 26, MinText: 60, MaxText: 120})
 	// The fake allows twice the budget: an overshoot shows in its peak instead of as 429s.
 	st.OpenAI.SetLimits(0, 2*budget)
 	st.OpenAI.ResetWindow()
@@ -76,15 +76,17 @@ func TestRateLeasesHoldTheKeysBudget(t *testing.T) {
 	obj := st.LegacyIngestion("leases", "q239", key)
 	obj.Spec.Embedding.RequestsPerMinute = 6000
 	obj.Spec.Embedding.TokensPerMinute = budget
-	obj.Spec.Embedding.MaxInputsPerRequest = 100
-	obj.Spec.Chunking.RowsPerChunk = 250
+	obj.Spec.Embedding.MaxInputsPerRequest = 20
+	obj.Spec.Chunking.RowsPerChunk = 200
 	obj.Spec.Chunking.Parallelism = 2
 	apply(t, obj)
+	t.Logf("applied at %s", time.Now().Format("15:04:05"))
 
 	waitFor(t, "the first chunk done", 2*time.Minute, func() (bool, string) {
 		cur := get(t, obj)
 		return cur.Status.Chunks.Succeeded >= 1, cur.Status.Progress
 	})
+	t.Logf("first chunk done at %s", time.Now().Format("15:04:05"))
 	update(t, obj, func(o *v1alpha1.CsvIngestion) { o.Spec.Chunking.Parallelism = 6 })
 	waitFor(t, "6 chunks running", time.Minute, func() (bool, string) {
 		n := 0
@@ -96,6 +98,7 @@ func TestRateLeasesHoldTheKeysBudget(t *testing.T) {
 		return n >= 5, fmt.Sprint(st.Runner.Running())
 	})
 	// The pods keep their leases while the manager is away, then fall back to static shares.
+	t.Logf("killing the manager at %s", time.Now().Format("15:04:05"))
 	if err := st.KillManager(); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +108,13 @@ func TestRateLeasesHoldTheKeysBudget(t *testing.T) {
 	}
 
 	final := waitTerminal(t, obj, 5*time.Minute)
-	if final.Status.Phase != v1alpha1.PhaseCompleted || final.Status.Records.Processed != 3000 {
+	for _, j := range chunkJobs(t, obj) {
+		if j.Status.StartTime != nil && j.Status.CompletionTime != nil {
+			t.Logf("%s: %s → %s (%s)", j.Name, j.Status.StartTime.Format("15:04:05"), j.Status.CompletionTime.Format("15:04:05"),
+				j.Status.CompletionTime.Sub(j.Status.StartTime.Time))
+		}
+	}
+	if final.Status.Phase != v1alpha1.PhaseCompleted || final.Status.Records.Processed != 2400 {
 		t.Fatalf("status %+v", final.Status)
 	}
 	checkExactVectors(t, final, stats, false)
