@@ -145,17 +145,27 @@ func demand(held bool, usedRPM, grantRPM, usedTPM, grantTPM float64) ratebudget.
 }
 
 func (c *Client) apply(l Lease, now time.Time) {
+	if c.current == nil || changed(c.current.TPM, l.TPM) || changed(c.current.RPM, l.RPM) {
+		c.opts.Log.Info("rate lease", "rpm", l.RPM, "tpm", l.TPM, "burstTokens", l.BurstTokens, "holders", l.Holders, "capped", l.Capped)
+	}
 	c.lim.SetRates(l.RPM, l.TPM, l.BurstTokens)
 	c.current = &ratebudget.Rates{RPM: l.RPM, TPM: l.TPM}
 	c.expires = now.Add(time.Duration(l.TTLSeconds * float64(time.Second)))
+	// The fallback only shrinks: a new leader has seen few holders yet, and its budget ÷ holders
+	// would be more than this pod's part of the budget while the others are still out there.
 	if l.Fallback.RPM > 0 || l.Fallback.TPM > 0 {
-		c.fallback = l.Fallback
+		c.fallback = ratebudget.Rates{RPM: minLimit(c.fallback.RPM, l.Fallback.RPM), TPM: minLimit(c.fallback.TPM, l.Fallback.TPM)}
 	}
 	if l.RenewSeconds > 0 {
 		c.renew = time.Duration(l.RenewSeconds * float64(time.Second))
 	}
 	c.fellBack = false
 	c.capped = l.Capped
+}
+
+// changed reports a grant change worth a log line (a quarter or more).
+func changed(old, new float64) bool {
+	return old <= 0 != (new <= 0) || old > 0 && (new > old*1.25 || new < old*0.75)
 }
 
 func (c *Client) applyFallback() {

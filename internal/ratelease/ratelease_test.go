@@ -407,7 +407,7 @@ func TestClientFallsBack(t *testing.T) {
 	e.renew("b", "b-0", nil)
 	lim := &fakeLimiter{u: Usage{RemainingRequests: -1, RemainingTokens: -1}}
 	c := NewClient(ClientOptions{URL: e.url, Credential: Credential(testKey, "ns", "a"), Namespace: "ns", Ingestion: "a",
-		Job: "a-0", Holder: "a-0-pod", Fallback: ratebudget.Rates{RPM: 10, TPM: 1000}, Now: e.clk.Now, Log: logr.Discard()}, lim)
+		Job: "a-0", Holder: "a-0-pod", Fallback: ratebudget.Rates{RPM: 300, TPM: 600_000}, Now: e.clk.Now, Log: logr.Discard()}, lim)
 	ctx := context.Background()
 	busy := func() { // a pod held back by its limiter: its requests waited the whole interval
 		lim.mu.Lock()

@@ -114,6 +114,13 @@ func TestRateLeasesHoldTheKeysBudget(t *testing.T) {
 				j.Status.CompletionTime.Sub(j.Status.StartTime.Time))
 		}
 	}
+	for _, p := range pods(t, obj) {
+		for _, line := range strings.Split(st.Runner.Logs(p.Namespace, p.Name), "\n") {
+			if strings.Contains(line, "rate lease") {
+				t.Logf("%s: %.300s", p.Name, line)
+			}
+		}
+	}
 	if final.Status.Phase != v1alpha1.PhaseCompleted || final.Status.Records.Processed != 2400 {
 		t.Fatalf("status %+v", final.Status)
 	}
