@@ -120,9 +120,11 @@ type Embedder struct {
 	remainingRequests, remainingTokens atomic.Int64
 	// leased is set once a rate lease drives the limits (see waitN).
 	leased atomic.Bool
-	// waited is the time requests spent waiting for the budgets (nanoseconds, summed over
-	// concurrent waits): a lease client reads it to tell a pod held back by its grant.
-	waited atomic.Int64
+	// waited is the time finished waits for the budgets took (nanoseconds, summed over
+	// concurrent waits); waiters and waitStarts (the sum of their start times, Unix nanoseconds)
+	// add the waits still going, so a request stuck behind a tiny grant counts at once. A lease
+	// client reads it to tell a pod held back by its grant.
+	waited, waiters, waitStarts atomic.Int64
 }
 
 // New validates cfg and returns an Embedder.
@@ -276,8 +278,12 @@ func (e *Embedder) Rates() (rpm, tpm float64, burstTokens int) {
 	return perMinute(e.requests.Limit()), perMinute(e.tokens.Limit()), e.tokens.Burst()
 }
 
-// Waited is the total time requests have waited for the budgets (summed over concurrent waits).
-func (e *Embedder) Waited() time.Duration { return time.Duration(e.waited.Load()) }
+// Waited is the total time requests have waited for the budgets, waits still going included
+// (summed over concurrent waits).
+func (e *Embedder) Waited() time.Duration {
+	starts, n := e.waitStarts.Load(), e.waiters.Load()
+	return time.Duration(e.waited.Load() + max(0, n*time.Now().UnixNano()-starts))
+}
 
 // RateLimitRemaining returns the last x-ratelimit-remaining-requests and -tokens the provider
 // sent, -1 for a header not seen yet.
@@ -533,7 +539,14 @@ const leaseWaitSlice = time.Second
 
 func (e *Embedder) waitN(ctx context.Context, l *rate.Limiter, n int) error {
 	start := time.Now()
-	defer func() { e.waited.Add(int64(time.Since(start))) }()
+	e.waiters.Add(1)
+	e.waitStarts.Add(start.UnixNano())
+	defer func() {
+		// waited first: a concurrent Waited may count this wait twice for a moment, never lose it
+		e.waited.Add(int64(time.Since(start)))
+		e.waitStarts.Add(-start.UnixNano())
+		e.waiters.Add(-1)
+	}()
 	if !e.leased.Load() {
 		return l.WaitN(ctx, n)
 	}

@@ -83,3 +83,29 @@ func TestRaisedGrantReachesAWaitingRequest(t *testing.T) {
 		t.Fatalf("%d requests accepted, want 2", got)
 	}
 }
+
+// TestWaitedCountsWaitsInProgress: a request stuck behind a tiny grant counts as waiting while
+// it waits, not only once it is through (a lease client would otherwise take the pod for idle).
+func TestWaitedCountsWaitsInProgress(t *testing.T) {
+	srv := startFake(t, fakeopenai.Options{})
+	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL(), MaxInputsPerRequest: 1, MaxInFlight: 1})
+	e.SetRates(1.0/60, 0, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := e.Embed(ctx, texts(2)) // the second request waits an hour
+		done <- err
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for e.Waited() < 300*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatalf("Waited %s while a request waits", e.Waited())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if w := e.Waited(); w < 300*time.Millisecond {
+		t.Fatalf("Waited %s after the wait ended", w)
+	}
+}
