@@ -253,7 +253,11 @@ func New(cfg Config) (*Embedder, error) {
 // largest batch, or that batch could not be admitted; batches keep the size they were packed
 // with.
 func (e *Embedder) SetRates(rpm, tpm float64, burstTokens int) {
-	e.leased.Store(true)
+	if !e.leased.Swap(true) {
+		// The request bucket starts full (burst 1); under a lease shared by many short-lived
+		// pods, one free request per pod start adds up: start it empty, as the token bucket.
+		e.requests.Allow()
+	}
 	if rpm > 0 {
 		e.requests.SetLimit(rate.Limit(rpm / 60))
 	} else {
