@@ -149,8 +149,11 @@ func TestRateLeasesHoldTheKeysBudget(t *testing.T) {
 	peak, after := st.OpenAI.Peak(), st.OpenAI.Stats()
 	t.Logf("busiest minute: %d requests, %d tokens; budget %d RPM; %d requests, %d refused",
 		peak.Requests, peak.Tokens, budget, after.Requests-before.Requests, after.RateLimited-before.RateLimited)
-	if peak.Requests > budget {
-		t.Errorf("the key's busiest minute had %d requests, above the budget of %d", peak.Requests, budget)
+	// Each pod's request bucket holds one request (burst 1), which it may send on top of its
+	// rate at a window's edge: up to one per pod running in the window. Without leases the new
+	// Jobs' frozen shares add a third of the budget and more on top.
+	if limit := budget + 6; peak.Requests > limit {
+		t.Errorf("the key's busiest minute had %d requests, above the budget of %d (+ one per pod: %d)", peak.Requests, budget, limit)
 	}
 	if n := after.RateLimited - before.RateLimited; n != 0 {
 		t.Errorf("%d requests refused", n)
