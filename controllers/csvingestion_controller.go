@@ -56,6 +56,11 @@ type Config struct {
 	// newer writers under its prefix even after they were deleted. "": no record (the manager
 	// sets its own namespace).
 	WritersNamespace string
+	// RateLeaseURL and RateLeaseKey turn on rate leases: chunk pods renew a lease of their key's
+	// budget at the URL (the manager's lease service), authenticated with a credential made with
+	// the key. Either empty: each chunk keeps the share frozen into its Job (the old behaviour).
+	RateLeaseURL string
+	RateLeaseKey []byte
 }
 
 func (c *Config) defaults() {
@@ -105,7 +110,9 @@ type Reconciler struct {
 	registered map[types.UID]bool
 	// unclaimed holds the runs whose sync step holds with no claim of theirs in the record.
 	unclaimed map[types.UID]bool
-	cleanupMu sync.Mutex
+	// leaseSecrets: ingestions whose lease Secret this process has written.
+	leaseSecrets map[types.UID]bool
+	cleanupMu    sync.Mutex
 	// cleanupFailures holds the failed cleanup Jobs already reported by an event.
 	cleanupFailures map[types.UID]bool
 }
@@ -407,4 +414,5 @@ func (r *Reconciler) forget(uid types.UID) {
 	delete(r.blockedRetries, uid)
 	delete(r.registered, uid)
 	delete(r.unclaimed, uid)
+	delete(r.leaseSecrets, uid)
 }

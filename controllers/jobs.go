@@ -236,17 +236,20 @@ func (r *Reconciler) plannerJob(obj *v1alpha1.CsvIngestion) (*batchv1.Job, error
 	return r.job(obj, worker.PlanJobName(obj.Name), worker.RolePlan, pod, nil, timeout), nil
 }
 
-// chunkJob embeds one chunk. Its budget shares are fixed at creation.
+// chunkJob embeds one chunk. Its budget shares are fixed at creation; with rate leases they are
+// only its start and its fallback, and the lease service's grants replace them while it runs.
 func (r *Reconciler) chunkJob(obj *v1alpha1.CsvIngestion, args worker.ChunkArgs) (*batchv1.Job, error) {
+	name := worker.ChunkJobName(obj.Name, args.Index)
 	env := []corev1.EnvVar{
 		secretEnv(worker.EnvOpenAIAPIKey, obj.Spec.Embedding.APIKeySecretRef),
 		secretEnv(worker.EnvPineconeAPIKey, obj.Spec.Target.Pinecone.APIKeySecretRef),
 	}
+	env = append(env, r.leaseEnv(obj, name)...)
 	pod, err := r.podSpec(obj, args.Flags(), env, false)
 	if err != nil {
 		return nil, err
 	}
-	return r.job(obj, worker.ChunkJobName(obj.Name, args.Index), worker.RoleChunk, pod,
+	return r.job(obj, name, worker.RoleChunk, pod,
 		map[string]string{worker.LabelChunk: strconv.Itoa(args.Index)}, 0), nil
 }
 

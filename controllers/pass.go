@@ -560,6 +560,14 @@ func (p *pass) decide(ctx context.Context) error {
 			p.requeueAfter = peerRecheck
 		}
 	}
+	if len(next) > 0 && p.r.leasing() {
+		if err := p.r.ensureLeaseSecret(ctx, p.obj); err != nil {
+			if !p.refused("write the rate lease Secret", err) {
+				return err
+			}
+			next = nil
+		}
+	}
 	for _, i := range next {
 		if p.blocked != nil {
 			break

@@ -491,13 +491,16 @@ type EmbeddingSpec struct {
 	APIKeySecretRef SecretKeyRef `json:"apiKeySecretRef"`
 
 	// RequestsPerMinute is the request budget of the whole ingestion, split across running chunks.
+	// With the manager's rate leases on, it is the budget of the key: ingestions with the same
+	// key Secret, baseURL and model in the namespace share the smallest one they declare.
 	// +optional
 	// +kubebuilder:default=300
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000000
 	RequestsPerMinute int32 `json:"requestsPerMinute,omitempty"`
 
-	// TokensPerMinute is the token budget of the whole ingestion, split across running chunks.
+	// TokensPerMinute is the token budget of the whole ingestion, split across running chunks
+	// (with rate leases: shared with the key's other ingestions, as requestsPerMinute).
 	// +optional
 	// +kubebuilder:default=1000000
 	// +kubebuilder:validation:Minimum=1

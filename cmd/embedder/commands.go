@@ -162,6 +162,7 @@ func newChunkCmd(g *globals) *cobra.Command {
 				PineconeAPIKey:      os.Getenv(worker.EnvPineconeAPIKey),
 				PineconeControlHost: os.Getenv(EnvPineconeControlHost),
 				Log:                 log,
+				Lease:               chunkrun.LeaseFromEnv(ing),
 			})
 			return g.finish(cmd, res, err)
 		},

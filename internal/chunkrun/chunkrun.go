@@ -40,6 +40,7 @@ import (
 	"github.com/vectordb-io/vectordb-operator/internal/ownership"
 	"github.com/vectordb-io/vectordb-operator/internal/pinecone"
 	"github.com/vectordb-io/vectordb-operator/internal/planner"
+	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
 	"github.com/vectordb-io/vectordb-operator/internal/source"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
@@ -89,6 +90,9 @@ type Deps struct {
 	Now func() time.Time
 	// Progress, when set, is called with the number of rows just finished (upserted or failed).
 	Progress func(rows int64)
+	// Lease, when set, makes the chunk's own embedder renew a rate lease with the manager
+	// (LeaseFromEnv); its budget shares are then the start and the fallback.
+	Lease *ratelease.ClientOptions
 }
 
 // NewEmbedder builds the embeddings client for ing with the given budgets. dimension is the
@@ -261,6 +265,9 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	if ownEmbedder {
 		if emb, err = NewEmbedder(ing, deps.OpenAIAPIKey, args.RequestsPerMinute, args.TokensPerMinute, up.Dimension(), 0, deps.HTTPClient, log); err != nil {
 			return res, err
+		}
+		if deps.Lease != nil {
+			defer startLease(ctx, *deps.Lease, emb, args, log)()
 		}
 	}
 

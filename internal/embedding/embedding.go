@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -114,6 +115,16 @@ type Embedder struct {
 	inFlight       chan struct{}
 
 	nRequests, nRetries, nRateLimited, nTokens, nInputs atomic.Int64
+	// remainingRequests and remainingTokens are the last x-ratelimit-remaining-* the provider
+	// sent (-1: none yet), reported to the rate lease service.
+	remainingRequests, remainingTokens atomic.Int64
+	// leased is set once a rate lease drives the limits (see waitN).
+	leased atomic.Bool
+	// waited is the time finished waits for the budgets took (nanoseconds, summed over
+	// concurrent waits); waiters and waitStarts (the sum of their start times, Unix nanoseconds)
+	// add the waits still going, so a request stuck behind a tiny grant counts at once. A lease
+	// client reads it to tell a pod held back by its grant.
+	waited, waiters, waitStarts atomic.Int64
 }
 
 // New validates cfg and returns an Embedder.
@@ -211,7 +222,7 @@ func New(cfg Config) (*Embedder, error) {
 		tokLim.AllowN(time.Now(), maxBatchTokens) // start empty
 	}
 
-	return &Embedder{
+	e := &Embedder{
 		client:         openai.NewClientWithConfig(oc),
 		log:            cfg.Logger,
 		apiKey:         cfg.APIKey,
@@ -231,7 +242,69 @@ func New(cfg Config) (*Embedder, error) {
 		requests:       reqLim,
 		tokens:         tokLim,
 		inFlight:       make(chan struct{}, cfg.MaxInFlight),
-	}, nil
+	}
+	e.remainingRequests.Store(-1)
+	e.remainingTokens.Store(-1)
+	return e, nil
+}
+
+// SetRates changes the budgets of a running Embedder (a rate lease's grant): rpm and tpm per
+// minute, 0 meaning unlimited, and the token bucket's burst. The burst never drops below the
+// largest batch, or that batch could not be admitted; batches keep the size they were packed
+// with.
+func (e *Embedder) SetRates(rpm, tpm float64, burstTokens int) {
+	if !e.leased.Swap(true) {
+		// The request bucket starts full (burst 1); under a lease shared by many short-lived
+		// pods, one free request per pod start adds up: start it empty, as the token bucket.
+		e.requests.Allow()
+	}
+	if rpm > 0 {
+		e.requests.SetLimit(rate.Limit(rpm / 60))
+	} else {
+		e.requests.SetLimit(rate.Inf)
+	}
+	if tpm > 0 {
+		e.tokens.SetBurst(max(burstTokens, e.maxBatchTokens))
+		e.tokens.SetLimit(rate.Limit(tpm / 60))
+	} else {
+		e.tokens.SetLimit(rate.Inf)
+	}
+}
+
+// Rates returns the current budgets per minute (0: unlimited) and the token burst.
+func (e *Embedder) Rates() (rpm, tpm float64, burstTokens int) {
+	perMinute := func(l rate.Limit) float64 {
+		if l == rate.Inf {
+			return 0
+		}
+		return float64(l) * 60
+	}
+	return perMinute(e.requests.Limit()), perMinute(e.tokens.Limit()), e.tokens.Burst()
+}
+
+// Waited is the total time requests have waited for the budgets, waits still going included
+// (summed over concurrent waits).
+func (e *Embedder) Waited() time.Duration {
+	starts, n := e.waitStarts.Load(), e.waiters.Load()
+	return time.Duration(e.waited.Load() + max(0, n*time.Now().UnixNano()-starts))
+}
+
+// RateLimitRemaining returns the last x-ratelimit-remaining-requests and -tokens the provider
+// sent, -1 for a header not seen yet.
+func (e *Embedder) RateLimitRemaining() (requests, tokens int64) {
+	return e.remainingRequests.Load(), e.remainingTokens.Load()
+}
+
+// noteRemaining keeps the provider's x-ratelimit-remaining-* headers.
+func (e *Embedder) noteRemaining(h http.Header) {
+	for name, v := range map[string]*atomic.Int64{
+		"X-Ratelimit-Remaining-Requests": &e.remainingRequests,
+		"X-Ratelimit-Remaining-Tokens":   &e.remainingTokens,
+	} {
+		if n, err := strconv.ParseInt(strings.TrimSpace(h.Get(name)), 10, 64); err == nil && n >= 0 {
+			v.Store(n)
+		}
+	}
 }
 
 // batchTokensFor sizes batches (and the token bucket's burst) for a token budget. The server
@@ -402,6 +475,9 @@ func (e *Embedder) send(ctx context.Context, b Batch) ([]Output, error) {
 			return nil, fmt.Errorf("embed batch: wait for rate budget: %w", err)
 		}
 		outs, hdr, err := e.attempt(ctx, req, b)
+		if hdr != nil {
+			e.noteRemaining(hdr)
+		}
 		if err == nil {
 			e.nInputs.Add(int64(len(outs)))
 			return outs, nil
@@ -445,15 +521,56 @@ func (e *Embedder) send(ctx context.Context, b Batch) ([]Output, error) {
 // larger than a tiny per-minute budget) is taken in bucket-sized pieces, which waits as long
 // as the budget requires.
 func (e *Embedder) wait(ctx context.Context, n int) error {
-	if err := e.requests.Wait(ctx); err != nil {
+	if err := e.waitN(ctx, e.requests, 1); err != nil {
 		return err
 	}
-	for burst := e.tokens.Burst(); n > 0; n -= burst {
-		if err := e.tokens.WaitN(ctx, min(n, burst)); err != nil {
+	for n > 0 {
+		take := min(n, e.tokens.Burst())
+		if err := e.waitN(ctx, e.tokens, take); err != nil {
+			return err
+		}
+		n -= take
+	}
+	return nil
+}
+
+// leaseWaitSlice: once a lease drives the limits (SetRates), a request waits by polling the
+// bucket at most this long at a time, so a grant raised while it waits takes effect within a
+// slice instead of after a wait computed at the old rate. It never reserves ahead: a cancelled
+// reservation gives back less than it took when others reserved after it, which under
+// concurrent waiters would leak budget.
+const leaseWaitSlice = time.Second
+
+func (e *Embedder) waitN(ctx context.Context, l *rate.Limiter, n int) error {
+	start := time.Now()
+	e.waiters.Add(1)
+	e.waitStarts.Add(start.UnixNano())
+	defer func() {
+		// waited first: a concurrent Waited may count this wait twice for a moment, never lose it
+		e.waited.Add(int64(time.Since(start)))
+		e.waitStarts.Add(-start.UnixNano())
+		e.waiters.Add(-1)
+	}()
+	if !e.leased.Load() {
+		return l.WaitN(ctx, n)
+	}
+	for {
+		now := time.Now()
+		if n > l.Burst() && l.Limit() != rate.Inf {
+			return fmt.Errorf("rate: wait(n=%d) exceeds the limiter's burst %d", n, l.Burst())
+		}
+		if l.AllowN(now, n) {
+			return nil
+		}
+		d := leaseWaitSlice
+		if lim := float64(l.Limit()); lim > 0 {
+			need := float64(n) - l.TokensAt(now)
+			d = min(leaseWaitSlice, max(time.Millisecond, time.Duration(need/lim*float64(time.Second))))
+		}
+		if err := sleep(ctx, d); err != nil {
 			return err
 		}
 	}
-	return nil
 }
 
 // attempt sends one request and matches the response to the batch. It returns the response

@@ -69,6 +69,7 @@ type Options struct {
 	LogDevelopment bool
 	LogLevel       int
 	Shim           ShimOptions
+	RateLease      RateLeaseOptions
 
 	// RESTConfig, when set, is used instead of the kubeconfig/in-cluster config (tests).
 	RESTConfig *rest.Config
@@ -93,6 +94,7 @@ func DefaultOptions() Options {
 		},
 		TaskRetention: tasktable.DefaultRetention,
 		Shim:          defaultShimOptions(),
+		RateLease:     defaultRateLeaseOptions(),
 	}
 }
 
@@ -126,6 +128,7 @@ func FlagSet(o *Options) *pflag.FlagSet {
 	fs.BoolVar(&o.LogDevelopment, "log-development", o.LogDevelopment, "human-readable logs instead of JSON")
 	fs.IntVar(&o.LogLevel, "v", o.LogLevel, "log verbosity")
 	bindShimFlags(fs, &o.Shim)
+	bindRateLeaseFlags(fs, &o.RateLease)
 	return fs
 }
 
@@ -212,6 +215,16 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("create manager: %w", err)
 	}
 
+	leaseKey, err := rateLeaseKey(o.RateLease)
+	if err != nil {
+		return err
+	}
+	if leaseKey != nil {
+		o.Controller.RateLeaseURL, o.Controller.RateLeaseKey = o.RateLease.URL, leaseKey
+		if err := addRateLeases(ctx, mgr, o.RateLease, leaseKey); err != nil {
+			return err
+		}
+	}
 	ctrlCfg := o.Controller
 	if ctrlCfg.WritersNamespace == "" {
 		ctrlCfg.WritersNamespace = ownNamespace(o.LeaderElectionNamespace)
@@ -272,7 +285,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	log.Info("starting manager", "version", version.Version, "embedderImage", o.Controller.EmbedderImage,
-		"watchNamespaces", o.WatchNamespaces, "leaderElect", o.LeaderElect)
+		"watchNamespaces", o.WatchNamespaces, "leaderElect", o.LeaderElect, "rateLeases", leaseKey != nil)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/controllers"
 	"github.com/vectordb-io/vectordb-operator/internal/manager"
+	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
 	"github.com/vectordb-io/vectordb-operator/test/harness"
 	"github.com/vectordb-io/vectordb-operator/test/panics"
 )
@@ -152,6 +153,10 @@ func TestAgainstAPIServer(t *testing.T) {
 		}
 		exported := scrapeManager(ctx, t, cluster)
 		for _, n := range controllers.MetricNames() {
+			exported[n] = true
+		}
+		// The rate lease series appear with the first lease (the manager here runs without).
+		for _, n := range ratelease.MetricNames() {
 			exported[n] = true
 		}
 		exported["up"] = true // Prometheus's own per-target metric

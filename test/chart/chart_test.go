@@ -216,9 +216,10 @@ func TestAPIKeySecretIsMountedNotRead(t *testing.T) {
 	dep := deployment(t, objs)
 	opts, _ := parseManagerArgs(t, managerArgs(t, dep))
 	vols, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "volumes")
-	// All-on also mounts the read-only keys (api.apiKeys.readOnlySecret) and the metrics
-	// certificate (metrics.certSecret); the read-write key volume is the first.
-	if len(vols) != 3 {
+	// All-on also mounts the read-only keys (api.apiKeys.readOnlySecret), the metrics
+	// certificate (metrics.certSecret) and the rate lease key; the read-write key volume is the
+	// first.
+	if len(vols) != 4 {
 		t.Fatalf("volumes %v", vols)
 	}
 	for i, want := range []struct{ name, secret string }{{"api-keys", "vectordb-api-keys"}, {"api-read-keys", "vectordb-api-read-keys"}} {
@@ -229,12 +230,15 @@ func TestAPIKeySecretIsMountedNotRead(t *testing.T) {
 	}
 	containers, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
 	mounts, _, _ := unstructured.NestedSlice(containers[0].(map[string]any), "volumeMounts")
-	if len(mounts) != 3 || mounts[0].(map[string]any)["mountPath"] != opts.Shim.APIKeysPath ||
+	if len(mounts) != 4 || mounts[0].(map[string]any)["mountPath"] != opts.Shim.APIKeysPath ||
 		mounts[1].(map[string]any)["mountPath"] != opts.Shim.ReadKeysPath {
 		t.Errorf("volume mounts %v, --api-keys-path %q, --api-read-keys-path %q", mounts, opts.Shim.APIKeysPath, opts.Shim.ReadKeysPath)
 	}
 	if mounts[2].(map[string]any)["mountPath"] != opts.MetricsCertDir {
 		t.Errorf("volume mounts %v, --metrics-cert-dir %q", mounts, opts.MetricsCertDir)
+	}
+	if p := mounts[3].(map[string]any)["mountPath"]; p == nil || !strings.HasPrefix(opts.RateLease.KeyFile, p.(string)+"/") {
+		t.Errorf("volume mounts %v, --rate-lease-key-file %q", mounts, opts.RateLease.KeyFile)
 	}
 	// With the REST API off, the web UI's sign-in still needs the keys mounted.
 	uiOnly := deployment(t, mustRender(t, "--set", "api.apiKeys.existingSecret=k"))
@@ -260,9 +264,11 @@ func TestAPIKeySecretIsMountedNotRead(t *testing.T) {
 		rules, _, _ := unstructured.NestedSlice(o.Object, "rules")
 		for _, r := range rules {
 			res, _, _ := unstructured.NestedStringSlice(r.(map[string]any), "resources")
+			verbs, _, _ := unstructured.NestedStringSlice(r.(map[string]any), "verbs")
 			for _, x := range res {
-				if x == "secrets" || x == "*" {
-					t.Errorf("%s %s/%s grants %q", o.GetKind(), o.GetNamespace(), o.GetName(), x)
+				// The only Secret rights: writing the rate lease Secrets, never reading any.
+				if x == "*" || x == "secrets" && !slices.Equal(verbs, []string{"create", "patch"}) {
+					t.Errorf("%s %s/%s grants %v on %q", o.GetKind(), o.GetNamespace(), o.GetName(), verbs, x)
 				}
 			}
 		}
@@ -372,6 +378,9 @@ func TestWorkerServiceAccountInEveryIngestionNamespace(t *testing.T) {
 	}
 }
 
+// leaseGrants let the controller write each ingestion's rate lease Secret; it never reads one.
+var leaseGrants = grantSet{{"", "secrets", "create"}, {"", "secrets", "patch"}}
+
 // apiGrants are what the REST API adds to the controller's rights, in its namespace only:
 // internal/shim/process.go creates CsvIngestions, internal/shim/tasks.go patches spec.cancel.
 var apiGrants = grantSet{{"ingestion.vectordb.io", "csvingestions", "create"}, {"ingestion.vectordb.io", "csvingestions", "patch"}}
@@ -412,6 +421,11 @@ func TestRBACMatchesCode(t *testing.T) {
 		t.Errorf("config/: the manager's service account holds\n%v\nwant\n%v", got, want)
 	}
 
+	// The rate lease Secrets (controllers/ratelease.go) are written only with rateLeases on.
+	noLeases := func(s grantSet) grantSet { return without(s, leaseGrants...) }
+	if !cluster.has(leaseGrants[0]) || !cluster.has(leaseGrants[1]) {
+		t.Errorf("markers lack the rate lease Secret grants %v", leaseGrants)
+	}
 	apiOn := []string{"--set", "api.enabled=true", "--set", "api.apiKeys.existingSecret=k", "--set", "api.defaults.bucket=csv",
 		"--set", "api.defaults.pinecone.index=i", "--set", "api.namespace=api-tasks"}
 	cases := []struct {
@@ -419,12 +433,13 @@ func TestRBACMatchesCode(t *testing.T) {
 		args []string
 		want grantSet
 	}{
-		{"defaults", nil, union(cluster, leader)},
-		{"API on", apiOn, union(cluster, leader, apiGrants)},
-		{"watched namespaces", []string{"--set-json", `watchNamespaces=["ingestion"]`}, union(cluster, leader)},
-		{"plain metrics", []string{"--set", "metrics.secure=false"}, minus(union(cluster, leader), "tokenreviews", "subjectaccessreviews")},
+		{"defaults", nil, noLeases(union(cluster, leader))},
+		{"rate leases", []string{"--set", "rateLeases.enabled=true"}, union(cluster, leader)},
+		{"API on", apiOn, noLeases(union(cluster, leader, apiGrants))},
+		{"watched namespaces", []string{"--set-json", `watchNamespaces=["ingestion"]`}, noLeases(union(cluster, leader))},
+		{"plain metrics", []string{"--set", "metrics.secure=false"}, noLeases(minus(union(cluster, leader), "tokenreviews", "subjectaccessreviews"))},
 		// The web UI's events informer (internal/webui) is the only reader of events.
-		{"UI off", []string{"--set", "ui.enabled=false"}, without(union(cluster, leader), grant{"", "events", "list"}, grant{"", "events", "watch"})},
+		{"UI off", []string{"--set", "ui.enabled=false"}, noLeases(without(union(cluster, leader), grant{"", "events", "list"}, grant{"", "events", "watch"}))},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -445,7 +460,7 @@ func TestRBACMatchesCode(t *testing.T) {
 				if r == nil || find(objs, "ClusterRole", "", release+"-manager") != nil {
 					t.Fatal("watchNamespaces must give a Role per namespace and no controller ClusterRole")
 				}
-				if want := minus(cluster, "tokenreviews", "subjectaccessreviews"); !equalGrants(grants(t, r), want) {
+				if want := noLeases(minus(cluster, "tokenreviews", "subjectaccessreviews")); !equalGrants(grants(t, r), want) {
 					t.Errorf("Role in ingestion %v, want %v", grants(t, r), want)
 				}
 			}

@@ -353,7 +353,16 @@ func TestChartSecurityRendering(t *testing.T) {
 		for _, np := range nps {
 			where = append(where, np.GetNamespace()+"/"+np.GetName())
 			egress, _, _ := unstructured.NestedSlice(np.Object, "spec", "egress")
-			if len(egress) != 2 || !strings.Contains(fmt.Sprint(egress[0]), "port:53") {
+			want := 2
+			if strings.HasSuffix(np.GetName(), "-workers") {
+				// all-on turns rate leases on: workers also reach the manager's lease port.
+				want = 3
+				if len(egress) == 3 && (!strings.Contains(fmt.Sprint(egress[1]), "port:8083") ||
+					!strings.Contains(fmt.Sprint(egress[1]), "app.kubernetes.io/component:manager")) {
+					t.Errorf("%s: egress %v, want the manager's rate lease port second", np.GetName(), egress)
+				}
+			}
+			if len(egress) != want || !strings.Contains(fmt.Sprint(egress[0]), "port:53") {
 				t.Errorf("%s: egress %v, want DNS and the configured rule", np.GetName(), egress)
 			}
 			types, _, _ := unstructured.NestedStringSlice(np.Object, "spec", "policyTypes")
@@ -369,7 +378,8 @@ func TestChartSecurityRendering(t *testing.T) {
 		}
 		mgr := find(objs, "NetworkPolicy", namespace, release+"-manager")
 		ingress, _, _ := unstructured.NestedSlice(mgr.Object, "spec", "ingress")
-		if !strings.Contains(fmt.Sprint(ingress), "monitoring") || !strings.Contains(fmt.Sprint(ingress), "port:metrics") {
+		if !strings.Contains(fmt.Sprint(ingress), "monitoring") || !strings.Contains(fmt.Sprint(ingress), "port:metrics") ||
+			!strings.Contains(fmt.Sprint(ingress), "port:rate-leases") {
 			t.Errorf("manager ingress %v", ingress)
 		}
 	})

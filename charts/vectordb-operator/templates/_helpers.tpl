@@ -154,10 +154,22 @@ they match). */}}
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.rateLeases.enabled }}
+# create, patch (never get, list or watch): each ingestion's rate lease Secret, which holds its
+# lease credential (docs/security.md).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create", "patch"]
+{{- end }}
 {{- if .Values.ui.enabled }}
 # list, watch: the web UI's cache of events about CsvIngestions (its detail page).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["list", "watch"]
 {{- end }}
+{{- end }}
+
+{{/* The Secret holding the rate lease credential key. */}}
+{{- define "vectordb-operator.rateLeaseKeySecret" -}}
+{{- default (printf "%s-rate-lease-key" (include "vectordb-operator.fullname" .)) .Values.rateLeases.keySecret }}
 {{- end }}

@@ -212,6 +212,15 @@ func (s *Server) SetLimits(rpm, tpm int) {
 	s.mu.Unlock()
 }
 
+// ResetWindow forgets the traffic accepted so far: the rate-limit window starts empty and Peak
+// measures from now (a test measuring its own run on a shared server).
+func (s *Server) ResetWindow() {
+	s.mu.Lock()
+	s.win.events, s.win.head, s.win.tokens = nil, 0, 0
+	s.win.peakRequests, s.win.peakTokens = 0, 0
+	s.mu.Unlock()
+}
+
 // FailNext makes the next n authenticated requests fail with status (e.g. 500 or 503) and
 // OpenAI's server_error body.
 func (s *Server) FailNext(n, status int) {

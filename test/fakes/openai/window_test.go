@@ -65,3 +65,31 @@ func TestWindowAgainstBruteForce(t *testing.T) {
 		}
 	}
 }
+
+// TestResetWindow: after a reset the peak measures only what follows, and the limit counts only
+// what follows.
+func TestResetWindow(t *testing.T) {
+	s, err := newServer(Options{TPM: 10, CountTokens: func(string) int { return 4 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Duration(0)
+	for range 2 {
+		if v := s.win.admit(now, 4); !v.ok {
+			t.Fatalf("refused %+v", v)
+		}
+	}
+	if v := s.win.admit(now, 4); v.ok {
+		t.Fatal("a third request of 4 tokens fit a limit of 10")
+	}
+	s.ResetWindow()
+	if p := s.Peak(); p.Tokens != 0 || p.Requests != 0 {
+		t.Fatalf("peak after reset %+v", p)
+	}
+	if v := s.win.admit(now, 4); !v.ok {
+		t.Fatalf("refused after reset: %+v", v)
+	}
+	if p := s.Peak(); p.Tokens != 4 || p.Requests != 1 {
+		t.Fatalf("peak %+v, want 4 tokens in 1 request", p)
+	}
+}

@@ -1,0 +1,92 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
+)
+
+// The controller only creates and patches the lease Secrets it owns; it never reads a Secret.
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=create;patch
+
+// roleRateLease labels an ingestion's lease Secret.
+const roleRateLease = "rate-lease"
+
+// leasing reports whether chunk pods lease their rates from the manager (--rate-lease-url and
+// a key): then their frozen shares are only the start and the fallback.
+func (r *Reconciler) leasing() bool {
+	return r.Config.RateLeaseURL != "" && len(r.Config.RateLeaseKey) > 0
+}
+
+// ensureLeaseSecret writes the ingestion's lease credential into a Secret it owns, once per
+// ingestion and process (a patch when it exists, so a new manager key reaches it; never of a
+// Secret of that name the ingestion does not own). Chunk pods
+// read the credential from it by secretKeyRef: it is never in a spec, an argument or a log.
+func (r *Reconciler) ensureLeaseSecret(ctx context.Context, obj *v1alpha1.CsvIngestion) error {
+	r.mu.Lock()
+	done := r.leaseSecrets[obj.UID]
+	r.mu.Unlock()
+	if done {
+		return nil
+	}
+	cred := ratelease.Credential(r.Config.RateLeaseKey, obj.Namespace, obj.Name)
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: ratelease.SecretName(obj.Name), Namespace: obj.Namespace,
+			Labels:          childLabels(obj, roleRateLease),
+			OwnerReferences: []metav1.OwnerReference{ownerRef(obj)},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{ratelease.SecretKey: []byte(cred)},
+	}
+	err := r.Create(ctx, s)
+	if apierrors.IsAlreadyExists(err) {
+		// Rewrite it (a new manager key) only if it is this ingestion's: the test operation makes
+		// the server refuse the patch of a Secret someone else owns, which the controller cannot
+		// read to check.
+		patch, merr := json.Marshal([]map[string]any{
+			{"op": "test", "path": "/metadata/ownerReferences/0/uid", "value": string(obj.UID)},
+			{"op": "add", "path": "/data/" + ratelease.SecretKey, "value": s.Data[ratelease.SecretKey]},
+		})
+		if merr != nil {
+			return merr
+		}
+		if err = r.Patch(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace}},
+			client.RawPatch(types.JSONPatchType, patch)); apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
+			return fmt.Errorf("lease Secret %s exists and is not this ingestion's (it must be owned by it; delete or rename it): %w", s.Name, err)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("write lease Secret %s: %w", s.Name, err)
+	}
+	r.mu.Lock()
+	if r.leaseSecrets == nil {
+		r.leaseSecrets = map[types.UID]bool{}
+	}
+	r.leaseSecrets[obj.UID] = true
+	r.mu.Unlock()
+	return nil
+}
+
+// leaseEnv is the lease client's environment of a chunk pod.
+func (r *Reconciler) leaseEnv(obj *v1alpha1.CsvIngestion, job string) []corev1.EnvVar {
+	if !r.leasing() {
+		return nil
+	}
+	return []corev1.EnvVar{
+		{Name: ratelease.EnvURL, Value: r.Config.RateLeaseURL},
+		{Name: ratelease.EnvCredential, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: ratelease.SecretName(obj.Name)}, Key: ratelease.SecretKey}}},
+		{Name: ratelease.EnvJob, Value: job},
+		{Name: ratelease.EnvPod, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+	}
+}

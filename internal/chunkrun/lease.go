@@ -1,0 +1,57 @@
+package chunkrun
+
+import (
+	"context"
+	"os"
+
+	"github.com/go-logr/logr"
+
+	"github.com/vectordb-io/vectordb-operator/internal/embedding"
+	"github.com/vectordb-io/vectordb-operator/internal/ratebudget"
+	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+)
+
+// LeaseFromEnv returns the lease client's options from the pod's environment (the controller
+// sets it when the manager runs the lease service), or nil when there is none.
+func LeaseFromEnv(ing worker.Ingestion) *ratelease.ClientOptions {
+	url, cred := os.Getenv(ratelease.EnvURL), os.Getenv(ratelease.EnvCredential)
+	if url == "" || cred == "" {
+		return nil
+	}
+	return &ratelease.ClientOptions{
+		URL: url, Credential: cred, Namespace: ing.Namespace, Ingestion: ing.Name,
+		Job: os.Getenv(ratelease.EnvJob), Holder: os.Getenv(ratelease.EnvPod), Model: ing.Spec.Embedding.Model,
+	}
+}
+
+// embedderLimiter lets a lease drive an Embedder.
+type embedderLimiter struct{ *embedding.Embedder }
+
+func (e embedderLimiter) Usage() ratelease.Usage {
+	st := e.Stats()
+	rr, rt := e.RateLimitRemaining()
+	return ratelease.Usage{Requests: st.Requests, Tokens: st.Tokens, RateLimited: st.RateLimited,
+		RemainingRequests: rr, RemainingTokens: rt, Waited: e.Waited()}
+}
+
+// startLease renews emb's lease until stop is called; stop releases the lease. The chunk's
+// frozen shares are the lease's fallback until the service has said better.
+func startLease(ctx context.Context, opts ratelease.ClientOptions, emb *embedding.Embedder, args worker.ChunkArgs, log logr.Logger) (stop func()) {
+	opts.Fallback = ratebudget.Rates{RPM: args.RequestsPerMinute, TPM: args.TokensPerMinute}
+	opts.Log = log.WithName("rate-lease")
+	if opts.Holder == "" {
+		opts.Holder = opts.Job
+	}
+	c := ratelease.NewClient(opts, embedderLimiter{emb})
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}

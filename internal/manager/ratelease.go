@@ -1,0 +1,185 @@
+package manager
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/ratebudget"
+	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
+)
+
+// RateLeaseOptions configure the rate lease service (package ratelease). It is on when KeyFile
+// and URL are set; off, every chunk keeps the budget share frozen into its Job.
+type RateLeaseOptions struct {
+	// Addr the leader serves ratelease.Path on.
+	Addr string
+	// URL is what pods call: the Service in front of the manager, e.g.
+	// http://vectordb-operator-leases.vectordb-system.svc:8083/v1/rate-leases.
+	URL string
+	// KeyFile holds the key (≥ 16 bytes) the per-ingestion credentials are made with (a Secret
+	// of the manager's namespace, mounted).
+	KeyFile string
+	// Renew is how often pods renew; leases last three renewals.
+	Renew time.Duration
+	// PodName and PodNamespace name this replica's pod (downward API). When set, the leader
+	// labels its pod LabelLeader so that the lease Service reaches only the leader, and every
+	// replica removes the label from its pod when it starts (a restarted ex-leader).
+	PodName, PodNamespace string
+}
+
+// LabelLeader marks the manager pod that serves rate leases (the lease Service's selector).
+const LabelLeader = "ingestion.vectordb.io/rate-lease-leader"
+
+// The leader labels its own pod for the lease Service (the chart's Role in its namespace).
+// +kubebuilder:rbac:groups="",resources=pods,verbs=patch,namespace=vectordb-system
+
+func bindRateLeaseFlags(fs *pflag.FlagSet, o *RateLeaseOptions) {
+	fs.StringVar(&o.Addr, "rate-lease-bind-address", o.Addr, "address the leader serves rate leases on")
+	fs.StringVar(&o.URL, "rate-lease-url", o.URL, "URL chunk pods renew their rate leases at (empty, or no --rate-lease-key-file: leases off, each chunk keeps its frozen share)")
+	fs.StringVar(&o.KeyFile, "rate-lease-key-file", o.KeyFile, "file with the key of the rate lease credentials (at least 16 bytes)")
+	fs.DurationVar(&o.Renew, "rate-lease-renew", o.Renew, "how often chunk pods renew their rate lease (leases last three renewals)")
+}
+
+func defaultRateLeaseOptions() RateLeaseOptions {
+	return RateLeaseOptions{Addr: ":8083", Renew: 5 * time.Second,
+		PodName: os.Getenv("POD_NAME"), PodNamespace: os.Getenv("POD_NAMESPACE")}
+}
+
+// rateLeaseKey reads the key, or returns nil when leases are off.
+func rateLeaseKey(o RateLeaseOptions) ([]byte, error) {
+	if o.KeyFile == "" || o.URL == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(o.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--rate-lease-key-file: %w", err)
+	}
+	key := []byte(strings.TrimSpace(string(b)))
+	if len(key) < 16 {
+		return nil, fmt.Errorf("--rate-lease-key-file %s: the key has %d bytes, want at least 16", o.KeyFile, len(key))
+	}
+	return key, nil
+}
+
+// leaseMetrics are registered once per process (tests start several managers).
+var leaseMetrics = sync.OnceValues(func() (*ratelease.Metrics, error) { return ratelease.NewMetrics(metrics.Registry) })
+
+// addRateLeases adds the lease service, served by the leader only: its state is soft and a
+// new leader re-learns it from the renewals (see ratelease.Server).
+func addRateLeases(ctx context.Context, mgr ctrl.Manager, o RateLeaseOptions, key []byte) error {
+	m, err := leaseMetrics()
+	if err != nil {
+		return fmt.Errorf("rate lease metrics: %w", err)
+	}
+	srv, err := ratelease.NewServer(ratelease.ServerOptions{
+		Key: key, Resolver: ImplicitBudgets(mgr.GetClient()), Renew: o.Renew,
+		Log: mgr.GetLogger().WithName("rate-leases"), Metrics: m,
+	})
+	if err != nil {
+		return err
+	}
+	l := &leaseRunnable{addr: o.Addr, handler: srv}
+	if o.PodName != "" && o.PodNamespace != "" {
+		l.label = func(ctx context.Context, on bool) error { return labelLeader(ctx, mgr.GetClient(), o, on) }
+		// A restarted ex-leader must not keep receiving renewals it no longer answers.
+		if err := l.label(ctx, false); err != nil {
+			return err
+		}
+	}
+	return mgr.Add(l)
+}
+
+// labelLeader sets or removes LabelLeader on this replica's pod.
+func labelLeader(ctx context.Context, c client.Client, o RateLeaseOptions, on bool) error {
+	var v any // null removes the label
+	if on {
+		v = "true"
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{LabelLeader: v}}})
+	if err != nil {
+		return err
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: o.PodName, Namespace: o.PodNamespace}}
+	if err := c.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return fmt.Errorf("label pod %s/%s for the rate lease Service: %w", o.PodNamespace, o.PodName, err)
+	}
+	return nil
+}
+
+// ImplicitBudgets resolves an ingestion's budget from its spec: the key is (namespace, key
+// Secret and its key, baseURL, model), the budget spec.embedding.requestsPerMinute and
+// tokensPerMinute, so existing specs share their key's budget without declaring one.
+func ImplicitBudgets(c client.Reader) ratelease.Resolver {
+	return ratelease.ResolverFunc(func(ctx context.Context, ns, name, _ string) (ratelease.Budget, error) {
+		var obj v1alpha1.CsvIngestion
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &obj); err != nil {
+			if apierrors.IsNotFound(err) {
+				return ratelease.Budget{}, ratelease.ErrNotFound
+			}
+			return ratelease.Budget{}, fmt.Errorf("get ingestion %s/%s: %w", ns, name, err)
+		}
+		e := obj.Spec.Embedding
+		return ratelease.Budget{
+			Key:      ImplicitBudgetKey(ns, e),
+			Declared: ratebudget.Rates{RPM: float64(e.RequestsPerMinute), TPM: float64(e.TokensPerMinute)},
+			Weight:   1,
+		}, nil
+	})
+}
+
+// ImplicitBudgetKey names the budget of an ingestion that declares none.
+func ImplicitBudgetKey(ns string, e v1alpha1.EmbeddingSpec) string {
+	return fmt.Sprintf("%s/%s:%s/%s/%s", ns, e.APIKeySecretRef.Name, e.APIKeySecretRef.Key, e.BaseURL, e.Model)
+}
+
+// leaseRunnable serves the lease service while this replica leads.
+type leaseRunnable struct {
+	addr    string
+	handler http.Handler
+	label   func(context.Context, bool) error // nil: no pod to label
+}
+
+func (l *leaseRunnable) NeedLeaderElection() bool { return true }
+
+func (l *leaseRunnable) Start(ctx context.Context) error {
+	mux := http.NewServeMux()
+	mux.Handle(ratelease.Path, l.handler)
+	srv := &http.Server{Addr: l.addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		return fmt.Errorf("rate leases: listen on %s: %w", l.addr, err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	if l.label != nil {
+		if err := l.label(ctx, true); err != nil {
+			_ = srv.Close()
+			return err
+		}
+	}
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	case err := <-errc:
+		return fmt.Errorf("rate leases: %w", err)
+	}
+}

@@ -1,0 +1,524 @@
+package ratelease
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/vectordb-io/vectordb-operator/internal/ratebudget"
+)
+
+var testKey = []byte("0123456789abcdef-test-key")
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// budgets is a Resolver over a table the test edits: ingestion -> budget.
+type budgets struct {
+	mu sync.Mutex
+	m  map[string]Budget
+}
+
+func (b *budgets) Resolve(_ context.Context, ns, name, _ string) (Budget, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	x, ok := b.m[ns+"/"+name]
+	if !ok {
+		return Budget{}, ErrNotFound
+	}
+	return x, nil
+}
+
+func (b *budgets) set(ing string, x Budget) { b.mu.Lock(); b.m[ing] = x; b.mu.Unlock() }
+
+type env struct {
+	t   *testing.T
+	clk *clock
+	res *budgets
+	srv *Server
+	url string
+	reg *prometheus.Registry
+	// budgetLowered: the budget was edited down, so grants handed out before stand until their
+	// holders renew, and checkWithinBudget cannot hold in between.
+	budgetLowered bool
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, clk: &clock{t: time.Date(2026, 12, 7, 4, 0, 0, 0, time.UTC)}, res: &budgets{m: map[string]Budget{}}}
+	e.reg = prometheus.NewRegistry()
+	m, err := NewMetrics(e.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv = e.newServer(m)
+	hs := httptest.NewServer(e.srv)
+	t.Cleanup(hs.Close)
+	e.url = hs.URL + Path
+	return e
+}
+
+func (e *env) newServer(m *Metrics) *Server {
+	s, err := NewServer(ServerOptions{Key: testKey, Resolver: e.res, Renew: 5 * time.Second, Now: e.clk.Now, Log: logr.Discard(), Metrics: m})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+var key = Budget{Key: "ns/openai-key//text-embedding-3-small", Declared: ratebudget.Rates{RPM: 300, TPM: 600_000}}
+
+// renew posts a renewal for pod job-holder of ingestion ns/ing with its own credential.
+func (e *env) renew(ing, job string, mod func(*RenewRequest)) Lease {
+	e.t.Helper()
+	req := RenewRequest{Namespace: "ns", Ingestion: ing, Job: job, Holder: job + "-pod", MaxRequestTokens: 1000,
+		RemainingRequests: -1, RemainingTokens: -1}
+	if mod != nil {
+		mod(&req)
+	}
+	code, body := e.post(Credential(testKey, "ns", ing), req)
+	if code != http.StatusOK {
+		e.t.Fatalf("renew %s/%s: %d %s", ing, job, code, body)
+	}
+	var l Lease
+	if err := json.Unmarshal([]byte(body), &l); err != nil {
+		e.t.Fatal(err)
+	}
+	e.checkWithinBudget()
+	return l
+}
+
+func (e *env) post(cred string, req any) (int, string) {
+	e.t.Helper()
+	b, _ := json.Marshal(req)
+	hr, _ := http.NewRequest(http.MethodPost, e.url, bytes.NewReader(b))
+	if cred != "" {
+		hr.Header.Set("Authorization", "Bearer "+cred)
+	}
+	resp, err := http.DefaultClient.Do(hr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	return resp.StatusCode, buf.String()
+}
+
+// checkWithinBudget: the live grants never add up to more than the effective budget.
+func (e *env) checkWithinBudget() {
+	e.t.Helper()
+	if e.budgetLowered {
+		return
+	}
+	for _, s := range e.srv.Snapshot() {
+		if s.Granted.RPM > s.Effective.RPM*(1+1e-9)+float64(len(s.Holders))*minGrant ||
+			s.Granted.TPM > s.Effective.TPM*(1+1e-9)+float64(len(s.Holders))*minGrant {
+			e.t.Fatalf("budget %s: granted %+v above effective %+v (%v)", s.Key, s.Granted, s.Effective, s.Holders)
+		}
+	}
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) <= 1e-6*max(1, math.Abs(b)) }
+
+func TestRefusals(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	e.res.set("ns/b", key)
+	ok := RenewRequest{Namespace: "ns", Ingestion: "a", Job: "a-chunk-0", Holder: "p"}
+	cases := []struct {
+		name string
+		cred string
+		body any
+		code int
+		msg  string
+	}{
+		{"no credential", "", ok, http.StatusUnauthorized, "missing credential"},
+		{"another ingestion's credential", Credential(testKey, "ns", "b"), ok, http.StatusForbidden,
+			"a pod may only lease for the ingestion its Job belongs to"},
+		{"another key's credential", Credential([]byte("some-other-key-0123456"), "ns", "a"), ok, http.StatusForbidden, "not valid"},
+		{"same ingestion name elsewhere", Credential(testKey, "other", "a"), ok, http.StatusForbidden, "not valid"},
+		{"missing fields", Credential(testKey, "ns", "a"), RenewRequest{Namespace: "ns", Ingestion: "a", Job: "a-chunk-0"},
+			http.StatusBadRequest, "holder are required"},
+		{"unknown field", Credential(testKey, "ns", "a"), map[string]any{"namespace": "ns", "bogus": 1}, http.StatusBadRequest, "unknown field"},
+		{"negative usage", Credential(testKey, "ns", "a"),
+			RenewRequest{Namespace: "ns", Ingestion: "a", Job: "a-chunk-0", Holder: "p", UsedTokens: -5}, http.StatusBadRequest, "must not be negative"},
+		{"ingestion gone", Credential(testKey, "ns", "gone"),
+			RenewRequest{Namespace: "ns", Ingestion: "gone", Job: "gone-chunk-0", Holder: "p"}, http.StatusNotFound, "ns/gone not found"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, body := e.post(c.cred, c.body)
+			if code != c.code || !strings.Contains(body, c.msg) {
+				t.Fatalf("got %d %s, want %d with %q", code, body, c.code, c.msg)
+			}
+		})
+	}
+	resp, err := http.Get(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("GET: %d, want 405", resp.StatusCode)
+	}
+	if n := len(e.srv.Snapshot()); n != 0 {
+		t.Fatalf("refused renewals left %d budgets", n)
+	}
+}
+
+// TestArrivalWithinOneRenewal: a second ingestion on the key gets what the first leaves free at
+// once and its full share as soon as the first has renewed; the grants never add up to more than
+// the budget on the way; a release hands the share back.
+func TestArrivalWithinOneRenewal(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	e.res.set("ns/b", key)
+	a := e.renew("a", "a-0", nil)
+	if !near(a.TPM, 600_000) || !near(a.RPM, 300) || a.Holders != 1 {
+		t.Fatalf("alone: %+v, want the whole budget", a)
+	}
+	b := e.renew("b", "b-0", nil)
+	if b.TPM > 1 { // a still holds everything until it renews
+		t.Fatalf("newcomer got %g TPM while the other still holds the whole budget", b.TPM)
+	}
+	if b.RenewSeconds != 1 {
+		t.Fatalf("newcomer held below its share renews in %gs, want 1s", b.RenewSeconds)
+	}
+	e.clk.Add(5 * time.Second)
+	a = e.renew("a", "a-0", func(r *RenewRequest) { r.Current = &ratebudget.Rates{RPM: 300, TPM: 600_000} })
+	b = e.renew("b", "b-0", nil)
+	if !near(a.TPM, 300_000) || !near(b.TPM, 300_000) || !near(b.RPM, 150) {
+		t.Fatalf("after one renewal: a %+v, b %+v; want half each", a, b)
+	}
+	if b.Holders != 2 || !near(b.Fallback.TPM, 300_000) {
+		t.Fatalf("lease %+v: want 2 holders and a fallback of half the budget", b)
+	}
+	if b.BurstTokens < 1000 {
+		t.Fatalf("burst %d below the largest request", b.BurstTokens)
+	}
+	// b finishes and releases: a gets everything at its next renewal.
+	e.renew("b", "b-0", func(r *RenewRequest) { r.Release = true })
+	a = e.renew("a", "a-0", nil)
+	if !near(a.TPM, 600_000) || a.Holders != 1 {
+		t.Fatalf("after the release: %+v, want the whole budget", a)
+	}
+	if got := value(t, e.srv.opts.Metrics.holders.WithLabelValues(key.Key)); got != 1 {
+		t.Fatalf("holders metric %g, want 1", got)
+	}
+}
+
+// TestMorePodsDoNotTakeMore: raising an ingestion's parallelism splits its share among more
+// pods; the other ingestion keeps its half.
+func TestMorePodsDoNotTakeMore(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	e.res.set("ns/b", key)
+	settle := func(jobs map[string][]string) map[string]float64 {
+		got := map[string]float64{}
+		for range 3 { // in the worst order a newcomer fills its share in the third round
+			for ing, js := range jobs {
+				for _, j := range js {
+					got[j] = e.renew(ing, j, nil).TPM
+				}
+			}
+			e.clk.Add(5 * time.Second)
+		}
+		return got
+	}
+	got := settle(map[string][]string{"a": {"a-0", "a-1"}, "b": {"b-0"}})
+	if !near(got["a-0"], 150_000) || !near(got["a-1"], 150_000) || !near(got["b-0"], 300_000) {
+		t.Fatalf("parallelism 2: %v", got)
+	}
+	got = settle(map[string][]string{"a": {"a-0", "a-1", "a-2", "a-3", "a-4", "a-5"}, "b": {"b-0"}})
+	for j, g := range got {
+		want := 50_000.0
+		if j == "b-0" {
+			want = 300_000
+		}
+		if !near(g, want) {
+			t.Fatalf("parallelism 6: %s has %g, want %g (%v)", j, g, want, got)
+		}
+	}
+}
+
+// TestWeightsAndEdits: a weight edit and a budget edit reach the pods at their next renewal.
+func TestWeightsAndEdits(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	e.res.set("ns/b", key)
+	round := func() (a, b Lease) {
+		for range 2 {
+			a, b = e.renew("a", "a-0", nil), e.renew("b", "b-0", nil)
+			e.clk.Add(5 * time.Second)
+		}
+		return a, b
+	}
+	heavy := key
+	heavy.Weight = 3
+	e.res.set("ns/a", heavy)
+	if a, b := round(); !near(a.TPM, 450_000) || !near(b.TPM, 150_000) {
+		t.Fatalf("weights 3:1: a %g, b %g", a.TPM, b.TPM)
+	}
+	smaller := Budget{Key: key.Key, Declared: ratebudget.Rates{RPM: 100, TPM: 200_000}}
+	e.res.set("ns/a", smaller)
+	e.res.set("ns/b", smaller)
+	if a, b := round(); !near(a.TPM, 100_000) || !near(b.TPM, 100_000) || !near(a.RPM, 50) {
+		t.Fatalf("budget lowered to 200,000 TPM: a %+v, b %+v", a, b)
+	}
+}
+
+// TestExpiry: a pod that stops renewing (killed) loses its share after the TTL.
+func TestExpiry(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	e.res.set("ns/b", key)
+	e.renew("a", "a-0", nil)
+	e.renew("b", "b-0", nil)
+	e.clk.Add(5 * time.Second)
+	e.renew("a", "a-0", nil)
+	b := e.renew("b", "b-0", nil)
+	if !near(b.TPM, 300_000) {
+		t.Fatalf("b %g, want half", b.TPM)
+	}
+	e.clk.Add(14 * time.Second) // a's lease (TTL 15 s) is still valid
+	if b = e.renew("b", "b-0", nil); !near(b.TPM, 300_000) {
+		t.Fatalf("before a's lease expired: b %g, want half", b.TPM)
+	}
+	e.clk.Add(2 * time.Second)
+	if b = e.renew("b", "b-0", nil); !near(b.TPM, 600_000) || b.Holders != 1 || b.MaxHolders != 2 {
+		t.Fatalf("after a's lease expired: %+v, want the whole budget, max holders 2", b)
+	}
+}
+
+// TestBackoffOnSustained429s: reported 429s halve the budget; quiet rounds bring it back.
+func TestBackoffOnSustained429s(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	e.renew("a", "a-0", nil)
+	e.clk.Add(5 * time.Second)
+	l := e.renew("a", "a-0", func(r *RenewRequest) { r.UsedRequests, r.RateLimited = 20, 10 })
+	if !near(l.TPM, 300_000) {
+		t.Fatalf("after sustained 429s: %g TPM, want half the budget", l.TPM)
+	}
+	if f := value(t, e.srv.opts.Metrics.factor.WithLabelValues(key.Key)); f != 0.5 {
+		t.Fatalf("backoff factor metric %g, want 0.5", f)
+	}
+	if n := value(t, e.srv.opts.Metrics.rateLimited.WithLabelValues(key.Key)); n != 10 {
+		t.Fatalf("429 metric %g, want 10", n)
+	}
+	for range 3 {
+		e.clk.Add(5 * time.Second)
+		l = e.renew("a", "a-0", func(r *RenewRequest) { r.UsedRequests = 20 })
+	}
+	if !near(l.TPM, 600_000*0.65) {
+		t.Fatalf("after three quiet rounds: %g TPM, want 65%% of the budget", l.TPM)
+	}
+}
+
+// TestLeaderChange: a new leader knows nothing; until the old leases have expired it never
+// raises a pod above the grant it reports, so old and new grants together stay in the budget;
+// after one TTL it has re-learned every holder from their renewals.
+func TestLeaderChange(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	e.res.set("ns/b", key)
+	for range 2 {
+		e.renew("a", "a-0", nil)
+		e.renew("b", "b-0", nil)
+		e.clk.Add(5 * time.Second)
+	}
+	// The leader dies; a new one starts with an empty table.
+	e.srv = e.newServer(nil)
+	hs := httptest.NewServer(e.srv)
+	t.Cleanup(hs.Close)
+	e.url = hs.URL + Path
+	half := &ratebudget.Rates{RPM: 150, TPM: 300_000}
+	a := e.renew("a", "a-0", func(r *RenewRequest) { r.Current = half })
+	if a.TPM > half.TPM {
+		t.Fatalf("new leader raised a to %g while b still holds its old lease", a.TPM)
+	}
+	b := e.renew("b", "b-0", func(r *RenewRequest) { r.Current = half })
+	if !near(a.TPM+b.TPM, 600_000) && a.TPM+b.TPM > 600_000 {
+		t.Fatalf("a %g + b %g above the budget", a.TPM, b.TPM)
+	}
+	if a.Holders != 1 || b.Holders != 2 {
+		t.Fatalf("holders %d, %d: want the table re-learned from renewals", a.Holders, b.Holders)
+	}
+}
+
+// fakeLimiter records what a client applies.
+type fakeLimiter struct {
+	mu       sync.Mutex
+	rpm, tpm float64
+	burst    int
+	set      int
+	u        Usage
+}
+
+func (f *fakeLimiter) SetRates(rpm, tpm float64, burst int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rpm, f.tpm, f.burst, f.set = rpm, tpm, burst, f.set+1
+}
+
+func (f *fakeLimiter) Usage() Usage {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.u
+}
+
+func (f *fakeLimiter) MaxBatchTokens() int { return 2000 }
+
+func (f *fakeLimiter) rates() (float64, float64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rpm, f.tpm
+}
+
+// TestClientFallsBack: the client applies each grant; when the manager is gone it keeps the
+// last lease until it expires, then uses budget ÷ the most holders seen; a refusal is reported.
+func TestClientFallsBack(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	e.res.set("ns/b", key)
+	// b holds a lease too, so the most holders seen is 2.
+	e.renew("b", "b-0", nil)
+	lim := &fakeLimiter{u: Usage{RemainingRequests: -1, RemainingTokens: -1}}
+	c := NewClient(ClientOptions{URL: e.url, Credential: Credential(testKey, "ns", "a"), Namespace: "ns", Ingestion: "a",
+		Job: "a-0", Holder: "a-0-pod", Fallback: ratebudget.Rates{RPM: 300, TPM: 600_000}, Now: e.clk.Now, Log: logr.Discard()}, lim)
+	ctx := context.Background()
+	busy := func() { // a pod held back by its limiter: its requests waited the whole interval
+		lim.mu.Lock()
+		lim.u.Requests, lim.u.Tokens, lim.u.Waited = lim.u.Requests+10, lim.u.Tokens+10_000, lim.u.Waited+5*time.Second
+		lim.mu.Unlock()
+	}
+	for range 3 {
+		busy()
+		if err := c.RenewOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		e.clk.Add(5 * time.Second)
+		e.renew("b", "b-0", nil)
+	}
+	if rpm, tpm := lim.rates(); !near(rpm, 150) || !near(tpm, 300_000) {
+		t.Fatalf("applied %g/%g, want half the budget", rpm, tpm)
+	}
+	before := value(t, e.srv.opts.Metrics.used.WithLabelValues(key.Key, "tokens"))
+	lim.mu.Lock()
+	lim.u.Requests, lim.u.Tokens, lim.u.RateLimited = lim.u.Requests+7, lim.u.Tokens+7000, 1
+	lim.mu.Unlock()
+	if err := c.RenewOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := value(t, e.srv.opts.Metrics.used.WithLabelValues(key.Key, "tokens")) - before; n != 7000 {
+		t.Fatalf("used tokens metric grew by %g, want the 7000 the client reported", n)
+	}
+	lastRPM, lastTPM := lim.rates()
+	// The manager becomes unreachable.
+	c.opts.URL = "http://127.0.0.1:1" + Path
+	e.clk.Add(10 * time.Second)
+	if err := c.RenewOnce(ctx); err == nil {
+		t.Fatal("renewal against a closed port succeeded")
+	}
+	if rpm, tpm := lim.rates(); rpm != lastRPM || tpm != lastTPM {
+		t.Fatalf("before the lease expired the client changed its rates to %g/%g", rpm, tpm)
+	}
+	e.clk.Add(6 * time.Second) // past the 15 s TTL
+	if err := c.RenewOnce(ctx); err == nil {
+		t.Fatal("renewal against a closed port succeeded")
+	}
+	if rpm, tpm := lim.rates(); !near(rpm, 150) || !near(tpm, 300_000) {
+		t.Fatalf("fallback %g/%g, want budget ÷ 2 holders", rpm, tpm)
+	}
+	// A credential for another ingestion is refused with the reason.
+	c.opts.URL = e.url
+	c.opts.Ingestion = "b"
+	var se *StatusError
+	if err := c.RenewOnce(ctx); !errors.As(err, &se) || se.Code != http.StatusForbidden || !strings.Contains(se.Message, "may only lease") {
+		t.Fatalf("renewal for another ingestion: %v, want a 403", err)
+	}
+}
+
+func TestDemand(t *testing.T) {
+	cases := []struct {
+		held              bool
+		used, grant, want float64
+	}{
+		{true, 0, 100, 0},    // held back by its limiter: as much as it is given, whatever it used
+		{true, 100, 100, 0},  //
+		{false, 10, 100, 15}, // not held back: its use with headroom
+		{false, 85, 100, 127.5},
+		{false, 0, 100, 5}, // nothing at all: a small floor so it can start again
+		{false, 50, 0, 0},  // unlimited grant: no demand to state
+	}
+	for _, c := range cases {
+		if got := demand(c.held, c.used, c.grant, 0, 0).RPM; !near(got, c.want) {
+			t.Errorf("demand(held %v, %g used of %g) = %g, want %g", c.held, c.used, c.grant, got, c.want)
+		}
+	}
+}
+
+func TestNewServerValidates(t *testing.T) {
+	if _, err := NewServer(ServerOptions{Key: []byte("short"), Resolver: &budgets{}}); err == nil {
+		t.Error("a short key was accepted")
+	}
+	if _, err := NewServer(ServerOptions{Key: testKey}); err == nil {
+		t.Error("no resolver was accepted")
+	}
+}
+
+// value reads one gauge or counter.
+func value(t *testing.T, m prometheus.Metric) float64 {
+	t.Helper()
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Gauge != nil {
+		return d.Gauge.GetValue()
+	}
+	return d.Counter.GetValue()
+}
+
+// TestSmallestDeclarationHolds: two ingestions on one key declaring different budgets share the
+// smaller one (they draw from the same key); when the smaller one leaves, the other's holds.
+func TestSmallestDeclarationHolds(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	e.res.set("ns/b", Budget{Key: key.Key, Declared: ratebudget.Rates{RPM: 100, TPM: 0}})
+	e.budgetLowered = true // by b's arrival
+	var a, b Lease
+	for range 3 {
+		a, b = e.renew("a", "a-0", nil), e.renew("b", "b-0", nil)
+		e.clk.Add(5 * time.Second)
+	}
+	if !near(a.RPM, 50) || !near(b.RPM, 50) || !near(a.TPM, 300_000) {
+		t.Fatalf("a %+v, b %+v: want 100 RPM (b's) and 600,000 TPM (a's; b sets none) split", a, b)
+	}
+	e.renew("b", "b-0", func(r *RenewRequest) { r.Release = true })
+	if a = e.renew("a", "a-0", nil); !near(a.RPM, 300) || !near(a.TPM, 600_000) {
+		t.Fatalf("after b left: %+v, want a's own budget", a)
+	}
+}

@@ -1,0 +1,388 @@
+package ratelease
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/vectordb-io/vectordb-operator/internal/ratebudget"
+)
+
+// Budget is what a Resolver finds for an ingestion: the budget it draws from and its weight.
+type Budget struct {
+	// Key identifies the budget; every ingestion with the same key shares it.
+	Key string
+	// Declared is the budget per minute (a zero field: unlimited).
+	Declared ratebudget.Rates
+	// Weight of the ingestion within the budget (≤ 0: 1).
+	Weight float64
+}
+
+// ErrNotFound: the ingestion is gone; its pods get a 404 and fall back.
+var ErrNotFound = errors.New("ingestion not found")
+
+// Resolver finds the budget of an ingestion (read from the API server's cache on each
+// renewal, so budget edits reach pods at their next renewal).
+type Resolver interface {
+	Resolve(ctx context.Context, namespace, ingestion, model string) (Budget, error)
+}
+
+// ResolverFunc adapts a function to Resolver.
+type ResolverFunc func(ctx context.Context, namespace, ingestion, model string) (Budget, error)
+
+// Resolve calls f.
+func (f ResolverFunc) Resolve(ctx context.Context, namespace, ingestion, model string) (Budget, error) {
+	return f(ctx, namespace, ingestion, model)
+}
+
+// ServerOptions configure a Server.
+type ServerOptions struct {
+	// Key signs and checks the per-Job credentials. Required.
+	Key      []byte
+	Resolver Resolver
+	// Renew is how often pods renew (default 5 s); leases last TTL (default 3 × Renew).
+	Renew, TTL time.Duration
+	// Now is the clock (tests inject one); default time.Now.
+	Now     func() time.Time
+	Log     logr.Logger
+	Metrics *Metrics // nil: none
+}
+
+// Server hands out leases. It is an http.Handler for Path. Its state is soft: a new leader
+// starts empty and re-learns the holders from their renewals, and until one lease period has
+// passed it never raises a pod's grant above the one the pod says it holds, so the grants of
+// the old and the new leader together stay within the budget.
+type Server struct {
+	opts    ServerOptions
+	started time.Time
+
+	mu      sync.Mutex
+	budgets map[string]*budgetState
+}
+
+type budgetState struct {
+	declared   ratebudget.Rates
+	backoff    ratebudget.Backoff
+	holders    map[string]*holderState
+	maxHolders int
+	roundStart time.Time
+	roundReqs  int64
+	roundLim   int64
+}
+
+type holderState struct {
+	group    string
+	weight   float64
+	demand   ratebudget.Rates
+	maxReq   int
+	grant    ratebudget.Rates
+	declared ratebudget.Rates
+	expires  time.Time
+	// warmup: the pod came with an old leader's grant, which caps it until one TTL has passed
+	// since this server started.
+	warmup bool
+}
+
+// NewServer validates opts and returns a Server.
+func NewServer(opts ServerOptions) (*Server, error) {
+	if len(opts.Key) < 16 {
+		return nil, errors.New("rate lease server: the credential key must be at least 16 bytes")
+	}
+	if opts.Resolver == nil {
+		return nil, errors.New("rate lease server: no resolver")
+	}
+	if opts.Renew <= 0 {
+		opts.Renew = 5 * time.Second
+	}
+	if opts.TTL <= 0 {
+		opts.TTL = 3 * opts.Renew
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Server{opts: opts, started: opts.Now(), budgets: map[string]*budgetState{}}, nil
+}
+
+// maxBody bounds a renewal's body.
+const maxBody = 16 << 10
+
+// ServeHTTP answers POST Path.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		httpError(w, http.StatusMethodNotAllowed, "rate leases are renewed with POST")
+		return
+	}
+	cred, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || cred == "" {
+		httpError(w, http.StatusUnauthorized, "missing credential: send the Job's "+EnvCredential+" as a bearer token")
+		return
+	}
+	var req RenewRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		httpError(w, http.StatusBadRequest, "bad renewal: "+err.Error())
+		return
+	}
+	if err := req.validate(); err != nil {
+		httpError(w, http.StatusBadRequest, "bad renewal: "+err.Error())
+		return
+	}
+	if !validCredential(s.opts.Key, cred, req.Namespace, req.Ingestion) {
+		// The credential is minted for one ingestion: a pod may lease only for that.
+		httpError(w, http.StatusForbidden, fmt.Sprintf(
+			"the credential is not valid for ingestion %s/%s: a pod may only lease for the ingestion its Job belongs to",
+			req.Namespace, req.Ingestion))
+		return
+	}
+	b, err := s.opts.Resolver.Resolve(r.Context(), req.Namespace, req.Ingestion, req.Model)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		httpError(w, http.StatusNotFound, fmt.Sprintf("ingestion %s/%s not found", req.Namespace, req.Ingestion))
+		return
+	case err != nil:
+		s.opts.Log.Error(err, "resolve rate budget", "namespace", req.Namespace, "ingestion", req.Ingestion)
+		httpError(w, http.StatusServiceUnavailable, "resolve the budget: "+err.Error())
+		return
+	}
+	lease := s.Renew(req, b)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(lease)
+}
+
+func (q *RenewRequest) validate() error {
+	switch {
+	case q.Namespace == "" || q.Ingestion == "" || q.Job == "" || q.Holder == "":
+		return errors.New("namespace, ingestion, job and holder are required")
+	case q.UsedRequests < 0 || q.UsedTokens < 0 || q.RateLimited < 0 || q.MaxRequestTokens < 0:
+		return errors.New("usage counts must not be negative")
+	case q.Demand.RPM < 0 || q.Demand.TPM < 0 || bad(q.Demand.RPM) || bad(q.Demand.TPM):
+		return errors.New("demand must be a finite, non-negative rate")
+	case q.Current != nil && (q.Current.RPM < 0 || q.Current.TPM < 0 || bad(q.Current.RPM) || bad(q.Current.TPM)):
+		return errors.New("current must be a finite, non-negative rate")
+	}
+	return nil
+}
+
+func bad(f float64) bool { return math.IsNaN(f) || math.IsInf(f, 0) }
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// Renew records one (authenticated) renewal against budget b and returns the holder's lease.
+func (s *Server) Renew(req RenewRequest, b Budget) Lease {
+	now := s.opts.Now()
+	id := req.Namespace + "/" + req.Ingestion + "/" + req.Job + "/" + req.Holder
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	st := s.budgets[b.Key]
+	if st == nil {
+		st = &budgetState{backoff: ratebudget.NewBackoff(), holders: map[string]*holderState{}, roundStart: now}
+		s.budgets[b.Key] = st
+	}
+	for hid, h := range st.holders {
+		if !now.Before(h.expires) {
+			delete(st.holders, hid)
+		}
+	}
+	st.roundReqs += req.UsedRequests
+	st.roundLim += req.RateLimited
+	if now.Sub(st.roundStart) >= s.opts.Renew {
+		st.backoff.Observe(st.roundReqs, st.roundLim)
+		st.roundStart, st.roundReqs, st.roundLim = now, 0, 0
+	}
+	s.opts.Metrics.observeUse(b.Key, req)
+
+	if req.Release {
+		delete(st.holders, id)
+		st.declared = declared(st.holders, ratebudget.Rates{})
+		eff := st.backoff.Effective(st.declared)
+		s.report(b.Key, st, eff)
+		if len(st.holders) == 0 {
+			delete(s.budgets, b.Key)
+			s.opts.Metrics.forget(b.Key)
+		}
+		return Lease{Budget: b.Key, TTLSeconds: 0, RenewSeconds: s.opts.Renew.Seconds()}
+	}
+
+	h := st.holders[id]
+	fromOldLeader := false
+	if h == nil {
+		h = &holderState{}
+		st.holders[id] = h
+		// A pod this server never granted anything that holds a grant got it from a previous
+		// leader.
+		fromOldLeader = req.Current != nil && now.Sub(s.started) < s.opts.TTL
+	}
+	h.group = req.Namespace + "/" + req.Ingestion
+	h.weight, h.demand, h.maxReq, h.declared = b.Weight, req.Demand, req.MaxRequestTokens, b.Declared
+	h.expires = now.Add(s.opts.TTL)
+	// Edits reach every pod at its next renewal. Ingestions sharing an implicit budget may
+	// declare different ones: the smallest holds, since they all draw from the same key.
+	st.declared = declared(st.holders, b.Declared)
+	eff := st.backoff.Effective(st.declared)
+	st.maxHolders = max(st.maxHolders, len(st.holders))
+
+	ids := make([]string, 0, len(st.holders))
+	for hid := range st.holders {
+		ids = append(ids, hid)
+	}
+	sort.Strings(ids)
+	holders := make([]ratebudget.Holder, len(ids))
+	mine := 0
+	for i, hid := range ids {
+		x := st.holders[hid]
+		holders[i] = ratebudget.Holder{ID: hid, Group: x.group, Weight: x.weight, Demand: x.demand, MaxRequestTokens: x.maxReq}
+		if hid == id {
+			mine = i
+		}
+	}
+	target := ratebudget.Allocate(eff, holders)[mine]
+
+	// Never hand out more than the others leave free: they keep their grants until they renew,
+	// so a newcomer grows into its share as they shrink (within one renewal).
+	var others ratebudget.Rates
+	for hid, x := range st.holders {
+		if hid != id {
+			others.RPM += x.grant.RPM
+			others.TPM += x.grant.TPM
+		}
+	}
+	g := ratebudget.Rates{
+		RPM: capFree(target.Rates.RPM, eff.RPM, others.RPM),
+		TPM: capFree(target.Rates.TPM, eff.TPM, others.TPM),
+	}
+	// A new leader does not know the grants the old one handed out: until they have all expired
+	// or been renewed, nobody gets more than it already holds.
+	if (fromOldLeader || h.warmup && now.Sub(s.started) < s.opts.TTL) && req.Current != nil {
+		h.warmup = true
+		g.RPM = capCurrent(g.RPM, req.Current.RPM)
+		g.TPM = capCurrent(g.TPM, req.Current.TPM)
+	}
+	h.grant = g
+	s.report(b.Key, st, eff)
+
+	lease := Lease{
+		Budget: b.Key, RPM: g.RPM, TPM: g.TPM,
+		TTLSeconds: s.opts.TTL.Seconds(), RenewSeconds: s.opts.Renew.Seconds(),
+		Holders: len(st.holders), MaxHolders: st.maxHolders,
+		Fallback: ratebudget.Rates{RPM: eff.RPM / float64(st.maxHolders), TPM: eff.TPM / float64(st.maxHolders)},
+	}
+	if g.RPM < target.Rates.RPM || g.TPM < target.Rates.TPM {
+		// Held below its share until the others renew: come back soon for the rest.
+		lease.RenewSeconds = min(lease.RenewSeconds, catchUp.Seconds())
+		lease.Capped = true
+	}
+	if g.TPM > 0 {
+		lease.BurstTokens = max(target.BurstTokens, req.MaxRequestTokens, 1)
+	}
+	return lease
+}
+
+// declared is the smallest declaration among the holders (a zero field: unlimited), or def when
+// there are none.
+func declared(holders map[string]*holderState, def ratebudget.Rates) ratebudget.Rates {
+	first := true
+	out := def
+	for _, h := range holders {
+		if first {
+			out, first = h.declared, false
+			continue
+		}
+		out.RPM = minLimit(out.RPM, h.declared.RPM)
+		out.TPM = minLimit(out.TPM, h.declared.TPM)
+	}
+	return out
+}
+
+// minLimit is the smaller of two limits, 0 meaning unlimited.
+func minLimit(a, b float64) float64 {
+	switch {
+	case a <= 0:
+		return b
+	case b <= 0:
+		return a
+	}
+	return min(a, b)
+}
+
+// catchUp is how soon a pod held below its share renews again.
+const catchUp = time.Second
+
+// minGrant keeps a grant that has nothing free positive: zero would mean unlimited.
+const minGrant = 1e-3
+
+// capFree limits a grant to what the others leave free of total (0: unlimited).
+func capFree(want, total, others float64) float64 {
+	if total <= 0 {
+		return 0
+	}
+	return max(minGrant, min(want, total-others))
+}
+
+// capCurrent limits a grant to the one the pod holds (0: it holds an unlimited one).
+func capCurrent(g, current float64) float64 {
+	if g <= 0 || current <= 0 {
+		return g
+	}
+	return min(g, current)
+}
+
+// report updates the budget's gauges.
+func (s *Server) report(key string, st *budgetState, eff ratebudget.Rates) {
+	var granted ratebudget.Rates
+	for _, h := range st.holders {
+		granted.RPM += h.grant.RPM
+		granted.TPM += h.grant.TPM
+	}
+	s.opts.Metrics.setBudget(key, st.declared, eff, granted, len(st.holders), st.backoff.Factor)
+}
+
+// Snapshot is one budget's state, for status and tests.
+type Snapshot struct {
+	Key      string
+	Declared ratebudget.Rates
+	// Effective is the declared budget after backoff.
+	Effective ratebudget.Rates
+	Factor    float64
+	// Granted is the sum of the live holders' grants.
+	Granted ratebudget.Rates
+	// Holders maps holder ID (namespace/ingestion/job/pod) to its grant.
+	Holders map[string]ratebudget.Rates
+}
+
+// Snapshot returns every budget's state, live holders only.
+func (s *Server) Snapshot() []Snapshot {
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Snapshot, 0, len(s.budgets))
+	for key, st := range s.budgets {
+		sn := Snapshot{Key: key, Declared: st.declared, Effective: st.backoff.Effective(st.declared),
+			Factor: st.backoff.Factor, Holders: map[string]ratebudget.Rates{}}
+		for id, h := range st.holders {
+			if now.Before(h.expires) {
+				sn.Holders[id] = h.grant
+				sn.Granted.RPM += h.grant.RPM
+				sn.Granted.TPM += h.grant.TPM
+			}
+		}
+		out = append(out, sn)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
