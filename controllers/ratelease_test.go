@@ -144,6 +144,11 @@ func TestRateLeases(t *testing.T) {
 	b := create(t, newIngestion(ns, "lease-b", nil))
 	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), b) })
 	credB := ratelease.Credential(key, ns, b.Name)
+	// The lease service finds ingestions in the manager's cache, which may lag the create.
+	eventually(t, "b known to the lease service", 10*time.Second, func() (bool, string) {
+		code, _, body := renewAs(t, url, credB, ns, b.Name, "lease-b-chunk-0")
+		return code == http.StatusOK, fmt.Sprintf("%d %s", code, body)
+	})
 	round := func() (ratelease.Lease, ratelease.Lease, ratelease.Lease) {
 		t.Helper()
 		var lb ratelease.Lease
