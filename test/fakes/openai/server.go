@@ -110,7 +110,8 @@ type Server struct {
 	dimOverride int
 	stats       Stats
 	reqID       uint64
-	x           extras // faults.go
+	x           extras      // faults.go
+	b           *batchState // batch.go
 }
 
 // Start listens on opts.Addr and serves until Close.
@@ -158,6 +159,7 @@ func newServer(opts Options) (*Server, error) {
 	for _, k := range opts.APIKeys {
 		s.keys[k] = struct{}{}
 	}
+	s.bstate()
 	if opts.RefuseMarker != "" {
 		s.RefuseMarker(opts.RefuseMarker, "")
 	}
@@ -284,8 +286,12 @@ type scratch struct {
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
-// ServeHTTP answers POST /v1/embeddings.
+// ServeHTTP answers POST /v1/embeddings, and the Files and Batches endpoints (batch.go).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if isBatchAPI(r.URL.Path) {
+		s.serveBatchAPI(w, r)
+		return
+	}
 	if r.URL.Path != "/v1/embeddings" {
 		s.reply(w, r, http.StatusNotFound, errBody(fmt.Sprintf("Invalid URL (%s %s)", r.Method, r.URL.Path), "invalid_request_error", "", ""), nil)
 		return
