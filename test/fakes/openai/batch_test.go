@@ -237,7 +237,7 @@ func TestBatchLimitsFailTheBatch(t *testing.T) {
 	s.SetBatchLimits(fake.BatchLimits{MaxEnqueuedTokens: 8})
 	first := submit(t, c, batchLines(2, text), nil) // 4 tokens
 	s.HoldBatches(true)
-	s.StepBatch(first.ID, 1) // validated, in progress with one line done
+	s.StepBatch(first.ID, 1)                         // validated, in progress with one line done
 	second := submit(t, c, batchLines(3, text), nil) // 6 more: over 8
 	s.StepBatch(second.ID, 0)
 	if st := s.BatchStatus(second.ID); st != "failed" {
