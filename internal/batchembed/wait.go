@@ -204,3 +204,28 @@ func (r *Runner) Finish(ctx context.Context) error {
 	r.rec.Done = true
 	return r.save(ctx)
 }
+
+// Abandon is the end of a chunk whose ingestion was cancelled or failed: it cancels the open
+// batches, waits (polling, bounded by ctx) until OpenAI has ended them, so that their partial
+// output files exist, deletes every file, and marks the record done.
+func (r *Runner) Abandon(ctx context.Context) error {
+	if r.rec.Done {
+		return nil
+	}
+	if err := r.Cancel(ctx); err != nil {
+		return err
+	}
+	for {
+		all, err := r.poll(ctx)
+		if err != nil {
+			return err
+		}
+		if all {
+			break
+		}
+		if err := r.cfg.Sleep(ctx, r.cfg.PollInterval); err != nil {
+			return err
+		}
+	}
+	return r.Finish(ctx)
+}

@@ -9,16 +9,19 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/go-logr/logr"
 	openai "github.com/sashabaranov/go-openai"
 
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/batchembed"
 	"github.com/vectordb-io/vectordb-operator/internal/csvplan"
 	"github.com/vectordb-io/vectordb-operator/internal/deadletter"
 	"github.com/vectordb-io/vectordb-operator/internal/embedding"
+	"github.com/vectordb-io/vectordb-operator/internal/planner"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
@@ -51,7 +54,7 @@ type batchRun struct {
 }
 
 // batchConfig builds the runner's configuration from the ingestion.
-func batchConfig(ing worker.Ingestion, args worker.ChunkArgs, deps Deps, cl *s3.Client, dimension int, log logr.Logger) (batchembed.Config, error) {
+func batchConfig(ing worker.Ingestion, args worker.ChunkArgs, deps Deps, cl *s3.Client, log logr.Logger) (batchembed.Config, error) {
 	d := ing.Spec.DeadLetter
 	if d == nil || d.Bucket == "" {
 		return batchembed.Config{}, worker.Permanent(worker.ReasonPermanentError, errors.New(
@@ -204,4 +207,61 @@ func (b *batchRun) close() {
 	if b != nil {
 		_ = b.results.Close()
 	}
+}
+
+// CleanupBatches is batch mode's part of `embedder cleanup`, run once the ingestion has ended:
+// every chunk whose batch record is not done (the run was cancelled or failed before the chunk
+// upserted) has its open batches cancelled and its files at OpenAI deleted. It returns the
+// number of chunks cleaned up. A retry is safe: a done record is skipped, and files already gone
+// are not an error.
+func CleanupBatches(ctx context.Context, ing worker.Ingestion, deps Deps, log logr.Logger) (int, error) {
+	d := ing.Spec.DeadLetter
+	if ing.Spec.Embedding.Mode != v1alpha1.EmbeddingBatch || d == nil || d.Bucket == "" {
+		return 0, nil
+	}
+	loc, err := planner.Locate(ing)
+	if err != nil {
+		return 0, err
+	}
+	cl, err := planner.S3Client(ctx, deps.S3, loc.Conn)
+	if err != nil {
+		return 0, err
+	}
+	prefix := d.KeyPrefix + ing.ObjectID() + "/chunk-"
+	var chunks []int
+	p := s3.NewListObjectsV2Paginator(cl, &s3.ListObjectsV2Input{Bucket: &d.Bucket, Prefix: &prefix})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("list batch records under s3://%s/%s: %w", d.Bucket, prefix, err)
+		}
+		for _, o := range page.Contents {
+			var chunk int
+			if _, err := fmt.Sscanf(strings.TrimPrefix(*o.Key, prefix), "%d"+SuffixBatchRecord, &chunk); err != nil ||
+				*o.Key != BatchRecordKey(d.KeyPrefix, ing, chunk) {
+				continue
+			}
+			chunks = append(chunks, chunk)
+		}
+	}
+	cleaned := 0
+	for _, chunk := range chunks {
+		cfg, err := batchConfig(ing, worker.ChunkArgs{Index: chunk}, deps, cl, log)
+		if err != nil {
+			return cleaned, err
+		}
+		runner, err := batchembed.Open(ctx, cfg)
+		if err != nil {
+			return cleaned, fmt.Errorf("chunk %d: %w", chunk, err)
+		}
+		if len(runner.Record().Batches) == 0 {
+			continue // done (Open starts a new generation) or never submitted
+		}
+		if err := runner.Abandon(ctx); err != nil {
+			return cleaned, fmt.Errorf("chunk %d: cancel batches and delete files: %w", chunk, err)
+		}
+		log.Info("cancelled the chunk's batches and deleted its files at OpenAI", "chunk", chunk)
+		cleaned++
+	}
+	return cleaned, nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
@@ -149,4 +150,58 @@ func TestBatchModePodKilledWhilePollingResumes(t *testing.T) {
 		t.Fatalf("submitted again: %+v", st)
 	}
 	checkIngested(t, e, rows, s3Fixed(key, ing), 1000)
+}
+
+func TestBatchModeCancelledRunCancelsBatchesAndDeletesFiles(t *testing.T) {
+	e := newEnv(t, fakeopenai.Options{})
+	rows := genLegacy(900, 9)
+	key := e.prefix + "exports/239.csv"
+	e.put(key, csvBytes(t, legacyCSV(rows)))
+	ing := batchIngestion(e, key)
+	ing.Spec.Chunking.RowsPerChunk = 300
+	plan := e.plan(ing)
+	e.openai.HoldBatches(true)
+	// Chunks 0 and 1 submit and are stopped mid-batch (the run is cancelled); chunk 2 never starts.
+	for c := range 2 {
+		args, err := plan.Chunk(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		_, err = chunkrun.Run(ctx, ing, args, e.deps())
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("chunk %d: want the stop, got %v", c, err)
+		}
+	}
+	ids := e.openai.BatchIDs()
+	if len(ids) != 2 || len(e.openai.FileIDs()) != 2 {
+		t.Fatalf("batches %v, files %v", ids, e.openai.FileIDs())
+	}
+	e.openai.StepBatch(ids[0], 0)
+	e.openai.StepBatch(ids[0], 100) // a third of chunk 0 has run: its partial output is a file too
+	e.openai.HoldBatches(false)
+
+	n, err := chunkrun.CleanupBatches(context.Background(), ing, e.deps(), logr.Discard())
+	if err != nil || n != 2 {
+		t.Fatalf("cleanup: %d chunks, %v", n, err)
+	}
+	for _, id := range ids {
+		if st := e.openai.BatchStatus(id); st != fakeopenai.BatchCancelled {
+			t.Errorf("batch %s is %s", id, st)
+		}
+	}
+	if files := e.openai.FileIDs(); len(files) != 0 {
+		t.Fatalf("files left at OpenAI: %v", files)
+	}
+	if st := e.openai.BatchStats(); st.BatchesCanceled != 2 || st.FilesDeleted != 3 {
+		t.Fatalf("%+v", st)
+	}
+	// Again: nothing left to do.
+	if n, err := chunkrun.CleanupBatches(context.Background(), ing, e.deps(), logr.Discard()); err != nil || n != 0 {
+		t.Fatalf("second cleanup: %d, %v", n, err)
+	}
+	if e.index.Count() != 0 {
+		t.Fatalf("%d vectors upserted by a cancelled run", e.index.Count())
+	}
 }

@@ -303,7 +303,7 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	}
 	var batch *batchRun
 	if ing.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch && args.Length > 0 {
-		cfg, cerr := batchConfig(ing, args, deps, cl, up.Dimension(), log)
+		cfg, cerr := batchConfig(ing, args, deps, cl, log)
 		if cerr == nil {
 			batch, cerr = p.prepareBatch(ctx, cfg, args, openRows)
 		}
