@@ -260,16 +260,15 @@ func (r *Reconciler) chunkJob(obj *v1alpha1.CsvIngestion, args worker.ChunkArgs)
 // BatchWindow is the Batch API's completion window, which a batch-mode chunk's deadline allows.
 const BatchWindow = 24 * time.Hour
 
-// BatchSpoolDir is where a batch-mode chunk writes its batch files and collected vectors (TMPDIR
-// of the pod, an emptyDir: the root filesystem is read-only).
-const BatchSpoolDir = "/var/run/vectordb/batch"
+// BatchSpoolDir is where a batch-mode chunk writes its batch files and collected vectors: an
+// emptyDir over /tmp (os.TempDir), since the root filesystem is read-only.
+const BatchSpoolDir = "/tmp"
 
 func batchPod(pod *corev1.PodSpec) {
 	pod.Volumes = append(pod.Volumes, corev1.Volume{Name: "batch-spool",
 		VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 	c := &pod.Containers[0]
 	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "batch-spool", MountPath: BatchSpoolDir})
-	c.Env = append(c.Env, corev1.EnvVar{Name: "TMPDIR", Value: BatchSpoolDir})
 }
 
 // budgetShare splits a per-minute budget across the chunks that can run at once: never more
