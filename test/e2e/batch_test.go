@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
 	"maps"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,15 +72,131 @@ func TestBatchModeIndexEqualsOnline(t *testing.T) {
 		}
 	}
 
+	// Each batch created once: as many batches as batch files (no second submission of one),
+	// at least one per chunk, every line run once, and every file deleted once the vectors are in.
 	after := st.OpenAI.BatchStats()
-	if d := after.BatchesCreated - before.BatchesCreated; d != 4 {
-		t.Errorf("%d batches created for 4 chunks, want each once", d)
+	created, uploaded := after.BatchesCreated-before.BatchesCreated, after.FilesUploaded-before.FilesUploaded
+	if created < 4 || created != uploaded {
+		t.Errorf("%d batches created from %d uploaded files for 4 chunks", created, uploaded)
 	}
 	if d := after.LinesEmbedded - before.LinesEmbedded; d != rows {
 		t.Errorf("%d lines embedded for %d rows", d, rows)
 	}
-	// Each chunk deletes its input and output files once its vectors are upserted.
-	if d := after.FilesDeleted - before.FilesDeleted; d != 8 {
-		t.Errorf("%d files deleted, want 8 (4 inputs, 4 outputs)", d)
+	if d := after.FilesDeleted - before.FilesDeleted; d != 2*created {
+		t.Errorf("%d files deleted, want %d (inputs and outputs)", d, 2*created)
+	}
+}
+
+// batchIngestion is the legacy ingestion in batch mode, one batch per chunk, polling each second.
+func batchIngestion(ns, key string, rowsPerChunk int32) *v1alpha1.CsvIngestion {
+	obj := st.LegacyIngestion(ns, "q239", key)
+	obj.Spec.Chunking.RowsPerChunk = rowsPerChunk
+	obj.Spec.Embedding.Mode = v1alpha1.EmbeddingBatch
+	obj.Spec.Embedding.Batch = &v1alpha1.EmbeddingBatchSpec{
+		PollInterval: metav1.Duration{Duration: time.Second}, MaxEnqueuedTokens: 100_000_000}
+	return obj
+}
+
+// waitBatches waits until n batches beyond the first skip exist at the fake and returns them.
+func waitBatches(t *testing.T, skip, n int) []string {
+	t.Helper()
+	var ids []string
+	waitFor(t, fmt.Sprintf("%d batches submitted", n), 2*time.Minute, func() (bool, string) {
+		ids = st.OpenAI.BatchIDs()[skip:]
+		return len(ids) >= n, fmt.Sprint(ids)
+	})
+	return ids
+}
+
+// The manager SIGKILLed and a polling pod killed while the batches run, and one batch expiring
+// half done: nothing is submitted twice, the expired half is resubmitted once, every row is
+// embedded (and paid) exactly once.
+func TestBatchModeKillsAndExpiryLoseNothing(t *testing.T) {
+	skipShort(t)
+	ctx := context.Background()
+	const rows = 6000
+	stats, key := scenario(t, "batchfault", csvgen.Options{Rows: rows, Seed: 31})
+	st.OpenAI.HoldBatches(true)
+	t.Cleanup(func() { st.OpenAI.HoldBatches(false) })
+	before, skip := st.OpenAI.BatchStats(), len(st.OpenAI.BatchIDs())
+	obj := apply(t, batchIngestion("batchfault", key, 2000))
+	ids := waitBatches(t, skip, 3)
+
+	if err := st.KillManager(); err != nil {
+		t.Fatal(err)
+	}
+	var victim string
+	waitFor(t, "a polling chunk pod", time.Minute, func() (bool, string) {
+		for _, name := range st.Runner.Running() {
+			if strings.HasPrefix(name, "batchfault/q239-chunk-") {
+				victim = name
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(st.Runner.Running())
+	})
+	parts := strings.SplitN(victim, "/", 2)
+	if err := st.Runner.Kill(parts[1], parts[0]); err != nil {
+		t.Fatal(err)
+	}
+	// The first batch runs half its lines and expires.
+	st.OpenAI.StepBatch(ids[0], 0)
+	st.OpenAI.StepBatch(ids[0], 1000)
+	if !st.OpenAI.ExpireBatch(ids[0]) {
+		t.Fatal("could not expire the first batch")
+	}
+	if err := st.StartManager(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st.OpenAI.HoldBatches(false)
+
+	final := waitTerminal(t, obj, 5*time.Minute)
+	if final.Status.Phase != v1alpha1.PhaseCompleted || final.Status.Records.Processed != rows || final.Status.Records.Failed != 0 {
+		t.Fatalf("status %+v", final.Status)
+	}
+	checkExactVectors(t, final, stats, false)
+	after := st.OpenAI.BatchStats()
+	if d := after.BatchesCreated - before.BatchesCreated; d != 4 {
+		t.Errorf("%d batches created, want 4 (3 chunks and one resubmission of the expired lines)", d)
+	}
+	if d := after.FilesUploaded - before.FilesUploaded; d != 4 {
+		t.Errorf("%d files uploaded, want 4", d)
+	}
+	if d := after.LinesExpired - before.LinesExpired; d != 1000 {
+		t.Errorf("%d lines expired, want 1000", d)
+	}
+	if d := after.LinesEmbedded - before.LinesEmbedded; d != rows {
+		t.Errorf("%d lines embedded (and billed) for %d rows", d, rows)
+	}
+}
+
+// Cancelling a batch-mode run mid-batch cancels its batches and deletes its files at OpenAI.
+func TestBatchModeCancelCancelsBatchesAndDeletesFiles(t *testing.T) {
+	skipShort(t)
+	_, key := scenario(t, "batchcancel", csvgen.Options{Rows: 4000, Seed: 37})
+	st.OpenAI.HoldBatches(true)
+	t.Cleanup(func() { st.OpenAI.HoldBatches(false) })
+	before, skip := st.OpenAI.BatchStats(), len(st.OpenAI.BatchIDs())
+	obj := apply(t, batchIngestion("batchcancel", key, 2000))
+	ids := waitBatches(t, skip, 2)
+	update(t, obj, func(o *v1alpha1.CsvIngestion) { o.Spec.Cancel = true })
+	final := waitTerminal(t, obj, 2*time.Minute)
+	if final.Status.Phase != v1alpha1.PhaseCancelled {
+		t.Fatalf("status %+v", final.Status)
+	}
+	// Nobody polls the held batches now; only the cleanup Job moves them on.
+	st.OpenAI.HoldBatches(false)
+	waitFor(t, "batches cancelled and files deleted", 2*time.Minute, func() (bool, string) {
+		after := st.OpenAI.BatchStats()
+		for _, id := range ids {
+			if s := st.OpenAI.BatchStatus(id); s != fakeopenai.BatchCancelled {
+				return false, id + " " + s
+			}
+		}
+		d := after.FilesDeleted - before.FilesDeleted
+		return d == int64(len(ids)), fmt.Sprintf("%d files deleted", d)
+	})
+	if d := st.OpenAI.BatchStats().LinesEmbedded - before.LinesEmbedded; d != 0 {
+		t.Errorf("%d lines embedded after the cancel", d)
 	}
 }
