@@ -51,3 +51,36 @@ func TestChunkJobBatchMode(t *testing.T) {
 		}
 	}
 }
+
+func TestEstimateBatchMode(t *testing.T) {
+	plan := &worker.Plan{TotalRows: 120000, RowsPerChunk: 60000, Offsets: []int64{0, 100, 200},
+		EstimatedTokens: 30_000_000, EstimatedCostUSD: "0.60"}
+	cases := []struct {
+		name   string
+		mode   string
+		maxEnq int64
+		want   v1alpha1.Estimate
+	}{
+		{"online", v1alpha1.EmbeddingOnline, 0, v1alpha1.Estimate{Tokens: 30_000_000, CostUSD: "0.60", Requests: 100, MinDuration: "30m0s"}},
+		// 15M tokens a chunk, 750,000 a chunk's share of 3M over 4 running chunks: 20 batches each.
+		{"batch, default cap", v1alpha1.EmbeddingBatch, 0, v1alpha1.Estimate{Tokens: 30_000_000, CostUSD: "0.30", Requests: 40,
+			Mode: "batch", Batches: 40, OnlineCostUSD: "0.60", SavedUSD: "0.30"}},
+		// A cap that holds a chunk's tokens: the 50,000-line limit makes it 2 batches a chunk.
+		{"batch, large cap", v1alpha1.EmbeddingBatch, 1_000_000_000, v1alpha1.Estimate{Tokens: 30_000_000, CostUSD: "0.30", Requests: 4,
+			Mode: "batch", Batches: 4, OnlineCostUSD: "0.60", SavedUSD: "0.30"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := &v1alpha1.CsvIngestion{}
+			obj.Spec.Embedding = v1alpha1.EmbeddingSpec{Model: "text-embedding-3-small", Mode: tc.mode,
+				RequestsPerMinute: 300, TokensPerMinute: 1_000_000, MaxInputsPerRequest: 2048}
+			if tc.maxEnq > 0 {
+				obj.Spec.Embedding.Batch = &v1alpha1.EmbeddingBatchSpec{MaxEnqueuedTokens: tc.maxEnq}
+			}
+			obj.Spec.Chunking.Parallelism = 4
+			if got := estimate(obj, plan); *got != tc.want {
+				t.Errorf("estimate %+v\nwant     %+v", *got, tc.want)
+			}
+		})
+	}
+}

@@ -878,6 +878,17 @@ type Estimate struct {
 	// MinDuration is the floor the rate budgets allow.
 	MinDuration string `json:"minDuration,omitempty"`
 	Requests    int64  `json:"requests,omitempty"`
+	// Mode is spec.embedding.mode. In batch mode CostUSD is at the Batch API's rate (half the
+	// online price), Batches is how many batches the run should need, OnlineCostUSD what the
+	// same tokens cost online and SavedUSD the difference; the rate budgets do not apply.
+	// +optional
+	Mode string `json:"mode,omitempty"`
+	// +optional
+	Batches int64 `json:"batches,omitempty"`
+	// +optional
+	OnlineCostUSD string `json:"onlineCostUSD,omitempty"`
+	// +optional
+	SavedUSD string `json:"savedUSD,omitempty"`
 	// Sync is what a dry run with spec.sync found: rows to embed and to skip, vectors to delete.
 	// +optional
 	Sync *SyncEstimate `json:"sync,omitempty"`

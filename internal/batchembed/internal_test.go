@@ -35,3 +35,39 @@ func TestTerminalStates(t *testing.T) {
 		}
 	}
 }
+
+func TestEstimateBatches(t *testing.T) {
+	for _, tc := range []struct {
+		rows, tokens, share, want int64
+	}{
+		{0, 0, 1000, 0},
+		{1, 5, 1000, 1},
+		{50_000, 100, 1_000_000, 1},
+		{50_001, 100, 1_000_000, 2},        // lines
+		{1000, 2_500_000, 1_000_000, 3},    // tokens
+		{120_000, 30_000_000, 750_000, 40}, // tokens dominate
+		{120_000, 1_000_000, 750_000, 3},   // lines dominate
+		{10, 1_000_000, 0, 1},              // no token bound
+	} {
+		if got := EstimateBatches(tc.rows, tc.tokens, tc.share); got != tc.want {
+			t.Errorf("EstimateBatches(%d, %d, %d) = %d, want %d", tc.rows, tc.tokens, tc.share, got, tc.want)
+		}
+	}
+}
+
+func TestChunkTokenShare(t *testing.T) {
+	for _, tc := range []struct {
+		max  int64
+		par  int32
+		want int64
+	}{
+		{0, 1, DefaultMaxEnqueuedTokens},
+		{3_000_000, 4, 750_000},
+		{3_000_000, 0, 3_000_000},
+		{20_000, 1000, 10_000}, // floor
+	} {
+		if got := ChunkTokenShare(tc.max, tc.par); got != tc.want {
+			t.Errorf("ChunkTokenShare(%d, %d) = %d, want %d", tc.max, tc.par, got, tc.want)
+		}
+	}
+}

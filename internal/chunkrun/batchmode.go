@@ -72,7 +72,7 @@ func batchConfig(ing worker.Ingestion, args worker.ChunkArgs, deps Deps, cl *s3.
 		hc = &http.Client{Timeout: 10 * time.Minute} // a whole output file streams through one response
 	}
 	oc.HTTPClient = hc
-	maxEnq, poll, resubmits := int64(3_000_000), time.Minute, int32(3)
+	maxEnq, poll, resubmits := int64(batchembed.DefaultMaxEnqueuedTokens), time.Minute, int32(3)
 	if b := spec.Batch; b != nil {
 		maxEnq = cmp.Or(b.MaxEnqueuedTokens, maxEnq)
 		poll = cmp.Or(b.PollInterval.Duration, poll)
@@ -81,9 +81,7 @@ func batchConfig(ing worker.Ingestion, args worker.ChunkArgs, deps Deps, cl *s3.
 		}
 	}
 	// The cap is the organisation's; each of the chunks running at once gets its share.
-	if par := int64(ing.Spec.Chunking.Parallelism); par > 1 {
-		maxEnq = max(maxEnq/par, 10_000)
-	}
+	maxEnq = batchembed.ChunkTokenShare(maxEnq, ing.Spec.Chunking.Parallelism)
 	mr := int(resubmits)
 	if mr == 0 {
 		mr = -1 // batchembed: 0 means its default
