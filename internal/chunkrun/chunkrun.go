@@ -362,9 +362,9 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	res.Skipped = p.skipped.Load() + fails.skippedCount()
 	res.FailedSamples = fails.sampled()
 	if batch != nil {
-		// Batch mode bills the tokens of the lines embedded; its requests are the batches.
-		st := batch.runner.Stats()
-		res.Tokens, res.Requests = st.Tokens, int64(st.BatchesCreated)
+		// Batch mode bills the tokens of the lines embedded; its requests are the chunk's batches
+		// (whichever pod created them).
+		res.Tokens, res.Requests = batch.runner.Stats().Tokens, int64(len(batch.runner.Record().Batches))
 	} else if ownEmbedder {
 		st := emb.Stats()
 		res.Tokens, res.Requests, res.Retries, res.RateLimited = st.Tokens, st.Requests, st.Retries, st.RateLimited

@@ -61,6 +61,7 @@ var DefaultBatchLimits = BatchLimits{
 
 // BatchStats are the Files and Batches counters since Start.
 type BatchStats struct {
+	Requests        int64 // requests to /v1/files and /v1/batches
 	FilesUploaded   int64 // files created by POST /v1/files
 	FilesDeleted    int64 // files deleted, uploaded or generated
 	BatchesCreated  int64 // batches created by POST /v1/batches
@@ -316,6 +317,7 @@ func (s *Server) newID(prefix string) string {
 func (s *Server) serveBatchAPI(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.reqID++
+	s.bstate().stats.Requests++
 	id, unauth := s.reqID, s.unauth
 	s.mu.Unlock()
 	w.Header().Set("X-Request-Id", "req_fake_"+strconv.FormatUint(id, 10))
