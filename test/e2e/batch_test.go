@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/csv"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"reflect"
 	"slices"
@@ -13,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	"github.com/vectordb-io/vectordb-operator/test/csvgen"
 	fakeopenai "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
 	"github.com/vectordb-io/vectordb-operator/test/stack"
@@ -198,5 +202,69 @@ func TestBatchModeCancelCancelsBatchesAndDeletesFiles(t *testing.T) {
 	})
 	if d := st.OpenAI.BatchStats().LinesEmbedded - before.LinesEmbedded; d != 0 {
 		t.Errorf("%d lines embedded after the cancel", d)
+	}
+}
+
+// deadLetters reads an ingestion's dead letters: row → reason, and row → detail.
+func deadLetters(t *testing.T, obj *v1alpha1.CsvIngestion) (map[string]string, map[string]string) {
+	t.Helper()
+	reasons, details := map[string]string{}, map[string]string{}
+	for i := 0; i < int(obj.Status.Chunks.Total); i++ {
+		body, err := st.Object(context.Background(), fmt.Sprintf("failed/%s/chunk-%04d.csv", worker.FromObject(obj).ObjectID(), i))
+		if err != nil {
+			continue // a chunk without failed rows writes nothing
+		}
+		r := csv.NewReader(bytes.NewReader(body))
+		r.FieldsPerRecord = -1
+		recs, err := r.ReadAll()
+		if err != nil {
+			t.Fatalf("dead letter of chunk %d: %v", i, err)
+		}
+		rowCol, reasonCol, detailCol := indexOf(recs[0], "_row"), indexOf(recs[0], "_reason"), indexOf(recs[0], "_detail")
+		for _, rec := range recs[1:] {
+			reasons[rec[rowCol]], details[rec[rowCol]] = rec[reasonCol], rec[detailCol]
+		}
+	}
+	return reasons, details
+}
+
+// Inputs the API refuses come back in batch mode as error-file lines and are dead-lettered with
+// OpenAI's message, the same rows with the same reasons as an online run of the file.
+func TestBatchModeErrorLinesDeadLettered(t *testing.T) {
+	skipShort(t)
+	const refusal = "Input flagged by the e2e refusal rule."
+	st.OpenAI.RefuseInputs(func(text string) bool {
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(text))
+		return h.Sum32()%400 == 0
+	}, refusal)
+	t.Cleanup(func() { st.OpenAI.RefuseInputs(nil, "") })
+	_, key := scenario(t, "batcherr", csvgen.Options{Rows: 4000, Seed: 41})
+	batch := batchIngestion("batcherr", key, 2000)
+	batch.Name = "q239-batch"
+	batch.Spec.Target.Pinecone.Namespace = "e2e-batcherr-batch"
+	online := st.LegacyIngestion("batcherr", "q239-online", key)
+	online.Spec.Target.Pinecone.Namespace = "e2e-batcherr-online"
+	online.Spec.Chunking.RowsPerChunk = 2000
+	var finals []*v1alpha1.CsvIngestion
+	for _, obj := range []*v1alpha1.CsvIngestion{apply(t, batch), apply(t, online)} {
+		final := waitTerminal(t, obj, 5*time.Minute)
+		if final.Status.Phase != v1alpha1.PhasePartiallyCompleted || final.Status.Records.Failed == 0 {
+			t.Fatalf("%s: %+v", obj.Name, final.Status)
+		}
+		finals = append(finals, final)
+	}
+	bReasons, bDetails := deadLetters(t, finals[0])
+	oReasons, _ := deadLetters(t, finals[1])
+	if !reflect.DeepEqual(bReasons, oReasons) || int64(len(bReasons)) != finals[0].Status.Records.Failed {
+		t.Fatalf("dead letters\nbatch  %v\nonline %v", sortedMap(bReasons), sortedMap(oReasons))
+	}
+	for row, reason := range bReasons {
+		if reason != "embedding_refused" || !strings.Contains(bDetails[row], "HTTP 400") || !strings.Contains(bDetails[row], refusal) {
+			t.Fatalf("row %s dead-lettered as %s: %s", row, reason, bDetails[row])
+		}
+	}
+	if finals[0].Status.Records.Processed != finals[1].Status.Records.Processed {
+		t.Fatalf("processed: batch %d, online %d", finals[0].Status.Records.Processed, finals[1].Status.Records.Processed)
 	}
 }
