@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
@@ -266,5 +267,47 @@ func TestBatchModeErrorLinesDeadLettered(t *testing.T) {
 	}
 	if finals[0].Status.Records.Processed != finals[1].Status.Records.Processed {
 		t.Fatalf("processed: batch %d, online %d", finals[0].Status.Records.Processed, finals[1].Status.Records.Processed)
+	}
+}
+
+// Suspending a batch-mode run stops its pods and holds its batches open (nothing is cancelled);
+// resumed, the pods pick the batches up from their records and nothing is submitted twice.
+func TestBatchModeSuspendHoldsBatches(t *testing.T) {
+	skipShort(t)
+	stats, key := scenario(t, "batchsuspend", csvgen.Options{Rows: 4000, Seed: 43})
+	st.OpenAI.HoldBatches(true)
+	t.Cleanup(func() { st.OpenAI.HoldBatches(false) })
+	before, skip := st.OpenAI.BatchStats(), len(st.OpenAI.BatchIDs())
+	obj := apply(t, batchIngestion("batchsuspend", key, 2000))
+	ids := waitBatches(t, skip, 2)
+	update(t, obj, func(o *v1alpha1.CsvIngestion) { o.Spec.Suspend = true })
+	waitFor(t, "suspended, no pods running", time.Minute, func() (bool, string) {
+		cur := get(t, obj)
+		running := 0
+		for _, n := range st.Runner.Running() {
+			if strings.HasPrefix(n, "batchsuspend/") {
+				running++
+			}
+		}
+		return meta.IsStatusConditionTrue(cur.Status.Conditions, v1alpha1.ConditionSuspended) && running == 0, fmt.Sprintf("%d running", running)
+	})
+	for _, id := range ids {
+		if s := st.OpenAI.BatchStatus(id); s != fakeopenai.BatchValidating {
+			t.Fatalf("batch %s is %s while the run is suspended", id, s)
+		}
+	}
+	st.OpenAI.HoldBatches(false)
+	update(t, obj, func(o *v1alpha1.CsvIngestion) { o.Spec.Suspend = false })
+	final := waitTerminal(t, obj, 3*time.Minute)
+	if final.Status.Phase != v1alpha1.PhaseCompleted || final.Status.Records.Processed != 4000 {
+		t.Fatalf("status %+v", final.Status)
+	}
+	checkExactVectors(t, final, stats, false)
+	after := st.OpenAI.BatchStats()
+	if d := after.BatchesCreated - before.BatchesCreated; d != int64(len(ids)) {
+		t.Errorf("%d batches created, want %d", d, len(ids))
+	}
+	if d := after.BatchesCanceled - before.BatchesCanceled; d != 0 {
+		t.Errorf("%d batches cancelled by a suspend", d)
 	}
 }
