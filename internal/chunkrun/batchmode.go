@@ -69,7 +69,12 @@ func batchConfig(ing worker.Ingestion, args worker.ChunkArgs, deps Deps, cl *s3.
 	oc.BaseURL = base
 	hc := deps.HTTPClient
 	if hc == nil {
-		hc = &http.Client{Timeout: 10 * time.Minute} // a whole output file streams through one response
+		// No overall timeout: a 50,000-line output file (~425 MB of base64 vectors) streams
+		// through one response for as long as the link needs. A server that does not answer is
+		// cut off by the header timeout; the pod's deadline bounds the rest.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.ResponseHeaderTimeout = 5 * time.Minute
+		hc = &http.Client{Transport: tr}
 	}
 	oc.HTTPClient = hc
 	maxEnq, poll, resubmits := int64(batchembed.DefaultMaxEnqueuedTokens), time.Minute, int32(3)
