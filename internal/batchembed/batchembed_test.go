@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -501,4 +502,40 @@ func TestBadKeyIsPermanent(t *testing.T) {
 	if s.BatchStats().FilesUploaded != 0 {
 		t.Fatal("uploaded with a bad key")
 	}
+}
+
+// The pipeline's embed stage looks rows up from several goroutines at once.
+func TestLookupConcurrent(t *testing.T) {
+	ctx := context.Background()
+	s := startFake(t)
+	r, err := batchembed.Open(ctx, config(t, s, &memStore{}, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(ctx, r, 0, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 5 {
+				for row := int64(0); row < 200; row++ {
+					vec, rowErr, err := res.Lookup(row, nil)
+					if err != nil || rowErr != nil && rowErr.Reason != batchembed.ReasonRefused {
+						t.Errorf("row %d: %v %+v", row, err, rowErr)
+						return
+					}
+					if rowErr == nil && !slices.Equal(vec, fake.Vector(rowText(row), dims)) {
+						t.Errorf("row %d: another row's vector", row)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

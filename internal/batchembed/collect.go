@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"sort"
+	"sync"
 
 	"github.com/vectordb-io/vectordb-operator/internal/embedding"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
@@ -85,9 +86,11 @@ type Results struct {
 	present  []uint64 // bit per row
 	errs     map[int64]RowError
 	failed   []failedRange // failed or cancelled batches, latest pass first
-	buf      []byte
-	Embedded int64 // rows with a vector
+	buf      []byte        // Collect's scratch (one goroutine)
+	Embedded int64         // rows with a vector
 }
+
+var lookupBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 type failedRange struct {
 	first, last int64
@@ -233,14 +236,22 @@ func (res *Results) errorLine(r *Runner, l outLine, final bool) error {
 	return nil
 }
 
-// Lookup returns row's vector (into dst when it has room), or why the row has none.
+// Lookup returns row's vector (into dst when it has room), or why the row has none. Once
+// Collect has returned, Lookup may be called from several goroutines at once (the pipeline's
+// embed stage runs a few): it reads the spool with its own buffer.
 func (res *Results) Lookup(row int64, dst []float32) ([]float32, *RowError, error) {
 	i, ok := res.slot(row)
 	if !ok {
 		return nil, nil, fmt.Errorf("row %d is outside the chunk", row)
 	}
 	if res.has(i) {
-		if _, err := res.f.ReadAt(res.buf, i*int64(len(res.buf))); err != nil {
+		bp := lookupBufs.Get().(*[]byte)
+		defer lookupBufs.Put(bp)
+		if cap(*bp) < 4*res.dims {
+			*bp = make([]byte, 4*res.dims)
+		}
+		buf := (*bp)[:4*res.dims]
+		if _, err := res.f.ReadAt(buf, i*int64(len(buf))); err != nil {
 			return nil, nil, fmt.Errorf("read vector spool: %w", err)
 		}
 		if cap(dst) < res.dims {
@@ -248,7 +259,7 @@ func (res *Results) Lookup(row int64, dst []float32) ([]float32, *RowError, erro
 		}
 		dst = dst[:res.dims]
 		for k := range dst {
-			dst[k] = math.Float32frombits(binary.LittleEndian.Uint32(res.buf[4*k:]))
+			dst[k] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*k:]))
 		}
 		return dst, nil, nil
 	}
