@@ -155,9 +155,8 @@ func Open(ctx context.Context, cfg Config) (*Runner, error) {
 	if len(rec.Passes) == 0 {
 		rec.Passes = []Pass{{}}
 	}
-	if err := os.MkdirAll(cfg.SpoolDir, 0o700); err != nil {
-		return nil, fmt.Errorf("batch spool directory: %w", err)
-	}
+	// The spool directory is made when a file is written (submission, collection): a cleanup
+	// pod, which only cancels and deletes, has no writable filesystem.
 	return &Runner{cfg: cfg, rec: rec}, nil
 }
 
@@ -219,8 +218,12 @@ func (r *Runner) batchKey(b Batch) string {
 	return fmt.Sprintf("g%d.p%d.b%d.t%d", r.rec.Generation, b.Pass, b.Index, b.Try)
 }
 
-func (r *Runner) spoolPath(name string) string {
-	return filepath.Join(r.cfg.SpoolDir, fmt.Sprintf("chunk-%d-%s", r.cfg.Chunk, name))
+// spoolPath names a file in the spool directory, making the directory.
+func (r *Runner) spoolPath(name string) (string, error) {
+	if err := os.MkdirAll(r.cfg.SpoolDir, 0o700); err != nil {
+		return "", fmt.Errorf("batch spool directory: %w", err)
+	}
+	return filepath.Join(r.cfg.SpoolDir, fmt.Sprintf("chunk-%d-%s", r.cfg.Chunk, name)), nil
 }
 
 // apiStatus is the HTTP status of an OpenAI error, or 0.

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -483,6 +485,43 @@ func TestCancelAndDeleteFiles(t *testing.T) {
 	}
 	if err := r.DeleteFiles(ctx); err != nil {
 		t.Fatalf("deleting again (files gone) must not fail: %v", err)
+	}
+}
+
+// The cleanup pod has no writable filesystem: abandoning a chunk's batches writes no file.
+func TestAbandonNeedsNoSpool(t *testing.T) {
+	ctx := context.Background()
+	s := startFake(t)
+	store := &memStore{}
+	r, err := batchembed.Open(ctx, config(t, s, store, 30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.HoldBatches(true)
+	if err := submitRows(ctx, r, 0, 60); err != nil {
+		t.Fatal(err)
+	}
+	s.HoldBatches(false)
+	cfg := config(t, s, store, 30)
+	blocker := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.SpoolDir = filepath.Join(blocker, "spool") // cannot be made
+	cleanup, err := batchembed.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cleanup.Abandon(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range s.BatchIDs() {
+		if st := s.BatchStatus(id); st != fake.BatchCancelled {
+			t.Fatalf("batch %s is %s", id, st)
+		}
+	}
+	if ids := s.FileIDs(); len(ids) != 0 || !store.rec.Done {
+		t.Fatalf("files left %v, record done %v", ids, store.rec.Done)
 	}
 }
 

@@ -101,7 +101,10 @@ type failedRange struct {
 // first..first+rows-1 with vectors of dims dimensions. Run it once Wait reports no resubmission;
 // it is idempotent (a killed pod collects again).
 func (r *Runner) Collect(ctx context.Context, first, rows int64, dims int) (*Results, error) {
-	path := r.spoolPath("vectors")
+	path, err := r.spoolPath("vectors")
+	if err != nil {
+		return nil, err
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("create vector spool: %w", err)

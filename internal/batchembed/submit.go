@@ -139,7 +139,11 @@ func (s *Submitter) open(row int64) error {
 			idx++
 		}
 	}
-	f, err := os.Create(s.r.spoolPath(fmt.Sprintf("p%d-b%d.jsonl", s.pass, idx)))
+	path, err := s.r.spoolPath(fmt.Sprintf("p%d-b%d.jsonl", s.pass, idx))
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("create batch file: %w", err)
 	}
