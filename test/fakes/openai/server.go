@@ -1,5 +1,5 @@
-// Package openai is a wire-level fake of OpenAI's embeddings endpoint (POST /v1/embeddings) for
-// tests, the demo and benchmarks. The real go-openai client talks to it over HTTP. It returns
+// Package openai is a wire-level fake of OpenAI's embeddings endpoint (POST /v1/embeddings), and
+// of the Files and Batches API for embeddings (batch.go), for tests, the demo and benchmarks. The real go-openai client talks to it over HTTP. It returns
 // deterministic vectors (see Vector), bills usage with the real cl100k_base tokenizer, enforces
 // RPM and TPM over a sliding window with OpenAI's 429 bodies and headers, applies OpenAI's request
 // limits, and lets a test inject faults at run time.
