@@ -16,13 +16,15 @@ import (
 
 // cleanupStaged starts, once the ingestion has ended, a Job running `embedder cleanup`, which
 // deletes what the planner staged in S3 (the UTF-8 copy of a gzip or non-UTF-8 object, the
-// duplicate-id list). The controller holds no S3 credentials, so the deletion runs in a worker pod
+// duplicate-id list) and, in batch mode, cancels the batches of chunks that did not finish and
+// deletes their files at OpenAI. The controller holds no S3 credentials or OpenAI key, so the deletion runs in a worker pod
 // like the planner. The Job is created once and kept (no TTL) as the record of the cleanup; a
 // failed cleanup is reported with a Warning event and the Job left for inspection: deleting it
 // starts another. Staged objects of an ingestion deleted before it ended are not removed (the Job
 // would go with its owner).
 func (r *Reconciler) cleanupStaged(ctx context.Context, obj *v1alpha1.CsvIngestion, kids *children) error {
-	if !obj.Status.Phase.Terminal() || kids.plan == nil || len(kids.plan.StagedKeys()) == 0 {
+	batch := obj.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch
+	if !obj.Status.Phase.Terminal() || kids.plan == nil || (len(kids.plan.StagedKeys()) == 0 && !batch) {
 		return nil
 	}
 	name := worker.CleanupJobName(obj.Name)
@@ -39,7 +41,12 @@ func (r *Reconciler) cleanupStaged(ctx context.Context, obj *v1alpha1.CsvIngesti
 	case !apierrors.IsNotFound(err):
 		return fmt.Errorf("get cleanup Job of %s: %w", obj.Name, err)
 	}
-	pod, err := r.podSpec(obj, []string{worker.RoleCleanup}, nil, true)
+	var env []corev1.EnvVar
+	if batch {
+		// Batch mode: the cleanup cancels unfinished batches and deletes their files at OpenAI.
+		env = append(env, secretEnv(worker.EnvOpenAIAPIKey, obj.Spec.Embedding.APIKeySecretRef))
+	}
+	pod, err := r.podSpec(obj, []string{worker.RoleCleanup}, env, true)
 	if err != nil {
 		return err
 	}

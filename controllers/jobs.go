@@ -249,8 +249,29 @@ func (r *Reconciler) chunkJob(obj *v1alpha1.CsvIngestion, args worker.ChunkArgs)
 	if err != nil {
 		return nil, err
 	}
+	var timeout time.Duration
+	if obj.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch {
+		batchPod(&pod)
+		// The Batch API answers within its 24-hour completion window and the chunk's pod waits
+		// for it, polling: chunkTimeout bounds the rest of the work.
+		timeout = max(obj.Spec.Chunking.ChunkTimeout.Duration, 30*time.Minute) + BatchWindow
+	}
 	return r.job(obj, name, worker.RoleChunk, pod,
-		map[string]string{worker.LabelChunk: strconv.Itoa(args.Index)}, 0), nil
+		map[string]string{worker.LabelChunk: strconv.Itoa(args.Index)}, timeout), nil
+}
+
+// BatchWindow is the Batch API's completion window, which a batch-mode chunk's deadline allows.
+const BatchWindow = 24 * time.Hour
+
+// BatchSpoolDir is where a batch-mode chunk writes its batch files and collected vectors: an
+// emptyDir over /tmp (os.TempDir), since the root filesystem is read-only.
+const BatchSpoolDir = "/tmp"
+
+func batchPod(pod *corev1.PodSpec) {
+	pod.Volumes = append(pod.Volumes, corev1.Volume{Name: "batch-spool",
+		VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	c := &pod.Containers[0]
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "batch-spool", MountPath: BatchSpoolDir})
 }
 
 // budgetShare splits a per-minute budget across the chunks that can run at once: never more

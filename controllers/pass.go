@@ -16,7 +16,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/batchembed"
 	"github.com/vectordb-io/vectordb-operator/internal/ranges"
+	"github.com/vectordb-io/vectordb-operator/internal/tokens"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
@@ -126,6 +128,10 @@ func (p *pass) run(ctx context.Context) error {
 	if p.obj.Spec.DryRun {
 		msg := fmt.Sprintf("dry run: %d rows, %d chunks, about %d tokens (%s USD), at least %s",
 			st.Records.Total, st.Chunks.Total, st.Estimate.Tokens, st.Estimate.CostUSD, st.Estimate.MinDuration)
+		if e := st.Estimate; e.Mode == v1alpha1.EmbeddingBatch {
+			msg = fmt.Sprintf("dry run: %d rows, %d chunks, about %d tokens in about %d batches: %s USD at the Batch API's rate, %s USD saved against %s USD online",
+				st.Records.Total, st.Chunks.Total, e.Tokens, e.Batches, e.CostUSD, e.SavedUSD, e.OnlineCostUSD)
+		}
 		if se := st.Estimate.Sync; se != nil {
 			msg += fmt.Sprintf("; sync: %d rows to embed (about %d tokens, %s USD), %d to skip", se.RowsToEmbed, se.Tokens, se.CostUSD, se.RowsToSkip)
 			if p.obj.Spec.DeletesMissing() {
@@ -793,12 +799,44 @@ func estimate(obj *v1alpha1.CsvIngestion, plan *worker.Plan) *v1alpha1.Estimate 
 			floor = t
 		}
 	}
-	return &v1alpha1.Estimate{
+	est := &v1alpha1.Estimate{
 		Tokens:      plan.EstimatedTokens,
 		CostUSD:     plan.EstimatedCostUSD,
 		Requests:    requests,
 		MinDuration: floor.Round(time.Second).String(),
 	}
+	if e.Mode == v1alpha1.EmbeddingBatch {
+		batchEstimate(est, obj, plan)
+	}
+	return est
+}
+
+// batchEstimate prices a batch-mode run at the Batch API's rate and counts its batches as the
+// chunks will cut them (batchembed), each chunk's tokens taken in proportion to its rows. The
+// rate budgets do not bound a batch run, so it has no minimum duration.
+func batchEstimate(est *v1alpha1.Estimate, obj *v1alpha1.CsvIngestion, plan *worker.Plan) {
+	model := obj.Spec.Embedding.Model
+	var maxEnq int64
+	if b := obj.Spec.Embedding.Batch; b != nil {
+		maxEnq = b.MaxEnqueuedTokens
+	}
+	share := batchembed.ChunkTokenShare(maxEnq, obj.Spec.Chunking.Parallelism)
+	var batches int64
+	for i := range plan.Chunks() {
+		args, err := plan.Chunk(i)
+		if err != nil || plan.TotalRows <= 0 {
+			continue
+		}
+		chunkTokens := plan.EstimatedTokens * args.Rows / plan.TotalRows
+		batches += batchembed.EstimateBatches(args.Rows, chunkTokens, share)
+	}
+	est.Mode = v1alpha1.EmbeddingBatch
+	est.Batches = batches
+	est.OnlineCostUSD = plan.EstimatedCostUSD
+	est.CostUSD = tokens.BatchCostUSD(model, plan.EstimatedTokens)
+	est.SavedUSD = tokens.BatchSavingUSD(model, plan.EstimatedTokens)
+	est.Requests = batches
+	est.MinDuration = ""
 }
 
 func finishedAt(j *batchv1.Job) *metav1.Time {

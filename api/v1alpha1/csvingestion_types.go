@@ -17,6 +17,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="has(self.tracking) == has(oldSelf.tracking) && (!has(self.tracking) || self.tracking == oldSelf.tracking)",message="spec.tracking is immutable: it cannot be added, changed or removed after creation; create a new CsvIngestion to track elsewhere"
 // +kubebuilder:validation:XValidation:rule="!(has(oldSelf.cancel) && oldSelf.cancel) || (has(self.cancel) && self.cancel)",message="spec.cancel cannot be unset: a cancelled ingestion stays cancelled; create a new CsvIngestion to run again"
 // +kubebuilder:validation:XValidation:rule="(has(self.dryRun) && self.dryRun) == (has(oldSelf.dryRun) && oldSelf.dryRun)",message="spec.dryRun is immutable: a dry run cannot become a real run or the reverse; create a new CsvIngestion without dryRun to ingest"
+// +kubebuilder:validation:XValidation:rule="!has(self.embedding.mode) || self.embedding.mode != 'batch' || has(self.deadLetter)",message="spec.embedding.mode batch needs spec.deadLetter: each chunk records its batches next to its dead letters, so that a restarted pod never submits a batch twice or loses a finished one"
 // +kubebuilder:validation:XValidation:rule="has(self.deadLetter) == has(oldSelf.deadLetter) && (!has(self.deadLetter) || self.deadLetter == oldSelf.deadLetter)",message="spec.deadLetter is immutable: it cannot be added, changed or removed after creation, so all failed rows of an ingestion land in one place; create a new CsvIngestion for another location"
 // +kubebuilder:validation:XValidation:rule="has(self.worker) && has(self.worker.image) ? (has(oldSelf.worker) && has(oldSelf.worker.image) && self.worker.image == oldSelf.worker.image) : !(has(oldSelf.worker) && has(oldSelf.worker.image))",message="spec.worker.image is immutable: every chunk of an ingestion runs the same embedder; create a new CsvIngestion to use another image"
 // +kubebuilder:validation:XValidation:rule="!has(self.sync) || !has(self.sync.deleteMissing) || !self.sync.deleteMissing || (has(self.mapping.idPrefix) && size(self.mapping.idPrefix) > 0)",message="spec.sync.deleteMissing needs spec.mapping.idPrefix: only vectors whose ids start with the prefix (this ingestion's ids) may be deleted, and without a prefix every vector of the namespace would be in scope"
@@ -463,6 +464,8 @@ type MetadataSpec struct {
 // +kubebuilder:validation:XValidation:rule="self.model == oldSelf.model",message="spec.embedding.model is immutable: vectors of two models cannot share an index"
 // +kubebuilder:validation:XValidation:rule="has(self.dimensions) == has(oldSelf.dimensions) && (!has(self.dimensions) || self.dimensions == oldSelf.dimensions)",message="spec.embedding.dimensions is immutable"
 // +kubebuilder:validation:XValidation:rule="has(self.baseURL) == has(oldSelf.baseURL) && (!has(self.baseURL) || self.baseURL == oldSelf.baseURL)",message="spec.embedding.baseURL is immutable"
+// +kubebuilder:validation:XValidation:rule="(has(self.mode) ? self.mode : 'online') == (has(oldSelf.mode) ? oldSelf.mode : 'online')",message="spec.embedding.mode is immutable: batches already submitted (or rows already embedded online) belong to the run; create a new CsvIngestion to embed the other way"
+// +kubebuilder:validation:XValidation:rule="!has(self.batch) || (has(self.mode) && self.mode == 'batch')",message="spec.embedding.batch only applies with spec.embedding.mode: batch"
 // +kubebuilder:validation:XValidation:rule="!has(self.dimensions) || self.dimensions == 0 || !self.model.startsWith('text-embedding-ada-')",message="spec.embedding.dimensions is only accepted by models that can shorten their vectors (text-embedding-3-*); text-embedding-ada-002 always returns 1536 dimensions, so leave dimensions unset"
 type EmbeddingSpec struct {
 	// Model is the embedding model. Required, with no default: vectors of two models (e.g.
@@ -513,6 +516,51 @@ type EmbeddingSpec struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=2048
 	MaxInputsPerRequest int32 `json:"maxInputsPerRequest,omitempty"`
+
+	// Mode is online (the embeddings endpoint, within requestsPerMinute and tokensPerMinute) or
+	// batch (OpenAI's Batch API: half the price, its own queue quota, results within 24 hours;
+	// needs spec.deadLetter, where each chunk records its batches). Immutable.
+	// +optional
+	// +kubebuilder:default=online
+	// +kubebuilder:validation:Enum=online;batch
+	Mode string `json:"mode,omitempty"`
+
+	// Batch tunes batch mode.
+	// +optional
+	Batch *EmbeddingBatchSpec `json:"batch,omitempty"`
+}
+
+// Embedding modes.
+const (
+	EmbeddingOnline = "online"
+	EmbeddingBatch  = "batch"
+)
+
+// EmbeddingBatchSpec tunes batch mode.
+type EmbeddingBatchSpec struct {
+	// MaxEnqueuedTokens bounds the tokens of the ingestion's batches open at once (split across
+	// running chunks): OpenAI caps enqueued tokens per model and organisation (3,000,000 for
+	// text-embedding-3-small at tier 1); a batch over the cap fails and is submitted again once
+	// others finish, so set it to your tier's cap less what other work enqueues.
+	// +optional
+	// +kubebuilder:default=3000000
+	// +kubebuilder:validation:Minimum=10000
+	// +kubebuilder:validation:Maximum=100000000000
+	MaxEnqueuedTokens int64 `json:"maxEnqueuedTokens,omitempty"`
+
+	// PollInterval is how often a chunk asks OpenAI about its open batches.
+	// +optional
+	// +kubebuilder:default="1m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('1h')",message="spec.embedding.batch.pollInterval must be between 1s and 1h, e.g. 1m"
+	PollInterval metav1.Duration `json:"pollInterval,omitempty"`
+
+	// MaxResubmits bounds how often the lines of an expired batch (OpenAI did not run them within
+	// 24 hours) are submitted again; lines still expired after that are dead-lettered.
+	// +optional
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10
+	MaxResubmits *int32 `json:"maxResubmits,omitempty"`
 }
 
 // TargetSpec is where vectors are written.
@@ -833,6 +881,17 @@ type Estimate struct {
 	// MinDuration is the floor the rate budgets allow.
 	MinDuration string `json:"minDuration,omitempty"`
 	Requests    int64  `json:"requests,omitempty"`
+	// Mode is spec.embedding.mode. In batch mode CostUSD is at the Batch API's rate (half the
+	// online price), Batches is how many batches the run should need, OnlineCostUSD what the
+	// same tokens cost online and SavedUSD the difference; the rate budgets do not apply.
+	// +optional
+	Mode string `json:"mode,omitempty"`
+	// +optional
+	Batches int64 `json:"batches,omitempty"`
+	// +optional
+	OnlineCostUSD string `json:"onlineCostUSD,omitempty"`
+	// +optional
+	SavedUSD string `json:"savedUSD,omitempty"`
 	// Sync is what a dry run with spec.sync found: rows to embed and to skip, vectors to delete.
 	// +optional
 	Sync *SyncEstimate `json:"sync,omitempty"`

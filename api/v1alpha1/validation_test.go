@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -72,6 +73,7 @@ func TestSamplesAcceptedWithDefaults(t *testing.T) {
 			"embedding.requestsPerMinute":   {s.Embedding.RequestsPerMinute, int32(300)},
 			"embedding.tokensPerMinute":     {s.Embedding.TokensPerMinute, int64(1000000)},
 			"embedding.maxInputsPerRequest": {s.Embedding.MaxInputsPerRequest, int32(2048)},
+			"embedding.mode":                {s.Embedding.Mode, "online"},
 			"embedding.apiKeySecretRef.key": {s.Embedding.APIKeySecretRef.Key, "api-key"},
 			"target.pinecone.batchSize":     {s.Target.Pinecone.BatchSize, int32(100)},
 			"source.csv.delimiter":          {s.Source.CSV.Delimiter, ","},
@@ -189,6 +191,22 @@ func TestInvalidSpecsRejected(t *testing.T) {
 		{"sync timeout too short", func(s map[string]any) { set(s, "sync.timeout", "30s") }, "spec.sync.timeout must be a duration of at least 1m"},
 		{"maxDeletePercent too big", func(s map[string]any) { set(s, "sync.maxDeletePercent", int64(101)) }, "spec.sync.maxDeletePercent in body should be less than or equal to 100"},
 		{"maxDeletePercent negative", func(s map[string]any) { set(s, "sync.maxDeletePercent", int64(-1)) }, "spec.sync.maxDeletePercent in body should be greater than or equal to 0"},
+		{"unknown embedding mode", func(s map[string]any) { set(s, "embedding.mode", "async") }, `spec.embedding.mode: Unsupported value: "async"`},
+		{"batch mode without deadLetter", func(s map[string]any) {
+			set(s, "embedding.mode", "batch")
+			set(s, "deadLetter", nil)
+		}, "spec.embedding.mode batch needs spec.deadLetter"},
+		{"batch block in online mode", func(s map[string]any) { set(s, "embedding.batch.maxResubmits", int64(1)) }, "spec.embedding.batch only applies with spec.embedding.mode: batch"},
+		{"batch pollInterval too short", func(s map[string]any) {
+			set(s, "embedding.mode", "batch")
+			set(s, "deadLetter.bucket", "failed-rows")
+			set(s, "embedding.batch.pollInterval", "100ms")
+		}, "spec.embedding.batch.pollInterval must be between 1s and 1h"},
+		{"batch maxResubmits too big", func(s map[string]any) {
+			set(s, "embedding.mode", "batch")
+			set(s, "deadLetter.bucket", "failed-rows")
+			set(s, "embedding.batch.maxResubmits", int64(11))
+		}, "spec.embedding.batch.maxResubmits in body should be less than or equal to 10"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -224,6 +242,7 @@ func TestUpdates(t *testing.T) {
 		{"drop taskID", func(s map[string]any) { set(s, "taskID", nil) }, "spec.taskID is immutable"},
 		{"change model", func(s map[string]any) { set(s, "embedding.model", "text-embedding-3-large") }, "spec.embedding.model is immutable"},
 		{"change dimensions", func(s map[string]any) { set(s, "embedding.dimensions", int64(256)) }, "spec.embedding.dimensions is immutable"},
+		{"switch to batch mode", func(s map[string]any) { set(s, "embedding.mode", "batch") }, "spec.embedding.mode is immutable"},
 		{"change rowsPerChunk", func(s map[string]any) { set(s, "chunking.rowsPerChunk", int64(500)) }, "spec.chunking.rowsPerChunk is immutable"},
 		{"change tracking", func(s map[string]any) { set(s, "tracking.dynamoDB.table", "other-table") }, "spec.tracking is immutable"},
 		{"change parallelism", func(s map[string]any) { set(s, "chunking.parallelism", int64(16)) }, ""},
@@ -324,5 +343,27 @@ func TestPrefixFreeIDPrefixAccepted(t *testing.T) {
 			t.Fatalf("idPrefix %q rejected: %v", prefix, err)
 		}
 		_ = cluster.Client.Delete(ctx, u)
+	}
+}
+
+func TestBatchModeAcceptedWithDefaults(t *testing.T) {
+	ctx := context.Background()
+	u := loadSample(t, minimal)
+	u.SetName("batch-mode")
+	set(u.Object, "spec.embedding.mode", "batch")
+	set(u.Object, "spec.embedding.batch", map[string]any{})
+	set(u.Object, "spec.deadLetter.bucket", "failed-rows")
+	if err := cluster.Client.Create(ctx, u); err != nil {
+		t.Fatalf("batch mode with a dead-letter location rejected: %v", err)
+	}
+	t.Cleanup(func() { _ = cluster.Client.Delete(ctx, u) })
+	var got v1alpha1.CsvIngestion
+	if err := cluster.Client.Get(ctx, client.ObjectKeyFromObject(u), &got); err != nil {
+		t.Fatal(err)
+	}
+	b := got.Spec.Embedding.Batch
+	if got.Spec.Embedding.Mode != v1alpha1.EmbeddingBatch || b == nil || b.MaxEnqueuedTokens != 3_000_000 ||
+		b.PollInterval.Duration != time.Minute || b.MaxResubmits == nil || *b.MaxResubmits != 3 {
+		t.Fatalf("batch defaults: mode %q, %+v", got.Spec.Embedding.Mode, b)
 	}
 }

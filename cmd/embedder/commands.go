@@ -76,7 +76,7 @@ func newPlanCmd(g *globals) *cobra.Command {
 func newCleanupCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "cleanup",
-		Short: "Delete what the planner staged for the CsvIngestion in $" + worker.EnvIngestion + " (run when it has ended)",
+		Short: "Delete what the planner staged for the CsvIngestion in $" + worker.EnvIngestion + " and, in batch mode, cancel its unfinished batches and delete their files at OpenAI (run when it has ended)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.runOnce(cmd, worker.RoleCleanup, func(log logr.Logger, ing worker.Ingestion, _ *worker.Result) error {
@@ -86,6 +86,14 @@ func newCleanupCmd(g *globals) *cobra.Command {
 				}
 				keys, err := planner.Cleanup(cmd.Context(), ing, planner.Deps{Log: log}, kc)
 				log.Info("deleted staged objects", "keys", keys)
+				if err != nil {
+					return err
+				}
+				// Batch mode: cancel the batches of chunks that never finished, delete their files.
+				n, err := chunkrun.CleanupBatches(cmd.Context(), ing, chunkrun.Deps{OpenAIAPIKey: os.Getenv(worker.EnvOpenAIAPIKey)}, log)
+				if n > 0 {
+					log.Info("cleaned up batches at OpenAI", "chunks", n)
+				}
 				return err
 			})
 		},

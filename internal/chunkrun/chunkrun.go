@@ -293,18 +293,37 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 		resume:      resume,
 		taskID:      ing.TaskID,
 	}
-	if args.Length > 0 {
-		var body io.ReadCloser
-		if body, err = obj.OpenChunk(ctx, args.Compression, args.Offset, args.Length); err != nil {
-			return res, err
+	openRows := func(ctx context.Context) (*csvplan.Reader, io.Closer, error) {
+		body, err := obj.OpenChunk(ctx, args.Compression, args.Offset, args.Length)
+		if err != nil {
+			return nil, nil, err
 		}
-		var rd *csvplan.Reader
-		if rd, err = csvplan.NewReader(body, header, csvplan.ReaderOptions{
+		rd, err := csvplan.NewReader(body, header, csvplan.ReaderOptions{
 			Delimiter: delim, FirstRow: args.FirstRow, Offset: args.Offset, ExpectRows: args.Rows,
 			MaxRowBytes: maxRowBytes(ing.Spec.Mapping),
-		}); err != nil {
+		})
+		if err != nil {
 			body.Close()
-			return res, worker.Permanent(worker.ReasonPermanentError, err)
+			return nil, nil, worker.Permanent(worker.ReasonPermanentError, err)
+		}
+		return rd, body, nil
+	}
+	var batch *batchRun
+	if ing.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch && args.Length > 0 {
+		cfg, cerr := batchConfig(ing, args, deps, cl, log)
+		if cerr == nil {
+			batch, cerr = p.prepareBatch(ctx, cfg, args, openRows)
+		}
+		if cerr != nil {
+			return res, cerr
+		}
+		defer batch.close()
+	}
+	if args.Length > 0 {
+		var rd *csvplan.Reader
+		var body io.Closer
+		if rd, body, err = openRows(ctx); err != nil {
+			return res, err
 		}
 		err = p.run(ctx, rd)
 		body.Close()
@@ -334,6 +353,12 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	res.Resumed = p.resumed.Load()
 	res.Processed = p.upserted.Load() + res.Resumed
 	res.VectorsUpserted = p.upserted.Load() + res.Resumed
+	if err == nil && batch != nil {
+		// The vectors are upserted: the batch files at OpenAI are no longer needed.
+		if ferr := batch.finish(ctx); ferr != nil {
+			log.Info("could not delete the chunk's batch files at OpenAI (they expire there)", "error", ferr.Error())
+		}
+	}
 	if err == nil {
 		if derr := attemptDone(ctx); derr != nil {
 			log.Info("could not remove the chunk's attempt marker (a later run of this chunk would check for earlier upserts)", "error", derr.Error())
@@ -343,7 +368,11 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	// Skipped: rows unchanged since the last sync, plus rows left out on purpose (duplicate ids).
 	res.Skipped = p.skipped.Load() + fails.skippedCount()
 	res.FailedSamples = fails.sampled()
-	if ownEmbedder {
+	if batch != nil {
+		// Batch mode bills the tokens of the lines embedded; its requests are the chunk's batches
+		// (whichever pod created them).
+		res.Tokens, res.Requests = batch.runner.Stats().Tokens, int64(len(batch.runner.Record().Batches))
+	} else if ownEmbedder {
 		st := emb.Stats()
 		res.Tokens, res.Requests, res.Retries, res.RateLimited = st.Tokens, st.Requests, st.Retries, st.RateLimited
 	} else {
@@ -447,6 +476,11 @@ type pipeline struct {
 	resume  bool
 	taskID  string
 	resumed atomic.Int64
+
+	// Batch mode (batchmode.go): submit takes the embed stage's batches in the submission pass;
+	// collected answers them from the Batch API's results in the upsert pass.
+	submit    func(ctx context.Context, job embedJob) error
+	collected func(ctx context.Context, b embedding.Batch) ([]embedding.Output, []embedding.InputError, error)
 }
 
 // run drives the stages until the reader is exhausted or a stage fails; the first error cancels
@@ -475,7 +509,11 @@ func (p *pipeline) run(ctx context.Context, rd *csvplan.Reader) error {
 		return p.batch(ctx, toBatch, batches)
 	})
 	var embedders sync.WaitGroup
-	for range embedWorkers {
+	workers := embedWorkers
+	if p.submit != nil {
+		workers = 1 // batch files take rows in order: a restarted pod resumes after the last one
+	}
+	for range workers {
 		embedders.Add(1)
 		g.Go(func() error {
 			defer embedders.Done()
@@ -589,12 +627,26 @@ func (p *pipeline) batch(ctx context.Context, in <-chan []item, out chan<- embed
 
 func (p *pipeline) embed(ctx context.Context, in <-chan embedJob, out chan<- upsertJob) error {
 	for job := range in {
-		outs, refused, err := p.emb.EmbedBatch(ctx, job.batch)
+		if p.submit != nil {
+			// Batch mode, submission pass: the rows go into batch files, nothing is upserted.
+			if err := p.submit(ctx, job); err != nil {
+				return err
+			}
+			continue
+		}
+		var outs []embedding.Output
+		var refused []embedding.InputError
+		var err error
+		if p.collected != nil {
+			outs, refused, err = p.collected(ctx, job.batch)
+		} else {
+			outs, refused, err = p.emb.EmbedBatch(ctx, job.batch)
+			p.requests.Add(1)
+			p.tokens.Add(int64(job.batch.Tokens))
+		}
 		if err != nil {
 			return err
 		}
-		p.requests.Add(1)
-		p.tokens.Add(int64(job.batch.Tokens))
 		items, err := p.dropRefused(ctx, job.items, refused)
 		if err != nil {
 			return err

@@ -168,3 +168,12 @@ func (e *Embedder) Split(inputs []Input) ([]Batch, []InputError) {
 	}
 	return batches, rejected
 }
+
+// InputTokens is the token count of input i as the batcher counted it (after any truncation),
+// or 0 when the batch was not made by a Batcher.
+func (b *Batch) InputTokens(i int) int {
+	if i < 0 || i >= len(b.counts) {
+		return 0
+	}
+	return b.counts[i]
+}

@@ -143,6 +143,9 @@ func (p *Preview) Finish(ctx context.Context) (*v1alpha1.SyncEstimate, error) {
 	}
 	p.res.Tokens = p.toEmbed.Tokens()
 	p.res.CostUSD = tokens.CostUSD(p.model, p.res.Tokens)
+	if p.ing.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch {
+		p.res.CostUSD = tokens.BatchCostUSD(p.model, p.res.Tokens) // the Batch API's rate
+	}
 	if p.file != nil {
 		p.file.Seal()
 		maxPercent := p.ing.Spec.Sync.MaxDeletePercentOrDefault()

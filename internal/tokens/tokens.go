@@ -112,7 +112,19 @@ func PriceKnown(model string) bool {
 // CostUSD returns the cost of embedding tokens with model as a decimal string with at least two
 // decimals and no rounding ("0.30", "0.00002"). An unknown model (e.g. behind a custom baseURL) is
 // priced as text-embedding-3-small; PriceKnown tells the caller when that happened.
-func CostUSD(model string, tokens int64) string {
+func CostUSD(model string, tokens int64) string { return formatNano(costNano(model, tokens)) }
+
+// BatchCostUSD is CostUSD at the Batch API's rate, half the online price ($0.01 / 1M tokens for
+// text-embedding-3-small, $0.065 for -large, $0.05 for ada-002, as published).
+func BatchCostUSD(model string, tokens int64) string { return formatNano(costNano(model, tokens) / 2) }
+
+// BatchSavingUSD is what the Batch API saves on tokens against the online price.
+func BatchSavingUSD(model string, tokens int64) string {
+	c := costNano(model, tokens)
+	return formatNano(c - c/2)
+}
+
+func costNano(model string, tokens int64) int64 {
 	nano, ok := prices[model]
 	if !ok {
 		nano = prices[defaultModel]
@@ -120,7 +132,10 @@ func CostUSD(model string, tokens int64) string {
 	if tokens < 0 {
 		tokens = 0
 	}
-	total := tokens * nano // nano-USD; overflows only past 7e16 tokens
+	return tokens * nano // nano-USD; overflows only past 7e16 tokens
+}
+
+func formatNano(total int64) string {
 	s := strconv.FormatInt(total/1e9, 10) + "." + fmt.Sprintf("%09d", total%1e9)
 	// Keep two decimals at least, drop the zeros after them.
 	dot := strings.IndexByte(s, '.')

@@ -118,6 +118,29 @@ func TestOfflineLoad(t *testing.T) {
 	}
 }
 
+func TestBatchCostUSD(t *testing.T) {
+	cases := []struct {
+		model       string
+		tokens      int64
+		cost, saved string
+	}{
+		{"text-embedding-3-small", 1_000_000, "0.01", "0.01"},
+		{"text-embedding-3-large", 1_000_000, "0.065", "0.065"},
+		{"text-embedding-ada-002", 1_000_000, "0.05", "0.05"},
+		{"text-embedding-3-small", 15_000_000, "0.15", "0.15"},
+		{"text-embedding-3-large", 1, "0.000000065", "0.000000065"},
+		{"text-embedding-3-small", 0, "0.00", "0.00"},
+	}
+	for _, c := range cases {
+		if got := BatchCostUSD(c.model, c.tokens); got != c.cost {
+			t.Errorf("BatchCostUSD(%s, %d) = %s, want %s", c.model, c.tokens, got, c.cost)
+		}
+		if got := BatchSavingUSD(c.model, c.tokens); got != c.saved {
+			t.Errorf("BatchSavingUSD(%s, %d) = %s, want %s", c.model, c.tokens, got, c.saved)
+		}
+	}
+}
+
 func TestCostUSD(t *testing.T) {
 	cases := []struct {
 		model  string

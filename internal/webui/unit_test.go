@@ -314,3 +314,26 @@ func TestSummaryShowsDeletions(t *testing.T) {
 		}
 	}
 }
+
+// A batch-mode run's usage is priced at the Batch API's rate, and its estimate carries the batch
+// figures to the page.
+func TestDetailPricesBatchMode(t *testing.T) {
+	for _, tc := range []struct {
+		mode, wantCost string
+	}{
+		{v1alpha1.EmbeddingOnline, "0.02"},
+		{v1alpha1.EmbeddingBatch, "0.01"},
+	} {
+		o := &v1alpha1.CsvIngestion{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a"}}
+		o.Spec.Embedding.Model, o.Spec.Embedding.Mode = "text-embedding-3-small", tc.mode
+		o.Status.Usage = &v1alpha1.Usage{Tokens: 1_000_000}
+		o.Status.Estimate = &v1alpha1.Estimate{Tokens: 1_000_000, CostUSD: tc.wantCost, Mode: tc.mode, Batches: 3, OnlineCostUSD: "0.02", SavedUSD: "0.01"}
+		d := detail(o, nil, nil, time.Now(), 10)
+		if d.Usage == nil || d.Usage.CostUSD != tc.wantCost {
+			t.Errorf("%s: usage %+v, want cost %s", tc.mode, d.Usage, tc.wantCost)
+		}
+		if e := d.Estimate; e == nil || e.Mode != tc.mode || e.Batches != 3 || e.SavedUSD != "0.01" || e.OnlineCostUSD != "0.02" {
+			t.Errorf("%s: estimate %+v", tc.mode, e)
+		}
+	}
+}

@@ -97,6 +97,11 @@ type EstimateView struct {
 	Requests    int64  `json:"requests"`
 	CostUSD     string `json:"costUSD"`
 	MinDuration string `json:"minDuration,omitempty"`
+	// Batch mode: the batches expected, and the online price of the same tokens and the saving.
+	Mode          string `json:"mode,omitempty"`
+	Batches       int64  `json:"batches,omitempty"`
+	OnlineCostUSD string `json:"onlineCostUSD,omitempty"`
+	SavedUSD      string `json:"savedUSD,omitempty"`
 }
 
 type UsageView struct {
@@ -105,7 +110,8 @@ type UsageView struct {
 	VectorsUpserted int64 `json:"vectorsUpserted"`
 	Retries         int64 `json:"retries"`
 	RateLimited     int64 `json:"rateLimited"`
-	// CostUSD is the tokens used at the model's list price (internal/tokens), as the estimate.
+	// CostUSD is the tokens used at the model's list price (internal/tokens), as the estimate;
+	// in batch mode at the Batch API's rate.
 	CostUSD string `json:"costUSD"`
 }
 
@@ -249,11 +255,16 @@ func detail(obj *v1alpha1.CsvIngestion, jobs []batchv1.Job, evs []corev1.Event, 
 	}
 	d.FailedNotListed = max(int(st.Chunks.Failed)-len(st.FailedChunks), 0)
 	if e := st.Estimate; e != nil {
-		d.Estimate = &EstimateView{Tokens: e.Tokens, Requests: e.Requests, CostUSD: e.CostUSD, MinDuration: e.MinDuration}
+		d.Estimate = &EstimateView{Tokens: e.Tokens, Requests: e.Requests, CostUSD: e.CostUSD, MinDuration: e.MinDuration,
+			Mode: e.Mode, Batches: e.Batches, OnlineCostUSD: e.OnlineCostUSD, SavedUSD: e.SavedUSD}
 	}
 	if u := st.Usage; u != nil {
+		cost := tokens.CostUSD(sp.Embedding.Model, u.Tokens)
+		if sp.Embedding.Mode == v1alpha1.EmbeddingBatch {
+			cost = tokens.BatchCostUSD(sp.Embedding.Model, u.Tokens)
+		}
 		d.Usage = &UsageView{Tokens: u.Tokens, Requests: u.Requests, VectorsUpserted: u.VectorsUpserted, Retries: u.Retries,
-			RateLimited: u.RateLimited, CostUSD: tokens.CostUSD(sp.Embedding.Model, u.Tokens)}
+			RateLimited: u.RateLimited, CostUSD: cost}
 	}
 	for _, c := range st.Conditions {
 		d.Conditions = append(d.Conditions, ConditionView{Type: c.Type, Status: string(c.Status), Reason: c.Reason,

@@ -345,6 +345,11 @@
     const usage = [['Tokens', num(e.tokens), d.usage ? num(u.tokens) : '—'], ['Requests', num(e.requests), d.usage ? num(u.requests) : '—'],
       ['Cost (USD)', e.costUSD || '—', u.costUSD || '—'], ['Vectors upserted', '—', d.usage ? num(u.vectorsUpserted) : '—'],
       ['Retries / rate-limited', '—', d.usage ? num(u.retries) + ' / ' + num(u.rateLimited) : '—'], ['Minimum duration', e.minDuration || '—', '—']];
+    if (e.mode === 'batch') {
+      // Batch mode: requests are batches, the cost is at the Batch API's rate (half the online price).
+      usage.splice(1, 1, ['Batches', num(e.batches), d.usage ? num(u.requests) : '—']);
+      usage.splice(3, 0, ['Online price of the tokens (USD)', e.onlineCostUSD || '—', '—'], ['Saved with the Batch API (USD)', e.savedUSD || '—', '—']);
+    }
     fillRows($('usage-body'), usage, [{ get: (r) => r[0] }, { get: (r) => r[1], cls: 'num' }, { get: (r) => r[2], cls: 'num' }]);
     const src = d.source, tg = d.target, em = d.embedding;
     const kv = [

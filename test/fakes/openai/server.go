@@ -1,5 +1,5 @@
-// Package openai is a wire-level fake of OpenAI's embeddings endpoint (POST /v1/embeddings) for
-// tests, the demo and benchmarks. The real go-openai client talks to it over HTTP. It returns
+// Package openai is a wire-level fake of OpenAI's embeddings endpoint (POST /v1/embeddings), and
+// of the Files and Batches API for embeddings (batch.go), for tests, the demo and benchmarks. The real go-openai client talks to it over HTTP. It returns
 // deterministic vectors (see Vector), bills usage with the real cl100k_base tokenizer, enforces
 // RPM and TPM over a sliding window with OpenAI's 429 bodies and headers, applies OpenAI's request
 // limits, and lets a test inject faults at run time.
@@ -110,7 +110,8 @@ type Server struct {
 	dimOverride int
 	stats       Stats
 	reqID       uint64
-	x           extras // faults.go
+	x           extras      // faults.go
+	b           *batchState // batch.go
 }
 
 // Start listens on opts.Addr and serves until Close.
@@ -158,6 +159,7 @@ func newServer(opts Options) (*Server, error) {
 	for _, k := range opts.APIKeys {
 		s.keys[k] = struct{}{}
 	}
+	s.bstate()
 	if opts.RefuseMarker != "" {
 		s.RefuseMarker(opts.RefuseMarker, "")
 	}
@@ -293,8 +295,12 @@ type scratch struct {
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
-// ServeHTTP answers POST /v1/embeddings.
+// ServeHTTP answers POST /v1/embeddings, and the Files and Batches endpoints (batch.go).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if isBatchAPI(r.URL.Path) {
+		s.serveBatchAPI(w, r)
+		return
+	}
 	if r.URL.Path != "/v1/embeddings" {
 		s.reply(w, r, http.StatusNotFound, errBody(fmt.Sprintf("Invalid URL (%s %s)", r.Method, r.URL.Path), "invalid_request_error", "", ""), nil)
 		return

@@ -1,0 +1,324 @@
+package batchembed
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"strconv"
+
+	openai "github.com/sashabaranov/go-openai"
+)
+
+// Pending returns the pass that still has rows to submit, and which rows belong to it: every
+// row for pass 0, the rows that expired in the previous pass for a resubmission. Rows below
+// from are already in a batch of the pass. ok is false when every pass is submitted.
+func (r *Runner) Pending(ctx context.Context) (pass int, from int64, want func(row int64) bool, ok bool, err error) {
+	pass = len(r.rec.Passes) - 1
+	p := r.rec.Passes[pass]
+	if p.Submitted {
+		return 0, 0, nil, false, nil
+	}
+	if pass == 0 {
+		return 0, p.NextRow, func(int64) bool { return true }, true, nil
+	}
+	expired, err := r.expiredRows(ctx, pass-1)
+	if err != nil {
+		return 0, 0, nil, false, err
+	}
+	return pass, p.NextRow, func(row int64) bool { _, ok := expired[row]; return ok }, true, nil
+}
+
+// expiredRows are the rows reported batch_expired by the expired batches of pass.
+func (r *Runner) expiredRows(ctx context.Context, pass int) (map[int64]struct{}, error) {
+	rows := map[int64]struct{}{}
+	for _, b := range r.rec.Batches {
+		if b.Pass != pass || b.State != "expired" || b.ErrorFileID == "" {
+			continue
+		}
+		err := r.readLines(ctx, b.ErrorFileID, func(l outLine) error {
+			if l.Error == nil || l.Error.Code != "batch_expired" {
+				return nil
+			}
+			row, err := parseCustomID(l.CustomID, r.cfg.Chunk)
+			if err != nil {
+				return err
+			}
+			rows[row] = struct{}{}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return rows, nil
+}
+
+// Submitter writes one pass's rows into batch files and submits each one as it fills.
+type Submitter struct {
+	r     *Runner
+	pass  int
+	f     *os.File
+	w     *bufio.Writer
+	cur   Batch
+	bytes int64
+}
+
+// Submitter starts writing rows of pass (from Pending).
+func (r *Runner) Submitter(pass int) *Submitter {
+	return &Submitter{r: r, pass: pass}
+}
+
+// Add adds a row with its text and token count. Rows must come in increasing order; rows below
+// the pass's NextRow are ignored (an earlier pod submitted them).
+func (s *Submitter) Add(ctx context.Context, row int64, text string, tokens int) error {
+	r := s.r
+	if row < r.rec.Passes[s.pass].NextRow {
+		return nil
+	}
+	line, err := r.line(row, text)
+	if err != nil {
+		return err
+	}
+	if int64(len(line)) > r.cfg.Limits.MaxFileBytes {
+		return fmt.Errorf("row %d: its batch line is %d bytes, over the %d-byte batch file limit", row, len(line), r.cfg.Limits.MaxFileBytes)
+	}
+	l := r.cfg.Limits
+	if s.f != nil && (s.cur.Lines+1 > l.MaxLines || s.cur.Lines+1 > l.MaxInputs ||
+		s.bytes+int64(len(line)) > l.MaxFileBytes ||
+		(l.MaxEnqueuedTokens > 0 && s.cur.Tokens+int64(tokens) > l.MaxEnqueuedTokens)) {
+		if err := s.seal(ctx, row); err != nil {
+			return err
+		}
+	}
+	if s.f == nil {
+		if err := s.open(row); err != nil {
+			return err
+		}
+	}
+	if _, err := s.w.Write(line); err != nil {
+		return fmt.Errorf("write batch file: %w", err)
+	}
+	s.bytes += int64(len(line))
+	s.cur.Lines++
+	s.cur.Tokens += int64(tokens)
+	s.cur.LastRow = row
+	return nil
+}
+
+// Close submits the last batch file and marks the pass submitted.
+func (s *Submitter) Close(ctx context.Context, endRow int64) error {
+	if s.f != nil {
+		if err := s.seal(ctx, endRow); err != nil {
+			return err
+		}
+	}
+	s.r.rec.Passes[s.pass].Submitted = true
+	s.r.rec.Passes[s.pass].NextRow = endRow
+	return s.r.save(ctx)
+}
+
+// Abort drops a batch file being written.
+func (s *Submitter) Abort() {
+	if s.f != nil {
+		_ = s.f.Close()
+		_ = os.Remove(s.f.Name())
+		s.f = nil
+	}
+}
+
+func (s *Submitter) open(row int64) error {
+	idx := 0
+	for _, b := range s.r.rec.Batches {
+		if b.Pass == s.pass {
+			idx++
+		}
+	}
+	path, err := s.r.spoolPath(fmt.Sprintf("p%d-b%d.jsonl", s.pass, idx))
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("create batch file: %w", err)
+	}
+	s.f, s.w, s.bytes = f, bufio.NewWriterSize(f, 256<<10), 0
+	s.cur = Batch{Pass: s.pass, Index: idx, FirstRow: row, State: StateUploaded}
+	return nil
+}
+
+// seal uploads the file being written, records it, creates its batch and records that; next is
+// the first row not in it.
+func (s *Submitter) seal(ctx context.Context, next int64) error {
+	r := s.r
+	defer s.Abort()
+	if err := s.w.Flush(); err != nil {
+		return fmt.Errorf("write batch file: %w", err)
+	}
+	name := fmt.Sprintf("vectordb-%s-c%d-%s.jsonl", r.cfg.Ingestion, r.cfg.Chunk, r.batchKey(s.cur))
+	id, err := r.upload(ctx, s.f, name, s.bytes)
+	if err != nil {
+		return err
+	}
+	b := s.cur
+	b.InputFileID, b.Bytes = id, s.bytes
+	r.rec.Batches = append(r.rec.Batches, b)
+	r.rec.Passes[s.pass].NextRow = next
+	// Recorded before the batch exists: a kill now leaves an uploaded file the next pod reuses.
+	if err := r.save(ctx); err != nil {
+		return err
+	}
+	return r.create(ctx, len(r.rec.Batches)-1)
+}
+
+// SubmitUploaded creates the batches of files uploaded before a kill (state "uploaded").
+func (r *Runner) SubmitUploaded(ctx context.Context) error {
+	for i := range r.rec.Batches {
+		if r.rec.Batches[i].State == StateUploaded {
+			if err := r.create(ctx, i); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// create makes the batch of r.rec.Batches[i] exist, once: it first looks for a batch with its
+// metadata (created by a pod killed before recording it), then waits for room under the
+// enqueued-token bound, then creates it and records it.
+func (r *Runner) create(ctx context.Context, i int) error {
+	b := &r.rec.Batches[i]
+	key := r.batchKey(*b)
+	found, err := r.find(ctx, key)
+	if err != nil {
+		return err
+	}
+	if found != nil {
+		r.stats.BatchesAdopted++
+		r.cfg.Log.Info("found a batch created before a restart", "batch", found.ID, "key", key)
+		r.update(b, *found)
+		return r.save(ctx)
+	}
+	if err := r.waitForRoom(ctx, b.Tokens, i); err != nil {
+		return err
+	}
+	b = &r.rec.Batches[i] // waitForRoom may rewrite the slice's elements, not move them
+	resp, err := r.cfg.Client.CreateBatch(ctx, openai.CreateBatchRequest{
+		InputFileID: b.InputFileID, Endpoint: openai.BatchEndpointEmbeddings, CompletionWindow: "24h",
+		Metadata: map[string]any{MetaIngestion: r.cfg.Ingestion, MetaChunk: strconv.Itoa(r.cfg.Chunk), MetaBatch: key},
+	})
+	if err != nil {
+		return classify(fmt.Sprintf("create batch %s", key), err)
+	}
+	r.stats.BatchesCreated++
+	r.update(b, resp.Batch)
+	r.cfg.Log.Info("batch created", "batch", b.ID, "key", key, "lines", b.Lines, "tokens", b.Tokens)
+	return r.save(ctx)
+}
+
+// find lists batches, newest first, for one whose metadata names this chunk's batch key. A batch
+// is listed soon after it is created, and the kill it recovers from happened just after, so the
+// newest thousand batches are enough.
+func (r *Runner) find(ctx context.Context, key string) (*openai.Batch, error) {
+	limit := 100
+	var after *string
+	for range 10 {
+		page, err := r.cfg.Client.ListBatch(ctx, after, &limit)
+		if err != nil {
+			return nil, classify("list batches", err)
+		}
+		for i := range page.Data {
+			m := page.Data[i].Metadata
+			if fmt.Sprint(m[MetaIngestion]) == r.cfg.Ingestion && fmt.Sprint(m[MetaChunk]) == strconv.Itoa(r.cfg.Chunk) && fmt.Sprint(m[MetaBatch]) == key {
+				return &page.Data[i], nil
+			}
+		}
+		if !page.HasMore || page.LastID == "" {
+			return nil, nil
+		}
+		after = &page.LastID
+	}
+	return nil, nil
+}
+
+// upload sends a batch file as a streamed multipart body.
+func (r *Runner) upload(ctx context.Context, f *os.File, name string, size int64) (string, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", fmt.Errorf("rewind batch file: %w", err)
+	}
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		err := mw.WriteField("purpose", string(openai.PurposeBatch))
+		if err == nil {
+			var part io.Writer
+			if part, err = mw.CreateFormFile("file", name); err == nil {
+				if _, err = io.Copy(part, f); err == nil {
+					err = mw.Close()
+				}
+			}
+		}
+		pw.CloseWithError(err)
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.cfg.BaseURL+"/files", pr)
+	if err != nil {
+		pr.Close()
+		return "", fmt.Errorf("upload batch file: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+r.cfg.APIKey)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	resp, err := r.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("upload batch file %s: %w", name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return "", fmt.Errorf("upload batch file %s: %w", name, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error openai.APIError `json:"error"`
+		}
+		_ = json.Unmarshal(body, &e)
+		e.Error.HTTPStatusCode = resp.StatusCode
+		return "", classify("upload batch file "+name, &e.Error)
+	}
+	var file openai.File
+	if err := json.Unmarshal(body, &file); err != nil || file.ID == "" {
+		return "", fmt.Errorf("upload batch file %s: unexpected answer %.200s", name, body)
+	}
+	r.stats.FilesUploaded++
+	r.stats.BytesUploaded += size
+	return file.ID, nil
+}
+
+// PermanentError is an answer no retry changes (a bad key, a refused request).
+type PermanentError struct {
+	Status int
+	Err    error
+}
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// classify wraps err with what; 4xx answers other than 408, 409 and 429 are permanent.
+func classify(what string, err error) error {
+	st := apiStatus(err)
+	wrapped := fmt.Errorf("%s: %w", what, err)
+	if st >= 400 && st < 500 && st != http.StatusRequestTimeout && st != http.StatusConflict && st != http.StatusTooManyRequests {
+		return &PermanentError{Status: st, Err: wrapped}
+	}
+	return wrapped
+}
+
+// IsPermanent says whether err is a PermanentError.
+func IsPermanent(err error) bool {
+	var p *PermanentError
+	return errors.As(err, &p)
+}
