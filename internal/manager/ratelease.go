@@ -140,6 +140,8 @@ func ImplicitBudgets(c client.Reader) ratelease.Resolver {
 			Key:      ImplicitBudgetKey(ns, e),
 			Declared: ratebudget.Rates{RPM: float64(e.RequestsPerMinute), TPM: float64(e.TokensPerMinute)},
 			Weight:   1,
+			// The chunk Jobs that may run at once; 0 (defaulted by the API server) is no bound.
+			MaxHolders: int(obj.Spec.Chunking.Parallelism),
 		}, nil
 	})
 }

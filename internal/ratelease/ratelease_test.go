@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -520,5 +521,54 @@ func TestSmallestDeclarationHolds(t *testing.T) {
 	e.renew("b", "b-0", func(r *RenewRequest) { r.Release = true })
 	if a = e.renew("a", "a-0", nil); !near(a.RPM, 300) || !near(a.TPM, 600_000) {
 		t.Fatalf("after b left: %+v, want a's own budget", a)
+	}
+}
+
+// TestHolderFlood: a pod with its ingestion's credential invents Job and pod names. Each new
+// name was a new holder with no bound: the leader's table (memory, an O(n log n) allocation per
+// renewal) grew without end, and the budget's MaxHolders, hence the fallback share of every other
+// ingestion on the key, shrank towards zero. Holders are bounded per ingestion by what its
+// parallelism can run (twice: a replaced pod's lease lingers until it expires) and names by
+// Kubernetes' name length.
+func TestHolderFlood(t *testing.T) {
+	e := newEnv(t)
+	flooded := key
+	flooded.MaxHolders = 2
+	e.res.set("ns/a", flooded)
+	e.res.set("ns/b", key)
+	e.renew("b", "b-0", nil)
+	cred := Credential(testKey, "ns", "a")
+	refused := 0
+	for i := range 50 {
+		code, body := e.post(cred, RenewRequest{Namespace: "ns", Ingestion: "a", Job: "a-chunk-" + strconv.Itoa(i), Holder: "p"})
+		switch code {
+		case http.StatusOK:
+		case http.StatusTooManyRequests:
+			if !strings.Contains(body, "at most 4 pods") {
+				t.Fatalf("refusal %q does not say the bound", body)
+			}
+			refused++
+		default:
+			t.Fatalf("renewal %d: %d %s", i, code, body)
+		}
+	}
+	if refused != 46 {
+		t.Fatalf("%d of 50 invented holders refused, want 46 (bound 2 × parallelism 2)", refused)
+	}
+	if b := e.renew("b", "b-0", nil); b.Holders != 5 || b.MaxHolders != 5 || !near(b.Fallback.TPM, 600_000/5.0) {
+		t.Fatalf("b after the flood: %+v, want 5 holders and a fallback of a fifth", b)
+	}
+	// A known holder still renews at the bound, and a released one frees its place.
+	e.renew("a", "a-chunk-0", func(r *RenewRequest) { r.Holder = "p" })
+	e.renew("a", "a-chunk-0", func(r *RenewRequest) { r.Holder = "p"; r.Release = true })
+	e.renew("a", "a-chunk-9", func(r *RenewRequest) { r.Holder = "p" })
+	long := strings.Repeat("x", 254)
+	for _, r := range []RenewRequest{
+		{Namespace: "ns", Ingestion: "a", Job: long, Holder: "p"},
+		{Namespace: "ns", Ingestion: "a", Job: "j", Holder: long},
+	} {
+		if code, body := e.post(cred, r); code != http.StatusBadRequest || !strings.Contains(body, "at most 253") {
+			t.Fatalf("a 254-character name: %d %s, want 400", code, body)
+		}
 	}
 }

@@ -25,6 +25,11 @@ type Budget struct {
 	Declared ratebudget.Rates
 	// Weight of the ingestion within the budget (≤ 0: 1).
 	Weight float64
+	// MaxHolders is the most pods the ingestion runs at once (its parallelism). The server
+	// admits twice as many holders for it (a replaced pod's lease lingers until it expires) and
+	// refuses more, so a pod inventing Job or pod names can neither grow the leader's table
+	// without end nor shrink the fallback share of the budget's other holders. ≤ 0: no bound.
+	MaxHolders int
 }
 
 // ErrNotFound: the ingestion is gone; its pods get a 404 and fall back.
@@ -155,7 +160,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusServiceUnavailable, "resolve the budget: "+err.Error())
 		return
 	}
-	lease := s.Renew(req, b)
+	lease, err := s.Renew(req, b)
+	if err != nil {
+		httpError(w, http.StatusTooManyRequests, err.Error())
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(lease)
 }
@@ -164,6 +173,8 @@ func (q *RenewRequest) validate() error {
 	switch {
 	case q.Namespace == "" || q.Ingestion == "" || q.Job == "" || q.Holder == "":
 		return errors.New("namespace, ingestion, job and holder are required")
+	case len(q.Namespace) > maxName || len(q.Ingestion) > maxName || len(q.Job) > maxName || len(q.Holder) > maxName || len(q.Model) > maxName:
+		return fmt.Errorf("namespace, ingestion, job, holder and model are Kubernetes names: at most %d characters", maxName)
 	case q.UsedRequests < 0 || q.UsedTokens < 0 || q.RateLimited < 0 || q.MaxRequestTokens < 0:
 		return errors.New("usage counts must not be negative")
 	case q.Demand.RPM < 0 || q.Demand.TPM < 0 || bad(q.Demand.RPM) || bad(q.Demand.TPM):
@@ -174,6 +185,9 @@ func (q *RenewRequest) validate() error {
 	return nil
 }
 
+// maxName is the longest Kubernetes object name.
+const maxName = 253
+
 func bad(f float64) bool { return math.IsNaN(f) || math.IsInf(f, 0) }
 
 func httpError(w http.ResponseWriter, code int, msg string) {
@@ -182,8 +196,11 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
 
+// ErrTooManyHolders refuses a new holder beyond its ingestion's bound (Budget.MaxHolders).
+var ErrTooManyHolders = errors.New("too many holders")
+
 // Renew records one (authenticated) renewal against budget b and returns the holder's lease.
-func (s *Server) Renew(req RenewRequest, b Budget) Lease {
+func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 	now := s.opts.Now()
 	id := req.Namespace + "/" + req.Ingestion + "/" + req.Job + "/" + req.Holder
 	s.mu.Lock()
@@ -197,6 +214,22 @@ func (s *Server) Renew(req RenewRequest, b Budget) Lease {
 	for hid, h := range st.holders {
 		if !now.Before(h.expires) {
 			delete(st.holders, hid)
+		}
+	}
+	group := req.Namespace + "/" + req.Ingestion
+	if _, known := st.holders[id]; !known && !req.Release && b.MaxHolders > 0 {
+		n := 0
+		for _, x := range st.holders {
+			if x.group == group {
+				n++
+			}
+		}
+		if n >= 2*b.MaxHolders {
+			if len(st.holders) == 0 {
+				delete(s.budgets, b.Key)
+			}
+			return Lease{}, fmt.Errorf("%w: ingestion %s holds leases for at most %d pods (twice its parallelism) and has %d; "+
+				"a new pod gets one when an old one's is released or expires", ErrTooManyHolders, group, 2*b.MaxHolders, n)
 		}
 	}
 	st.roundReqs += req.UsedRequests
@@ -216,7 +249,7 @@ func (s *Server) Renew(req RenewRequest, b Budget) Lease {
 			delete(s.budgets, b.Key)
 			s.opts.Metrics.forget(b.Key)
 		}
-		return Lease{Budget: b.Key, TTLSeconds: 0, RenewSeconds: s.opts.Renew.Seconds()}
+		return Lease{Budget: b.Key, TTLSeconds: 0, RenewSeconds: s.opts.Renew.Seconds()}, nil
 	}
 
 	h := st.holders[id]
@@ -228,7 +261,7 @@ func (s *Server) Renew(req RenewRequest, b Budget) Lease {
 		// leader.
 		fromOldLeader = req.Current != nil && now.Sub(s.started) < s.opts.TTL
 	}
-	h.group = req.Namespace + "/" + req.Ingestion
+	h.group = group
 	h.weight, h.demand, h.maxReq, h.declared = b.Weight, req.Demand, req.MaxRequestTokens, b.Declared
 	h.expires = now.Add(s.opts.TTL)
 	// Edits reach every pod at its next renewal. Ingestions sharing an implicit budget may
@@ -290,7 +323,7 @@ func (s *Server) Renew(req RenewRequest, b Budget) Lease {
 	if g.TPM > 0 {
 		lease.BurstTokens = max(target.BurstTokens, req.MaxRequestTokens, 1)
 	}
-	return lease
+	return lease, nil
 }
 
 // declared is the smallest declaration among the holders (a zero field: unlimited), or def when
