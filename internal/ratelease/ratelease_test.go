@@ -572,3 +572,44 @@ func TestHolderFlood(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaderChangeNewcomer: right after a leader change, a pod that holds no grant (a new pod)
+// got everything the pods the new leader had heard from left free, while the pods it had not
+// heard from yet still held the old leader's grants: together above the budget. During the
+// warm-up a pod without a grant gets only what the re-learned pods gave up.
+func TestLeaderChangeNewcomer(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	e.res.set("ns/b", key)
+	e.res.set("ns/c", key)
+	e.srv = e.newServer(nil)
+	hs := httptest.NewServer(e.srv)
+	t.Cleanup(hs.Close)
+	e.url = hs.URL + Path
+	// The old leader gave a and b half each; a renews first with the new one.
+	half := &ratebudget.Rates{RPM: 150, TPM: 300_000}
+	a := e.renew("a", "a-0", func(r *RenewRequest) { r.Current = half })
+	c := e.renew("c", "c-0", nil)
+	if held := a.TPM + half.TPM + c.TPM; held > 600_000*(1+1e-9)+2*minGrant {
+		t.Fatalf("a %g + b's old %g + newcomer c %g = %g above the budget 600000", a.TPM, half.TPM, c.TPM, held)
+	}
+	if !c.Capped || c.RenewSeconds > 1 || c.TPM <= 0 || c.RPM <= 0 {
+		t.Fatalf("newcomer held back: %+v, want a positive (not unlimited) grant, capped, renewing soon", c)
+	}
+	// b renews and gives up what is above its share; c grows into it.
+	b := e.renew("b", "b-0", func(r *RenewRequest) { r.Current = half })
+	c = e.renew("c", "c-0", nil)
+	if sum := a.TPM + b.TPM + c.TPM; sum > 600_000*(1+1e-9)+3*minGrant || c.TPM < 1 {
+		t.Fatalf("after b renewed: a %g + b %g + c %g", a.TPM, b.TPM, c.TPM)
+	}
+	// After one lease period every old grant has expired or been renewed: c gets its share.
+	e.clk.Add(16 * time.Second)
+	e.renew("a", "a-0", nil)
+	e.renew("b", "b-0", nil)
+	e.renew("c", "c-0", nil)
+	e.renew("a", "a-0", nil)
+	e.renew("b", "b-0", nil)
+	if c = e.renew("c", "c-0", nil); !near(c.TPM, 200_000) {
+		t.Fatalf("after the warm-up: c %g, want a third", c.TPM)
+	}
+}

@@ -82,6 +82,8 @@ type budgetState struct {
 	roundStart time.Time
 	roundReqs  int64
 	roundLim   int64
+	// oldLeader: a pod came with a previous leader's grant (so this server is warming up).
+	oldLeader bool
 }
 
 type holderState struct {
@@ -95,6 +97,8 @@ type holderState struct {
 	// warmup: the pod came with an old leader's grant, which caps it until one TTL has passed
 	// since this server started.
 	warmup bool
+	// reported is the grant it came with from the old leader (warmup only).
+	reported ratebudget.Rates
 }
 
 // NewServer validates opts and returns a Server.
@@ -301,10 +305,28 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 	}
 	// A new leader does not know the grants the old one handed out: until they have all expired
 	// or been renewed, nobody gets more than it already holds.
-	if (fromOldLeader || h.warmup && now.Sub(s.started) < s.opts.TTL) && req.Current != nil {
+	warming := now.Sub(s.started) < s.opts.TTL
+	if fromOldLeader {
+		h.reported = *req.Current
+		st.oldLeader = true
+	}
+	if (fromOldLeader || h.warmup && warming) && req.Current != nil {
 		h.warmup = true
 		g.RPM = capCurrent(g.RPM, req.Current.RPM)
 		g.TPM = capCurrent(g.TPM, req.Current.TPM)
+	} else if warming && req.Current == nil && st.oldLeader {
+		// A pod without a grant, after a pod brought an old leader's grant: those add up to the
+		// budget, and the pods not heard from yet still hold theirs. Only what the re-learned
+		// pods gave up is free.
+		var known ratebudget.Rates
+		for hid, x := range st.holders {
+			if hid != id && x.warmup {
+				known.RPM += max(0, x.reported.RPM)
+				known.TPM += max(0, x.reported.TPM)
+			}
+		}
+		g.RPM = capKnown(g.RPM, known.RPM, others.RPM)
+		g.TPM = capKnown(g.TPM, known.TPM, others.TPM)
 	}
 	h.grant = g
 	s.report(b.Key, st, eff)
@@ -365,6 +387,15 @@ func capFree(want, total, others float64) float64 {
 		return 0
 	}
 	return max(minGrant, min(want, total-others))
+}
+
+// capKnown limits a grant g (0: unlimited, which stays so) to what the others leave free of
+// known.
+func capKnown(g, known, others float64) float64 {
+	if g <= 0 {
+		return g
+	}
+	return max(minGrant, min(g, known-others))
 }
 
 // capCurrent limits a grant to the one the pod holds (0: it holds an unlimited one).
