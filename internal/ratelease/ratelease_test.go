@@ -613,3 +613,24 @@ func TestLeaderChangeNewcomer(t *testing.T) {
 		t.Fatalf("after the warm-up: c %g, want a third", c.TPM)
 	}
 }
+
+// TestBackoffOutlivesTheLastHolder: chunk pods come and go (parallelism 1: one after another). When
+// the last holder released, the budget's state went with it, its backoff included, so the next
+// pod started at the full declaration and stormed again: a budget declared above the provider's
+// limit never converged. The backoff stays until it has recovered.
+func TestBackoffOutlivesTheLastHolder(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	e.renew("a", "a-chunk-0", nil)
+	e.clk.Add(5 * time.Second)
+	if l := e.renew("a", "a-chunk-0", func(r *RenewRequest) { r.UsedRequests, r.RateLimited = 20, 10 }); !near(l.TPM, 300_000) {
+		t.Fatalf("after sustained 429s: %g TPM, want half", l.TPM)
+	}
+	e.renew("a", "a-chunk-0", func(r *RenewRequest) { r.Release = true })
+	if l := e.renew("a", "a-chunk-1", nil); !near(l.TPM, 300_000) || l.Holders != 1 {
+		t.Fatalf("the next chunk's pod: %+v, want half the budget still (backoff kept)", l)
+	}
+	if f := value(t, e.srv.opts.Metrics.factor.WithLabelValues(key.Key)); f != 0.5 {
+		t.Fatalf("backoff factor metric %g, want 0.5", f)
+	}
+}

@@ -249,7 +249,10 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 		st.declared = declared(st.holders, ratebudget.Rates{})
 		eff := st.backoff.Effective(st.declared)
 		s.report(b.Key, st, eff)
-		if len(st.holders) == 0 {
+		// The last holder gone: forget the budget, unless it is backed off. Chunk pods come and go
+		// (one after another at parallelism 1), and the next must not start at the full
+		// declaration again while the provider refuses it.
+		if len(st.holders) == 0 && st.backoff.Factor >= 1 {
 			delete(s.budgets, b.Key)
 			s.opts.Metrics.forget(b.Key)
 		}
