@@ -634,3 +634,28 @@ func TestBackoffOutlivesTheLastHolder(t *testing.T) {
 		t.Fatalf("backoff factor metric %g, want 0.5", f)
 	}
 }
+
+// TestHostileCounts: usage counts are summed per round; a renewal reporting MaxInt64 requests
+// overflowed the round's sum, which then read as a round of almost nothing but 429s and halved
+// the budget of every ingestion on the key. 429s beyond the requests reported are not counted
+// either. Oversized bodies are refused.
+func TestHostileCounts(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	e.renew("a", "a-0", func(r *RenewRequest) { r.UsedRequests = math.MaxInt64 })
+	e.renew("a", "a-0", func(r *RenewRequest) { r.UsedRequests, r.RateLimited = 2, 1 })
+	e.clk.Add(5 * time.Second)
+	if l := e.renew("a", "a-0", nil); !near(l.TPM, 600_000) {
+		t.Fatalf("after 1 429 in 2^63 requests: %g TPM, want the whole budget", l.TPM)
+	}
+	e.clk.Add(5 * time.Second)
+	e.renew("a", "a-0", func(r *RenewRequest) { r.UsedRequests, r.RateLimited = 0, 50 })
+	e.clk.Add(5 * time.Second)
+	if l := e.renew("a", "a-0", func(r *RenewRequest) { r.UsedRequests = 1000 }); !near(l.TPM, 600_000) {
+		t.Fatalf("after 50 429s reported with no requests: %g TPM, want the whole budget", l.TPM)
+	}
+	big := map[string]any{"namespace": "ns", "ingestion": "a", "job": "a-0", "holder": strings.Repeat("x", maxBody)}
+	if code, body := e.post(Credential(testKey, "ns", "a"), big); code != http.StatusBadRequest || !strings.Contains(body, "too large") {
+		t.Fatalf("a %d-byte body: %d %s, want 400", maxBody, code, body)
+	}
+}

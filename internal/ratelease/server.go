@@ -189,6 +189,9 @@ func (q *RenewRequest) validate() error {
 	return nil
 }
 
+// maxCount bounds a renewal's usage counts (far above what a pod sends between two renewals).
+const maxCount = 1 << 32
+
 // maxName is the longest Kubernetes object name.
 const maxName = 253
 
@@ -236,6 +239,10 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 				"a new pod gets one when an old one's is released or expires", ErrTooManyHolders, group, 2*b.MaxHolders, n)
 		}
 	}
+	// Counts are the pod's word: bounded, so a sum cannot overflow into a round of nothing but
+	// 429s, and no more 429s than requests.
+	req.UsedRequests, req.UsedTokens = min(req.UsedRequests, maxCount), min(req.UsedTokens, maxCount)
+	req.RateLimited = min(req.RateLimited, req.UsedRequests)
 	st.roundReqs += req.UsedRequests
 	st.roundLim += req.RateLimited
 	if now.Sub(st.roundStart) >= s.opts.Renew {
