@@ -232,9 +232,6 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 			}
 		}
 		if n >= 2*b.MaxHolders {
-			if len(st.holders) == 0 {
-				delete(s.budgets, b.Key)
-			}
 			return Lease{}, fmt.Errorf("%w: ingestion %s holds leases for at most %d pods (twice its parallelism) and has %d; "+
 				"a new pod gets one when an old one's is released or expires", ErrTooManyHolders, group, 2*b.MaxHolders, n)
 		}
