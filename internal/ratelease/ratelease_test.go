@@ -659,3 +659,36 @@ func TestHostileCounts(t *testing.T) {
 		t.Fatalf("a %d-byte body: %d %s, want 400", maxBody, code, body)
 	}
 }
+
+// TestVanishedHoldersLeaveTheMetrics: pods that die without releasing expire; a budget no renewal
+// reaches any more kept its last gauges (holders, granted) for ever, so a dashboard showed pods
+// holding a key nobody used. Any renewal sweeps the other budgets once a renewal period.
+func TestVanishedHoldersLeaveTheMetrics(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	other := Budget{Key: "ns/other-key//text-embedding-3-small", Declared: ratebudget.Rates{RPM: 10}}
+	e.res.set("ns/b", other)
+	e.renew("a", "a-0", nil)
+	e.renew("a", "a-1", nil)
+	e.renew("b", "b-0", nil)
+	if h := value(t, e.srv.opts.Metrics.holders.WithLabelValues(key.Key)); h != 2 {
+		t.Fatalf("holders %g, want 2", h)
+	}
+	// a's pods die without releasing; b keeps renewing.
+	for range 4 {
+		e.clk.Add(5 * time.Second)
+		e.renew("b", "b-0", nil)
+	}
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == MetricHolders && len(mf.GetMetric()) != 1 {
+			t.Fatalf("%d holder series, want only b's budget's", len(mf.GetMetric()))
+		}
+	}
+	if n := len(e.srv.Snapshot()); n != 1 {
+		t.Fatalf("%d budgets in the table, want 1", n)
+	}
+}

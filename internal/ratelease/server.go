@@ -72,6 +72,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	budgets map[string]*budgetState
+	swept   time.Time
 }
 
 type budgetState struct {
@@ -213,6 +214,9 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
+	if now.Sub(s.swept) >= s.opts.Renew {
+		s.sweep(now)
+	}
 	st := s.budgets[b.Key]
 	if st == nil {
 		st = &budgetState{backoff: ratebudget.NewBackoff(), holders: map[string]*holderState{}, roundStart: now}
@@ -353,6 +357,28 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 		lease.BurstTokens = max(target.BurstTokens, req.MaxRequestTokens, 1)
 	}
 	return lease, nil
+}
+
+// sweep drops the expired holders of every budget (pods that died without releasing, on a key
+// no one renews any more): an empty budget is forgotten unless it is backed off, and the gauges
+// follow. Called with s.mu held.
+func (s *Server) sweep(now time.Time) {
+	s.swept = now
+	for key, st := range s.budgets {
+		n := len(st.holders)
+		for hid, h := range st.holders {
+			if !now.Before(h.expires) {
+				delete(st.holders, hid)
+			}
+		}
+		switch {
+		case len(st.holders) == 0 && st.backoff.Factor >= 1:
+			delete(s.budgets, key)
+			s.opts.Metrics.forget(key)
+		case len(st.holders) < n:
+			s.report(key, st, st.backoff.Effective(st.declared))
+		}
+	}
 }
 
 // declared is the smallest declaration among the holders (a zero field: unlimited), or def when
