@@ -692,3 +692,48 @@ func TestVanishedHoldersLeaveTheMetrics(t *testing.T) {
 		t.Fatalf("%d budgets in the table, want 1", n)
 	}
 }
+
+// TestClientFallsBackWhileTheRenewalHangs: a leader that stops answering (blackholed, not
+// refusing) kept a renewal waiting for the HTTP client's timeout, and the pod kept its grant
+// past the lease's expiry while the leader had already handed it to others. A renewal is cut
+// at the lease's expiry and the fallback applies then.
+func TestClientFallsBackWhileTheRenewalHangs(t *testing.T) {
+	hang := make(chan struct{})
+	var mu sync.Mutex
+	calls := 0
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		first := calls == 1
+		mu.Unlock()
+		if !first {
+			select { // the leader hangs
+			case <-hang:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		_ = json.NewEncoder(w).Encode(Lease{Budget: "k", RPM: 100, TPM: 100_000, BurstTokens: 2000, TTLSeconds: 0.3, RenewSeconds: 0.1})
+	}))
+	t.Cleanup(hs.Close)
+	lim := &fakeLimiter{u: Usage{RemainingRequests: -1, RemainingTokens: -1}}
+	c := NewClient(ClientOptions{URL: hs.URL + Path, Credential: "c", Namespace: "ns", Ingestion: "a", Job: "a-0", Holder: "p",
+		Fallback: ratebudget.Rates{RPM: 7, TPM: 7000}, HTTPClient: &http.Client{Timeout: time.Minute}, Log: logr.Discard()}, lim)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() { close(hang) }) // first: the release at the end is answered
+	deadline := time.Now().Add(10 * time.Second)
+	granted := false
+	for time.Now().Before(deadline) {
+		rpm, tpm := lim.rates()
+		granted = granted || rpm == 100
+		if granted && rpm == 7 && tpm == 7000 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rpm, tpm := lim.rates()
+	t.Fatalf("10 s after a 0.3 s lease the pod still runs at %g/%g (granted first: %v), want the fallback 7/7000", rpm, tpm, granted)
+}
