@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
@@ -84,8 +85,13 @@ func (r *Reconciler) leaseEnv(obj *v1alpha1.CsvIngestion, job string) []corev1.E
 	}
 	return []corev1.EnvVar{
 		{Name: ratelease.EnvURL, Value: r.Config.RateLeaseURL},
+		// Optional: the controller writes the Secret once per ingestion and process and does not
+		// watch Secrets, so a Secret deleted under a running ingestion would keep every later
+		// chunk pod in CreateContainerConfigError until the manager restarts. Without it a pod
+		// runs on its Job's frozen share (leases off) and logs why.
 		{Name: ratelease.EnvCredential, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-			LocalObjectReference: corev1.LocalObjectReference{Name: ratelease.SecretName(obj.Name)}, Key: ratelease.SecretKey}}},
+			LocalObjectReference: corev1.LocalObjectReference{Name: ratelease.SecretName(obj.Name)}, Key: ratelease.SecretKey,
+			Optional: ptr.To(true)}}},
 		{Name: ratelease.EnvJob, Value: job},
 		{Name: ratelease.EnvPod, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 	}

@@ -110,6 +110,10 @@ func TestRateLeases(t *testing.T) {
 	for _, j := range chunks {
 		env := envByName(j.Spec.Template.Spec.Containers[0])
 		checkSecretRef(t, env, ratelease.EnvCredential, secret, ratelease.SecretKey)
+		// Optional: a lease Secret deleted under the run must not keep later pods from starting.
+		if ref := env[ratelease.EnvCredential].ValueFrom; ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Optional == nil || !*ref.SecretKeyRef.Optional {
+			t.Errorf("%s: the lease credential's secretKeyRef must be optional", j.Name)
+		}
 		if env[ratelease.EnvURL].Value != url || env[ratelease.EnvJob].Value != j.Name {
 			t.Errorf("%s: lease env %+v", j.Name, env)
 		}

@@ -170,7 +170,7 @@ func newChunkCmd(g *globals) *cobra.Command {
 				PineconeAPIKey:      os.Getenv(worker.EnvPineconeAPIKey),
 				PineconeControlHost: os.Getenv(EnvPineconeControlHost),
 				Log:                 log,
-				Lease:               chunkrun.LeaseFromEnv(ing),
+				Lease:               chunkrun.LeaseFromEnv(ing, log),
 			})
 			return g.finish(cmd, res, err)
 		},

@@ -13,9 +13,15 @@ import (
 )
 
 // LeaseFromEnv returns the lease client's options from the pod's environment (the controller
-// sets it when the manager runs the lease service), or nil when there is none.
-func LeaseFromEnv(ing worker.Ingestion) *ratelease.ClientOptions {
+// sets it when the manager runs the lease service), or nil when there is none. A lease URL
+// without a credential is a lease Secret deleted under the ingestion (the controller's
+// secretKeyRef is optional): the pod runs on its Job's frozen share and says so in log.
+func LeaseFromEnv(ing worker.Ingestion, log logr.Logger) *ratelease.ClientOptions {
 	url, cred := os.Getenv(ratelease.EnvURL), os.Getenv(ratelease.EnvCredential)
+	if url != "" && cred == "" {
+		log.Info("rate lease Secret missing (deleted?): running on the Job's frozen budget share without a lease",
+			"secret", ratelease.SecretName(ing.Name), "key", ratelease.SecretKey)
+	}
 	if url == "" || cred == "" {
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -140,13 +141,29 @@ func ImplicitBudgets(c client.Reader) ratelease.Resolver {
 			Key:      ImplicitBudgetKey(ns, e),
 			Declared: ratebudget.Rates{RPM: float64(e.RequestsPerMinute), TPM: float64(e.TokensPerMinute)},
 			Weight:   1,
+			// The chunk Jobs that may run at once; 0 (defaulted by the API server) is no bound.
+			MaxHolders: int(obj.Spec.Chunking.Parallelism),
 		}, nil
 	})
 }
 
-// ImplicitBudgetKey names the budget of an ingestion that declares none.
+// ImplicitBudgetKey names the budget of an ingestion that declares none. The key is a metric
+// label and is sent to pods, so the base URL goes without its user info, query and fragment
+// (where a proxy's credential could be).
 func ImplicitBudgetKey(ns string, e v1alpha1.EmbeddingSpec) string {
-	return fmt.Sprintf("%s/%s:%s/%s/%s", ns, e.APIKeySecretRef.Name, e.APIKeySecretRef.Key, e.BaseURL, e.Model)
+	return fmt.Sprintf("%s/%s:%s/%s/%s", ns, e.APIKeySecretRef.Name, e.APIKeySecretRef.Key, endpoint(e.BaseURL), e.Model)
+}
+
+// endpoint is a base URL without user info, query or fragment (one that does not parse: its
+// scheme only, which the CRD's pattern guarantees).
+func endpoint(base string) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		scheme, _, _ := strings.Cut(base, "://")
+		return scheme + "://?"
+	}
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+	return u.String()
 }
 
 // leaseRunnable serves the lease service while this replica leads.

@@ -83,13 +83,18 @@ func (c *Client) Run(ctx context.Context) {
 		if err := c.RenewOnce(ctx); err != nil && ctx.Err() == nil {
 			c.opts.Log.Info("rate lease renewal failed; keeping the last lease until it expires", "error", err.Error())
 		}
+		// Wake at the lease's expiry at the latest, to fall back then.
+		wait := c.renew
+		if c.current != nil {
+			wait = max(0, min(wait, c.expires.Sub(c.opts.Now())))
+		}
 		select {
 		case <-ctx.Done():
 			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_ = c.release(rctx)
 			cancel()
 			return
-		case <-time.After(c.renew):
+		case <-time.After(wait):
 		}
 	}
 }
@@ -104,6 +109,11 @@ const heldBack = 0.1
 // and the lease has expired, the fallback share.
 func (c *Client) RenewOnce(ctx context.Context) error {
 	now := c.opts.Now()
+	if c.current != nil && !now.Before(c.expires) {
+		// Expired (a late tick, a slow leader): the leader has handed the grant on, whatever it
+		// answers now.
+		c.applyFallback()
+	}
 	u := c.lim.Usage()
 	interval := now.Sub(c.lastAt)
 	body := RenewRequest{
@@ -120,9 +130,17 @@ func (c *Client) RenewOnce(ctx context.Context) error {
 		held := float64(u.Waited-c.last.Waited) >= heldBack*float64(interval)
 		body.Demand = demand(held, float64(body.UsedRequests)/minutes, c.current.RPM, float64(body.UsedTokens)/minutes, c.current.TPM)
 	}
-	lease, err := c.post(ctx, body)
+	// A renewal is cut at the lease's expiry: the leader has handed the grant on by then, and a
+	// leader that hangs must not keep the pod on it until the HTTP client gives up.
+	pctx := ctx
+	if c.current != nil {
+		var cancel context.CancelFunc
+		pctx, cancel = context.WithTimeout(ctx, max(0, c.expires.Sub(now)))
+		defer cancel()
+	}
+	lease, err := c.post(pctx, body)
 	if err != nil {
-		if c.current != nil && !now.Before(c.expires) || c.current == nil && !c.fellBack {
+		if c.current != nil && pctx.Err() != nil && ctx.Err() == nil || c.current == nil && !c.fellBack {
 			c.applyFallback()
 		}
 		return err
@@ -169,7 +187,7 @@ func changed(old, new float64) bool {
 }
 
 func (c *Client) applyFallback() {
-	c.opts.Log.Info("rate lease expired and the manager cannot be reached; using the static share",
+	c.opts.Log.Info("rate lease expired without a renewal; using the static share until the manager answers",
 		"rpm", c.fallback.RPM, "tpm", c.fallback.TPM)
 	c.lim.SetRates(c.fallback.RPM, c.fallback.TPM, 0)
 	c.current = nil

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -521,4 +522,218 @@ func TestSmallestDeclarationHolds(t *testing.T) {
 	if a = e.renew("a", "a-0", nil); !near(a.RPM, 300) || !near(a.TPM, 600_000) {
 		t.Fatalf("after b left: %+v, want a's own budget", a)
 	}
+}
+
+// TestHolderFlood: a pod with its ingestion's credential invents Job and pod names. Each new
+// name was a new holder with no bound: the leader's table (memory, an O(n log n) allocation per
+// renewal) grew without end, and the budget's MaxHolders, hence the fallback share of every other
+// ingestion on the key, shrank towards zero. Holders are bounded per ingestion by what its
+// parallelism can run (twice: a replaced pod's lease lingers until it expires) and names by
+// Kubernetes' name length.
+func TestHolderFlood(t *testing.T) {
+	e := newEnv(t)
+	flooded := key
+	flooded.MaxHolders = 2
+	e.res.set("ns/a", flooded)
+	e.res.set("ns/b", key)
+	e.renew("b", "b-0", nil)
+	cred := Credential(testKey, "ns", "a")
+	refused := 0
+	for i := range 50 {
+		code, body := e.post(cred, RenewRequest{Namespace: "ns", Ingestion: "a", Job: "a-chunk-" + strconv.Itoa(i), Holder: "p"})
+		switch code {
+		case http.StatusOK:
+		case http.StatusTooManyRequests:
+			if !strings.Contains(body, "at most 4 pods") {
+				t.Fatalf("refusal %q does not say the bound", body)
+			}
+			refused++
+		default:
+			t.Fatalf("renewal %d: %d %s", i, code, body)
+		}
+	}
+	if refused != 46 {
+		t.Fatalf("%d of 50 invented holders refused, want 46 (bound 2 × parallelism 2)", refused)
+	}
+	if b := e.renew("b", "b-0", nil); b.Holders != 5 || b.MaxHolders != 5 || !near(b.Fallback.TPM, 600_000/5.0) {
+		t.Fatalf("b after the flood: %+v, want 5 holders and a fallback of a fifth", b)
+	}
+	// A known holder still renews at the bound, and a released one frees its place.
+	e.renew("a", "a-chunk-0", func(r *RenewRequest) { r.Holder = "p" })
+	e.renew("a", "a-chunk-0", func(r *RenewRequest) { r.Holder = "p"; r.Release = true })
+	e.renew("a", "a-chunk-9", func(r *RenewRequest) { r.Holder = "p" })
+	long := strings.Repeat("x", 254)
+	for _, r := range []RenewRequest{
+		{Namespace: "ns", Ingestion: "a", Job: long, Holder: "p"},
+		{Namespace: "ns", Ingestion: "a", Job: "j", Holder: long},
+	} {
+		if code, body := e.post(cred, r); code != http.StatusBadRequest || !strings.Contains(body, "at most 253") {
+			t.Fatalf("a 254-character name: %d %s, want 400", code, body)
+		}
+	}
+}
+
+// TestLeaderChangeNewcomer: right after a leader change, a pod that holds no grant (a new pod)
+// got everything the pods the new leader had heard from left free, while the pods it had not
+// heard from yet still held the old leader's grants: together above the budget. During the
+// warm-up a pod without a grant gets only what the re-learned pods gave up.
+func TestLeaderChangeNewcomer(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	e.res.set("ns/b", key)
+	e.res.set("ns/c", key)
+	e.srv = e.newServer(nil)
+	hs := httptest.NewServer(e.srv)
+	t.Cleanup(hs.Close)
+	e.url = hs.URL + Path
+	// The old leader gave a and b half each; a renews first with the new one.
+	half := &ratebudget.Rates{RPM: 150, TPM: 300_000}
+	a := e.renew("a", "a-0", func(r *RenewRequest) { r.Current = half })
+	c := e.renew("c", "c-0", nil)
+	if held := a.TPM + half.TPM + c.TPM; held > 600_000*(1+1e-9)+2*minGrant {
+		t.Fatalf("a %g + b's old %g + newcomer c %g = %g above the budget 600000", a.TPM, half.TPM, c.TPM, held)
+	}
+	if !c.Capped || c.RenewSeconds > 1 || c.TPM <= 0 || c.RPM <= 0 {
+		t.Fatalf("newcomer held back: %+v, want a positive (not unlimited) grant, capped, renewing soon", c)
+	}
+	// b renews and gives up what is above its share; c grows into it.
+	b := e.renew("b", "b-0", func(r *RenewRequest) { r.Current = half })
+	c = e.renew("c", "c-0", nil)
+	if sum := a.TPM + b.TPM + c.TPM; sum > 600_000*(1+1e-9)+3*minGrant || c.TPM < 1 {
+		t.Fatalf("after b renewed: a %g + b %g + c %g", a.TPM, b.TPM, c.TPM)
+	}
+	// After one lease period every old grant has expired or been renewed: c gets its share.
+	e.clk.Add(16 * time.Second)
+	e.renew("a", "a-0", nil)
+	e.renew("b", "b-0", nil)
+	e.renew("c", "c-0", nil)
+	e.renew("a", "a-0", nil)
+	e.renew("b", "b-0", nil)
+	if c = e.renew("c", "c-0", nil); !near(c.TPM, 200_000) {
+		t.Fatalf("after the warm-up: c %g, want a third", c.TPM)
+	}
+}
+
+// TestBackoffOutlivesTheLastHolder: chunk pods come and go (parallelism 1: one after another). When
+// the last holder released, the budget's state went with it, its backoff included, so the next
+// pod started at the full declaration and stormed again: a budget declared above the provider's
+// limit never converged. The backoff stays until it has recovered.
+func TestBackoffOutlivesTheLastHolder(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	e.renew("a", "a-chunk-0", nil)
+	e.clk.Add(5 * time.Second)
+	if l := e.renew("a", "a-chunk-0", func(r *RenewRequest) { r.UsedRequests, r.RateLimited = 20, 10 }); !near(l.TPM, 300_000) {
+		t.Fatalf("after sustained 429s: %g TPM, want half", l.TPM)
+	}
+	e.renew("a", "a-chunk-0", func(r *RenewRequest) { r.Release = true })
+	if l := e.renew("a", "a-chunk-1", nil); !near(l.TPM, 300_000) || l.Holders != 1 {
+		t.Fatalf("the next chunk's pod: %+v, want half the budget still (backoff kept)", l)
+	}
+	if f := value(t, e.srv.opts.Metrics.factor.WithLabelValues(key.Key)); f != 0.5 {
+		t.Fatalf("backoff factor metric %g, want 0.5", f)
+	}
+}
+
+// TestHostileCounts: usage counts are summed per round; a renewal reporting MaxInt64 requests
+// overflowed the round's sum, which then read as a round of almost nothing but 429s and halved
+// the budget of every ingestion on the key. 429s beyond the requests reported are not counted
+// either. Oversized bodies are refused.
+func TestHostileCounts(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	e.renew("a", "a-0", func(r *RenewRequest) { r.UsedRequests = math.MaxInt64 })
+	e.renew("a", "a-0", func(r *RenewRequest) { r.UsedRequests, r.RateLimited = 2, 1 })
+	e.clk.Add(5 * time.Second)
+	if l := e.renew("a", "a-0", nil); !near(l.TPM, 600_000) {
+		t.Fatalf("after 1 429 in 2^63 requests: %g TPM, want the whole budget", l.TPM)
+	}
+	e.clk.Add(5 * time.Second)
+	e.renew("a", "a-0", func(r *RenewRequest) { r.UsedRequests, r.RateLimited = 0, 50 })
+	e.clk.Add(5 * time.Second)
+	if l := e.renew("a", "a-0", func(r *RenewRequest) { r.UsedRequests = 1000 }); !near(l.TPM, 600_000) {
+		t.Fatalf("after 50 429s reported with no requests: %g TPM, want the whole budget", l.TPM)
+	}
+	big := map[string]any{"namespace": "ns", "ingestion": "a", "job": "a-0", "holder": strings.Repeat("x", maxBody)}
+	if code, body := e.post(Credential(testKey, "ns", "a"), big); code != http.StatusBadRequest || !strings.Contains(body, "too large") {
+		t.Fatalf("a %d-byte body: %d %s, want 400", maxBody, code, body)
+	}
+}
+
+// TestVanishedHoldersLeaveTheMetrics: pods that die without releasing expire; a budget no renewal
+// reaches any more kept its last gauges (holders, granted) for ever, so a dashboard showed pods
+// holding a key nobody used. Any renewal sweeps the other budgets once a renewal period.
+func TestVanishedHoldersLeaveTheMetrics(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	other := Budget{Key: "ns/other-key//text-embedding-3-small", Declared: ratebudget.Rates{RPM: 10}}
+	e.res.set("ns/b", other)
+	e.renew("a", "a-0", nil)
+	e.renew("a", "a-1", nil)
+	e.renew("b", "b-0", nil)
+	if h := value(t, e.srv.opts.Metrics.holders.WithLabelValues(key.Key)); h != 2 {
+		t.Fatalf("holders %g, want 2", h)
+	}
+	// a's pods die without releasing; b keeps renewing.
+	for range 4 {
+		e.clk.Add(5 * time.Second)
+		e.renew("b", "b-0", nil)
+	}
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == MetricHolders && len(mf.GetMetric()) != 1 {
+			t.Fatalf("%d holder series, want only b's budget's", len(mf.GetMetric()))
+		}
+	}
+	if n := len(e.srv.Snapshot()); n != 1 {
+		t.Fatalf("%d budgets in the table, want 1", n)
+	}
+}
+
+// TestClientFallsBackWhileTheRenewalHangs: a leader that stops answering (blackholed, not
+// refusing) kept a renewal waiting for the HTTP client's timeout, and the pod kept its grant
+// past the lease's expiry while the leader had already handed it to others. A renewal is cut
+// at the lease's expiry and the fallback applies then.
+func TestClientFallsBackWhileTheRenewalHangs(t *testing.T) {
+	hang := make(chan struct{})
+	var mu sync.Mutex
+	calls := 0
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		first := calls == 1
+		mu.Unlock()
+		if !first {
+			select { // the leader hangs
+			case <-hang:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		_ = json.NewEncoder(w).Encode(Lease{Budget: "k", RPM: 100, TPM: 100_000, BurstTokens: 2000, TTLSeconds: 0.3, RenewSeconds: 0.1})
+	}))
+	t.Cleanup(hs.Close)
+	lim := &fakeLimiter{u: Usage{RemainingRequests: -1, RemainingTokens: -1}}
+	c := NewClient(ClientOptions{URL: hs.URL + Path, Credential: "c", Namespace: "ns", Ingestion: "a", Job: "a-0", Holder: "p",
+		Fallback: ratebudget.Rates{RPM: 7, TPM: 7000}, HTTPClient: &http.Client{Timeout: time.Minute}, Log: logr.Discard()}, lim)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() { close(hang) }) // first: the release at the end is answered
+	deadline := time.Now().Add(10 * time.Second)
+	granted := false
+	for time.Now().Before(deadline) {
+		rpm, tpm := lim.rates()
+		granted = granted || rpm == 100
+		if granted && rpm == 7 && tpm == 7000 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rpm, tpm := lim.rates()
+	t.Fatalf("10 s after a 0.3 s lease the pod still runs at %g/%g (granted first: %v), want the fallback 7/7000", rpm, tpm, granted)
 }

@@ -25,6 +25,11 @@ type Budget struct {
 	Declared ratebudget.Rates
 	// Weight of the ingestion within the budget (≤ 0: 1).
 	Weight float64
+	// MaxHolders is the most pods the ingestion runs at once (its parallelism). The server
+	// admits twice as many holders for it (a replaced pod's lease lingers until it expires) and
+	// refuses more, so a pod inventing Job or pod names can neither grow the leader's table
+	// without end nor shrink the fallback share of the budget's other holders. ≤ 0: no bound.
+	MaxHolders int
 }
 
 // ErrNotFound: the ingestion is gone; its pods get a 404 and fall back.
@@ -67,6 +72,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	budgets map[string]*budgetState
+	swept   time.Time
 }
 
 type budgetState struct {
@@ -77,6 +83,8 @@ type budgetState struct {
 	roundStart time.Time
 	roundReqs  int64
 	roundLim   int64
+	// oldLeader: a pod came with a previous leader's grant (so this server is warming up).
+	oldLeader bool
 }
 
 type holderState struct {
@@ -90,6 +98,8 @@ type holderState struct {
 	// warmup: the pod came with an old leader's grant, which caps it until one TTL has passed
 	// since this server started.
 	warmup bool
+	// reported is the grant it came with from the old leader (warmup only).
+	reported ratebudget.Rates
 }
 
 // NewServer validates opts and returns a Server.
@@ -155,7 +165,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusServiceUnavailable, "resolve the budget: "+err.Error())
 		return
 	}
-	lease := s.Renew(req, b)
+	lease, err := s.Renew(req, b)
+	if err != nil {
+		httpError(w, http.StatusTooManyRequests, err.Error())
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(lease)
 }
@@ -164,6 +178,8 @@ func (q *RenewRequest) validate() error {
 	switch {
 	case q.Namespace == "" || q.Ingestion == "" || q.Job == "" || q.Holder == "":
 		return errors.New("namespace, ingestion, job and holder are required")
+	case len(q.Namespace) > maxName || len(q.Ingestion) > maxName || len(q.Job) > maxName || len(q.Holder) > maxName || len(q.Model) > maxName:
+		return fmt.Errorf("namespace, ingestion, job, holder and model are Kubernetes names: at most %d characters", maxName)
 	case q.UsedRequests < 0 || q.UsedTokens < 0 || q.RateLimited < 0 || q.MaxRequestTokens < 0:
 		return errors.New("usage counts must not be negative")
 	case q.Demand.RPM < 0 || q.Demand.TPM < 0 || bad(q.Demand.RPM) || bad(q.Demand.TPM):
@@ -174,6 +190,12 @@ func (q *RenewRequest) validate() error {
 	return nil
 }
 
+// maxCount bounds a renewal's usage counts (far above what a pod sends between two renewals).
+const maxCount = 1 << 32
+
+// maxName is the longest Kubernetes object name.
+const maxName = 253
+
 func bad(f float64) bool { return math.IsNaN(f) || math.IsInf(f, 0) }
 
 func httpError(w http.ResponseWriter, code int, msg string) {
@@ -182,13 +204,19 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
 
+// ErrTooManyHolders refuses a new holder beyond its ingestion's bound (Budget.MaxHolders).
+var ErrTooManyHolders = errors.New("too many holders")
+
 // Renew records one (authenticated) renewal against budget b and returns the holder's lease.
-func (s *Server) Renew(req RenewRequest, b Budget) Lease {
+func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 	now := s.opts.Now()
 	id := req.Namespace + "/" + req.Ingestion + "/" + req.Job + "/" + req.Holder
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
+	if now.Sub(s.swept) >= s.opts.Renew {
+		s.sweep(now)
+	}
 	st := s.budgets[b.Key]
 	if st == nil {
 		st = &budgetState{backoff: ratebudget.NewBackoff(), holders: map[string]*holderState{}, roundStart: now}
@@ -199,6 +227,23 @@ func (s *Server) Renew(req RenewRequest, b Budget) Lease {
 			delete(st.holders, hid)
 		}
 	}
+	group := req.Namespace + "/" + req.Ingestion
+	if _, known := st.holders[id]; !known && !req.Release && b.MaxHolders > 0 {
+		n := 0
+		for _, x := range st.holders {
+			if x.group == group {
+				n++
+			}
+		}
+		if n >= 2*b.MaxHolders {
+			return Lease{}, fmt.Errorf("%w: ingestion %s holds leases for at most %d pods (twice its parallelism) and has %d; "+
+				"a new pod gets one when an old one's is released or expires", ErrTooManyHolders, group, 2*b.MaxHolders, n)
+		}
+	}
+	// Counts are the pod's word: bounded, so a sum cannot overflow into a round of nothing but
+	// 429s, and no more 429s than requests.
+	req.UsedRequests, req.UsedTokens = min(req.UsedRequests, maxCount), min(req.UsedTokens, maxCount)
+	req.RateLimited = min(req.RateLimited, req.UsedRequests)
 	st.roundReqs += req.UsedRequests
 	st.roundLim += req.RateLimited
 	if now.Sub(st.roundStart) >= s.opts.Renew {
@@ -212,11 +257,14 @@ func (s *Server) Renew(req RenewRequest, b Budget) Lease {
 		st.declared = declared(st.holders, ratebudget.Rates{})
 		eff := st.backoff.Effective(st.declared)
 		s.report(b.Key, st, eff)
-		if len(st.holders) == 0 {
+		// The last holder gone: forget the budget, unless it is backed off. Chunk pods come and go
+		// (one after another at parallelism 1), and the next must not start at the full
+		// declaration again while the provider refuses it.
+		if len(st.holders) == 0 && st.backoff.Factor >= 1 {
 			delete(s.budgets, b.Key)
 			s.opts.Metrics.forget(b.Key)
 		}
-		return Lease{Budget: b.Key, TTLSeconds: 0, RenewSeconds: s.opts.Renew.Seconds()}
+		return Lease{Budget: b.Key, TTLSeconds: 0, RenewSeconds: s.opts.Renew.Seconds()}, nil
 	}
 
 	h := st.holders[id]
@@ -228,7 +276,7 @@ func (s *Server) Renew(req RenewRequest, b Budget) Lease {
 		// leader.
 		fromOldLeader = req.Current != nil && now.Sub(s.started) < s.opts.TTL
 	}
-	h.group = req.Namespace + "/" + req.Ingestion
+	h.group = group
 	h.weight, h.demand, h.maxReq, h.declared = b.Weight, req.Demand, req.MaxRequestTokens, b.Declared
 	h.expires = now.Add(s.opts.TTL)
 	// Edits reach every pod at its next renewal. Ingestions sharing an implicit budget may
@@ -268,10 +316,28 @@ func (s *Server) Renew(req RenewRequest, b Budget) Lease {
 	}
 	// A new leader does not know the grants the old one handed out: until they have all expired
 	// or been renewed, nobody gets more than it already holds.
-	if (fromOldLeader || h.warmup && now.Sub(s.started) < s.opts.TTL) && req.Current != nil {
+	warming := now.Sub(s.started) < s.opts.TTL
+	if fromOldLeader {
+		h.reported = *req.Current
+		st.oldLeader = true
+	}
+	if (fromOldLeader || h.warmup && warming) && req.Current != nil {
 		h.warmup = true
 		g.RPM = capCurrent(g.RPM, req.Current.RPM)
 		g.TPM = capCurrent(g.TPM, req.Current.TPM)
+	} else if warming && req.Current == nil && st.oldLeader {
+		// A pod without a grant, after a pod brought an old leader's grant: those add up to the
+		// budget, and the pods not heard from yet still hold theirs. Only what the re-learned
+		// pods gave up is free.
+		var known ratebudget.Rates
+		for hid, x := range st.holders {
+			if hid != id && x.warmup {
+				known.RPM += max(0, x.reported.RPM)
+				known.TPM += max(0, x.reported.TPM)
+			}
+		}
+		g.RPM = capKnown(g.RPM, known.RPM, others.RPM)
+		g.TPM = capKnown(g.TPM, known.TPM, others.TPM)
 	}
 	h.grant = g
 	s.report(b.Key, st, eff)
@@ -290,7 +356,29 @@ func (s *Server) Renew(req RenewRequest, b Budget) Lease {
 	if g.TPM > 0 {
 		lease.BurstTokens = max(target.BurstTokens, req.MaxRequestTokens, 1)
 	}
-	return lease
+	return lease, nil
+}
+
+// sweep drops the expired holders of every budget (pods that died without releasing, on a key
+// no one renews any more): an empty budget is forgotten unless it is backed off, and the gauges
+// follow. Called with s.mu held.
+func (s *Server) sweep(now time.Time) {
+	s.swept = now
+	for key, st := range s.budgets {
+		n := len(st.holders)
+		for hid, h := range st.holders {
+			if !now.Before(h.expires) {
+				delete(st.holders, hid)
+			}
+		}
+		switch {
+		case len(st.holders) == 0 && st.backoff.Factor >= 1:
+			delete(s.budgets, key)
+			s.opts.Metrics.forget(key)
+		case len(st.holders) < n:
+			s.report(key, st, st.backoff.Effective(st.declared))
+		}
+	}
 }
 
 // declared is the smallest declaration among the holders (a zero field: unlimited), or def when
@@ -332,6 +420,15 @@ func capFree(want, total, others float64) float64 {
 		return 0
 	}
 	return max(minGrant, min(want, total-others))
+}
+
+// capKnown limits a grant g (0: unlimited, which stays so) to what the others leave free of
+// known.
+func capKnown(g, known, others float64) float64 {
+	if g <= 0 {
+		return g
+	}
+	return max(minGrant, min(g, known-others))
 }
 
 // capCurrent limits a grant to the one the pod holds (0: it holds an unlimited one).

@@ -381,6 +381,9 @@ func TestWorkerServiceAccountInEveryIngestionNamespace(t *testing.T) {
 // leaseGrants let the controller write each ingestion's rate lease Secret; it never reads one.
 var leaseGrants = grantSet{{"", "secrets", "create"}, {"", "secrets", "patch"}}
 
+// leaderPodGrant: the rate lease leader labels its own pod (in the release's namespace).
+var leaderPodGrant = grant{"", "pods", "patch"}
+
 // apiGrants are what the REST API adds to the controller's rights, in its namespace only:
 // internal/shim/process.go creates CsvIngestions, internal/shim/tasks.go patches spec.cancel.
 var apiGrants = grantSet{{"ingestion.vectordb.io", "csvingestions", "create"}, {"ingestion.vectordb.io", "csvingestions", "patch"}}
@@ -421,7 +424,9 @@ func TestRBACMatchesCode(t *testing.T) {
 		t.Errorf("config/: the manager's service account holds\n%v\nwant\n%v", got, want)
 	}
 
-	// The rate lease Secrets (controllers/ratelease.go) are written only with rateLeases on.
+	// The rate lease Secrets (controllers/ratelease.go) are written only with rateLeases on, and
+	// the leader labels its own pod (internal/manager/ratelease.go) only then: the Role for that
+	// (its namespace's pods may be no watched namespace's) is rendered only with rateLeases on.
 	noLeases := func(s grantSet) grantSet { return without(s, leaseGrants...) }
 	if !cluster.has(leaseGrants[0]) || !cluster.has(leaseGrants[1]) {
 		t.Errorf("markers lack the rate lease Secret grants %v", leaseGrants)
@@ -435,6 +440,9 @@ func TestRBACMatchesCode(t *testing.T) {
 	}{
 		{"defaults", nil, noLeases(union(cluster, leader))},
 		{"rate leases", []string{"--set", "rateLeases.enabled=true"}, union(cluster, leader)},
+		// The manager's own pod is in the release's namespace, wherever its leader election is.
+		{"rate leases, leader election elsewhere", []string{"--set", "rateLeases.enabled=true", "--set", "leaderElection.namespace=elsewhere"},
+			union(cluster, leader)},
 		{"API on", apiOn, noLeases(union(cluster, leader, apiGrants))},
 		{"watched namespaces", []string{"--set-json", `watchNamespaces=["ingestion"]`}, noLeases(union(cluster, leader))},
 		{"plain metrics", []string{"--set", "metrics.secure=false"}, noLeases(minus(union(cluster, leader), "tokenreviews", "subjectaccessreviews"))},
@@ -447,9 +455,17 @@ func TestRBACMatchesCode(t *testing.T) {
 			if got := boundGrants(t, objs, namespace, release); !equalGrants(got, c.want) {
 				t.Errorf("the manager's service account holds\n%v\nwant\n%v", got, c.want)
 			}
-			leaderRole := find(objs, "Role", namespace, release+"-leader-election")
-			if leaderRole == nil || !equalGrants(grants(t, leaderRole), leader) {
-				t.Errorf("leader-election Role %v, markers %v", grantsOf(t, leaderRole), leader)
+			leNS := namespace
+			if strings.Contains(c.name, "elsewhere") {
+				leNS = "elsewhere"
+			}
+			leaderRole := find(objs, "Role", leNS, release+"-leader-election")
+			if leaderRole == nil || !equalGrants(grants(t, leaderRole), without(leader, leaderPodGrant)) {
+				t.Errorf("leader-election Role %v, markers %v without %v", grantsOf(t, leaderRole), leader, leaderPodGrant)
+			}
+			podRole := find(objs, "Role", namespace, release+"-rate-lease-leader")
+			if on := strings.HasPrefix(c.name, "rate leases"); on != (podRole != nil) || on && !equalGrants(grants(t, podRole), grantSet{leaderPodGrant}) {
+				t.Errorf("rate lease leader Role in %s: %v (rate leases on: %v), want only %v", namespace, grantsOf(t, podRole), on, leaderPodGrant)
 			}
 			api := find(objs, "Role", "api-tasks", release+"-api")
 			if (api != nil) != (c.name == "API on") {
