@@ -578,3 +578,45 @@ func TestLookupConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A pod killed right after creating a batch, before recording it, leaves the record saying
+// "uploaded". Cancelling the ingestion then must still find that batch (by its metadata) and
+// cancel it: otherwise it runs on, is billed, and its output file is never deleted.
+func TestAbandonCancelsBatchCreatedButNotRecorded(t *testing.T) {
+	ctx := context.Background()
+	s := startFake(t)
+	s.HoldBatches(true)
+	store := &memStore{failSave: 2} // save 1: b0 uploaded; save 2: b0 created (killed)
+	r, err := batchembed.Open(ctx, config(t, s, store, 30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := submitRows(ctx, r, 0, 60); !errors.Is(err, errKilled) {
+		t.Fatalf("want the kill, got %v", err)
+	}
+	if ids := s.BatchIDs(); len(ids) != 1 {
+		t.Fatalf("batches at the provider: %v", ids)
+	}
+	if st := store.rec.Batches[0].State; st != batchembed.StateUploaded {
+		t.Fatalf("record says %s, want the kill to have left %s", st, batchembed.StateUploaded)
+	}
+	s.HoldBatches(false)
+	cleanup, err := batchembed.Open(ctx, config(t, s, store, 30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cleanup.Abandon(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range s.BatchIDs() {
+		if st := s.BatchStatus(id); st != fake.BatchCancelled {
+			t.Fatalf("batch %s is %s after Abandon, want %s", id, st, fake.BatchCancelled)
+		}
+	}
+	if st := s.BatchStats(); st.BatchesCreated != 1 {
+		t.Fatalf("Abandon created a batch: %+v", st)
+	}
+	if ids := s.FileIDs(); len(ids) != 0 {
+		t.Fatalf("files left: %v", ids)
+	}
+}

@@ -158,10 +158,22 @@ func (r *Runner) Progress() (byState map[string]int, linesDone int) {
 }
 
 // Cancel cancels the chunk's open batches (the ingestion was cancelled or deleted). A batch that
-// ended meanwhile (the API refuses to cancel it) is recorded as it ended.
+// ended meanwhile (the API refuses to cancel it) is recorded as it ended. A batch recorded as
+// only uploaded may exist all the same (a pod killed between creating and recording it): it is
+// looked up by its metadata first, never created.
 func (r *Runner) Cancel(ctx context.Context) error {
 	for i := range r.rec.Batches {
 		b := &r.rec.Batches[i]
+		if b.ID == "" && b.State == StateUploaded {
+			found, err := r.find(ctx, r.batchKey(*b))
+			if err != nil {
+				return err
+			}
+			if found != nil {
+				r.stats.BatchesAdopted++
+				r.update(b, *found)
+			}
+		}
 		if b.ID == "" || Terminal(b.State) || b.State == "cancelling" {
 			continue
 		}
