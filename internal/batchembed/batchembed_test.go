@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +19,7 @@ import (
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/vectordb-io/vectordb-operator/internal/batchembed"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	fake "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
 )
 
@@ -618,5 +621,76 @@ func TestAbandonCancelsBatchCreatedButNotRecorded(t *testing.T) {
 	}
 	if ids := s.FileIDs(); len(ids) != 0 {
 		t.Fatalf("files left: %v", ids)
+	}
+}
+
+// Provider answers no retry changes fail the chunk fast, with the reason the online path gives
+// (the embedder's exit code and the ingestion's condition come from worker.PermanentError);
+// server errors are retried.
+func TestProviderErrorsPermanentOrRetried(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		inject func(*fake.Server)
+		reason string // "" : retryable
+	}{
+		{"bad key", func(s *fake.Server) { s.SetUnauthorized(true) }, worker.ReasonUnauthorized},
+		{"quota exhausted (a 429)", func(s *fake.Server) { s.SetInsufficientQuota(true) }, worker.ReasonQuotaExceeded},
+		{"server error", func(s *fake.Server) { s.FailNext(1, 500) }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startFake(t)
+			r, err := batchembed.Open(ctx, config(t, s, &memStore{}, 10))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.inject(s)
+			err = submitRows(ctx, r, 0, 20)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			p, perm := worker.AsPermanent(err)
+			switch {
+			case tc.reason == "" && (perm || batchembed.IsPermanent(err)):
+				t.Fatalf("a retryable answer was made permanent: %v", err)
+			case tc.reason != "" && (!perm || p.Reason != tc.reason || !batchembed.IsPermanent(err)):
+				t.Fatalf("want a permanent error with reason %s, got %v (worker permanent %v)", tc.reason, err, perm)
+			}
+			if strings.Contains(err.Error(), key) {
+				t.Fatalf("the error holds the API key: %v", err)
+			}
+		})
+	}
+}
+
+// A proxy in front of OpenAI that echoes the whole Authorization header in its error: the key
+// must not reach the error (it goes to logs, the termination message and status).
+func TestProviderErrorDoesNotCarryTheKey(t *testing.T) {
+	ctx := context.Background()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = fmt.Fprintf(w, `{"error":{"message":"proxy refused %s","type":"invalid_request_error","code":"forbidden"}}`, r.Header.Get("Authorization"))
+	}))
+	defer srv.Close()
+	cfg := openai.DefaultConfig(key)
+	cfg.BaseURL = srv.URL + "/v1"
+	r, err := batchembed.Open(ctx, batchembed.Config{
+		Client: openai.NewClientWithConfig(cfg), APIKey: key, BaseURL: srv.URL + "/v1", Model: model, Ingestion: "uid-1", Chunk: 3,
+		SpoolDir: t.TempDir(), Store: &memStore{}, Log: testr.New(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = submitRows(ctx, r, 0, 3)
+	if p, ok := worker.AsPermanent(err); !ok || p.Reason != worker.ReasonUnauthorized {
+		t.Fatalf("want a permanent Unauthorized error, got %v", err)
+	}
+	if !strings.Contains(err.Error(), "proxy refused") || strings.Contains(err.Error(), key) {
+		t.Fatalf("want the proxy's message without the key, got %v", err)
+	}
+	// The batch paths (list, retrieve, cancel) go through go-openai's errors: the same rule.
+	if err := r.Cancel(ctx); err != nil {
+		t.Fatalf("nothing to cancel: %v", err)
 	}
 }

@@ -34,7 +34,7 @@ type outLine struct {
 func (r *Runner) readLines(ctx context.Context, fileID string, fn func(outLine) error) error {
 	raw, err := r.cfg.Client.GetFileContent(ctx, fileID)
 	if err != nil {
-		return classify("read file "+fileID, err)
+		return r.classify("read file "+fileID, err)
 	}
 	defer raw.Close()
 	cr := &countReader{r: raw}

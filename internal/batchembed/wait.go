@@ -67,7 +67,7 @@ func (r *Runner) poll(ctx context.Context) (bool, error) {
 		got, err := r.cfg.Client.RetrieveBatch(ctx, b.ID)
 		r.stats.Polls++
 		if err != nil {
-			return false, classify("retrieve batch "+b.ID, err)
+			return false, r.classify("retrieve batch "+b.ID, err)
 		}
 		before := *b
 		r.update(b, got.Batch)
@@ -180,10 +180,10 @@ func (r *Runner) Cancel(ctx context.Context) error {
 		got, err := r.cfg.Client.CancelBatch(ctx, b.ID)
 		if err != nil {
 			if st := apiStatus(err); st != 409 && st != 400 {
-				return classify("cancel batch "+b.ID, err)
+				return r.classify("cancel batch "+b.ID, err)
 			}
 			if got, err = r.cfg.Client.RetrieveBatch(ctx, b.ID); err != nil {
-				return classify("retrieve batch "+b.ID, err)
+				return r.classify("retrieve batch "+b.ID, err)
 			}
 		}
 		r.update(b, got.Batch)
@@ -200,7 +200,7 @@ func (r *Runner) DeleteFiles(ctx context.Context) error {
 				continue
 			}
 			if err := r.cfg.Client.DeleteFile(ctx, id); err != nil && apiStatus(err) != 404 {
-				return classify("delete file "+id, err)
+				return r.classify("delete file "+id, err)
 			}
 		}
 	}
