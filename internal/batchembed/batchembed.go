@@ -115,6 +115,8 @@ type Runner struct {
 	cfg   Config
 	rec   Record
 	stats Stats
+	// trusted: batch and file ids this process created, or found at OpenAI to be this chunk's.
+	trusted map[string]bool
 }
 
 // Open loads the chunk's record, or starts one. A record of a finished run starts a new

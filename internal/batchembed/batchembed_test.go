@@ -694,3 +694,63 @@ func TestProviderErrorDoesNotCarryTheKey(t *testing.T) {
 		t.Fatalf("nothing to cancel: %v", err)
 	}
 }
+
+// The record lives in the user's bucket. A record that names another ingestion's batches (copied
+// from another run's record, or written by hand) must not make this chunk upsert that
+// ingestion's vectors, nor cancel its batches or delete its files: every batch the record names
+// is checked at OpenAI (its metadata: ingestion UID, chunk, batch key) before its files are used.
+func TestRecordNamingAnotherIngestionsBatchesIsRefused(t *testing.T) {
+	ctx := context.Background()
+	s := startFake(t)
+	other := &memStore{}
+	ocfg := config(t, s, other, 30)
+	ocfg.Ingestion = "uid-other" // same chunk number, same namespace/task for all it matters
+	ro, err := batchembed.Open(ctx, ocfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ores, err := run(ctx, ro, 0, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ores.Close()
+	files := s.FileIDs()
+	// A hostile record for uid-1: the other run's batches, under this ingestion's UID.
+	forged := ro.Record()
+	forged.Ingestion = "uid-1"
+	hostile := &memStore{}
+	if err := hostile.Save(ctx, forged); err != nil {
+		t.Fatal(err)
+	}
+	r, err := batchembed.Open(ctx, config(t, s, hostile, 30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var collectErr error
+	if again, err := r.Wait(ctx); err != nil || again {
+		collectErr = err
+	} else {
+		res, err := r.Collect(ctx, 0, 60, dims)
+		if err == nil {
+			res.Close()
+		}
+		collectErr = err
+	}
+	if _, ok := worker.AsPermanent(collectErr); !ok || !strings.Contains(fmt.Sprint(collectErr), "not this chunk's") {
+		t.Fatalf("want a permanent error naming the foreign batch, got %v", collectErr)
+	}
+	// The cleanup of this ingestion neither cancels nor deletes what is the other's.
+	cleanup, err := batchembed.Open(ctx, config(t, s, hostile, 30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cleanup.Abandon(ctx); err == nil {
+		t.Fatal("Abandon of a foreign record succeeded")
+	}
+	if left := s.FileIDs(); !slices.Equal(left, files) {
+		t.Fatalf("files of the other ingestion deleted: had %v, left %v", files, left)
+	}
+	if st := s.BatchStats(); st.BatchesCreated != 2 {
+		t.Fatalf("batches created: %+v", st)
+	}
+}

@@ -101,6 +101,9 @@ type failedRange struct {
 // first..first+rows-1 with vectors of dims dimensions. Run it once Wait reports no resubmission;
 // it is idempotent (a killed pod collects again).
 func (r *Runner) Collect(ctx context.Context, first, rows int64, dims int) (*Results, error) {
+	if err := r.own(ctx); err != nil {
+		return nil, err
+	}
 	path, err := r.spoolPath("vectors")
 	if err != nil {
 		return nil, err

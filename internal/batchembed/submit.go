@@ -30,6 +30,9 @@ func (r *Runner) Pending(ctx context.Context) (pass int, from int64, want func(r
 	if pass == 0 {
 		return 0, p.NextRow, func(int64) bool { return true }, true, nil
 	}
+	if err := r.own(ctx); err != nil {
+		return 0, 0, nil, false, err
+	}
 	expired, err := r.expiredRows(ctx, pass-1)
 	if err != nil {
 		return 0, 0, nil, false, err
@@ -163,11 +166,12 @@ func (s *Submitter) seal(ctx context.Context, next int64) error {
 	if err := s.w.Flush(); err != nil {
 		return fmt.Errorf("write batch file: %w", err)
 	}
-	name := fmt.Sprintf("vectordb-%s-c%d-%s.jsonl", r.cfg.Ingestion, r.cfg.Chunk, r.batchKey(s.cur))
+	name := r.fileName(s.cur)
 	id, err := r.upload(ctx, s.f, name, s.bytes)
 	if err != nil {
 		return err
 	}
+	r.trust(id)
 	b := s.cur
 	b.InputFileID, b.Bytes = id, s.bytes
 	r.rec.Batches = append(r.rec.Batches, b)
@@ -205,6 +209,7 @@ func (r *Runner) create(ctx context.Context, i int) error {
 		r.stats.BatchesAdopted++
 		r.cfg.Log.Info("found a batch created before a restart", "batch", found.ID, "key", key)
 		r.update(b, *found)
+		r.trust(found.ID, found.InputFileID)
 		return r.save(ctx)
 	}
 	if err := r.waitForRoom(ctx, b.Tokens, i); err != nil {
@@ -220,6 +225,7 @@ func (r *Runner) create(ctx context.Context, i int) error {
 	}
 	r.stats.BatchesCreated++
 	r.update(b, resp.Batch)
+	r.trust(resp.ID)
 	r.cfg.Log.Info("batch created", "batch", b.ID, "key", key, "lines", b.Lines, "tokens", b.Tokens)
 	return r.save(ctx)
 }

@@ -92,6 +92,9 @@ func (r *Runner) poll(ctx context.Context) (bool, error) {
 // and resubmissions are left, opens the next pass and reports resubmit true: the caller then
 // submits Pending's rows again and calls Wait once more.
 func (r *Runner) Wait(ctx context.Context) (resubmit bool, err error) {
+	if err := r.own(ctx); err != nil {
+		return false, err
+	}
 	if err := r.SubmitUploaded(ctx); err != nil {
 		return false, err
 	}
@@ -162,6 +165,9 @@ func (r *Runner) Progress() (byState map[string]int, linesDone int) {
 // only uploaded may exist all the same (a pod killed between creating and recording it): it is
 // looked up by its metadata first, never created.
 func (r *Runner) Cancel(ctx context.Context) error {
+	if err := r.own(ctx); err != nil {
+		return err
+	}
 	for i := range r.rec.Batches {
 		b := &r.rec.Batches[i]
 		if b.ID == "" && b.State == StateUploaded {
@@ -172,6 +178,7 @@ func (r *Runner) Cancel(ctx context.Context) error {
 			if found != nil {
 				r.stats.BatchesAdopted++
 				r.update(b, *found)
+				r.trust(found.ID, found.InputFileID)
 			}
 		}
 		if b.ID == "" || Terminal(b.State) || b.State == "cancelling" {
@@ -194,6 +201,9 @@ func (r *Runner) Cancel(ctx context.Context) error {
 // DeleteFiles deletes every file the chunk's batches uploaded or produced; files already gone
 // are not an error.
 func (r *Runner) DeleteFiles(ctx context.Context) error {
+	if err := r.own(ctx); err != nil {
+		return err
+	}
 	for _, b := range r.rec.Batches {
 		for _, id := range []string{b.InputFileID, b.OutputFileID, b.ErrorFileID} {
 			if id == "" {
