@@ -754,3 +754,24 @@ func TestRecordNamingAnotherIngestionsBatchesIsRefused(t *testing.T) {
 		t.Fatalf("batches created: %+v", st)
 	}
 }
+
+// A model that does not exist is answered line by line (404 model_not_found). That is the
+// run's error, not each row's: the chunk fails at once with ModelNotFound, as online, instead
+// of dead-lettering every row as refused and completing.
+func TestUnknownModelFailsTheChunk(t *testing.T) {
+	ctx := context.Background()
+	s := startFake(t)
+	cfg := config(t, s, &memStore{}, 10)
+	cfg.Model = "text-embedding-4-huge"
+	r, err := batchembed.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(ctx, r, 0, 20)
+	if err == nil {
+		res.Close()
+	}
+	if p, ok := worker.AsPermanent(err); !ok || p.Reason != worker.ReasonModelNotFound || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("want a permanent ModelNotFound error with the provider's message, got %v", err)
+	}
+}

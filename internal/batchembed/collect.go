@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"sort"
 	"sync"
@@ -230,6 +231,14 @@ func (res *Results) errorLine(r *Runner, l outLine, final bool) error {
 		code := body.Error.Type
 		if body.Error.Code != nil {
 			code = *body.Error.Code
+		}
+		// Answers about the request rather than the row fail the chunk, as online: a model that
+		// does not exist, a key refused.
+		switch st := l.Response.StatusCode; {
+		case st == http.StatusNotFound || code == "model_not_found":
+			return worker.Permanent(worker.ReasonModelNotFound, fmt.Errorf("model %s: HTTP %d %s: %s", r.cfg.Model, st, code, body.Error.Message))
+		case st == http.StatusUnauthorized || st == http.StatusForbidden:
+			return worker.Permanent(worker.ReasonUnauthorized, fmt.Errorf("HTTP %d %s: %s", st, code, body.Error.Message))
 		}
 		reason := ReasonLine
 		if st := l.Response.StatusCode; st >= 400 && st < 500 && st != 429 {
