@@ -775,3 +775,15 @@ func TestUnknownModelFailsTheChunk(t *testing.T) {
 		t.Fatalf("want a permanent ModelNotFound error with the provider's message, got %v", err)
 	}
 }
+
+// A record under this chunk's key that names another ingestion or chunk is refused at once.
+func TestRecordOfAnotherIngestionIsPermanent(t *testing.T) {
+	ctx := context.Background()
+	s := startFake(t)
+	store := &memStore{rec: &batchembed.Record{Version: 1, Ingestion: "uid-other", Chunk: 3}}
+	if _, err := batchembed.Open(ctx, config(t, s, store, 10)); err == nil {
+		t.Fatal("opened another ingestion's record")
+	} else if _, ok := worker.AsPermanent(err); !ok {
+		t.Fatalf("want a permanent error, got %v", err)
+	}
+}
