@@ -25,6 +25,8 @@ import (
 
 	"github.com/go-logr/logr"
 	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
 // Limits bound one batch. The published values are DefaultLimits.
@@ -115,6 +117,8 @@ type Runner struct {
 	cfg   Config
 	rec   Record
 	stats Stats
+	// trusted: batch and file ids this process created, or found at OpenAI to be this chunk's.
+	trusted map[string]bool
 }
 
 // Open loads the chunk's record, or starts one. A record of a finished run starts a new
@@ -148,7 +152,10 @@ func Open(ctx context.Context, cfg Config) (*Runner, error) {
 	case !found:
 		rec = Record{Version: 1, Ingestion: cfg.Ingestion, Chunk: cfg.Chunk}
 	case rec.Ingestion != cfg.Ingestion || rec.Chunk != cfg.Chunk:
-		return nil, fmt.Errorf("batch record is for ingestion %s chunk %d, not %s chunk %d", rec.Ingestion, rec.Chunk, cfg.Ingestion, cfg.Chunk)
+		// Its key names this ingestion and chunk: it was written by someone else. No retry mends it.
+		return nil, worker.Permanent(worker.ReasonPermanentError, fmt.Errorf(
+			"batch record is for ingestion %s chunk %d, not %s chunk %d: it was not written by this chunk (delete it to start the chunk's batches afresh)",
+			rec.Ingestion, rec.Chunk, cfg.Ingestion, cfg.Chunk))
 	case rec.Done:
 		rec = Record{Version: 1, Ingestion: cfg.Ingestion, Chunk: cfg.Chunk, Generation: rec.Generation + 1}
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +19,7 @@ import (
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/vectordb-io/vectordb-operator/internal/batchembed"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	fake "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
 )
 
@@ -577,4 +580,210 @@ func TestLookupConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// A pod killed right after creating a batch, before recording it, leaves the record saying
+// "uploaded". Cancelling the ingestion then must still find that batch (by its metadata) and
+// cancel it: otherwise it runs on, is billed, and its output file is never deleted.
+func TestAbandonCancelsBatchCreatedButNotRecorded(t *testing.T) {
+	ctx := context.Background()
+	s := startFake(t)
+	s.HoldBatches(true)
+	store := &memStore{failSave: 2} // save 1: b0 uploaded; save 2: b0 created (killed)
+	r, err := batchembed.Open(ctx, config(t, s, store, 30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := submitRows(ctx, r, 0, 60); !errors.Is(err, errKilled) {
+		t.Fatalf("want the kill, got %v", err)
+	}
+	if ids := s.BatchIDs(); len(ids) != 1 {
+		t.Fatalf("batches at the provider: %v", ids)
+	}
+	if st := store.rec.Batches[0].State; st != batchembed.StateUploaded {
+		t.Fatalf("record says %s, want the kill to have left %s", st, batchembed.StateUploaded)
+	}
+	s.HoldBatches(false)
+	cleanup, err := batchembed.Open(ctx, config(t, s, store, 30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cleanup.Abandon(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range s.BatchIDs() {
+		if st := s.BatchStatus(id); st != fake.BatchCancelled {
+			t.Fatalf("batch %s is %s after Abandon, want %s", id, st, fake.BatchCancelled)
+		}
+	}
+	if st := s.BatchStats(); st.BatchesCreated != 1 {
+		t.Fatalf("Abandon created a batch: %+v", st)
+	}
+	if ids := s.FileIDs(); len(ids) != 0 {
+		t.Fatalf("files left: %v", ids)
+	}
+}
+
+// Provider answers no retry changes fail the chunk fast, with the reason the online path gives
+// (the embedder's exit code and the ingestion's condition come from worker.PermanentError);
+// server errors are retried.
+func TestProviderErrorsPermanentOrRetried(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		inject func(*fake.Server)
+		reason string // "" : retryable
+	}{
+		{"bad key", func(s *fake.Server) { s.SetUnauthorized(true) }, worker.ReasonUnauthorized},
+		{"quota exhausted (a 429)", func(s *fake.Server) { s.SetInsufficientQuota(true) }, worker.ReasonQuotaExceeded},
+		{"server error", func(s *fake.Server) { s.FailNext(1, 500) }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startFake(t)
+			r, err := batchembed.Open(ctx, config(t, s, &memStore{}, 10))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.inject(s)
+			err = submitRows(ctx, r, 0, 20)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			p, perm := worker.AsPermanent(err)
+			switch {
+			case tc.reason == "" && (perm || batchembed.IsPermanent(err)):
+				t.Fatalf("a retryable answer was made permanent: %v", err)
+			case tc.reason != "" && (!perm || p.Reason != tc.reason || !batchembed.IsPermanent(err)):
+				t.Fatalf("want a permanent error with reason %s, got %v (worker permanent %v)", tc.reason, err, perm)
+			}
+			if strings.Contains(err.Error(), key) {
+				t.Fatalf("the error holds the API key: %v", err)
+			}
+		})
+	}
+}
+
+// A proxy in front of OpenAI that echoes the whole Authorization header in its error: the key
+// must not reach the error (it goes to logs, the termination message and status).
+func TestProviderErrorDoesNotCarryTheKey(t *testing.T) {
+	ctx := context.Background()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = fmt.Fprintf(w, `{"error":{"message":"proxy refused %s","type":"invalid_request_error","code":"forbidden"}}`, r.Header.Get("Authorization"))
+	}))
+	defer srv.Close()
+	cfg := openai.DefaultConfig(key)
+	cfg.BaseURL = srv.URL + "/v1"
+	r, err := batchembed.Open(ctx, batchembed.Config{
+		Client: openai.NewClientWithConfig(cfg), APIKey: key, BaseURL: srv.URL + "/v1", Model: model, Ingestion: "uid-1", Chunk: 3,
+		SpoolDir: t.TempDir(), Store: &memStore{}, Log: testr.New(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = submitRows(ctx, r, 0, 3)
+	if p, ok := worker.AsPermanent(err); !ok || p.Reason != worker.ReasonUnauthorized {
+		t.Fatalf("want a permanent Unauthorized error, got %v", err)
+	}
+	if !strings.Contains(err.Error(), "proxy refused") || strings.Contains(err.Error(), key) {
+		t.Fatalf("want the proxy's message without the key, got %v", err)
+	}
+	// The batch paths (list, retrieve, cancel) go through go-openai's errors: the same rule.
+	if err := r.Cancel(ctx); err != nil {
+		t.Fatalf("nothing to cancel: %v", err)
+	}
+}
+
+// The record lives in the user's bucket. A record that names another ingestion's batches (copied
+// from another run's record, or written by hand) must not make this chunk upsert that
+// ingestion's vectors, nor cancel its batches or delete its files: every batch the record names
+// is checked at OpenAI (its metadata: ingestion UID, chunk, batch key) before its files are used.
+func TestRecordNamingAnotherIngestionsBatchesIsRefused(t *testing.T) {
+	ctx := context.Background()
+	s := startFake(t)
+	other := &memStore{}
+	ocfg := config(t, s, other, 30)
+	ocfg.Ingestion = "uid-other" // same chunk number, same namespace/task for all it matters
+	ro, err := batchembed.Open(ctx, ocfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ores, err := run(ctx, ro, 0, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ores.Close()
+	files := s.FileIDs()
+	// A hostile record for uid-1: the other run's batches, under this ingestion's UID.
+	forged := ro.Record()
+	forged.Ingestion = "uid-1"
+	hostile := &memStore{}
+	if err := hostile.Save(ctx, forged); err != nil {
+		t.Fatal(err)
+	}
+	r, err := batchembed.Open(ctx, config(t, s, hostile, 30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var collectErr error
+	if again, err := r.Wait(ctx); err != nil || again {
+		collectErr = err
+	} else {
+		res, err := r.Collect(ctx, 0, 60, dims)
+		if err == nil {
+			res.Close()
+		}
+		collectErr = err
+	}
+	if _, ok := worker.AsPermanent(collectErr); !ok || !strings.Contains(fmt.Sprint(collectErr), "not this chunk's") {
+		t.Fatalf("want a permanent error naming the foreign batch, got %v", collectErr)
+	}
+	// The cleanup of this ingestion neither cancels nor deletes what is the other's.
+	cleanup, err := batchembed.Open(ctx, config(t, s, hostile, 30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cleanup.Abandon(ctx); err == nil {
+		t.Fatal("Abandon of a foreign record succeeded")
+	}
+	if left := s.FileIDs(); !slices.Equal(left, files) {
+		t.Fatalf("files of the other ingestion deleted: had %v, left %v", files, left)
+	}
+	if st := s.BatchStats(); st.BatchesCreated != 2 {
+		t.Fatalf("batches created: %+v", st)
+	}
+}
+
+// A model that does not exist is answered line by line (404 model_not_found). That is the
+// run's error, not each row's: the chunk fails at once with ModelNotFound, as online, instead
+// of dead-lettering every row as refused and completing.
+func TestUnknownModelFailsTheChunk(t *testing.T) {
+	ctx := context.Background()
+	s := startFake(t)
+	cfg := config(t, s, &memStore{}, 10)
+	cfg.Model = "text-embedding-4-huge"
+	r, err := batchembed.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(ctx, r, 0, 20)
+	if err == nil {
+		res.Close()
+	}
+	if p, ok := worker.AsPermanent(err); !ok || p.Reason != worker.ReasonModelNotFound || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("want a permanent ModelNotFound error with the provider's message, got %v", err)
+	}
+}
+
+// A record under this chunk's key that names another ingestion or chunk is refused at once.
+func TestRecordOfAnotherIngestionIsPermanent(t *testing.T) {
+	ctx := context.Background()
+	s := startFake(t)
+	store := &memStore{rec: &batchembed.Record{Version: 1, Ingestion: "uid-other", Chunk: 3}}
+	if _, err := batchembed.Open(ctx, config(t, s, store, 10)); err == nil {
+		t.Fatal("opened another ingestion's record")
+	} else if _, ok := worker.AsPermanent(err); !ok {
+		t.Fatalf("want a permanent error, got %v", err)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"sort"
 	"sync"
@@ -34,7 +35,7 @@ type outLine struct {
 func (r *Runner) readLines(ctx context.Context, fileID string, fn func(outLine) error) error {
 	raw, err := r.cfg.Client.GetFileContent(ctx, fileID)
 	if err != nil {
-		return classify("read file "+fileID, err)
+		return r.classify("read file "+fileID, err)
 	}
 	defer raw.Close()
 	cr := &countReader{r: raw}
@@ -101,6 +102,9 @@ type failedRange struct {
 // first..first+rows-1 with vectors of dims dimensions. Run it once Wait reports no resubmission;
 // it is idempotent (a killed pod collects again).
 func (r *Runner) Collect(ctx context.Context, first, rows int64, dims int) (*Results, error) {
+	if err := r.own(ctx); err != nil {
+		return nil, err
+	}
 	path, err := r.spoolPath("vectors")
 	if err != nil {
 		return nil, err
@@ -227,6 +231,14 @@ func (res *Results) errorLine(r *Runner, l outLine, final bool) error {
 		code := body.Error.Type
 		if body.Error.Code != nil {
 			code = *body.Error.Code
+		}
+		// Answers about the request rather than the row fail the chunk, as online: a model that
+		// does not exist, a key refused.
+		switch st := l.Response.StatusCode; {
+		case st == http.StatusNotFound || code == "model_not_found":
+			return worker.Permanent(worker.ReasonModelNotFound, fmt.Errorf("model %s: HTTP %d %s: %s", r.cfg.Model, st, code, body.Error.Message))
+		case st == http.StatusUnauthorized || st == http.StatusForbidden:
+			return worker.Permanent(worker.ReasonUnauthorized, fmt.Errorf("HTTP %d %s: %s", st, code, body.Error.Message))
 		}
 		reason := ReasonLine
 		if st := l.Response.StatusCode; st >= 400 && st < 500 && st != 429 {

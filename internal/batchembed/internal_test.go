@@ -1,6 +1,11 @@
 package batchembed
 
-import "testing"
+import (
+	"strings"
+	"testing"
+
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+)
 
 func TestCustomIDRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
@@ -69,5 +74,17 @@ func TestChunkTokenShare(t *testing.T) {
 		if got := ChunkTokenShare(tc.max, tc.par); got != tc.want {
 			t.Errorf("ChunkTokenShare(%d, %d) = %d, want %d", tc.max, tc.par, got, tc.want)
 		}
+	}
+}
+
+func TestCorruptRecordIsPermanent(t *testing.T) {
+	if _, err := decodeRecord([]byte(`{"version":1,"ingestion":"uid-1","batches":[{`), "s3://b/k"); err == nil {
+		t.Fatal("a truncated record decoded")
+	} else if _, ok := worker.AsPermanent(err); !ok || !strings.Contains(err.Error(), "s3://b/k") {
+		t.Fatalf("want a permanent error naming the object, got %v", err)
+	}
+	rec, err := decodeRecord([]byte(`{"version":1,"ingestion":"uid-1","chunk":2,"generation":1}`), "s3://b/k")
+	if err != nil || rec.Ingestion != "uid-1" || rec.Chunk != 2 || rec.Generation != 1 {
+		t.Fatalf("got %+v, %v", rec, err)
 	}
 }

@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"strconv"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
 // Record is a chunk's batches, kept durably (Store) and rewritten after every step that creates
@@ -102,11 +106,19 @@ func (s S3Store) Load(ctx context.Context) (Record, bool, error) {
 	if err != nil {
 		return Record{}, false, fmt.Errorf("read batch record s3://%s/%s: %w", s.Bucket, s.Key, err)
 	}
+	rec, err := decodeRecord(b, "s3://"+s.Bucket+"/"+s.Key)
+	return rec, err == nil, err
+}
+
+// decodeRecord reads a stored record. One that is not JSON is a permanent error: no retry mends
+// it.
+func decodeRecord(b []byte, where string) (Record, error) {
 	var rec Record
 	if err := json.Unmarshal(b, &rec); err != nil {
-		return Record{}, false, fmt.Errorf("batch record s3://%s/%s is not valid JSON: %w", s.Bucket, s.Key, err)
+		return Record{}, worker.Permanent(worker.ReasonPermanentError, fmt.Errorf(
+			"batch record %s is not valid JSON (delete it to start the chunk's batches afresh): %w", where, err))
 	}
-	return rec, true, nil
+	return rec, nil
 }
 
 // Save implements Store.
@@ -129,4 +141,69 @@ func (s S3Store) Delete(ctx context.Context) error {
 		return fmt.Errorf("delete batch record s3://%s/%s: %w", s.Bucket, s.Key, err)
 	}
 	return nil
+}
+
+// own checks, once per runner, that every batch and file the record names is this chunk's at
+// OpenAI: a batch's metadata names this ingestion (UID), chunk and batch key, an uploaded file
+// not yet in a batch bears the name this chunk gave it. The record lives in the user's bucket:
+// a corrupt or forged record must not make the chunk upsert another ingestion's vectors, or
+// cancel or delete what is not its own. A batch's file ids are taken from OpenAI, not the record.
+func (r *Runner) own(ctx context.Context) error {
+	for i := range r.rec.Batches {
+		b := &r.rec.Batches[i]
+		switch {
+		case b.ID != "" && !r.trusted[b.ID]:
+			got, err := r.cfg.Client.RetrieveBatch(ctx, b.ID)
+			if err != nil {
+				return r.classify("retrieve batch "+b.ID, err)
+			}
+			if key := r.batchKey(*b); !r.ours(got.Metadata, key) {
+				return r.foreign(fmt.Errorf("batch %s is not this chunk's batch %s (its metadata names ingestion %q, chunk %q, batch %q)",
+					b.ID, key, fmt.Sprint(got.Metadata[MetaIngestion]), fmt.Sprint(got.Metadata[MetaChunk]), fmt.Sprint(got.Metadata[MetaBatch])))
+			}
+			b.InputFileID = got.InputFileID
+			r.update(b, got.Batch)
+			r.trust(b.ID, b.InputFileID)
+		case b.ID == "" && b.InputFileID != "" && !r.trusted[b.InputFileID]:
+			f, err := r.cfg.Client.GetFile(ctx, b.InputFileID)
+			if err != nil {
+				if apiStatus(err) == http.StatusNotFound {
+					continue // gone: nothing to protect, and creating its batch fails
+				}
+				return r.classify("retrieve file "+b.InputFileID, err)
+			}
+			if want := r.fileName(*b); f.FileName != want {
+				return r.foreign(fmt.Errorf("file %s is not this chunk's batch file %s (it is named %q)", b.InputFileID, want, f.FileName))
+			}
+			r.trust(b.InputFileID)
+		}
+	}
+	return nil
+}
+
+func (r *Runner) ours(m map[string]any, key string) bool {
+	return fmt.Sprint(m[MetaIngestion]) == r.cfg.Ingestion && fmt.Sprint(m[MetaChunk]) == strconv.Itoa(r.cfg.Chunk) && fmt.Sprint(m[MetaBatch]) == key
+}
+
+func (r *Runner) trust(ids ...string) {
+	if r.trusted == nil {
+		r.trusted = map[string]bool{}
+	}
+	for _, id := range ids {
+		if id != "" {
+			r.trusted[id] = true
+		}
+	}
+}
+
+func (r *Runner) foreign(err error) error {
+	return &PermanentError{Reason: worker.ReasonPermanentError, Err: fmt.Errorf(
+		"batch record s3 object names what this chunk did not create; it is corrupt or was written by someone else (delete it to start the chunk's batches afresh): %w", err)}
+}
+
+// fileName is the name a batch's input file is uploaded under (its first try's key: a batch
+// refused for the enqueued-token cap is created again from the same file).
+func (r *Runner) fileName(b Batch) string {
+	b.Try = 0
+	return fmt.Sprintf("vectordb-%s-c%d-%s.jsonl", r.cfg.Ingestion, r.cfg.Chunk, r.batchKey(b))
 }

@@ -11,8 +11,11 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 
 	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
 // Pending returns the pass that still has rows to submit, and which rows belong to it: every
@@ -26,6 +29,9 @@ func (r *Runner) Pending(ctx context.Context) (pass int, from int64, want func(r
 	}
 	if pass == 0 {
 		return 0, p.NextRow, func(int64) bool { return true }, true, nil
+	}
+	if err := r.own(ctx); err != nil {
+		return 0, 0, nil, false, err
 	}
 	expired, err := r.expiredRows(ctx, pass-1)
 	if err != nil {
@@ -160,11 +166,12 @@ func (s *Submitter) seal(ctx context.Context, next int64) error {
 	if err := s.w.Flush(); err != nil {
 		return fmt.Errorf("write batch file: %w", err)
 	}
-	name := fmt.Sprintf("vectordb-%s-c%d-%s.jsonl", r.cfg.Ingestion, r.cfg.Chunk, r.batchKey(s.cur))
+	name := r.fileName(s.cur)
 	id, err := r.upload(ctx, s.f, name, s.bytes)
 	if err != nil {
 		return err
 	}
+	r.trust(id)
 	b := s.cur
 	b.InputFileID, b.Bytes = id, s.bytes
 	r.rec.Batches = append(r.rec.Batches, b)
@@ -202,6 +209,7 @@ func (r *Runner) create(ctx context.Context, i int) error {
 		r.stats.BatchesAdopted++
 		r.cfg.Log.Info("found a batch created before a restart", "batch", found.ID, "key", key)
 		r.update(b, *found)
+		r.trust(found.ID, found.InputFileID)
 		return r.save(ctx)
 	}
 	if err := r.waitForRoom(ctx, b.Tokens, i); err != nil {
@@ -213,10 +221,11 @@ func (r *Runner) create(ctx context.Context, i int) error {
 		Metadata: map[string]any{MetaIngestion: r.cfg.Ingestion, MetaChunk: strconv.Itoa(r.cfg.Chunk), MetaBatch: key},
 	})
 	if err != nil {
-		return classify(fmt.Sprintf("create batch %s", key), err)
+		return r.classify(fmt.Sprintf("create batch %s", key), err)
 	}
 	r.stats.BatchesCreated++
 	r.update(b, resp.Batch)
+	r.trust(resp.ID)
 	r.cfg.Log.Info("batch created", "batch", b.ID, "key", key, "lines", b.Lines, "tokens", b.Tokens)
 	return r.save(ctx)
 }
@@ -230,7 +239,7 @@ func (r *Runner) find(ctx context.Context, key string) (*openai.Batch, error) {
 	for range 10 {
 		page, err := r.cfg.Client.ListBatch(ctx, after, &limit)
 		if err != nil {
-			return nil, classify("list batches", err)
+			return nil, r.classify("list batches", err)
 		}
 		for i := range page.Data {
 			m := page.Data[i].Metadata
@@ -287,7 +296,7 @@ func (r *Runner) upload(ctx context.Context, f *os.File, name string, size int64
 		}
 		_ = json.Unmarshal(body, &e)
 		e.Error.HTTPStatusCode = resp.StatusCode
-		return "", classify("upload batch file "+name, &e.Error)
+		return "", r.classify("upload batch file "+name, &e.Error)
 	}
 	var file openai.File
 	if err := json.Unmarshal(body, &file); err != nil || file.ID == "" {
@@ -298,21 +307,53 @@ func (r *Runner) upload(ctx context.Context, f *os.File, name string, size int64
 	return file.ID, nil
 }
 
-// PermanentError is an answer no retry changes (a bad key, a refused request).
+// PermanentError is an answer no retry changes (a bad key, an exhausted quota, a refused
+// request). It is also a worker.PermanentError (errors.As finds both), so the embedder exits
+// with ExitPermanent and the chunk fails fast with Reason, as online.
 type PermanentError struct {
 	Status int
+	Reason string // a worker.Reason*
 	Err    error
 }
 
 func (e *PermanentError) Error() string { return e.Err.Error() }
 func (e *PermanentError) Unwrap() error { return e.Err }
 
-// classify wraps err with what; 4xx answers other than 408, 409 and 429 are permanent.
-func classify(what string, err error) error {
+// As lets errors.As find the worker.PermanentError the embedder's exit code depends on.
+func (e *PermanentError) As(target any) bool {
+	if t, ok := target.(**worker.PermanentError); ok {
+		*t = &worker.PermanentError{Reason: e.Reason, Err: e.Err}
+		return true
+	}
+	return false
+}
+
+// classify wraps err with what. Like the online path (internal/embedding): an exhausted quota
+// (a 429 with insufficient_quota) and 4xx answers other than 408, 409 and 429 are permanent;
+// the rest is retried. The provider's message is kept, with the API key blanked out of it (the
+// real API echoes a masked key, a proxy may echo it whole) and the SDK error dropped.
+func (r *Runner) classify(what string, err error) error {
 	st := apiStatus(err)
-	wrapped := fmt.Errorf("%s: %w", what, err)
-	if st >= 400 && st < 500 && st != http.StatusRequestTimeout && st != http.StatusConflict && st != http.StatusTooManyRequests {
-		return &PermanentError{Status: st, Err: wrapped}
+	if st == 0 {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	msg := err.Error()
+	if k := r.cfg.APIKey; k != "" {
+		msg = strings.ReplaceAll(msg, k, "[redacted]")
+	}
+	wrapped := fmt.Errorf("%s: %s", what, msg)
+	var code, typ string
+	var ae *openai.APIError
+	if errors.As(err, &ae) {
+		code, typ = fmt.Sprint(ae.Code), ae.Type
+	}
+	switch {
+	case code == "insufficient_quota" || typ == "insufficient_quota":
+		return &PermanentError{Status: st, Reason: worker.ReasonQuotaExceeded, Err: wrapped}
+	case st == http.StatusUnauthorized || st == http.StatusForbidden:
+		return &PermanentError{Status: st, Reason: worker.ReasonUnauthorized, Err: wrapped}
+	case st >= 400 && st < 500 && st != http.StatusRequestTimeout && st != http.StatusConflict && st != http.StatusTooManyRequests:
+		return &PermanentError{Status: st, Reason: worker.ReasonPermanentError, Err: wrapped}
 	}
 	return wrapped
 }

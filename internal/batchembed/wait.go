@@ -67,7 +67,7 @@ func (r *Runner) poll(ctx context.Context) (bool, error) {
 		got, err := r.cfg.Client.RetrieveBatch(ctx, b.ID)
 		r.stats.Polls++
 		if err != nil {
-			return false, classify("retrieve batch "+b.ID, err)
+			return false, r.classify("retrieve batch "+b.ID, err)
 		}
 		before := *b
 		r.update(b, got.Batch)
@@ -92,6 +92,9 @@ func (r *Runner) poll(ctx context.Context) (bool, error) {
 // and resubmissions are left, opens the next pass and reports resubmit true: the caller then
 // submits Pending's rows again and calls Wait once more.
 func (r *Runner) Wait(ctx context.Context) (resubmit bool, err error) {
+	if err := r.own(ctx); err != nil {
+		return false, err
+	}
 	if err := r.SubmitUploaded(ctx); err != nil {
 		return false, err
 	}
@@ -158,20 +161,36 @@ func (r *Runner) Progress() (byState map[string]int, linesDone int) {
 }
 
 // Cancel cancels the chunk's open batches (the ingestion was cancelled or deleted). A batch that
-// ended meanwhile (the API refuses to cancel it) is recorded as it ended.
+// ended meanwhile (the API refuses to cancel it) is recorded as it ended. A batch recorded as
+// only uploaded may exist all the same (a pod killed between creating and recording it): it is
+// looked up by its metadata first, never created.
 func (r *Runner) Cancel(ctx context.Context) error {
+	if err := r.own(ctx); err != nil {
+		return err
+	}
 	for i := range r.rec.Batches {
 		b := &r.rec.Batches[i]
+		if b.ID == "" && b.State == StateUploaded {
+			found, err := r.find(ctx, r.batchKey(*b))
+			if err != nil {
+				return err
+			}
+			if found != nil {
+				r.stats.BatchesAdopted++
+				r.update(b, *found)
+				r.trust(found.ID, found.InputFileID)
+			}
+		}
 		if b.ID == "" || Terminal(b.State) || b.State == "cancelling" {
 			continue
 		}
 		got, err := r.cfg.Client.CancelBatch(ctx, b.ID)
 		if err != nil {
 			if st := apiStatus(err); st != 409 && st != 400 {
-				return classify("cancel batch "+b.ID, err)
+				return r.classify("cancel batch "+b.ID, err)
 			}
 			if got, err = r.cfg.Client.RetrieveBatch(ctx, b.ID); err != nil {
-				return classify("retrieve batch "+b.ID, err)
+				return r.classify("retrieve batch "+b.ID, err)
 			}
 		}
 		r.update(b, got.Batch)
@@ -182,13 +201,16 @@ func (r *Runner) Cancel(ctx context.Context) error {
 // DeleteFiles deletes every file the chunk's batches uploaded or produced; files already gone
 // are not an error.
 func (r *Runner) DeleteFiles(ctx context.Context) error {
+	if err := r.own(ctx); err != nil {
+		return err
+	}
 	for _, b := range r.rec.Batches {
 		for _, id := range []string{b.InputFileID, b.OutputFileID, b.ErrorFileID} {
 			if id == "" {
 				continue
 			}
 			if err := r.cfg.Client.DeleteFile(ctx, id); err != nil && apiStatus(err) != 404 {
-				return classify("delete file "+id, err)
+				return r.classify("delete file "+id, err)
 			}
 		}
 	}

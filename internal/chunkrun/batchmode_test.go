@@ -143,9 +143,7 @@ func TestBatchModePodKilledWhilePollingResumes(t *testing.T) {
 	}
 	e.openai.HoldBatches(true)
 	// The pod is killed while its batch runs.
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	if _, err := chunkrun.Run(ctx, ing, args, e.deps()); !errors.Is(err, context.DeadlineExceeded) {
+	if err := runUntilBatches(e, ing, args, 1); !errors.Is(err, context.Canceled) {
 		t.Fatalf("want the kill, got %v", err)
 	}
 	if e.index.Count() != 0 || e.openai.BatchStats().BatchesCreated != 1 {
@@ -184,10 +182,7 @@ func TestBatchModeCancelledRunCancelsBatchesAndDeletesFiles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		_, err = chunkrun.Run(ctx, ing, args, e.deps())
-		cancel()
-		if !errors.Is(err, context.DeadlineExceeded) {
+		if err := runUntilBatches(e, ing, args, int64(c)+1); !errors.Is(err, context.Canceled) {
 			t.Fatalf("chunk %d: want the stop, got %v", c, err)
 		}
 	}
@@ -220,5 +215,35 @@ func TestBatchModeCancelledRunCancelsBatchesAndDeletesFiles(t *testing.T) {
 	}
 	if e.index.Count() != 0 {
 		t.Fatalf("%d vectors upserted by a cancelled run", e.index.Count())
+	}
+}
+
+// runUntilBatches runs a chunk and stops it (a pod killed) once the fake has seen the given
+// number of batches created in all, or after a minute. A fixed deadline instead made the kill
+// land before the first upload on a loaded machine.
+func runUntilBatches(e *env, ing worker.Ingestion, args worker.ChunkArgs, batches int64) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := chunkrun.Run(ctx, ing, args, e.deps())
+		done <- err
+	}()
+	deadline := time.After(time.Minute)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return fmt.Errorf("the chunk ended before it was stopped: %v", err)
+		case <-deadline:
+			cancel()
+			return fmt.Errorf("no %d batches created within a minute (%+v); the chunk returned %v", batches, e.openai.BatchStats(), <-done)
+		case <-tick.C:
+			if e.openai.BatchStats().BatchesCreated >= batches {
+				cancel()
+				return <-done
+			}
+		}
 	}
 }
