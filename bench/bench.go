@@ -90,10 +90,10 @@ func DefaultConfig() Config {
 		MemRows: []int{10000, 1000000}, MemTimeout: 15 * time.Minute,
 		ManagerChunks: 10000, ManagerParallelism: 100, ManagerTimeout: 45 * time.Minute,
 		GzipRows: GzipReadsRows,
-		// The issue asks for ≈ 5 min of fleet at the floor; 2 min per mode keeps make bench's two
-		// fleet runs near 6 min, with start-up still small beside the floor.
+		// ≈ 5 min of fleet at the floor (issue #26): pod start-up and the fake's 60 s window stay
+		// small beside it; each mode takes about that long.
 		FleetRows: []int{8000, 6000, 4000, 2000}, FleetStarts: []time.Duration{0, 0, 10 * time.Second, 20 * time.Second},
-		FleetFloor: 2 * time.Minute, FleetRowsPerChunk: 2000, FleetParallelism: 2, FleetRenew: 5 * time.Second}
+		FleetFloor: 5 * time.Minute, FleetRowsPerChunk: 2000, FleetParallelism: 2, FleetRenew: 5 * time.Second}
 }
 
 // Report holds every figure.
@@ -249,7 +249,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	}
 	if !c.Skip["fleet"] && len(c.FleetRows) > 0 {
 		r.Ran["fleet"] = true
-		r.Fleet.FloorShort = fmt.Sprintf("the issue asks for ≈ 5 min; %s here keeps `make bench` sane", c.FleetFloor)
+		r.Fleet.FloorShort = fmt.Sprintf("the issue asks for ≈ 5 min; this run: %s", c.FleetFloor)
 		if err := runFleet(ctx, c, st, r); err != nil {
 			return r, fmt.Errorf("fleet: %w", err)
 		}

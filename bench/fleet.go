@@ -323,7 +323,7 @@ func fleetRun(ctx context.Context, c Config, st *stack.Stack, ns, mode string, f
 		wg.Wait()
 		return createErr
 	}
-	bound := 3*fl.Floor + 3*time.Minute
+	bound := 2*fl.Floor + 2*time.Minute
 	out.Phases, out.Walls = make([]string, len(objs)), make([]time.Duration, len(objs))
 	out.Finished = true
 	var curs []*v1alpha1.CsvIngestion
@@ -476,7 +476,7 @@ func FleetMarkdown(fl Fleet, command string) string {
 	})
 	row("failed chunk attempts (retried by their Job)", "", func(x FleetRun) string { return fmt.Sprint(x.FailedAttempts) })
 	w("")
-	w("The share of each ingestion is measured from the vectors it had stored (sampled every second, each vector counted with its text's tokens) between the first progress of the last one to start and the last progress of the first one to finish, so start-up (planner Job, pod start) is not counted against a newcomer.")
+	w("The share of each ingestion is measured from the vectors it had stored (sampled every second, each vector counted with its text's tokens) between the first progress of the last one to start and the last progress of the first one to finish, so start-up (planner Job, pod start) is not counted against a newcomer. The floor is tokens ÷ TPM; the fake's sliding window admits a whole minute's budget at once, so a run that storms (before) can finish part of its last minute faster than that, paid for in 429s, while leased pods pace themselves at the granted rate.")
 	w("%s", FleetEnd)
 	return b.String()
 }
