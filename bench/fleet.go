@@ -212,7 +212,7 @@ func runFleet(ctx context.Context, c Config, st *stack.Stack, r *Report) error {
 		files = append(files, f)
 		fl.Rows, fl.Tokens = append(fl.Rows, int(gen.Good)), append(fl.Tokens, f.total)
 		tok += f.total
-		minRequests += max((f.total+tokens.MaxTokensPerRequest-1)/tokens.MaxTokensPerRequest, (gen.Good+2047)/2048)
+		minRequests += max((f.total+tokens.MaxTokensPerRequest-1)/tokens.MaxTokensPerRequest, (gen.Good+fleetInputsPerRequest-1)/fleetInputsPerRequest)
 	}
 	fl.TPM = int64(float64(tok) / c.FleetFloor.Minutes())
 	fl.Floor = time.Duration(max(float64(tok)/float64(fl.TPM), float64(minRequests)/float64(c.RPM)) * float64(time.Minute))
@@ -272,6 +272,10 @@ func fleetRun(ctx context.Context, c Config, st *stack.Stack, ns, mode string, f
 		// specs do (without leases each takes it all).
 		obj.Spec.Embedding.RequestsPerMinute = int32(c.RPM)
 		obj.Spec.Embedding.TokensPerMinute = fl.TPM
+		// Requests of 100 inputs (~25k tokens): the key's throughput arrives in steps of about 1.5 s
+		// of budget, fine enough to measure each one's share over a minute or two; at 2,048 inputs
+		// a small ingestion stores its vectors in two or three jumps.
+		obj.Spec.Embedding.MaxInputsPerRequest = fleetInputsPerRequest
 		obj.Spec.Chunking.RowsPerChunk = c.FleetRowsPerChunk
 		obj.Spec.Chunking.Parallelism = c.FleetParallelism
 		obj.Spec.Target.Pinecone.Namespace = obj.Name
@@ -403,6 +407,8 @@ func fleetRun(ctx context.Context, c Config, st *stack.Stack, ns, mode string, f
 	return nil
 }
 
+const fleetInputsPerRequest = 100
+
 func abs(x float64) float64 {
 	if x < 0 {
 		return -x
@@ -424,8 +430,8 @@ func FleetMarkdown(fl Fleet, command string) string {
 	for i := range fl.Rows {
 		starts = append(starts, fmt.Sprintf("%d rows / %d tokens at +%s", fl.Rows[i], fl.Tokens[i], fl.Starts[i]))
 	}
-	w("Four ingestions in one namespace with the same key Secret, `baseURL` and model (one implicit budget), each declaring the key's whole budget (%d RPM, %d TPM) as today's specs do; rowsPerChunk %d, parallelism %d: %s. The TPM cap is chosen so that the four files' tokens take %s at it (%s). **Before**: leases off, each chunk Job keeps its frozen share of its own ingestion's budget (today's behaviour). **After**: the manager restarted with `--rate-lease-*` (renewal %s); the leader divides the budget among the ingestions holding leases.",
-		fl.RPM, fl.TPM, fl.RowsChunk, fl.Parallel, strings.Join(starts, ", "), dur(fl.Floor), fl.FloorShort, fl.Renew)
+	w("Four ingestions in one namespace with the same key Secret, `baseURL` and model (one implicit budget), each declaring the key's whole budget (%d RPM, %d TPM) as today's specs do; maxInputsPerRequest %d, rowsPerChunk %d, parallelism %d: %s. The TPM cap is chosen so that the four files' tokens take %s at it (%s). **Before**: leases off, each chunk Job keeps its frozen share of its own ingestion's budget (today's behaviour). **After**: the manager restarted with `--rate-lease-*` (renewal %s); the leader divides the budget among the ingestions holding leases.",
+		fl.RPM, fl.TPM, fleetInputsPerRequest, fl.RowsChunk, fl.Parallel, strings.Join(starts, ", "), dur(fl.Floor), fl.FloorShort, fl.Renew)
 	w("")
 	w("| figure | before (leases off) | after (leases on) | target |")
 	w("|---|---|---|---|")
