@@ -69,12 +69,15 @@ type FleetRun struct {
 	// last vector; Shares are each ingestion's part of the tokens embedded in it.
 	WindowFrom, WindowTo time.Duration
 	Shares               []float64
-	MaxShareDeviation    float64 // max |share/weight − 1|
-	Phases               []string
-	Walls                []time.Duration
-	Vectors, Missing     int64
-	Unexpected           int64
-	FailedAttempts       int64
+	// FirstProgress and LastProgress: when each ingestion's stored tokens first and last grew
+	// (-1: never), which say why there is no span with all four active when there is none.
+	FirstProgress, LastProgress []time.Duration
+	MaxShareDeviation           float64 // max |share/weight − 1|
+	Phases                      []string
+	Walls                       []time.Duration
+	Vectors, Missing            int64
+	Unexpected                  int64
+	FailedAttempts              int64
 }
 
 // fleetSample is the tokens of the vectors each ingestion had stored at one instant.
@@ -127,6 +130,28 @@ func fleetShares(samples []fleetSample) (from, to time.Duration, shares []float6
 		shares[i] = float64(d[i]) / float64(total)
 	}
 	return samples[a].at, samples[b].at, shares, true
+}
+
+// progressTimes is when each ingestion's stored tokens first and last grew between samples
+// (-1 when they never did).
+func progressTimes(samples []fleetSample) (first, last []time.Duration) {
+	if len(samples) == 0 {
+		return nil, nil
+	}
+	n := len(samples[0].tokens)
+	first, last = make([]time.Duration, n), make([]time.Duration, n)
+	for i := range n {
+		first[i], last[i] = -1, -1
+		for k := 1; k < len(samples); k++ {
+			if samples[k].tokens[i] > samples[k-1].tokens[i] {
+				if first[i] < 0 {
+					first[i] = samples[k].at
+				}
+				last[i] = samples[k].at
+			}
+		}
+	}
+	return first, last
 }
 
 // countTokensByID maps every row as the embedder does and counts each record's text with the
@@ -285,7 +310,7 @@ func fleetRun(ctx context.Context, c Config, st *stack.Stack, ns, mode string, f
 		s := fleetSample{at: at, tokens: make([]int64, len(files))}
 		for i, f := range files {
 			for _, id := range idx.IDs(objs[i].Name) {
-				s.tokens[i] += f.tokens[strings.TrimPrefix(id, "239.")]
+				s.tokens[i] += f.tokens[id] // ids carry the mapping's prefix, as countTokensByID's keys do
 			}
 		}
 		return s
@@ -359,6 +384,14 @@ func fleetRun(ctx context.Context, c Config, st *stack.Stack, ns, mode string, f
 	peak := st.OpenAI.Peak()
 	out.PeakRPM, out.PeakTPM = peak.Requests, peak.Tokens
 	out.Ratio = out.Wall.Seconds() / fl.Floor.Seconds()
+	// Every id stored must have been counted: a completed ingestion's sampled tokens are its file's.
+	last := samples[len(samples)-1]
+	for i, f := range files {
+		if out.Phases[i] == string(v1alpha1.PhaseCompleted) && last.tokens[i] != f.total {
+			return fmt.Errorf("%s: the sampler counted %d tokens of stored vectors, the file has %d", objs[i].Name, last.tokens[i], f.total)
+		}
+	}
+	out.FirstProgress, out.LastProgress = progressTimes(samples)
 	var ok bool
 	out.WindowFrom, out.WindowTo, out.Shares, ok = fleetShares(samples)
 	if ok {
@@ -456,6 +489,13 @@ func FleetMarkdown(fl Fleet, command string) string {
 			return "none"
 		}
 		return fmt.Sprintf("%s–%s", x.WindowFrom.Round(time.Second), x.WindowTo.Round(time.Second))
+	})
+	row("each one's first → last progress (vectors stored)", "", func(x FleetRun) string {
+		var s []string
+		for i := range x.FirstProgress {
+			s = append(s, fmt.Sprintf("%s → %s", x.FirstProgress[i].Round(time.Second), x.LastProgress[i].Round(time.Second)))
+		}
+		return strings.Join(s, ", ")
 	})
 	row("each one's share of the key's tokens in it", "25 % each", func(x FleetRun) string {
 		var s []string

@@ -9,7 +9,9 @@ import (
 // fleetShares measures each ingestion's part of the tokens over the span in which all of them
 // progressed, so a newcomer's start-up and a finisher's tail do not count.
 func TestFleetShares(t *testing.T) {
-	s := func(sec int, tok ...int64) fleetSample { return fleetSample{at: time.Duration(sec) * time.Second, tokens: tok} }
+	s := func(sec int, tok ...int64) fleetSample {
+		return fleetSample{at: time.Duration(sec) * time.Second, tokens: tok}
+	}
 	for _, tc := range []struct {
 		name     string
 		samples  []fleetSample
