@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/vectordb-io/vectordb-operator/bench/report"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
@@ -30,7 +31,10 @@ func main() {
 	flag.IntVar(&c.ManagerChunks, "manager-chunks", c.ManagerChunks, "chunks of the manager run")
 	flag.DurationVar(&c.ManagerTimeout, "manager-timeout", c.ManagerTimeout, "bound of the manager run (the figures then cover the chunks that finished)")
 	mem := flag.String("mem-rows", "10000,1000000", "rows of the embedder memory runs, comma separated")
-	skip := flag.String("skip", "", "phases to leave out, comma separated: efficiency, old, manager, pipeline, gzip")
+	skip := flag.String("skip", "", "phases to leave out, comma separated: efficiency, old, manager, pipeline, gzip, fleet")
+	flag.DurationVar(&c.FleetFloor, "fleet-floor", c.FleetFloor, "the combined floor the fleet phase's TPM cap is chosen for")
+	fleetRows := flag.String("fleet-rows", "8000,6000,4000,2000", "rows of the fleet phase's ingestions, comma separated (created at 0, 0, +10 s, +20 s, …)")
+	fleetOnly := flag.Bool("fleet-only", false, "measure only the fleet phase and replace just its section of -out")
 	flag.StringVar(&c.ManagerProfileDir, "manager-profile", "", "directory for CPU profiles of the manager over the two pass-cost windows (empty: none)")
 	managerOnly := flag.Bool("manager-only", false, "measure only the manager at scale and replace just its section of -out")
 	flag.Parse()
@@ -41,7 +45,20 @@ func main() {
 		}
 	}
 	if *managerOnly {
-		c.Skip = map[string]bool{"efficiency": true, "old": true, "pipeline": true}
+		c.Skip = map[string]bool{"efficiency": true, "old": true, "pipeline": true, "fleet": true}
+	}
+	if *fleetOnly {
+		c.Skip = map[string]bool{"efficiency": true, "old": true, "pipeline": true, "gzip": true, "manager": true}
+	}
+	c.FleetRows, c.FleetStarts = nil, nil
+	for i, s := range strings.Split(*fleetRows, ",") {
+		var n int
+		if _, err := fmt.Sscan(s, &n); err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "bench: -fleet-rows %q: want positive integers\n", *fleetRows)
+			os.Exit(2)
+		}
+		c.FleetRows = append(c.FleetRows, n)
+		c.FleetStarts = append(c.FleetStarts, time.Duration(max(0, i-1))*10*time.Second)
 	}
 	c.MemRows = nil
 	for _, s := range strings.Split(*mem, ",") {
@@ -81,6 +98,20 @@ func main() {
 			}
 		}
 		return
+	}
+	command := "go run ./bench " + strings.Join(os.Args[1:], " ")
+	if r.Ran["fleet"] {
+		section := FleetMarkdown(r.Fleet, command)
+		fmt.Print(section)
+		if *out != "" {
+			if err := report.ReplaceSection(*out, FleetBegin, FleetEnd, section); err != nil {
+				fmt.Fprintln(os.Stderr, "bench:", err)
+				os.Exit(1)
+			}
+		}
+		if *fleetOnly {
+			return
+		}
 	}
 	md := Markdown(r, Env{Command: "make bench (go run ./bench " + strings.Join(os.Args[1:], " ") + ")", Date: start,
 		Took: time.Since(start), LoadBefore: load0, LoadAfter: loadavg()})
@@ -192,7 +223,7 @@ func Markdown(r *Report, env Env) string {
 }
 
 // phases lists every phase of a full run, in the report's order.
-var phases = []string{"efficiency", "old", "pipeline", "gzip", "manager"}
+var phases = []string{"efficiency", "old", "pipeline", "gzip", "manager", "fleet"}
 
 func (r *Report) skipped() []string {
 	var out []string

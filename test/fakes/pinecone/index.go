@@ -101,6 +101,14 @@ func (x *Index) Vectors(namespace string) map[string]Vector {
 	return out
 }
 
+// IDs returns the ids stored in a namespace, unsorted: a cheap look for pollers (Vectors copies
+// every value and metadata map under the index's lock).
+func (x *Index) IDs(namespace string) []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return slices.Collect(maps.Keys(x.namespaces[normNS(namespace)]))
+}
+
 // Namespaces lists the non-empty namespaces, sorted.
 func (x *Index) Namespaces() []string {
 	x.mu.Lock()
