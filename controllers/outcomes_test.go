@@ -46,26 +46,7 @@ func TestRefusedCreateIsBlockedThenClears(t *testing.T) {
 			}},
 		},
 	}
-	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "no-chunks-" + ns},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        policy.Name,
-			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
-			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
-				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
-		},
-	}
-	for _, o := range []client.Object{policy, binding} {
-		if err := cluster.Client.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		_ = cluster.Client.Delete(ctx, binding)
-		_ = cluster.Client.Delete(ctx, policy)
-	})
-	// The policy is enforced once the API server has loaded it.
-	eventually(t, "policy enforced", 30*time.Second, func() (bool, string) {
+	lift := enforcePolicy(t, ns, policy, func() (bool, string) {
 		j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: ns, Labels: map[string]string{worker.LabelRole: worker.RoleChunk}},
 			Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
 				Containers: []corev1.Container{{Name: "c", Image: "x"}}}}}}
@@ -90,9 +71,7 @@ func TestRefusedCreateIsBlockedThenClears(t *testing.T) {
 		t.Fatalf("%d chunk jobs exist despite the policy", n)
 	}
 
-	if err := cluster.Client.Delete(ctx, binding); err != nil {
-		t.Fatal(err)
-	}
+	lift()
 	final := drive(t, obj, 1000, func(int) (worker.Result, int32, string) { return okResult(1000), 0, "" }, nil)
 	if final.Status.Phase != v1alpha1.PhaseCompleted {
 		t.Fatalf("status %s", mustJSON(final.Status))

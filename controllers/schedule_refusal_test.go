@@ -194,28 +194,9 @@ func TestSchedulePruneFailureIsReportedAndSchedulingGoesOn(t *testing.T) {
 			Validations: []admissionregistrationv1.Validation{{Expression: "false", Message: "runs are kept here by policy"}},
 		},
 	}
-	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "no-deletes-" + ns},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        policy.Name,
-			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
-			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
-				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
-		},
-	}
 	g.nextMinute(1, 2)
 	m1 := g.now.Truncate(time.Minute)
-	for _, o := range []client.Object{policy, binding} {
-		if err := cluster.Client.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Removed before the rig's cleanup deletes the runs (cleanups run last-in first-out).
-	t.Cleanup(func() {
-		_ = cluster.Client.Delete(ctx, binding)
-		_ = cluster.Client.Delete(ctx, policy)
-	})
-	eventually(t, "policy enforced", 30*time.Second, func() (bool, string) {
+	lift := enforcePolicy(t, ns, policy, func() (bool, string) {
 		err := cluster.Client.Delete(ctx, &v1alpha1.CsvIngestion{ObjectMeta: metav1.ObjectMeta{Name: runName("q239", m1), Namespace: ns}}, client.DryRunAll)
 		return err != nil && strings.Contains(err.Error(), "kept here by policy"), fmt.Sprint(err)
 	})
@@ -241,9 +222,7 @@ func TestSchedulePruneFailureIsReportedAndSchedulingGoesOn(t *testing.T) {
 	}
 
 	// The policy goes: the old run is deleted and the condition clears.
-	if err := cluster.Client.Delete(ctx, binding); err != nil {
-		t.Fatal(err)
-	}
+	lift()
 	eventually(t, "old run pruned", 30*time.Second, func() (bool, string) {
 		g.reconcile()
 		rs := g.runs()

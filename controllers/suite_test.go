@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -497,5 +498,38 @@ func update(t *testing.T, obj *v1alpha1.CsvIngestion, mutate func(*v1alpha1.CsvI
 	})
 	if err != nil {
 		t.Fatalf("update %s: %v", obj.Name, err)
+	}
+}
+
+// enforcePolicy binds policy to namespace ns, creates both, deletes them when the test ends
+// (before cleanups registered earlier), and waits until probe sees the API server enforce it.
+// lift deletes the binding, so the API server stops enforcing it.
+func enforcePolicy(t *testing.T, ns string, policy *admissionregistrationv1.ValidatingAdmissionPolicy, probe func() (bool, string)) (lift func()) {
+	t.Helper()
+	ctx := context.Background()
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
+		},
+	}
+	for _, o := range []client.Object{policy, binding} {
+		if err := cluster.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_ = cluster.Client.Delete(ctx, binding)
+		_ = cluster.Client.Delete(ctx, policy)
+	})
+	eventually(t, "policy enforced", 30*time.Second, probe)
+	return func() {
+		t.Helper()
+		if err := cluster.Client.Delete(ctx, binding); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -42,25 +42,7 @@ func denyJobs(t *testing.T, ns, role string) {
 			}},
 		},
 	}
-	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        policy.Name,
-			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
-			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
-				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
-		},
-	}
-	for _, o := range []client.Object{policy, binding} {
-		if err := cluster.Client.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		_ = cluster.Client.Delete(ctx, binding)
-		_ = cluster.Client.Delete(ctx, policy)
-	})
-	eventually(t, "policy enforced", 30*time.Second, func() (bool, string) {
+	enforcePolicy(t, ns, policy, func() (bool, string) {
 		j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: ns, Labels: map[string]string{worker.LabelRole: role}},
 			Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
 				Containers: []corev1.Container{{Name: "c", Image: "x"}}}}}}
@@ -195,25 +177,7 @@ func TestWritersRecordRefusedBlocksTheSyncStep(t *testing.T) {
 			}},
 		},
 	}
-	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        policy.Name,
-			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
-			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
-				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
-		},
-	}
-	for _, o := range []client.Object{policy, binding} {
-		if err := cluster.Client.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		_ = cluster.Client.Delete(ctx, binding)
-		_ = cluster.Client.Delete(ctx, policy)
-	})
-	eventually(t, "policy enforced", 30*time.Second, func() (bool, string) {
+	lift := enforcePolicy(t, ns, policy, func() (bool, string) {
 		l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "vectordb-writers-probe", Namespace: ns}}
 		err := cluster.Client.Create(ctx, l, client.DryRunAll)
 		return err != nil && strings.Contains(err.Error(), "not allowed here by policy"), fmt.Sprint(err)
@@ -235,9 +199,7 @@ func TestWritersRecordRefusedBlocksTheSyncStep(t *testing.T) {
 	if jobs := listJobs(t, obj, worker.RoleSync); len(jobs) != 0 {
 		t.Fatal("a sync Job was created without the claim on the prefix")
 	}
-	if err := cluster.Client.Delete(ctx, binding); err != nil {
-		t.Fatal(err)
-	}
+	lift()
 	job := waitJob(t, ns, worker.SyncJobName(obj.Name))
 	finishJob(t, job, syncResult(1000, 0, 0), 0, "")
 	if c := missingDeleted(waitPhase(t, obj, v1alpha1.PhaseCompleted)); c == nil || c.Reason != controllers.ReasonDeleted {
