@@ -761,6 +761,10 @@ const (
 	// row limit, or without its final newline) and the run went on without deleteMissing: rows
 	// may be missing.
 	ConditionSourceTruncated = "SourceTruncated"
+	// ConditionBatchCleanup (batch mode) follows the cleanup Job of an ended run: True once it
+	// cancelled the open batches and deleted their files at OpenAI, False with what was left
+	// behind when it failed.
+	ConditionBatchCleanup = "BatchCleanup"
 )
 
 // CsvIngestionStatus is derived from the ingestion's Jobs and plan on every reconcile. Its size is
