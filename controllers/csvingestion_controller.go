@@ -175,6 +175,11 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		// Only what a pass reads of a Job wakes it (not every status write of the Job controller).
 		Owns(&batchv1.Job{}, builder.WithPredicates(jobChangePredicate)).
 		Owns(&corev1.ConfigMap{}).
+		// The cleanup Job of a deleted batch-mode ingestion is not owned (see cleanupStaged);
+		// its end releases the ingestion's FinalizerBatchCleanup.
+		Watches(&batchv1.Job{}, podToIngestion, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetLabels()[worker.LabelRole] == worker.RoleCleanup && metav1.GetControllerOf(o) == nil
+		}))).
 		// Terminated pods carry the termination message; deleted ones may wait on the outcome
 		// finalizer.
 		Watches(&corev1.Pod{}, podToIngestion, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {

@@ -13,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
@@ -203,6 +206,63 @@ func TestBatchModeCancelCancelsBatchesAndDeletesFiles(t *testing.T) {
 	})
 	if d := st.OpenAI.BatchStats().LinesEmbedded - before.LinesEmbedded; d != 0 {
 		t.Errorf("%d lines embedded after the cancel", d)
+	}
+}
+
+// Deleting a batch-mode run mid-batch stops it, and the batch-cleanup finalizer holds the
+// ingestion until its cleanup Job has cancelled the batches and deleted their files at OpenAI.
+func TestBatchModeDeleteCancelsBatchesAndDeletesFiles(t *testing.T) {
+	skipShort(t)
+	ctx := context.Background()
+	_, key := scenario(t, "batchdelete", csvgen.Options{Rows: 4000, Seed: 41})
+	st.OpenAI.HoldBatches(true)
+	t.Cleanup(func() { st.OpenAI.HoldBatches(false) })
+	before, skip := st.OpenAI.BatchStats(), len(st.OpenAI.BatchIDs())
+	obj := apply(t, batchIngestion("batchdelete", key, 2000))
+	ids := waitBatches(t, skip, 2)
+	if err := st.Cluster.Client.Delete(ctx, get(t, obj)); err != nil {
+		t.Fatal(err)
+	}
+	// Held open at the fake, the batches cannot end: the ingestion waits, stopped.
+	final := waitTerminal(t, obj, 2*time.Minute)
+	if final.Status.Phase != v1alpha1.PhaseCancelled || final.DeletionTimestamp.IsZero() {
+		t.Fatalf("deleted run: phase %s, deletion %v: %s", final.Status.Phase, final.DeletionTimestamp, final.Status.Message)
+	}
+	st.OpenAI.HoldBatches(false)
+	waitFor(t, "the ingestion gone", 2*time.Minute, func() (bool, string) {
+		cur := &v1alpha1.CsvIngestion{}
+		err := st.Cluster.Client.Get(ctx, client.ObjectKeyFromObject(obj), cur)
+		if apierrors.IsNotFound(err) {
+			return true, ""
+		}
+		var pods corev1.PodList
+		_ = st.Cluster.Client.List(ctx, &pods, client.InNamespace(obj.Namespace))
+		var ps []string
+		for _, p := range pods.Items {
+			msg := ""
+			for _, c := range p.Status.ContainerStatuses {
+				if c.State.Terminated != nil {
+					msg = c.State.Terminated.Message
+				} else if c.State.Waiting != nil {
+					msg = c.State.Waiting.Reason + " " + c.State.Waiting.Message
+				}
+			}
+			ps = append(ps, fmt.Sprintf("%s %s %s", p.Name, p.Status.Phase, msg))
+		}
+		return false, fmt.Sprintf("err %v, finalizers %v, conditions %v; pods %v", err, cur.Finalizers, cur.Status.Conditions, ps)
+	})
+	// Gone only after the cleanup: the batches are cancelled and the files deleted already.
+	after := st.OpenAI.BatchStats()
+	for _, id := range ids {
+		if s := st.OpenAI.BatchStatus(id); s != fakeopenai.BatchCancelled {
+			t.Errorf("batch %s %s after the ingestion was deleted", id, s)
+		}
+	}
+	if d := after.FilesDeleted - before.FilesDeleted; d != int64(len(ids)) {
+		t.Errorf("%d files deleted, want %d", d, len(ids))
+	}
+	if d := after.LinesEmbedded - before.LinesEmbedded; d != 0 {
+		t.Errorf("%d lines embedded after the deletion", d)
 	}
 }
 
