@@ -191,3 +191,47 @@ func TestBatchCleanupFinalizer(t *testing.T) {
 		}
 	})
 }
+
+// Each batch-mode chunk's result reports its batches; the status adds them up over the
+// recorded chunks, and the counters count them once.
+func TestBatchStatusAddsUpChunks(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t, nil, ns)
+	batchesBefore, linesBefore := gather(t, "vectordb_batches_total"), gather(t, "vectordb_batch_lines_total")
+	obj := create(t, batchIngestion(ns, "counts"))
+	waitPhase(t, obj, v1alpha1.PhasePlanning)
+	writePlan(t, obj, 3000, 1000)
+	perChunk := map[int]v1alpha1.BatchStatus{
+		0: {Batches: 1, Completed: 1, Lines: 1000, LinesDone: 998, LinesFailed: 2},
+		// Expired half done; the rest resubmitted in a second batch.
+		1: {Batches: 2, Completed: 1, Expired: 1, Lines: 1000, LinesDone: 1000},
+		2: {Batches: 1, Failed: 1, Lines: 1000, LinesFailed: 1000},
+	}
+	final := drive(t, obj, 1000, func(i int) (worker.Result, int32, string) {
+		res := okResult(1000)
+		b := perChunk[i]
+		res.Batch = &b
+		res.Processed, res.Failed = b.LinesDone, b.LinesFailed
+		return res, 0, ""
+	}, nil)
+	want := v1alpha1.BatchStatus{Batches: 4, Completed: 2, Expired: 1, Failed: 1, Lines: 3000, LinesDone: 1998, LinesFailed: 1002}
+	if final.Status.Batch == nil || *final.Status.Batch != want {
+		t.Errorf("status.batch %+v, want %+v", final.Status.Batch, want)
+	}
+	eventually(t, "batch counters", 10*time.Second, func() (bool, string) {
+		b, l := gather(t, "vectordb_batches_total"), gather(t, "vectordb_batch_lines_total")
+		got := fmt.Sprintf("completed %v failed %v expired %v cancelled %v; lines submitted %v done %v failed %v",
+			b["state=completed"]-batchesBefore["state=completed"], b["state=failed"]-batchesBefore["state=failed"],
+			b["state=expired"]-batchesBefore["state=expired"], b["state=cancelled"]-batchesBefore["state=cancelled"],
+			l["result=submitted"]-linesBefore["result=submitted"], l["result=done"]-linesBefore["result=done"], l["result=failed"]-linesBefore["result=failed"])
+		return got == "completed 2 failed 1 expired 1 cancelled 0; lines submitted 3000 done 1998 failed 1002", got
+	})
+	// The finished run's cleanup Job ends; the finalizer goes, then the ingestion.
+	finishJob(t, waitCleanupJob(t, obj, ""), worker.Result{Role: worker.RoleCleanup}, 0, "")
+	eventually(t, "finalizer removed", 20*time.Second, func() (bool, string) {
+		cur := get(t, obj)
+		return !slices.Contains(cur.Finalizers, controllers.FinalizerBatchCleanup), fmt.Sprint(cur.Finalizers)
+	})
+	deleteIngestion(t, get(t, obj))
+	waitGone(t, obj)
+}

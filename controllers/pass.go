@@ -361,6 +361,14 @@ func (p *pass) recordFinishedChunks() {
 		usage := c.usage
 		usage.VectorsUpserted = v.res.VectorsUpserted
 		addUsage(st, &usage)
+		if c.result != nil && c.result.Batch != nil {
+			// The chunk's batches as its last pod saw them in the chunk's record (which every
+			// attempt shares, so the last one's counts are the chunk's).
+			if st.Batch == nil {
+				st.Batch = &v1alpha1.BatchStatus{}
+			}
+			st.Batch.Add(*c.result.Batch)
+		}
 		if v.succeeded {
 			p.completed.Add(i)
 			st.Records.Processed += v.res.Processed
