@@ -85,10 +85,10 @@ type Result struct {
 	Deletable int64 `json:"deletable,omitempty"`
 	// Batch (batch mode): the chunk's batches by state and their lines, from its record.
 	Batch         *v1alpha1.BatchStatus `json:"batch,omitempty"`
-	Reason        string      `json:"reason,omitempty"`
-	Error         string      `json:"error,omitempty"`
-	DeadLetterKey string      `json:"deadLetterKey,omitempty"`
-	FailedSamples []FailedRow `json:"failedSamples,omitempty"`
+	Reason        string                `json:"reason,omitempty"`
+	Error         string                `json:"error,omitempty"`
+	DeadLetterKey string                `json:"deadLetterKey,omitempty"`
+	FailedSamples []FailedRow           `json:"failedSamples,omitempty"`
 }
 
 // MaxSamples is the most failed-row samples a result carries.
