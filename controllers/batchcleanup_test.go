@@ -16,6 +16,7 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/controllers"
+	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
@@ -218,6 +219,14 @@ func TestBatchStatusAddsUpChunks(t *testing.T) {
 	if final.Status.Batch == nil || *final.Status.Batch != want {
 		t.Errorf("status.batch %+v, want %+v", final.Status.Batch, want)
 	}
+	eventually(t, "batch counts in the task item", 15*time.Second, func() (bool, string) {
+		item, _ := taskItem(t, obj.Spec.TaskID)
+		got := fmt.Sprintf("%+v", item.Batch)
+		if item.Batch == nil {
+			return false, "none"
+		}
+		return *item.Batch == tasktable.BatchCounts{Batches: 4, Completed: 2, Expired: 1, Failed: 1, Lines: 3000, LinesDone: 1998, LinesFailed: 1002}, got
+	})
 	eventually(t, "batch counters", 10*time.Second, func() (bool, string) {
 		b, l := gather(t, "vectordb_batches_total"), gather(t, "vectordb_batch_lines_total")
 		got := fmt.Sprintf("completed %v failed %v expired %v cancelled %v; lines submitted %v done %v failed %v",
