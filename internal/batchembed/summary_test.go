@@ -23,10 +23,23 @@ func TestRecordSummary(t *testing.T) {
 		{"failed as a whole: every line failed", []Batch{{State: "failed", Lines: 50}},
 			v1alpha1.BatchStatus{Batches: 1, Failed: 1, Lines: 50, LinesFailed: 50}},
 		{"expired half done, rest resubmitted and done: lines counted once", []Batch{
-			{Pass: 0, State: "expired", Lines: 2000, Completed: 1000},
+			// OpenAI counts the expired lines as failed.
+			{Pass: 0, State: "expired", Lines: 2000, Completed: 1000, Failed: 1000},
 			{Pass: 0, Index: 1, State: "completed", Lines: 2000, Completed: 2000},
 			{Pass: 1, State: "completed", Lines: 1000, Completed: 1000},
 		}, v1alpha1.BatchStatus{Batches: 3, Completed: 2, Expired: 1, Lines: 4000, LinesDone: 4000}},
+		{"expired after the last resubmission: those lines failed", []Batch{
+			{Pass: 0, State: "expired", Lines: 100, Completed: 60, Failed: 40},
+			{Pass: 1, State: "expired", Lines: 40, Completed: 30, Failed: 10},
+		}, v1alpha1.BatchStatus{Batches: 2, Expired: 2, Lines: 100, LinesDone: 90, LinesFailed: 10}},
+		{"expired with error-file lines: only the resubmitted ones leave failed", []Batch{
+			{Pass: 0, State: "expired", Lines: 100, Completed: 50, Failed: 50}, // 5 refused, 45 expired
+			{Pass: 1, State: "completed", Lines: 45, Completed: 45},
+		}, v1alpha1.BatchStatus{Batches: 2, Completed: 1, Expired: 1, Lines: 100, LinesDone: 95, LinesFailed: 5}},
+		{"resubmission uploaded, not created yet", []Batch{
+			{Pass: 0, State: "expired", Lines: 100, Completed: 50, Failed: 50},
+			{Pass: 1, State: StateUploaded, Lines: 50},
+		}, v1alpha1.BatchStatus{Batches: 1, Expired: 1, Lines: 100, LinesDone: 50}},
 		{"cancelled keeps its lines done", []Batch{{State: "cancelled", Lines: 30, Completed: 7}},
 			v1alpha1.BatchStatus{Batches: 1, Cancelled: 1, Lines: 30, LinesDone: 7}},
 	}

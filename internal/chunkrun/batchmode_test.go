@@ -223,7 +223,10 @@ func TestBatchModeCancelledRunCancelsBatchesAndDeletesFiles(t *testing.T) {
 	if files := e.openai.FileIDs(); len(files) != 0 {
 		t.Fatalf("files left at OpenAI: %v", files)
 	}
-	if st := e.openai.BatchStats(); st.BatchesCanceled != 2 || st.FilesDeleted != 3 {
+	// Two inputs and chunk 0's partial output at least; chunk 1's batch may also have stepped
+	// (one step per retrieve) before the cancel reached it, and then has an output file too.
+	// That every file is gone is checked above.
+	if st := e.openai.BatchStats(); st.BatchesCanceled != 2 || st.FilesDeleted < 3 || st.FilesDeleted > 4 {
 		t.Fatalf("%+v", st)
 	}
 	// Again: nothing left to do.

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	"github.com/vectordb-io/vectordb-operator/test/csvgen"
 	fakeopenai "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
@@ -176,6 +177,19 @@ func TestBatchModeKillsAndExpiryLoseNothing(t *testing.T) {
 	if d := after.LinesEmbedded - before.LinesEmbedded; d != rows {
 		t.Errorf("%d lines embedded (and billed) for %d rows", d, rows)
 	}
+	// The status and the task item count the same batches: chunk 0's expired batch (half done)
+	// and its resubmission, and the other chunks' batches, every row's line done once.
+	want := v1alpha1.BatchStatus{Batches: 4, Completed: 3, Expired: 1, Lines: rows, LinesDone: rows}
+	if b := final.Status.Batch; b == nil || *b != want {
+		t.Errorf("status.batch %+v, want %+v", b, want)
+	}
+	waitFor(t, "the task item's batch counts", time.Minute, func() (bool, string) {
+		task, _, err := st.Tasks.Get(ctx, final.Status.TaskID)
+		if err != nil || task.Batch == nil {
+			return false, fmt.Sprint(err)
+		}
+		return *task.Batch == tasktable.BatchCounts{Batches: 4, Completed: 3, Expired: 1, Lines: rows, LinesDone: rows}, fmt.Sprintf("%+v", *task.Batch)
+	})
 }
 
 // Cancelling a batch-mode run mid-batch cancels its batches and deletes its files at OpenAI.
