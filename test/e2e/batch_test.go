@@ -94,6 +94,14 @@ func TestBatchModeIndexEqualsOnline(t *testing.T) {
 	if d := after.FilesDeleted - before.FilesDeleted; d != 2*created {
 		t.Errorf("%d files deleted, want %d (inputs and outputs)", d, 2*created)
 	}
+	// The status counts the batches the fake created, all completed, every line done.
+	if b := get(t, batch).Status.Batch; b == nil || int64(b.Batches) != created || int64(b.Completed) != created ||
+		b.Lines != rows || b.LinesDone != rows || b.LinesFailed != 0 {
+		t.Errorf("status.batch %+v for %d batches of %d rows", b, created, rows)
+	}
+	if b := get(t, online).Status.Batch; b != nil {
+		t.Errorf("online run with status.batch %+v", b)
+	}
 }
 
 // batchIngestion is the legacy ingestion in batch mode, one batch per chunk, polling each second.
