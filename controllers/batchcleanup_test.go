@@ -111,7 +111,9 @@ func TestBatchCleanupFinalizer(t *testing.T) {
 			err := cluster.Client.Get(ctx, client.ObjectKeyFromObject(obj), &v1alpha1.CsvIngestion{})
 			return err == nil, fmt.Sprint(err)
 		})
-		finishJob(t, j2, worker.Result{Role: worker.RoleCleanup}, 0, "")
+		// Only the Job's status changes (no pod event wakes the manager): the watch on the
+		// unowned Job must.
+		completeJob(t, j2)
 		waitGone(t, obj)
 		item, _ := taskItem(t, obj.Spec.TaskID)
 		if item.Status != "cancelled" {
@@ -243,4 +245,40 @@ func TestBatchStatusAddsUpChunks(t *testing.T) {
 	})
 	deleteIngestion(t, get(t, obj))
 	waitGone(t, obj)
+}
+
+// completeJob marks a Job complete as the Job controller would, without a pod.
+func completeJob(t *testing.T, job *batchv1.Job) {
+	t.Helper()
+	j := getJob(t, job.Namespace, job.Name)
+	now := metav1.Now()
+	start := metav1.NewTime(now.Add(-5 * time.Second))
+	j.Status.StartTime, j.Status.CompletionTime, j.Status.Succeeded = &start, &now, 1
+	j.Status.Conditions = append(j.Status.Conditions,
+		batchv1.JobCondition{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, LastTransitionTime: now, LastProbeTime: now},
+		batchv1.JobCondition{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, LastTransitionTime: now, LastProbeTime: now})
+	if err := cluster.Client.Status().Update(context.Background(), j); err != nil {
+		t.Fatalf("complete job %s: %v", j.Name, err)
+	}
+}
+
+// A manager restarted while a deleted ingestion's cleanup runs finds the Job again and lets the
+// ingestion go once it ends; nothing is created twice.
+func TestBatchCleanupSurvivesManagerRestart(t *testing.T) {
+	ns := newNamespace(t)
+	stop := startManager(t, nil, ns)
+	obj := runningBatch(t, ns, "restart")
+	deleteIngestion(t, obj)
+	j := waitCleanupJob(t, obj, "")
+	stop()
+	startManager(t, nil, ns)
+	consistently(t, "the same cleanup Job, the ingestion waiting", 2*time.Second, func() (bool, string) {
+		cur := &batchv1.Job{}
+		err := cluster.Client.Get(context.Background(), client.ObjectKeyFromObject(j), cur)
+		gerr := cluster.Client.Get(context.Background(), client.ObjectKeyFromObject(obj), &v1alpha1.CsvIngestion{})
+		return err == nil && cur.UID == j.UID && gerr == nil, fmt.Sprintf("job %v (uid %s), ingestion %v", err, cur.UID, gerr)
+	})
+	completeJob(t, j)
+	waitGone(t, obj)
+	deleteCleanupJob(t, j)
 }
