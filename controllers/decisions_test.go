@@ -441,3 +441,65 @@ func TestNewerThan(t *testing.T) {
 		t.Fatal("newerThan orders by creation time, then name")
 	}
 }
+
+// TestOpenOutcomes: which recorded chunks the task table is sent again, and with what. The
+// released-pods row is the race e2e TestFaultTable/plan-replaced-mid-run met: the pods' release
+// reached the cache before the Job's TTL patch, and the accepted entry was overwritten with
+// OutcomeUnknown.
+func TestOpenOutcomes(t *testing.T) {
+	plan := &worker.Plan{TotalRows: 300, RowsPerChunk: 100, Offsets: []int64{0, 100, 200, 300}}
+	ok := &worker.Result{Processed: 100, VectorsUpserted: 100}
+	ttl := int32(60)
+	withTTL := func(j *batchv1.Job) *batchv1.Job { j.Spec.TTLSecondsAfterFinished = &ttl; return j }
+	for _, tc := range []struct {
+		name                string
+		completed, failed   bool
+		thisPass            bool
+		c                   *childJob
+		wantEntry           bool
+		wantStatus, wantWhy string
+	}{
+		{name: "not recorded", c: describeJob(job(complete), []*corev1.Pod{pod(corev1.PodSucceeded, 1, ok, true)})},
+		{name: "recorded earlier, pods held: derived again", completed: true,
+			c: describeJob(job(complete), []*corev1.Pod{pod(corev1.PodSucceeded, 1, ok, true)}), wantEntry: true, wantStatus: "completed"},
+		{name: "recorded earlier, pods released, Job's TTL not yet in the cache: the table has it", completed: true,
+			c: describeJob(job(complete), nil)},
+		{name: "recorded earlier, pods released, Job released", completed: true,
+			c: describeJob(withTTL(job(complete)), nil)},
+		{name: "recorded earlier as failed, pods held, a pod says succeeded: the status's verdict stands", failed: true,
+			c: describeJob(job(complete), []*corev1.Pod{pod(corev1.PodSucceeded, 1, ok, true)}), wantEntry: true, wantStatus: "failed", wantWhy: ReasonOutcomeUnknown},
+		{name: "recorded earlier as failed, pods held", failed: true,
+			c: describeJob(job(backoff), []*corev1.Pod{pod(corev1.PodFailed, 1, &worker.Result{Error: "boom"}, true)}), wantEntry: true, wantStatus: "failed"},
+		{name: "recorded in this pass: this pass's entry, even with no pods in the cache", completed: true, thisPass: true,
+			c: describeJob(job(complete), nil), wantEntry: true, wantStatus: "completed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var completed, failed ranges.Set
+			if tc.completed {
+				completed.Add(1)
+			}
+			if tc.failed {
+				failed.Add(1)
+			}
+			p := &pass{kids: &children{plan: plan, chunks: map[int]*childJob{1: tc.c}}, completed: completed, failed: failed,
+				outcomes: map[int]ChunkOutcome{}}
+			if tc.thisPass {
+				args, _ := plan.Chunk(1)
+				p.outcomes[1] = outcomeOf(1, args, verdict{succeeded: true, res: *ok})
+			}
+			got, has := p.openOutcomes()[1]
+			if has != tc.wantEntry {
+				t.Fatalf("entry %v (%+v), want %v", has, got, tc.wantEntry)
+			}
+			if !has {
+				return
+			}
+			if got.Status != tc.wantStatus || got.StartRow != 100 || got.EndRow != 199 {
+				t.Errorf("entry %+v, want status %s rows 100-199", got, tc.wantStatus)
+			}
+			if tc.wantWhy != "" && !strings.Contains(got.Error, tc.wantWhy) {
+				t.Errorf("entry error %q, want %s", got.Error, tc.wantWhy)
+			}
+		})
+	}
+}

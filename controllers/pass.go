@@ -397,6 +397,13 @@ func (p *pass) openOutcomes() map[int]ChunkOutcome {
 			out[i] = o
 			continue
 		}
+		if len(c.held) == 0 {
+			// No pod holds its outcome: they were released, which happens only after the table
+			// accepted the entry. The cache can still show the Job without its TTL (Jobs and pods
+			// reach it through separate watches); deriving from that Job alone would overwrite
+			// the accepted entry with OutcomeUnknown.
+			continue
+		}
 		args, err := p.kids.plan.Chunk(i)
 		if err != nil {
 			continue
