@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -499,6 +500,42 @@ func TestOpenOutcomes(t *testing.T) {
 			}
 			if tc.wantWhy != "" && !strings.Contains(got.Error, tc.wantWhy) {
 				t.Errorf("entry error %q, want %s", got.Error, tc.wantWhy)
+			}
+		})
+	}
+}
+
+func TestKueueWithdraw(t *testing.T) {
+	q := func(idx ...int) []*childJob {
+		out := make([]*childJob, 0, len(idx))
+		for _, i := range idx {
+			out = append(out, &childJob{index: i})
+		}
+		return out
+	}
+	indexes := func(cs []*childJob) []int {
+		out := []int{}
+		for _, c := range cs {
+			out = append(out, c.index)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name            string
+		admitted, limit int
+		queued          []*childJob
+		keep, withdraw  []int
+	}{
+		{"room for all", 1, 4, q(2, 3), []int{2, 3}, []int{}},
+		{"lowered: the highest indexes go", 1, 2, q(2, 3, 4), []int{2}, []int{3, 4}},
+		{"admitted alone over the limit: every queued one goes, none admitted is touched", 3, 2, q(5), []int{}, []int{5}},
+		{"suspended (limit 0)", 2, 0, q(3, 4), []int{}, []int{3, 4}},
+		{"nothing queued", 0, 3, nil, []int{}, []int{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			keep, drop := kueueWithdraw(tc.admitted, tc.queued, tc.limit)
+			if k, d := indexes(keep), indexes(drop); fmt.Sprint(k) != fmt.Sprint(tc.keep) || fmt.Sprint(d) != fmt.Sprint(tc.withdraw) {
+				t.Errorf("keep %v withdraw %v, want %v and %v", k, d, tc.keep, tc.withdraw)
 			}
 		})
 	}
