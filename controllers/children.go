@@ -68,6 +68,8 @@ type childJob struct {
 	permanent bool
 	// held are the Job's pods that still carry the outcome finalizer.
 	held []*corev1.Pod
+	// pods counts the Job's pods in the cache, held or not (released ones are not in it).
+	pods int
 	// gone is set when the Job no longer exists and the chunk is known from its pods alone.
 	gone bool
 }
@@ -276,6 +278,13 @@ func fingerprint(p *worker.Plan) *v1alpha1.PlanFingerprint {
 		Chunks: int32(p.Chunks()), OffsetsSHA256: hex.EncodeToString(h.Sum(nil))}
 }
 
+// podsCounted tells whether the Job controller counted any pod of the Job: a finished Job with
+// none never had a pod (e.g. its deadline passed while every pod creation was refused).
+func podsCounted(j *batchv1.Job) bool {
+	u := j.Status.UncountedTerminatedPods
+	return j.Status.Succeeded+j.Status.Failed > 0 || (u != nil && len(u.Succeeded)+len(u.Failed) > 0)
+}
+
 func anyHeld(pods []*corev1.Pod) bool {
 	for _, p := range pods {
 		if slices.Contains(p.Finalizers, worker.FinalizerOutcome) {
@@ -331,6 +340,7 @@ func describePods(pods []*corev1.Pod) *childJob {
 
 func readPods(c *childJob, pods []*corev1.Pod) {
 	c.held = heldPods(pods)
+	c.pods = len(pods)
 	c.result = lastResult(pods, c.state)
 	c.usage = attemptUsage(pods)
 }

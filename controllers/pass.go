@@ -397,11 +397,14 @@ func (p *pass) openOutcomes() map[int]ChunkOutcome {
 			out[i] = o
 			continue
 		}
-		if len(c.held) == 0 {
-			// No pod holds its outcome: they were released, which happens only after the table
-			// accepted the entry. The cache can still show the Job without its TTL (Jobs and pods
-			// reach it through separate watches); deriving from that Job alone would overwrite
-			// the accepted entry with OutcomeUnknown.
+		if len(c.held) == 0 && c.pods == 0 && podsCounted(c.job) {
+			// Its pods left the cache: they were released (the release labels them out of it),
+			// which happens only after the table accepted the entry. The cache can still show
+			// the Job without its TTL (Jobs and pods reach it through separate watches);
+			// deriving from that Job alone would overwrite the accepted entry with
+			// OutcomeUnknown. A Job that never had a pod, or whose pods are still cached
+			// without the finalizer (a user removed it), was not released: it is derived again,
+			// or its entry would be lost when the table missed the pass that recorded it.
 			continue
 		}
 		args, err := p.kids.plan.Chunk(i)
