@@ -200,7 +200,11 @@ func (r *Reconciler) listChildren(ctx context.Context, obj *v1alpha1.CsvIngestio
 		}
 		if idx, ok := chunkIndexOf(obj.Name, name); ok {
 			if c, found := kids.chunks[idx]; !found || c.gone {
-				kids.chunks[idx] = &childJob{job: placeholder, index: idx, state: jobActive}
+				state := jobActive
+				if obj.Spec.Worker.QueueName != "" {
+					state = jobSuspended // created suspended: queued in Kueue, not admitted yet
+				}
+				kids.chunks[idx] = &childJob{job: placeholder, index: idx, state: state}
 			}
 		}
 	}

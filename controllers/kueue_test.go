@@ -9,8 +9,12 @@ import (
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
@@ -122,4 +126,95 @@ func TestKueueQueuedChunkJobs(t *testing.T) {
 	if final.Status.Records.Processed != 4000 || final.Status.CompletedChunks != "0-3" {
 		t.Fatalf("status %s", mustJSON(final.Status))
 	}
+}
+
+// TestKueueLabelOnNonQueueIngestion: Kueue's label put on a chunk Job of an ingestion without
+// spec.worker.queueName (by a user or a tool) does not hand the Job to Kueue: spec.suspend
+// still suspends it, and resuming starts it again (it was left running, then never resumed,
+// with the status saying it was queued in a LocalQueue named "").
+func TestKueueLabelOnNonQueueIngestion(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t, nil, ns)
+	ctx := context.Background()
+	obj := create(t, newIngestion(ns, "foreign-label", func(o *v1alpha1.CsvIngestion) { o.Spec.Chunking.Parallelism = 2 }))
+	waitPhase(t, obj, v1alpha1.PhasePlanning)
+	writePlan(t, obj, 4000, 1000)
+	j1 := waitJob(t, ns, worker.ChunkJobName(obj.Name, 1))
+	if err := cluster.Client.Patch(ctx, j1, client.RawPatch(types.MergePatchType,
+		[]byte(`{"metadata":{"labels":{"kueue.x-k8s.io/queue-name":"team-a"}}}`))); err != nil {
+		t.Fatal(err)
+	}
+	suspendedAre := func(want bool) func() (bool, string) {
+		return func() (bool, string) {
+			for _, i := range []int{0, 1} {
+				j := getJob(t, ns, worker.ChunkJobName(obj.Name, i))
+				if (j.Spec.Suspend != nil && *j.Spec.Suspend) != want {
+					return false, fmt.Sprintf("chunk %d Job suspend %v", i, ptr.Deref(j.Spec.Suspend, false))
+				}
+			}
+			return true, ""
+		}
+	}
+	update(t, obj, func(o *v1alpha1.CsvIngestion) { o.Spec.Suspend = true })
+	eventually(t, "spec.suspend suspends both chunk Jobs, the labelled one too", 15*time.Second, suspendedAre(true))
+	eventually(t, "Suspended says no chunk runs", 15*time.Second, func() (bool, string) {
+		c := meta.FindStatusCondition(get(t, obj).Status.Conditions, v1alpha1.ConditionSuspended)
+		return c != nil && c.Status == "True" && c.Message == "spec.suspend is set: no chunk runs", fmt.Sprintf("%+v", c)
+	})
+	update(t, obj, func(o *v1alpha1.CsvIngestion) { o.Spec.Suspend = false })
+	eventually(t, "resumed: both chunk Jobs run again", 15*time.Second, suspendedAre(false))
+	eventually(t, "nothing said to be queued in Kueue", 15*time.Second, func() (bool, string) {
+		m := get(t, obj).Status.Message
+		return strings.HasPrefix(m, "0/4 chunks finished, 2 running") && !strings.Contains(m, "Kueue"), m
+	})
+}
+
+// TestKueueWithdrawMeetsNewerJob: a queued Job changed since the pass read it (Kueue's stop
+// of a preempted Job writes an annotation, its start time and the template, and the Job
+// controller its status; the pass is woken by few of those) is not deleted, and the pass looks
+// again soon rather than leave a Job to be admitted over the limit or during spec.suspend.
+func TestKueueWithdrawMeetsNewerJob(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	j := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: "queued", Namespace: ns, Labels: map[string]string{controllers.LabelKueueQueue: "team-a"}},
+		Spec: batchv1.JobSpec{
+			Suspend: ptr.To(true),
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+				Containers: []corev1.Container{{Name: "embedder", Image: "vectordb-embedder:test"}}}},
+		},
+	}
+	if err := cluster.Client.Create(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = ignoreNotFound(cluster.Client.Delete(context.Background(), j, client.PropagationPolicy(metav1.DeletePropagationBackground)))
+	})
+	read := j.DeepCopy()
+	if err := cluster.Client.Patch(ctx, j, client.RawPatch(types.MergePatchType,
+		[]byte(`{"metadata":{"annotations":{"kueue.x-k8s.io/stopping":"true"}}}`))); err != nil {
+		t.Fatal(err)
+	}
+	again, err := controllers.WithdrawQueued(ctx, cluster.Client, read)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.Client.Get(ctx, client.ObjectKeyFromObject(j), &batchv1.Job{}); err != nil {
+		t.Fatalf("the Job changed since it was read must stay: %v", err)
+	}
+	if again <= 0 || again > 5*time.Second {
+		t.Fatalf("the pass looks again in %v, want within a few seconds", again)
+	}
+	// Read again, it goes, and nothing more is to be looked at.
+	fresh := &batchv1.Job{}
+	if err := cluster.Client.Get(ctx, client.ObjectKeyFromObject(j), fresh); err != nil {
+		t.Fatal(err)
+	}
+	if again, err = controllers.WithdrawQueued(ctx, cluster.Client, fresh); err != nil || again != 0 {
+		t.Fatalf("withdraw of the Job as it is: %v, look again in %v", err, again)
+	}
+	eventually(t, "the queued Job withdrawn", 10*time.Second, func() (bool, string) {
+		err := cluster.Client.Get(ctx, client.ObjectKeyFromObject(j), &batchv1.Job{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
 }
