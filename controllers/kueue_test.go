@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -217,4 +218,77 @@ func TestKueueWithdrawMeetsNewerJob(t *testing.T) {
 		err := cluster.Client.Get(ctx, client.ObjectKeyFromObject(j), &batchv1.Job{})
 		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
+}
+
+// TestKueuePreemptedChunk: Kueue preempts an admitted chunk Job (suspends it again after a pod
+// ran; the pod, killed, holds its partial usage under the outcome finalizer). The controller
+// neither restarts it nor starts another chunk in its place; spec.suspend withdraws it like a
+// queued one; the chunk's next Job is queued again, and when it finishes the preempted
+// attempt's usage is counted and its pod released.
+func TestKueuePreemptedChunk(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t, nil, ns)
+	ctx := context.Background()
+	obj := create(t, newIngestion(ns, "preempted", func(o *v1alpha1.CsvIngestion) {
+		o.Spec.Chunking.Parallelism = 1
+		o.Spec.Worker.QueueName = "team-a"
+	}))
+	waitPhase(t, obj, v1alpha1.PhasePlanning)
+	writePlan(t, obj, 2000, 1000)
+	name := worker.ChunkJobName(obj.Name, 0)
+	setSuspend := func(suspend bool) {
+		t.Helper()
+		j := waitJob(t, ns, name)
+		if err := cluster.Client.Patch(ctx, j, client.RawPatch(types.MergePatchType,
+			[]byte(fmt.Sprintf(`{"spec":{"suspend":%v}}`, suspend)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setSuspend(false) // admitted
+	failAttempt(t, waitJob(t, ns, name), worker.Result{Error: "terminated", Tokens: 500, Requests: 2})
+	setSuspend(true) // preempted
+	onlyChunk0Queued := func() (bool, string) {
+		jobs := listJobs(t, obj, worker.RoleChunk)
+		if len(jobs) != 1 || jobs[0].Name != name || jobs[0].Spec.Suspend == nil || !*jobs[0].Spec.Suspend {
+			return false, fmt.Sprintf("%d chunk Jobs", len(jobs))
+		}
+		return true, ""
+	}
+	eventually(t, "the preempted chunk counts as queued", 15*time.Second, func() (bool, string) {
+		m := get(t, obj).Status.Message
+		return strings.Contains(m, "0 running, 1 queued in Kueue LocalQueue team-a"), m
+	})
+	consistently(t, "the preempted Job is not restarted and no other chunk takes its place", time.Second, onlyChunk0Queued)
+
+	update(t, obj, func(o *v1alpha1.CsvIngestion) { o.Spec.Suspend = true })
+	eventually(t, "spec.suspend withdraws the preempted Job", 15*time.Second, func() (bool, string) {
+		jobs := listJobs(t, obj, worker.RoleChunk)
+		return len(jobs) == 0, fmt.Sprintf("%d chunk Jobs", len(jobs))
+	})
+	update(t, obj, func(o *v1alpha1.CsvIngestion) { o.Spec.Suspend = false })
+	eventually(t, "the chunk is queued again under the same name", 15*time.Second, onlyChunk0Queued)
+	setSuspend(false)
+	finishJob(t, waitJob(t, ns, name), okResult(1000), 0, "")
+	eventually(t, "chunk 0 recorded with the preempted attempt's usage", 15*time.Second, func() (bool, string) {
+		st := get(t, obj).Status
+		return st.CompletedChunks == "0" && st.Usage != nil && st.Usage.Tokens == 1000*150+500 && st.Usage.Requests == 3,
+			fmt.Sprintf("completed %q usage %+v", st.CompletedChunks, st.Usage)
+	})
+	eventually(t, "every pod of chunk 0 released, the preempted one too", 15*time.Second, func() (bool, string) {
+		held := 0
+		for _, p := range listPods(t, obj) {
+			if p.Labels["batch.kubernetes.io/job-name"] == name && slices.Contains(p.Finalizers, worker.FinalizerOutcome) {
+				held++
+			}
+		}
+		return held == 0, fmt.Sprintf("%d pods of chunk 0 hold the outcome finalizer", held)
+	})
+	j1 := waitJob(t, ns, worker.ChunkJobName(obj.Name, 1))
+	if err := cluster.Client.Patch(ctx, j1, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"suspend":false}}`))); err != nil {
+		t.Fatal(err)
+	}
+	finishJob(t, waitJob(t, ns, j1.Name), okResult(1000), 0, "")
+	if st := waitPhase(t, obj, v1alpha1.PhaseCompleted).Status; st.Records.Processed != 2000 {
+		t.Fatalf("status %s", mustJSON(st))
+	}
 }
