@@ -729,8 +729,9 @@ func kueueWithdraw(admitted int, queued []*childJob, limit int) (keep, withdraw 
 	return queued[:n], queued[n:]
 }
 
-// withdraw deletes chunk Jobs Kueue has not admitted: they never ran, so nothing is lost, and
-// the chunk gets a new Job when there is room again.
+// withdraw deletes chunk Jobs Kueue has not admitted (or preempted): the chunk gets a new Job
+// of the same name when there is room again. A preempted Job's killed pods stay held, and
+// their usage counts when that new Job finishes (they carry its name).
 func (p *pass) withdraw(ctx context.Context, jobs []*childJob) error {
 	for _, c := range jobs {
 		if !c.job.DeletionTimestamp.IsZero() {
