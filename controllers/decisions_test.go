@@ -452,6 +452,13 @@ func TestOpenOutcomes(t *testing.T) {
 	ok := &worker.Result{Processed: 100, VectorsUpserted: 100}
 	ttl := int32(60)
 	withTTL := func(j *batchv1.Job) *batchv1.Job { j.Spec.TTLSecondsAfterFinished = &ttl; return j }
+	// counted is a Job as the Job controller leaves it: a finished Job whose pod ran counts it.
+	counted := func(j *batchv1.Job, succeeded, failed int32) *batchv1.Job {
+		j.Status.Succeeded, j.Status.Failed = succeeded, failed
+		return j
+	}
+	deadline := batchv1.JobCondition{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: batchv1.JobReasonDeadlineExceeded,
+		Message: "Job was active longer than specified deadline"}
 	for _, tc := range []struct {
 		name                string
 		completed, failed   bool
@@ -464,9 +471,17 @@ func TestOpenOutcomes(t *testing.T) {
 		{name: "recorded earlier, pods held: derived again", completed: true,
 			c: describeJob(job(complete), []*corev1.Pod{pod(corev1.PodSucceeded, 1, ok, true)}), wantEntry: true, wantStatus: "completed"},
 		{name: "recorded earlier, pods released, Job's TTL not yet in the cache: the table has it", completed: true,
-			c: describeJob(job(complete), nil)},
+			c: describeJob(counted(job(complete), 1, 0), nil)},
+		{name: "recorded earlier as failed, pods released, Job's TTL not yet in the cache: the table has it", failed: true,
+			c: describeJob(counted(job(backoff), 0, 2), nil)},
 		{name: "recorded earlier, pods released, Job released", completed: true,
-			c: describeJob(withTTL(job(complete)), nil)},
+			c: describeJob(withTTL(counted(job(complete), 1, 0)), nil)},
+		// Never released, so the table may not have the entry (its write failed, or the manager
+		// stopped between the status write and the table's): skipping it would lose it.
+		{name: "recorded earlier as failed, the Job never had a pod (its deadline passed while pod creation was refused)", failed: true,
+			c: describeJob(job(deadline), nil), wantEntry: true, wantStatus: "failed", wantWhy: batchv1.JobReasonDeadlineExceeded},
+		{name: "recorded earlier, a user removed the finalizer from its pods before the table had it", completed: true,
+			c: describeJob(counted(job(complete), 1, 0), []*corev1.Pod{pod(corev1.PodSucceeded, 1, ok, false)}), wantEntry: true, wantStatus: "completed"},
 		{name: "recorded earlier as failed, pods held, a pod says succeeded: the status's verdict stands", failed: true,
 			c: describeJob(job(complete), []*corev1.Pod{pod(corev1.PodSucceeded, 1, ok, true)}), wantEntry: true, wantStatus: "failed", wantWhy: ReasonOutcomeUnknown},
 		{name: "recorded earlier as failed, pods held", failed: true,

@@ -272,9 +272,6 @@ func (r *Reconciler) chunkJob(obj *v1alpha1.CsvIngestion, args worker.ChunkArgs)
 // LabelKueueQueue is Kueue's label naming the LocalQueue a Job is submitted to.
 const LabelKueueQueue = "kueue.x-k8s.io/queue-name"
 
-// kueueManaged tells whether Kueue holds a Job: it starts and stops it, never the controller.
-func kueueManaged(j *batchv1.Job) bool { return j != nil && j.Labels[LabelKueueQueue] != "" }
-
 // BatchWindow is the Batch API's completion window, which a batch-mode chunk's deadline allows.
 const BatchWindow = 24 * time.Hour
 

@@ -397,11 +397,14 @@ func (p *pass) openOutcomes() map[int]ChunkOutcome {
 			out[i] = o
 			continue
 		}
-		if len(c.held) == 0 {
-			// No pod holds its outcome: they were released, which happens only after the table
-			// accepted the entry. The cache can still show the Job without its TTL (Jobs and pods
-			// reach it through separate watches); deriving from that Job alone would overwrite
-			// the accepted entry with OutcomeUnknown.
+		if len(c.held) == 0 && c.pods == 0 && podsCounted(c.job) {
+			// Its pods left the cache: they were released (the release labels them out of it),
+			// which happens only after the table accepted the entry. The cache can still show
+			// the Job without its TTL (Jobs and pods reach it through separate watches);
+			// deriving from that Job alone would overwrite the accepted entry with
+			// OutcomeUnknown. A Job that never had a pod, or whose pods are still cached
+			// without the finalizer (a user removed it), was not released: it is derived again,
+			// or its entry would be lost when the table missed the pass that recorded it.
 			continue
 		}
 		args, err := p.kids.plan.Chunk(i)
@@ -500,7 +503,10 @@ func (p *pass) decide(ctx context.Context) error {
 	}
 
 	st.Phase = v1alpha1.PhaseProcessingChunks
-	// queued are chunk Jobs Kueue holds suspended until it admits them; admitted ones run.
+	// With spec.worker.queueName every chunk Job is Kueue's (the ingestion decides, not a label
+	// a user may add or remove): queued are those it holds suspended until it admits them, and
+	// running the admitted ones. Otherwise suspended are those this controller suspended.
+	kueue := spec.Worker.QueueName != ""
 	var running, suspended, queued []*childJob
 	for i, c := range p.kids.chunks {
 		if p.recorded(i) {
@@ -509,7 +515,7 @@ func (p *pass) decide(ctx context.Context) error {
 		switch {
 		case c.state == jobActive:
 			running = append(running, c)
-		case c.state == jobSuspended && kueueManaged(c.job):
+		case c.state == jobSuspended && kueue:
 			queued = append(queued, c)
 		case c.state == jobSuspended:
 			suspended = append(suspended, c)
@@ -525,7 +531,7 @@ func (p *pass) decide(ctx context.Context) error {
 	if spec.Suspend {
 		admitted := 0
 		for _, c := range running {
-			if kueueManaged(c.job) {
+			if kueue {
 				// Kueue would start it again: an admitted chunk runs to the end.
 				admitted++
 				continue
@@ -557,7 +563,7 @@ func (p *pass) decide(ctx context.Context) error {
 		return err
 	}
 	queued = keep
-	for len(running) > limit && !kueueManaged(running[len(running)-1].job) {
+	for len(running) > limit && !kueue {
 		c := running[len(running)-1]
 		if err := p.setSuspend(ctx, c, true); err != nil {
 			return err
@@ -629,7 +635,7 @@ func (p *pass) decide(ctx context.Context) error {
 		}
 		c := &childJob{job: job, index: i, state: jobActive}
 		p.kids.chunks[i] = c
-		if kueueManaged(job) {
+		if kueue {
 			c.state = jobSuspended
 			queued = append(queued, c)
 		} else {
@@ -712,6 +718,10 @@ func (p *pass) setSuspend(ctx context.Context, c *childJob, suspend bool) error 
 	return nil
 }
 
+// withdrawRecheck is how soon a pass looks again at a queued Job whose withdrawal met a
+// newer version of it.
+const withdrawRecheck = 2 * time.Second
+
 // kueueWithdraw splits the queued Kueue chunk Jobs (by index) into those kept and those to
 // withdraw so that admitted plus queued stay within limit; the highest indexes go first.
 func kueueWithdraw(admitted int, queued []*childJob, limit int) (keep, withdraw []*childJob) {
@@ -719,11 +729,16 @@ func kueueWithdraw(admitted int, queued []*childJob, limit int) (keep, withdraw 
 	return queued[:n], queued[n:]
 }
 
-// withdraw deletes chunk Jobs Kueue has not admitted: they never ran, so nothing is lost, and
-// the chunk gets a new Job when there is room again.
+// withdraw deletes chunk Jobs Kueue has not admitted (or preempted): the chunk gets a new Job
+// of the same name when there is room again. A preempted Job's killed pods stay held, and
+// their usage counts when that new Job finishes (they carry its name).
 func (p *pass) withdraw(ctx context.Context, jobs []*childJob) error {
 	for _, c := range jobs {
 		if !c.job.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if c.job.UID == "" {
+			// Created but not in the cache yet: its creation wakes the next pass, which can.
 			continue
 		}
 		// Only the Job as read: had Kueue admitted it since, the precondition fails and it runs.
@@ -731,7 +746,14 @@ func (p *pass) withdraw(ctx context.Context, jobs []*childJob) error {
 		err := p.r.Delete(ctx, c.job, client.PropagationPolicy(metav1.DeletePropagationBackground),
 			client.Preconditions{UID: &c.job.UID, ResourceVersion: &rv})
 		switch {
-		case err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err):
+		case err == nil || apierrors.IsNotFound(err):
+		case apierrors.IsConflict(err):
+			// Changed since it was read: admitted (then it runs), or only touched (Kueue's
+			// stop of a preempted Job writes it three times; most of its writes wake no pass).
+			// Look again soon, so a Job meant to go is not admitted later over the limit.
+			if p.requeueAfter == 0 || p.requeueAfter > withdrawRecheck {
+				p.requeueAfter = withdrawRecheck
+			}
 		case p.refused("withdraw queued chunk Job "+c.job.Name, err):
 			return nil
 		default:
