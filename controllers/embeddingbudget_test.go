@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -378,4 +379,57 @@ func other(x, a, b string) string {
 		return b
 	}
 	return a
+}
+
+// TestEmbeddingBudgetWeights: the resolver gives each ingestion its namespace's weight in the
+// budget that claims it (1 for a namespace drawing through spec.secrets only), and the lease
+// server divides the budget by those weights: 2:1 between two ingestions.
+func TestEmbeddingBudgetWeights(t *testing.T) {
+	ctx := context.Background()
+	heavy, light := newNamespace(t), newNamespace(t)
+	const model = "text-embedding-3-small"
+	h := create(t, newIngestion(heavy, "eb-heavy", nil))
+	l := create(t, newIngestion(light, "eb-light", nil))
+	for _, o := range []*v1alpha1.CsvIngestion{h, l} {
+		t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), o) })
+	}
+	b := newBudget("eb-weights-"+heavy, v1alpha1.EmbeddingBudgetSpec{
+		Models:     []v1alpha1.BudgetModel{{Name: model, RequestsPerMinute: 300, TokensPerMinute: 900_000}},
+		Secrets:    []v1alpha1.BudgetSecret{{Namespace: light, Name: "openai"}},
+		Namespaces: []v1alpha1.BudgetNamespace{{Name: heavy, Weight: 2}},
+	})
+	if err := cluster.Client.Create(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), b) })
+
+	res := manager.DeclaredBudgets(cluster.Client, logr.Discard())
+	bh, err := res.Resolve(ctx, heavy, h.Name, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bl, err := res.Resolve(ctx, light, l.Name, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := embeddingbudget.Key(b.Name, model)
+	if bh.Key != key || bl.Key != key || bh.Weight != 2 || bl.Weight != 1 || bh.Declared.TPM != 900_000 || bh.MaxHolders != 4 {
+		t.Fatalf("heavy %+v, light %+v: want both on %s, weights 2 and 1, 900000 TPM, 4 holders (parallelism)", bh, bl, key)
+	}
+	srv, err := ratelease.NewServer(ratelease.ServerOptions{Key: []byte("weights-test-key-0123456789"), Resolver: res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gh, gl ratelease.Lease
+	for range 3 { // a newcomer reaches its share once the others have renewed
+		if gh, err = srv.Renew(ratelease.RenewRequest{Namespace: heavy, Ingestion: h.Name, Job: "j", Holder: "p", Model: model}, bh); err != nil {
+			t.Fatal(err)
+		}
+		if gl, err = srv.Renew(ratelease.RenewRequest{Namespace: light, Ingestion: l.Name, Job: "j", Holder: "p", Model: model}, bl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if math.Abs(gh.TPM-600_000) > 1 || math.Abs(gl.TPM-300_000) > 1 {
+		t.Fatalf("grants %g and %g TPM, want 600000 and 300000 (weights 2:1)", gh.TPM, gl.TPM)
+	}
 }
