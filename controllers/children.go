@@ -68,6 +68,8 @@ type childJob struct {
 	permanent bool
 	// held are the Job's pods that still carry the outcome finalizer.
 	held []*corev1.Pod
+	// pods counts the Job's pods in the cache, held or not (released ones are not in it).
+	pods int
 	// gone is set when the Job no longer exists and the chunk is known from its pods alone.
 	gone bool
 }
@@ -198,7 +200,11 @@ func (r *Reconciler) listChildren(ctx context.Context, obj *v1alpha1.CsvIngestio
 		}
 		if idx, ok := chunkIndexOf(obj.Name, name); ok {
 			if c, found := kids.chunks[idx]; !found || c.gone {
-				kids.chunks[idx] = &childJob{job: placeholder, index: idx, state: jobActive}
+				state := jobActive
+				if obj.Spec.Worker.QueueName != "" {
+					state = jobSuspended // created suspended: queued in Kueue, not admitted yet
+				}
+				kids.chunks[idx] = &childJob{job: placeholder, index: idx, state: state}
 			}
 		}
 	}
@@ -276,6 +282,13 @@ func fingerprint(p *worker.Plan) *v1alpha1.PlanFingerprint {
 		Chunks: int32(p.Chunks()), OffsetsSHA256: hex.EncodeToString(h.Sum(nil))}
 }
 
+// podsCounted tells whether the Job controller counted any pod of the Job: a finished Job with
+// none never had a pod (e.g. its deadline passed while every pod creation was refused).
+func podsCounted(j *batchv1.Job) bool {
+	u := j.Status.UncountedTerminatedPods
+	return j.Status.Succeeded+j.Status.Failed > 0 || (u != nil && len(u.Succeeded)+len(u.Failed) > 0)
+}
+
 func anyHeld(pods []*corev1.Pod) bool {
 	for _, p := range pods {
 		if slices.Contains(p.Finalizers, worker.FinalizerOutcome) {
@@ -331,6 +344,7 @@ func describePods(pods []*corev1.Pod) *childJob {
 
 func readPods(c *childJob, pods []*corev1.Pod) {
 	c.held = heldPods(pods)
+	c.pods = len(pods)
 	c.result = lastResult(pods, c.state)
 	c.usage = attemptUsage(pods)
 }
@@ -400,8 +414,13 @@ const expectationTTL = time.Minute
 // existing child is the one this ingestion made earlier (possibly before a restart). The error of
 // a refused create is returned unwrapped so the caller can report the server's message.
 func (r *Reconciler) create(ctx context.Context, owner types.UID, job *batchv1.Job) error {
-	if err := r.Create(ctx, job); err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
+	if err := r.Create(ctx, job); err != nil {
+		if !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		if err := r.nameTaken(ctx, owner, job); err != nil {
+			return err
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -410,6 +429,46 @@ func (r *Reconciler) create(ctx context.Context, owner types.UID, job *batchv1.J
 	}
 	r.expected[owner][job.Name] = r.Now()
 	return nil
+}
+
+// ReasonJobNameTaken is the Blocked reason when a child's name is held by a Job that is not the
+// ingestion's.
+const ReasonJobNameTaken = "JobNameTaken"
+
+// nameTaken checks, past the cache, the Job a create met under the child's name. Another
+// owner's (a leftover of an earlier ingestion of the same name that the garbage collector has
+// not removed yet, or anyone's) is refused like a write the API server refused: it becomes the
+// Blocked condition and is tried again with backoff. Taken for this ingestion's own, the pass
+// would wait for a Job it never sees (the cache lists children by owner UID) and, its
+// expectation expired, for an event that may never come.
+func (r *Reconciler) nameTaken(ctx context.Context, owner types.UID, job *batchv1.Job) error {
+	if r.APIReader == nil {
+		return nil
+	}
+	cur := &batchv1.Job{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(job), cur); err != nil {
+		if apierrors.IsNotFound(err) {
+			// Gone since: the next pass creates it (its deletion wakes no pass of this ingestion).
+			return &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure,
+				Reason: ReasonJobNameTaken, Message: fmt.Sprintf("Job %s existed when created and was gone when read; trying again", job.Name)}}
+		}
+		return fmt.Errorf("read job %s: %w", job.Name, err)
+	}
+	ref := metav1.GetControllerOf(cur)
+	if ref != nil && ref.UID == owner {
+		return nil
+	}
+	who := "no owner"
+	if ref != nil {
+		who = fmt.Sprintf("owned by %s %s (uid %s)", ref.Kind, ref.Name, ref.UID)
+	}
+	state := ""
+	if !cur.DeletionTimestamp.IsZero() {
+		state = ", being deleted"
+	}
+	// No HTTP code: with 409 the error would read as a conflict, which is retried as an error.
+	return &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Reason: ReasonJobNameTaken,
+		Message: fmt.Sprintf("Job %s already exists and is not this ingestion's (%s%s): a leftover of an earlier ingestion of this name goes once the garbage collector removes it; otherwise delete or rename it", job.Name, who, state)}}
 }
 
 // unseenJobs returns the Jobs created for owner that the cache does not show yet, and forgets

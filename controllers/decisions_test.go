@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -439,5 +440,118 @@ func TestNewerThan(t *testing.T) {
 	}
 	if !newerThan(at("a", 2), at("b", 1)) || newerThan(at("b", 1), at("a", 2)) || !newerThan(at("b", 1), at("a", 1)) || newerThan(at("a", 1), at("b", 1)) {
 		t.Fatal("newerThan orders by creation time, then name")
+	}
+}
+
+// TestOpenOutcomes: which recorded chunks the task table is sent again, and with what. The
+// released-pods row is the race e2e TestFaultTable/plan-replaced-mid-run met: the pods' release
+// reached the cache before the Job's TTL patch, and the accepted entry was overwritten with
+// OutcomeUnknown.
+func TestOpenOutcomes(t *testing.T) {
+	plan := &worker.Plan{TotalRows: 300, RowsPerChunk: 100, Offsets: []int64{0, 100, 200, 300}}
+	ok := &worker.Result{Processed: 100, VectorsUpserted: 100}
+	ttl := int32(60)
+	withTTL := func(j *batchv1.Job) *batchv1.Job { j.Spec.TTLSecondsAfterFinished = &ttl; return j }
+	// counted is a Job as the Job controller leaves it: a finished Job whose pod ran counts it.
+	counted := func(j *batchv1.Job, succeeded, failed int32) *batchv1.Job {
+		j.Status.Succeeded, j.Status.Failed = succeeded, failed
+		return j
+	}
+	deadline := batchv1.JobCondition{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: batchv1.JobReasonDeadlineExceeded,
+		Message: "Job was active longer than specified deadline"}
+	for _, tc := range []struct {
+		name                string
+		completed, failed   bool
+		thisPass            bool
+		c                   *childJob
+		wantEntry           bool
+		wantStatus, wantWhy string
+	}{
+		{name: "not recorded", c: describeJob(job(complete), []*corev1.Pod{pod(corev1.PodSucceeded, 1, ok, true)})},
+		{name: "recorded earlier, pods held: derived again", completed: true,
+			c: describeJob(job(complete), []*corev1.Pod{pod(corev1.PodSucceeded, 1, ok, true)}), wantEntry: true, wantStatus: "completed"},
+		{name: "recorded earlier, pods released, Job's TTL not yet in the cache: the table has it", completed: true,
+			c: describeJob(counted(job(complete), 1, 0), nil)},
+		{name: "recorded earlier as failed, pods released, Job's TTL not yet in the cache: the table has it", failed: true,
+			c: describeJob(counted(job(backoff), 0, 2), nil)},
+		{name: "recorded earlier, pods released, Job released", completed: true,
+			c: describeJob(withTTL(counted(job(complete), 1, 0)), nil)},
+		// Never released, so the table may not have the entry (its write failed, or the manager
+		// stopped between the status write and the table's): skipping it would lose it.
+		{name: "recorded earlier as failed, the Job never had a pod (its deadline passed while pod creation was refused)", failed: true,
+			c: describeJob(job(deadline), nil), wantEntry: true, wantStatus: "failed", wantWhy: batchv1.JobReasonDeadlineExceeded},
+		{name: "recorded earlier, a user removed the finalizer from its pods before the table had it", completed: true,
+			c: describeJob(counted(job(complete), 1, 0), []*corev1.Pod{pod(corev1.PodSucceeded, 1, ok, false)}), wantEntry: true, wantStatus: "completed"},
+		{name: "recorded earlier as failed, pods held, a pod says succeeded: the status's verdict stands", failed: true,
+			c: describeJob(job(complete), []*corev1.Pod{pod(corev1.PodSucceeded, 1, ok, true)}), wantEntry: true, wantStatus: "failed", wantWhy: ReasonOutcomeUnknown},
+		{name: "recorded earlier as failed, pods held", failed: true,
+			c: describeJob(job(backoff), []*corev1.Pod{pod(corev1.PodFailed, 1, &worker.Result{Error: "boom"}, true)}), wantEntry: true, wantStatus: "failed"},
+		{name: "recorded in this pass: this pass's entry, even with no pods in the cache", completed: true, thisPass: true,
+			c: describeJob(job(complete), nil), wantEntry: true, wantStatus: "completed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var completed, failed ranges.Set
+			if tc.completed {
+				completed.Add(1)
+			}
+			if tc.failed {
+				failed.Add(1)
+			}
+			p := &pass{kids: &children{plan: plan, chunks: map[int]*childJob{1: tc.c}}, completed: completed, failed: failed,
+				outcomes: map[int]ChunkOutcome{}}
+			if tc.thisPass {
+				args, _ := plan.Chunk(1)
+				p.outcomes[1] = outcomeOf(1, args, verdict{succeeded: true, res: *ok})
+			}
+			got, has := p.openOutcomes()[1]
+			if has != tc.wantEntry {
+				t.Fatalf("entry %v (%+v), want %v", has, got, tc.wantEntry)
+			}
+			if !has {
+				return
+			}
+			if got.Status != tc.wantStatus || got.StartRow != 100 || got.EndRow != 199 {
+				t.Errorf("entry %+v, want status %s rows 100-199", got, tc.wantStatus)
+			}
+			if tc.wantWhy != "" && !strings.Contains(got.Error, tc.wantWhy) {
+				t.Errorf("entry error %q, want %s", got.Error, tc.wantWhy)
+			}
+		})
+	}
+}
+
+func TestKueueWithdraw(t *testing.T) {
+	q := func(idx ...int) []*childJob {
+		out := make([]*childJob, 0, len(idx))
+		for _, i := range idx {
+			out = append(out, &childJob{index: i})
+		}
+		return out
+	}
+	indexes := func(cs []*childJob) []int {
+		out := []int{}
+		for _, c := range cs {
+			out = append(out, c.index)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name            string
+		admitted, limit int
+		queued          []*childJob
+		keep, withdraw  []int
+	}{
+		{"room for all", 1, 4, q(2, 3), []int{2, 3}, []int{}},
+		{"lowered: the highest indexes go", 1, 2, q(2, 3, 4), []int{2}, []int{3, 4}},
+		{"admitted alone over the limit: every queued one goes, none admitted is touched", 3, 2, q(5), []int{}, []int{5}},
+		{"suspended (limit 0)", 2, 0, q(3, 4), []int{}, []int{3, 4}},
+		{"nothing queued", 0, 3, nil, []int{}, []int{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			keep, drop := kueueWithdraw(tc.admitted, tc.queued, tc.limit)
+			if k, d := indexes(keep), indexes(drop); fmt.Sprint(k) != fmt.Sprint(tc.keep) || fmt.Sprint(d) != fmt.Sprint(tc.withdraw) {
+				t.Errorf("keep %v withdraw %v, want %v and %v", k, d, tc.keep, tc.withdraw)
+			}
+		})
 	}
 }

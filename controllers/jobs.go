@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"maps"
 	"strconv"
 	"time"
 
@@ -256,9 +257,20 @@ func (r *Reconciler) chunkJob(obj *v1alpha1.CsvIngestion, args worker.ChunkArgs)
 		// for it, polling: chunkTimeout bounds the rest of the work.
 		timeout = max(obj.Spec.Chunking.ChunkTimeout.Duration, 30*time.Minute) + BatchWindow
 	}
-	return r.job(obj, name, worker.RoleChunk, pod,
-		map[string]string{worker.LabelChunk: strconv.Itoa(args.Index)}, timeout), nil
+	job := r.job(obj, name, worker.RoleChunk, pod,
+		map[string]string{worker.LabelChunk: strconv.Itoa(args.Index)}, timeout)
+	if q := obj.Spec.Worker.QueueName; q != "" {
+		// Kueue admits a Job it finds suspended with its queue label, and unsuspends it then.
+		// The Job's labels are shared with its pod template: only the Job gets the label.
+		job.Labels = maps.Clone(job.Labels)
+		job.Labels[LabelKueueQueue] = q
+		job.Spec.Suspend = ptr.To(true)
+	}
+	return job, nil
 }
+
+// LabelKueueQueue is Kueue's label naming the LocalQueue a Job is submitted to.
+const LabelKueueQueue = "kueue.x-k8s.io/queue-name"
 
 // BatchWindow is the Batch API's completion window, which a batch-mode chunk's deadline allows.
 const BatchWindow = 24 * time.Hour

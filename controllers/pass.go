@@ -410,6 +410,16 @@ func (p *pass) openOutcomes() map[int]ChunkOutcome {
 			out[i] = o
 			continue
 		}
+		if len(c.held) == 0 && c.pods == 0 && podsCounted(c.job) {
+			// Its pods left the cache: they were released (the release labels them out of it),
+			// which happens only after the table accepted the entry. The cache can still show
+			// the Job without its TTL (Jobs and pods reach it through separate watches);
+			// deriving from that Job alone would overwrite the accepted entry with
+			// OutcomeUnknown. A Job that never had a pod, or whose pods are still cached
+			// without the finalizer (a user removed it), was not released: it is derived again,
+			// or its entry would be lost when the table missed the pass that recorded it.
+			continue
+		}
 		args, err := p.kids.plan.Chunk(i)
 		if err != nil {
 			continue
@@ -506,29 +516,52 @@ func (p *pass) decide(ctx context.Context) error {
 	}
 
 	st.Phase = v1alpha1.PhaseProcessingChunks
-	var running, suspended []*childJob
+	// With spec.worker.queueName every chunk Job is Kueue's (the ingestion decides, not a label
+	// a user may add or remove): queued are those it holds suspended until it admits them, and
+	// running the admitted ones. Otherwise suspended are those this controller suspended.
+	kueue := spec.Worker.QueueName != ""
+	var running, suspended, queued []*childJob
 	for i, c := range p.kids.chunks {
 		if p.recorded(i) {
 			continue
 		}
-		switch c.state {
-		case jobActive:
+		switch {
+		case c.state == jobActive:
 			running = append(running, c)
-		case jobSuspended:
+		case c.state == jobSuspended && kueue:
+			queued = append(queued, c)
+		case c.state == jobSuspended:
 			suspended = append(suspended, c)
 		}
 	}
-	sort.Slice(running, func(a, b int) bool { return running[a].index < running[b].index })
-	sort.Slice(suspended, func(a, b int) bool { return suspended[a].index < suspended[b].index })
+	byIndex := func(cs []*childJob) {
+		sort.Slice(cs, func(a, b int) bool { return cs[a].index < cs[b].index })
+	}
+	byIndex(running)
+	byIndex(suspended)
+	byIndex(queued)
 
 	if spec.Suspend {
+		admitted := 0
 		for _, c := range running {
+			if kueue {
+				// Kueue would start it again: an admitted chunk runs to the end.
+				admitted++
+				continue
+			}
 			if err := p.setSuspend(ctx, c, true); err != nil {
 				return err
 			}
 		}
-		p.setCondition(v1alpha1.ConditionSuspended, true, "Suspended", "spec.suspend is set: no chunk runs")
-		p.counts(total, finished, 0)
+		if err := p.withdraw(ctx, queued); err != nil {
+			return err
+		}
+		msg := "spec.suspend is set: no chunk runs"
+		if admitted > 0 {
+			msg = fmt.Sprintf("spec.suspend is set: no chunk starts; the %d chunk Jobs Kueue admitted run to the end", admitted)
+		}
+		p.setCondition(v1alpha1.ConditionSuspended, true, "Suspended", msg)
+		p.counts(total, finished, admitted)
 		st.Message = fmt.Sprintf("suspended at %d/%d chunks", finished, total)
 		return nil
 	}
@@ -536,8 +569,14 @@ func (p *pass) decide(ctx context.Context) error {
 
 	limit := int(spec.Chunking.Parallelism)
 	// A lowered parallelism takes effect at once: the newest extra chunks are suspended, and
-	// resume first when room frees up.
-	for len(running) > limit {
+	// resume first when room frees up. Kueue's are never suspended or resumed here (Kueue
+	// starts what it admitted): queued extras are withdrawn, admitted ones finish.
+	keep, drop := kueueWithdraw(len(running), queued, limit)
+	if err := p.withdraw(ctx, drop); err != nil {
+		return err
+	}
+	queued = keep
+	for len(running) > limit && !kueue {
 		c := running[len(running)-1]
 		if err := p.setSuspend(ctx, c, true); err != nil {
 			return err
@@ -553,7 +592,7 @@ func (p *pass) decide(ctx context.Context) error {
 	}
 	unfinished := total - finished
 	hasJob := func(i int) bool { c := p.kids.chunks[i]; return c != nil && !c.gone }
-	next := nextChunks(total, limit-len(running), p.completed, p.failed, hasJob)
+	next := nextChunks(total, limit-len(running)-len(queued), p.completed, p.failed, hasJob)
 	holdFor := ""
 	if len(next) > 0 && spec.Mapping.IDPrefix != "" {
 		// An older run's sync step deleting under the same prefix would take this run's new
@@ -609,10 +648,18 @@ func (p *pass) decide(ctx context.Context) error {
 		}
 		c := &childJob{job: job, index: i, state: jobActive}
 		p.kids.chunks[i] = c
-		running = append(running, c)
+		if kueue {
+			c.state = jobSuspended
+			queued = append(queued, c)
+		} else {
+			running = append(running, c)
+		}
 	}
 	p.counts(total, finished, len(running))
 	st.Message = fmt.Sprintf("%d/%d chunks finished, %d running", finished, total, len(running))
+	if len(queued) > 0 {
+		st.Message += fmt.Sprintf(", %d queued in Kueue LocalQueue %s (not admitted yet)", len(queued), spec.Worker.QueueName)
+	}
 	if holdFor != "" {
 		st.Message += fmt.Sprintf("; no new chunk starts while the older ingestion %s deletes under the same id prefix", holdFor)
 	}
@@ -680,6 +727,51 @@ func (p *pass) setSuspend(ctx context.Context, c *childJob, suspend bool) error 
 		c.state = jobSuspended
 	} else {
 		c.state = jobActive
+	}
+	return nil
+}
+
+// withdrawRecheck is how soon a pass looks again at a queued Job whose withdrawal met a
+// newer version of it.
+const withdrawRecheck = 2 * time.Second
+
+// kueueWithdraw splits the queued Kueue chunk Jobs (by index) into those kept and those to
+// withdraw so that admitted plus queued stay within limit; the highest indexes go first.
+func kueueWithdraw(admitted int, queued []*childJob, limit int) (keep, withdraw []*childJob) {
+	n := min(max(limit-admitted, 0), len(queued))
+	return queued[:n], queued[n:]
+}
+
+// withdraw deletes chunk Jobs Kueue has not admitted (or preempted): the chunk gets a new Job
+// of the same name when there is room again. A preempted Job's killed pods stay held, and
+// their usage counts when that new Job finishes (they carry its name).
+func (p *pass) withdraw(ctx context.Context, jobs []*childJob) error {
+	for _, c := range jobs {
+		if !c.job.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if c.job.UID == "" {
+			// Created but not in the cache yet: its creation wakes the next pass, which can.
+			continue
+		}
+		// Only the Job as read: had Kueue admitted it since, the precondition fails and it runs.
+		rv := c.job.ResourceVersion
+		err := p.r.Delete(ctx, c.job, client.PropagationPolicy(metav1.DeletePropagationBackground),
+			client.Preconditions{UID: &c.job.UID, ResourceVersion: &rv})
+		switch {
+		case err == nil || apierrors.IsNotFound(err):
+		case apierrors.IsConflict(err):
+			// Changed since it was read: admitted (then it runs), or only touched (Kueue's
+			// stop of a preempted Job writes it three times; most of its writes wake no pass).
+			// Look again soon, so a Job meant to go is not admitted later over the limit.
+			if p.requeueAfter == 0 || p.requeueAfter > withdrawRecheck {
+				p.requeueAfter = withdrawRecheck
+			}
+		case p.refused("withdraw queued chunk Job "+c.job.Name, err):
+			return nil
+		default:
+			return fmt.Errorf("withdraw queued job %s: %w", c.job.Name, err)
+		}
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="has(self.worker) && has(self.worker.image) ? (has(oldSelf.worker) && has(oldSelf.worker.image) && self.worker.image == oldSelf.worker.image) : !(has(oldSelf.worker) && has(oldSelf.worker.image))",message="spec.worker.image is immutable: every chunk of an ingestion runs the same embedder; create a new CsvIngestion to use another image"
 // +kubebuilder:validation:XValidation:rule="!has(self.sync) || !has(self.sync.deleteMissing) || !self.sync.deleteMissing || (has(self.mapping.idPrefix) && size(self.mapping.idPrefix) > 0)",message="spec.sync.deleteMissing needs spec.mapping.idPrefix: only vectors whose ids start with the prefix (this ingestion's ids) may be deleted, and without a prefix every vector of the namespace would be in scope"
 // +kubebuilder:validation:XValidation:rule="!has(self.sync) || !has(self.sync.adoptUnmarked) || !self.sync.adoptUnmarked || (has(self.sync.deleteMissing) && self.sync.deleteMissing)",message="spec.sync.adoptUnmarked only applies with spec.sync.deleteMissing"
+// +kubebuilder:validation:XValidation:rule="has(self.worker) && has(self.worker.queueName) ? (has(oldSelf.worker) && has(oldSelf.worker.queueName) && self.worker.queueName == oldSelf.worker.queueName) : !(has(oldSelf.worker) && has(oldSelf.worker.queueName))",message="spec.worker.queueName is immutable: Kueue admits the chunk Jobs of a run through one LocalQueue; create a new CsvIngestion to use another queue"
 // +kubebuilder:validation:XValidation:rule="has(self.worker) && has(self.worker.serviceAccountName) ? (has(oldSelf.worker) && has(oldSelf.worker.serviceAccountName) && self.worker.serviceAccountName == oldSelf.worker.serviceAccountName) : !(has(oldSelf.worker) && has(oldSelf.worker.serviceAccountName))",message="spec.worker.serviceAccountName is immutable: the worker's identity (S3, DynamoDB, plan ConfigMap) is fixed for the run; create a new CsvIngestion to run as another service account"
 type CsvIngestionSpec struct {
 	// TaskID is the key of this ingestion in the DynamoDB task table and the REST API
@@ -716,6 +717,16 @@ type WorkerSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxItems=64
 	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// QueueName hands the chunk Jobs to Kueue: they carry the kueue.x-k8s.io/queue-name label
+	// with this LocalQueue's name and are created suspended, and Kueue starts each one when it
+	// admits it. The operator then never unsuspends nor suspends them: spec.suspend and a lowered
+	// parallelism withdraw (delete) the chunk Jobs still queued, and the admitted ones run to
+	// the end. The planner, sync and cleanup Jobs are not queued. Fixed at creation.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	QueueName string `json:"queueName,omitempty"`
 }
 
 // Phase is where an ingestion is in its life.

@@ -54,6 +54,14 @@ func TestMutability(t *testing.T) {
 			"spec.worker.serviceAccountName is immutable: the worker's identity"},
 		{"change worker service account", func(s map[string]any) { set(s, "worker.serviceAccountName", "embedder-a") },
 			func(s map[string]any) { set(s, "worker.serviceAccountName", "embedder-b") }, "spec.worker.serviceAccountName is immutable"},
+		{"set worker queue", noop, func(s map[string]any) { set(s, "worker.queueName", "team-a") },
+			"spec.worker.queueName is immutable: Kueue admits the chunk Jobs of a run through one LocalQueue"},
+		{"change worker queue", func(s map[string]any) { set(s, "worker.queueName", "team-a") },
+			func(s map[string]any) { set(s, "worker.queueName", "team-b") }, "spec.worker.queueName is immutable"},
+		{"remove worker with queue", func(s map[string]any) { set(s, "worker.queueName", "team-a") },
+			func(s map[string]any) { set(s, "worker", nil) }, "spec.worker.queueName is immutable"},
+		{"suspend next to a queue", func(s map[string]any) { set(s, "worker.queueName", "team-a") },
+			func(s map[string]any) { set(s, "suspend", true); set(s, "chunking.parallelism", int64(1)) }, ""},
 
 		// What stays mutable, including around the fixed worker fields.
 		{"worker resources next to a fixed image", func(s map[string]any) {

@@ -147,6 +147,8 @@ func TestInvalidSpecsRejected(t *testing.T) {
 		}, "spec.mapping.metadata.inferTypes cannot be used with format legacy"},
 		{"unknown metadata format", func(s map[string]any) { set(s, "mapping.metadata.format", "fancy") }, "Unsupported value: \"fancy\""},
 		{"no source", func(s map[string]any) { set(s, "source.s3", nil) }, "set exactly one of spec.source.s3 or spec.source.metabase"},
+		{"queue name not a label value", func(s map[string]any) { set(s, "worker.queueName", "Team A") }, "spec.worker.queueName in body should match"},
+		{"queue name too long", func(s map[string]any) { set(s, "worker.queueName", strings.Repeat("q", 64)) }, "spec.worker.queueName: Too long"},
 		{"both text fields", func(s map[string]any) { set(s, "mapping.textTemplate", "{{.title}}") }, "set exactly one of spec.mapping.textColumn or spec.mapping.textTemplate"},
 		{"no text field", func(s map[string]any) { set(s, "mapping.textColumn", nil) }, "set exactly one of spec.mapping.textColumn or spec.mapping.textTemplate"},
 		{"rowsPerChunk 0", func(s map[string]any) { set(s, "chunking.rowsPerChunk", int64(0)) }, "spec.chunking.rowsPerChunk: Invalid value: 0: spec.chunking.rowsPerChunk in body should be greater than or equal to 1"},

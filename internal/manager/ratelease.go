@@ -12,9 +12,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -22,6 +24,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/controllers"
+	"github.com/vectordb-io/vectordb-operator/internal/embeddingbudget"
 	"github.com/vectordb-io/vectordb-operator/internal/ratebudget"
 	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
 )
@@ -39,6 +43,8 @@ type RateLeaseOptions struct {
 	KeyFile string
 	// Renew is how often pods renew; leases last three renewals.
 	Renew time.Duration
+	// StatusInterval is how often the leader writes the EmbeddingBudgets' status (when changed).
+	StatusInterval time.Duration
 	// PodName and PodNamespace name this replica's pod (downward API). When set, the leader
 	// labels its pod LabelLeader so that the lease Service reaches only the leader, and every
 	// replica removes the label from its pod when it starts (a restarted ex-leader).
@@ -56,10 +62,11 @@ func bindRateLeaseFlags(fs *pflag.FlagSet, o *RateLeaseOptions) {
 	fs.StringVar(&o.URL, "rate-lease-url", o.URL, "URL chunk pods renew their rate leases at (empty, or no --rate-lease-key-file: leases off, each chunk keeps its frozen share)")
 	fs.StringVar(&o.KeyFile, "rate-lease-key-file", o.KeyFile, "file with the key of the rate lease credentials (at least 16 bytes)")
 	fs.DurationVar(&o.Renew, "rate-lease-renew", o.Renew, "how often chunk pods renew their rate lease (leases last three renewals)")
+	fs.DurationVar(&o.StatusInterval, "rate-lease-status-interval", o.StatusInterval, "how often the leader writes the status of the EmbeddingBudgets (only those that changed)")
 }
 
 func defaultRateLeaseOptions() RateLeaseOptions {
-	return RateLeaseOptions{Addr: ":8083", Renew: 5 * time.Second,
+	return RateLeaseOptions{Addr: ":8083", Renew: 5 * time.Second, StatusInterval: 5 * time.Second,
 		PodName: os.Getenv("POD_NAME"), PodNamespace: os.Getenv("POD_NAMESPACE")}
 }
 
@@ -89,11 +96,17 @@ func addRateLeases(ctx context.Context, mgr ctrl.Manager, o RateLeaseOptions, ke
 	if err != nil {
 		return fmt.Errorf("rate lease metrics: %w", err)
 	}
+	log := mgr.GetLogger().WithName("rate-leases")
 	srv, err := ratelease.NewServer(ratelease.ServerOptions{
-		Key: key, Resolver: ImplicitBudgets(mgr.GetClient()), Renew: o.Renew,
-		Log: mgr.GetLogger().WithName("rate-leases"), Metrics: m,
+		Key: key, Resolver: DeclaredBudgets(mgr.GetClient(), log), Renew: o.Renew,
+		Log: log, Metrics: m,
 	})
 	if err != nil {
+		return err
+	}
+	// The leader writes each EmbeddingBudget's status from the server's state.
+	if err := mgr.Add(&controllers.BudgetStatusWriter{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("vectordb-operator"),
+		Snapshot: srv.Snapshot, Interval: o.StatusInterval, Log: mgr.GetLogger().WithName("embedding-budgets")}); err != nil {
 		return err
 	}
 	l := &leaseRunnable{addr: o.Addr, handler: srv}
@@ -124,27 +137,80 @@ func labelLeader(ctx context.Context, c client.Client, o RateLeaseOptions, on bo
 	return nil
 }
 
+// The lease service reads the declared budgets, and the leader writes their status.
+// +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=embeddingbudgets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=ingestion.vectordb.io,resources=embeddingbudgets/status,verbs=update
+
+// DeclaredBudgets resolves an ingestion's budget: the EmbeddingBudget that claims its key Secret
+// or namespace (package embeddingbudget decides which) when it lists the ingestion's model, else
+// the implicit budget of its spec (ImplicitBudgets). It reads the manager's cache on every
+// renewal, so budget edits reach the pods at their next renewal. Without the EmbeddingBudget
+// CRD installed every budget is implicit.
+func DeclaredBudgets(c client.Reader, log logr.Logger) ratelease.Resolver {
+	var once sync.Once
+	return ratelease.ResolverFunc(func(ctx context.Context, ns, name, _ string) (ratelease.Budget, error) {
+		obj, err := getIngestion(ctx, c, ns, name)
+		if err != nil {
+			return ratelease.Budget{}, err
+		}
+		var list v1alpha1.EmbeddingBudgetList
+		if err := c.List(ctx, &list); err != nil {
+			if !meta.IsNoMatchError(err) {
+				return ratelease.Budget{}, fmt.Errorf("list EmbeddingBudgets: %w", err)
+			}
+			once.Do(func() {
+				log.Info("the EmbeddingBudget CRD is not installed: every ingestion keeps the implicit budget of its spec")
+			})
+		}
+		e := obj.Spec.Embedding
+		m := embeddingbudget.Find(list.Items, ns, e.APIKeySecretRef.Name, e.Model)
+		if m.Budget == nil || m.Model == nil {
+			// Unclaimed, or claimed with a model the budget does not list: the budget's
+			// UnlistedModels condition names the latter.
+			return implicitBudget(obj), nil
+		}
+		return ratelease.Budget{
+			Key:        embeddingbudget.Key(m.Budget.Name, e.Model),
+			Declared:   ratebudget.Rates{RPM: float64(m.Model.RequestsPerMinute), TPM: float64(m.Model.TokensPerMinute)},
+			Weight:     m.Weight,
+			MaxHolders: int(obj.Spec.Chunking.Parallelism),
+		}, nil
+	})
+}
+
+func getIngestion(ctx context.Context, c client.Reader, ns, name string) (*v1alpha1.CsvIngestion, error) {
+	var obj v1alpha1.CsvIngestion
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, ratelease.ErrNotFound
+		}
+		return nil, fmt.Errorf("get ingestion %s/%s: %w", ns, name, err)
+	}
+	return &obj, nil
+}
+
 // ImplicitBudgets resolves an ingestion's budget from its spec: the key is (namespace, key
 // Secret and its key, baseURL, model), the budget spec.embedding.requestsPerMinute and
 // tokensPerMinute, so existing specs share their key's budget without declaring one.
 func ImplicitBudgets(c client.Reader) ratelease.Resolver {
 	return ratelease.ResolverFunc(func(ctx context.Context, ns, name, _ string) (ratelease.Budget, error) {
-		var obj v1alpha1.CsvIngestion
-		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &obj); err != nil {
-			if apierrors.IsNotFound(err) {
-				return ratelease.Budget{}, ratelease.ErrNotFound
-			}
-			return ratelease.Budget{}, fmt.Errorf("get ingestion %s/%s: %w", ns, name, err)
+		obj, err := getIngestion(ctx, c, ns, name)
+		if err != nil {
+			return ratelease.Budget{}, err
 		}
-		e := obj.Spec.Embedding
-		return ratelease.Budget{
-			Key:      ImplicitBudgetKey(ns, e),
-			Declared: ratebudget.Rates{RPM: float64(e.RequestsPerMinute), TPM: float64(e.TokensPerMinute)},
-			Weight:   1,
-			// The chunk Jobs that may run at once; 0 (defaulted by the API server) is no bound.
-			MaxHolders: int(obj.Spec.Chunking.Parallelism),
-		}, nil
+		return implicitBudget(obj), nil
 	})
+}
+
+func implicitBudget(obj *v1alpha1.CsvIngestion) ratelease.Budget {
+	e := obj.Spec.Embedding
+	return ratelease.Budget{
+		Key:      ImplicitBudgetKey(obj.Namespace, e),
+		Declared: ratebudget.Rates{RPM: float64(e.RequestsPerMinute), TPM: float64(e.TokensPerMinute)},
+		Weight:   1,
+		// The chunk Jobs that may run at once; 0 (defaulted by the API server) is no bound.
+		MaxHolders: int(obj.Spec.Chunking.Parallelism),
+	}
 }
 
 // ImplicitBudgetKey names the budget of an ingestion that declares none. The key is a metric

@@ -85,6 +85,8 @@ type budgetState struct {
 	roundLim   int64
 	// oldLeader: a pod came with a previous leader's grant (so this server is warming up).
 	oldLeader bool
+	// rateLimited counts the 429s reported since this server learned the budget (for status).
+	rateLimited int64
 }
 
 type holderState struct {
@@ -100,6 +102,10 @@ type holderState struct {
 	warmup bool
 	// reported is the grant it came with from the old leader (warmup only).
 	reported ratebudget.Rates
+	// use is what the pod reported, for status: its rate over its last renewal interval and
+	// its 429s since this server first heard from it.
+	use     HolderUse
+	renewed time.Time
 }
 
 // NewServer validates opts and returns a Server.
@@ -246,6 +252,7 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 	req.RateLimited = min(req.RateLimited, req.UsedRequests)
 	st.roundReqs += req.UsedRequests
 	st.roundLim += req.RateLimited
+	st.rateLimited += req.RateLimited
 	if now.Sub(st.roundStart) >= s.opts.Renew {
 		st.backoff.Observe(st.roundReqs, st.roundLim)
 		st.roundStart, st.roundReqs, st.roundLim = now, 0, 0
@@ -277,6 +284,7 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 		fromOldLeader = req.Current != nil && now.Sub(s.started) < s.opts.TTL
 	}
 	h.group = group
+	h.recordUse(req, now)
 	h.weight, h.demand, h.maxReq, h.declared = b.Weight, req.Demand, req.MaxRequestTokens, b.Declared
 	h.expires = now.Add(s.opts.TTL)
 	// Edits reach every pod at its next renewal. Ingestions sharing an implicit budget may
@@ -449,6 +457,26 @@ func (s *Server) report(key string, st *budgetState, eff ratebudget.Rates) {
 	s.opts.Metrics.setBudget(key, st.declared, eff, granted, len(st.holders), st.backoff.Factor)
 }
 
+// HolderUse is what one holder reported.
+type HolderUse struct {
+	// Used is its rate per minute over its last renewal interval.
+	Used ratebudget.Rates
+	// RateLimited counts its 429s since the server first heard from it.
+	RateLimited int64
+}
+
+// recordUse turns a renewal's counts into a rate over the time since the previous renewal (the
+// first renewal has no interval: its counts only add to the 429s).
+func (h *holderState) recordUse(req RenewRequest, now time.Time) {
+	if !h.renewed.IsZero() {
+		if dt := now.Sub(h.renewed).Minutes(); dt > 0 {
+			h.use.Used = ratebudget.Rates{RPM: float64(req.UsedRequests) / dt, TPM: float64(req.UsedTokens) / dt}
+		}
+	}
+	h.renewed = now
+	h.use.RateLimited += req.RateLimited
+}
+
 // Snapshot is one budget's state, for status and tests.
 type Snapshot struct {
 	Key      string
@@ -460,6 +488,11 @@ type Snapshot struct {
 	Granted ratebudget.Rates
 	// Holders maps holder ID (namespace/ingestion/job/pod) to its grant.
 	Holders map[string]ratebudget.Rates
+	// Use maps holder ID to what it reported.
+	Use map[string]HolderUse
+	// RateLimited counts the 429s reported since the server learned the budget (it forgets a
+	// budget once no one holds it and it is not backed off).
+	RateLimited int64
 }
 
 // Snapshot returns every budget's state, live holders only.
@@ -470,10 +503,12 @@ func (s *Server) Snapshot() []Snapshot {
 	out := make([]Snapshot, 0, len(s.budgets))
 	for key, st := range s.budgets {
 		sn := Snapshot{Key: key, Declared: st.declared, Effective: st.backoff.Effective(st.declared),
-			Factor: st.backoff.Factor, Holders: map[string]ratebudget.Rates{}}
+			Factor: st.backoff.Factor, Holders: map[string]ratebudget.Rates{},
+			Use: map[string]HolderUse{}, RateLimited: st.rateLimited}
 		for id, h := range st.holders {
 			if now.Before(h.expires) {
 				sn.Holders[id] = h.grant
+				sn.Use[id] = h.use
 				sn.Granted.RPM += h.grant.RPM
 				sn.Granted.TPM += h.grant.TPM
 			}

@@ -101,7 +101,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	// as docs/install-eks.md says to.
 	t.Run("install notes", func(t *testing.T) {
 		adopt := fmt.Sprintf(`{"metadata":{"labels":{"app.kubernetes.io/managed-by":"Helm"},"annotations":{"meta.helm.sh/release-name":%q,"meta.helm.sh/release-namespace":%q}}}`, release, namespace)
-		for _, name := range []string{"csvingestions.ingestion.vectordb.io", "csvingestionschedules.ingestion.vectordb.io"} {
+		for _, name := range []string{"csvingestions.ingestion.vectordb.io", "csvingestionschedules.ingestion.vectordb.io", "embeddingbudgets.ingestion.vectordb.io"} {
 			crd := &unstructured.Unstructured{}
 			crd.SetAPIVersion("apiextensions.k8s.io/v1")
 			crd.SetKind("CustomResourceDefinition")

@@ -161,6 +161,7 @@ func TestDefaultRenderObjects(t *testing.T) {
 		"ClusterRoleBinding/" + release + "-metrics-auth",
 		"CustomResourceDefinition/csvingestions.ingestion.vectordb.io",
 		"CustomResourceDefinition/csvingestionschedules.ingestion.vectordb.io",
+		"CustomResourceDefinition/embeddingbudgets.ingestion.vectordb.io",
 		"Deployment/" + release,
 		"PodDisruptionBudget/" + release,
 		"Role/" + release + "-leader-election",
@@ -379,7 +380,14 @@ func TestWorkerServiceAccountInEveryIngestionNamespace(t *testing.T) {
 }
 
 // leaseGrants let the controller write each ingestion's rate lease Secret; it never reads one.
-var leaseGrants = grantSet{{"", "secrets", "create"}, {"", "secrets", "patch"}}
+var leaseGrants = grantSet{{"", "secrets", "create"}, {"", "secrets", "patch"},
+	// The lease service reads the EmbeddingBudgets; the leader writes their status.
+	{"ingestion.vectordb.io", "embeddingbudgets", "get"}, {"ingestion.vectordb.io", "embeddingbudgets", "list"},
+	{"ingestion.vectordb.io", "embeddingbudgets", "watch"}, {"ingestion.vectordb.io", "embeddingbudgets/status", "update"}}
+
+// budgetGrants are the EmbeddingBudget grants among leaseGrants: cluster-wide in every mode (the
+// resource is cluster-scoped).
+var budgetGrants = leaseGrants[2:]
 
 // leaderPodGrant: the rate lease leader labels its own pod (in the release's namespace).
 var leaderPodGrant = grant{"", "pods", "patch"}
@@ -428,7 +436,7 @@ func TestRBACMatchesCode(t *testing.T) {
 	// the leader labels its own pod (internal/manager/ratelease.go) only then: the Role for that
 	// (its namespace's pods may be no watched namespace's) is rendered only with rateLeases on.
 	noLeases := func(s grantSet) grantSet { return without(s, leaseGrants...) }
-	if !cluster.has(leaseGrants[0]) || !cluster.has(leaseGrants[1]) {
+	if !cluster.has(leaseGrants[0]) || !cluster.has(leaseGrants[1]) || !cluster.has(budgetGrants[0]) || !cluster.has(budgetGrants[3]) {
 		t.Errorf("markers lack the rate lease Secret grants %v", leaseGrants)
 	}
 	apiOn := []string{"--set", "api.enabled=true", "--set", "api.apiKeys.existingSecret=k", "--set", "api.defaults.bucket=csv",
@@ -445,6 +453,7 @@ func TestRBACMatchesCode(t *testing.T) {
 			union(cluster, leader)},
 		{"API on", apiOn, noLeases(union(cluster, leader, apiGrants))},
 		{"watched namespaces", []string{"--set-json", `watchNamespaces=["ingestion"]`}, noLeases(union(cluster, leader))},
+		{"rate leases, watched namespaces", []string{"--set", "rateLeases.enabled=true", "--set-json", `watchNamespaces=["ingestion"]`}, union(cluster, leader)},
 		{"plain metrics", []string{"--set", "metrics.secure=false"}, noLeases(minus(union(cluster, leader), "tokenreviews", "subjectaccessreviews"))},
 		// The web UI's events informer (internal/webui) is the only reader of events.
 		{"UI off", []string{"--set", "ui.enabled=false"}, noLeases(without(union(cluster, leader), grant{"", "events", "list"}, grant{"", "events", "watch"}))},
@@ -470,6 +479,22 @@ func TestRBACMatchesCode(t *testing.T) {
 			api := find(objs, "Role", "api-tasks", release+"-api")
 			if (api != nil) != (c.name == "API on") {
 				t.Errorf("API Role rendered: %v", api != nil)
+			}
+			// The EmbeddingBudgets (cluster-scoped) need a ClusterRole, in every mode, with nothing
+			// else in it; their events go to default, which watchNamespaces may leave out.
+			budgets := find(objs, "ClusterRole", "", release+"-embedding-budgets")
+			if on := strings.HasPrefix(c.name, "rate leases"); on != (budgets != nil) || on && !equalGrants(grants(t, budgets), budgetGrants) {
+				t.Errorf("EmbeddingBudget ClusterRole %v (rate leases on: %v), want only %v", grantsOf(t, budgets), on, budgetGrants)
+			}
+			events := find(objs, "Role", "default", release+"-embedding-budget-events")
+			if want := c.name == "rate leases, watched namespaces"; want != (events != nil) ||
+				want && !equalGrants(grants(t, events), grantSet{{"", "events", "create"}, {"", "events", "patch"}, {"events.k8s.io", "events", "create"}, {"events.k8s.io", "events", "patch"}}) {
+				t.Errorf("events Role in default: %v, want one only with rate leases and watchNamespaces", grantsOf(t, events))
+			}
+			if strings.HasSuffix(c.name, "watched namespaces") {
+				if r := find(objs, "Role", "ingestion", release+"-manager"); r == nil || grants(t, r).has(budgetGrants[0]) {
+					t.Errorf("the Role in ingestion %v must exist and grant nothing on the cluster-scoped EmbeddingBudgets", grantsOf(t, r))
+				}
 			}
 			if c.name == "watched namespaces" {
 				r := find(objs, "Role", "ingestion", release+"-manager")

@@ -1,0 +1,138 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/embeddingbudget"
+	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
+)
+
+// BudgetStatusWriter writes each EmbeddingBudget's status from the lease server's state: a pass
+// every Interval on the leader (where the server's state is), one status write per budget
+// whose status changed, its events after the write. The state is the leader's memory, not the
+// API server's, so this is a ticker, not a reconciler: nothing in the cluster changes when a pod
+// renews.
+type BudgetStatusWriter struct {
+	Client   client.Client
+	Recorder events.EventRecorder
+	// Snapshot is the lease server's state (ratelease.Server.Snapshot).
+	Snapshot func() []ratelease.Snapshot
+	// Interval between passes (default 5 s).
+	Interval time.Duration
+	Log      logr.Logger
+}
+
+// NeedLeaderElection: only the leader serves leases, so only it knows the holders.
+func (w *BudgetStatusWriter) NeedLeaderElection() bool { return true }
+
+// Start runs passes until ctx ends. A failed pass is logged and retried at the next tick.
+func (w *BudgetStatusWriter) Start(ctx context.Context) error {
+	iv := w.Interval
+	if iv <= 0 {
+		iv = 5 * time.Second
+	}
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		if err := w.Pass(ctx); err != nil && ctx.Err() == nil {
+			w.Log.Error(err, "write EmbeddingBudget status")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Pass writes the status of every budget whose status changed. A write that conflicts (the
+// cache was behind, or the budget was edited meanwhile) is left to the next pass, which starts
+// from the newer object.
+func (w *BudgetStatusWriter) Pass(ctx context.Context) error {
+	var list v1alpha1.EmbeddingBudgetList
+	if err := w.Client.List(ctx, &list); err != nil {
+		if meta.IsNoMatchError(err) {
+			return nil // the CRD is not installed: every budget is implicit
+		}
+		return fmt.Errorf("list EmbeddingBudgets: %w", err)
+	}
+	if len(list.Items) == 0 {
+		return nil
+	}
+	snaps := w.Snapshot()
+	unlisted, err := w.unlisted(ctx, list.Items, snaps)
+	if err != nil {
+		return err
+	}
+	conflicts := embeddingbudget.Conflicts(list.Items)
+	var errs []error
+	for i := range list.Items {
+		b := &list.Items[i]
+		if b.DeletionTimestamp != nil {
+			continue
+		}
+		st := embeddingbudget.Status(b, snaps, conflicts[b.Name], unlisted[b.Name])
+		if equality.Semantic.DeepEqual(st, b.Status) {
+			continue
+		}
+		old := b.Status
+		upd := b.DeepCopy()
+		upd.Status = st
+		if err := w.Client.Status().Update(ctx, upd); err != nil {
+			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+				continue
+			}
+			errs = append(errs, fmt.Errorf("EmbeddingBudget %s: %w", b.Name, err))
+			continue
+		}
+		for _, e := range embeddingbudget.Events(b, old, st) {
+			w.Recorder.Eventf(upd, nil, e.Type, e.Reason, "Budget", "%s", e.Message)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unlisted finds the ingestions holding implicit budgets that a budget claims with a model it
+// does not list (from the cache; an ingestion gone meanwhile is skipped).
+func (w *BudgetStatusWriter) unlisted(ctx context.Context, budgets []v1alpha1.EmbeddingBudget, snaps []ratelease.Snapshot) (map[string][]embeddingbudget.Ingestion, error) {
+	seen := map[client.ObjectKey]bool{}
+	var ings []embeddingbudget.Ingestion
+	for _, s := range snaps {
+		if _, _, declared := embeddingbudget.ParseKey(s.Key); declared {
+			continue
+		}
+		for id := range s.Holders {
+			parts := strings.SplitN(id, "/", 3) // namespace/ingestion/job/pod
+			if len(parts) < 3 {
+				continue
+			}
+			k := client.ObjectKey{Namespace: parts[0], Name: parts[1]}
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			var obj v1alpha1.CsvIngestion
+			if err := w.Client.Get(ctx, k, &obj); err != nil {
+				if apierrors.IsNotFound(err) {
+					continue
+				}
+				return nil, fmt.Errorf("get ingestion %s: %w", k, err)
+			}
+			ings = append(ings, embeddingbudget.Ingestion{Namespace: k.Namespace, Name: k.Name,
+				Secret: obj.Spec.Embedding.APIKeySecretRef.Name, Model: obj.Spec.Embedding.Model})
+		}
+	}
+	return embeddingbudget.Unlisted(budgets, ings), nil
+}
