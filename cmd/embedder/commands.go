@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -9,7 +10,9 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/chunkrun"
 	"github.com/vectordb-io/vectordb-operator/internal/exitcode"
 	"github.com/vectordb-io/vectordb-operator/internal/ingestfile"
@@ -86,15 +89,19 @@ func newCleanupCmd(g *globals) *cobra.Command {
 				}
 				keys, err := planner.Cleanup(cmd.Context(), ing, planner.Deps{Log: log}, kc)
 				log.Info("deleted staged objects", "keys", keys)
-				if err != nil {
+				batch := ing.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch
+				if err != nil && !(batch && apierrors.IsNotFound(err)) {
 					return err
 				}
 				// Batch mode: cancel the batches of chunks that never finished, delete their files.
-				n, err := chunkrun.CleanupBatches(cmd.Context(), ing, chunkrun.Deps{OpenAIAPIKey: os.Getenv(worker.EnvOpenAIAPIKey)}, log)
+				// They are found by the chunks' records, so a plan ConfigMap already gone (a
+				// foreground deletion of the ingestion) does not stop this part; it is still
+				// reported, since the staged objects it named could not be deleted.
+				n, berr := chunkrun.CleanupBatches(cmd.Context(), ing, chunkrun.Deps{OpenAIAPIKey: os.Getenv(worker.EnvOpenAIAPIKey)}, log)
 				if n > 0 {
 					log.Info("cleaned up batches at OpenAI", "chunks", n)
 				}
-				return err
+				return errors.Join(berr, err)
 			})
 		},
 	}
