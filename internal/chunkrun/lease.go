@@ -50,6 +50,11 @@ func startLease(ctx context.Context, opts ratelease.ClientOptions, emb *embeddin
 		opts.Holder = opts.Job
 	}
 	c := ratelease.NewClient(opts, embedderLimiter{emb})
+	// The first lease before the first request: the frozen share is the Job's part of its own
+	// ingestion's budget, not of the key's, and other ingestions may hold all of that.
+	if err := c.First(ctx, 0); err != nil {
+		log.Info("no first rate lease; starting on the fallback share", "error", err.Error())
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

@@ -254,9 +254,12 @@ func New(cfg Config) (*Embedder, error) {
 // with.
 func (e *Embedder) SetRates(rpm, tpm float64, burstTokens int) {
 	if !e.leased.Swap(true) {
-		// The request bucket starts full (burst 1); under a lease shared by many short-lived
-		// pods, one free request per pod start adds up: start it empty, as the token bucket.
-		e.requests.Allow()
+		// The request bucket starts full (burst 1), and the token bucket has filled at the Job's
+		// frozen share since New: under a lease shared by many short-lived pods, a free request
+		// per pod start adds up at the provider's window. Both start empty at the first grant.
+		now := time.Now()
+		e.requests.AllowN(now, int(e.requests.TokensAt(now)))
+		e.tokens.AllowN(now, int(e.tokens.TokensAt(now)))
 	}
 	if rpm > 0 {
 		e.requests.SetLimit(rate.Limit(rpm / 60))
