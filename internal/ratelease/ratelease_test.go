@@ -213,6 +213,11 @@ func TestArrivalWithinOneRenewal(t *testing.T) {
 	if !near(a.TPM, 300_000) || !near(b.TPM, 300_000) || !near(b.RPM, 150) {
 		t.Fatalf("after one renewal: a %+v, b %+v; want half each", a, b)
 	}
+	for _, ing := range []string{"ns/a", "ns/b"} {
+		if got := value(t, e.srv.opts.Metrics.ingestionGranted.WithLabelValues(key.Key, ing, "requests")); !near(got, 150) {
+			t.Fatalf("%s's granted requests metric %g, want half the budget", ing, got)
+		}
+	}
 	if b.Holders != 2 || !near(b.Fallback.TPM, 300_000) {
 		t.Fatalf("lease %+v: want 2 holders and a fallback of half the budget", b)
 	}
@@ -227,6 +232,13 @@ func TestArrivalWithinOneRenewal(t *testing.T) {
 	}
 	if got := value(t, e.srv.opts.Metrics.holders.WithLabelValues(key.Key)); got != 1 {
 		t.Fatalf("holders metric %g, want 1", got)
+	}
+	// Each ingestion's part: a's is the whole budget again, b's series went with its release.
+	if got := value(t, e.srv.opts.Metrics.ingestionGranted.WithLabelValues(key.Key, "ns/a", "tokens")); !near(got, 600_000) {
+		t.Fatalf("a's granted tokens metric %g, want the whole budget", got)
+	}
+	if n := count(e.srv.opts.Metrics.ingestionGranted); n != 2 {
+		t.Fatalf("%d ingestion series, want a's two (b released)", n)
 	}
 }
 
@@ -514,6 +526,17 @@ func TestClientFirstLease(t *testing.T) {
 	if rpm, tpm := lim2.rates(); rpm >= frozen.RPM || tpm >= frozen.TPM {
 		t.Fatalf("the lease after the fallback: %g/%g, want the server's grant", rpm, tpm)
 	}
+}
+
+// count is the number of series c holds.
+func count(c prometheus.Collector) int {
+	ch := make(chan prometheus.Metric)
+	go func() { c.Collect(ch); close(ch) }()
+	n := 0
+	for range ch {
+		n++
+	}
+	return n
 }
 
 func TestDemand(t *testing.T) {

@@ -442,11 +442,15 @@ func capCurrent(g, current float64) float64 {
 // report updates the budget's gauges.
 func (s *Server) report(key string, st *budgetState, eff ratebudget.Rates) {
 	var granted ratebudget.Rates
+	byIngestion := map[string]ratebudget.Rates{}
 	for _, h := range st.holders {
 		granted.RPM += h.grant.RPM
 		granted.TPM += h.grant.TPM
+		g := byIngestion[h.group]
+		byIngestion[h.group] = ratebudget.Rates{RPM: g.RPM + h.grant.RPM, TPM: g.TPM + h.grant.TPM}
 	}
 	s.opts.Metrics.setBudget(key, st.declared, eff, granted, len(st.holders), st.backoff.Factor)
+	s.opts.Metrics.setIngestions(key, byIngestion)
 }
 
 // Snapshot is one budget's state, for status and tests.
