@@ -350,7 +350,7 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 	}
 	if g.RPM < target.Rates.RPM || g.TPM < target.Rates.TPM {
 		// Held below its share until the others renew: come back soon for the rest.
-		lease.RenewSeconds = min(lease.RenewSeconds, catchUp.Seconds())
+		lease.RenewSeconds = min(lease.RenewSeconds, CatchUp.Seconds())
 		lease.Capped = true
 	}
 	if g.TPM > 0 {
@@ -408,8 +408,9 @@ func minLimit(a, b float64) float64 {
 	return min(a, b)
 }
 
-// catchUp is how soon a pod held below its share renews again.
-const catchUp = time.Second
+// CatchUp is how soon a pod held below its share renews again (a newcomer, until the others
+// have renewed and left it its share).
+const CatchUp = time.Second
 
 // minGrant keeps a grant that has nothing free positive: zero would mean unlimited.
 const minGrant = 1e-3

@@ -1,0 +1,90 @@
+package embedding
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	fakeopenai "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
+)
+
+// TestOwnWindow: under a lease a pod's sends in any sliding window stay within its grant per
+// minute, whatever its token bucket holds; a refused (429) send is given back; an empty window
+// admits one request even above a tiny grant.
+func TestOwnWindow(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)
+	type send struct {
+		at       time.Duration // from t0
+		tokens   int
+		refunded bool
+	}
+	cases := []struct {
+		name     string
+		rpm, tpm float64
+		before   []send
+		at       time.Duration
+		n        int
+		ok       bool
+		wait     time.Duration // when !ok
+	}{
+		{"empty window", 6, 1000, nil, 0, 100, true, 0},
+		{"requests full", 2, 0, []send{{0, 1, false}, {10 * time.Second, 1, false}}, 20 * time.Second, 1, false, 41 * time.Second},
+		{"tokens full", 0, 1000, []send{{0, 600, false}}, 5 * time.Second, 500, false, 56 * time.Second},
+		{"tokens fit exactly", 0, 1000, []send{{0, 600, false}}, 5 * time.Second, 400, true, 0},
+		{"the oldest left", 2, 0, []send{{0, 1, false}, {10 * time.Second, 1, false}}, ownWindowSize, 1, true, 0},
+		{"still inside until the window's end", 2, 0, []send{{0, 1, false}, {10 * time.Second, 1, false}}, ownWindowSize - time.Millisecond, 1, false, time.Millisecond},
+		{"a refused send counts for nothing", 1, 0, []send{{0, 1, true}}, time.Second, 1, true, 0},
+		{"a tiny grant still sends into an empty window", 0.001, 0.001, nil, 0, 5000, true, 0},
+		{"a tiny grant: one at a time", 0.001, 0.001, []send{{0, 10, false}}, 30 * time.Second, 1, false, 31 * time.Second},
+		{"unlimited", 0, 0, []send{{0, 1 << 20, false}, {0, 1 << 20, false}}, time.Second, 1 << 20, true, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var w ownWindow
+			for _, b := range c.before {
+				s, _ := w.admit(t0.Add(b.at), b.tokens, 0, 0)
+				w.refund(map[bool]*ownSend{true: s}[b.refunded])
+			}
+			s, wait := w.admit(t0.Add(c.at), c.n, c.rpm, c.tpm)
+			if (s != nil) != c.ok || !c.ok && wait != c.wait {
+				t.Fatalf("admitted %v, wait %s; want %v, %s", s != nil, wait, c.ok, c.wait)
+			}
+		})
+	}
+}
+
+// TestLeaseSizesBatches: a grant packs the batches that follow for it (as a static budget's are
+// packed, batchTokensFor), never larger than the embedder's own cap, so a request is a small part
+// of the pod's minute; an unlimited grant lifts the cap.
+func TestLeaseSizesBatches(t *testing.T) {
+	srv := startFake(t, fakeopenai.Options{})
+	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL(), RequestsPerMinute: 600, TokensPerMinute: 2_000_000, MaxInputsPerRequest: 2048})
+	full := e.MaxBatchTokens() // 100,000: a twentieth of the static budget
+	texts := make([]Input, 4000) // about 100 tokens each: the token cap binds, not the 2,048 inputs
+	for i := range texts {
+		texts[i] = Input{ID: int64(i), Text: strings.Repeat("word ", 100)}
+	}
+	largest := func() int {
+		batches, _ := e.Split(texts)
+		m := 0
+		for _, b := range batches {
+			m = max(m, b.Tokens)
+		}
+		return m
+	}
+	if got := largest(); got > full || got < full/2 {
+		t.Fatalf("before a lease: largest batch %d tokens, want about %d", got, full)
+	}
+	e.SetRates(60, 200_000, 0) // a tenth of the budget: batches of 10,000 tokens
+	if got, want := largest(), batchTokensFor(200_000, 60); got > want || got < want/2 {
+		t.Fatalf("under a 200,000 TPM grant: largest batch %d tokens, want about %d", got, want)
+	}
+	e.SetRates(0, 0, 0)
+	if got := largest(); got > full || got < full/2 {
+		t.Fatalf("after an unlimited grant: largest batch %d tokens, want about %d again", got, full)
+	}
+	if _, _, err := e.Embed(context.Background(), texts[:10]); err != nil {
+		t.Fatal(err)
+	}
+}
