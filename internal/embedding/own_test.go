@@ -2,9 +2,12 @@ package embedding
 
 import (
 	"context"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	fakeopenai "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
 )
@@ -86,5 +89,87 @@ func TestLeaseSizesBatches(t *testing.T) {
 	}
 	if _, _, err := e.Embed(context.Background(), texts[:10]); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// simulateFleet runs pods that share a token budget equally, each paced by a token bucket at its
+// grant (as SetRates sets it) and, with own, by its own window too, on a synthetic clock: every
+// pod sends requests of 20,000–30,000 tokens as fast as its limits allow, and after every few
+// requests pauses as a chunk pod does between reading and upserting, so its bucket fills. It
+// returns the most tokens sent in any 60 s (the provider's sliding minute, (t-60 s, t]).
+func simulateFleet(pods int, budget float64, own bool, seed uint64) int {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	t0 := time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)
+	grant := budget / float64(pods)
+	type pod struct {
+		bucket   *rate.Limiter
+		own      ownWindow
+		n        int       // the pending request's tokens
+		paid     bool      // its bucket tokens are taken; it waits for its own window
+		idleTill time.Time // pausing
+		sent     int
+	}
+	ps := make([]*pod, pods)
+	for i := range ps {
+		b := rate.NewLimiter(rate.Limit(grant/60), max(30_000, int(grant*3/60)))
+		b.AllowN(t0, b.Burst()) // empty, as at the first grant
+		ps[i] = &pod{bucket: b, n: 20_000 + rng.IntN(10_000)}
+	}
+	type sent struct {
+		at     time.Time
+		tokens int
+	}
+	var log []sent
+	peak, inWindow, head := 0, 0, 0
+	for t := t0; t.Before(t0.Add(10 * time.Minute)); t = t.Add(10 * time.Millisecond) {
+		for _, p := range ps {
+			if t.Before(p.idleTill) {
+				continue
+			}
+			if !p.paid {
+				if !p.bucket.AllowN(t, p.n) {
+					continue
+				}
+				p.paid = true
+			}
+			if own {
+				if s, _ := p.own.admit(t, p.n, 0, grant); s == nil {
+					continue
+				}
+			}
+			log = append(log, sent{t, p.n})
+			inWindow += p.n
+			for !log[head].at.After(t.Add(-time.Minute)) {
+				inWindow -= log[head].tokens
+				head++
+			}
+			peak = max(peak, inWindow)
+			p.sent++
+			p.n, p.paid = 20_000+rng.IntN(10_000), false
+			if p.sent%4 == 0 {
+				p.idleTill = t.Add(time.Duration(rng.IntN(15_000)) * time.Millisecond)
+			}
+		}
+	}
+	return peak
+}
+
+// TestOwnWindowKeepsTheFleetWithinBudget confirms why leased pods went over the key's minute and
+// that their own window fixes it: eight pods paced by token buckets at an eighth of the budget
+// each put more than the budget into some minute (each bucket's content at the minute's start
+// comes on top of its grant); with their own windows no minute exceeds it.
+func TestOwnWindowKeepsTheFleetWithinBudget(t *testing.T) {
+	const budget = 1_000_000
+	for seed := range uint64(3) {
+		if peak := simulateFleet(8, budget, false, seed); peak <= budget {
+			t.Errorf("seed %d: token buckets alone peaked at %d tokens a minute, within the budget %d: the cause is elsewhere", seed, peak, budget)
+		}
+		peak := simulateFleet(8, budget, true, seed)
+		if peak > budget {
+			t.Errorf("seed %d: with their own windows the pods peaked at %d tokens a minute, above the budget %d", seed, peak, budget)
+		}
+		if peak < budget*8/10 {
+			t.Errorf("seed %d: with their own windows the pods peaked at only %d tokens a minute (budget %d): the window starves them", seed, peak, budget)
+		}
 	}
 }
