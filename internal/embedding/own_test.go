@@ -63,7 +63,7 @@ func TestOwnWindow(t *testing.T) {
 func TestLeaseSizesBatches(t *testing.T) {
 	srv := startFake(t, fakeopenai.Options{})
 	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL(), RequestsPerMinute: 600, TokensPerMinute: 2_000_000, MaxInputsPerRequest: 2048})
-	full := e.MaxBatchTokens() // 100,000: a twentieth of the static budget
+	full := e.MaxBatchTokens()   // 100,000: a twentieth of the static budget
 	texts := make([]Input, 4000) // about 100 tokens each: the token cap binds, not the 2,048 inputs
 	for i := range texts {
 		texts[i] = Input{ID: int64(i), Text: strings.Repeat("word ", 100)}
