@@ -61,8 +61,8 @@ func withRateLeases(t *testing.T) {
 // of the budget within one renewal (the leader's per-ingestion grant), and the manager is killed
 // and comes back. Without leases the new chunk Jobs' frozen shares and the second ingestion's
 // add up to more than the budget (E2E_NO_LEASES=1 runs it so, and it fails); with them the key's
-// busiest minute at the fake stays within the budget, nothing is refused, and every vector of
-// both is written once.
+// busiest minute at the fake stays within the budget (plus one request per pod whose grant
+// changed, see below), nothing is refused, and every vector of both is written once.
 func TestRateLeasesHoldTheKeysBudget(t *testing.T) {
 	skipShort(t)
 	ctx := context.Background()
@@ -208,11 +208,18 @@ func TestRateLeasesHoldTheKeysBudget(t *testing.T) {
 	peak, after := st.OpenAI.Peak(), st.OpenAI.Stats()
 	t.Logf("busiest minute: %d requests, %d tokens; budget %d RPM; %d requests, %d refused",
 		peak.Requests, peak.Tokens, budget, after.Requests-before.Requests, after.RateLimited-before.RateLimited)
-	// Strictly within the budget: each pod's sends in any 60 s stay within its grant (the
-	// embedder's own window), the grants within the budget. Without leases the new Jobs' frozen
-	// shares and the second ingestion's add a third of the budget and more on top.
-	if peak.Requests > budget {
-		t.Errorf("the key's busiest minute had %d requests, above the budget of %d", peak.Requests, budget)
+	// The grants add up to the budget at every instant, and a pod whose grant stays the same
+	// keeps its own sends in any 61 s within it (the embedder's own window). A pod whose grant
+	// changed within the minute can still carry one request of credit across the window's start
+	// (paced at its old grant before the change): this run changes every pod's grant several
+	// times (parallelism 2 → 6, the second ingestion's three chunk pods arriving and releasing,
+	// the manager's restart), so the bound is the budget plus one request per pod holding a lease
+	// at once (six of the first ingestion's, one of the second's). Without leases the new Jobs'
+	// frozen shares and the second ingestion's add half the budget and more on top.
+	const pods = 6 + 1
+	if limit := budget + pods; peak.Requests > limit {
+		t.Errorf("the key's busiest minute had %d requests, above the budget of %d + one per pod holding a lease (%d)",
+			peak.Requests, budget, limit)
 	}
 	if n := after.RateLimited - before.RateLimited; n != 0 {
 		t.Errorf("%d requests refused", n)
