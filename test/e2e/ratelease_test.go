@@ -141,7 +141,7 @@ func TestRateLeasesHoldTheKeysBudget(t *testing.T) {
 	// A second ingestion on the same key (namespace, Secret, baseURL, model: one budget) starts
 	// while the first one's six pods hold all of it.
 	var bufB bytes.Buffer
-	statsB, err := csvgen.Write(&bufB, csvgen.Options{Rows: 300, Seed: 27, MinText: 60, MaxText: 120})
+	statsB, err := csvgen.Write(&bufB, csvgen.Options{Rows: 200, Seed: 27, MinText: 60, MaxText: 120})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +212,7 @@ func TestRateLeasesHoldTheKeysBudget(t *testing.T) {
 	// keeps its own sends in any 61 s within it (the embedder's own window). A pod whose grant
 	// changed within the minute can still carry one request of credit across the window's start
 	// (paced at its old grant before the change): this run changes every pod's grant several
-	// times (parallelism 2 → 6, the second ingestion's three chunk pods arriving and releasing,
+	// times (parallelism 2 → 6, the second ingestion's two chunk pods arriving and releasing,
 	// the manager's restart), so the bound is the budget plus one request per pod holding a lease
 	// at once (six of the first ingestion's, one of the second's). Without leases the new Jobs'
 	// frozen shares and the second ingestion's add half the budget and more on top.
