@@ -102,6 +102,9 @@ func (s *Submitter) Add(ctx context.Context, row int64, text string, tokens int)
 		if err := s.seal(ctx, row); err != nil {
 			return err
 		}
+		if row < r.rec.Passes[s.pass].NextRow {
+			return nil // the seal merged in another pod's batches, which hold this row
+		}
 	}
 	if s.f == nil {
 		if err := s.open(row); err != nil {
