@@ -1,7 +1,9 @@
 package batchembed_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/vectordb-io/vectordb-operator/internal/batchembed"
@@ -59,18 +63,24 @@ func TestS3StoreConditionalWrites(t *testing.T) {
 	}
 }
 
-// hookStore wraps a Store and calls before ahead of every save (with its 1-based number).
+// hookStore wraps a Store and calls before ahead of every save (with its 1-based number); it
+// counts the saves that lost to another writer.
 type hookStore struct {
 	batchembed.Store
-	saves  atomic.Int32
-	before func(n int)
+	saves     atomic.Int32
+	conflicts *atomic.Int32
+	before    func(n int)
 }
 
 func (h *hookStore) Save(ctx context.Context, rec batchembed.Record, version string) (string, error) {
 	if h.before != nil {
 		h.before(int(h.saves.Add(1)))
 	}
-	return h.Store.Save(ctx, rec, version)
+	v, err := h.Store.Save(ctx, rec, version)
+	if errors.Is(err, batchembed.ErrConflict) && h.conflicts != nil {
+		h.conflicts.Add(1)
+	}
+	return v, err
 }
 
 func s3Config(t *testing.T, s *fake.Server, store batchembed.Store, writer string) batchembed.Config {
@@ -168,9 +178,9 @@ func TestTwoWritersRaceOnOneRecord(t *testing.T) {
 	}
 }
 
-// Another writer touching the record before every one of a pod's writes (a precondition failure
-// on each): each is merged and written again, never fatal, and the chunk completes with each
-// batch created once.
+// Another writer rewriting the record before every one of a pod's writes (a precondition failure
+// on each, counted): each is merged and written again, never fatal, and the chunk completes with
+// each batch created once.
 func TestPreconditionFailureMidRunIsRetried(t *testing.T) {
 	ctx := context.Background()
 	m := harness.StartMinIO(t, recordBucket)
@@ -178,17 +188,27 @@ func TestPreconditionFailureMidRunIsRetried(t *testing.T) {
 	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "bump/chunk-0003.batches.json"}
 	t.Cleanup(func() { _ = base.Delete(ctx) })
 	bumps := 0
-	store := &hookStore{Store: base, before: func(int) {
-		// Rewrite what is stored (a new ETag), as another pod's save of the same facts would.
-		rec, v, found, err := base.Load(ctx)
+	var conflicts atomic.Int32
+	store := &hookStore{Store: base, conflicts: &conflicts, before: func(n int) {
+		if n%2 == 0 {
+			return // every other call: the write tried again after the merge goes through
+		}
+		// Rewrite what is stored with other bytes (the same facts, another ETag: MinIO's ETag
+		// is the content's MD5), as another pod's save would.
+		rec, _, found, err := base.Load(ctx)
 		if err != nil || !found {
 			return
 		}
-		if _, err := base.Save(ctx, rec, v); err != nil {
-			t.Errorf("bump: %v", err)
+		b, err := json.Marshal(rec)
+		if err != nil {
+			t.Error(err)
 			return
 		}
 		bumps++
+		b = append(b, bytes.Repeat([]byte(" "), bumps)...)
+		if _, err := m.S3Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(recordBucket), Key: aws.String(base.Key), Body: bytes.NewReader(b)}); err != nil {
+			t.Errorf("bump: %v", err)
+		}
 	}}
 	r, err := batchembed.Open(ctx, s3Config(t, s, store, "pod-0"))
 	if err != nil {
@@ -203,8 +223,8 @@ func TestPreconditionFailureMidRunIsRetried(t *testing.T) {
 	if err := r.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st := s.BatchStats(); bumps < 10 || st.BatchesCreated != 4 || st.LinesEmbedded+st.LinesFailed != 200 {
-		t.Fatalf("%d bumps; %+v", bumps, st)
+	if st := s.BatchStats(); bumps < 10 || conflicts.Load() < int32(bumps) || st.BatchesCreated != 4 || st.LinesEmbedded+st.LinesFailed != 200 {
+		t.Fatalf("%d bumps, %d conflicts; %+v", bumps, conflicts.Load(), st)
 	}
 	if rec, _, _, err := base.Load(ctx); err != nil || !rec.Done || len(rec.Batches) != 4 {
 		t.Fatalf("stored %+v (%v)", rec, err)
