@@ -89,7 +89,7 @@ func Terminal(state string) bool {
 
 // ErrSteppedBack is a pod that lost a race to another pod of its chunk that already finished the
 // chunk's batches (or started their next generation): it stops; the Job retries if it must.
-var ErrSteppedBack = errors.New("another pod of this chunk finished its batches")
+var ErrSteppedBack = errors.New("another pod of this chunk finished its batches, or the cleanup of a cancelled run ended them; this pod stops")
 
 // merged is the outcome of merging a record this writer holds with the one stored.
 type merged struct {
