@@ -70,15 +70,20 @@ type hookStore struct {
 	saves     atomic.Int32
 	conflicts *atomic.Int32
 	before    func(n int)
+	after     func(n int) // after the save's write
 }
 
 func (h *hookStore) Save(ctx context.Context, rec batchembed.Record, version string) (string, error) {
+	n := int(h.saves.Add(1))
 	if h.before != nil {
-		h.before(int(h.saves.Add(1)))
+		h.before(n)
 	}
 	v, err := h.Store.Save(ctx, rec, version)
 	if errors.Is(err, batchembed.ErrConflict) && h.conflicts != nil {
 		h.conflicts.Add(1)
+	}
+	if h.after != nil {
+		h.after(n)
 	}
 	return v, err
 }
@@ -339,13 +344,24 @@ func TestClaimedBatchIsCreatedOnce(t *testing.T) {
 	s := startFake(t)
 	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "claim/chunk-0003.batches.json"}
 	t.Cleanup(func() { _ = base.Delete(ctx) })
-	startB, bLoaded, bThere := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	startB, bLoaded, bThere, aClaimed := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var bOnce sync.Once
 	signalB := func() { bOnce.Do(func() { close(bThere) }) }
 	a := &hookStore{Store: base, before: func(n int) {
 		if n == 2 { // save 1: b0 uploaded; save 2: A's claim
 			close(startB)
 			<-bLoaded
+		}
+	}, after: func(n int) {
+		if n == 2 {
+			close(aClaimed)
+		}
+	}}
+	// B's first write (the end of its submission, from the record it read before A's claim)
+	// comes after A's claim.
+	b := &hookStore{Store: base, before: func(n int) {
+		if n == 1 {
+			<-aClaimed
 		}
 	}}
 	client := func(d openai.HTTPDoer) *openai.Client {
@@ -355,7 +371,7 @@ func TestClaimedBatchIsCreatedOnce(t *testing.T) {
 	}
 	cfgA := s3Config(t, s, a, "pod-a")
 	cfgA.Client = client(gateCreate{c: &http.Client{}, gate: bThere})
-	cfgB := s3Config(t, s, base, "pod-b")
+	cfgB := s3Config(t, s, b, "pod-b")
 	cfgB.Client = client(gateCreate{c: &http.Client{}, reached: signalB})
 	sleepB := cfgB.Sleep
 	cfgB.Sleep = func(ctx context.Context, d time.Duration) error { signalB(); return sleepB(ctx, d) }
@@ -363,6 +379,7 @@ func TestClaimedBatchIsCreatedOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	results := make([]*batchembed.Results, 2)
+	runners := make([]*batchembed.Runner, 2)
 	for i, cfg := range []batchembed.Config{cfgA, cfgB} {
 		wg.Add(1)
 		go func() {
@@ -378,6 +395,7 @@ func TestClaimedBatchIsCreatedOnce(t *testing.T) {
 				errs[i] = err
 				return
 			}
+			runners[i] = r
 			results[i], errs[i] = run(ctx, r, 0, 50)
 		}()
 	}
@@ -391,5 +409,13 @@ func TestClaimedBatchIsCreatedOnce(t *testing.T) {
 	}
 	if st := s.BatchStats(); st.BatchesCreated != 1 || st.LinesEmbedded+st.LinesFailed != 50 {
 		t.Fatalf("want one batch, each line run once: %+v", st)
+	}
+	// A created it; B, which lost the claim, adopted it.
+	if a, b := runners[0].Stats(), runners[1].Stats(); a.BatchesCreated != 1 || b.BatchesCreated != 0 {
+		t.Fatalf("pod A created %d batches, pod B %d; want 1 and 0", a.BatchesCreated, b.BatchesCreated)
+	}
+	rec, _, _, err := base.Load(ctx)
+	if err != nil || len(rec.Batches) != 1 || rec.Batches[0].Claim != "pod-a" || rec.Batches[0].State != "completed" {
+		t.Fatalf("stored %+v (%v)", rec, err)
 	}
 }
