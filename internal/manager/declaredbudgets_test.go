@@ -3,14 +3,19 @@ package manager
 import (
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -75,3 +80,99 @@ func TestDeclaredBudgetsWithoutTheCRD(t *testing.T) {
 		t.Fatalf("status pass without the CRD: %v", err)
 	}
 }
+
+// TestDeclaredBudgetsWithoutTheCRDAskDiscoveryRarely: without the EmbeddingBudget CRD every
+// renewal would miss the REST mapping, and the mapper asks the API server's discovery again on
+// each miss (a GET /apis/ingestion.vectordb.io/v1alpha1 per renewal: at 100 pods renewing every
+// 5 s, 20 requests a second). The resolver remembers the absence for a while instead, and
+// notices the CRD once it is installed (clock injected).
+func TestDeclaredBudgetsWithoutTheCRDAskDiscoveryRarely(t *testing.T) {
+	c := harness.StartCluster(t, harness.ClusterOptions{NoCRDs: true})
+	ctx := context.Background()
+	if _, err := envtest.InstallCRDs(c.Config, envtest.CRDInstallOptions{ErrorIfPathMissing: true,
+		Paths: []string{filepath.Join(harness.RepoRoot(), "config", "crd", "bases", "ingestion.vectordb.io_csvingestions.yaml")}}); err != nil {
+		t.Fatal(err)
+	}
+	var discovery atomic.Int64
+	cfg := rest.CopyConfig(c.Config)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if r.Method == http.MethodGet && strings.TrimSuffix(r.URL.Path, "/") == "/apis/ingestion.vectordb.io/v1alpha1" {
+				discovery.Add(1)
+			}
+			return rt.RoundTrip(r)
+		})
+	}
+	cl, err := client.New(cfg, client.Options{Scheme: Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-b"}}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "config", "samples", "ingestion_v1alpha1_csvingestion_minimal.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(b, &u.Object); err != nil {
+		t.Fatal(err)
+	}
+	u.SetNamespace("team-b")
+	if err := cl.Create(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	var ing v1alpha1.CsvIngestion
+	if err := cl.Get(ctx, client.ObjectKeyFromObject(u), &ing); err != nil {
+		t.Fatal(err)
+	}
+
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	r := declaredBudgets(cl, logr.Discard(), func() time.Time { return now })
+	resolve := func() ratelease.Budget {
+		t.Helper()
+		got, err := r.Resolve(ctx, "team-b", ing.Name, ing.Spec.Embedding.Model)
+		if err != nil {
+			t.Fatalf("resolve: %v", err)
+		}
+		return got
+	}
+	start := discovery.Load()
+	for i := 0; i < 20; i++ {
+		if got, want := resolve().Key, ImplicitBudgetKey("team-b", ing.Spec.Embedding); got != want {
+			t.Fatalf("budget %s, want the implicit %s", got, want)
+		}
+		now = now.Add(5 * time.Second / 20) // 20 renewals within one renewal period
+	}
+	if n := discovery.Load() - start; n > 1 {
+		t.Errorf("20 renewals without the CRD asked discovery %d times, want at most once", n)
+	}
+
+	// The CRD installed, and a budget claiming the namespace: picked up once the absence is
+	// no longer trusted.
+	if _, err := envtest.InstallCRDs(c.Config, envtest.CRDInstallOptions{ErrorIfPathMissing: true,
+		Paths: []string{filepath.Join(harness.RepoRoot(), "config", "crd", "bases", "ingestion.vectordb.io_embeddingbudgets.yaml")}}); err != nil {
+		t.Fatal(err)
+	}
+	eb := &v1alpha1.EmbeddingBudget{ObjectMeta: metav1.ObjectMeta{Name: "team-b-key"}, Spec: v1alpha1.EmbeddingBudgetSpec{
+		Models:     []v1alpha1.BudgetModel{{Name: ing.Spec.Embedding.Model, RequestsPerMinute: 60, TokensPerMinute: 6000}},
+		Namespaces: []v1alpha1.BudgetNamespace{{Name: "team-b", Weight: 1}}}}
+	if err := cl.Create(ctx, eb); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Delete(context.Background(), eb) })
+	now = now.Add(noCRDRecheck)
+	want := "embeddingbudget:team-b-key/" + ing.Spec.Embedding.Model
+	deadline := time.Now().Add(30 * time.Second)
+	for got := resolve().Key; got != want; got = resolve().Key {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the CRD was installed: budget %s, want %s", got, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+		now = now.Add(noCRDRecheck)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
