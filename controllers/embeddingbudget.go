@@ -97,7 +97,7 @@ func (w *BudgetStatusWriter) Pass(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("EmbeddingBudget %s: %w", b.Name, err))
 			continue
 		}
-		for _, e := range embeddingbudget.Events(b, old, st) {
+		for _, e := range embeddingbudget.Events(b, old, st, unlisted[b.Name]) {
 			w.Recorder.Eventf(upd, nil, e.Type, e.Reason, "Budget", "%s", e.Message)
 		}
 	}

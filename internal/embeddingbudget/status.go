@@ -181,8 +181,9 @@ type Event struct {
 }
 
 // Events are the events a status change calls for: a conflict or unlisted model appearing or
-// going, and a model backing off below (or recovering to) its declared limit.
-func Events(b *v1alpha1.EmbeddingBudget, old, cur v1alpha1.EmbeddingBudgetStatus) []Event {
+// going, and a model backing off below (or recovering to) its declared limit. unlisted are the
+// ingestions cur's UnlistedModels condition names (as passed to Status).
+func Events(b *v1alpha1.EmbeddingBudget, old, cur v1alpha1.EmbeddingBudgetStatus, unlisted []Ingestion) []Event {
 	var out []Event
 	was := func(t string) bool { return meta.IsStatusConditionTrue(old.Conditions, t) }
 	is := func(t string) *metav1.Condition { return meta.FindStatusCondition(cur.Conditions, t) }
@@ -196,7 +197,7 @@ func Events(b *v1alpha1.EmbeddingBudget, old, cur v1alpha1.EmbeddingBudgetStatus
 	}
 	if c := is(ConditionUnlistedModels); c != nil && c.Status == metav1.ConditionTrue &&
 		(!was(ConditionUnlistedModels) || conditionMessage(old, ConditionUnlistedModels) != c.Message) {
-		out = append(out, Event{corev1.EventTypeWarning, ReasonModelNotListed, c.Message})
+		out = append(out, Event{corev1.EventTypeWarning, ReasonModelNotListed, unlistedEvent(b.Name, unlisted)})
 	}
 	declared := map[string]v1alpha1.BudgetModel{}
 	for _, m := range b.Spec.Models {
@@ -228,6 +229,24 @@ func Events(b *v1alpha1.EmbeddingBudget, old, cur v1alpha1.EmbeddingBudgetStatus
 		}
 	}
 	return out
+}
+
+// unlistedEvent says how many ingestions use which unlisted models, without naming them: events
+// about a cluster-scoped budget land in the namespace default, which far more people can read
+// than the budget (cluster admins); the condition on the budget names the ingestions.
+func unlistedEvent(budget string, unlisted []Ingestion) string {
+	seen := map[string]bool{}
+	var models []string
+	for _, u := range unlisted {
+		if !seen[u.Model] {
+			seen[u.Model] = true
+			models = append(models, u.Model)
+		}
+	}
+	sort.Strings(models)
+	return clip(fmt.Sprintf("%d ingestion(s) this budget claims use a model it does not list (%s) and keep their own "+
+		"spec.embedding budget; the UnlistedModels condition of EmbeddingBudget %s names them; add the model to spec.models to include them",
+		len(unlisted), strings.Join(models, ", "), budget))
 }
 
 func hasModel(s v1alpha1.EmbeddingBudgetStatus, model string) bool {

@@ -135,7 +135,9 @@ func TestEvents(t *testing.T) {
 	conflict := []Conflict{{Claim: "key Secret a/k", Winner: "y", Others: []string{"y"}}}
 	withConflict := Status(&b, nil, conflict, nil)
 	backedOff := Status(&b, []ratelease.Snapshot{snap(Key("x", "m"), ratebudget.Rates{RPM: 50, TPM: 500}, 9, nil)}, nil, nil)
-	unlisted := Status(&b, nil, nil, []Ingestion{{Namespace: "a", Name: "i", Secret: "k", Model: "other"}})
+	unl := []Ingestion{{Namespace: "tenant-a", Name: "quarterly-report", Secret: "k", Model: "other"},
+		{Namespace: "tenant-b", Name: "payroll", Secret: "k", Model: "big"}, {Namespace: "tenant-b", Name: "hr", Secret: "k", Model: "big"}}
+	unlisted := Status(&b, nil, nil, unl)
 	empty := v1alpha1.EmbeddingBudgetStatus{}
 	cases := []struct {
 		name     string
@@ -156,7 +158,7 @@ func TestEvents(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var got []string
-			for _, e := range Events(&b, c.old, c.cur) {
+			for _, e := range Events(&b, c.old, c.cur, unl) {
 				got = append(got, e.Reason)
 				if e.Message == "" {
 					t.Errorf("%s: empty message", e.Reason)
@@ -167,8 +169,22 @@ func TestEvents(t *testing.T) {
 			}
 		})
 	}
-	if e := Events(&b, plain, backedOff); len(e) != 1 || !strings.Contains(e[0].Message, "backed off to 50 requests and 500 tokens per minute (declared 100 and 1000)") {
+	if e := Events(&b, plain, backedOff, nil); len(e) != 1 || !strings.Contains(e[0].Message, "backed off to 50 requests and 500 tokens per minute (declared 100 and 1000)") {
 		t.Fatalf("backoff event %+v", e)
+	}
+	// Events about a cluster-scoped budget land in the namespace default, readable by far more
+	// people than the budget: they name no tenant's namespace or ingestion (the condition does).
+	e := Events(&b, plain, unlisted, unl)
+	if len(e) != 1 || !strings.Contains(e[0].Message, "3 ingestion(s)") || !strings.Contains(e[0].Message, "(big, other)") {
+		t.Fatalf("unlisted model event %+v: want the count and the models", e)
+	}
+	for _, leak := range []string{"tenant-a", "tenant-b", "quarterly-report", "payroll", "hr"} {
+		if strings.Contains(e[0].Message, leak) {
+			t.Errorf("unlisted model event %q names %q", e[0].Message, leak)
+		}
+	}
+	if c := meta.FindStatusCondition(unlisted.Conditions, ConditionUnlistedModels); c == nil || !strings.Contains(c.Message, "tenant-a/quarterly-report (other)") {
+		t.Errorf("UnlistedModels condition %+v: want the ingestions named", c)
 	}
 }
 
