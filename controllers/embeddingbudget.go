@@ -31,7 +31,23 @@ type BudgetStatusWriter struct {
 	Snapshot func() []ratelease.Snapshot
 	// Interval between passes (default 5 s).
 	Interval time.Duration
-	Log      logr.Logger
+	// Warmup: a new leader's lease server knows no holder until the pods have renewed with it
+	// (within a lease period), so passes before then would write every budget empty and then
+	// back (0 holders for a renewal or two at each leader change). Start skips writes for this
+	// long; 0: none.
+	Warmup time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	Log logr.Logger
+
+	started time.Time
+}
+
+func (w *BudgetStatusWriter) now() time.Time {
+	if w.Now != nil {
+		return w.Now()
+	}
+	return time.Now()
 }
 
 // NeedLeaderElection: only the leader serves leases, so only it knows the holders.
@@ -43,6 +59,7 @@ func (w *BudgetStatusWriter) Start(ctx context.Context) error {
 	if iv <= 0 {
 		iv = 5 * time.Second
 	}
+	w.started = w.now()
 	t := time.NewTicker(iv)
 	defer t.Stop()
 	for {
@@ -59,8 +76,11 @@ func (w *BudgetStatusWriter) Start(ctx context.Context) error {
 
 // Pass writes the status of every budget whose status changed. A write that conflicts (the
 // cache was behind, or the budget was edited meanwhile) is left to the next pass, which starts
-// from the newer object.
+// from the newer object. Within Warmup of Start it writes nothing.
 func (w *BudgetStatusWriter) Pass(ctx context.Context) error {
+	if !w.started.IsZero() && w.now().Sub(w.started) < w.Warmup {
+		return nil
+	}
 	var list v1alpha1.EmbeddingBudgetList
 	if err := w.Client.List(ctx, &list); err != nil {
 		if meta.IsNoMatchError(err) {

@@ -433,3 +433,77 @@ func TestEmbeddingBudgetWeights(t *testing.T) {
 		t.Fatalf("grants %g and %g TPM, want 600000 and 300000 (weights 2:1)", gh.TPM, gl.TPM)
 	}
 }
+
+// TestEmbeddingBudgetStatusWriterWarmup: a new leader's lease server knows no holder until the
+// pods have renewed with it. Its writer must not write the budget empty meanwhile (holders 0,
+// then back a pass later, at every leader change): it writes nothing within Warmup of Start,
+// and the relearned holders after it (clock injected).
+func TestEmbeddingBudgetStatusWriterWarmup(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	const model = "text-embedding-3-small"
+	name := "eb-warmup-" + ns
+	b := newBudget(name, v1alpha1.EmbeddingBudgetSpec{
+		Models:     []v1alpha1.BudgetModel{{Name: model, RequestsPerMinute: 10, TokensPerMinute: 1000}},
+		Namespaces: []v1alpha1.BudgetNamespace{{Name: ns, Weight: 1}},
+	})
+	if err := cluster.Client.Create(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), b) })
+	// The budget as the old leader left it: one holder.
+	b.Status = v1alpha1.EmbeddingBudgetStatus{Holders: []v1alpha1.BudgetHolder{{Namespace: ns, Ingestion: "ing", Model: model, Pods: 1}}}
+	if err := cluster.Client.Status().Update(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+
+	srv, err := ratelease.NewServer(ratelease.ServerOptions{Key: []byte("warmup-test-key-0123456789"),
+		Resolver: ratelease.ResolverFunc(func(context.Context, string, string, string) (ratelease.Budget, error) {
+			return ratelease.Budget{}, ratelease.ErrNotFound
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes := 0
+	wc, err := client.NewWithWatch(cluster.Config, client.Options{Scheme: cluster.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := interceptor.NewClient(wc, interceptor.Funcs{
+		SubResourceUpdate: func(ctx context.Context, cl client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			if obj.GetName() == name {
+				writes++
+			}
+			return cl.SubResource(sub).Update(ctx, obj, opts...)
+		},
+	})
+	now := time.Date(2026, 3, 29, 1, 59, 0, 0, time.UTC)
+	w := &controllers.BudgetStatusWriter{Client: c, Recorder: events.NewFakeRecorder(100), Snapshot: srv.Snapshot,
+		Warmup: 15 * time.Second, Now: func() time.Time { return now }}
+	// Start runs its first pass and, its context over, returns.
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := w.Start(done); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(14 * time.Second)
+	if err := w.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := getBudget(t, name); writes != 0 || len(got.Status.Holders) != 1 {
+		t.Fatalf("within the warmup: %d writes, holders %+v; want the old status untouched", writes, got.Status.Holders)
+	}
+	// The pod renews with the new leader; after the warmup the status is written from it.
+	if _, err := srv.Renew(ratelease.RenewRequest{Namespace: ns, Ingestion: "ing2", Job: "job", Holder: "pod", Model: model,
+		RemainingRequests: -1, RemainingTokens: -1},
+		ratelease.Budget{Key: embeddingbudget.Key(name, model), Declared: ratebudget.Rates{RPM: 10, TPM: 1000}, Weight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Second)
+	if err := w.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := getBudget(t, name); writes != 1 || len(got.Status.Holders) != 1 || got.Status.Holders[0].Ingestion != "ing2" {
+		t.Fatalf("after the warmup: %d writes, holders %+v; want one write with the relearned holder", writes, got.Status.Holders)
+	}
+}

@@ -105,8 +105,10 @@ func addRateLeases(ctx context.Context, mgr ctrl.Manager, o RateLeaseOptions, ke
 		return err
 	}
 	// The leader writes each EmbeddingBudget's status from the server's state.
+	// It waits one lease period (the server's TTL, three renewals) after becoming leader, by
+	// which time every live pod has renewed with it.
 	if err := mgr.Add(&controllers.BudgetStatusWriter{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("vectordb-operator"),
-		Snapshot: srv.Snapshot, Interval: o.StatusInterval, Log: mgr.GetLogger().WithName("embedding-budgets")}); err != nil {
+		Snapshot: srv.Snapshot, Interval: o.StatusInterval, Warmup: 3 * o.Renew, Log: mgr.GetLogger().WithName("embedding-budgets")}); err != nil {
 		return err
 	}
 	l := &leaseRunnable{addr: o.Addr, handler: srv}
