@@ -82,9 +82,19 @@ func (w *BudgetStatusWriter) Pass(ctx context.Context) error {
 		return nil
 	}
 	var list v1alpha1.EmbeddingBudgetList
-	if err := w.Client.List(ctx, &list); err != nil {
+	// Bounded, so that a cache that never syncs (the manager may not list the budgets) is
+	// logged at every pass instead of blocking the writer silently.
+	lctx, cancel := context.WithTimeout(ctx, time.Minute)
+	err := w.Client.List(lctx, &list)
+	timedOut := lctx.Err() != nil && ctx.Err() == nil
+	cancel()
+	if err != nil {
 		if meta.IsNoMatchError(err) {
 			return nil // the CRD is not installed: every budget is implicit
+		}
+		if timedOut {
+			return fmt.Errorf("list EmbeddingBudgets: not synced within a minute: is the manager allowed to get, list and watch "+
+				"embeddingbudgets.ingestion.vectordb.io cluster-wide? %w", err)
 		}
 		return fmt.Errorf("list EmbeddingBudgets: %w", err)
 	}

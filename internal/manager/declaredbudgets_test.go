@@ -13,10 +13,12 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
@@ -176,3 +178,61 @@ func TestDeclaredBudgetsWithoutTheCRDAskDiscoveryRarely(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestDeclaredBudgetsNotAllowedToList: a manager whose RBAC lacks the EmbeddingBudgets
+// (rbac.create=false with rules written before them) would wait on every renewal for a cache
+// that never syncs: renewals hang until the pods give up, and nothing says why. The resolver
+// answers with an error naming the missing permission instead (the lease server logs it and
+// sends it to the pod).
+func TestDeclaredBudgetsNotAllowedToList(t *testing.T) {
+	c := harness.StartCluster(t, harness.ClusterOptions{})
+	ctx := context.Background()
+	cl := c.Client
+	const user = "manager-without-budgets"
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: user}, Rules: []rbacv1.PolicyRule{{
+		APIGroups: []string{v1alpha1.GroupVersion.Group}, Resources: []string{"csvingestions"}, Verbs: []string{"get", "list", "watch"}}}}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: user},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: user},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-c"}}
+	for _, o := range []client.Object{role, binding, ns} {
+		if err := cl.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "config", "samples", "ingestion_v1alpha1_csvingestion_minimal.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(b, &u.Object); err != nil {
+		t.Fatal(err)
+	}
+	u.SetNamespace("team-c")
+	if err := cl.Create(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := rest.CopyConfig(c.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
+	cache, err := crcache.New(cfg, crcache.Options{Scheme: Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = cache.Start(cctx) }()
+	if !cache.WaitForCacheSync(cctx) {
+		t.Fatal("cache did not start")
+	}
+	// The pod's renewal; the bound is only there so that the test ends if the resolver hangs.
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err = DeclaredBudgets(cache, logr.Discard()).Resolve(rctx, "team-c", u.GetName(), "")
+	if err == nil || !strings.Contains(err.Error(), "embeddingbudgets") || !strings.Contains(err.Error(), "allowed") {
+		t.Fatalf("resolve without permission on embeddingbudgets: %v; want an error naming the missing permission", err)
+	}
+	if rctx.Err() != nil {
+		t.Fatalf("the resolver waited until the renewal gave up (%v): %v", rctx.Err(), err)
+	}
+}

@@ -158,6 +158,10 @@ func DeclaredBudgets(c client.Reader, log logr.Logger) ratelease.Resolver {
 // renewal of every pod. A CRD installed later is picked up within this.
 const noCRDRecheck = time.Minute
 
+// budgetListTimeout bounds reading the budgets from the cache (instant once synced; the first
+// read waits for the sync, which goes on in the background when this expires).
+const budgetListTimeout = 2 * time.Second
+
 func declaredBudgets(c client.Reader, log logr.Logger, now func() time.Time) ratelease.Resolver {
 	var (
 		mu          sync.Mutex
@@ -174,8 +178,18 @@ func declaredBudgets(c client.Reader, log logr.Logger, now func() time.Time) rat
 		skip := now().Before(absentUntil)
 		mu.Unlock()
 		if !skip {
-			err := c.List(ctx, &list)
-			if err != nil && !meta.IsNoMatchError(err) {
+			// Bounded: the cache waits for its informer to sync, which never happens when the
+			// manager may not list the budgets, and the pod's renewal would hang until it gives
+			// up, with no word of why.
+			lctx, cancel := context.WithTimeout(ctx, budgetListTimeout)
+			err := c.List(lctx, &list)
+			timedOut := lctx.Err() != nil && ctx.Err() == nil
+			cancel()
+			switch {
+			case err != nil && timedOut:
+				return ratelease.Budget{}, fmt.Errorf("list EmbeddingBudgets: not synced within %s: is the manager allowed to get, list and watch "+
+					"embeddingbudgets.ingestion.vectordb.io cluster-wide (the chart's <release>-embedding-budgets ClusterRole)? %w", budgetListTimeout, err)
+			case err != nil && !meta.IsNoMatchError(err):
 				return ratelease.Budget{}, fmt.Errorf("list EmbeddingBudgets: %w", err)
 			}
 			mu.Lock()
