@@ -78,9 +78,6 @@ func (w *BudgetStatusWriter) Start(ctx context.Context) error {
 // cache was behind, or the budget was edited meanwhile) is left to the next pass, which starts
 // from the newer object. Within Warmup of Start it writes nothing.
 func (w *BudgetStatusWriter) Pass(ctx context.Context) error {
-	if !w.started.IsZero() && w.now().Sub(w.started) < w.Warmup {
-		return nil
-	}
 	var list v1alpha1.EmbeddingBudgetList
 	// Bounded, so that a cache that never syncs (the manager may not list the budgets) is
 	// logged at every pass instead of blocking the writer silently.
@@ -97,6 +94,11 @@ func (w *BudgetStatusWriter) Pass(ctx context.Context) error {
 				"embeddingbudgets.ingestion.vectordb.io cluster-wide? %w", err)
 		}
 		return fmt.Errorf("list EmbeddingBudgets: %w", err)
+	}
+	// Listed even while warming up: that starts the cache's informer, so the lease server's
+	// first renewals find it synced.
+	if !w.started.IsZero() && w.now().Sub(w.started) < w.Warmup {
+		return nil
 	}
 	if len(list.Items) == 0 {
 		return nil
