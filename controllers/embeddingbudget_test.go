@@ -161,7 +161,7 @@ func TestEmbeddingBudgetLeasesAndStatus(t *testing.T) {
 		return ok, fmt.Sprintf("%+v", b.Status)
 	})
 	m := b.Status.Models[0]
-	if m.Name != small || m.Effective.TokensPerMinute != 900_000 || math.Abs(float64(m.Granted.TokensPerMinute)-900_000) > 2 {
+	if m.Name != small || m.Declared.TokensPerMinute != 900_000 || m.Effective.TokensPerMinute != 900_000 || math.Abs(float64(m.Granted.TokensPerMinute)-900_000) > 2 {
 		t.Errorf("model status %+v: want the declared 900000 TPM effective and granted", m)
 	}
 	for _, h := range b.Status.Holders {

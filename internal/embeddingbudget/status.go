@@ -83,7 +83,7 @@ func Status(b *v1alpha1.EmbeddingBudget, snaps []ratelease.Snapshot, conflicts [
 		if !ok || name != b.Name {
 			continue
 		}
-		ms := v1alpha1.BudgetModelStatus{Name: model, Effective: rates(s.Effective), Granted: rates(s.Granted),
+		ms := v1alpha1.BudgetModelStatus{Name: model, Declared: rates(s.Declared), Effective: rates(s.Effective), Granted: rates(s.Granted),
 			Holders: int32(len(s.Holders)), RateLimited: s.RateLimited}
 		var used ratebudget.Rates
 		for id, g := range s.Holders {
@@ -199,33 +199,28 @@ func Events(b *v1alpha1.EmbeddingBudget, old, cur v1alpha1.EmbeddingBudgetStatus
 		(!was(ConditionUnlistedModels) || conditionMessage(old, ConditionUnlistedModels) != c.Message) {
 		out = append(out, Event{corev1.EventTypeWarning, ReasonModelNotListed, unlistedEvent(b.Name, unlisted)})
 	}
-	declared := map[string]v1alpha1.BudgetModel{}
-	for _, m := range b.Spec.Models {
-		declared[m.Name] = m
-	}
-	backedOff := func(s v1alpha1.EmbeddingBudgetStatus, model string) (v1alpha1.BudgetRates, bool) {
-		d, ok := declared[model]
-		if !ok {
-			return v1alpha1.BudgetRates{}, false
-		}
+	// Backed off is below the limit the leader applies (status declared), not below spec: after
+	// an edit the leader applies the smaller of the old and new limits until every pod has
+	// renewed, which is no backoff.
+	backedOff := func(s v1alpha1.EmbeddingBudgetStatus, model string) (v1alpha1.BudgetModelStatus, bool) {
 		for _, m := range s.Models {
 			if m.Name == model {
-				return m.Effective, m.Effective.TokensPerMinute < d.TokensPerMinute || m.Effective.RequestsPerMinute < d.RequestsPerMinute
+				return m, m.Effective.TokensPerMinute < m.Declared.TokensPerMinute || m.Effective.RequestsPerMinute < m.Declared.RequestsPerMinute
 			}
 		}
-		return v1alpha1.BudgetRates{}, false
+		return v1alpha1.BudgetModelStatus{}, false
 	}
 	for _, m := range b.Spec.Models {
-		eff, now := backedOff(cur, m.Name)
+		ms, now := backedOff(cur, m.Name)
 		_, before := backedOff(old, m.Name)
 		switch {
 		case now && !before:
 			out = append(out, Event{corev1.EventTypeWarning, ReasonBackedOff, fmt.Sprintf(
 				"model %s: the provider answered 429s, so the budget is backed off to %d requests and %d tokens per minute (declared %d and %d); it recovers step by step once they stop",
-				m.Name, eff.RequestsPerMinute, eff.TokensPerMinute, m.RequestsPerMinute, m.TokensPerMinute)})
+				m.Name, ms.Effective.RequestsPerMinute, ms.Effective.TokensPerMinute, ms.Declared.RequestsPerMinute, ms.Declared.TokensPerMinute)})
 		case before && !now && hasModel(cur, m.Name):
 			out = append(out, Event{corev1.EventTypeNormal, ReasonRecovered, fmt.Sprintf(
-				"model %s: back at the declared %d requests and %d tokens per minute", m.Name, m.RequestsPerMinute, m.TokensPerMinute)})
+				"model %s: back at the declared %d requests and %d tokens per minute", m.Name, ms.Declared.RequestsPerMinute, ms.Declared.TokensPerMinute)})
 		}
 	}
 	return out
