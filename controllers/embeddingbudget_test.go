@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -505,5 +506,60 @@ func TestEmbeddingBudgetStatusWriterWarmup(t *testing.T) {
 	}
 	if got := getBudget(t, name); writes != 1 || len(got.Status.Holders) != 1 || got.Status.Holders[0].Ingestion != "ing2" {
 		t.Fatalf("after the warmup: %d writes, holders %+v; want one write with the relearned holder", writes, got.Status.Holders)
+	}
+}
+
+// TestEmbeddingBudgetLongEventsRecorded: the API server refuses an event whose note exceeds
+// 1024 bytes, and the recorder drops it with no more than a log line. A conflict over many
+// claims (or many unlisted models) makes a long condition message: the event still arrives,
+// shortened, with the full message in the condition.
+func TestEmbeddingBudgetLongEventsRecorded(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	var secrets []v1alpha1.BudgetSecret
+	for i := 0; i < 30; i++ {
+		secrets = append(secrets, v1alpha1.BudgetSecret{Namespace: ns, Name: fmt.Sprintf("openai-key-of-the-team-number-%02d", i)})
+	}
+	names := []string{"eb-long-a-" + ns, "eb-long-b-" + ns}
+	for _, name := range names {
+		b := newBudget(name, v1alpha1.EmbeddingBudgetSpec{
+			Models:  []v1alpha1.BudgetModel{{Name: "text-embedding-3-small", RequestsPerMinute: 10, TokensPerMinute: 1000}},
+			Secrets: secrets,
+		})
+		if err := cluster.Client.Create(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), b) })
+	}
+	cs, err := kubernetes.NewForConfig(cluster.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := events.NewBroadcaster(&events.EventSinkImpl{Interface: cs.EventsV1()})
+	stop := make(chan struct{})
+	defer close(stop)
+	bc.StartRecordingToSink(stop)
+	defer bc.Shutdown()
+	w := &controllers.BudgetStatusWriter{Client: cluster.Client, Recorder: bc.NewRecorder(cluster.Scheme, "vectordb-operator"),
+		Snapshot: func() []ratelease.Snapshot { return nil }}
+	for _, name := range names {
+		eventually(t, "status of "+name+" written", 10*time.Second, func() (bool, string) {
+			if err := w.Pass(ctx); err != nil {
+				return false, err.Error()
+			}
+			b := getBudget(t, name)
+			return meta.IsStatusConditionTrue(b.Status.Conditions, embeddingbudget.ConditionConflicting), condition(b, embeddingbudget.ConditionConflicting)
+		})
+		if c := condition(getBudget(t, name), embeddingbudget.ConditionConflicting); len(c) <= 1024 {
+			t.Fatalf("condition of %d bytes: the test needs one longer than an event's note", len(c))
+		}
+		eventually(t, "SharedClaim event of "+name, 20*time.Second, func() (bool, string) {
+			evs, err := budgetEvents(name)
+			if err != nil {
+				return false, err.Error()
+			}
+			note, ok := evs[embeddingbudget.ReasonSharedClaim]
+			return ok && len(note) <= 1024 && strings.Contains(note, "openai-key-of-the-team-number-00"), fmt.Sprint(evs)
+		})
 	}
 }

@@ -41,6 +41,10 @@ const MaxHolders = 100
 // maxMessage bounds a condition message built from lists.
 const maxMessage = 2000
 
+// maxNote is the longest event note the API server accepts (events.k8s.io/v1); a longer one is
+// refused and the recorder drops the event.
+const maxNote = 1024
+
 // Ingestion is an ingestion as the status writer sees it: where it is, its key Secret and model.
 type Ingestion struct {
 	Namespace, Name, Secret, Model string
@@ -223,6 +227,9 @@ func Events(b *v1alpha1.EmbeddingBudget, old, cur v1alpha1.EmbeddingBudgetStatus
 				"model %s: back at the declared %d requests and %d tokens per minute", m.Name, ms.Declared.RequestsPerMinute, ms.Declared.TokensPerMinute)})
 		}
 	}
+	for i := range out {
+		out[i].Message = clipTo(out[i].Message, maxNote)
+	}
 	return out
 }
 
@@ -262,11 +269,14 @@ func conditionMessage(s v1alpha1.EmbeddingBudgetStatus, t string) string {
 
 func claimCount(b *v1alpha1.EmbeddingBudget) int { return len(b.Spec.Secrets) + len(b.Spec.Namespaces) }
 
-func clip(s string) string {
-	if len(s) <= maxMessage {
+func clip(s string) string { return clipTo(s, maxMessage) }
+
+// clipTo cuts s to at most n bytes of valid UTF-8, ending in "..." when cut.
+func clipTo(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	return strings.ToValidUTF8(s[:maxMessage-3], "") + "..."
+	return strings.ToValidUTF8(s[:n-3], "") + "..."
 }
 
 func rates(r ratebudget.Rates) v1alpha1.BudgetRates {
