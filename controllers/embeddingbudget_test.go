@@ -540,6 +540,17 @@ func TestEmbeddingBudgetLongEventsRecorded(t *testing.T) {
 	defer close(stop)
 	bc.StartRecordingToSink(stop)
 	defer bc.Shutdown()
+	t.Cleanup(func() {
+		var evs eventsv1.EventList
+		if err := cluster.Client.List(context.Background(), &evs, client.InNamespace(metav1.NamespaceDefault)); err != nil {
+			return
+		}
+		for i := range evs.Items {
+			if e := &evs.Items[i]; e.Regarding.Kind == "EmbeddingBudget" && (e.Regarding.Name == names[0] || e.Regarding.Name == names[1]) {
+				_ = cluster.Client.Delete(context.Background(), e)
+			}
+		}
+	})
 	w := &controllers.BudgetStatusWriter{Client: cluster.Client, Recorder: bc.NewRecorder(cluster.Scheme, "vectordb-operator"),
 		Snapshot: func() []ratelease.Snapshot { return nil }}
 	for _, name := range names {
