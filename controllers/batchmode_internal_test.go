@@ -84,3 +84,37 @@ func TestEstimateBatchMode(t *testing.T) {
 		})
 	}
 }
+
+// When FinalizerBatchCleanup is added, held and released.
+func TestDecideBatchFinalizer(t *testing.T) {
+	type in = batchFinalizerInput
+	cases := []struct {
+		name string
+		in   in
+		want batchFinalizerAction
+	}{
+		{"online, running: never added", in{}, finalizerKeep},
+		{"online, deleted: nothing to hold", in{deleting: true}, finalizerKeep},
+		{"online with the finalizer (edited in): removed", in{has: true, terminal: true}, finalizerRemoveNothing},
+		{"batch, new: added", in{batch: true}, finalizerAdd},
+		{"batch, already held: kept", in{batch: true, has: true}, finalizerKeep},
+		{"batch, ended before it was added: not added", in{batch: true, terminal: true, planned: true}, finalizerKeep},
+		{"batch, deleted before it was added: not added", in{batch: true, deleting: true}, finalizerKeep},
+		{"batch, deleted while running: held until stopped", in{batch: true, has: true, deleting: true, planned: true}, finalizerKeep},
+		{"batch, ended unplanned: nothing submitted", in{batch: true, has: true, terminal: true}, finalizerRemoveNothing},
+		{"batch, ended, no cleanup Job yet: held", in{batch: true, has: true, terminal: true, planned: true}, finalizerKeep},
+		{"batch, cleanup running: held", in{batch: true, has: true, terminal: true, planned: true, job: cleanupRunning}, finalizerKeep},
+		{"batch, deleted, cleanup running: held", in{batch: true, has: true, deleting: true, terminal: true, planned: true, job: cleanupRunning}, finalizerKeep},
+		{"batch, cleanup succeeded: removed", in{batch: true, has: true, terminal: true, planned: true, job: cleanupSucceeded}, finalizerRemoveDone},
+		{"batch, deleted, cleanup succeeded: removed", in{batch: true, has: true, deleting: true, terminal: true, planned: true, job: cleanupSucceeded}, finalizerRemoveDone},
+		{"batch, cleanup failed: given up", in{batch: true, has: true, terminal: true, planned: true, job: cleanupFailed}, finalizerRemoveFailed},
+		{"batch, deleted, cleanup failed: given up", in{batch: true, has: true, deleting: true, terminal: true, planned: true, job: cleanupFailed}, finalizerRemoveFailed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := decideBatchFinalizer(tc.in); got != tc.want {
+				t.Errorf("decideBatchFinalizer(%+v) = %d, want %d", tc.in, got, tc.want)
+			}
+		})
+	}
+}

@@ -7,7 +7,9 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
@@ -20,26 +22,46 @@ import (
 // deletes their files at OpenAI. The controller holds no S3 credentials or OpenAI key, so the deletion runs in a worker pod
 // like the planner. The Job is created once and kept (no TTL) as the record of the cleanup; a
 // failed cleanup is reported with a Warning event and the Job left for inspection: deleting it
-// starts another. Staged objects of an ingestion deleted before it ended are not removed (the Job
-// would go with its owner).
+// starts another. Staged objects of an online ingestion deleted before it ended are not removed
+// (the Job would go with its owner); a batch-mode ingestion is held by FinalizerBatchCleanup
+// until its cleanup ran (batchcleanup.go).
 func (r *Reconciler) cleanupStaged(ctx context.Context, obj *v1alpha1.CsvIngestion, kids *children) error {
 	batch := obj.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch
-	if !obj.Status.Phase.Terminal() || kids.plan == nil || (len(kids.plan.StagedKeys()) == 0 && !batch) {
+	var staged []string
+	bucket := ""
+	if kids.plan != nil {
+		staged, bucket = kids.plan.StagedKeys(), kids.plan.Bucket
+	}
+	// Batch mode: once a plan was pinned, chunks may have submitted batches, even if the plan
+	// ConfigMap is gone since (the cleanup then finds them by the chunks' records).
+	planned := kids.plan != nil || (batch && obj.Status.Plan != nil)
+	if !obj.Status.Phase.Terminal() || !planned || (len(staged) == 0 && !batch) {
 		return nil
 	}
 	name := worker.CleanupJobName(obj.Name)
-	existing := &batchv1.Job{}
-	err := r.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: name}, existing)
+	existing, state, foreign, err := r.cleanupJobOf(ctx, obj)
+	if err != nil {
+		return err
+	}
 	switch {
-	case err == nil:
-		if jobFailedCondition(existing) && !r.cleanupReported(existing.UID) {
-			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, "StagedCleanupFailed", "Cleanup",
-				"cleanup Job %s failed: staged objects %v may still be in s3://%s; delete the Job to try again",
-				name, kids.plan.StagedKeys(), kids.plan.Bucket)
+	case foreign:
+		// An earlier ingestion of this name left its (unowned) cleanup Job: once it has ended it
+		// is deleted so this one's can be created; while it runs, this one waits.
+		if jobFailedCondition(existing) || jobCompleteCondition(existing) {
+			if err := r.Delete(ctx, existing, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("delete the earlier cleanup Job %s: %w", name, err)
+			}
 		}
 		return nil
-	case !apierrors.IsNotFound(err):
-		return fmt.Errorf("get cleanup Job of %s: %w", obj.Name, err)
+	case existing != nil && state == cleanupNoJob:
+		return nil // being deleted: created again once it is gone
+	case existing != nil:
+		if state == cleanupFailed && !r.cleanupReported(existing.UID) {
+			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, "StagedCleanupFailed", "Cleanup",
+				"cleanup Job %s failed: staged objects %v may still be in s3://%s; delete the Job to try again",
+				name, staged, bucket)
+		}
+		return nil
 	}
 	var env []corev1.EnvVar
 	if batch {
@@ -51,11 +73,27 @@ func (r *Reconciler) cleanupStaged(ctx context.Context, obj *v1alpha1.CsvIngesti
 		return err
 	}
 	job := r.job(obj, name, worker.RoleCleanup, pod, nil, 0)
+	if !obj.DeletionTimestamp.IsZero() {
+		// The ingestion is being deleted: a Job it owns would be deleted with it (foreground
+		// deletion deletes dependents first). This one is not owned; it expires after JobTTL
+		// once finished, long enough to read its logs.
+		job.OwnerReferences = nil
+		job.Spec.TTLSecondsAfterFinished = ptr.To(int32(r.Config.JobTTL.Seconds()))
+	}
 	if err := r.Create(ctx, job); err != nil && !apierrors.IsAlreadyExists(err) {
+		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+			return &namespaceTerminatingError{err: err}
+		}
 		return fmt.Errorf("create cleanup Job of %s: %w", obj.Name, err)
 	}
 	return nil
 }
+
+// namespaceTerminatingError: the cleanup Job cannot be created because the namespace is going.
+type namespaceTerminatingError struct{ err error }
+
+func (e *namespaceTerminatingError) Error() string { return e.err.Error() }
+func (e *namespaceTerminatingError) Unwrap() error { return e.err }
 
 func jobFailedCondition(j *batchv1.Job) bool {
 	for _, c := range j.Status.Conditions {

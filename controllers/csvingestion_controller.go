@@ -4,6 +4,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -174,6 +175,11 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		// Only what a pass reads of a Job wakes it (not every status write of the Job controller).
 		Owns(&batchv1.Job{}, builder.WithPredicates(jobChangePredicate)).
 		Owns(&corev1.ConfigMap{}).
+		// The cleanup Job of a deleted batch-mode ingestion is not owned (see cleanupStaged);
+		// its end releases the ingestion's FinalizerBatchCleanup.
+		Watches(&batchv1.Job{}, podToIngestion, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetLabels()[worker.LabelRole] == worker.RoleCleanup && metav1.GetControllerOf(o) == nil
+		}))).
 		// Terminated pods carry the termination message; deleted ones may wait on the outcome
 		// finalizer.
 		Watches(&corev1.Pod{}, podToIngestion, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
@@ -221,15 +227,27 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	deleting := !obj.DeletionTimestamp.IsZero()
-	if deleting && !obj.Status.Phase.Terminal() {
+	// A deleted running batch-mode ingestion is stopped like spec.cancel by the pass below, so
+	// that its cleanup Job cancels its batches before FinalizerBatchCleanup lets it go.
+	if deleting && !obj.Status.Phase.Terminal() && !holdsBatchCleanup(obj) {
 		return r.finalize(ctx, obj)
 	}
-	if !deleting && r.tracked(obj) && !obj.Status.Phase.Terminal() && !controllerutil.ContainsFinalizer(obj, FinalizerTaskCancel) {
-		controllerutil.AddFinalizer(obj, FinalizerTaskCancel)
-		if err := r.Update(ctx, obj); err != nil {
-			return ctrl.Result{}, client.IgnoreNotFound(err)
+	if !deleting && !obj.Status.Phase.Terminal() {
+		addTask := r.tracked(obj) && !controllerutil.ContainsFinalizer(obj, FinalizerTaskCancel)
+		addBatch := decideBatchFinalizer(batchFinalizerInput{batch: obj.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch,
+			has: controllerutil.ContainsFinalizer(obj, FinalizerBatchCleanup)}) == finalizerAdd
+		if addTask || addBatch {
+			if addTask {
+				controllerutil.AddFinalizer(obj, FinalizerTaskCancel)
+			}
+			if addBatch {
+				controllerutil.AddFinalizer(obj, FinalizerBatchCleanup)
+			}
+			if err := r.Update(ctx, obj); err != nil {
+				return ctrl.Result{}, client.IgnoreNotFound(err)
+			}
+			return ctrl.Result{}, nil // the update triggers the next pass
 		}
-		return ctrl.Result{}, nil // the update triggers the next pass
 	}
 
 	completed, failed, err := recordedSets(obj)
@@ -264,7 +282,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	// The status is written: what it records may now be mirrored and then released.
 	// Staged copies (gzip, other encodings) go once the ingestion has ended.
 	if err := r.cleanupStaged(ctx, obj, kids); err != nil {
-		log.Error(err, "staged objects not cleaned up yet")
+		var nt *namespaceTerminatingError
+		if errors.As(err, &nt) && deleting && holdsBatchCleanup(obj) {
+			if err := r.giveUpBatchCleanup(ctx, obj, err); err != nil {
+				return ctrl.Result{}, err
+			}
+		} else {
+			log.Error(err, "staged objects not cleaned up yet")
+		}
+	}
+	if _, err := r.batchCleanup(ctx, obj, kids); err != nil {
+		return ctrl.Result{}, err
 	}
 	var res ctrl.Result
 	mirrorErr := error(nil)

@@ -49,6 +49,12 @@ var (
 		Name: "vectordb_chunk_duration_seconds", Help: "Wall time of finished chunk Jobs.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 14), // 1 s … ~2.3 h
 	})
+	batchesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vectordb_batches_total", Help: "Batch API batches of finished batch-mode chunks, by OpenAI's final state (completed, failed, expired, cancelled).",
+	}, []string{"state"})
+	batchLines = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vectordb_batch_lines_total", Help: "Batch API lines of finished batch-mode chunks, by result (submitted, done, failed).",
+	}, []string{"result"})
 	trackingErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "vectordb_tracking_errors_total", Help: "Failed writes to the DynamoDB task table.",
 	})
@@ -66,6 +72,8 @@ var (
 var (
 	chunkResults = []string{"succeeded", "failed"}
 	rowResults   = []string{"processed", "failed", "skipped"}
+	batchStates  = []string{"completed", "failed", "expired", "cancelled"}
+	lineResults  = []string{"submitted", "done", "failed"}
 	allPhases    = []v1alpha1.Phase{v1alpha1.PhasePending, v1alpha1.PhasePlanning, v1alpha1.PhaseProcessingChunks,
 		v1alpha1.PhaseCompleted, v1alpha1.PhasePartiallyCompleted, v1alpha1.PhaseFailed, v1alpha1.PhaseCancelled}
 )
@@ -77,17 +85,25 @@ func MetricNames() []string {
 		"vectordb_vectors_upserted_total", "vectordb_embedding_tokens_total", "vectordb_embedding_requests_total",
 		"vectordb_embedding_retries_total", "vectordb_embedding_rate_limited_total", "vectordb_chunk_duration_seconds",
 		"vectordb_ingestion_last_progress_timestamp_seconds", "vectordb_tracking_errors_total",
+		"vectordb_batches_total", "vectordb_batch_lines_total",
 	}
 }
 
 func init() {
 	metrics.Registry.MustRegister(chunksFinished, rowsTotal, vectorsUpserted,
-		embeddingTokens, embeddingRequests, embeddingRetries, embeddingRateLimited, chunkDuration, trackingErrors)
+		embeddingTokens, embeddingRequests, embeddingRetries, embeddingRateLimited, chunkDuration, trackingErrors,
+		batchesTotal, batchLines)
 	for _, r := range chunkResults {
 		chunksFinished.WithLabelValues(r)
 	}
 	for _, r := range rowResults {
 		rowsTotal.WithLabelValues(r)
+	}
+	for _, st := range batchStates {
+		batchesTotal.WithLabelValues(st)
+	}
+	for _, r := range lineResults {
+		batchLines.WithLabelValues(r)
 	}
 }
 
@@ -238,6 +254,15 @@ func (p *pass) recordMetrics() {
 			embeddingRequests.Add(float64(res.Requests))
 			embeddingRetries.Add(float64(res.Retries))
 			embeddingRateLimited.Add(float64(res.RateLimited))
+			if b := res.Batch; b != nil {
+				batchesTotal.WithLabelValues("completed").Add(float64(b.Completed))
+				batchesTotal.WithLabelValues("failed").Add(float64(b.Failed))
+				batchesTotal.WithLabelValues("expired").Add(float64(b.Expired))
+				batchesTotal.WithLabelValues("cancelled").Add(float64(b.Cancelled))
+				batchLines.WithLabelValues("submitted").Add(float64(b.Lines))
+				batchLines.WithLabelValues("done").Add(float64(b.LinesDone))
+				batchLines.WithLabelValues("failed").Add(float64(b.LinesFailed))
+			}
 		}
 	}
 	for _, fc := range p.newlyFailed {

@@ -109,7 +109,8 @@ func (p *pass) run(ctx context.Context) error {
 		p.refreshConditions()
 		return p.stopActive(ctx)
 	}
-	if p.obj.Spec.Cancel {
+	deleted := !p.obj.DeletionTimestamp.IsZero() && holdsBatchCleanup(p.obj)
+	if p.obj.Spec.Cancel || deleted {
 		// Chunks that finished since the last pass are counted before the rest is stopped.
 		if ok, _ := checkPlan(st.Plan, p.kids); ok && p.kids.plan != nil {
 			p.pinPlan()
@@ -118,7 +119,11 @@ func (p *pass) run(ctx context.Context) error {
 		if err := p.stopActive(ctx); err != nil {
 			return err
 		}
-		p.finish(v1alpha1.PhaseCancelled, "Cancelled", "cancelled by spec.cancel")
+		if deleted && !p.obj.Spec.Cancel {
+			p.finish(v1alpha1.PhaseCancelled, "Deleted", "cancelled by deletion: the cleanup Job cancels the open batches and deletes their files at OpenAI before the ingestion goes")
+		} else {
+			p.finish(v1alpha1.PhaseCancelled, "Cancelled", "cancelled by spec.cancel")
+		}
 		return nil
 	}
 	planned, err := p.planStep(ctx)
@@ -207,6 +212,16 @@ func (p *pass) planStep(ctx context.Context) (bool, error) {
 	st.Phase = v1alpha1.PhasePlanning
 	switch pl := kids.planner; {
 	case pl == nil:
+		if p.r.leasing() {
+			// The planner's vector-space guard leases too: its Secret first, as for chunk Jobs.
+			if err := p.r.ensureLeaseSecret(ctx, p.obj); err != nil {
+				if !p.refused("write the rate lease Secret", err) {
+					return false, err
+				}
+				p.setCondition(v1alpha1.ConditionPlanned, false, "Planning", "planner Job not created yet: the API server refused its rate lease Secret (see the Blocked condition)")
+				break
+			}
+		}
 		job, err := p.r.plannerJob(p.obj)
 		if err != nil {
 			return false, err
@@ -356,6 +371,14 @@ func (p *pass) recordFinishedChunks() {
 		usage := c.usage
 		usage.VectorsUpserted = v.res.VectorsUpserted
 		addUsage(st, &usage)
+		if c.result != nil && c.result.Batch != nil {
+			// The chunk's batches as its last pod saw them in the chunk's record (which every
+			// attempt shares, so the last one's counts are the chunk's).
+			if st.Batch == nil {
+				st.Batch = &v1alpha1.BatchStatus{}
+			}
+			st.Batch.Add(*c.result.Batch)
+		}
 		if v.succeeded {
 			p.completed.Add(i)
 			st.Records.Processed += v.res.Processed

@@ -774,6 +774,10 @@ const (
 	// row limit, or without its final newline) and the run went on without deleteMissing: rows
 	// may be missing.
 	ConditionSourceTruncated = "SourceTruncated"
+	// ConditionBatchCleanup (batch mode) follows the cleanup Job of an ended run: True once it
+	// cancelled the open batches and deleted their files at OpenAI, False with what was left
+	// behind when it failed.
+	ConditionBatchCleanup = "BatchCleanup"
 )
 
 // CsvIngestionStatus is derived from the ingestion's Jobs and plan on every reconcile. Its size is
@@ -840,6 +844,12 @@ type CsvIngestionStatus struct {
 	// Usage adds up the chunks' API usage.
 	// +optional
 	Usage *Usage `json:"usage,omitempty"`
+
+	// Batch (batch mode) adds up the Batch API batches of the recorded chunks, as each chunk's
+	// pod reported them when it ended: batches by OpenAI's state and lines done of lines
+	// submitted. Chunks still waiting on their batches are counted in chunks.active.
+	// +optional
+	Batch *BatchStatus `json:"batch,omitempty"`
 
 	// VectorSpace is what the planner's vector-space guard found.
 	// +optional
@@ -990,6 +1000,42 @@ const (
 	// allowMixedVectorSpaces is set.
 	VectorSpaceUnverified = "Unverified"
 )
+
+// BatchStatus counts Batch API batches by OpenAI's state, and their lines. Lines counts each
+// row sent once (its first submission); a row resubmitted after its batch expired is counted
+// again in batches, not in lines.
+type BatchStatus struct {
+	// Batches created at OpenAI (resubmissions included).
+	Batches int32 `json:"batches,omitempty"`
+	// By state (OpenAI's batch statuses).
+	Validating int32 `json:"validating,omitempty"`
+	InProgress int32 `json:"inProgress,omitempty"`
+	Finalizing int32 `json:"finalizing,omitempty"`
+	Completed  int32 `json:"completed,omitempty"`
+	Failed     int32 `json:"failed,omitempty"`
+	Expired    int32 `json:"expired,omitempty"`
+	Cancelled  int32 `json:"cancelled,omitempty"`
+	// Lines submitted (one per row to embed), of which LinesDone were embedded and LinesFailed
+	// came back in an error file or with a failed batch.
+	Lines       int64 `json:"lines,omitempty"`
+	LinesDone   int64 `json:"linesDone,omitempty"`
+	LinesFailed int64 `json:"linesFailed,omitempty"`
+}
+
+// Add adds o's counts to b.
+func (b *BatchStatus) Add(o BatchStatus) {
+	b.Batches += o.Batches
+	b.Validating += o.Validating
+	b.InProgress += o.InProgress
+	b.Finalizing += o.Finalizing
+	b.Completed += o.Completed
+	b.Failed += o.Failed
+	b.Expired += o.Expired
+	b.Cancelled += o.Cancelled
+	b.Lines += o.Lines
+	b.LinesDone += o.LinesDone
+	b.LinesFailed += o.LinesFailed
+}
 
 // VectorSpaceStatus is the outcome of the vector-space guard.
 type VectorSpaceStatus struct {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -9,12 +11,16 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/chunkrun"
+	"github.com/vectordb-io/vectordb-operator/internal/embedding"
 	"github.com/vectordb-io/vectordb-operator/internal/exitcode"
 	"github.com/vectordb-io/vectordb-operator/internal/ingestfile"
 	"github.com/vectordb-io/vectordb-operator/internal/localrun"
 	"github.com/vectordb-io/vectordb-operator/internal/planner"
+	"github.com/vectordb-io/vectordb-operator/internal/ratebudget"
 	"github.com/vectordb-io/vectordb-operator/internal/syncrun"
 	"github.com/vectordb-io/vectordb-operator/internal/vectorspace"
 	"github.com/vectordb-io/vectordb-operator/internal/version"
@@ -56,6 +62,7 @@ func newPlanCmd(g *globals) *cobra.Command {
 					Guard: vectorspace.ForIngestion(ing, vectorspace.Keys{
 						OpenAI: os.Getenv(worker.EnvOpenAIAPIKey), Pinecone: os.Getenv(worker.EnvPineconeAPIKey),
 						PineconeControlHost: os.Getenv(EnvPineconeControlHost),
+						Lease:               guardLease(ing, log),
 					}, nil, log.WithName("guard")),
 				})
 				if err != nil {
@@ -86,15 +93,19 @@ func newCleanupCmd(g *globals) *cobra.Command {
 				}
 				keys, err := planner.Cleanup(cmd.Context(), ing, planner.Deps{Log: log}, kc)
 				log.Info("deleted staged objects", "keys", keys)
-				if err != nil {
+				batch := ing.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch
+				if err != nil && !(batch && apierrors.IsNotFound(err)) {
 					return err
 				}
 				// Batch mode: cancel the batches of chunks that never finished, delete their files.
-				n, err := chunkrun.CleanupBatches(cmd.Context(), ing, chunkrun.Deps{OpenAIAPIKey: os.Getenv(worker.EnvOpenAIAPIKey)}, log)
+				// They are found by the chunks' records, so a plan ConfigMap already gone (a
+				// foreground deletion of the ingestion) does not stop this part; it is still
+				// reported, since the staged objects it named could not be deleted.
+				n, berr := chunkrun.CleanupBatches(cmd.Context(), ing, chunkrun.Deps{OpenAIAPIKey: os.Getenv(worker.EnvOpenAIAPIKey)}, log)
 				if n > 0 {
 					log.Info("cleaned up batches at OpenAI", "chunks", n)
 				}
-				return err
+				return errors.Join(berr, err)
 			})
 		},
 	}
@@ -273,5 +284,19 @@ func newVersionCmd(g *globals) *cobra.Command {
 			_, err := fmt.Fprintln(g.stdout, version.Version)
 			return err
 		},
+	}
+}
+
+// guardLease is the planner's lease for its vector-space guard when the controller gave the pod
+// one (nil otherwise): the guard's request draws from the key's budget like a chunk pod's, with
+// the ingestion's whole declared budget as the fallback (the guard sends one request).
+func guardLease(ing worker.Ingestion, log logr.Logger) func(ctx context.Context, emb *embedding.Embedder) (stop func()) {
+	opts := chunkrun.LeaseFromEnv(ing, log)
+	if opts == nil {
+		return nil
+	}
+	fallback := ratebudget.Rates{RPM: float64(ing.Spec.Embedding.RequestsPerMinute), TPM: float64(ing.Spec.Embedding.TokensPerMinute)}
+	return func(ctx context.Context, emb *embedding.Embedder) func() {
+		return chunkrun.Lease(ctx, *opts, emb, fallback, log.WithName("guard"))
 	}
 }

@@ -372,6 +372,9 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 		// Batch mode bills the tokens of the lines embedded; its requests are the chunk's batches
 		// (whichever pod created them).
 		res.Tokens, res.Requests = batch.runner.Stats().Tokens, int64(len(batch.runner.Record().Batches))
+		// The batches by state and their lines, for the status (the manager cannot read the record).
+		sum := batch.runner.Record().Summary()
+		res.Batch = &sum
 	} else if ownEmbedder {
 		st := emb.Stats()
 		res.Tokens, res.Requests, res.Retries, res.RateLimited = st.Tokens, st.Requests, st.Retries, st.RateLimited

@@ -43,6 +43,7 @@ type itemDoc struct {
 	ProgressPercentage float64   `dynamodbav:"progress_percentage"`
 	VectorsUpserted    int64     `dynamodbav:"vectors_upserted"`
 	DeletedRecords     int64     `dynamodbav:"deleted_records,omitempty"`
+	Batch              *batchDoc `dynamodbav:"batch,omitempty"`
 	ErrorMessage       string    `dynamodbav:"error_message,omitempty"`
 	CreatedAt          string    `dynamodbav:"created_at,omitempty"`
 	UpdatedAt          string    `dynamodbav:"updated_at,omitempty"`
@@ -66,6 +67,20 @@ type paramsDoc struct {
 	EndDate    string `dynamodbav:"end_date,omitempty"`
 }
 
+type batchDoc struct {
+	Batches     int64 `dynamodbav:"batches"`
+	Validating  int64 `dynamodbav:"validating,omitempty"`
+	InProgress  int64 `dynamodbav:"in_progress,omitempty"`
+	Finalizing  int64 `dynamodbav:"finalizing,omitempty"`
+	Completed   int64 `dynamodbav:"completed,omitempty"`
+	Failed      int64 `dynamodbav:"failed,omitempty"`
+	Expired     int64 `dynamodbav:"expired,omitempty"`
+	Cancelled   int64 `dynamodbav:"cancelled,omitempty"`
+	Lines       int64 `dynamodbav:"lines"`
+	LinesDone   int64 `dynamodbav:"lines_done"`
+	LinesFailed int64 `dynamodbav:"lines_failed,omitempty"`
+}
+
 type k8sDoc struct {
 	Namespace string `dynamodbav:"namespace,omitempty"`
 	Name      string `dynamodbav:"name,omitempty"`
@@ -86,7 +101,7 @@ type chunkDoc struct {
 var topOrder = []string{
 	"status", "task_type", "parameters", "total_records", "processed_records", "failed_records",
 	"chunks_total", "chunks_completed", "chunks_failed", "chunks_processing", "progress_percentage",
-	"vectors_upserted", "deleted_records", "error_message", "created_at", "updated_at", "started_at", "completed_at",
+	"vectors_upserted", "deleted_records", "batch", "error_message", "created_at", "updated_at", "started_at", "completed_at",
 	"k8s", "version", AttrExpiresAt,
 }
 
@@ -210,6 +225,10 @@ func topLevel(t Task, now time.Time, retention ...time.Duration) ([]attrUpdate, 
 	if t.K8s != (K8sRef{}) {
 		doc.K8s = &k8sDoc{Namespace: t.K8s.Namespace, Name: t.K8s.Name, UID: t.K8s.UID}
 	}
+	if b := t.Batch; b != nil {
+		d := batchDoc(*b)
+		doc.Batch = &d
+	}
 	if len(retention) > 0 && retention[0] > 0 {
 		base := t.CompletedAt
 		if base.IsZero() {
@@ -297,6 +316,10 @@ func decodeItem(item map[string]types.AttributeValue) (*Task, map[string]ChunkEn
 	}
 	if doc.K8s != nil {
 		t.K8s = K8sRef{Namespace: doc.K8s.Namespace, Name: doc.K8s.Name, UID: doc.K8s.UID}
+	}
+	if doc.Batch != nil {
+		b := BatchCounts(*doc.Batch)
+		t.Batch = &b
 	}
 	for _, f := range []struct {
 		dst *time.Time

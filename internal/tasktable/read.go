@@ -36,5 +36,5 @@ func (c *Client) Get(ctx context.Context, taskID string) (*Task, map[string]Chun
 var listed = []string{
 	"task_id", "status", "task_type", "parameters", "total_records", "processed_records", "failed_records",
 	"chunks_total", "chunks_completed", "chunks_failed", "chunks_processing", "progress_percentage",
-	"vectors_upserted", "deleted_records", "error_message", "created_at", "updated_at", "started_at", "completed_at", "k8s", "version",
+	"vectors_upserted", "deleted_records", "batch", "error_message", "created_at", "updated_at", "started_at", "completed_at", "k8s", "version",
 }

@@ -113,7 +113,11 @@ type Task struct {
 	// DeletedRecords are the vectors spec.sync.deleteMissing deleted (attribute deleted_records,
 	// written only when non-zero; the old system's readers ignore it).
 	DeletedRecords int64
-	ErrorMessage   string
+	// Batch (batch mode) counts the finished chunks' Batch API batches by state and their lines
+	// (attribute batch, a map written only when set; the old system's readers ignore it, and
+	// the legacy REST API does not show it).
+	Batch        *BatchCounts
+	ErrorMessage string
 
 	// Zero times are not stored. Put stores UpdatedAt as now when it is zero.
 	CreatedAt   time.Time
@@ -124,6 +128,12 @@ type Task struct {
 	K8s K8sRef
 	// Version orders writes; see the package comment. Must be > 0 to write.
 	Version int64
+}
+
+// BatchCounts are a batch-mode task's batches by OpenAI's state, and their lines.
+type BatchCounts struct {
+	Batches, Validating, InProgress, Finalizing, Completed, Failed, Expired, Cancelled int64
+	Lines, LinesDone, LinesFailed                                                      int64
 }
 
 // Parameters of a task; empty strings and a zero question id are not stored.

@@ -1079,3 +1079,44 @@ func TestRetentionSetsExpiresAt(t *testing.T) {
 		t.Errorf("without a retention: expires_at %s", render(v))
 	}
 }
+
+// TestBatchCounts: a batch-mode task's batch counts are stored as the map batch once there are
+// some (an online task's item has none, as the old system's), Get and List read them back, and
+// a write without them (a cancellation) leaves them.
+func TestBatchCounts(t *testing.T) {
+	c, table := newTable(t)
+	ctx := context.Background()
+	task := sampleTask("task-batch", 1)
+	if err := c.Put(ctx, task, nil); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := rawItem(t, table, "task-batch")["batch"]; ok {
+		t.Fatalf("batch stored for a task without batches: %s", render(v))
+	}
+	want := BatchCounts{Batches: 4, Completed: 2, Expired: 1, Failed: 1, Lines: 3000, LinesDone: 1998, LinesFailed: 1002}
+	task.Version, task.Batch = 2, &want
+	if err := c.Put(ctx, task, nil); err != nil {
+		t.Fatal(err)
+	}
+	raw := render(rawItem(t, table, "task-batch")["batch"])
+	for _, part := range []string{"batches", "completed", "expired", "lines_done", "lines_failed"} {
+		if !strings.Contains(raw, part) {
+			t.Errorf("stored batch %s lacks %s", raw, part)
+		}
+	}
+	got, _, err := c.Get(ctx, "task-batch")
+	if err != nil || got.Batch == nil || *got.Batch != want {
+		t.Fatalf("Get: %+v, %v", got, err)
+	}
+	list, err := c.ListPage(ctx, PageQuery{Need: 10})
+	if err != nil || len(list.Tasks) != 1 || list.Tasks[0].Batch == nil || *list.Tasks[0].Batch != want {
+		t.Fatalf("ListPage: %+v, %v", list, err)
+	}
+	task.Version, task.Batch, task.Status = 3, nil, "cancelled"
+	if err := c.Put(ctx, task, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := c.Get(ctx, "task-batch"); err != nil || got.Batch == nil || *got.Batch != want {
+		t.Fatalf("after a write without counts: %+v, %v", got, err)
+	}
+}

@@ -180,6 +180,11 @@ func TaskOf(obj *v1alpha1.CsvIngestion) tasktable.Task {
 		K8s:              tasktable.K8sRef{Namespace: obj.Namespace, Name: obj.Name, UID: string(obj.UID)},
 		Version:          st.TrackingVersion,
 	}
+	if b := st.Batch; b != nil {
+		task.Batch = &tasktable.BatchCounts{Batches: int64(b.Batches), Validating: int64(b.Validating), InProgress: int64(b.InProgress),
+			Finalizing: int64(b.Finalizing), Completed: int64(b.Completed), Failed: int64(b.Failed), Expired: int64(b.Expired),
+			Cancelled: int64(b.Cancelled), Lines: b.Lines, LinesDone: b.LinesDone, LinesFailed: b.LinesFailed}
+	}
 	if mb := spec.Source.Metabase; mb != nil {
 		task.TaskType = tasktable.TaskTypeMetabase
 		p.DataSource = "metabase"

@@ -2,6 +2,7 @@ package webui
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -334,6 +335,40 @@ func TestDetailPricesBatchMode(t *testing.T) {
 		}
 		if e := d.Estimate; e == nil || e.Mode != tc.mode || e.Batches != 3 || e.SavedUSD != "0.01" || e.OnlineCostUSD != "0.02" {
 			t.Errorf("%s: estimate %+v", tc.mode, e)
+		}
+		if d.Batch != nil {
+			t.Errorf("%s: batch counts without status.batch: %+v", tc.mode, d.Batch)
+		}
+	}
+}
+
+// status.batch reaches the page whole, and its JSON names are the ones app.js reads.
+func TestDetailShowsBatchCounts(t *testing.T) {
+	o := &v1alpha1.CsvIngestion{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a"}}
+	o.Spec.Embedding.Mode = v1alpha1.EmbeddingBatch
+	o.Status.Batch = &v1alpha1.BatchStatus{Batches: 9, Validating: 1, InProgress: 2, Finalizing: 1, Completed: 2, Failed: 1, Expired: 1,
+		Cancelled: 1, Lines: 4000, LinesDone: 2500, LinesFailed: 30}
+	d := detail(o, nil, nil, time.Now(), 10)
+	want := BatchView{Batches: 9, Validating: 1, InProgress: 2, Finalizing: 1, Completed: 2, Failed: 1, Expired: 1, Cancelled: 1,
+		Lines: 4000, LinesDone: 2500, LinesFailed: 30}
+	if d.Batch == nil || *d.Batch != want {
+		t.Fatalf("batch view %+v, want %+v", d.Batch, want)
+	}
+	raw, err := json.Marshal(d.Batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := assetFS.ReadFile("assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fields map[string]any
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		t.Fatal(err)
+	}
+	for name := range fields {
+		if !strings.Contains(string(js), "b."+name) {
+			t.Errorf("app.js does not show the batch field %q", name)
 		}
 	}
 }

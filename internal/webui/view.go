@@ -63,6 +63,7 @@ type Detail struct {
 	FailedNotListed int             `json:"failedNotListed"`
 	Estimate        *EstimateView   `json:"estimate,omitempty"`
 	Usage           *UsageView      `json:"usage,omitempty"`
+	Batch           *BatchView      `json:"batch,omitempty"`
 	Conditions      []ConditionView `json:"conditions"`
 	Events          []EventView     `json:"events"`
 	Source          SourceView      `json:"source"`
@@ -113,6 +114,22 @@ type UsageView struct {
 	// CostUSD is the tokens used at the model's list price (internal/tokens), as the estimate;
 	// in batch mode at the Batch API's rate.
 	CostUSD string `json:"costUSD"`
+}
+
+// BatchView (batch mode) is status.batch: the recorded chunks' batches by OpenAI's state, and
+// their lines.
+type BatchView struct {
+	Batches     int32 `json:"batches"`
+	Validating  int32 `json:"validating"`
+	InProgress  int32 `json:"inProgress"`
+	Finalizing  int32 `json:"finalizing"`
+	Completed   int32 `json:"completed"`
+	Failed      int32 `json:"failed"`
+	Expired     int32 `json:"expired"`
+	Cancelled   int32 `json:"cancelled"`
+	Lines       int64 `json:"lines"`
+	LinesDone   int64 `json:"linesDone"`
+	LinesFailed int64 `json:"linesFailed"`
 }
 
 type ConditionView struct {
@@ -265,6 +282,10 @@ func detail(obj *v1alpha1.CsvIngestion, jobs []batchv1.Job, evs []corev1.Event, 
 		}
 		d.Usage = &UsageView{Tokens: u.Tokens, Requests: u.Requests, VectorsUpserted: u.VectorsUpserted, Retries: u.Retries,
 			RateLimited: u.RateLimited, CostUSD: cost}
+	}
+	if b := st.Batch; b != nil {
+		v := BatchView(*b)
+		d.Batch = &v
 	}
 	for _, c := range st.Conditions {
 		d.Conditions = append(d.Conditions, ConditionView{Type: c.Type, Status: string(c.Status), Reason: c.Reason,

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"unicode/utf8"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 )
 
 // MaxMessageBytes is the kubelet's limit on a termination message.
@@ -80,11 +82,13 @@ type Result struct {
 	Unmarked  int64 `json:"unmarked,omitempty"`
 	Adopted   int64 `json:"adopted,omitempty"`
 	// Deletable are the vectors the step found to delete (all deleted unless report only).
-	Deletable     int64       `json:"deletable,omitempty"`
-	Reason        string      `json:"reason,omitempty"`
-	Error         string      `json:"error,omitempty"`
-	DeadLetterKey string      `json:"deadLetterKey,omitempty"`
-	FailedSamples []FailedRow `json:"failedSamples,omitempty"`
+	Deletable int64 `json:"deletable,omitempty"`
+	// Batch (batch mode): the chunk's batches by state and their lines, from its record.
+	Batch         *v1alpha1.BatchStatus `json:"batch,omitempty"`
+	Reason        string                `json:"reason,omitempty"`
+	Error         string                `json:"error,omitempty"`
+	DeadLetterKey string                `json:"deadLetterKey,omitempty"`
+	FailedSamples []FailedRow           `json:"failedSamples,omitempty"`
 }
 
 // MaxSamples is the most failed-row samples a result carries.

@@ -13,10 +13,14 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	"github.com/vectordb-io/vectordb-operator/test/csvgen"
 	fakeopenai "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
@@ -89,6 +93,14 @@ func TestBatchModeIndexEqualsOnline(t *testing.T) {
 	}
 	if d := after.FilesDeleted - before.FilesDeleted; d != 2*created {
 		t.Errorf("%d files deleted, want %d (inputs and outputs)", d, 2*created)
+	}
+	// The status counts the batches the fake created, all completed, every line done.
+	if b := get(t, batch).Status.Batch; b == nil || int64(b.Batches) != created || int64(b.Completed) != created ||
+		b.Lines != rows || b.LinesDone != rows || b.LinesFailed != 0 {
+		t.Errorf("status.batch %+v for %d batches of %d rows", b, created, rows)
+	}
+	if b := get(t, online).Status.Batch; b != nil {
+		t.Errorf("online run with status.batch %+v", b)
 	}
 }
 
@@ -173,6 +185,19 @@ func TestBatchModeKillsAndExpiryLoseNothing(t *testing.T) {
 	if d := after.LinesEmbedded - before.LinesEmbedded; d != rows {
 		t.Errorf("%d lines embedded (and billed) for %d rows", d, rows)
 	}
+	// The status and the task item count the same batches: chunk 0's expired batch (half done)
+	// and its resubmission, and the other chunks' batches, every row's line done once.
+	want := v1alpha1.BatchStatus{Batches: 4, Completed: 3, Expired: 1, Lines: rows, LinesDone: rows}
+	if b := final.Status.Batch; b == nil || *b != want {
+		t.Errorf("status.batch %+v, want %+v", b, want)
+	}
+	waitFor(t, "the task item's batch counts", time.Minute, func() (bool, string) {
+		task, _, err := st.Tasks.Get(ctx, final.Status.TaskID)
+		if err != nil || task.Batch == nil {
+			return false, fmt.Sprint(err)
+		}
+		return *task.Batch == tasktable.BatchCounts{Batches: 4, Completed: 3, Expired: 1, Lines: rows, LinesDone: rows}, fmt.Sprintf("%+v", *task.Batch)
+	})
 }
 
 // Cancelling a batch-mode run mid-batch cancels its batches and deletes its files at OpenAI.
@@ -203,6 +228,63 @@ func TestBatchModeCancelCancelsBatchesAndDeletesFiles(t *testing.T) {
 	})
 	if d := st.OpenAI.BatchStats().LinesEmbedded - before.LinesEmbedded; d != 0 {
 		t.Errorf("%d lines embedded after the cancel", d)
+	}
+}
+
+// Deleting a batch-mode run mid-batch stops it, and the batch-cleanup finalizer holds the
+// ingestion until its cleanup Job has cancelled the batches and deleted their files at OpenAI.
+func TestBatchModeDeleteCancelsBatchesAndDeletesFiles(t *testing.T) {
+	skipShort(t)
+	ctx := context.Background()
+	_, key := scenario(t, "batchdelete", csvgen.Options{Rows: 4000, Seed: 41})
+	st.OpenAI.HoldBatches(true)
+	t.Cleanup(func() { st.OpenAI.HoldBatches(false) })
+	before, skip := st.OpenAI.BatchStats(), len(st.OpenAI.BatchIDs())
+	obj := apply(t, batchIngestion("batchdelete", key, 2000))
+	ids := waitBatches(t, skip, 2)
+	if err := st.Cluster.Client.Delete(ctx, get(t, obj)); err != nil {
+		t.Fatal(err)
+	}
+	// Held open at the fake, the batches cannot end: the ingestion waits, stopped.
+	final := waitTerminal(t, obj, 2*time.Minute)
+	if final.Status.Phase != v1alpha1.PhaseCancelled || final.DeletionTimestamp.IsZero() {
+		t.Fatalf("deleted run: phase %s, deletion %v: %s", final.Status.Phase, final.DeletionTimestamp, final.Status.Message)
+	}
+	st.OpenAI.HoldBatches(false)
+	waitFor(t, "the ingestion gone", 2*time.Minute, func() (bool, string) {
+		cur := &v1alpha1.CsvIngestion{}
+		err := st.Cluster.Client.Get(ctx, client.ObjectKeyFromObject(obj), cur)
+		if apierrors.IsNotFound(err) {
+			return true, ""
+		}
+		var pods corev1.PodList
+		_ = st.Cluster.Client.List(ctx, &pods, client.InNamespace(obj.Namespace))
+		var ps []string
+		for _, p := range pods.Items {
+			msg := ""
+			for _, c := range p.Status.ContainerStatuses {
+				if c.State.Terminated != nil {
+					msg = c.State.Terminated.Message
+				} else if c.State.Waiting != nil {
+					msg = c.State.Waiting.Reason + " " + c.State.Waiting.Message
+				}
+			}
+			ps = append(ps, fmt.Sprintf("%s %s %s", p.Name, p.Status.Phase, msg))
+		}
+		return false, fmt.Sprintf("err %v, finalizers %v, conditions %v; pods %v", err, cur.Finalizers, cur.Status.Conditions, ps)
+	})
+	// Gone only after the cleanup: the batches are cancelled and the files deleted already.
+	after := st.OpenAI.BatchStats()
+	for _, id := range ids {
+		if s := st.OpenAI.BatchStatus(id); s != fakeopenai.BatchCancelled {
+			t.Errorf("batch %s %s after the ingestion was deleted", id, s)
+		}
+	}
+	if d := after.FilesDeleted - before.FilesDeleted; d != int64(len(ids)) {
+		t.Errorf("%d files deleted, want %d", d, len(ids))
+	}
+	if d := after.LinesEmbedded - before.LinesEmbedded; d != 0 {
+		t.Errorf("%d lines embedded after the deletion", d)
 	}
 }
 

@@ -350,6 +350,14 @@
       usage.splice(1, 1, ['Batches', num(e.batches), d.usage ? num(u.requests) : '—']);
       usage.splice(3, 0, ['Online price of the tokens (USD)', e.onlineCostUSD || '—', '—'], ['Saved with the Batch API (USD)', e.savedUSD || '—', '—']);
     }
+    const b = d.batch;
+    if (b) {
+      // The finished chunks' batches by OpenAI's state, and their lines done of lines submitted.
+      const states = [['validating', b.validating], ['in progress', b.inProgress], ['finalizing', b.finalizing], ['completed', b.completed],
+        ['failed', b.failed], ['expired', b.expired], ['cancelled', b.cancelled]].filter(([, n]) => n > 0).map(([k, n]) => num(n) + ' ' + k);
+      usage.push(['Batches by state', '—', num(b.batches) + (states.length ? ': ' + states.join(', ') : '')],
+        ['Batch lines done', '—', num(b.linesDone) + ' of ' + num(b.lines) + (b.linesFailed ? ' (' + num(b.linesFailed) + ' failed)' : '')]);
+    }
     fillRows($('usage-body'), usage, [{ get: (r) => r[0] }, { get: (r) => r[1], cls: 'num' }, { get: (r) => r[2], cls: 'num' }]);
     const src = d.source, tg = d.target, em = d.embedding;
     const kv = [

@@ -1,0 +1,218 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
+)
+
+// FinalizerBatchCleanup holds a batch-mode ingestion until its cleanup Job has cancelled its
+// open batches and deleted their files at OpenAI, so deleting a running ingestion does not leave
+// batches running (and billed) behind. Online ingestions never get it. It is removed when the
+// cleanup Job succeeded, when it failed (bounded by the Job's backoffLimit and deadline: a
+// Warning event says what was left behind), when nothing was ever submitted (no plan), or when
+// the namespace is being deleted (no Job can be created there any more).
+const FinalizerBatchCleanup = "ingestion.vectordb.io/batch-cleanup"
+
+// Reasons of the BatchCleanup condition and its events.
+const (
+	ReasonBatchCleanupDone    = "BatchCleanupDone"
+	ReasonBatchCleanupFailed  = "BatchCleanupFailed"
+	ReasonBatchCleanupSkipped = "BatchCleanupSkipped"
+)
+
+// cleanupJobState is what the cluster shows of an ingestion's cleanup Job.
+type cleanupJobState int
+
+const (
+	cleanupNoJob cleanupJobState = iota
+	cleanupRunning
+	cleanupSucceeded
+	cleanupFailed
+)
+
+// batchFinalizerAction is what to do with FinalizerBatchCleanup in one pass.
+type batchFinalizerAction int
+
+const (
+	finalizerKeep batchFinalizerAction = iota // nothing to do (absent and not wanted, or waiting)
+	finalizerAdd
+	finalizerRemoveDone    // the cleanup Job succeeded
+	finalizerRemoveFailed  // the cleanup Job failed: give up, saying what was left
+	finalizerRemoveNothing // nothing was submitted (no plan), or not batch mode
+)
+
+// batchFinalizerInput is what the decision depends on.
+type batchFinalizerInput struct {
+	batch, has, deleting, terminal bool
+	// planned: a plan was made (the ConfigMap is there or the status pinned one), so chunks may
+	// have submitted batches.
+	planned bool
+	job     cleanupJobState
+}
+
+// decideBatchFinalizer is the finalizer's pure decision. A running batch ingestion (not yet
+// deleted) gets it; a deleted running one is first stopped like spec.cancel (the pass does that),
+// so only a terminal one is ever released, once its cleanup Job has ended.
+func decideBatchFinalizer(in batchFinalizerInput) batchFinalizerAction {
+	switch {
+	case !in.batch:
+		if in.has {
+			return finalizerRemoveNothing // never ours to hold (the mode is immutable)
+		}
+		return finalizerKeep
+	case !in.has:
+		if !in.deleting && !in.terminal {
+			return finalizerAdd
+		}
+		return finalizerKeep
+	case !in.terminal:
+		return finalizerKeep // the pass stops the run first (cancel on delete)
+	case !in.planned:
+		return finalizerRemoveNothing
+	}
+	switch in.job {
+	case cleanupSucceeded:
+		return finalizerRemoveDone
+	case cleanupFailed:
+		return finalizerRemoveFailed
+	}
+	return finalizerKeep // the Job is being created or runs
+}
+
+// holdsBatchCleanup reports whether a deleted ingestion must be stopped and cleaned up through
+// the normal pass rather than let go at once.
+func holdsBatchCleanup(obj *v1alpha1.CsvIngestion) bool {
+	return obj.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch && controllerutil.ContainsFinalizer(obj, FinalizerBatchCleanup)
+}
+
+// cleanupJobOf returns the ingestion's cleanup Job and its state. A Job of that name left by an
+// earlier ingestion of the same name (a deleted one's cleanup is not owned, see cleanupStaged)
+// is not this one's: it is reported as foreign.
+func (r *Reconciler) cleanupJobOf(ctx context.Context, obj *v1alpha1.CsvIngestion) (*batchv1.Job, cleanupJobState, bool, error) {
+	job := &batchv1.Job{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: worker.CleanupJobName(obj.Name)}, job)
+	if apierrors.IsNotFound(err) {
+		return nil, cleanupNoJob, false, nil
+	}
+	if err != nil {
+		return nil, cleanupNoJob, false, fmt.Errorf("get cleanup Job of %s: %w", obj.Name, err)
+	}
+	if uid := job.Labels[worker.LabelUID]; uid != "" && uid != string(obj.UID) {
+		return job, cleanupNoJob, true, nil
+	}
+	switch {
+	case jobCompleteCondition(job):
+		return job, cleanupSucceeded, false, nil
+	case jobFailedCondition(job):
+		return job, cleanupFailed, false, nil
+	case !job.DeletionTimestamp.IsZero():
+		return job, cleanupNoJob, false, nil // going: another is created once it is gone
+	}
+	return job, cleanupRunning, false, nil
+}
+
+// batchCleanup applies decideBatchFinalizer after the pass (and cleanupStaged) ran. It returns
+// true when it removed the finalizer.
+func (r *Reconciler) batchCleanup(ctx context.Context, obj *v1alpha1.CsvIngestion, kids *children) (bool, error) {
+	batch := obj.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch
+	has := controllerutil.ContainsFinalizer(obj, FinalizerBatchCleanup)
+	if !batch && !has {
+		return false, nil // online: never touched
+	}
+	in := batchFinalizerInput{batch: batch, has: has, deleting: !obj.DeletionTimestamp.IsZero(),
+		terminal: obj.Status.Phase.Terminal(), planned: kids.plan != nil || obj.Status.Plan != nil}
+	var job *batchv1.Job
+	if in.has && in.terminal && in.planned {
+		var err error
+		if job, in.job, _, err = r.cleanupJobOf(ctx, obj); err != nil {
+			return false, err
+		}
+	}
+	var cond *metav1.Condition
+	switch decideBatchFinalizer(in) {
+	case finalizerKeep, finalizerAdd: // adding is done before the pass (Reconcile)
+		return false, nil
+	case finalizerRemoveDone:
+		cond = &metav1.Condition{Status: metav1.ConditionTrue, Reason: ReasonBatchCleanupDone,
+			Message: fmt.Sprintf("cleanup Job %s cancelled the open batches and deleted their files at OpenAI", job.Name)}
+	case finalizerRemoveFailed:
+		msg := fmt.Sprintf("cleanup Job %s failed (%s): batches of chunks that did not finish may still be open at OpenAI and their files not deleted; "+
+			"they are listed in the chunks' records under %s (run `embedder cleanup` again, or cancel them at OpenAI)",
+			job.Name, jobFailureMessage(job), batchRecordLocation(obj))
+		r.Recorder.Eventf(obj, job, corev1.EventTypeWarning, ReasonBatchCleanupFailed, "Cleanup", "%s", msg)
+		cond = &metav1.Condition{Status: metav1.ConditionFalse, Reason: ReasonBatchCleanupFailed, Message: truncate(msg, 1000)}
+	case finalizerRemoveNothing:
+		if batch {
+			cond = &metav1.Condition{Status: metav1.ConditionTrue, Reason: ReasonBatchCleanupSkipped,
+				Message: "no plan was made, so no batch was submitted"}
+		}
+	}
+	return true, r.removeBatchFinalizer(ctx, obj, cond)
+}
+
+// removeBatchFinalizer records cond (unless the ingestion is going: the event stays, the
+// status does not) and removes the finalizer.
+func (r *Reconciler) removeBatchFinalizer(ctx context.Context, obj *v1alpha1.CsvIngestion, cond *metav1.Condition) error {
+	if cond != nil && obj.DeletionTimestamp.IsZero() {
+		cond.Type, cond.ObservedGeneration = v1alpha1.ConditionBatchCleanup, obj.Generation
+		if meta.SetStatusCondition(&obj.Status.Conditions, *cond) {
+			if err := r.Status().Update(ctx, obj); err != nil {
+				return client.IgnoreNotFound(err)
+			}
+		}
+	}
+	if !controllerutil.RemoveFinalizer(obj, FinalizerBatchCleanup) {
+		return nil
+	}
+	if err := r.Update(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("remove finalizer %s of %s: %w", FinalizerBatchCleanup, obj.Name, err)
+	}
+	return nil
+}
+
+// giveUpBatchCleanup lets a deleted ingestion go when no cleanup Job can run: its namespace is
+// being deleted (the API server refuses new objects there, and deletes the Secret and Jobs).
+func (r *Reconciler) giveUpBatchCleanup(ctx context.Context, obj *v1alpha1.CsvIngestion, why error) error {
+	msg := fmt.Sprintf("the cleanup Job cannot be created (%v): batches of chunks that did not finish may still be open at OpenAI; they are listed in the chunks' records under %s",
+		why, batchRecordLocation(obj))
+	r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBatchCleanupFailed, "Cleanup", "%s", msg)
+	return r.removeBatchFinalizer(ctx, obj, &metav1.Condition{Status: metav1.ConditionFalse,
+		Reason: ReasonBatchCleanupFailed, Message: truncate(msg, 1000)})
+}
+
+func batchRecordLocation(obj *v1alpha1.CsvIngestion) string {
+	d := obj.Spec.DeadLetter
+	if d == nil {
+		return "spec.deadLetter"
+	}
+	id := obj.EffectiveTaskID()
+	if uid := string(obj.UID); uid != "" && uid != id {
+		id += "-" + uid // as worker.Ingestion.ObjectID
+	}
+	return fmt.Sprintf("s3://%s/%s%s/", d.Bucket, d.KeyPrefix, id)
+}
+
+// jobFailureMessage is the Failed condition's reason and message.
+func jobFailureMessage(j *batchv1.Job) string {
+	for _, c := range j.Status.Conditions {
+		if c.Type == batchv1.JobFailed && c.Status == corev1.ConditionTrue {
+			if c.Message == "" {
+				return c.Reason
+			}
+			return c.Reason + ": " + c.Message
+		}
+	}
+	return "failed"
+}
