@@ -26,6 +26,7 @@ import (
 	"github.com/go-logr/logr"
 	openai "github.com/sashabaranov/go-openai"
 
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
@@ -98,6 +99,10 @@ type Config struct {
 	Log      logr.Logger
 	// Sleep waits between polls; nil: a timer that ends with ctx.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// Report, when set, is called with the record's Summary whenever it changed, at most once
+	// per poll (live batch state for the manager). It must be quick and must not fail the
+	// chunk: it is best effort.
+	Report func(ctx context.Context, s v1alpha1.BatchStatus)
 }
 
 // Stats are a runner's counters, for the chunk's result.
@@ -119,6 +124,8 @@ type Runner struct {
 	stats Stats
 	// trusted: batch and file ids this process created, or found at OpenAI to be this chunk's.
 	trusted map[string]bool
+	// reported is the summary last handed to Config.Report (nil: none yet).
+	reported *v1alpha1.BatchStatus
 }
 
 // Open loads the chunk's record, or starts one. A record of a finished run starts a new
