@@ -42,11 +42,11 @@ type BatchReport struct {
 const (
 	// MaxReportChunk is the largest chunk index taken (the planner's chunk bound).
 	MaxReportChunk = 50_000
-	// maxReportsPerIngestion: at most this many chunks of one ingestion are kept (twice the
-	// largest parallelism: a replaced pod's chunk lingers until it expires).
-	maxReportsPerIngestion = 2_000
-	// maxReports bounds the entries over all ingestions.
-	maxReports = 20_000
+	// DefaultMaxReportsPerIngestion: at most this many chunks of one ingestion are kept (twice
+	// the largest parallelism: a replaced pod's chunk lingers until it expires).
+	DefaultMaxReportsPerIngestion = 2_000
+	// DefaultMaxReports bounds the entries over all ingestions.
+	DefaultMaxReports = 20_000
 	// maxReportBatches bounds a report's counts of batches (a chunk cuts far fewer).
 	maxReportBatches = 1 << 20
 	// maxReportBody bounds a report's body.
@@ -67,19 +67,27 @@ type LiveBatch struct {
 // Reports keeps the latest batch summary per (namespace/ingestion, chunk). It is an
 // http.Handler for ReportPath. Safe for concurrent use.
 type Reports struct {
-	key []byte
-	ttl time.Duration
-	now func() time.Time
-	log logr.Logger
+	key               []byte
+	ttl               time.Duration
+	now               func() time.Time
+	log               logr.Logger
+	maxPerIng, maxAll int
+	swept             time.Time
 
 	mu      sync.Mutex
 	byIng   map[string]*ingReports
 	entries int
 }
 
+// ingReports are one ingestion name's chunks, by the UID their pods named (an earlier
+// ingestion of the same name shares the credential; its late reports are kept apart and expire).
 type ingReports struct {
-	uid    string
-	chunks map[int]LiveBatch
+	chunks map[chunkKey]LiveBatch
+}
+
+type chunkKey struct {
+	uid   string
+	chunk int
 }
 
 // ReportsOptions configure NewReports.
@@ -91,6 +99,9 @@ type ReportsOptions struct {
 	TTL time.Duration
 	Now func() time.Time
 	Log logr.Logger
+	// MaxPerIngestion and Max bound the chunks kept per ingestion and in all (defaults
+	// DefaultMaxReportsPerIngestion, DefaultMaxReports).
+	MaxPerIngestion, Max int
 }
 
 // NewReports returns an empty store.
@@ -104,7 +115,14 @@ func NewReports(o ReportsOptions) (*Reports, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Reports{key: o.Key, ttl: o.TTL, now: o.Now, log: o.Log, byIng: map[string]*ingReports{}}, nil
+	if o.MaxPerIngestion <= 0 {
+		o.MaxPerIngestion = DefaultMaxReportsPerIngestion
+	}
+	if o.Max <= 0 {
+		o.Max = DefaultMaxReports
+	}
+	return &Reports{key: o.Key, ttl: o.TTL, now: o.Now, log: o.Log, maxPerIng: o.MaxPerIngestion, maxAll: o.Max,
+		byIng: map[string]*ingReports{}}, nil
 }
 
 // ServeHTTP answers POST ReportPath: 204 when kept.
@@ -178,31 +196,27 @@ func (s *Reports) Put(rep BatchReport) error {
 	now := s.now()
 	ing := rep.Namespace + "/" + rep.Ingestion
 	s.mu.Lock()
-	s.expire(now)
-	e := s.byIng[ing]
-	if e != nil && e.uid != rep.UID {
-		// A new ingestion of the same name, or a late pod of the old one: the newest wins, and
-		// the controller shows only its own UID's chunks.
-		s.entries -= len(e.chunks)
-		e = nil
-		delete(s.byIng, ing)
+	if now.Sub(s.swept) >= s.ttl/10 {
+		s.expire(now)
 	}
-	_, known := e.lookup(rep.Chunk)
+	e := s.byIng[ing]
+	k := chunkKey{uid: rep.UID, chunk: rep.Chunk}
+	_, known := e.lookup(k)
 	if !known {
 		switch {
-		case e != nil && len(e.chunks) >= maxReportsPerIngestion:
+		case e != nil && len(e.chunks) >= s.maxPerIng:
 			s.mu.Unlock()
-			return fmt.Errorf("%w: ingestion %s already reports %d chunks", ErrTooManyReports, ing, maxReportsPerIngestion)
-		case s.entries >= maxReports:
+			return fmt.Errorf("%w: ingestion %s already reports %d chunks", ErrTooManyReports, ing, s.maxPerIng)
+		case s.entries >= s.maxAll:
 			s.mu.Unlock()
-			return fmt.Errorf("%w: the manager keeps at most %d chunks' reports; retry later", ErrTooManyReports, maxReports)
+			return fmt.Errorf("%w: the manager keeps at most %d chunks' reports; retry later", ErrTooManyReports, s.maxAll)
 		}
 	}
 	if e == nil {
-		e = &ingReports{uid: rep.UID, chunks: map[int]LiveBatch{}}
+		e = &ingReports{chunks: map[chunkKey]LiveBatch{}}
 		s.byIng[ing] = e
 	}
-	e.chunks[rep.Chunk] = LiveBatch{Summary: rep.Summary, At: now}
+	e.chunks[k] = LiveBatch{Summary: rep.Summary, At: now}
 	if !known {
 		s.entries++
 	}
@@ -210,16 +224,17 @@ func (s *Reports) Put(rep BatchReport) error {
 	return nil
 }
 
-func (e *ingReports) lookup(chunk int) (LiveBatch, bool) {
+func (e *ingReports) lookup(k chunkKey) (LiveBatch, bool) {
 	if e == nil {
 		return LiveBatch{}, false
 	}
-	v, ok := e.chunks[chunk]
+	v, ok := e.chunks[k]
 	return v, ok
 }
 
 // expire drops the chunks not heard from within the TTL. Called with s.mu held.
 func (s *Reports) expire(now time.Time) {
+	s.swept = now
 	for ing, e := range s.byIng {
 		for c, v := range e.chunks {
 			if now.Sub(v.At) >= s.ttl {
@@ -242,14 +257,15 @@ func (s *Reports) Chunks(namespace, ingestion, uid string) map[int]LiveBatch {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.expire(now)
 	e := s.byIng[namespace+"/"+ingestion]
-	if e == nil || e.uid != uid {
+	if e == nil {
 		return nil
 	}
 	out := make(map[int]LiveBatch, len(e.chunks))
-	for c, v := range e.chunks {
-		out[c] = v
+	for k, v := range e.chunks {
+		if k.uid == uid && now.Sub(v.At) < s.ttl {
+			out[k.chunk] = v
+		}
 	}
 	return out
 }
