@@ -160,6 +160,7 @@ func (s *Reports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.Put(rep); err != nil {
+		s.log.V(1).Info("batch report refused", "namespace", rep.Namespace, "ingestion", rep.Ingestion, "chunk", rep.Chunk, "reason", err.Error())
 		httpError(w, http.StatusTooManyRequests, err.Error())
 		return
 	}
