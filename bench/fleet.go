@@ -78,6 +78,28 @@ type FleetRun struct {
 	Vectors, Missing            int64
 	Unexpected                  int64
 	FailedAttempts              int64
+	// MinFactor is the lowest backoff factor the lease service reported (1: never backed off;
+	// 0: leases off), BackedOff how long it was below 1 (sampled every second).
+	MinFactor float64
+	BackedOff time.Duration
+}
+
+// backoffFactor reads the lease service's lowest backoff factor from the manager's metrics
+// (ok false when it exports none: leases off, or no holder yet).
+func backoffFactor(st *stack.Stack) (f float64, ok bool) {
+	m, err := st.Metrics()
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(m, "\n") {
+		if strings.HasPrefix(line, ratelease.MetricFactor+"{") {
+			var v float64
+			if _, err := fmt.Sscan(line[strings.LastIndex(line, " ")+1:], &v); err == nil && (!ok || v < f) {
+				f, ok = v, true
+			}
+		}
+	}
+	return f, ok
 }
 
 // fleetSample is the tokens of the vectors each ingestion had stored at one instant.
@@ -326,6 +348,14 @@ func fleetRun(ctx context.Context, c Config, st *stack.Stack, ns, mode string, f
 		defer wg.Done()
 		for {
 			samples = append(samples, sample(time.Since(start)))
+			if f, ok := backoffFactor(st); ok {
+				if out.MinFactor == 0 || f < out.MinFactor {
+					out.MinFactor = f
+				}
+				if f < 1 {
+					out.BackedOff += time.Second
+				}
+			}
 			select {
 			case <-stopSampling:
 				samples = append(samples, sample(time.Since(start)))
@@ -521,6 +551,12 @@ func FleetMarkdown(fl Fleet, command string) string {
 		return fmt.Sprintf("%d / %d / %d", x.Vectors, x.Missing, x.Unexpected)
 	})
 	row("failed chunk attempts (retried by their Job)", "", func(x FleetRun) string { return fmt.Sprint(x.FailedAttempts) })
+	row("budget backoff on 429s: lowest factor, time below 1", "1, 0 s", func(x FleetRun) string {
+		if x.MinFactor == 0 {
+			return "– (no lease service)"
+		}
+		return fmt.Sprintf("%.2f, %s", x.MinFactor, x.BackedOff)
+	})
 	w("")
 	w("The share of each ingestion is measured from the vectors it had stored (sampled every second, each vector counted with its text's tokens) between the first progress of the last one to start and the last progress of the first one to finish, so start-up (planner Job, pod start) is not counted against a newcomer. The floor is tokens ÷ TPM; the fake's sliding window admits a whole minute's budget at once, so a run that storms (before) can finish part of its last minute faster than that, paid for in 429s, while leased pods pace themselves at the granted rate.")
 	w("%s", FleetEnd)

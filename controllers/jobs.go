@@ -215,7 +215,7 @@ func (r *Reconciler) job(obj *v1alpha1.CsvIngestion, name, role string, pod core
 
 // plannerJob reads the object once and writes the plan ConfigMap, so it alone needs API access.
 // It also runs the vector-space guard (package vectorspace), which reads the index and embeds a
-// few stored texts, so it gets the OpenAI and Pinecone keys too.
+// few stored texts, so it gets the OpenAI and Pinecone keys too, and a rate lease when leasing.
 func (r *Reconciler) plannerJob(obj *v1alpha1.CsvIngestion) (*batchv1.Job, error) {
 	env := []corev1.EnvVar{
 		secretEnv(worker.EnvOpenAIAPIKey, obj.Spec.Embedding.APIKeySecretRef),
@@ -224,6 +224,8 @@ func (r *Reconciler) plannerJob(obj *v1alpha1.CsvIngestion) (*batchv1.Job, error
 	if mb := obj.Spec.Source.Metabase; mb != nil {
 		env = append(env, secretEnv(worker.EnvMetabaseAPIKey, mb.APIKeySecretRef))
 	}
+	// The guard's request draws from the key's budget: it leases like a chunk pod.
+	env = append(env, r.leaseEnv(obj, worker.PlanJobName(obj.Name))...)
 	pod, err := r.podSpec(obj, []string{"plan"}, env, true)
 	if err != nil {
 		return nil, err

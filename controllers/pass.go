@@ -215,6 +215,16 @@ func (p *pass) planStep(ctx context.Context) (bool, error) {
 	st.Phase = v1alpha1.PhasePlanning
 	switch pl := kids.planner; {
 	case pl == nil:
+		if p.r.leasing() {
+			// The planner's vector-space guard leases too: its Secret first, as for chunk Jobs.
+			if err := p.r.ensureLeaseSecret(ctx, p.obj); err != nil {
+				if !p.refused("write the rate lease Secret", err) {
+					return false, err
+				}
+				p.setCondition(v1alpha1.ConditionPlanned, false, "Planning", "planner Job not created yet: the API server refused its rate lease Secret (see the Blocked condition)")
+				break
+			}
+		}
 		job, err := p.r.plannerJob(p.obj)
 		if err != nil {
 			return false, err

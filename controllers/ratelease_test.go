@@ -100,6 +100,21 @@ func TestRateLeases(t *testing.T) {
 	a := create(t, newIngestion(ns, "lease-a", func(o *v1alpha1.CsvIngestion) { o.Spec.Chunking.Parallelism = 2 }))
 	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), a) })
 	waitPhase(t, a, v1alpha1.PhasePlanning)
+	// The planner's vector-space guard calls the provider too: its Job leases like a chunk's, and
+	// the lease Secret is written before it.
+	var planners []batchv1.Job
+	eventually(t, "the planner job", 30*time.Second, func() (bool, string) {
+		planners = listJobs(t, a, worker.RolePlan)
+		return len(planners) == 1, fmt.Sprintf("%d jobs", len(planners))
+	})
+	penv := envByName(planners[0].Spec.Template.Spec.Containers[0])
+	checkSecretRef(t, penv, ratelease.EnvCredential, ratelease.SecretName(a.Name), ratelease.SecretKey)
+	if penv[ratelease.EnvURL].Value != url || penv[ratelease.EnvJob].Value != planners[0].Name {
+		t.Errorf("planner %s: lease env %+v", planners[0].Name, penv)
+	}
+	if err := cluster.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: ratelease.SecretName(a.Name)}, &corev1.Secret{}); err != nil {
+		t.Fatalf("the lease Secret is not there when the planner Job is: %v", err)
+	}
 	writePlan(t, get(t, a), 3000, 1000)
 	var chunks []batchv1.Job
 	eventually(t, "2 chunk jobs", 30*time.Second, func() (bool, string) {

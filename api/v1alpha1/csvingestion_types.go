@@ -496,7 +496,9 @@ type EmbeddingSpec struct {
 
 	// RequestsPerMinute is the request budget of the whole ingestion, split across running chunks.
 	// With the manager's rate leases on, it is the budget of the key: ingestions with the same
-	// key Secret, baseURL and model in the namespace share the smallest one they declare.
+	// key Secret, baseURL and model in the namespace share the smallest one they declare. An
+	// EmbeddingBudget claiming the key Secret or namespace and listing the model replaces it
+	// (this field then only bounds a chunk before its first lease and after losing the manager).
 	// +optional
 	// +kubebuilder:default=300
 	// +kubebuilder:validation:Minimum=1

@@ -62,17 +62,27 @@ func main() {
 	rows := flag.Int("rows", 1000000, "rows of the generated legacy file")
 	perChunk := flag.Int("rows-per-chunk", 250000, "spec.chunking.rowsPerChunk")
 	out := flag.String("out", "docs/benchmarks.md", "report to update (empty: print only)")
+	planOnly := flag.Bool("plan-only", false, "run only `embedder plan` and print its peak RSS (no report; with VECTORDB_HEAPPROFILE set, its peak heap profile is written there)")
+	online := flag.Bool("online", false, "with -plan-only: plan the same file in online mode (the planner does not branch on the mode; this shows it)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
-	md, err := measure(ctx, *rows, *perChunk, start)
+	mode := v1alpha1.EmbeddingBatch
+	if *online {
+		if !*planOnly {
+			fmt.Fprintln(os.Stderr, "bench batchmode: -online needs -plan-only")
+			os.Exit(2)
+		}
+		mode = v1alpha1.EmbeddingOnline
+	}
+	md, err := measure(ctx, *rows, *perChunk, *planOnly, mode, start)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench batchmode:", err)
 		os.Exit(1)
 	}
 	fmt.Print(md)
-	if *out != "" {
+	if *out != "" && !*planOnly {
 		if err := report.ReplaceSection(*out, beginMarker, endMarker, md); err != nil {
 			fmt.Fprintln(os.Stderr, "bench batchmode:", err)
 			os.Exit(1)
@@ -80,7 +90,7 @@ func main() {
 	}
 }
 
-func measure(ctx context.Context, rows, perChunk int, start time.Time) (string, error) {
+func measure(ctx context.Context, rows, perChunk int, planOnly bool, mode string, start time.Time) (string, error) {
 	dir, err := os.MkdirTemp("", "bench-batchmode-")
 	if err != nil {
 		return "", err
@@ -124,7 +134,7 @@ func measure(ctx context.Context, rows, perChunk int, start time.Time) (string, 
 				CSV: v1alpha1.CSVFormat{Delimiter: ",", Compression: "auto", Encoding: "utf-8"}},
 			Mapping: v1alpha1.MappingSpec{IDColumn: "id", IDPrefix: "239.", TextColumn: "formatted_text", Sanitize: "legacy",
 				Metadata: v1alpha1.MetadataSpec{Include: "all", TextField: "text", TextMaxChars: 1000}},
-			Embedding: v1alpha1.EmbeddingSpec{Model: model, Dimensions: dims, BaseURL: oa.URL(), Mode: v1alpha1.EmbeddingBatch,
+			Embedding: v1alpha1.EmbeddingSpec{Model: model, Dimensions: dims, BaseURL: oa.URL(), Mode: mode,
 				RequestsPerMinute: 300, TokensPerMinute: 1000000, MaxInputsPerRequest: 2048,
 				Batch: &v1alpha1.EmbeddingBatchSpec{MaxEnqueuedTokens: 1_000_000_000}},
 			Target:     v1alpha1.TargetSpec{Pinecone: v1alpha1.PineconeTarget{Index: index, Namespace: "batch", BatchSize: 100}},
@@ -147,6 +157,10 @@ func measure(ctx context.Context, rows, perChunk int, start time.Time) (string, 
 	var plan worker.Plan
 	if err := json.Unmarshal([]byte(planOut), &plan); err != nil {
 		return "", fmt.Errorf("plan output: %w", err)
+	}
+	if planOnly {
+		return fmt.Sprintf("%s plan of %d rows: peak RSS %.1f MiB, anon %.1f MiB, wall %s, %d chunks, %d estimated tokens\n",
+			mode, rows, planProc.peakMiB, planProc.anonMiB, planProc.wall.Round(100*time.Millisecond), plan.Chunks(), plan.EstimatedTokens), nil
 	}
 	procs := []proc{planProc}
 	var upserted int64

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,10 +15,12 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/chunkrun"
+	"github.com/vectordb-io/vectordb-operator/internal/embedding"
 	"github.com/vectordb-io/vectordb-operator/internal/exitcode"
 	"github.com/vectordb-io/vectordb-operator/internal/ingestfile"
 	"github.com/vectordb-io/vectordb-operator/internal/localrun"
 	"github.com/vectordb-io/vectordb-operator/internal/planner"
+	"github.com/vectordb-io/vectordb-operator/internal/ratebudget"
 	"github.com/vectordb-io/vectordb-operator/internal/syncrun"
 	"github.com/vectordb-io/vectordb-operator/internal/vectorspace"
 	"github.com/vectordb-io/vectordb-operator/internal/version"
@@ -59,6 +62,7 @@ func newPlanCmd(g *globals) *cobra.Command {
 					Guard: vectorspace.ForIngestion(ing, vectorspace.Keys{
 						OpenAI: os.Getenv(worker.EnvOpenAIAPIKey), Pinecone: os.Getenv(worker.EnvPineconeAPIKey),
 						PineconeControlHost: os.Getenv(EnvPineconeControlHost),
+						Lease:               guardLease(ing, log),
 					}, nil, log.WithName("guard")),
 				})
 				if err != nil {
@@ -280,5 +284,19 @@ func newVersionCmd(g *globals) *cobra.Command {
 			_, err := fmt.Fprintln(g.stdout, version.Version)
 			return err
 		},
+	}
+}
+
+// guardLease is the planner's lease for its vector-space guard when the controller gave the pod
+// one (nil otherwise): the guard's request draws from the key's budget like a chunk pod's, with
+// the ingestion's whole declared budget as the fallback (the guard sends one request).
+func guardLease(ing worker.Ingestion, log logr.Logger) func(ctx context.Context, emb *embedding.Embedder) (stop func()) {
+	opts := chunkrun.LeaseFromEnv(ing, log)
+	if opts == nil {
+		return nil
+	}
+	fallback := ratebudget.Rates{RPM: float64(ing.Spec.Embedding.RequestsPerMinute), TPM: float64(ing.Spec.Embedding.TokensPerMinute)}
+	return func(ctx context.Context, emb *embedding.Embedder) func() {
+		return chunkrun.Lease(ctx, *opts, emb, fallback, log.WithName("guard"))
 	}
 }

@@ -14,6 +14,8 @@ package batchembed
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,11 +101,29 @@ type Config struct {
 	Log      logr.Logger
 	// Sleep waits between polls; nil: a timer that ends with ctx.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// Now is the clock of batch claims; nil: time.Now.
+	Now func() time.Time
+	// Writer names this runner in the record's batch claims (the pod's name); "": a random id.
+	Writer string
+	// ClaimTimeout is how old another writer's claim on a batch must be before this one takes
+	// it over (that writer died between claiming and recording the batch); 0:
+	// DefaultClaimTimeout. Creating a batch (the lookup by metadata and CreateBatch) is bounded
+	// by half of it, so a live claimant never outlasts its claim.
+	ClaimTimeout time.Duration
 	// Report, when set, is called with the record's Summary whenever it changed, at most once
 	// per poll (live batch state for the manager). It must be quick and must not fail the
 	// chunk: it is best effort.
 	Report func(ctx context.Context, s v1alpha1.BatchStatus)
 }
+
+// DefaultClaimTimeout is Config.ClaimTimeout's default.
+// (a replacement pod waits this long only when its predecessor died between claiming a batch and
+// creating it; one that died after creating it is found by the batch's metadata at once).
+const DefaultClaimTimeout = 5 * time.Minute
+
+// maxSaveTries bounds how often one record write is merged and tried again after other pods of
+// the chunk wrote first.
+const maxSaveTries = 20
 
 // Stats are a runner's counters, for the chunk's result.
 type Stats struct {
@@ -124,6 +144,8 @@ type Runner struct {
 	stats Stats
 	// trusted: batch and file ids this process created, or found at OpenAI to be this chunk's.
 	trusted map[string]bool
+	// version is the stored record's version this runner last read or wrote.
+	version string
 	// reported is the summary last handed to Config.Report (nil: none yet).
 	reported *v1alpha1.BatchStatus
 }
@@ -150,8 +172,15 @@ func Open(ctx context.Context, cfg Config) (*Runner, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = http.DefaultClient
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Writer == "" {
+		cfg.Writer = randomWriter()
+	}
+	cfg.ClaimTimeout = cmp.Or(cfg.ClaimTimeout, DefaultClaimTimeout)
 	cfg.BaseURL = cmp.Or(cfg.BaseURL, "https://api.openai.com/v1")
-	rec, found, err := cfg.Store.Load(ctx)
+	rec, version, found, err := cfg.Store.Load(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +200,13 @@ func Open(ctx context.Context, cfg Config) (*Runner, error) {
 	}
 	// The spool directory is made when a file is written (submission, collection): a cleanup
 	// pod, which only cancels and deletes, has no writable filesystem.
-	return &Runner{cfg: cfg, rec: rec}, nil
+	return &Runner{cfg: cfg, rec: rec, version: version}, nil
+}
+
+func randomWriter() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "w-" + hex.EncodeToString(b)
 }
 
 func clamp(v, def int) int {
@@ -203,11 +238,67 @@ func (r *Runner) Record() Record {
 // Stats returns the runner's counters.
 func (r *Runner) Stats() Stats { return r.stats }
 
+// save writes the record conditionally on the version last read or written. When another pod
+// of the chunk wrote first, it re-reads the record, merges (see merge: nothing either writer
+// recorded is lost), cancels a batch of its own the stored record already has from the other
+// writer and deletes an input file nobody will use, and writes again. A stored record that
+// finished the chunk's batches while this one did not is ErrSteppedBack.
 func (r *Runner) save(ctx context.Context) error {
-	if err := r.cfg.Store.Save(ctx, r.rec); err != nil {
-		return fmt.Errorf("record the chunk's batches: %w", err)
+	for try := 1; ; try++ {
+		v, err := r.cfg.Store.Save(ctx, r.rec, r.version)
+		if err == nil {
+			r.version = v
+			return nil
+		}
+		if !errors.Is(err, ErrConflict) || try >= maxSaveTries {
+			return fmt.Errorf("record the chunk's batches: %w", err)
+		}
+		r.cfg.Log.Info("another pod of this chunk wrote its batch record first; merging", "try", try)
+		if err := r.refresh(ctx); err != nil {
+			return fmt.Errorf("record the chunk's batches: %w", err)
+		}
 	}
+}
+
+// refresh reads the stored record and merges this runner's into it (see save).
+func (r *Runner) refresh(ctx context.Context) error {
+	stored, v, found, err := r.cfg.Store.Load(ctx)
+	if err != nil {
+		return err
+	}
+	if !found {
+		r.version = "" // deleted under us: write ours whole
+		return nil
+	}
+	m, err := merge(r.rec, stored)
+	if err != nil {
+		return err
+	}
+	for _, id := range m.duplicates {
+		r.cfg.Log.Info("another pod of this chunk created the same batch; cancelling this pod's copy", "batch", id)
+		if _, err := r.cfg.Client.CancelBatch(ctx, id); err != nil {
+			if st := apiStatus(err); st != http.StatusConflict && st != http.StatusBadRequest && st != http.StatusNotFound {
+				return r.classify("cancel duplicate batch "+id, err)
+			}
+		}
+	}
+	for _, id := range m.orphanFiles {
+		if err := r.cfg.Client.DeleteFile(ctx, id); err != nil && apiStatus(err) != http.StatusNotFound {
+			return r.classify("delete unused batch file "+id, err)
+		}
+	}
+	r.rec, r.version = m.rec, v
 	return nil
+}
+
+// batchAt returns the record's entry for a batch (pass and index), which merges may move.
+func (r *Runner) batchAt(pass, index int) (int, *Batch) {
+	for i := range r.rec.Batches {
+		if b := &r.rec.Batches[i]; b.Pass == pass && b.Index == index {
+			return i, b
+		}
+	}
+	return -1, nil
 }
 
 // customID names a row in a batch line: the chunk and the row number, all the collector needs.

@@ -31,43 +31,49 @@ const (
 )
 
 // memStore is a Store in memory that can be told to fail a save, as a pod killed right before
-// the write would.
+// the write would. Its versions count the writes, and a save at an old version is a conflict,
+// as S3's conditional writes are.
 type memStore struct {
 	mu       sync.Mutex
 	rec      *batchembed.Record
+	version  int
 	saves    int
 	failSave int // fail the save with this number (1-based); 0: none
 }
 
 var errKilled = errors.New("killed")
 
-func (m *memStore) Load(context.Context) (batchembed.Record, bool, error) {
+func (m *memStore) Load(context.Context) (batchembed.Record, string, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.rec == nil {
-		return batchembed.Record{}, false, nil
+		return batchembed.Record{}, "", false, nil
 	}
-	return *m.rec, true, nil
+	return *m.rec, fmt.Sprint(m.version), true, nil
 }
 
-func (m *memStore) Save(_ context.Context, rec batchembed.Record) error {
+func (m *memStore) Save(_ context.Context, rec batchembed.Record, version string) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.saves++
 	if m.saves == m.failSave {
-		return errKilled
+		return "", errKilled
+	}
+	if want := fmt.Sprint(m.version); (m.rec == nil && version != "") || (m.rec != nil && version != want) {
+		return "", fmt.Errorf("version %q, stored %q: %w", version, want, batchembed.ErrConflict)
 	}
 	// Through JSON, as the S3 store keeps it: nothing shared with the runner's copy.
 	b, err := json.Marshal(rec)
 	if err != nil {
-		return err
+		return "", err
 	}
 	var kept batchembed.Record
 	if err := json.Unmarshal(b, &kept); err != nil {
-		return err
+		return "", err
 	}
 	m.rec = &kept
-	return nil
+	m.version++
+	return fmt.Sprint(m.version), nil
 }
 
 func (m *memStore) Delete(context.Context) error {
@@ -274,9 +280,9 @@ func TestLimitsSplitBatches(t *testing.T) {
 func TestKilledPodsNeverSubmitTwice(t *testing.T) {
 	ctx := context.Background()
 	const n = 200
-	// Saves while submitting 200 rows at 50 a batch: each batch is saved once uploaded and once
-	// created, then Close saves. Kill at every one of the first eight saves in turn.
-	for kill := 1; kill <= 8; kill++ {
+	// Saves while submitting 200 rows at 50 a batch: each batch is saved once uploaded, once
+	// claimed and once created, then Close saves. Kill at every one of these 13 saves in turn.
+	for kill := 1; kill <= 13; kill++ {
 		t.Run(fmt.Sprint("save", kill), func(t *testing.T) {
 			s := startFake(t)
 			store := &memStore{failSave: kill}
@@ -590,7 +596,7 @@ func TestAbandonCancelsBatchCreatedButNotRecorded(t *testing.T) {
 	ctx := context.Background()
 	s := startFake(t)
 	s.HoldBatches(true)
-	store := &memStore{failSave: 2} // save 1: b0 uploaded; save 2: b0 created (killed)
+	store := &memStore{failSave: 3} // save 1: b0 uploaded; save 2: b0 claimed; save 3: b0 created (killed)
 	r, err := batchembed.Open(ctx, config(t, s, store, 30))
 	if err != nil {
 		t.Fatal(err)
@@ -720,7 +726,7 @@ func TestRecordNamingAnotherIngestionsBatchesIsRefused(t *testing.T) {
 	forged := ro.Record()
 	forged.Ingestion = "uid-1"
 	hostile := &memStore{}
-	if err := hostile.Save(ctx, forged); err != nil {
+	if _, err := hostile.Save(ctx, forged, ""); err != nil {
 		t.Fatal(err)
 	}
 	r, err := batchembed.Open(ctx, config(t, s, hostile, 30))

@@ -2,17 +2,21 @@ package batchembed
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
@@ -63,6 +67,12 @@ type Batch struct {
 	Failed       int    `json:"failed,omitempty"`
 	// Reason is why a failed batch failed: the provider's code and message.
 	Reason string `json:"reason,omitempty"`
+	// Claim names the writer (Runner) that is creating the batch, and ClaimedAt (Unix seconds,
+	// its clock) since when: set by a conditional write before CreateBatch, so that of two pods
+	// of one chunk only one creates it; the other waits for its id (or takes a claim older than
+	// Config.ClaimTimeout over: its writer died between claiming and recording the batch).
+	Claim     string `json:"claim,omitempty"`
+	ClaimedAt int64  `json:"claimedAt,omitempty"`
 }
 
 // StateUploaded is a batch whose input file is uploaded but which is not created yet.
@@ -77,37 +87,194 @@ func Terminal(state string) bool {
 	return false
 }
 
-// Store keeps a chunk's record.
+// ErrSteppedBack is a pod that lost a race to another pod of its chunk that already finished the
+// chunk's batches (or started their next generation): it stops; the Job retries if it must.
+var ErrSteppedBack = errors.New("another pod of this chunk finished its batches, or the cleanup of a cancelled run ended them; this pod stops")
+
+// merged is the outcome of merging a record this writer holds with the one stored.
+type merged struct {
+	rec Record
+	// orphanFiles are input files this writer uploaded for batches the stored record already
+	// has from another writer: nobody will create their batches; delete them.
+	orphanFiles []string
+	// duplicates are batches this writer created that the stored record already has, created by
+	// another writer from its claim: cancel them (never collected, so no row is upserted twice).
+	duplicates []string
+}
+
+// merge combines mine (this writer's record, with changes not yet stored) with stored (what the
+// store holds now, written by another pod of the chunk). Every fact in a record is monotone, so
+// the merge keeps the furthest of each: the longer pass list, the higher NextRow, Submitted and
+// Done once set, the batches of both (by pass and index), and of two entries for one batch the
+// one further along (a later try, a created batch over an uploaded file, a later state). Of two
+// claims or two uploads for one batch the stored one wins: it was written first. Records of
+// another chunk, or a stored record that finished this generation (or started the next) while
+// mine did not, are errors: mine steps back.
+func merge(mine, stored Record) (merged, error) {
+	if stored.Ingestion != mine.Ingestion || stored.Chunk != mine.Chunk {
+		return merged{}, worker.Permanent(worker.ReasonPermanentError, fmt.Errorf(
+			"batch record is now for ingestion %s chunk %d, not %s chunk %d: it was not written by this chunk (delete it to start the chunk's batches afresh)",
+			stored.Ingestion, stored.Chunk, mine.Ingestion, mine.Chunk))
+	}
+	switch {
+	case stored.Generation < mine.Generation:
+		// This writer started the next generation over a finished record; the stored one is
+		// that finished record, rewritten late by its last writer.
+		return merged{rec: mine}, nil
+	case stored.Generation > mine.Generation || (stored.Done && !mine.Done):
+		return merged{}, fmt.Errorf("%w (the stored record is at generation %d, done %t; this pod's at %d)",
+			ErrSteppedBack, stored.Generation, stored.Done, mine.Generation)
+	}
+	out := merged{rec: stored}
+	rec := &out.rec
+	rec.Done = stored.Done || mine.Done
+	rec.Passes = nil
+	for i := range max(len(mine.Passes), len(stored.Passes)) {
+		var p Pass
+		for _, from := range [][]Pass{mine.Passes, stored.Passes} {
+			if i < len(from) {
+				p.NextRow = max(p.NextRow, from[i].NextRow)
+				p.Submitted = p.Submitted || from[i].Submitted
+			}
+		}
+		rec.Passes = append(rec.Passes, p)
+	}
+	type key struct{ pass, index int }
+	byKey := map[key]int{}
+	rec.Batches = append([]Batch(nil), stored.Batches...)
+	for i, b := range rec.Batches {
+		byKey[key{b.Pass, b.Index}] = i
+	}
+	for _, m := range mine.Batches {
+		i, ok := byKey[key{m.Pass, m.Index}]
+		if !ok {
+			rec.Batches = append(rec.Batches, m)
+			continue
+		}
+		b, orphan, dup := mergeBatch(m, rec.Batches[i])
+		rec.Batches[i] = b
+		if orphan != "" {
+			out.orphanFiles = append(out.orphanFiles, orphan)
+		}
+		if dup != "" {
+			out.duplicates = append(out.duplicates, dup)
+		}
+	}
+	// Creation order: passes in turn, a pass's batches by index.
+	slices.SortStableFunc(rec.Batches, func(a, b Batch) int {
+		return cmp.Or(cmp.Compare(a.Pass, b.Pass), cmp.Compare(a.Index, b.Index))
+	})
+	return out, nil
+}
+
+// mergeBatch merges two entries for one batch (same pass and index): mine and the stored one.
+// It returns the entry to keep, an input file of mine nobody will use, and a batch of mine that
+// duplicates the stored one.
+func mergeBatch(mine, stored Batch) (keep Batch, orphanFile, duplicate string) {
+	if mine.Try != stored.Try {
+		// A later try replaced the batch refused for the enqueued-token cap (same input file).
+		if mine.Try > stored.Try {
+			return mine, "", ""
+		}
+		return stored, "", ""
+	}
+	switch {
+	case mine.ID == "" && stored.ID == "":
+		if mine.InputFileID != stored.InputFileID {
+			return stored, mine.InputFileID, "" // two uploads: the stored one was recorded first
+		}
+		keep = stored
+		if keep.Claim == "" {
+			keep.Claim, keep.ClaimedAt = mine.Claim, mine.ClaimedAt
+		}
+		return keep, "", ""
+	case mine.ID != "" && stored.ID == "":
+		// Mine created it (by its claim, or by taking a stale one over): the stored entry has not
+		// caught up. A stored upload of another file is then the orphan, but not mine to delete.
+		return mine, "", ""
+	case mine.ID == "" && stored.ID != "":
+		if mine.InputFileID != stored.InputFileID {
+			return stored, mine.InputFileID, ""
+		}
+		return stored, "", ""
+	case mine.ID != stored.ID:
+		// Two batches for one: only possible when a claim was taken over from a writer that was
+		// not dead. The stored one is what the others collect; mine is cancelled.
+		orphan := ""
+		if mine.InputFileID != stored.InputFileID {
+			orphan = mine.InputFileID
+		}
+		return stored, orphan, mine.ID
+	}
+	// The same batch seen at two times: keep the later observation.
+	if stateRank(mine.State) > stateRank(stored.State) ||
+		(stateRank(mine.State) == stateRank(stored.State) && mine.Completed+mine.Failed > stored.Completed+stored.Failed) {
+		return mine, "", ""
+	}
+	return stored, "", ""
+}
+
+// stateRank orders a batch's states as OpenAI moves it through them.
+func stateRank(state string) int {
+	switch state {
+	case StateUploaded:
+		return 0
+	case "validating":
+		return 1
+	case "in_progress":
+		return 2
+	case "finalizing":
+		return 3
+	case "cancelling":
+		return 4
+	}
+	if Terminal(state) {
+		return 5
+	}
+	return 1 // a state this code does not know: after uploaded, before any it knows
+}
+
+// Store keeps a chunk's record. Writes are conditional on the version last read or written, so
+// that two pods of one chunk at once (a Job's replacement pod while the old one still runs) never
+// overwrite each other's facts: the one that loses re-reads and merges (Runner.save, merge).
 type Store interface {
-	// Load returns the record, or found false when there is none.
-	Load(ctx context.Context) (rec Record, found bool, err error)
-	Save(ctx context.Context, rec Record) error
+	// Load returns the record and its version, or found false when there is none.
+	Load(ctx context.Context) (rec Record, version string, found bool, err error)
+	// Save writes rec if the stored record is still at version ("": none is stored) and returns
+	// the new version. Someone else's write since then is an error that errors.Is ErrConflict.
+	Save(ctx context.Context, rec Record, version string) (string, error)
 	Delete(ctx context.Context) error
 }
 
+// ErrConflict is a conditional record write that lost: another writer changed the record since
+// this one read it.
+var ErrConflict = errors.New("the batch record changed since it was read (another pod of this chunk wrote it)")
+
 // S3Store keeps the record as a JSON object, next to the chunk's attempt marker and dead letters.
+// Its version is the object's ETag; Save is a PUT with If-Match (or If-None-Match: * when there
+// is none), which S3 and MinIO answer 412 when the object changed.
 type S3Store struct {
 	Client      *s3.Client
 	Bucket, Key string
 }
 
 // Load implements Store.
-func (s S3Store) Load(ctx context.Context) (Record, bool, error) {
+func (s S3Store) Load(ctx context.Context) (Record, string, bool, error) {
 	out, err := s.Client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.Bucket, Key: &s.Key})
 	if err != nil {
 		var nk *types.NoSuchKey
 		if errors.As(err, &nk) {
-			return Record{}, false, nil
+			return Record{}, "", false, nil
 		}
-		return Record{}, false, fmt.Errorf("read batch record s3://%s/%s: %w", s.Bucket, s.Key, err)
+		return Record{}, "", false, fmt.Errorf("read batch record s3://%s/%s: %w", s.Bucket, s.Key, err)
 	}
 	defer out.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(out.Body, 64<<20))
 	if err != nil {
-		return Record{}, false, fmt.Errorf("read batch record s3://%s/%s: %w", s.Bucket, s.Key, err)
+		return Record{}, "", false, fmt.Errorf("read batch record s3://%s/%s: %w", s.Bucket, s.Key, err)
 	}
 	rec, err := decodeRecord(b, "s3://"+s.Bucket+"/"+s.Key)
-	return rec, err == nil, err
+	return rec, aws.ToString(out.ETag), err == nil, err
 }
 
 // decodeRecord reads a stored record. One that is not JSON is a permanent error: no retry mends
@@ -122,17 +289,49 @@ func decodeRecord(b []byte, where string) (Record, error) {
 }
 
 // Save implements Store.
-func (s S3Store) Save(ctx context.Context, rec Record) error {
+func (s S3Store) Save(ctx context.Context, rec Record, version string) (string, error) {
 	b, err := json.Marshal(rec)
 	if err != nil {
-		return fmt.Errorf("encode batch record: %w", err)
+		return "", fmt.Errorf("encode batch record: %w", err)
 	}
-	if _, err := s.Client.PutObject(ctx, &s3.PutObjectInput{
-		Bucket: &s.Bucket, Key: &s.Key, Body: bytes.NewReader(b), ContentType: aws.String("application/json"),
-	}); err != nil {
-		return fmt.Errorf("write batch record s3://%s/%s: %w", s.Bucket, s.Key, err)
+	in := &s3.PutObjectInput{Bucket: &s.Bucket, Key: &s.Key, Body: bytes.NewReader(b), ContentType: aws.String("application/json")}
+	if version == "" {
+		in.IfNoneMatch = aws.String("*")
+	} else {
+		in.IfMatch = aws.String(version)
 	}
-	return nil
+	out, err := s.Client.PutObject(ctx, in)
+	if err != nil {
+		if conditionFailed(err) {
+			return "", fmt.Errorf("write batch record s3://%s/%s: %w: %w", s.Bucket, s.Key, ErrConflict, err)
+		}
+		return "", fmt.Errorf("write batch record s3://%s/%s: %w", s.Bucket, s.Key, err)
+	}
+	if out.ETag == nil || *out.ETag == "" {
+		return "", fmt.Errorf("write batch record s3://%s/%s: the store returned no ETag, which conditional writes need", s.Bucket, s.Key)
+	}
+	return *out.ETag, nil
+}
+
+// conditionFailed says whether a conditional PUT lost: 412 Precondition Failed (the object
+// changed or, for If-None-Match, exists), 409 ConditionalRequestConflict (S3: another
+// conditional write to the key was in flight), or 404 (If-Match on an object deleted meanwhile).
+func conditionFailed(err error) bool {
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) {
+		switch re.HTTPStatusCode() {
+		case http.StatusPreconditionFailed, http.StatusConflict, http.StatusNotFound:
+			return true
+		}
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey":
+			return true
+		}
+	}
+	return false
 }
 
 // Delete implements Store.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	openai "github.com/sashabaranov/go-openai"
 
@@ -101,6 +102,9 @@ func (s *Submitter) Add(ctx context.Context, row int64, text string, tokens int)
 		if err := s.seal(ctx, row); err != nil {
 			return err
 		}
+		if row < r.rec.Passes[s.pass].NextRow {
+			return nil // the seal merged in another pod's batches, which hold this row
+		}
 	}
 	if s.f == nil {
 		if err := s.open(row); err != nil {
@@ -180,28 +184,53 @@ func (s *Submitter) seal(ctx context.Context, next int64) error {
 	if err := r.save(ctx); err != nil {
 		return err
 	}
-	return r.create(ctx, len(r.rec.Batches)-1)
+	return r.create(ctx, b.Pass, b.Index)
 }
 
 // SubmitUploaded creates the batches of files uploaded before a kill (state "uploaded").
 func (r *Runner) SubmitUploaded(ctx context.Context) error {
-	for i := range r.rec.Batches {
-		if r.rec.Batches[i].State == StateUploaded {
-			if err := r.create(ctx, i); err != nil {
-				return err
-			}
+	var todo [][2]int // by pass and index: creating one may merge in other writers' entries
+	for _, b := range r.rec.Batches {
+		if b.State == StateUploaded {
+			todo = append(todo, [2]int{b.Pass, b.Index})
+		}
+	}
+	for _, k := range todo {
+		if err := r.create(ctx, k[0], k[1]); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// create makes the batch of r.rec.Batches[i] exist, once: it first looks for a batch with its
-// metadata (created by a pod killed before recording it), then waits for room under the
-// enqueued-token bound, then creates it and records it.
-func (r *Runner) create(ctx context.Context, i int) error {
-	b := &r.rec.Batches[i]
+// create makes the batch (pass, index) exist, once: it waits for room under the enqueued-token
+// bound, claims the batch in the record (a conditional write: of two pods of the chunk, one
+// claims it and the other waits for its id), looks for a batch with its metadata (created by a
+// pod killed before recording it), else creates it, and records it.
+func (r *Runner) create(ctx context.Context, pass, index int) error {
+	_, b := r.batchAt(pass, index)
+	if b == nil {
+		return fmt.Errorf("batch p%d.b%d is not in the record", pass, index)
+	}
+	if b.ID != "" {
+		return nil
+	}
+	if err := r.waitForRoom(ctx, b.Tokens, pass, index); err != nil {
+		return err
+	}
+	if err := r.claim(ctx, pass, index); err != nil {
+		return err
+	}
+	_, b = r.batchAt(pass, index)
+	if b.ID != "" {
+		return nil // the other writer's batch, merged in while claiming
+	}
 	key := r.batchKey(*b)
-	found, err := r.find(ctx, key)
+	// Bounded by half the claim's life, so that no other writer takes the claim over while this
+	// one may still create the batch.
+	cctx, cancel := context.WithTimeout(ctx, r.cfg.ClaimTimeout/2)
+	defer cancel()
+	found, err := r.find(cctx, key)
 	if err != nil {
 		return err
 	}
@@ -212,11 +241,7 @@ func (r *Runner) create(ctx context.Context, i int) error {
 		r.trust(found.ID, found.InputFileID)
 		return r.save(ctx)
 	}
-	if err := r.waitForRoom(ctx, b.Tokens, i); err != nil {
-		return err
-	}
-	b = &r.rec.Batches[i] // waitForRoom may rewrite the slice's elements, not move them
-	resp, err := r.cfg.Client.CreateBatch(ctx, openai.CreateBatchRequest{
+	resp, err := r.cfg.Client.CreateBatch(cctx, openai.CreateBatchRequest{
 		InputFileID: b.InputFileID, Endpoint: openai.BatchEndpointEmbeddings, CompletionWindow: "24h",
 		Metadata: map[string]any{MetaIngestion: r.cfg.Ingestion, MetaChunk: strconv.Itoa(r.cfg.Chunk), MetaBatch: key},
 	})
@@ -228,6 +253,72 @@ func (r *Runner) create(ctx context.Context, i int) error {
 	r.trust(resp.ID)
 	r.cfg.Log.Info("batch created", "batch", b.ID, "key", key, "lines", b.Lines, "tokens", b.Tokens)
 	return r.save(ctx)
+}
+
+// claim records this writer's claim on batch (pass, index). It returns once the stored record
+// holds the claim, or the batch's id (another writer created it); while another writer's claim
+// is younger than ClaimTimeout it polls the record.
+func (r *Runner) claim(ctx context.Context, pass, index int) error {
+	for {
+		_, b := r.batchAt(pass, index)
+		if b == nil {
+			return fmt.Errorf("batch p%d.b%d is not in the record", pass, index)
+		}
+		now := r.cfg.Now()
+		switch {
+		case b.ID != "":
+			return nil
+		case b.Claim != "" && b.Claim != r.cfg.Writer && now.Sub(time.Unix(b.ClaimedAt, 0)) < r.cfg.ClaimTimeout:
+			// The claimant may have created the batch and died before recording it (a killed
+			// pod's replacement): then the batch is listed with its metadata, and adopted.
+			key := r.batchKey(*b)
+			found, err := r.find(ctx, key)
+			if err != nil {
+				return err
+			}
+			if found != nil {
+				r.stats.BatchesAdopted++
+				r.cfg.Log.Info("found the batch another pod of this chunk created", "batch", found.ID, "key", key, "claim", b.Claim)
+				r.update(b, *found)
+				r.trust(found.ID, found.InputFileID)
+				return r.save(ctx)
+			}
+			r.cfg.Log.Info("another pod of this chunk is creating the batch; waiting for it", "batch", key, "claim", b.Claim,
+				"takeOverAt", time.Unix(b.ClaimedAt, 0).Add(r.cfg.ClaimTimeout).UTC())
+			if err := r.cfg.Sleep(ctx, r.cfg.PollInterval); err != nil {
+				return err
+			}
+			if err := r.refresh(ctx); err != nil {
+				return err
+			}
+			continue
+		case b.Claim != "" && b.Claim != r.cfg.Writer:
+			r.cfg.Log.Info("taking over a stale claim on a batch (its writer stopped before recording it)",
+				"batch", r.batchKey(*b), "claim", b.Claim, "claimedAt", time.Unix(b.ClaimedAt, 0).UTC())
+		}
+		// Ours, unclaimed or stale: claim it. A lost race merges the stored claim in, and the
+		// loop looks again.
+		b.Claim, b.ClaimedAt = r.cfg.Writer, now.Unix()
+		if stored, err := r.saveClaim(ctx); err != nil || stored {
+			return err
+		}
+	}
+}
+
+// saveClaim writes a claim once. A lost race does not write again, as save would: the stored
+// record is merged in and claim decides again from it (the stored claim wins, and a claim of
+// this writer merged into it is not stored yet).
+func (r *Runner) saveClaim(ctx context.Context) (stored bool, err error) {
+	v, err := r.cfg.Store.Save(ctx, r.rec, r.version)
+	if err == nil {
+		r.version = v
+		return true, nil
+	}
+	if !errors.Is(err, ErrConflict) {
+		return false, fmt.Errorf("record the chunk's batches: %w", err)
+	}
+	r.cfg.Log.Info("another pod of this chunk wrote its batch record first; merging before claiming")
+	return false, r.refresh(ctx)
 }
 
 // find lists batches, newest first, for one whose metadata names this chunk's batch key. A batch

@@ -31,11 +31,12 @@ func refusedForCap(b Batch) bool {
 	return b.State == "failed" && len(b.Reason) >= len(codeTokenLimit) && b.Reason[:len(codeTokenLimit)] == codeTokenLimit
 }
 
-// open is the tokens of batches that hold the enqueued-token budget, other than skip.
-func (r *Runner) openTokens(skip int) int64 {
+// openTokens is the tokens of batches that hold the enqueued-token budget, other than batch
+// (pass, index).
+func (r *Runner) openTokens(pass, index int) int64 {
 	var n int64
-	for i, b := range r.rec.Batches {
-		if i != skip && b.ID != "" && !Terminal(b.State) {
+	for _, b := range r.rec.Batches {
+		if (b.Pass != pass || b.Index != index) && b.ID != "" && !Terminal(b.State) {
 			n += b.Tokens
 		}
 	}
@@ -43,9 +44,9 @@ func (r *Runner) openTokens(skip int) int64 {
 }
 
 // waitForRoom polls the open batches until tokens more fit under MaxEnqueuedTokens.
-func (r *Runner) waitForRoom(ctx context.Context, tokens int64, skip int) error {
+func (r *Runner) waitForRoom(ctx context.Context, tokens int64, pass, index int) error {
 	limit := r.cfg.Limits.MaxEnqueuedTokens
-	for limit > 0 && r.openTokens(skip) > 0 && r.openTokens(skip)+tokens > limit {
+	for limit > 0 && r.openTokens(pass, index) > 0 && r.openTokens(pass, index)+tokens > limit {
 		if err := r.cfg.Sleep(ctx, r.cfg.PollInterval); err != nil {
 			return err
 		}
@@ -119,21 +120,27 @@ func (r *Runner) Wait(ctx context.Context) (resubmit bool, err error) {
 			return false, err
 		}
 		retried := false
-		for i := range r.rec.Batches {
-			b := &r.rec.Batches[i]
-			if !refusedForCap(*b) {
-				continue
+		var refused [][2]int // by pass and index: saving may merge in other writers' entries
+		for _, b := range r.rec.Batches {
+			if refusedForCap(b) {
+				refused = append(refused, [2]int{b.Pass, b.Index})
+			}
+		}
+		for _, k := range refused {
+			_, b := r.batchAt(k[0], k[1])
+			if b == nil || !refusedForCap(*b) {
+				continue // another pod of the chunk resubmitted it meanwhile
 			}
 			if b.Try+1 >= maxTries {
 				return false, fmt.Errorf("batch %s: refused %d times for the enqueued-token cap: %s", b.ID, b.Try+1, b.Reason)
 			}
 			r.cfg.Log.Info("batch refused for the enqueued-token cap; submitting its file again once others finish", "batch", b.ID, "reason", b.Reason)
 			b.Try++
-			b.ID, b.State, b.Reason = "", StateUploaded, ""
+			b.ID, b.State, b.Reason, b.Claim, b.ClaimedAt = "", StateUploaded, "", "", 0
 			if err := r.save(ctx); err != nil {
 				return false, err
 			}
-			if err := r.create(ctx, i); err != nil {
+			if err := r.create(ctx, k[0], k[1]); err != nil {
 				return false, err
 			}
 			retried = true

@@ -46,12 +46,24 @@ func (e embedderLimiter) Usage() ratelease.Usage {
 // startLease renews emb's lease until stop is called; stop releases the lease. The chunk's
 // frozen shares are the lease's fallback until the service has said better.
 func startLease(ctx context.Context, opts ratelease.ClientOptions, emb *embedding.Embedder, args worker.ChunkArgs, log logr.Logger) (stop func()) {
-	opts.Fallback = ratebudget.Rates{RPM: args.RequestsPerMinute, TPM: args.TokensPerMinute}
+	return Lease(ctx, opts, emb, ratebudget.Rates{RPM: args.RequestsPerMinute, TPM: args.TokensPerMinute}, log)
+}
+
+// Lease takes emb's first rate lease (waiting at most ratelease.FirstLeaseWait, then starting on
+// fallback) and renews it until stop is called; stop releases it. Chunk pods and the planner's
+// vector-space guard use it.
+func Lease(ctx context.Context, opts ratelease.ClientOptions, emb *embedding.Embedder, fallback ratebudget.Rates, log logr.Logger) (stop func()) {
+	opts.Fallback = fallback
 	opts.Log = log.WithName("rate-lease")
 	if opts.Holder == "" {
 		opts.Holder = opts.Job
 	}
 	c := ratelease.NewClient(opts, embedderLimiter{emb})
+	// The first lease before the first request: the frozen share is the Job's part of its own
+	// ingestion's budget, not of the key's, and other ingestions may hold all of that.
+	if err := c.First(ctx, 0); err != nil {
+		log.Info("no first rate lease; starting on the fallback share", "error", err.Error())
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

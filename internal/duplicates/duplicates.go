@@ -4,8 +4,11 @@
 // The planner reads every row once and calls Finder.Add with a 64-bit hash of the row's key; at the
 // end the (hash, row) pairs are sorted and, of each run of equal hashes, every row but the first
 // is a duplicate. The first occurrence in the file always wins, so the outcome does not depend on
-// which chunk runs first. Memory is 16 bytes a row with a key (1M rows: 16 MiB; 10M rows:
-// 160 MiB), sorted in place. Hashes are 64-bit (hash/maphash): two different keys collide with
+// which chunk runs first. Memory is 12 bytes a row with a key (1M rows: 11.4 MiB; 10M rows:
+// 114 MiB), held in fixed-size blocks that are sorted in place and merged: one growing slice
+// copied itself on every growth, so the plan pod briefly held the old and the new array (and the
+// runtime kept the freed ones resident), which put a 1M-row plan over 64 MiB. Hashes are 64-bit
+// (hash/maphash): two different keys collide with
 // probability about n²/2⁶⁵ (3·10⁻⁸ for a million rows); a collision dead-letters a row as
 // duplicate_id naming the row it collided with, so even that is visible, never silent.
 //
@@ -20,12 +23,15 @@ package duplicates
 
 import (
 	"bytes"
+	"cmp"
+	"container/heap"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"io"
+	"math"
 	"slices"
 )
 
@@ -39,15 +45,31 @@ type Row struct {
 	Row, First int64
 }
 
+// entry is one row's key hash and the row's offset from its block's base row: 12 bytes (a
+// uint64 hash beside it would pad the entry to 16).
 type entry struct {
-	h   uint64
-	row int64
+	hi, lo uint32
+	off    uint32
 }
+
+func (e entry) hash() uint64 { return uint64(e.hi)<<32 | uint64(e.lo) }
+
+// block holds up to blockEntries entries of consecutive added rows; base is the first one's row,
+// so a row offset fits in 32 bits whatever the file's size.
+type block struct {
+	base int64
+	e    []entry
+}
+
+// blockEntries is the capacity of a block (384 KiB). A variable so tests can cross many blocks
+// with few rows.
+var blockEntries = 1 << 15
 
 // Finder collects row keys. Not safe for concurrent use.
 type Finder struct {
-	seed    maphash.Seed
-	entries []entry
+	seed   maphash.Seed
+	blocks []block
+	rows   int
 }
 
 // NewFinder returns an empty Finder.
@@ -60,36 +82,89 @@ func (f *Finder) Add(row int64, namespace, id string) {
 	h.WriteString(namespace)
 	h.WriteByte(0)
 	h.WriteString(id)
-	f.entries = append(f.entries, entry{h: h.Sum64(), row: row})
+	sum := h.Sum64()
+	n := len(f.blocks)
+	if n == 0 || len(f.blocks[n-1].e) == cap(f.blocks[n-1].e) || row-f.blocks[n-1].base > math.MaxUint32 {
+		f.blocks = append(f.blocks, block{base: row, e: make([]entry, 0, blockEntries)})
+		n++
+	}
+	b := &f.blocks[n-1]
+	b.e = append(b.e, entry{hi: uint32(sum >> 32), lo: uint32(sum), off: uint32(row - b.base)})
+	f.rows++
 }
 
 // Rows is how many rows were added.
-func (f *Finder) Rows() int { return len(f.entries) }
+func (f *Finder) Rows() int { return f.rows }
 
 // Duplicates returns the duplicate rows in row order and frees the Finder's memory.
 func (f *Finder) Duplicates() []Row {
-	e := f.entries
-	f.entries = nil
-	slices.SortFunc(e, func(a, b entry) int {
-		if a.h != b.h {
-			if a.h < b.h {
-				return -1
+	blocks := f.blocks
+	f.blocks, f.rows = nil, 0
+	// Each block sorted by (hash, row), then merged: blocks hold increasing rows, so among equal
+	// hashes the lower block comes first and the merge meets every key's first row first.
+	for _, b := range blocks {
+		slices.SortFunc(b.e, func(x, y entry) int {
+			if c := cmp.Compare(x.hash(), y.hash()); c != 0 {
+				return c
 			}
-			return 1
-		}
-		return int(a.row - b.row)
-	})
-	var out []Row
-	first := int64(0)
-	for i := range e {
-		if i == 0 || e[i].h != e[i-1].h {
-			first = e[i].row
-			continue
-		}
-		out = append(out, Row{Row: e[i].row, First: first})
+			return cmp.Compare(x.off, y.off)
+		})
 	}
-	slices.SortFunc(out, func(a, b Row) int { return int(a.Row - b.Row) })
+	m := make(merger, 0, len(blocks))
+	for i := range blocks {
+		if len(blocks[i].e) > 0 {
+			m = append(m, cursor{b: &blocks[i], idx: i})
+		}
+	}
+	heap.Init(&m)
+	var out []Row
+	var prev uint64
+	first, started := int64(0), false
+	for len(m) > 0 {
+		c := &m[0]
+		e := c.b.e[c.pos]
+		h, row := e.hash(), c.b.base+int64(e.off)
+		if !started || h != prev {
+			prev, first, started = h, row, true
+		} else {
+			out = append(out, Row{Row: row, First: first})
+		}
+		if c.pos++; c.pos == len(c.b.e) {
+			c.b.e = nil // done with this block: let the collector have it
+			heap.Pop(&m)
+		} else {
+			heap.Fix(&m, 0)
+		}
+	}
+	slices.SortFunc(out, func(a, b Row) int { return cmp.Compare(a.Row, b.Row) })
 	return out
+}
+
+// cursor is the merge's position in one sorted block; idx is the block's place in file order.
+type cursor struct {
+	b   *block
+	idx int
+	pos int
+}
+
+// merger is a min-heap of cursors by (hash, block), for container/heap.
+type merger []cursor
+
+func (m merger) Len() int { return len(m) }
+func (m merger) Less(i, j int) bool {
+	hi, hj := m[i].b.e[m[i].pos].hash(), m[j].b.e[m[j].pos].hash()
+	if hi != hj {
+		return hi < hj
+	}
+	return m[i].idx < m[j].idx
+}
+func (m merger) Swap(i, j int) { m[i], m[j] = m[j], m[i] }
+func (m *merger) Push(x any)   { *m = append(*m, x.(cursor)) }
+func (m *merger) Pop() any {
+	old := *m
+	c := old[len(old)-1]
+	*m = old[:len(old)-1]
+	return c
 }
 
 // Encode renders the list object for a plan of chunks chunks of rowsPerChunk rows. dups must be

@@ -3,6 +3,7 @@ package embedding
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/vectordb-io/vectordb-operator/internal/tokens"
 )
@@ -90,14 +91,18 @@ type Batcher struct {
 	truncate  bool
 	maxInputs int
 	maxTokens int
-	cur       Batch
+	// leaseTokens, when set, is a lower cap from the embedder's rate lease (SetRates), read at
+	// each batch: small grants get small requests.
+	leaseTokens *atomic.Int64
+	cur         Batch
 	// probe makes the first batch a single input (see Config.ProbeFirst).
 	probe bool
 }
 
 // NewBatcher returns a batcher with the embedder's limits.
 func (e *Embedder) NewBatcher() *Batcher {
-	return &Batcher{count: e.count, truncate: e.truncate, maxInputs: e.maxInputs, maxTokens: e.maxBatchTokens, probe: e.probeFirst}
+	return &Batcher{count: e.count, truncate: e.truncate, maxInputs: e.maxInputs, maxTokens: e.maxBatchTokens,
+		leaseTokens: &e.leaseBatchTokens, probe: e.probeFirst}
 }
 
 // Add adds an input. When the input does not fit the current batch, that batch is returned
@@ -121,8 +126,14 @@ func (b *Batcher) Add(in Input) (*Batch, *InputError) {
 		in.Text = strings.Clone(tokens.Truncate(in.Text, InputTokenLimit))
 		n = b.count(in.Text, InputTokenLimit)
 	}
+	maxTokens := b.maxTokens
+	if b.leaseTokens != nil {
+		if l := int(b.leaseTokens.Load()); l > 0 {
+			maxTokens = min(maxTokens, l)
+		}
+	}
 	var full *Batch
-	if len(b.cur.Inputs) > 0 && (b.probe || len(b.cur.Inputs)+1 > b.maxInputs || b.cur.Tokens+n > b.maxTokens) {
+	if len(b.cur.Inputs) > 0 && (b.probe || len(b.cur.Inputs)+1 > b.maxInputs || b.cur.Tokens+n > maxTokens) {
 		done := b.cur
 		full = &done
 		b.cur = Batch{}

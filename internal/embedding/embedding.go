@@ -120,6 +120,12 @@ type Embedder struct {
 	remainingRequests, remainingTokens atomic.Int64
 	// leased is set once a rate lease drives the limits (see waitN).
 	leased atomic.Bool
+	// leaseBatchTokens caps the batches packed from now on under a lease (0: none): sized for
+	// the grant as batchTokensFor sizes them for a static budget, so that one request is a small
+	// part of the pod's minute (own below).
+	leaseBatchTokens atomic.Int64
+	// own is the pod's sends in the last window under a lease (see waitOwn).
+	own ownWindow
 	// waited is the time finished waits for the budgets took (nanoseconds, summed over
 	// concurrent waits); waiters and waitStarts (the sum of their start times, Unix nanoseconds)
 	// add the waits still going, so a request stuck behind a tiny grant counts at once. A lease
@@ -254,9 +260,12 @@ func New(cfg Config) (*Embedder, error) {
 // with.
 func (e *Embedder) SetRates(rpm, tpm float64, burstTokens int) {
 	if !e.leased.Swap(true) {
-		// The request bucket starts full (burst 1); under a lease shared by many short-lived
-		// pods, one free request per pod start adds up: start it empty, as the token bucket.
-		e.requests.Allow()
+		// The request bucket starts full (burst 1), and the token bucket has filled at the Job's
+		// frozen share since New: under a lease shared by many short-lived pods, a free request
+		// per pod start adds up at the provider's window. Both start empty at the first grant.
+		now := time.Now()
+		e.requests.AllowN(now, int(e.requests.TokensAt(now)))
+		e.tokens.AllowN(now, int(e.tokens.TokensAt(now)))
 	}
 	if rpm > 0 {
 		e.requests.SetLimit(rate.Limit(rpm / 60))
@@ -266,8 +275,10 @@ func (e *Embedder) SetRates(rpm, tpm float64, burstTokens int) {
 	if tpm > 0 {
 		e.tokens.SetBurst(max(burstTokens, e.maxBatchTokens))
 		e.tokens.SetLimit(rate.Limit(tpm / 60))
+		e.leaseBatchTokens.Store(int64(max(1, min(e.maxBatchTokens, batchTokensFor(tpm, rpm)))))
 	} else {
 		e.tokens.SetLimit(rate.Inf)
+		e.leaseBatchTokens.Store(0)
 	}
 }
 
@@ -474,6 +485,10 @@ func (e *Embedder) send(ctx context.Context, b Batch) ([]Output, error) {
 		if err := e.wait(ctx, tokens); err != nil {
 			return nil, fmt.Errorf("embed batch: wait for rate budget: %w", err)
 		}
+		own, err := e.waitOwn(ctx, b.Tokens)
+		if err != nil {
+			return nil, fmt.Errorf("embed batch: wait for rate budget: %w", err)
+		}
 		outs, hdr, err := e.attempt(ctx, req, b)
 		if hdr != nil {
 			e.noteRemaining(hdr)
@@ -497,6 +512,8 @@ func (e *Embedder) send(ctx context.Context, b Batch) ([]Output, error) {
 			return nil, &PermanentError{Reason: v.reason, Err: sanitized(err, e.apiKey)}
 		}
 		if v.rateLimited {
+			// Refused, so not counted at the provider: not in the pod's own window either.
+			e.own.refund(own)
 			// Under a budget shared by several workers, a request can be refused at a window's
 			// edge several times in a row while the others take the capacity freed; a retry
 			// count would fail a chunk that only had to wait its turn.
@@ -541,16 +558,21 @@ func (e *Embedder) wait(ctx context.Context, n int) error {
 // concurrent waiters would leak budget.
 const leaseWaitSlice = time.Second
 
-func (e *Embedder) waitN(ctx context.Context, l *rate.Limiter, n int) error {
+// startWait counts a wait for the budgets in Waited until the returned func is called.
+func (e *Embedder) startWait() (done func()) {
 	start := time.Now()
 	e.waiters.Add(1)
 	e.waitStarts.Add(start.UnixNano())
-	defer func() {
+	return func() {
 		// waited first: a concurrent Waited may count this wait twice for a moment, never lose it
 		e.waited.Add(int64(time.Since(start)))
 		e.waitStarts.Add(-start.UnixNano())
 		e.waiters.Add(-1)
-	}()
+	}
+}
+
+func (e *Embedder) waitN(ctx context.Context, l *rate.Limiter, n int) error {
+	defer e.startWait()()
 	if !e.leased.Load() {
 		return l.WaitN(ctx, n)
 	}

@@ -109,3 +109,33 @@ func TestWaitedCountsWaitsInProgress(t *testing.T) {
 		t.Fatalf("Waited %s after the wait ended", w)
 	}
 }
+
+// TestFirstGrantStartsEmpty: the buckets fill at the Job's frozen share from New until the first
+// lease comes; what they gathered is the frozen share's, not the grant's, and sent at once it
+// lands on top of what the budget's holders are granted. The first grant empties both.
+func TestFirstGrantStartsEmpty(t *testing.T) {
+	srv := startFake(t, fakeopenai.Options{})
+	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL(), RequestsPerMinute: 600, TokensPerMinute: 200_000})
+	deadline := time.Now().Add(20 * time.Second)
+	for e.tokens.Tokens() < 1000 || e.requests.Tokens() < 1 { // 3,333 tokens and 10 requests a second
+		if time.Now().After(deadline) {
+			t.Fatalf("the buckets did not fill: %g tokens, %g requests", e.tokens.Tokens(), e.requests.Tokens())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.SetRates(60, 6_000, 0) // one request and 100 tokens a second
+	if tok, req := e.tokens.Tokens(), e.requests.Tokens(); tok >= 1000 || req >= 1 {
+		t.Fatalf("after the first grant the buckets hold %g tokens and %g requests, want them empty", tok, req)
+	}
+	// Later grants keep what the bucket holds (a grant raised mid-wait must not cost the wait).
+	for e.tokens.Tokens() < 200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the token bucket did not refill: %g", e.tokens.Tokens())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.SetRates(120, 12_000, 0)
+	if tok := e.tokens.Tokens(); tok < 200 {
+		t.Fatalf("a later grant emptied the token bucket (%g left)", tok)
+	}
+}

@@ -206,6 +206,15 @@ func TestBackoff(t *testing.T) {
 		{"recovery stops at the declaration", []round{{100, 10},
 			{1, 0}, {1, 0}, {1, 0}, {1, 0}, {1, 0}, {1, 0}, {1, 0}, {1, 0}, {1, 0}, {1, 0}, {1, 0}, {1, 0}}, 1},
 		{"429s with no requests counted are still 429s", []round{{0, 3}}, 0.5},
+		// A few large paced requests a round: one 429 at a window's edge is a third of its round
+		// but not a storm (the fleet bench's budget was halved for each such one).
+		{"one 429 in a small round is not sustained", []round{{3, 1}}, 1},
+		{"stray 429s in small rounds hold the factor", []round{{3, 1}, {3, 0}, {3, 0}, {3, 0}, {3, 0}, {3, 0}, {3, 1}}, 1},
+		{"429s spread over recent rounds add up", []round{{20, 1}, {20, 1}, {20, 1}}, 0.5},
+		{"old 429s leave the window", []round{{20, 1}, {20, 1}, {20, 0}, {20, 0}, {20, 0}, {20, 0}, {20, 0}, {20, 0}, {20, 1}}, 1},
+		{"many requests dilute a few 429s", []round{{1000, 3}, {1000, 3}}, 1},
+		{"a cut forgets the 429s that caused it", []round{{100, 10}, {100, 0}, {100, 0}, {100, 1}}, 0.6},
+		{"recovery is held by a round with a 429", []round{{100, 10}, {100, 0}, {100, 1}}, 0.55},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

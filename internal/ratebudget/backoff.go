@@ -10,6 +10,9 @@ type Backoff struct {
 	// cooldown counts the rounds left before another cut: a cut needs a round of renewals to
 	// reach the pods, and 429s still in flight must not cut again.
 	cooldown int
+	// recent holds the last sustainedRounds rounds' requests and 429s (a ring, next at pos).
+	recent [sustainedRounds]struct{ requests, limited int64 }
+	pos    int
 }
 
 const (
@@ -19,9 +22,18 @@ const (
 	backoffCut = 0.5
 	// backoffStep is the additive increase per quiet round.
 	backoffStep = 0.05
-	// sustained429Share: a round whose 429s are above this share of its requests counts as
-	// rate limited; a stray 429 at a window's edge does not.
+	// sustained429Share: the recent rounds count as rate limited when their 429s are above this
+	// share of their requests...
 	sustained429Share = 0.02
+	// ...and at least sustained429s of them. A budget split among pods that each pace a few large
+	// requests a minute sees a stray 429 at a sliding window's edge now and then; one such 429 in
+	// a round of three requests is a third of the round, and halving the whole key's budget for it
+	// cost the fleet bench a fifth of its wall time. A budget declared above the provider's limit
+	// collects several within the rounds below.
+	sustained429s = 3
+	// sustainedRounds rounds (renewal periods) are looked at together: 429s spread over them
+	// add up, older ones are forgotten.
+	sustainedRounds = 6
 	// cutCooldown rounds pass between two cuts.
 	cutCooldown = 2
 )
@@ -35,18 +47,30 @@ func (b *Backoff) Observe(requests, rateLimited int64) float64 {
 	if b.Factor <= 0 {
 		b.Factor = 1
 	}
-	limited := rateLimited > 0 && float64(rateLimited) > sustained429Share*float64(max(requests, 1))
+	b.recent[b.pos] = struct{ requests, limited int64 }{requests, rateLimited}
+	b.pos = (b.pos + 1) % sustainedRounds
+	var reqs, lim int64
+	for _, r := range b.recent {
+		reqs += r.requests
+		lim += r.limited
+	}
+	limited := lim >= sustained429s && float64(lim) > sustained429Share*float64(max(reqs, 1))
 	switch {
 	case limited && b.cooldown == 0:
 		b.Factor = max(BackoffFloor, b.Factor*backoffCut)
 		b.cooldown = cutCooldown
+		// The 429s counted were answers to the old budget: the next cut needs new ones.
+		b.recent = [sustainedRounds]struct{ requests, limited int64 }{}
 	case limited:
 		b.cooldown--
 	default:
 		if b.cooldown > 0 {
 			b.cooldown--
 		}
-		b.Factor = min(1, b.Factor+backoffStep)
+		// A round with a stray 429 holds the factor; only a quiet one raises it.
+		if rateLimited == 0 {
+			b.Factor = min(1, b.Factor+backoffStep)
+		}
 	}
 	return b.Factor
 }

@@ -63,6 +63,7 @@ type Client struct {
 	renew    time.Duration
 	fellBack bool
 	capped   bool // the last grant was below the pod's share
+	first    bool // First ran
 }
 
 // NewClient returns a Client; Run renews until its context ends.
@@ -76,11 +77,36 @@ func NewClient(opts ClientOptions, lim Limiter) *Client {
 	return &Client{opts: opts, lim: lim, fallback: opts.Fallback, renew: 5 * time.Second, lastAt: opts.Now()}
 }
 
+// FirstLeaseWait bounds how long a pod waits for its first lease before its first provider
+// request; then it starts on its fallback share.
+const FirstLeaseWait = 5 * time.Second
+
+// First takes the pod's first lease, waiting at most wait (FirstLeaseWait when ≤ 0). Call it
+// before the first provider request: a pod that started on its Job's frozen share sent at that
+// rate until the lease came, on top of what the budget's holders were granted. When the manager
+// does not answer in time the fallback share applies, and Run keeps trying.
+func (c *Client) First(ctx context.Context, wait time.Duration) error {
+	if wait <= 0 {
+		wait = FirstLeaseWait
+	}
+	fctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	err := c.RenewOnce(fctx)
+	if err != nil && c.current == nil && !c.fellBack {
+		c.applyFallback()
+	}
+	c.first = true
+	return err
+}
+
 // Run renews the lease every few seconds until ctx ends, then releases it (best effort) so the
-// others get the share at once.
+// others get the share at once. After First, its first renewal is one period later.
 func (c *Client) Run(ctx context.Context) {
+	skip := c.first && c.current != nil
 	for {
-		if err := c.RenewOnce(ctx); err != nil && ctx.Err() == nil {
+		if skip {
+			skip = false
+		} else if err := c.RenewOnce(ctx); err != nil && ctx.Err() == nil {
 			c.opts.Log.Info("rate lease renewal failed; keeping the last lease until it expires", "error", err.Error())
 		}
 		// Wake at the lease's expiry at the latest, to fall back then.

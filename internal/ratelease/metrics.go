@@ -15,11 +15,15 @@ const (
 	MetricFactor      = "vectordb_rate_budget_backoff_factor"
 	MetricUsed        = "vectordb_rate_budget_used_total"
 	MetricRateLimited = "vectordb_rate_budget_rate_limited_total"
+	// MetricIngestionGranted is the part of a budget's grants that one ingestion's pods hold:
+	// it shows a newcomer's share arriving and a finished one's going.
+	MetricIngestionGranted = "vectordb_rate_budget_ingestion_granted_per_minute"
 )
 
 // Metrics are the lease service's series, by budget key; "kind" is requests or tokens.
 type Metrics struct {
 	declared, effective, granted *prometheus.GaugeVec
+	ingestionGranted             *prometheus.GaugeVec
 	holders, factor              *prometheus.GaugeVec
 	used                         *prometheus.CounterVec
 	rateLimited                  *prometheus.CounterVec
@@ -35,6 +39,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "A rate budget after backoff on sustained 429s, per minute."}, kinds),
 		granted: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricGranted,
 			Help: "Sum of the live leases of a budget, per minute."}, kinds),
+		ingestionGranted: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricIngestionGranted,
+			Help: "Sum of the live leases of one ingestion's pods (namespace/name) within a budget, per minute."},
+			[]string{"budget", "ingestion", "kind"}),
 		holders: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricHolders,
 			Help: "Pods holding a lease of a budget."}, []string{"budget"}),
 		factor: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricFactor,
@@ -44,7 +51,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricRateLimited,
 			Help: "429 answers a budget's pods reported."}, []string{"budget"}),
 	}
-	for _, c := range []prometheus.Collector{m.declared, m.effective, m.granted, m.holders, m.factor, m.used, m.rateLimited} {
+	for _, c := range []prometheus.Collector{m.declared, m.effective, m.granted, m.ingestionGranted, m.holders, m.factor, m.used, m.rateLimited} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -76,6 +83,19 @@ func (m *Metrics) setBudget(key string, declared, eff, granted ratebudget.Rates,
 	m.factor.WithLabelValues(key).Set(factor)
 }
 
+// setIngestions sets each ingestion's part of a budget's grants; ingestions no longer holding
+// any lease of it lose their series.
+func (m *Metrics) setIngestions(key string, granted map[string]ratebudget.Rates) {
+	if m == nil {
+		return
+	}
+	m.ingestionGranted.DeletePartialMatch(prometheus.Labels{"budget": key})
+	for ing, r := range granted {
+		m.ingestionGranted.WithLabelValues(key, ing, "requests").Set(r.RPM)
+		m.ingestionGranted.WithLabelValues(key, ing, "tokens").Set(r.TPM)
+	}
+}
+
 // forget drops the gauges of a budget no one holds any more (its counters stay).
 func (m *Metrics) forget(key string) {
 	if m == nil {
@@ -87,9 +107,10 @@ func (m *Metrics) forget(key string) {
 	}
 	m.holders.DeleteLabelValues(key)
 	m.factor.DeleteLabelValues(key)
+	m.ingestionGranted.DeletePartialMatch(prometheus.Labels{"budget": key})
 }
 
 // MetricNames are the series the lease service exports (each appears with its first budget).
 func MetricNames() []string {
-	return []string{MetricDeclared, MetricEffective, MetricGranted, MetricHolders, MetricFactor, MetricUsed, MetricRateLimited}
+	return []string{MetricDeclared, MetricEffective, MetricGranted, MetricIngestionGranted, MetricHolders, MetricFactor, MetricUsed, MetricRateLimited}
 }

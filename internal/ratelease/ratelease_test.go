@@ -213,6 +213,11 @@ func TestArrivalWithinOneRenewal(t *testing.T) {
 	if !near(a.TPM, 300_000) || !near(b.TPM, 300_000) || !near(b.RPM, 150) {
 		t.Fatalf("after one renewal: a %+v, b %+v; want half each", a, b)
 	}
+	for _, ing := range []string{"ns/a", "ns/b"} {
+		if got := value(t, e.srv.opts.Metrics.ingestionGranted.WithLabelValues(key.Key, ing, "requests")); !near(got, 150) {
+			t.Fatalf("%s's granted requests metric %g, want half the budget", ing, got)
+		}
+	}
 	if b.Holders != 2 || !near(b.Fallback.TPM, 300_000) {
 		t.Fatalf("lease %+v: want 2 holders and a fallback of half the budget", b)
 	}
@@ -227,6 +232,13 @@ func TestArrivalWithinOneRenewal(t *testing.T) {
 	}
 	if got := value(t, e.srv.opts.Metrics.holders.WithLabelValues(key.Key)); got != 1 {
 		t.Fatalf("holders metric %g, want 1", got)
+	}
+	// Each ingestion's part: a's is the whole budget again, b's series went with its release.
+	if got := value(t, e.srv.opts.Metrics.ingestionGranted.WithLabelValues(key.Key, "ns/a", "tokens")); !near(got, 600_000) {
+		t.Fatalf("a's granted tokens metric %g, want the whole budget", got)
+	}
+	if n := count(e.srv.opts.Metrics.ingestionGranted); n != 2 {
+		t.Fatalf("%d ingestion series, want a's two (b released)", n)
 	}
 }
 
@@ -460,6 +472,71 @@ func TestClientFallsBack(t *testing.T) {
 	if err := c.RenewOnce(ctx); !errors.As(err, &se) || se.Code != http.StatusForbidden || !strings.Contains(se.Message, "may only lease") {
 		t.Fatalf("renewal for another ingestion: %v, want a 403", err)
 	}
+}
+
+// TestClientFirstLease: First applies the pod's first grant before it returns (so the pod's
+// first provider request is already paced by it, not by the Job's frozen share), and Run then
+// renews one period later; a manager that does not answer within the bound leaves the pod on its
+// fallback share, and a later answer replaces it.
+func TestClientFirstLease(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	e.res.set("ns/b", key)
+	e.renew("b", "b-0", nil) // b holds the whole budget: nothing is free for a newcomer yet
+	frozen := ratebudget.Rates{RPM: 300, TPM: 600_000}
+	newClient := func(url string) (*Client, *fakeLimiter) {
+		lim := &fakeLimiter{u: Usage{RemainingRequests: -1, RemainingTokens: -1}}
+		return NewClient(ClientOptions{URL: url, Credential: Credential(testKey, "ns", "a"), Namespace: "ns", Ingestion: "a",
+			Job: "a-0", Holder: "a-0-pod", Fallback: frozen, Now: e.clk.Now, Log: logr.Discard()}, lim), lim
+	}
+	ctx := context.Background()
+
+	c, lim := newClient(e.url)
+	if err := c.First(ctx, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if rpm, tpm := lim.rates(); rpm >= 1 || tpm >= 1 || lim.set != 1 {
+		t.Fatalf("after First: %g RPM, %g TPM (%d grants applied), want the newcomer's capped grant, not the frozen share", rpm, tpm, lim.set)
+	}
+	if s := e.srv.Snapshot(); len(s) != 1 || len(s[0].Holders) != 2 {
+		t.Fatalf("the server does not count the newcomer: %+v", s)
+	}
+
+	// A manager that accepts the connection and never answers.
+	hung := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hung:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(hs.Close)
+	t.Cleanup(func() { close(hung) })
+	c2, lim2 := newClient(hs.URL + Path)
+	if err := c2.First(ctx, 200*time.Millisecond); err == nil {
+		t.Fatal("First against a manager that never answers succeeded")
+	}
+	if rpm, tpm := lim2.rates(); rpm != frozen.RPM || tpm != frozen.TPM || lim2.set != 1 {
+		t.Fatalf("after the bound: %g/%g (%d applied), want the fallback share", rpm, tpm, lim2.set)
+	}
+	c2.opts.URL = e.url
+	if err := c2.RenewOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rpm, tpm := lim2.rates(); rpm >= frozen.RPM || tpm >= frozen.TPM {
+		t.Fatalf("the lease after the fallback: %g/%g, want the server's grant", rpm, tpm)
+	}
+}
+
+// count is the number of series c holds.
+func count(c prometheus.Collector) int {
+	ch := make(chan prometheus.Metric)
+	go func() { c.Collect(ch); close(ch) }()
+	n := 0
+	for range ch {
+		n++
+	}
+	return n
 }
 
 func TestDemand(t *testing.T) {

@@ -358,7 +358,7 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 	}
 	if g.RPM < target.Rates.RPM || g.TPM < target.Rates.TPM {
 		// Held below its share until the others renew: come back soon for the rest.
-		lease.RenewSeconds = min(lease.RenewSeconds, catchUp.Seconds())
+		lease.RenewSeconds = min(lease.RenewSeconds, CatchUp.Seconds())
 		lease.Capped = true
 	}
 	if g.TPM > 0 {
@@ -416,8 +416,9 @@ func minLimit(a, b float64) float64 {
 	return min(a, b)
 }
 
-// catchUp is how soon a pod held below its share renews again.
-const catchUp = time.Second
+// CatchUp is how soon a pod held below its share renews again (a newcomer, until the others
+// have renewed and left it its share).
+const CatchUp = time.Second
 
 // minGrant keeps a grant that has nothing free positive: zero would mean unlimited.
 const minGrant = 1e-3
@@ -450,11 +451,15 @@ func capCurrent(g, current float64) float64 {
 // report updates the budget's gauges.
 func (s *Server) report(key string, st *budgetState, eff ratebudget.Rates) {
 	var granted ratebudget.Rates
+	byIngestion := map[string]ratebudget.Rates{}
 	for _, h := range st.holders {
 		granted.RPM += h.grant.RPM
 		granted.TPM += h.grant.TPM
+		g := byIngestion[h.group]
+		byIngestion[h.group] = ratebudget.Rates{RPM: g.RPM + h.grant.RPM, TPM: g.TPM + h.grant.TPM}
 	}
 	s.opts.Metrics.setBudget(key, st.declared, eff, granted, len(st.holders), st.backoff.Factor)
+	s.opts.Metrics.setIngestions(key, byIngestion)
 }
 
 // HolderUse is what one holder reported.

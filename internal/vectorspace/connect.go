@@ -20,6 +20,10 @@ type Keys struct {
 	Pinecone string
 	// PineconeControlHost is the control-plane base URL; empty means Pinecone's.
 	PineconeControlHost string
+	// Lease, when set, takes a rate lease for the guard's embedder before its request and
+	// releases it when the guard is done (chunkrun.Lease): the guard's request draws from the
+	// key's budget like a chunk pod's.
+	Lease func(ctx context.Context, emb *embedding.Embedder) (stop func())
 }
 
 // ConfigFor is the guard's configuration for an ingestion spec: its model, dimensions, stored text
@@ -68,6 +72,9 @@ func ForIngestion(ing worker.Ingestion, keys Keys, hc *http.Client, log logr.Log
 		})
 		if err != nil {
 			return nil, worker.Permanent(worker.ReasonPermanentError, fmt.Errorf("vector-space guard: %w", err))
+		}
+		if keys.Lease != nil {
+			defer keys.Lease(ctx, emb)()
 		}
 		return Check(ctx, cfg, emb, up, cands)
 	}

@@ -382,6 +382,10 @@ func TestChartSecurityRendering(t *testing.T) {
 			!strings.Contains(fmt.Sprint(ingress), "port:rate-leases") {
 			t.Errorf("manager ingress %v", ingress)
 		}
+		// Both pod kinds that lease (chunk pods, the planner's vector-space guard) may renew.
+		if !strings.Contains(fmt.Sprint(ingress), "values:[plan chunk]") {
+			t.Errorf("manager ingress %v: the rate lease port must admit plan and chunk pods", ingress)
+		}
 	})
 }
 

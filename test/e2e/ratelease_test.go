@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -15,6 +16,9 @@ import (
 	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
 	"github.com/vectordb-io/vectordb-operator/test/csvgen"
 )
+
+// leaseRenew is the manager's renewal period in these tests.
+const leaseRenew = 2 * time.Second
 
 // withRateLeases restarts the stack's manager with the lease service on, and back without it
 // when the test ends.
@@ -32,7 +36,7 @@ func withRateLeases(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	args := []string{"--rate-lease-bind-address=" + addr, "--rate-lease-url=http://" + addr + ratelease.Path,
-		"--rate-lease-key-file=" + keyFile, "--rate-lease-renew=2s"}
+		"--rate-lease-key-file=" + keyFile, "--rate-lease-renew=" + leaseRenew.String()}
 	before := slices.Clone(st.ManagerArgs)
 	if err := st.StopManager(); err != nil {
 		t.Fatal(err)
@@ -53,10 +57,12 @@ func withRateLeases(t *testing.T) {
 }
 
 // TestRateLeasesHoldTheKeysBudget: one ingestion whose request budget binds; mid-run its
-// parallelism goes from 2 to 6 and the manager is killed and comes back. Without leases the new
-// chunk Jobs' frozen shares add up to more than the budget (E2E_NO_LEASES=1 runs it so, and it
-// fails); with them the key's busiest minute at the fake stays within the budget, nothing is
-// refused, and every vector is written once.
+// parallelism goes from 2 to 6, then a second ingestion on the same key starts and gets its half
+// of the budget within one renewal (the leader's per-ingestion grant), and the manager is killed
+// and comes back. Without leases the new chunk Jobs' frozen shares and the second ingestion's
+// add up to more than the budget (E2E_NO_LEASES=1 runs it so, and it fails); with them the key's
+// busiest minute at the fake stays within the budget (plus one request per pod whose grant
+// changed, see below), nothing is refused, and every vector of both is written once.
 func TestRateLeasesHoldTheKeysBudget(t *testing.T) {
 	skipShort(t)
 	ctx := context.Background()
@@ -129,8 +135,57 @@ func TestRateLeasesHoldTheKeysBudget(t *testing.T) {
 			}
 			return false, "no holders series"
 		})
-		time.Sleep(3 * 2 * time.Second) // three renewals
+		time.Sleep(3 * leaseRenew) // three renewals
 	}
+
+	// A second ingestion on the same key (namespace, Secret, baseURL, model: one budget) starts
+	// while the first one's six pods hold all of it.
+	var bufB bytes.Buffer
+	statsB, err := csvgen.Write(&bufB, csvgen.Options{Rows: 200, Seed: 27, MinText: 60, MaxText: 120})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyB := "exports/leases-b.csv" // scenario's key is the first one's file
+	if err := st.Upload(ctx, keyB, bufB.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	objB := st.LegacyIngestion("leases", "q240", keyB)
+	objB.Spec.Embedding.RequestsPerMinute = budget
+	objB.Spec.Embedding.TokensPerMinute = 1_000_000_000
+	objB.Spec.Embedding.MaxInputsPerRequest = 20
+	objB.Spec.Chunking.RowsPerChunk = 100
+	objB.Spec.Chunking.Parallelism = 1
+	objB.Spec.Target.Pinecone.Namespace = "v2-b" // its own ids, apart from the first one's
+	apply(t, objB)
+	if os.Getenv("E2E_NO_LEASES") == "" {
+		// Its share is half the budget (equal weights). Its pod's first lease is capped at what the
+		// others leave free (nothing); they shrink at their next renewal and it renews every
+		// CatchUp until it holds its share: one renewal period, plus CatchUp, plus the metrics
+		// scrape and the pods' round trips on a loaded machine.
+		first, got := time.Time{}, time.Time{}
+		deadline := time.Now().Add(time.Minute)
+		for got.IsZero() && time.Now().Before(deadline) {
+			if rpm, ok := ingestionGranted(t, "leases/q240"); ok {
+				if first.IsZero() {
+					first = time.Now()
+				}
+				if rpm >= 0.9*budget/2 {
+					got = time.Now()
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if first.IsZero() || got.IsZero() {
+			t.Fatalf("the second ingestion never held 90 %% of its half of the budget (first lease seen: %v)", !first.IsZero())
+		}
+		bound := leaseRenew + ratelease.CatchUp + 2*time.Second
+		t.Logf("the second ingestion held its share %s after its first lease (bound %s)", got.Sub(first).Round(10*time.Millisecond), bound)
+		if d := got.Sub(first); d > bound {
+			t.Errorf("the second ingestion took %s from its first lease to its share, more than one renewal (%s) + CatchUp + slack = %s",
+				d, leaseRenew, bound)
+		}
+	}
+
 	t.Logf("killing the manager at %s", time.Now().Format("15:04:05"))
 	if err := st.KillManager(); err != nil {
 		t.Fatal(err)
@@ -141,23 +196,51 @@ func TestRateLeasesHoldTheKeysBudget(t *testing.T) {
 	}
 
 	final := waitTerminal(t, obj, 5*time.Minute)
-	for _, j := range chunkJobs(t, obj) {
+	finalB := waitTerminal(t, objB, 2*time.Minute)
+	for _, j := range append(chunkJobs(t, obj), chunkJobs(t, objB)...) {
 		if j.Status.StartTime != nil && j.Status.CompletionTime != nil {
 			t.Logf("%s: %s → %s (%s)", j.Name, j.Status.StartTime.Format("15:04:05"), j.Status.CompletionTime.Format("15:04:05"),
 				j.Status.CompletionTime.Sub(j.Status.StartTime.Time))
 		}
 	}
 	checkExactVectors(t, final, stats, false)
+	checkExactVectors(t, finalB, statsB, false)
 	peak, after := st.OpenAI.Peak(), st.OpenAI.Stats()
 	t.Logf("busiest minute: %d requests, %d tokens; budget %d RPM; %d requests, %d refused",
 		peak.Requests, peak.Tokens, budget, after.Requests-before.Requests, after.RateLimited-before.RateLimited)
-	// Each pod's request bucket holds one request (burst 1), which it may send on top of its
-	// rate at a window's edge: up to one per pod running in the window. Without leases the new
-	// Jobs' frozen shares add a third of the budget and more on top.
-	if limit := budget + 6; peak.Requests > limit {
-		t.Errorf("the key's busiest minute had %d requests, above the budget of %d (+ one per pod: %d)", peak.Requests, budget, limit)
+	// The grants add up to the budget at every instant, and a pod whose grant stays the same
+	// keeps its own sends in any 61 s within it (the embedder's own window). A pod whose grant
+	// changed within the minute can still carry one request of credit across the window's start
+	// (paced at its old grant before the change): this run changes every pod's grant several
+	// times (parallelism 2 → 6, the second ingestion's two chunk pods arriving and releasing,
+	// the manager's restart), so the bound is the budget plus one request per pod holding a lease
+	// at once (six of the first ingestion's, one of the second's). Without leases the new Jobs'
+	// frozen shares and the second ingestion's add half the budget and more on top.
+	const pods = 6 + 1
+	if limit := budget + pods; peak.Requests > limit {
+		t.Errorf("the key's busiest minute had %d requests, above the budget of %d + one per pod holding a lease (%d)",
+			peak.Requests, budget, limit)
 	}
 	if n := after.RateLimited - before.RateLimited; n != 0 {
 		t.Errorf("%d requests refused", n)
 	}
+}
+
+// ingestionGranted reads the leader's requests-per-minute grant of one ingestion's pods
+// (namespace/name) from its metrics; ok is false while it has none.
+func ingestionGranted(t *testing.T, ingestion string) (rpm float64, ok bool) {
+	t.Helper()
+	m, err := st.Metrics()
+	if err != nil {
+		return 0, false // the manager restarting
+	}
+	for _, line := range strings.Split(m, "\n") {
+		if strings.HasPrefix(line, ratelease.MetricIngestionGranted+"{") &&
+			strings.Contains(line, `ingestion="`+ingestion+`"`) && strings.Contains(line, `kind="requests"`) {
+			if _, err := fmt.Sscan(line[strings.LastIndex(line, " ")+1:], &rpm); err == nil {
+				return rpm, true
+			}
+		}
+	}
+	return 0, false
 }

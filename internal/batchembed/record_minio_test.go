@@ -1,0 +1,421 @@
+package batchembed_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/vectordb-io/vectordb-operator/internal/batchembed"
+	fake "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
+	"github.com/vectordb-io/vectordb-operator/test/harness"
+)
+
+const recordBucket = "records"
+
+// The record's conditional writes against the real MinIO (bin/minio, hack/tools.sh): a stale
+// version and a second create are refused as ErrConflict, and nothing is overwritten.
+func TestS3StoreConditionalWrites(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	st := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "cond/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = st.Delete(ctx) })
+	rec := batchembed.Record{Version: 1, Ingestion: "uid-1", Chunk: 3}
+	v1, err := st.Save(ctx, rec, "")
+	if err != nil || v1 == "" {
+		t.Fatalf("first save: %q, %v", v1, err)
+	}
+	// A second writer that also saw no record loses (If-None-Match: *).
+	if _, err := st.Save(ctx, batchembed.Record{Version: 1, Ingestion: "uid-1", Chunk: 3, Generation: 9}, ""); !errors.Is(err, batchembed.ErrConflict) {
+		t.Fatalf("create over an existing record: want ErrConflict, got %v", err)
+	}
+	rec.Passes = []batchembed.Pass{{NextRow: 10}}
+	v2, err := st.Save(ctx, rec, v1)
+	if err != nil || v2 == v1 {
+		t.Fatalf("save at the current version: %q, %v", v2, err)
+	}
+	// A writer still at v1 loses (If-Match).
+	if _, err := st.Save(ctx, batchembed.Record{Version: 1, Ingestion: "uid-1", Chunk: 3, Generation: 9}, v1); !errors.Is(err, batchembed.ErrConflict) {
+		t.Fatalf("save at a stale version: want ErrConflict, got %v", err)
+	}
+	got, v, found, err := st.Load(ctx)
+	if err != nil || !found || v != v2 || got.Generation != 0 || len(got.Passes) != 1 || got.Passes[0].NextRow != 10 {
+		t.Fatalf("stored %+v at %q (%v), want the v2 record at %q", got, v, err, v2)
+	}
+	// A record deleted under a writer: its If-Match write is a conflict too, and a reload
+	// (nothing stored) writes it whole.
+	if err := st.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Save(ctx, rec, v2); !errors.Is(err, batchembed.ErrConflict) {
+		t.Fatalf("save over a deleted record: want ErrConflict, got %v", err)
+	}
+}
+
+// hookStore wraps a Store and calls before ahead of every save (with its 1-based number); it
+// counts the saves that lost to another writer.
+type hookStore struct {
+	batchembed.Store
+	saves     atomic.Int32
+	conflicts *atomic.Int32
+	before    func(n int)
+	after     func(n int) // after the save's write
+}
+
+func (h *hookStore) Save(ctx context.Context, rec batchembed.Record, version string) (string, error) {
+	n := int(h.saves.Add(1))
+	if h.before != nil {
+		h.before(n)
+	}
+	v, err := h.Store.Save(ctx, rec, version)
+	if errors.Is(err, batchembed.ErrConflict) && h.conflicts != nil {
+		h.conflicts.Add(1)
+	}
+	if h.after != nil {
+		h.after(n)
+	}
+	return v, err
+}
+
+func s3Config(t *testing.T, s *fake.Server, store batchembed.Store, writer string) batchembed.Config {
+	cfg := config(t, s, store, 50)
+	cfg.Writer = writer
+	cfg.Sleep = func(ctx context.Context, _ time.Duration) error {
+		select { // a short real wait: the other writer runs meanwhile
+		case <-time.After(2 * time.Millisecond):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return cfg
+}
+
+// Two pods of one chunk at once on one record in MinIO: the second starts when the first has
+// made k record writes (k = 0: both at once), so the race falls on every step (the first
+// upload, a claim, a creation, the end of submission). Each batch is created exactly once (the
+// fake's counters), both pods collect every row, and what the loser uploaded is deleted.
+func TestTwoWritersRaceOnOneRecord(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	const n = 200 // 4 batches of 50
+	for _, k := range []int{0, 1, 2, 3, 5, 8, 12} {
+		t.Run(fmt.Sprint("second-after-", k, "-writes"), func(t *testing.T) {
+			s := startFake(t)
+			key := fmt.Sprintf("race/%d/chunk-0003.batches.json", k)
+			base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: key}
+			t.Cleanup(func() { _ = base.Delete(ctx) })
+			startB := make(chan struct{})
+			var once sync.Once
+			if k == 0 {
+				once.Do(func() { close(startB) })
+			}
+			a := &hookStore{Store: base, before: func(n int) {
+				if n > k {
+					once.Do(func() { close(startB) })
+				}
+			}}
+			var wg sync.WaitGroup
+			results := make([]*batchembed.Results, 2)
+			runners := make([]*batchembed.Runner, 2)
+			errs := make([]error, 2)
+			for i, store := range []batchembed.Store{a, base} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if i == 1 {
+						<-startB
+					}
+					r, err := batchembed.Open(ctx, s3Config(t, s, store, fmt.Sprint("pod-", i)))
+					if err != nil {
+						errs[i] = err
+						return
+					}
+					runners[i] = r
+					results[i], errs[i] = run(ctx, r, 0, n)
+				}()
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("pod %d: %v", i, err)
+				}
+				defer results[i].Close()
+				check(t, results[i], 0, n)
+			}
+			st := s.BatchStats()
+			if st.BatchesCreated != 4 || st.BatchesCanceled != 0 || st.LinesEmbedded+st.LinesFailed != n {
+				t.Fatalf("want each of the 4 batches created once and each line run once: %+v", st)
+			}
+			if c := runners[0].Stats().BatchesCreated + runners[1].Stats().BatchesCreated; c != 4 {
+				t.Fatalf("the pods say they created %d batches", c)
+			}
+			rec, _, _, err := base.Load(ctx)
+			if err != nil || len(rec.Batches) != 4 {
+				t.Fatalf("stored record %+v (%v)", rec, err)
+			}
+			for _, b := range rec.Batches {
+				if b.ID == "" || b.State != "completed" {
+					t.Fatalf("stored batch %+v", b)
+				}
+			}
+			for i, r := range runners {
+				if err := r.Finish(ctx); err != nil {
+					t.Fatalf("pod %d finish: %v", i, err)
+				}
+			}
+			// Inputs and outputs deleted by Finish, a loser's spare upload when it lost.
+			if ids := s.FileIDs(); len(ids) != 0 {
+				t.Fatalf("files left at the provider: %v", ids)
+			}
+		})
+	}
+}
+
+// Another writer rewriting the record before every one of a pod's writes (a precondition failure
+// on each, counted): each is merged and written again, never fatal, and the chunk completes with
+// each batch created once.
+func TestPreconditionFailureMidRunIsRetried(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "bump/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	bumps := 0
+	var conflicts atomic.Int32
+	store := &hookStore{Store: base, conflicts: &conflicts, before: func(n int) {
+		if n%2 == 0 {
+			return // every other call: the write tried again after the merge goes through
+		}
+		// Rewrite what is stored with other bytes (the same facts, another ETag: MinIO's ETag
+		// is the content's MD5), as another pod's save would.
+		rec, _, found, err := base.Load(ctx)
+		if err != nil || !found {
+			return
+		}
+		b, err := json.Marshal(rec)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		bumps++
+		b = append(b, bytes.Repeat([]byte(" "), bumps)...)
+		if _, err := m.S3Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(recordBucket), Key: aws.String(base.Key), Body: bytes.NewReader(b)}); err != nil {
+			t.Errorf("bump: %v", err)
+		}
+	}}
+	r, err := batchembed.Open(ctx, s3Config(t, s, store, "pod-0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(ctx, r, 0, 200)
+	if err != nil {
+		t.Fatalf("after %d precondition failures: %v", bumps, err)
+	}
+	defer res.Close()
+	check(t, res, 0, 200)
+	if err := r.Finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.BatchStats(); bumps < 10 || conflicts.Load() < int32(bumps) || st.BatchesCreated != 4 || st.LinesEmbedded+st.LinesFailed != 200 {
+		t.Fatalf("%d bumps, %d conflicts; %+v", bumps, conflicts.Load(), st)
+	}
+	if rec, _, _, err := base.Load(ctx); err != nil || !rec.Done || len(rec.Batches) != 4 {
+		t.Fatalf("stored %+v (%v)", rec, err)
+	}
+}
+
+// failCreate is an HTTP client whose POST /batches never reaches the fake: a pod that died right
+// after claiming a batch.
+type failCreate struct{ c *http.Client }
+
+func (f failCreate) Do(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/batches") {
+		return nil, errors.New("killed before CreateBatch")
+	}
+	return f.c.Do(req)
+}
+
+// A pod that claimed a batch and died before creating it: the next pod waits while the claim is
+// young (it could be a live pod about to create it), then takes it over and creates the batch
+// once. The clock is injected; each wait advances it by the poll interval.
+func TestStaleClaimIsTakenOver(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "stale/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	t0 := time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)
+	now := t0
+	clock := func() time.Time { return now }
+
+	dead := s3Config(t, s, base, "pod-dead")
+	oc := openai.DefaultConfig(key)
+	oc.BaseURL, oc.HTTPClient = s.URL(), failCreate{c: &http.Client{}}
+	dead.Client, dead.Now = openai.NewClientWithConfig(oc), clock
+	r, err := batchembed.Open(ctx, dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := submitRows(ctx, r, 0, 50); err == nil || !strings.Contains(err.Error(), "killed before CreateBatch") {
+		t.Fatalf("want the kill, got %v", err)
+	}
+	rec, _, _, _ := base.Load(ctx)
+	if len(rec.Batches) != 1 || rec.Batches[0].Claim != "pod-dead" || rec.Batches[0].ID != "" {
+		t.Fatalf("want b0 claimed by the dead pod and not created: %+v", rec.Batches)
+	}
+
+	next := s3Config(t, s, base, "pod-next")
+	next.Now, next.ClaimTimeout, next.PollInterval = clock, 5*time.Minute, 30*time.Second
+	waits := 0
+	next.Sleep = func(ctx context.Context, d time.Duration) error {
+		waits++
+		now = now.Add(d)
+		return ctx.Err()
+	}
+	r2, err := batchembed.Open(ctx, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r2.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Taken over once the claim was 5 min old (10 waits of 30 s), not before.
+	rec, _, _, _ = base.Load(ctx)
+	if b := rec.Batches[0]; b.Claim != "pod-next" || b.ID == "" || time.Unix(b.ClaimedAt, 0).Sub(t0) != 5*time.Minute {
+		t.Fatalf("after %d waits: batch %+v, want claimed by pod-next 5m after %s and created", waits, b, t0)
+	}
+	if st := s.BatchStats(); st.BatchesCreated != 1 || st.LinesEmbedded+st.LinesFailed != 50 {
+		t.Fatalf("%+v", st)
+	}
+	res, err := r2.Collect(ctx, 0, 50, dims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	check(t, res, 0, 50)
+	if err := r2.Finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// gateCreate is an HTTP client that holds its POST /batches until gate is closed, or tells
+// reached that it got there.
+type gateCreate struct {
+	c       *http.Client
+	gate    <-chan struct{}
+	reached func()
+}
+
+func (g gateCreate) Do(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/batches") {
+		if g.reached != nil {
+			g.reached()
+		}
+		if g.gate != nil {
+			select {
+			case <-g.gate:
+			case <-time.After(20 * time.Second):
+			}
+		}
+	}
+	return g.c.Do(req)
+}
+
+// The race the claim exists for, made deterministic: pod B reads the record while batch b0 is
+// uploaded but unclaimed; pod A then claims b0, finds no batch with its metadata, and stops just
+// before CreateBatch until B has either reached CreateBatch too (B overwrote A's claim: two
+// batches) or is waiting on A's claim. With conditional writes, B's write after A's claim loses,
+// B merges A's claim in and waits, and adopts A's batch: one batch.
+func TestClaimedBatchIsCreatedOnce(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "claim/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	startB, bLoaded, bThere, aClaimed := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var bOnce sync.Once
+	signalB := func() { bOnce.Do(func() { close(bThere) }) }
+	a := &hookStore{Store: base, before: func(n int) {
+		if n == 2 { // save 1: b0 uploaded; save 2: A's claim
+			close(startB)
+			<-bLoaded
+		}
+	}, after: func(n int) {
+		if n == 2 {
+			close(aClaimed)
+		}
+	}}
+	// B's first write (the end of its submission, from the record it read before A's claim)
+	// comes after A's claim.
+	b := &hookStore{Store: base, before: func(n int) {
+		if n == 1 {
+			<-aClaimed
+		}
+	}}
+	client := func(d openai.HTTPDoer) *openai.Client {
+		oc := openai.DefaultConfig(key)
+		oc.BaseURL, oc.HTTPClient = s.URL(), d
+		return openai.NewClientWithConfig(oc)
+	}
+	cfgA := s3Config(t, s, a, "pod-a")
+	cfgA.Client = client(gateCreate{c: &http.Client{}, gate: bThere})
+	cfgB := s3Config(t, s, b, "pod-b")
+	cfgB.Client = client(gateCreate{c: &http.Client{}, reached: signalB})
+	sleepB := cfgB.Sleep
+	cfgB.Sleep = func(ctx context.Context, d time.Duration) error { signalB(); return sleepB(ctx, d) }
+
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	results := make([]*batchembed.Results, 2)
+	runners := make([]*batchembed.Runner, 2)
+	for i, cfg := range []batchembed.Config{cfgA, cfgB} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i == 1 {
+				<-startB
+			}
+			r, err := batchembed.Open(ctx, cfg)
+			if i == 1 {
+				close(bLoaded)
+			}
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			runners[i] = r
+			results[i], errs[i] = run(ctx, r, 0, 50)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("pod %d: %v", i, err)
+		}
+		defer results[i].Close()
+		check(t, results[i], 0, 50)
+	}
+	if st := s.BatchStats(); st.BatchesCreated != 1 || st.LinesEmbedded+st.LinesFailed != 50 {
+		t.Fatalf("want one batch, each line run once: %+v", st)
+	}
+	// A created it; B, which lost the claim, adopted it.
+	if a, b := runners[0].Stats(), runners[1].Stats(); a.BatchesCreated != 1 || b.BatchesCreated != 0 {
+		t.Fatalf("pod A created %d batches, pod B %d; want 1 and 0", a.BatchesCreated, b.BatchesCreated)
+	}
+	rec, _, _, err := base.Load(ctx)
+	if err != nil || len(rec.Batches) != 1 || rec.Batches[0].Claim != "pod-a" || rec.Batches[0].State != "completed" {
+		t.Fatalf("stored %+v (%v)", rec, err)
+	}
+}

@@ -1,0 +1,175 @@
+package embedding
+
+import (
+	"context"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	fakeopenai "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
+)
+
+// TestOwnWindow: under a lease a pod's sends in any sliding window stay within its grant per
+// minute, whatever its token bucket holds; a refused (429) send is given back; an empty window
+// admits one request even above a tiny grant.
+func TestOwnWindow(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)
+	type send struct {
+		at       time.Duration // from t0
+		tokens   int
+		refunded bool
+	}
+	cases := []struct {
+		name     string
+		rpm, tpm float64
+		before   []send
+		at       time.Duration
+		n        int
+		ok       bool
+		wait     time.Duration // when !ok
+	}{
+		{"empty window", 6, 1000, nil, 0, 100, true, 0},
+		{"requests full", 2, 0, []send{{0, 1, false}, {10 * time.Second, 1, false}}, 20 * time.Second, 1, false, 41 * time.Second},
+		{"tokens full", 0, 1000, []send{{0, 600, false}}, 5 * time.Second, 500, false, 56 * time.Second},
+		{"tokens fit exactly", 0, 1000, []send{{0, 600, false}}, 5 * time.Second, 400, true, 0},
+		{"the oldest left", 2, 0, []send{{0, 1, false}, {10 * time.Second, 1, false}}, ownWindowSize, 1, true, 0},
+		{"still inside until the window's end", 2, 0, []send{{0, 1, false}, {10 * time.Second, 1, false}}, ownWindowSize - time.Millisecond, 1, false, time.Millisecond},
+		{"a refused send counts for nothing", 1, 0, []send{{0, 1, true}}, time.Second, 1, true, 0},
+		{"a tiny grant still sends into an empty window", 0.001, 0.001, nil, 0, 5000, true, 0},
+		{"a tiny grant: one at a time", 0.001, 0.001, []send{{0, 10, false}}, 30 * time.Second, 1, false, 31 * time.Second},
+		{"unlimited", 0, 0, []send{{0, 1 << 20, false}, {0, 1 << 20, false}}, time.Second, 1 << 20, true, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var w ownWindow
+			for _, b := range c.before {
+				s, _ := w.admit(t0.Add(b.at), b.tokens, 0, 0)
+				w.refund(map[bool]*ownSend{true: s}[b.refunded])
+			}
+			s, wait := w.admit(t0.Add(c.at), c.n, c.rpm, c.tpm)
+			if (s != nil) != c.ok || !c.ok && wait != c.wait {
+				t.Fatalf("admitted %v, wait %s; want %v, %s", s != nil, wait, c.ok, c.wait)
+			}
+		})
+	}
+}
+
+// TestLeaseSizesBatches: a grant packs the batches that follow for it (as a static budget's are
+// packed, batchTokensFor), never larger than the embedder's own cap, so a request is a small part
+// of the pod's minute; an unlimited grant lifts the cap.
+func TestLeaseSizesBatches(t *testing.T) {
+	srv := startFake(t, fakeopenai.Options{})
+	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL(), RequestsPerMinute: 600, TokensPerMinute: 2_000_000, MaxInputsPerRequest: 2048})
+	full := e.MaxBatchTokens()   // 100,000: a twentieth of the static budget
+	texts := make([]Input, 4000) // about 100 tokens each: the token cap binds, not the 2,048 inputs
+	for i := range texts {
+		texts[i] = Input{ID: int64(i), Text: strings.Repeat("word ", 100)}
+	}
+	largest := func() int {
+		batches, _ := e.Split(texts)
+		m := 0
+		for _, b := range batches {
+			m = max(m, b.Tokens)
+		}
+		return m
+	}
+	if got := largest(); got > full || got < full/2 {
+		t.Fatalf("before a lease: largest batch %d tokens, want about %d", got, full)
+	}
+	e.SetRates(60, 200_000, 0) // a tenth of the budget: batches of 10,000 tokens
+	if got, want := largest(), batchTokensFor(200_000, 60); got > want || got < want/2 {
+		t.Fatalf("under a 200,000 TPM grant: largest batch %d tokens, want about %d", got, want)
+	}
+	e.SetRates(0, 0, 0)
+	if got := largest(); got > full || got < full/2 {
+		t.Fatalf("after an unlimited grant: largest batch %d tokens, want about %d again", got, full)
+	}
+	if _, _, err := e.Embed(context.Background(), texts[:10]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// simulateFleet runs pods that share a token budget equally, each paced by a token bucket at its
+// grant (as SetRates sets it) and, with own, by its own window too, on a synthetic clock: every
+// pod sends requests of 20,000–30,000 tokens as fast as its limits allow, and after every few
+// requests pauses as a chunk pod does between reading and upserting, so its bucket fills. It
+// returns the most tokens sent in any 60 s (the provider's sliding minute, (t-60 s, t]).
+func simulateFleet(pods int, budget float64, own bool, seed uint64) int {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	t0 := time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)
+	grant := budget / float64(pods)
+	type pod struct {
+		bucket   *rate.Limiter
+		own      ownWindow
+		n        int       // the pending request's tokens
+		paid     bool      // its bucket tokens are taken; it waits for its own window
+		idleTill time.Time // pausing
+		sent     int
+	}
+	ps := make([]*pod, pods)
+	for i := range ps {
+		b := rate.NewLimiter(rate.Limit(grant/60), max(30_000, int(grant*3/60)))
+		b.AllowN(t0, b.Burst()) // empty, as at the first grant
+		ps[i] = &pod{bucket: b, n: 20_000 + rng.IntN(10_000)}
+	}
+	type sent struct {
+		at     time.Time
+		tokens int
+	}
+	var log []sent
+	peak, inWindow, head := 0, 0, 0
+	for t := t0; t.Before(t0.Add(10 * time.Minute)); t = t.Add(10 * time.Millisecond) {
+		for _, p := range ps {
+			if t.Before(p.idleTill) {
+				continue
+			}
+			if !p.paid {
+				if !p.bucket.AllowN(t, p.n) {
+					continue
+				}
+				p.paid = true
+			}
+			if own {
+				if s, _ := p.own.admit(t, p.n, 0, grant); s == nil {
+					continue
+				}
+			}
+			log = append(log, sent{t, p.n})
+			inWindow += p.n
+			for !log[head].at.After(t.Add(-time.Minute)) {
+				inWindow -= log[head].tokens
+				head++
+			}
+			peak = max(peak, inWindow)
+			p.sent++
+			p.n, p.paid = 20_000+rng.IntN(10_000), false
+			if p.sent%4 == 0 {
+				p.idleTill = t.Add(time.Duration(rng.IntN(15_000)) * time.Millisecond)
+			}
+		}
+	}
+	return peak
+}
+
+// TestOwnWindowKeepsTheFleetWithinBudget confirms why leased pods went over the key's minute and
+// that their own window fixes it: eight pods paced by token buckets at an eighth of the budget
+// each put more than the budget into some minute (each bucket's content at the minute's start
+// comes on top of its grant); with their own windows no minute exceeds it.
+func TestOwnWindowKeepsTheFleetWithinBudget(t *testing.T) {
+	const budget = 1_000_000
+	for seed := range uint64(3) {
+		if peak := simulateFleet(8, budget, false, seed); peak <= budget {
+			t.Errorf("seed %d: token buckets alone peaked at %d tokens a minute, within the budget %d: the cause is elsewhere", seed, peak, budget)
+		}
+		peak := simulateFleet(8, budget, true, seed)
+		if peak > budget {
+			t.Errorf("seed %d: with their own windows the pods peaked at %d tokens a minute, above the budget %d", seed, peak, budget)
+		}
+		if peak < budget*8/10 {
+			t.Errorf("seed %d: with their own windows the pods peaked at only %d tokens a minute (budget %d): the window starves them", seed, peak, budget)
+		}
+	}
+}
