@@ -92,6 +92,9 @@ type Reconciler struct {
 	Now     func() time.Time
 	// APIReader reads past the cache (the writers records); SetupWithManager sets the manager's.
 	APIReader client.Reader
+	// LiveBatches holds the running batch-mode chunks' live reports (nil: none; their batches
+	// show when they end).
+	LiveBatches LiveBatches
 
 	mu sync.Mutex
 	// trackErr remembers the last mirror failure per ingestion for the TrackingDegraded condition.

@@ -845,11 +845,19 @@ type CsvIngestionStatus struct {
 	// +optional
 	Usage *Usage `json:"usage,omitempty"`
 
-	// Batch (batch mode) adds up the Batch API batches of the recorded chunks, as each chunk's
-	// pod reported them when it ended: batches by OpenAI's state and lines done of lines
-	// submitted. Chunks still waiting on their batches are counted in chunks.active.
+	// Batch (batch mode) adds up the Batch API batches: those of the recorded chunks, as each
+	// chunk's pod reported them when it ended, plus batchLive (batches by OpenAI's state and
+	// lines done of lines submitted).
 	// +optional
 	Batch *BatchStatus `json:"batch,omitempty"`
+
+	// BatchLive (batch mode, with rate leases on) is the part of batch that comes from the live
+	// reports of chunks still running (each chunk pod reports its batches to the manager's
+	// lease service as they change); it is included in batch. The states validating,
+	// inProgress and finalizing of running chunks come only from here. Without rate leases a
+	// running chunk's batches show once it ends.
+	// +optional
+	BatchLive *BatchStatus `json:"batchLive,omitempty"`
 
 	// VectorSpace is what the planner's vector-space guard found.
 	// +optional
@@ -1035,6 +1043,23 @@ func (b *BatchStatus) Add(o BatchStatus) {
 	b.Lines += o.Lines
 	b.LinesDone += o.LinesDone
 	b.LinesFailed += o.LinesFailed
+}
+
+// Sub subtracts o's counts from b, none below zero.
+func (b *BatchStatus) Sub(o BatchStatus) {
+	sub32 := func(x *int32, y int32) { *x = max(*x-y, 0) }
+	sub64 := func(x *int64, y int64) { *x = max(*x-y, 0) }
+	sub32(&b.Batches, o.Batches)
+	sub32(&b.Validating, o.Validating)
+	sub32(&b.InProgress, o.InProgress)
+	sub32(&b.Finalizing, o.Finalizing)
+	sub32(&b.Completed, o.Completed)
+	sub32(&b.Failed, o.Failed)
+	sub32(&b.Expired, o.Expired)
+	sub32(&b.Cancelled, o.Cancelled)
+	sub64(&b.Lines, o.Lines)
+	sub64(&b.LinesDone, o.LinesDone)
+	sub64(&b.LinesFailed, o.LinesFailed)
 }
 
 // VectorSpaceStatus is the outcome of the vector-space guard.

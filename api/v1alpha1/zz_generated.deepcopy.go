@@ -444,6 +444,11 @@ func (in *CsvIngestionStatus) DeepCopyInto(out *CsvIngestionStatus) {
 		*out = new(BatchStatus)
 		**out = **in
 	}
+	if in.BatchLive != nil {
+		in, out := &in.BatchLive, &out.BatchLive
+		*out = new(BatchStatus)
+		**out = **in
+	}
 	if in.VectorSpace != nil {
 		in, out := &in.VectorSpace, &out.VectorSpace
 		*out = new(VectorSpaceStatus)

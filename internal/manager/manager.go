@@ -31,6 +31,7 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/controllers"
+	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
 	"github.com/vectordb-io/vectordb-operator/internal/shim"
 	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 	"github.com/vectordb-io/vectordb-operator/internal/tracking"
@@ -219,9 +220,10 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	var liveBatches *ratelease.Reports
 	if leaseKey != nil {
 		o.Controller.RateLeaseURL, o.Controller.RateLeaseKey = o.RateLease.URL, leaseKey
-		if err := addRateLeases(ctx, mgr, o.RateLease, leaseKey); err != nil {
+		if liveBatches, err = addRateLeases(ctx, mgr, o.RateLease, leaseKey); err != nil {
 			return err
 		}
 	}
@@ -236,6 +238,9 @@ func Run(ctx context.Context, o Options) error {
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("vectordb-operator"),
 		Config:   ctrlCfg,
+	}
+	if liveBatches != nil {
+		r.LiveBatches = liveBatches
 	}
 	var tracker *tracking.Tables
 	if !o.DisableTracking {

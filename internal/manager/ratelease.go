@@ -90,11 +90,13 @@ func rateLeaseKey(o RateLeaseOptions) ([]byte, error) {
 var leaseMetrics = sync.OnceValues(func() (*ratelease.Metrics, error) { return ratelease.NewMetrics(metrics.Registry) })
 
 // addRateLeases adds the lease service, served by the leader only: its state is soft and a
-// new leader re-learns it from the renewals (see ratelease.Server).
-func addRateLeases(ctx context.Context, mgr ctrl.Manager, o RateLeaseOptions, key []byte) error {
+// new leader re-learns it from the renewals (see ratelease.Server). The same listener takes the
+// batch-mode chunks' live batch reports (ratelease.ReportPath), kept in the returned store for
+// the controller.
+func addRateLeases(ctx context.Context, mgr ctrl.Manager, o RateLeaseOptions, key []byte) (*ratelease.Reports, error) {
 	m, err := leaseMetrics()
 	if err != nil {
-		return fmt.Errorf("rate lease metrics: %w", err)
+		return nil, fmt.Errorf("rate lease metrics: %w", err)
 	}
 	log := mgr.GetLogger().WithName("rate-leases")
 	srv, err := ratelease.NewServer(ratelease.ServerOptions{
@@ -102,24 +104,28 @@ func addRateLeases(ctx context.Context, mgr ctrl.Manager, o RateLeaseOptions, ke
 		Log: log, Metrics: m,
 	})
 	if err != nil {
-		return err
+		return nil, err
+	}
+	reports, err := ratelease.NewReports(ratelease.ReportsOptions{Key: key, Log: mgr.GetLogger().WithName("batch-reports")})
+	if err != nil {
+		return nil, err
 	}
 	// The leader writes each EmbeddingBudget's status from the server's state.
 	// It waits one lease period (the server's TTL, three renewals) after becoming leader, by
 	// which time every live pod has renewed with it.
 	if err := mgr.Add(&controllers.BudgetStatusWriter{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("vectordb-operator"),
 		Snapshot: srv.Snapshot, Interval: o.StatusInterval, Warmup: 3 * o.Renew, Log: mgr.GetLogger().WithName("embedding-budgets")}); err != nil {
-		return err
+		return nil, err
 	}
-	l := &leaseRunnable{addr: o.Addr, handler: srv}
+	l := &leaseRunnable{addr: o.Addr, handler: srv, reports: reports}
 	if o.PodName != "" && o.PodNamespace != "" {
 		l.label = func(ctx context.Context, on bool) error { return labelLeader(ctx, mgr.GetClient(), o, on) }
 		// A restarted ex-leader must not keep receiving renewals it no longer answers.
 		if err := l.label(ctx, false); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return mgr.Add(l)
+	return reports, mgr.Add(l)
 }
 
 // labelLeader sets or removes LabelLeader on this replica's pod.
@@ -280,6 +286,7 @@ func endpoint(base string) string {
 type leaseRunnable struct {
 	addr    string
 	handler http.Handler
+	reports http.Handler                      // nil: no batch reports
 	label   func(context.Context, bool) error // nil: no pod to label
 }
 
@@ -288,6 +295,9 @@ func (l *leaseRunnable) NeedLeaderElection() bool { return true }
 func (l *leaseRunnable) Start(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.Handle(ratelease.Path, l.handler)
+	if l.reports != nil {
+		mux.Handle(ratelease.ReportPath, l.reports)
+	}
 	srv := &http.Server{Addr: l.addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", l.addr)
 	if err != nil {
