@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -30,7 +31,11 @@ const (
 	ReasonBatchCleanupDone    = "BatchCleanupDone"
 	ReasonBatchCleanupFailed  = "BatchCleanupFailed"
 	ReasonBatchCleanupSkipped = "BatchCleanupSkipped"
+	ReasonBatchCleanupBlocked = "BatchCleanupBlocked"
 )
+
+// batchCleanupRetry is how soon a cleanup Job the API server refused is tried again.
+const batchCleanupRetry = 10 * time.Second
 
 // cleanupJobState is what the cluster shows of an ingestion's cleanup Job.
 type cleanupJobState int
@@ -97,9 +102,10 @@ func holdsBatchCleanup(obj *v1alpha1.CsvIngestion) bool {
 	return obj.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch && controllerutil.ContainsFinalizer(obj, FinalizerBatchCleanup)
 }
 
-// cleanupJobOf returns the ingestion's cleanup Job and its state. A Job of that name left by an
-// earlier ingestion of the same name (a deleted one's cleanup is not owned, see cleanupStaged)
-// is not this one's: it is reported as foreign.
+// cleanupJobOf returns the ingestion's cleanup Job and its state. A Job of that name that does
+// not carry this ingestion's UID (label or controller reference) is reported as foreign: one
+// left by an earlier ingestion of the same name (a deleted one's cleanup is not owned, see
+// cleanupStaged), or anyone else's, whose end must not release the finalizer.
 func (r *Reconciler) cleanupJobOf(ctx context.Context, obj *v1alpha1.CsvIngestion) (*batchv1.Job, cleanupJobState, bool, error) {
 	job := &batchv1.Job{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: worker.CleanupJobName(obj.Name)}, job)
@@ -109,7 +115,7 @@ func (r *Reconciler) cleanupJobOf(ctx context.Context, obj *v1alpha1.CsvIngestio
 	if err != nil {
 		return nil, cleanupNoJob, false, fmt.Errorf("get cleanup Job of %s: %w", obj.Name, err)
 	}
-	if uid := job.Labels[worker.LabelUID]; uid != "" && uid != string(obj.UID) {
+	if !ownCleanupJob(job, obj.UID) {
 		return job, cleanupNoJob, true, nil
 	}
 	switch {
@@ -121,6 +127,22 @@ func (r *Reconciler) cleanupJobOf(ctx context.Context, obj *v1alpha1.CsvIngestio
 		return job, cleanupNoJob, false, nil // going: another is created once it is gone
 	}
 	return job, cleanupRunning, false, nil
+}
+
+// ownCleanupJob: the Job is the cleanup Job of the ingestion with this UID.
+func ownCleanupJob(job *batchv1.Job, uid types.UID) bool {
+	if ref := metav1.GetControllerOf(job); ref != nil {
+		return ref.UID == uid
+	}
+	return job.Labels[worker.LabelUID] == string(uid) && job.Labels[worker.LabelRole] == worker.RoleCleanup
+}
+
+// leftoverCleanupJob: the Job is the (unowned) cleanup Job an earlier ingestion of this name
+// left, which the controller may delete once it has ended. Anyone else's Job is never touched.
+func leftoverCleanupJob(job *batchv1.Job, obj *v1alpha1.CsvIngestion) bool {
+	return metav1.GetControllerOf(job) == nil && job.Labels[worker.LabelRole] == worker.RoleCleanup &&
+		job.Labels[worker.LabelUID] != "" && job.Labels[worker.LabelUID] != string(obj.UID) &&
+		job.Labels[worker.LabelName] == worker.LabelValue(obj.Name)
 }
 
 // batchCleanup applies decideBatchFinalizer after the pass (and cleanupStaged) ran. It returns
@@ -182,8 +204,35 @@ func (r *Reconciler) removeBatchFinalizer(ctx context.Context, obj *v1alpha1.Csv
 	return nil
 }
 
+// batchCleanupRefused reports a cleanup Job that could not be created (a quota, an admission
+// policy, missing RBAC, a Job of that name that is not the ingestion's): the BatchCleanup
+// condition (False, BatchCleanupBlocked) and a Warning event carry the server's message, and it
+// is tried again. A deleted ingestion waits for it at most FinalizerTimeout from its deletion,
+// then goes as in a terminating namespace, so deletion never hangs on a refusal. It returns
+// when to try again (0 once it gave up).
+func (r *Reconciler) batchCleanupRefused(ctx context.Context, obj *v1alpha1.CsvIngestion, why error) (time.Duration, error) {
+	retry := batchCleanupRetry
+	if !obj.DeletionTimestamp.IsZero() {
+		waited := r.Now().Sub(obj.DeletionTimestamp.Time)
+		if waited >= r.Config.FinalizerTimeout {
+			return 0, r.giveUpBatchCleanup(ctx, obj, fmt.Errorf("tried for %s: %w", waited.Round(time.Second), why))
+		}
+		retry = min(retry, r.Config.FinalizerTimeout-waited)
+	}
+	msg := fmt.Sprintf("the cleanup Job cannot be created, retrying: %v", why)
+	r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBatchCleanupBlocked, "Cleanup", "%s", msg)
+	if meta.SetStatusCondition(&obj.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionBatchCleanup,
+		Status: metav1.ConditionFalse, Reason: ReasonBatchCleanupBlocked, Message: truncate(msg, 1000), ObservedGeneration: obj.Generation}) {
+		if err := r.Status().Update(ctx, obj); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+			return retry, fmt.Errorf("record the refused cleanup of %s: %w", obj.Name, err)
+		}
+	}
+	return retry, nil
+}
+
 // giveUpBatchCleanup lets a deleted ingestion go when no cleanup Job can run: its namespace is
-// being deleted (the API server refuses new objects there, and deletes the Secret and Jobs).
+// being deleted (the API server refuses new objects there, and deletes the Secret and Jobs), or
+// the Job was refused for FinalizerTimeout.
 func (r *Reconciler) giveUpBatchCleanup(ctx context.Context, obj *v1alpha1.CsvIngestion, why error) error {
 	msg := fmt.Sprintf("the cleanup Job cannot be created (%v): batches of chunks that did not finish may still be open at OpenAI; they are listed in the chunks' records under %s",
 		why, batchRecordLocation(obj))
