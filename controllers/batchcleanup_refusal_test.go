@@ -143,6 +143,41 @@ func TestBatchCleanupStrayFinalizerOnOnline(t *testing.T) {
 	waitGone(t, obj)
 }
 
+// The cleanup Job of a deleted ingestion whose pod cannot start (here its key's Secret was
+// deleted with it, as `kubectl delete -f` of a directory or a GitOps prune does) is reported with
+// the kubelet's reason, and holds the deletion at most the finalizer timeout instead of the Job's
+// whole deadline (chunkTimeout times retriesPerChunk+1: two hours by default) without a word.
+func TestBatchCleanupStuckPodDoesNotHoldDeletion(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	startManager(t, nil, ns)
+	obj := runningBatch(t, ns, "stuck")
+	deleteIngestion(t, obj)
+	j := waitCleanupJob(t, obj, "")
+	labels := map[string]string{"job-name": j.Name}
+	for k, v := range j.Spec.Template.Labels {
+		labels[k] = v
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: j.Name + "-", Namespace: ns, Labels: labels,
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: j.Name, UID: j.UID, Controller: ptr.To(true)}}},
+		Spec: j.Spec.Template.Spec}
+	if err := cluster.Client.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cluster.Client.Delete(ctx, pod) })
+	pod.Status = corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{{Name: "embedder",
+		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: `secret "openai" not found`}}}}}
+	if err := cluster.Client.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, obj)
+	wantEvents(t, obj, controllers.ReasonBatchCleanupFailed)
+	if msg := eventMessage(t, obj, controllers.ReasonBatchCleanupFailed); !strings.Contains(msg, `secret "openai" not found`) {
+		t.Errorf("BatchCleanupFailed event %q does not carry the kubelet's reason", msg)
+	}
+	deleteCleanupJob(t, j)
+}
+
 // eventMessage is the message of obj's newest event with reason.
 func eventMessage(t *testing.T, obj *v1alpha1.CsvIngestion, reason string) string {
 	t.Helper()

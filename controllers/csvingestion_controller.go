@@ -297,8 +297,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			log.Error(err, "staged objects not cleaned up yet")
 		}
 	}
-	if _, err := r.batchCleanup(ctx, obj, kids); err != nil {
+	if _, retry, err := r.batchCleanup(ctx, obj, kids); err != nil {
 		return ctrl.Result{}, err
+	} else if retry > 0 && (cleanupRetry == 0 || retry < cleanupRetry) {
+		cleanupRetry = retry
 	}
 	var res ctrl.Result
 	mirrorErr := error(nil)
