@@ -274,17 +274,21 @@ func (p *pass) recordMetrics() {
 			chunkDuration.Observe(f.duration.Seconds())
 		}
 		if res := f.result; res != nil {
+			// The counts come from the pod's termination message: a negative one would make a
+			// counter panic, so it adds nothing.
 			if f.succeeded {
-				rowsTotal.WithLabelValues("processed").Add(float64(res.Processed))
-				rowsTotal.WithLabelValues("failed").Add(float64(res.Failed))
-				rowsTotal.WithLabelValues("skipped").Add(float64(res.Skipped))
+				rowsTotal.WithLabelValues("processed").Add(float64(max(res.Processed, 0)))
+				rowsTotal.WithLabelValues("failed").Add(float64(max(res.Failed, 0)))
+				rowsTotal.WithLabelValues("skipped").Add(float64(max(res.Skipped, 0)))
 			}
-			vectorsUpserted.Add(float64(res.VectorsUpserted))
-			embeddingTokens.Add(float64(res.Tokens))
-			embeddingRequests.Add(float64(res.Requests))
-			embeddingRetries.Add(float64(res.Retries))
-			embeddingRateLimited.Add(float64(res.RateLimited))
-			if b := res.Batch; b != nil {
+			vectorsUpserted.Add(float64(max(res.VectorsUpserted, 0)))
+			embeddingTokens.Add(float64(max(res.Tokens, 0)))
+			embeddingRequests.Add(float64(max(res.Requests, 0)))
+			embeddingRetries.Add(float64(max(res.Retries, 0)))
+			embeddingRateLimited.Add(float64(max(res.RateLimited, 0)))
+			if res.Batch != nil {
+				b := &v1alpha1.BatchStatus{}
+				b.Add(*res.Batch) // clamped
 				batchesTotal.WithLabelValues("completed").Add(float64(b.Completed))
 				batchesTotal.WithLabelValues("failed").Add(float64(b.Failed))
 				batchesTotal.WithLabelValues("expired").Add(float64(b.Expired))
@@ -296,7 +300,7 @@ func (p *pass) recordMetrics() {
 		}
 	}
 	for _, fc := range p.newlyFailed {
-		rowsTotal.WithLabelValues("failed").Add(float64(rowsOf(fc.Rows)))
+		rowsTotal.WithLabelValues("failed").Add(float64(max(rowsOf(fc.Rows), 0)))
 	}
 }
 

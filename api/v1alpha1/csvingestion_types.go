@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"math"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -1030,19 +1032,21 @@ type BatchStatus struct {
 	LinesFailed int64 `json:"linesFailed,omitempty"`
 }
 
-// Add adds o's counts to b.
+// Add adds o's counts to b. A chunk's counts come from its pod's termination message, which the
+// manager does not trust: a negative count adds nothing, and a sum saturates instead of wrapping.
 func (b *BatchStatus) Add(o BatchStatus) {
-	b.Batches += o.Batches
-	b.Validating += o.Validating
-	b.InProgress += o.InProgress
-	b.Finalizing += o.Finalizing
-	b.Completed += o.Completed
-	b.Failed += o.Failed
-	b.Expired += o.Expired
-	b.Cancelled += o.Cancelled
-	b.Lines += o.Lines
-	b.LinesDone += o.LinesDone
-	b.LinesFailed += o.LinesFailed
+	for _, f := range [][2]*int32{{&b.Batches, &o.Batches}, {&b.Validating, &o.Validating}, {&b.InProgress, &o.InProgress},
+		{&b.Finalizing, &o.Finalizing}, {&b.Completed, &o.Completed}, {&b.Failed, &o.Failed}, {&b.Expired, &o.Expired},
+		{&b.Cancelled, &o.Cancelled}} {
+		*f[0] = int32(min(int64(*f[0])+max(int64(*f[1]), 0), math.MaxInt32))
+	}
+	for _, f := range [][2]*int64{{&b.Lines, &o.Lines}, {&b.LinesDone, &o.LinesDone}, {&b.LinesFailed, &o.LinesFailed}} {
+		if v := max(*f[1], 0); *f[0] > math.MaxInt64-v {
+			*f[0] = math.MaxInt64
+		} else {
+			*f[0] += v
+		}
+	}
 }
 
 // Sub subtracts o's counts from b, none below zero.

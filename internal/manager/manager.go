@@ -115,7 +115,7 @@ func FlagSet(o *Options) *pflag.FlagSet {
 	fs.StringVar(&o.Controller.WorkerServiceAccount, "worker-service-account", o.Controller.WorkerServiceAccount, "service account of worker pods unless spec.worker.serviceAccountName is set")
 	fs.Var(resourcesFlag{&o.Controller.DefaultWorkerResources}, "worker-resources", "resources of worker pods (JSON requests and limits) unless spec.worker.resources sets any; empty: none")
 	fs.DurationVar(&o.Controller.JobTTL, "job-ttl", o.Controller.JobTTL, "ttlSecondsAfterFinished set on a Job once its outcome is recorded (Jobs have none before)")
-	fs.DurationVar(&o.Controller.FinalizerTimeout, "finalizer-timeout", o.Controller.FinalizerTimeout, "how long deleting a running ingestion, or a finished one's final state, waits for the task table")
+	fs.DurationVar(&o.Controller.FinalizerTimeout, "finalizer-timeout", o.Controller.FinalizerTimeout, "how long deleting a running ingestion, or a finished one's final state, waits for the task table; also how long a deleted batch-mode ingestion waits for a cleanup Job the API server refuses")
 	fs.IntVar(&o.Controller.MaxConcurrentReconciles, "max-concurrent-reconciles", o.Controller.MaxConcurrentReconciles, "ingestions reconciled at once")
 	fs.BoolVar(&o.DisableTracking, "disable-tracking", o.DisableTracking, "never write DynamoDB task items, even when specs ask")
 	fs.StringVar(&o.DynamoDBEndpoint, "dynamodb-endpoint", o.DynamoDBEndpoint, "override the DynamoDB endpoint of every task table (local stacks)")
