@@ -2,10 +2,9 @@ package embedding
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // ownWindowSize is the sliding window a pod under a lease keeps its own sends in. The provider
@@ -21,6 +20,63 @@ const ownWindowSize = 61 * time.Second
 type ownWindow struct {
 	mu     sync.Mutex
 	events []*ownSend // oldest first
+	// rpm and tpm are the window's limits per minute, following the grant (see setGrant).
+	rpm, tpm ownLimit
+}
+
+// ownLimit is one of the window's limits: a lowered grant holds at once, a raised one grows
+// from where the limit stood to the new grant over one window. The provider's minute still
+// holds what the other holders sent under their old, larger grants (a pod that finished or was
+// lowered leaves its last minute of sends behind it, and those age out over a minute): the
+// capacity a raise hands over frees up at that pace, not at the renewal. The first grant grows
+// from zero the same way: a newcomer's share is what the others' lowered grants leave, and
+// their last minute is still in the provider's window.
+type ownLimit struct {
+	from, to float64 // per minute; +Inf: unlimited
+	at       time.Time
+}
+
+// value is the limit at now.
+func (l ownLimit) value(now time.Time) float64 {
+	if l.to <= l.from || math.IsInf(l.to, 1) {
+		return l.to
+	}
+	f := float64(now.Sub(l.at)) / float64(ownWindowSize)
+	if f >= 1 {
+		return l.to
+	}
+	return l.from + (l.to-l.from)*max(0, f)
+}
+
+// set changes the limit at now to perMinute (≤ 0: unlimited).
+func (l *ownLimit) set(now time.Time, perMinute float64) {
+	if perMinute <= 0 {
+		perMinute = math.Inf(1)
+	}
+	cur := l.value(now)
+	l.from, l.to, l.at = min(cur, perMinute), perMinute, now
+}
+
+// setGrant makes rpm and tpm (per minute, ≤ 0: unlimited) the window's limits from now: lower
+// ones at once, higher ones over one window (ownLimit).
+func (w *ownWindow) setGrant(now time.Time, rpm, tpm float64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.rpm.set(now, rpm)
+	w.tpm.set(now, tpm)
+}
+
+// limits are the window's limits at now, 0 meaning unlimited (admit's convention).
+func (w *ownWindow) limits(now time.Time) (rpm, tpm float64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	unl := func(v float64) float64 {
+		if math.IsInf(v, 1) {
+			return 0
+		}
+		return v
+	}
+	return unl(w.rpm.value(now)), unl(w.tpm.value(now))
 }
 
 type ownSend struct {
@@ -67,16 +123,11 @@ func (w *ownWindow) refund(s *ownSend) {
 }
 
 // waitOwn waits until a request of n tokens fits the pod's own window (under a lease only; nil
-// otherwise). It checks again at least every leaseWaitSlice, so a raised grant takes effect.
+// otherwise). It checks again at least every leaseWaitSlice, so a raised grant takes effect as
+// it grows.
 func (e *Embedder) waitOwn(ctx context.Context, n int) (*ownSend, error) {
 	if !e.leased.Load() {
 		return nil, nil
-	}
-	perMinute := func(l rate.Limit) float64 {
-		if l == rate.Inf {
-			return 0
-		}
-		return float64(l) * 60
 	}
 	var done func()
 	defer func() {
@@ -85,7 +136,9 @@ func (e *Embedder) waitOwn(ctx context.Context, n int) (*ownSend, error) {
 		}
 	}()
 	for {
-		s, wait := e.own.admit(time.Now(), n, perMinute(e.requests.Limit()), perMinute(e.tokens.Limit()))
+		now := time.Now()
+		rpm, tpm := e.own.limits(now)
+		s, wait := e.own.admit(now, n, rpm, tpm)
 		if s != nil {
 			return s, nil
 		}

@@ -2,6 +2,7 @@ package embedding
 
 import (
 	"context"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -171,5 +172,128 @@ func TestOwnWindowKeepsTheFleetWithinBudget(t *testing.T) {
 		if peak < budget*8/10 {
 			t.Errorf("seed %d: with their own windows the pods peaked at only %d tokens a minute (budget %d): the window starves them", seed, peak, budget)
 		}
+	}
+}
+
+// TestOwnLimitFollowsTheGrant: the own window's limit takes a lowered grant at once and grows
+// into a raised one over one window (the others' sends under their old grants leave the
+// provider's minute at that pace); the first grant grows from zero; an unlimited grant holds at
+// once, and a grant after it is a lowering.
+func TestOwnLimitFollowsTheGrant(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)
+	inf := math.Inf(1)
+	type set struct {
+		at    time.Duration // from t0
+		grant float64       // ≤ 0: unlimited
+	}
+	cases := []struct {
+		name string
+		sets []set
+		at   time.Duration
+		want float64
+	}{
+		{"first grant: from zero", []set{{0, 6000}}, 0, 0},
+		{"first grant: half way after half a window", []set{{0, 6000}}, ownWindowSize / 2, 3000},
+		{"first grant: all of it after a window", []set{{0, 6000}}, ownWindowSize, 6000},
+		{"lowered: at once", []set{{-2 * ownWindowSize, 6000}, {0, 2000}}, 0, 2000},
+		{"raised: from the old grant", []set{{-2 * ownWindowSize, 2000}, {0, 6000}}, 0, 2000},
+		{"raised: a quarter of the way", []set{{-2 * ownWindowSize, 2000}, {0, 6000}}, ownWindowSize / 4, 3000},
+		{"raised: all of it after a window", []set{{-2 * ownWindowSize, 2000}, {0, 6000}}, 2 * ownWindowSize, 6000},
+		{"raised mid-way: from where it stood", []set{{-2 * ownWindowSize, 2000}, {0, 6000}, {ownWindowSize / 2, 10000}}, ownWindowSize / 2, 4000},
+		{"lowered mid-way below where it stood: at once", []set{{-2 * ownWindowSize, 2000}, {0, 6000}, {ownWindowSize / 2, 3000}}, ownWindowSize / 2, 3000},
+		{"lowered mid-way above where it stood: grows on to it", []set{{-2 * ownWindowSize, 2000}, {0, 6000}, {ownWindowSize / 2, 5000}}, ownWindowSize, 4500},
+		{"unlimited: at once", []set{{-2 * ownWindowSize, 2000}, {0, 0}}, 0, inf},
+		{"a grant after unlimited holds at once", []set{{-2 * ownWindowSize, 0}, {0, 2000}}, 0, 2000},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var l ownLimit
+			for _, s := range c.sets {
+				l.set(t0.Add(s.at), s.grant)
+			}
+			if got := l.value(t0.Add(c.at)); math.Abs(got-c.want) > 1e-6 && !(math.IsInf(got, 1) && math.IsInf(c.want, 1)) {
+				t.Fatalf("limit %g, want %g", got, c.want)
+			}
+		})
+	}
+}
+
+// TestSetRatesGrowsTheOwnWindow: through SetRates, a raised grant reaches the own window over a
+// window while the buckets take it at once (a raise is what the others' shrinking minutes free
+// up), and a lowered one reaches both at once.
+func TestSetRatesGrowsTheOwnWindow(t *testing.T) {
+	srv := startFake(t, fakeopenai.Options{})
+	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL(), RequestsPerMinute: 600, TokensPerMinute: 200_000})
+	e.SetRates(60, 100_000, 0)
+	e.own.mu.Lock()
+	e.own.rpm.at, e.own.tpm.at = e.own.rpm.at.Add(-2*ownWindowSize), e.own.tpm.at.Add(-2*ownWindowSize) // grown into
+	e.own.mu.Unlock()
+	if rpm, tpm := e.own.limits(time.Now()); rpm != 60 || tpm != 100_000 {
+		t.Fatalf("own limits %g/%g after a window, want 60/100000", rpm, tpm)
+	}
+	e.SetRates(120, 200_000, 0)
+	if rpm, tpm, _ := e.Rates(); rpm != 120 || tpm != 200_000 {
+		t.Fatalf("bucket rates %g/%g right after a raise, want 120/200000", rpm, tpm)
+	}
+	if rpm, tpm := e.own.limits(time.Now()); rpm < 60 || rpm > 62 || tpm < 100_000 || tpm > 103_000 {
+		t.Fatalf("own limits %g/%g right after a raise, want about 60/100000 (growing)", rpm, tpm)
+	}
+	if rpm, tpm := e.own.limits(time.Now().Add(ownWindowSize)); rpm != 120 || tpm != 200_000 {
+		t.Fatalf("own limits %g/%g a window after a raise, want 120/200000", rpm, tpm)
+	}
+	e.SetRates(30, 50_000, 0)
+	if rpm, tpm := e.own.limits(time.Now()); rpm != 30 || tpm != 50_000 {
+		t.Fatalf("own limits %g/%g right after a lowering, want 30/50000", rpm, tpm)
+	}
+}
+
+// TestLeaseSizesTheBurst: under a lease the token bucket is sized by the grant's batch size (or
+// the lease's burst when larger), not by the Job's static batch cap: every holder's bucket can be
+// full at a minute's start, and static caps of 25,000 tokens at each were what went over the
+// key's minute when grants changed. MaxBatchTokens (what a pod reports to the lease service)
+// follows.
+func TestLeaseSizesTheBurst(t *testing.T) {
+	srv := startFake(t, fakeopenai.Options{})
+	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL(), RequestsPerMinute: 600, TokensPerMinute: 2_000_000})
+	static := e.MaxBatchTokens() // 100,000
+	for _, c := range []struct {
+		name      string
+		rpm, tpm  float64
+		burst     int
+		wantBurst int
+	}{
+		{"a tenth of the static budget", 60, 200_000, 0, 10_000},
+		{"the lease's burst when larger", 60, 200_000, 15_000, 15_000},
+		{"a small grant: one largest input", 600, 30_000, 1, MaxInputTokens},
+		{"a grant above the static budget: the static cap", 600, 4_000_000, 0, static},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e.SetRates(c.rpm, c.tpm, c.burst)
+			if _, _, burst := e.Rates(); burst != c.wantBurst {
+				t.Fatalf("burst %d, want %d (static cap %d)", burst, c.wantBurst, static)
+			}
+			if got, want := e.MaxBatchTokens(), min(static, batchTokensFor(c.tpm, c.rpm)); got != want {
+				t.Fatalf("MaxBatchTokens %d, want %d", got, want)
+			}
+		})
+	}
+	e.SetRates(0, 0, 0)
+	if got := e.MaxBatchTokens(); got != static {
+		t.Fatalf("MaxBatchTokens %d under an unlimited grant, want the static %d", got, static)
+	}
+}
+
+// TestBatchAboveALoweredBurstStillGoes: a batch packed for a larger grant is drawn from a
+// smaller bucket in pieces instead of failing (a lowered grant lowers the burst under batches
+// already packed).
+func TestBatchAboveALoweredBurstStillGoes(t *testing.T) {
+	srv := startFake(t, fakeopenai.Options{})
+	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL(), RequestsPerMinute: 6000, TokensPerMinute: 120_000_000})
+	e.SetRates(6000, 120_000_000, 0) // a burst of 290,000 tokens refilled in 0.15 s
+	_, _, burst := e.Rates()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.wait(ctx, 3*burst+1); err != nil {
+		t.Fatalf("drawing %d tokens from a bucket of %d: %v", 3*burst+1, burst, err)
 	}
 }
