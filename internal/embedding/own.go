@@ -24,28 +24,55 @@ type ownWindow struct {
 	rpm, tpm ownLimit
 }
 
-// ownLimit is one of the window's limits: a lowered grant holds at once, a raised one grows
-// from where the limit stood to the new grant over one window. The provider's minute still
-// holds what the other holders sent under their old, larger grants (a pod that finished or was
-// lowered leaves its last minute of sends behind it, and those age out over a minute): the
-// capacity a raise hands over frees up at that pace, not at the renewal. The first grant grows
-// from zero the same way: a newcomer's share is what the others' lowered grants leave, and
-// their last minute is still in the provider's window.
+// ownLimit is one of the window's limits: the lesser of the current grant and the grant's mean
+// over the last window (no grant counting as zero). The provider's minute still holds what the
+// holders sent under their old grants, a pod that finished or was lowered leaves its last minute
+// of sends behind it, and those age out over a minute: the capacity a raise hands over frees up
+// at that pace, not at the renewal. The means of all holders' grants add up to the mean of their
+// sum, within the budget; a lowered grant holds at once. A newcomer's first grant grows from
+// zero the same way. (A ramp restarted at each raise would ratchet down a grant that goes up and
+// down with its holders' demand; the mean does not.)
 type ownLimit struct {
-	from, to float64 // per minute; +Inf: unlimited
-	at       time.Time
+	// grants are the grants set (per minute; +Inf: unlimited) since the window before the
+	// latest, oldest first, each from its at until the next one's.
+	grants []ownGrant
 }
 
-// value is the limit at now.
+type ownGrant struct {
+	at time.Time
+	v  float64
+}
+
+// value is the limit at now: +Inf (unlimited) before any grant or under an unlimited one.
 func (l ownLimit) value(now time.Time) float64 {
-	if l.to <= l.from || math.IsInf(l.to, 1) {
-		return l.to
+	if len(l.grants) == 0 {
+		return math.Inf(1)
 	}
-	f := float64(now.Sub(l.at)) / float64(ownWindowSize)
-	if f >= 1 {
-		return l.to
+	cur := l.grants[len(l.grants)-1].v
+	if math.IsInf(cur, 1) {
+		return cur
 	}
-	return l.from + (l.to-l.from)*max(0, f)
+	from := now.Add(-ownWindowSize)
+	var sum float64 // grant × seconds over (from, now]; before the first grant: zero
+	for i, g := range l.grants {
+		end := now
+		if i+1 < len(l.grants) {
+			end = l.grants[i+1].at
+		}
+		start := g.at
+		if start.Before(from) {
+			start = from
+		}
+		if !end.After(start) {
+			continue
+		}
+		v := g.v
+		if math.IsInf(v, 1) {
+			v = cur // an unlimited stretch says nothing of the others' minutes: the grant holds
+		}
+		sum += v * end.Sub(start).Seconds()
+	}
+	return min(cur, sum/ownWindowSize.Seconds())
 }
 
 // set changes the limit at now to perMinute (≤ 0: unlimited).
@@ -53,12 +80,17 @@ func (l *ownLimit) set(now time.Time, perMinute float64) {
 	if perMinute <= 0 {
 		perMinute = math.Inf(1)
 	}
-	cur := l.value(now)
-	l.from, l.to, l.at = min(cur, perMinute), perMinute, now
+	// Keep the grants still inside the window, and the one in effect at its start.
+	from := now.Add(-ownWindowSize)
+	i := 0
+	for i+1 < len(l.grants) && !l.grants[i+1].at.After(from) {
+		i++
+	}
+	l.grants = append(l.grants[i:], ownGrant{at: now, v: perMinute})
 }
 
-// setGrant makes rpm and tpm (per minute, ≤ 0: unlimited) the window's limits from now: lower
-// ones at once, higher ones over one window (ownLimit).
+// setGrant makes rpm and tpm (per minute, ≤ 0: unlimited) the window's grants from now: lower
+// ones hold at once, higher ones as the mean over the window grows (ownLimit).
 func (w *ownWindow) setGrant(now time.Time, rpm, tpm float64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -175,10 +175,11 @@ func TestOwnWindowKeepsTheFleetWithinBudget(t *testing.T) {
 	}
 }
 
-// TestOwnLimitFollowsTheGrant: the own window's limit takes a lowered grant at once and grows
-// into a raised one over one window (the others' sends under their old grants leave the
-// provider's minute at that pace); the first grant grows from zero; an unlimited grant holds at
-// once, and a grant after it is a lowering.
+// TestOwnLimitFollowsTheGrant: the own window's limit is the lesser of the grant and its mean
+// over the window: a lowered grant holds at once, a raised one grows in over one window (the
+// others' sends under their old grants leave the provider's minute at that pace), a grant going
+// up and down is not ratcheted down, the first grant grows from zero; an unlimited grant holds
+// at once, and a grant after it is a lowering.
 func TestOwnLimitFollowsTheGrant(t *testing.T) {
 	t0 := time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)
 	inf := math.Inf(1)
@@ -201,7 +202,11 @@ func TestOwnLimitFollowsTheGrant(t *testing.T) {
 		{"raised: all of it after a window", []set{{-2 * ownWindowSize, 2000}, {0, 6000}}, 2 * ownWindowSize, 6000},
 		{"raised mid-way: from where it stood", []set{{-2 * ownWindowSize, 2000}, {0, 6000}, {ownWindowSize / 2, 10000}}, ownWindowSize / 2, 4000},
 		{"lowered mid-way below where it stood: at once", []set{{-2 * ownWindowSize, 2000}, {0, 6000}, {ownWindowSize / 2, 3000}}, ownWindowSize / 2, 3000},
-		{"lowered mid-way above where it stood: grows on to it", []set{{-2 * ownWindowSize, 2000}, {0, 6000}, {ownWindowSize / 2, 5000}}, ownWindowSize, 4500},
+		{"lowered mid-way above where it stood: the mean until then", []set{{-2 * ownWindowSize, 2000}, {0, 6000}, {ownWindowSize / 2, 5000}}, ownWindowSize / 2, 4000},
+		{"lowered mid-way above where it stood: the new grant once the mean is above it", []set{{-2 * ownWindowSize, 2000}, {0, 6000}, {ownWindowSize / 2, 5000}}, ownWindowSize, 5000},
+		{"a grant going up and down keeps its mean", []set{{-2 * ownWindowSize, 2000}, {0, 3000}, {ownWindowSize / 4, 2000}, {ownWindowSize / 2, 3000}, {3 * ownWindowSize / 4, 2000}}, ownWindowSize, 2000},
+		{"a grant going up and down: up again, the mean", []set{{-2 * ownWindowSize, 2000}, {0, 3000}, {ownWindowSize / 4, 2000}, {ownWindowSize / 2, 3000}, {3 * ownWindowSize / 4, 2000}, {ownWindowSize, 3000}}, ownWindowSize, 2500},
+		{"before any grant: unlimited", nil, 0, inf},
 		{"unlimited: at once", []set{{-2 * ownWindowSize, 2000}, {0, 0}}, 0, inf},
 		{"a grant after unlimited holds at once", []set{{-2 * ownWindowSize, 0}, {0, 2000}}, 0, 2000},
 	}
@@ -219,14 +224,15 @@ func TestOwnLimitFollowsTheGrant(t *testing.T) {
 }
 
 // TestSetRatesGrowsTheOwnWindow: through SetRates, a raised grant reaches the own window over a
-// window while the buckets take it at once (a raise is what the others' shrinking minutes free
+// window (its mean) while the buckets take it at once (a raise is what the others' shrinking minutes free
 // up), and a lowered one reaches both at once.
 func TestSetRatesGrowsTheOwnWindow(t *testing.T) {
 	srv := startFake(t, fakeopenai.Options{})
 	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL(), RequestsPerMinute: 600, TokensPerMinute: 200_000})
 	e.SetRates(60, 100_000, 0)
 	e.own.mu.Lock()
-	e.own.rpm.at, e.own.tpm.at = e.own.rpm.at.Add(-2*ownWindowSize), e.own.tpm.at.Add(-2*ownWindowSize) // grown into
+	e.own.rpm.grants[0].at = e.own.rpm.grants[0].at.Add(-2 * ownWindowSize) // grown into
+	e.own.tpm.grants[0].at = e.own.tpm.grants[0].at.Add(-2 * ownWindowSize)
 	e.own.mu.Unlock()
 	if rpm, tpm := e.own.limits(time.Now()); rpm != 60 || tpm != 100_000 {
 		t.Fatalf("own limits %g/%g after a window, want 60/100000", rpm, tpm)
@@ -329,7 +335,7 @@ func simulateGrantChange(departure, grow bool) int {
 		if grow {
 			p.own.setGrant(now, 0, g)
 		} else {
-			p.own.tpm = ownLimit{from: g, to: g, at: now}
+			p.own.tpm = ownLimit{grants: []ownGrant{{at: now.Add(-time.Hour), v: g}}}
 		}
 	}
 	n := 3
