@@ -15,8 +15,8 @@ import (
 const ownWindowSize = 61 * time.Second
 
 // ownWindow is what one pod sent in the last ownWindowSize: under a lease its requests and tokens
-// there stay within its grant per minute, so the grants adding up to the budget keep the key's
-// minute within it whatever the buckets hold.
+// there stay within its limits (ownLimit: its grant per minute, grown into after a raise), so the
+// grants adding up to the budget keep the key's minute within it whatever the buckets hold.
 type ownWindow struct {
 	mu     sync.Mutex
 	events []*ownSend // oldest first
