@@ -255,27 +255,32 @@ func New(cfg Config) (*Embedder, error) {
 }
 
 // SetRates changes the budgets of a running Embedder (a rate lease's grant): rpm and tpm per
-// minute, 0 meaning unlimited, and the token bucket's burst. The burst never drops below the
-// largest batch, or that batch could not be admitted; batches keep the size they were packed
-// with.
+// minute, 0 meaning unlimited, and the token bucket's burst. Batches packed from now on are
+// sized for the grant, and the burst never drops below that size, or such a batch could not be
+// admitted in one draw. The burst is not kept at the Job's static batch cap: every holder's
+// bucket can be full at a minute's start, and a bucket of a static cap (a third of a small
+// grant's minute and more) at each of them went over the key's limit whenever grants changed.
+// A batch packed earlier, larger than the burst, is drawn in pieces (wait).
 func (e *Embedder) SetRates(rpm, tpm float64, burstTokens int) {
+	now := time.Now()
 	if !e.leased.Swap(true) {
 		// The request bucket starts full (burst 1), and the token bucket has filled at the Job's
 		// frozen share since New: under a lease shared by many short-lived pods, a free request
 		// per pod start adds up at the provider's window. Both start empty at the first grant.
-		now := time.Now()
 		e.requests.AllowN(now, int(e.requests.TokensAt(now)))
 		e.tokens.AllowN(now, int(e.tokens.TokensAt(now)))
 	}
+	e.own.setGrant(now, rpm, tpm)
 	if rpm > 0 {
 		e.requests.SetLimit(rate.Limit(rpm / 60))
 	} else {
 		e.requests.SetLimit(rate.Inf)
 	}
 	if tpm > 0 {
-		e.tokens.SetBurst(max(burstTokens, e.maxBatchTokens))
+		batch := max(1, min(e.maxBatchTokens, batchTokensFor(tpm, rpm)))
+		e.leaseBatchTokens.Store(int64(batch))
+		e.tokens.SetBurst(max(burstTokens, batch))
 		e.tokens.SetLimit(rate.Limit(tpm / 60))
-		e.leaseBatchTokens.Store(int64(max(1, min(e.maxBatchTokens, batchTokensFor(tpm, rpm)))))
 	} else {
 		e.tokens.SetLimit(rate.Inf)
 		e.leaseBatchTokens.Store(0)
@@ -347,8 +352,15 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-// MaxBatchTokens is the most tokens one batch holds: 300,000 or the token budget per minute.
-func (e *Embedder) MaxBatchTokens() int { return e.maxBatchTokens }
+// MaxBatchTokens is the most tokens one batch packed from now on holds: under a lease with a
+// token grant, the size batchTokensFor gives the grant (what the lease service sizes the burst
+// by); otherwise the static cap, 300,000 or what batchTokensFor gives the Job's budget.
+func (e *Embedder) MaxBatchTokens() int {
+	if l := e.leaseBatchTokens.Load(); l > 0 {
+		return int(l)
+	}
+	return e.maxBatchTokens
+}
 
 // Stats returns a snapshot of the counters.
 func (e *Embedder) Stats() Stats {
@@ -541,6 +553,9 @@ func (e *Embedder) wait(ctx context.Context, n int) error {
 	if err := e.waitN(ctx, e.requests, 1); err != nil {
 		return err
 	}
+	if e.leased.Load() {
+		return e.waitN(ctx, e.tokens, n) // in pieces of the burst as it is at each draw
+	}
 	for n > 0 {
 		take := min(n, e.tokens.Burst())
 		if err := e.waitN(ctx, e.tokens, take); err != nil {
@@ -576,23 +591,28 @@ func (e *Embedder) waitN(ctx context.Context, l *rate.Limiter, n int) error {
 	if !e.leased.Load() {
 		return l.WaitN(ctx, n)
 	}
-	for {
+	// n is drawn in pieces of the burst read at each draw: a grant lowered meanwhile lowers the
+	// burst below a batch packed for the old one.
+	for n > 0 {
 		now := time.Now()
-		if n > l.Burst() && l.Limit() != rate.Inf {
-			return fmt.Errorf("rate: wait(n=%d) exceeds the limiter's burst %d", n, l.Burst())
+		take := n
+		if l.Limit() != rate.Inf {
+			take = min(n, max(1, l.Burst()))
 		}
-		if l.AllowN(now, n) {
-			return nil
+		if l.AllowN(now, take) {
+			n -= take
+			continue
 		}
 		d := leaseWaitSlice
 		if lim := float64(l.Limit()); lim > 0 {
-			need := float64(n) - l.TokensAt(now)
+			need := float64(take) - l.TokensAt(now)
 			d = min(leaseWaitSlice, max(time.Millisecond, time.Duration(need/lim*float64(time.Second))))
 		}
 		if err := sleep(ctx, d); err != nil {
 			return err
 		}
 	}
+	return nil
 }
 
 // attempt sends one request and matches the response to the batch. It returns the response

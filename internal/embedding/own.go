@@ -2,10 +2,9 @@ package embedding
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // ownWindowSize is the sliding window a pod under a lease keeps its own sends in. The provider
@@ -16,11 +15,100 @@ import (
 const ownWindowSize = 61 * time.Second
 
 // ownWindow is what one pod sent in the last ownWindowSize: under a lease its requests and tokens
-// there stay within its grant per minute, so the grants adding up to the budget keep the key's
-// minute within it whatever the buckets hold.
+// there stay within its limits (ownLimit: its grant per minute, grown into after a raise), so the
+// grants adding up to the budget keep the key's minute within it whatever the buckets hold.
 type ownWindow struct {
 	mu     sync.Mutex
 	events []*ownSend // oldest first
+	// rpm and tpm are the window's limits per minute, following the grant (see setGrant).
+	rpm, tpm ownLimit
+}
+
+// ownLimit is one of the window's limits: the lesser of the current grant and the grant's mean
+// over the last window (no grant counting as zero). The provider's minute still holds what the
+// holders sent under their old grants, a pod that finished or was lowered leaves its last minute
+// of sends behind it, and those age out over a minute: the capacity a raise hands over frees up
+// at that pace, not at the renewal. The means of all holders' grants add up to the mean of their
+// sum, within the budget; a lowered grant holds at once. A newcomer's first grant grows from
+// zero the same way. (A ramp restarted at each raise would ratchet down a grant that goes up and
+// down with its holders' demand; the mean does not.)
+type ownLimit struct {
+	// grants are the grants set (per minute; +Inf: unlimited) since the window before the
+	// latest, oldest first, each from its at until the next one's.
+	grants []ownGrant
+}
+
+type ownGrant struct {
+	at time.Time
+	v  float64
+}
+
+// value is the limit at now: +Inf (unlimited) before any grant or under an unlimited one.
+func (l ownLimit) value(now time.Time) float64 {
+	if len(l.grants) == 0 {
+		return math.Inf(1)
+	}
+	cur := l.grants[len(l.grants)-1].v
+	if math.IsInf(cur, 1) {
+		return cur
+	}
+	from := now.Add(-ownWindowSize)
+	var sum float64 // grant × seconds over (from, now]; before the first grant: zero
+	for i, g := range l.grants {
+		end := now
+		if i+1 < len(l.grants) {
+			end = l.grants[i+1].at
+		}
+		start := g.at
+		if start.Before(from) {
+			start = from
+		}
+		if !end.After(start) {
+			continue
+		}
+		v := g.v
+		if math.IsInf(v, 1) {
+			v = cur // an unlimited stretch says nothing of the others' minutes: the grant holds
+		}
+		sum += v * end.Sub(start).Seconds()
+	}
+	return min(cur, sum/ownWindowSize.Seconds())
+}
+
+// set changes the limit at now to perMinute (≤ 0: unlimited).
+func (l *ownLimit) set(now time.Time, perMinute float64) {
+	if perMinute <= 0 {
+		perMinute = math.Inf(1)
+	}
+	// Keep the grants still inside the window, and the one in effect at its start.
+	from := now.Add(-ownWindowSize)
+	i := 0
+	for i+1 < len(l.grants) && !l.grants[i+1].at.After(from) {
+		i++
+	}
+	l.grants = append(l.grants[i:], ownGrant{at: now, v: perMinute})
+}
+
+// setGrant makes rpm and tpm (per minute, ≤ 0: unlimited) the window's grants from now: lower
+// ones hold at once, higher ones as the mean over the window grows (ownLimit).
+func (w *ownWindow) setGrant(now time.Time, rpm, tpm float64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.rpm.set(now, rpm)
+	w.tpm.set(now, tpm)
+}
+
+// limits are the window's limits at now, 0 meaning unlimited (admit's convention).
+func (w *ownWindow) limits(now time.Time) (rpm, tpm float64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	unl := func(v float64) float64 {
+		if math.IsInf(v, 1) {
+			return 0
+		}
+		return v
+	}
+	return unl(w.rpm.value(now)), unl(w.tpm.value(now))
 }
 
 type ownSend struct {
@@ -67,16 +155,11 @@ func (w *ownWindow) refund(s *ownSend) {
 }
 
 // waitOwn waits until a request of n tokens fits the pod's own window (under a lease only; nil
-// otherwise). It checks again at least every leaseWaitSlice, so a raised grant takes effect.
+// otherwise). It checks again at least every leaseWaitSlice, so a raised grant takes effect as
+// it grows.
 func (e *Embedder) waitOwn(ctx context.Context, n int) (*ownSend, error) {
 	if !e.leased.Load() {
 		return nil, nil
-	}
-	perMinute := func(l rate.Limit) float64 {
-		if l == rate.Inf {
-			return 0
-		}
-		return float64(l) * 60
 	}
 	var done func()
 	defer func() {
@@ -85,7 +168,9 @@ func (e *Embedder) waitOwn(ctx context.Context, n int) (*ownSend, error) {
 		}
 	}()
 	for {
-		s, wait := e.own.admit(time.Now(), n, perMinute(e.requests.Limit()), perMinute(e.tokens.Limit()))
+		now := time.Now()
+		rpm, tpm := e.own.limits(now)
+		s, wait := e.own.admit(now, n, rpm, tpm)
 		if s != nil {
 			return s, nil
 		}

@@ -215,6 +215,12 @@ func TestBackoff(t *testing.T) {
 		{"many requests dilute a few 429s", []round{{1000, 3}, {1000, 3}}, 1},
 		{"a cut forgets the 429s that caused it", []round{{100, 10}, {100, 0}, {100, 0}, {100, 1}}, 0.6},
 		{"recovery is held by a round with a 429", []round{{100, 10}, {100, 0}, {100, 1}}, 0.55},
+		// Grant changes leave a few 429s behind (the provider's minute still holds the old
+		// grants' sends): below 5 % of the requests they are retried, not answered with a cut.
+		{"429s below 5 % of the requests are not sustained", []round{{100, 4}}, 1},
+		{"4 % over six rounds is not sustained", []round{{50, 2}, {50, 2}, {50, 2}, {50, 2}, {50, 2}, {50, 2}}, 1},
+		{"5 % of the requests is sustained", []round{{100, 5}}, 0.5},
+		{"5 % spread over rounds is sustained", []round{{40, 2}, {40, 2}, {40, 2}}, 0.5},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -228,6 +234,53 @@ func TestBackoff(t *testing.T) {
 			eff := b.Effective(Rates{RPM: 300, TPM: 1000})
 			if !near(eff.RPM, 300*c.want) || !near(eff.TPM, 1000*c.want) {
 				t.Fatalf("effective %+v for factor %g", eff, c.want)
+			}
+		})
+	}
+}
+
+// TestBackoffConverges: a budget declared above what the provider really allows converges on
+// the real limit instead of storming. Each round the holders send at the effective budget and
+// the provider refuses what is above its limit; after a few rounds the 429s are a small share
+// of the requests (below the 5 % that counts as sustained) and the budget used is most of the
+// real limit (not cut to the floor). A budget declared within 5 % of the limit is never cut:
+// its 429s stay below that share.
+func TestBackoffConverges(t *testing.T) {
+	const limit = 1000.0 // requests a round the provider accepts
+	for _, c := range []struct {
+		declared     float64 // × limit
+		maxShare     float64 // 429s ÷ requests over the settled rounds
+		minUsed      float64 // accepted ÷ limit over the settled rounds
+		wantCutFirst bool
+	}{
+		{1.04, 0.04, 0.99, false},
+		{1.2, 0.05, 0.9, true},
+		{2, 0.05, 0.9, true},
+		{5, 0.05, 0.9, true},
+	} {
+		t.Run(fmt.Sprintf("declared %g× the limit", c.declared), func(t *testing.T) {
+			b := NewBackoff()
+			var sent, refused, accepted float64
+			cut := false
+			for round := range 300 {
+				eff := b.Effective(Rates{RPM: c.declared * limit}).RPM
+				over := math.Max(0, eff-limit)
+				if round >= 30 {
+					sent += eff
+					refused += over
+					accepted += eff - over
+				}
+				b.Observe(int64(math.Round(eff)), int64(math.Round(over)))
+				cut = cut || b.Factor < 1
+			}
+			if cut != c.wantCutFirst {
+				t.Errorf("cut %v, want %v", cut, c.wantCutFirst)
+			}
+			if share := refused / sent; share > c.maxShare {
+				t.Errorf("429s are %.1f %% of the requests once settled, want ≤ %.1f %% (used %.2f)", 100*share, 100*c.maxShare, accepted/(270*limit))
+			}
+			if used := accepted / (270 * limit); used < c.minUsed {
+				t.Errorf("the holders used %.2f of the real limit once settled, want ≥ %.2f", used, c.minUsed)
 			}
 		})
 	}
