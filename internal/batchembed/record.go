@@ -310,7 +310,47 @@ func (s S3Store) Save(ctx context.Context, rec Record, version string) (string, 
 	if out.ETag == nil || *out.ETag == "" {
 		return "", fmt.Errorf("write batch record s3://%s/%s: the store returned no ETag, which conditional writes need", s.Bucket, s.Key)
 	}
+	if version == "" {
+		// A store that ignores the conditions (MinIO before 2024, some S3-compatible stores)
+		// would let two pods of a chunk overwrite each other's batches silently: when the record
+		// is created, the same bytes are written again under conditions that must fail. The
+		// record exists, so If-None-Match: * must be refused, and If-Match of an ETag it cannot
+		// have too. Two small PUTs per record, harmless on a store that honours them.
+		if err := s.probeConditions(ctx, b); err != nil {
+			return "", err
+		}
+	}
 	return *out.ETag, nil
+}
+
+// probeETag is an ETag no object has (an MD5 is 32 hex digits).
+const probeETag = `"vectordb-conditional-write-probe"`
+
+// probeConditions checks that the store refuses conditional writes whose condition is false
+// (see Save). One it accepts is a permanent error: no retry makes the store safe.
+func (s S3Store) probeConditions(ctx context.Context, body []byte) error {
+	for _, c := range []struct{ header, match, noneMatch string }{
+		{"If-None-Match: *", "", "*"},
+		{"If-Match: " + probeETag, probeETag, ""},
+	} {
+		in := &s3.PutObjectInput{Bucket: &s.Bucket, Key: &s.Key, Body: bytes.NewReader(body), ContentType: aws.String("application/json")}
+		if c.match != "" {
+			in.IfMatch = aws.String(c.match)
+		}
+		if c.noneMatch != "" {
+			in.IfNoneMatch = aws.String(c.noneMatch)
+		}
+		_, err := s.Client.PutObject(ctx, in)
+		switch {
+		case err == nil:
+			return worker.Permanent(worker.ReasonPermanentError, fmt.Errorf(
+				"batch record s3://%s/%s: the object store accepted a write with %s whose condition was false: it ignores S3 conditional writes, which batch mode needs so that two pods of a chunk never overwrite each other's batches (use AWS S3 or a MinIO release from late 2024 on)",
+				s.Bucket, s.Key, c.header))
+		case !conditionFailed(err):
+			return fmt.Errorf("write batch record s3://%s/%s: check that the store honours %s: %w", s.Bucket, s.Key, c.header, err)
+		}
+	}
+	return nil
 }
 
 // conditionFailed says whether a conditional PUT lost: 412 Precondition Failed (the object

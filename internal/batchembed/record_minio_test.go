@@ -15,9 +15,12 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/vectordb-io/vectordb-operator/internal/batchembed"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	fake "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
 	"github.com/vectordb-io/vectordb-operator/test/harness"
 )
@@ -417,5 +420,47 @@ func TestClaimedBatchIsCreatedOnce(t *testing.T) {
 	rec, _, _, err := base.Load(ctx)
 	if err != nil || len(rec.Batches) != 1 || rec.Batches[0].Claim != "pod-a" || rec.Batches[0].State != "completed" {
 		t.Fatalf("stored %+v (%v)", rec, err)
+	}
+}
+
+// stripConditions is an S3 client option that drops If-Match and If-None-Match from every
+// request before it is signed: the real MinIO then sees plain PUTs, as a store that ignores
+// conditional writes would.
+func stripConditions(o *s3.Options) {
+	o.APIOptions = append(o.APIOptions, func(st *middleware.Stack) error {
+		return st.Build.Add(middleware.BuildMiddlewareFunc("stripConditions", func(ctx context.Context, in middleware.BuildInput, next middleware.BuildHandler) (middleware.BuildOutput, middleware.Metadata, error) {
+			if req, ok := in.Request.(*smithyhttp.Request); ok {
+				req.Header.Del("If-Match")
+				req.Header.Del("If-None-Match")
+			}
+			return next.HandleBuild(ctx, in)
+		}), middleware.After)
+	})
+}
+
+// A store that ignores conditional writes is found out when the record is first written, as a
+// permanent error naming the cause, instead of letting two pods overwrite each other silently.
+// The same store with the conditions honoured passes.
+func TestS3StoreThatIgnoresConditionsIsRefused(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	rec := batchembed.Record{Version: 1, Ingestion: "uid-1", Chunk: 3}
+
+	honours := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "probe/ok.batches.json"}
+	t.Cleanup(func() { _ = honours.Delete(ctx) })
+	v, err := honours.Save(ctx, rec, "")
+	if err != nil || v == "" {
+		t.Fatalf("a store that honours conditions: %q, %v", v, err)
+	}
+	if _, v2, found, err := honours.Load(ctx); err != nil || !found || v2 != v {
+		t.Fatalf("after the probe the record is at %q (found %t, %v), want the version Save returned, %q", v2, found, err, v)
+	}
+
+	ignores := batchembed.S3Store{Client: s3.New(m.S3Client().Options(), stripConditions), Bucket: recordBucket, Key: "probe/ignored.batches.json"}
+	t.Cleanup(func() { _ = ignores.Delete(ctx) })
+	_, err = ignores.Save(ctx, rec, "")
+	var perm *worker.PermanentError
+	if !errors.As(err, &perm) || !strings.Contains(err.Error(), "ignores S3 conditional writes") {
+		t.Fatalf("a store that ignores conditions: want a permanent error naming it, got %v", err)
 	}
 }
