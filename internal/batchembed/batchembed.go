@@ -141,6 +141,10 @@ type Runner struct {
 	trusted map[string]bool
 	// version is the stored record's version this runner last read or wrote.
 	version string
+	// seen: when this runner first saw each other writer's claim (claimSeen).
+	seen map[seenClaim]time.Time
+	// claimedAt: when this runner last wrote a claim of its own (real time; create's deadline).
+	claimedAt time.Time
 }
 
 // Open loads the chunk's record, or starts one. A record of a finished run starts a new

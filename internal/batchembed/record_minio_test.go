@@ -464,3 +464,106 @@ func TestS3StoreThatIgnoresConditionsIsRefused(t *testing.T) {
 		t.Fatalf("a store that ignores conditions: want a permanent error naming it, got %v", err)
 	}
 }
+
+// Clock skew between pods: pod B's clock runs 10 minutes ahead of pod A's, which has claimed b0
+// and is about to create it. A claim's age is what B itself has seen of it, not B's clock minus
+// A's timestamp, so B waits for A's batch instead of taking the live claim over and creating a
+// second batch (which one of them would then have to cancel, paying for what it ran).
+func TestClaimAgeIsNotTakenFromTheClaimantsClock(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "skew/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	aClaimed, bThere := make(chan struct{}), make(chan struct{})
+	var bOnce sync.Once
+	signalB := func() { bOnce.Do(func() { close(bThere) }) }
+	a := &hookStore{Store: base, after: func(n int) {
+		if n == 2 { // save 1: b0 uploaded; save 2: A's claim
+			close(aClaimed)
+		}
+	}}
+	client := func(d openai.HTTPDoer) *openai.Client {
+		oc := openai.DefaultConfig(key)
+		oc.BaseURL, oc.HTTPClient = s.URL(), d
+		return openai.NewClientWithConfig(oc)
+	}
+	cfgA := s3Config(t, s, a, "pod-a")
+	// A stops just before CreateBatch until B has decided: reached CreateBatch, or waits.
+	cfgA.Client = client(gateCreate{c: &http.Client{}, gate: bThere})
+	cfgB := s3Config(t, s, base, "pod-b")
+	cfgB.Client = client(gateCreate{c: &http.Client{}, reached: signalB})
+	cfgB.Now = func() time.Time { return time.Now().Add(10 * time.Minute) }
+	sleepB := cfgB.Sleep
+	cfgB.Sleep = func(ctx context.Context, d time.Duration) error { signalB(); return sleepB(ctx, d) }
+
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	results := make([]*batchembed.Results, 2)
+	runners := make([]*batchembed.Runner, 2)
+	for i, cfg := range []batchembed.Config{cfgA, cfgB} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i == 1 {
+				<-aClaimed
+			}
+			r, err := batchembed.Open(ctx, cfg)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			runners[i] = r
+			results[i], errs[i] = run(ctx, r, 0, 50)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("pod %d: %v", i, err)
+		}
+		defer results[i].Close()
+		check(t, results[i], 0, 50)
+	}
+	if st := s.BatchStats(); st.BatchesCreated != 1 || st.LinesEmbedded+st.LinesFailed != 50 {
+		t.Fatalf("want one batch, each line run once: %+v", st)
+	}
+	if a, b := runners[0].Stats(), runners[1].Stats(); a.BatchesCreated != 1 || b.BatchesCreated != 0 {
+		t.Fatalf("pod A created %d batches, pod B (clock 10 min ahead) %d; want 1 and 0", a.BatchesCreated, b.BatchesCreated)
+	}
+}
+
+// A pod paused between writing its claim and creating the batch (a long GC pause, a frozen
+// node) for longer than half the claim timeout may already have lost its claim to another pod:
+// its creation deadline runs from the claim's write, not from when it resumes, so it creates
+// nothing and fails retryably (the Job's next pod adopts whatever batch the record names).
+func TestPausedClaimantDoesNotCreateAfterItsDeadline(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "pause/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	const claimTimeout = 400 * time.Millisecond
+	paused := &hookStore{Store: base, after: func(n int) {
+		if n == 2 { // save 2 is the claim: the pod freezes right after it is stored
+			time.Sleep(claimTimeout/2 + 100*time.Millisecond)
+		}
+	}}
+	cfg := s3Config(t, s, paused, "pod-paused")
+	cfg.ClaimTimeout = claimTimeout
+	r, err := batchembed.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = submitRows(ctx, r, 0, 50)
+	if !errors.Is(err, context.DeadlineExceeded) || batchembed.IsPermanent(err) {
+		t.Fatalf("want the creation refused for its passed deadline (retryable), got %v", err)
+	}
+	if st := s.BatchStats(); st.BatchesCreated != 0 {
+		t.Fatalf("the paused pod created a batch after its claim could be taken over: %+v", st)
+	}
+	rec, _, _, _ := base.Load(ctx)
+	if len(rec.Batches) != 1 || rec.Batches[0].Claim != "pod-paused" || rec.Batches[0].ID != "" {
+		t.Fatalf("want b0 claimed and not created: %+v", rec.Batches)
+	}
+}

@@ -226,9 +226,15 @@ func (r *Runner) create(ctx context.Context, pass, index int) error {
 		return nil // the other writer's batch, merged in while claiming
 	}
 	key := r.batchKey(*b)
-	// Bounded by half the claim's life, so that no other writer takes the claim over while this
-	// one may still create the batch.
-	cctx, cancel := context.WithTimeout(ctx, r.cfg.ClaimTimeout/2)
+	// Bounded by half the claim's life from when the claim was written (not from now: a pause
+	// between the claim and here, a GC or a frozen node, counts), so that no other writer takes
+	// the claim over while this one may still create the batch.
+	deadline := r.claimedAt.Add(r.cfg.ClaimTimeout / 2)
+	if time.Now().After(deadline) {
+		return fmt.Errorf("batch %s: not created, this pod's claim on it is older than half the claim timeout (%s; the pod was paused?) and another pod may take it over: %w",
+			key, r.cfg.ClaimTimeout, context.DeadlineExceeded)
+	}
+	cctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	found, err := r.find(cctx, key)
 	if err != nil {
@@ -268,7 +274,7 @@ func (r *Runner) claim(ctx context.Context, pass, index int) error {
 		switch {
 		case b.ID != "":
 			return nil
-		case b.Claim != "" && b.Claim != r.cfg.Writer && now.Sub(time.Unix(b.ClaimedAt, 0)) < r.cfg.ClaimTimeout:
+		case b.Claim != "" && b.Claim != r.cfg.Writer && now.Sub(r.claimSeen(*b, now)) < r.cfg.ClaimTimeout:
 			// The claimant may have created the batch and died before recording it (a killed
 			// pod's replacement): then the batch is listed with its metadata, and adopted.
 			key := r.batchKey(*b)
@@ -284,7 +290,7 @@ func (r *Runner) claim(ctx context.Context, pass, index int) error {
 				return r.save(ctx)
 			}
 			r.cfg.Log.Info("another pod of this chunk is creating the batch; waiting for it", "batch", key, "claim", b.Claim,
-				"takeOverAt", time.Unix(b.ClaimedAt, 0).Add(r.cfg.ClaimTimeout).UTC())
+				"takeOverAt", r.claimSeen(*b, now).Add(r.cfg.ClaimTimeout).UTC())
 			if err := r.cfg.Sleep(ctx, r.cfg.PollInterval); err != nil {
 				return err
 			}
@@ -297,12 +303,38 @@ func (r *Runner) claim(ctx context.Context, pass, index int) error {
 				"batch", r.batchKey(*b), "claim", b.Claim, "claimedAt", time.Unix(b.ClaimedAt, 0).UTC())
 		}
 		// Ours, unclaimed or stale: claim it. A lost race merges the stored claim in, and the
-		// loop looks again.
+		// loop looks again. The claim's deadline runs from before the write (real time: the
+		// context's clock), since another pod may see the claim as soon as it is stored.
 		b.Claim, b.ClaimedAt = r.cfg.Writer, now.Unix()
+		r.claimedAt = time.Now()
 		if stored, err := r.saveClaim(ctx); err != nil || stored {
 			return err
 		}
 	}
+}
+
+// claimSeen is when this runner first saw another writer's claim on b as it is now (its clock).
+// A claim's age is measured from there, not from the claim's own timestamp, which is the
+// claimant's clock: a pod whose clock runs ahead would take a live claim over at once, one whose
+// clock lags never. Seeing it first late only makes the wait longer, never too short.
+func (r *Runner) claimSeen(b Batch, now time.Time) time.Time {
+	k := seenClaim{pass: b.Pass, index: b.Index, try: b.Try, claim: b.Claim, at: b.ClaimedAt}
+	if r.seen == nil {
+		r.seen = map[seenClaim]time.Time{}
+	}
+	t, ok := r.seen[k]
+	if !ok {
+		t = now
+		r.seen[k] = t
+	}
+	return t
+}
+
+// seenClaim is one claim as stored: a claim written again (a takeover, a new try) is a new one.
+type seenClaim struct {
+	pass, index, try int
+	claim            string
+	at               int64
 }
 
 // saveClaim writes a claim once. A lost race does not write again, as save would: the stored
