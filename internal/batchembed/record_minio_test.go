@@ -567,3 +567,43 @@ func TestPausedClaimantDoesNotCreateAfterItsDeadline(t *testing.T) {
 		t.Fatalf("want b0 claimed and not created: %+v", rec.Batches)
 	}
 }
+
+// Two pods of one chunk at the collect step: pod A collects, upserts and finishes (deleting the
+// chunk's files at OpenAI, record done) while pod B, which read the record before, is about to
+// collect. B's reads of the deleted files are answered 404; that is A's finish, not a broken
+// record, so B steps back (retryable) instead of failing the chunk permanently, which would fail
+// the Job through its podFailurePolicy although A succeeded.
+func TestCollectAfterAnotherPodFinishedStepsBack(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "collect/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	a, err := batchembed.Open(ctx, s3Config(t, s, base, "pod-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(ctx, a, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, res, 0, 100)
+	res.Close()
+	b, err := batchembed.Open(ctx, s3Config(t, s, base, "pod-b")) // reads the record before A finishes
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := b.Wait(ctx); err != nil || again {
+		t.Fatalf("pod B's wait: %t, %v", again, err)
+	}
+	_, err = b.Collect(ctx, 0, 100, dims)
+	if !errors.Is(err, batchembed.ErrSteppedBack) || batchembed.IsPermanent(err) {
+		t.Fatalf("pod B collecting files pod A deleted: want ErrSteppedBack (retryable), got %v", err)
+	}
+	if st := s.BatchStats(); st.BatchesCreated != 2 {
+		t.Fatalf("want the 2 batches created once: %+v", st)
+	}
+}
