@@ -145,6 +145,8 @@ type Runner struct {
 	seen map[seenClaim]time.Time
 	// claimedAt: when this runner last wrote a claim of its own (real time; create's deadline).
 	claimedAt time.Time
+	// created: the batches this runner created (cancelUnknown).
+	created map[string]bool
 }
 
 // Open loads the chunk's record, or starts one. A record of a finished run starts a new
@@ -269,6 +271,9 @@ func (r *Runner) refresh(ctx context.Context) error {
 	}
 	m, err := merge(r.rec, stored)
 	if err != nil {
+		if errors.Is(err, ErrSteppedBack) {
+			r.cancelUnknown(ctx, stored)
+		}
 		return err
 	}
 	for _, id := range m.duplicates {
@@ -286,6 +291,28 @@ func (r *Runner) refresh(ctx context.Context) error {
 	}
 	r.rec, r.version = m.rec, v
 	return nil
+}
+
+// cancelUnknown cancels the open batches this runner created that stored (a record another pod
+// finished, or of a later generation) does not hold: nobody will poll, collect or cancel them, so
+// they would run, billed, for up to a day (a batch created while the cleanup of a cancelled run
+// finished). Best effort: this runner is stepping back with ErrSteppedBack anyway.
+func (r *Runner) cancelUnknown(ctx context.Context, stored Record) {
+	known := map[string]bool{}
+	for _, b := range stored.Batches {
+		if stored.Generation == r.rec.Generation && b.ID != "" {
+			known[b.ID] = true
+		}
+	}
+	for _, b := range r.rec.Batches {
+		if b.ID == "" || !r.created[b.ID] || known[b.ID] || Terminal(b.State) {
+			continue
+		}
+		r.cfg.Log.Info("cancelling a batch this pod created that the finished record does not hold", "batch", b.ID)
+		if _, err := r.cfg.Client.CancelBatch(ctx, b.ID); err != nil {
+			r.cfg.Log.Error(r.classify("cancel batch "+b.ID, err), "could not cancel a batch nobody else knows of", "batch", b.ID)
+		}
+	}
 }
 
 // batchAt returns the record's entry for a batch (pass and index), which merges may move.

@@ -607,3 +607,126 @@ func TestCollectAfterAnotherPodFinishedStepsBack(t *testing.T) {
 		t.Fatalf("want the 2 batches created once: %+v", st)
 	}
 }
+
+// hookDoer calls before ahead of, and after behind, every request it sends.
+type hookDoer struct {
+	c             *http.Client
+	before, after func(*http.Request)
+}
+
+func (h hookDoer) Do(req *http.Request) (*http.Response, error) {
+	if h.before != nil {
+		h.before(req)
+	}
+	resp, err := h.c.Do(req)
+	if h.after != nil {
+		h.after(req)
+	}
+	return resp, err
+}
+
+// Two pods at the cancel step: the ingestion is cancelled while a chunk pod (still running on a
+// partitioned node) has claimed batch b0 and is creating it. The cleanup pod finds no batch to
+// cancel, deletes the files and marks the record done; the chunk pod's batch is created just
+// before that, and its record write then loses to the finished record. The chunk pod steps back,
+// and cancels the batch it created, which nobody else knows of: left alone it would run and be
+// billed for up to 24 hours.
+func TestBatchCreatedWhileTheCleanupFinishedIsCancelled(t *testing.T) {
+	// chunkFirst: the chunk pod's record of its batch is stored before the cleanup's finished
+	// record, which then merges it in (as an open batch of a done record) and must cancel it;
+	// otherwise the chunk pod's write loses to the finished record and it cancels its own.
+	for _, chunkFirst := range []bool{false, true} {
+		t.Run(fmt.Sprint("chunk-pod-records-first-", chunkFirst), func(t *testing.T) { cleanupRace(t, chunkFirst) })
+	}
+}
+
+func cleanupRace(t *testing.T, chunkFirst bool) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "cancel/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	claimed, cAtDelete, bCreated, cDone, bSaved := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var atDelete sync.Once
+	client := func(d openai.HTTPDoer) *openai.Client {
+		oc := openai.DefaultConfig(key)
+		oc.BaseURL, oc.HTTPClient = s.URL(), d
+		return openai.NewClientWithConfig(oc)
+	}
+	isCreate := func(req *http.Request) bool {
+		return req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/batches")
+	}
+	chunkStore := &hookStore{Store: base,
+		before: func(n int) {
+			if n == 3 && !chunkFirst { // the batch's record, after CreateBatch: once the cleanup finished
+				<-cDone
+			}
+		},
+		after: func(n int) {
+			if n == 2 { // save 1: b0 uploaded; save 2: the claim
+				close(claimed)
+			}
+			if n == 3 {
+				close(bSaved)
+			}
+		}}
+	cfgB := s3Config(t, s, chunkStore, "pod-chunk")
+	cfgB.Client = client(hookDoer{c: &http.Client{},
+		before: func(req *http.Request) {
+			if isCreate(req) {
+				<-cAtDelete
+			}
+		},
+		after: func(req *http.Request) {
+			if isCreate(req) {
+				close(bCreated)
+			}
+		}})
+	cleanupStore := &hookStore{Store: base, before: func(n int) {
+		if n == 2 && chunkFirst { // save 1: Cancel's; save 2: Finish's done record
+			<-bSaved
+		}
+	}}
+	cfgC := s3Config(t, s, cleanupStore, "pod-cleanup")
+	cfgC.Client = client(hookDoer{c: &http.Client{}, before: func(req *http.Request) {
+		if req.Method == http.MethodDelete && strings.Contains(req.URL.Path, "/files/") {
+			atDelete.Do(func() { close(cAtDelete); <-bCreated })
+		}
+	}})
+
+	var wg sync.WaitGroup
+	var errB, errC error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		r, err := batchembed.Open(ctx, cfgB)
+		if err == nil {
+			err = submitRows(ctx, r, 0, 50)
+		}
+		errB = err
+	}()
+	go func() {
+		defer wg.Done()
+		defer close(cDone)
+		<-claimed
+		r, err := batchembed.Open(ctx, cfgC)
+		if err == nil {
+			err = r.Abandon(ctx)
+		}
+		errC = err
+	}()
+	wg.Wait()
+	if errC != nil {
+		t.Fatalf("cleanup: %v", errC)
+	}
+	if !chunkFirst && !errors.Is(errB, batchembed.ErrSteppedBack) {
+		t.Fatalf("chunk pod: want ErrSteppedBack, got %v", errB)
+	}
+	if chunkFirst && errB != nil && !errors.Is(errB, batchembed.ErrSteppedBack) {
+		t.Fatalf("chunk pod: %v", errB)
+	}
+	st := s.BatchStats()
+	if st.BatchesCreated != 1 || st.BatchesCanceled != 1 {
+		t.Fatalf("want the chunk pod's batch created once and cancelled: %+v", st)
+	}
+}

@@ -255,6 +255,10 @@ func (r *Runner) create(ctx context.Context, pass, index int) error {
 		return r.classify(fmt.Sprintf("create batch %s", key), err)
 	}
 	r.stats.BatchesCreated++
+	if r.created == nil {
+		r.created = map[string]bool{}
+	}
+	r.created[resp.ID] = true
 	r.update(b, resp.Batch)
 	r.trust(resp.ID)
 	r.cfg.Log.Info("batch created", "batch", b.ID, "key", key, "lines", b.Lines, "tokens", b.Tokens)
