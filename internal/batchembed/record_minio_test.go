@@ -730,3 +730,63 @@ func cleanupRace(t *testing.T, chunkFirst bool) {
 		t.Fatalf("want the chunk pod's batch created once and cancelled: %+v", st)
 	}
 }
+
+// A record deleted under a chunk (by a user, or a lifecycle rule on the dead-letter bucket)
+// after a run whose batches still exist at OpenAI: the next run starts at generation 0 again, so
+// its batch keys equal the old run's. The lookup by metadata (meant for a batch created by a pod
+// killed before recording it) must not adopt the old run's batch, made from another input file:
+// its vectors are of the old texts.
+func TestOldRunsBatchWithTheSameKeyIsNotAdopted(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "stale-key/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	old, err := batchembed.Open(ctx, s3Config(t, s, base, "pod-old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(ctx, old, 0, 50) // killed after collecting: its files are still at OpenAI
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Close()
+	if err := base.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	r, err := batchembed.Open(ctx, s3Config(t, s, base, "pod-new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := func(row int64) string { return fmt.Sprintf("the new text of row %d", row) }
+	sub := r.Submitter(0)
+	for row := range int64(50) {
+		if err := sub.Add(ctx, row, text(row), 5); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sub.Close(ctx, 50); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err = r.Collect(ctx, 0, 50, dims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	for row := range int64(50) {
+		vec, rowErr, err := res.Lookup(row, nil)
+		if err != nil || rowErr != nil {
+			t.Fatalf("row %d: %v %+v", row, err, rowErr)
+		}
+		if want := fake.Vector(text(row), dims); vec[0] != want[0] {
+			t.Fatalf("row %d has a vector of another text (the old run's batch was adopted)", row)
+		}
+	}
+	if st := s.BatchStats(); st.BatchesCreated != 2 {
+		t.Fatalf("want one batch per run: %+v", st)
+	}
+}

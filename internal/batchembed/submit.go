@@ -236,7 +236,7 @@ func (r *Runner) create(ctx context.Context, pass, index int) error {
 	}
 	cctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	found, err := r.find(cctx, key)
+	found, err := r.find(cctx, key, b.InputFileID)
 	if err != nil {
 		return err
 	}
@@ -282,7 +282,7 @@ func (r *Runner) claim(ctx context.Context, pass, index int) error {
 			// The claimant may have created the batch and died before recording it (a killed
 			// pod's replacement): then the batch is listed with its metadata, and adopted.
 			key := r.batchKey(*b)
-			found, err := r.find(ctx, key)
+			found, err := r.find(ctx, key, b.InputFileID)
 			if err != nil {
 				return err
 			}
@@ -357,10 +357,12 @@ func (r *Runner) saveClaim(ctx context.Context) (stored bool, err error) {
 	return false, r.refresh(ctx)
 }
 
-// find lists batches, newest first, for one whose metadata names this chunk's batch key. A batch
-// is listed soon after it is created, and the kill it recovers from happened just after, so the
-// newest thousand batches are enough.
-func (r *Runner) find(ctx context.Context, key string) (*openai.Batch, error) {
+// find lists batches, newest first, for one whose metadata names this chunk's batch key and that
+// was made from inputFile, the file the record holds for it (a claimant creates from that file;
+// a batch of an earlier run whose record was deleted has the same key but another file, and
+// its vectors are of that run's texts). A batch is listed soon after it is created, and the
+// kill it recovers from happened just after, so the newest thousand batches are enough.
+func (r *Runner) find(ctx context.Context, key, inputFile string) (*openai.Batch, error) {
 	limit := 100
 	var after *string
 	for range 10 {
@@ -370,7 +372,8 @@ func (r *Runner) find(ctx context.Context, key string) (*openai.Batch, error) {
 		}
 		for i := range page.Data {
 			m := page.Data[i].Metadata
-			if fmt.Sprint(m[MetaIngestion]) == r.cfg.Ingestion && fmt.Sprint(m[MetaChunk]) == strconv.Itoa(r.cfg.Chunk) && fmt.Sprint(m[MetaBatch]) == key {
+			if fmt.Sprint(m[MetaIngestion]) == r.cfg.Ingestion && fmt.Sprint(m[MetaChunk]) == strconv.Itoa(r.cfg.Chunk) && fmt.Sprint(m[MetaBatch]) == key &&
+				inputFile != "" && page.Data[i].InputFileID == inputFile {
 				return &page.Data[i], nil
 			}
 		}

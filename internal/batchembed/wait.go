@@ -178,7 +178,7 @@ func (r *Runner) Cancel(ctx context.Context) error {
 	for i := range r.rec.Batches {
 		b := &r.rec.Batches[i]
 		if b.ID == "" && b.State == StateUploaded {
-			found, err := r.find(ctx, r.batchKey(*b))
+			found, err := r.find(ctx, r.batchKey(*b), b.InputFileID)
 			if err != nil {
 				return err
 			}
