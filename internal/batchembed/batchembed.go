@@ -145,8 +145,8 @@ type Runner struct {
 	seen map[seenClaim]time.Time
 	// claimedAt: when this runner last wrote a claim of its own (real time; create's deadline).
 	claimedAt time.Time
-	// created: the batches this runner created (cancelUnknown).
-	created map[string]bool
+	// created, uploaded: the batches this runner created and the files it uploaded (cancelUnknown).
+	created, uploaded map[string]bool
 }
 
 // Open loads the chunk's record, or starts one. A record of a finished run starts a new
@@ -300,8 +300,8 @@ func (r *Runner) refresh(ctx context.Context) error {
 func (r *Runner) cancelUnknown(ctx context.Context, stored Record) {
 	known := map[string]bool{}
 	for _, b := range stored.Batches {
-		if stored.Generation == r.rec.Generation && b.ID != "" {
-			known[b.ID] = true
+		if stored.Generation == r.rec.Generation {
+			known[b.ID], known[b.InputFileID] = true, true
 		}
 	}
 	for _, b := range r.rec.Batches {
@@ -311,6 +311,17 @@ func (r *Runner) cancelUnknown(ctx context.Context, stored Record) {
 		r.cfg.Log.Info("cancelling a batch this pod created that the finished record does not hold", "batch", b.ID)
 		if _, err := r.cfg.Client.CancelBatch(ctx, b.ID); err != nil {
 			r.cfg.Log.Error(r.classify("cancel batch "+b.ID, err), "could not cancel a batch nobody else knows of", "batch", b.ID)
+		}
+	}
+	// Files this runner uploaded that no entry of the finished record holds: nobody else will
+	// delete them (the batches made from them, if any, were just cancelled).
+	for id := range r.uploaded {
+		if known[id] {
+			continue
+		}
+		r.cfg.Log.Info("deleting a batch file this pod uploaded that the finished record does not hold", "file", id)
+		if err := r.cfg.Client.DeleteFile(ctx, id); err != nil && apiStatus(err) != http.StatusNotFound {
+			r.cfg.Log.Error(r.classify("delete file "+id, err), "could not delete a batch file nobody else knows of", "file", id)
 		}
 	}
 }

@@ -790,3 +790,38 @@ func TestOldRunsBatchWithTheSameKeyIsNotAdopted(t *testing.T) {
 		t.Fatalf("want one batch per run: %+v", st)
 	}
 }
+
+// A pod that uploads a batch file just as another pod of the chunk finished it: its write of
+// the upload loses to the finished record and it steps back; the file it uploaded, which no
+// record holds, is deleted at OpenAI rather than left in the organisation's file storage.
+func TestUploadAfterAnotherPodFinishedIsDeleted(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "orphan/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	late, err := batchembed.Open(ctx, s3Config(t, s, base, "pod-late")) // reads no record
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := batchembed.Open(ctx, s3Config(t, s, base, "pod-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(ctx, a, 0, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Close()
+	if err := a.Finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := s.BatchStats()
+	if err := submitRows(ctx, late, 0, 50); !errors.Is(err, batchembed.ErrSteppedBack) {
+		t.Fatalf("want ErrSteppedBack, got %v", err)
+	}
+	st := s.BatchStats()
+	if st.FilesUploaded != before.FilesUploaded+1 || st.FilesDeleted != before.FilesDeleted+1 || st.BatchesCreated != before.BatchesCreated {
+		t.Fatalf("want the late pod's one upload deleted and no batch created: before %+v, after %+v", before, st)
+	}
+}

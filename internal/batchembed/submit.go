@@ -434,6 +434,10 @@ func (r *Runner) upload(ctx context.Context, f *os.File, name string, size int64
 	}
 	r.stats.FilesUploaded++
 	r.stats.BytesUploaded += size
+	if r.uploaded == nil {
+		r.uploaded = map[string]bool{}
+	}
+	r.uploaded[file.ID] = true
 	return file.ID, nil
 }
 
