@@ -269,7 +269,7 @@ func (s S3Store) Load(ctx context.Context) (Record, string, bool, error) {
 		return Record{}, "", false, fmt.Errorf("read batch record s3://%s/%s: %w", s.Bucket, s.Key, err)
 	}
 	defer out.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(out.Body, 64<<20))
+	b, err := io.ReadAll(io.LimitReader(out.Body, int64(maxRecordBytes)+1))
 	if err != nil {
 		return Record{}, "", false, fmt.Errorf("read batch record s3://%s/%s: %w", s.Bucket, s.Key, err)
 	}
@@ -277,9 +277,17 @@ func (s S3Store) Load(ctx context.Context) (Record, string, bool, error) {
 	return rec, aws.ToString(out.ETag), err == nil, err
 }
 
-// decodeRecord reads a stored record. One that is not JSON is a permanent error: no retry mends
-// it.
+// maxRecordBytes bounds a stored record read back (a chunk's is a few hundred bytes a batch).
+var maxRecordBytes = 64 << 20
+
+// decodeRecord reads a stored record. One that is not JSON, or larger than maxRecordBytes (b
+// holds at most one byte more), is a permanent error: no retry mends it.
 func decodeRecord(b []byte, where string) (Record, error) {
+	if len(b) > maxRecordBytes {
+		return Record{}, worker.Permanent(worker.ReasonPermanentError, fmt.Errorf(
+			"batch record %s is over %d MiB, far more than a chunk's batches take: it was not written by this chunk (delete it to start the chunk's batches afresh)",
+			where, maxRecordBytes>>20))
+	}
 	var rec Record
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return Record{}, worker.Permanent(worker.ReasonPermanentError, fmt.Errorf(
