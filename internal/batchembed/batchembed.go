@@ -147,6 +147,8 @@ type Runner struct {
 	claimedAt time.Time
 	// created, uploaded: the batches this runner created and the files it uploaded (cancelUnknown).
 	created, uploaded map[string]bool
+	// fileTimes: input files' creation times at OpenAI (find).
+	fileTimes map[string]int64
 }
 
 // Open loads the chunk's record, or starts one. A record of a finished run starts a new

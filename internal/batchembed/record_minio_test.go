@@ -825,3 +825,68 @@ func TestUploadAfterAnotherPodFinishedIsDeleted(t *testing.T) {
 		t.Fatalf("want the late pod's one upload deleted and no batch created: before %+v, after %+v", before, st)
 	}
 }
+
+// failSave is a Store whose save number n fails (the pod is killed just before that write).
+type failSave struct {
+	batchembed.Store
+	n, saves int
+}
+
+func (f *failSave) Save(ctx context.Context, rec batchembed.Record, version string) (string, error) {
+	if f.saves++; f.saves == f.n {
+		return "", errors.New("killed before recording the batch")
+	}
+	return f.Store.Save(ctx, rec, version)
+}
+
+// A pod killed after creating its batch and before recording it, in a busy organisation: over a
+// thousand other batches were created before its replacement looks. The lookup by metadata pages
+// back to the batch's input file's creation (OpenAI's clock), not a fixed thousand batches, so
+// the batch is adopted instead of created a second time (and both billed).
+func TestKilledPodsBatchIsFoundBehindManyOthers(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "busy/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	dead := s3Config(t, s, &failSave{Store: base, n: 3}, "pod-dead") // save 1: upload; 2: claim; 3: the batch
+	r, err := batchembed.Open(ctx, dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := submitRows(ctx, r, 0, 50); err == nil || !strings.Contains(err.Error(), "killed before recording") {
+		t.Fatalf("want the kill, got %v", err)
+	}
+	// 1,050 other batches in the organisation (another team's), newer than the dead pod's.
+	oc := openai.DefaultConfig(key)
+	oc.BaseURL = s.URL()
+	other := openai.NewClientWithConfig(oc)
+	f, err := other.CreateFileBytes(ctx, openai.FileBytesRequest{Name: "other.jsonl", Purpose: openai.PurposeBatch,
+		Bytes: []byte(`{"custom_id":"x","method":"POST","url":"/v1/embeddings","body":{"model":"` + model + `","input":["other"]}}` + "\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 1050 {
+		if _, err := other.CreateBatch(ctx, openai.CreateBatchRequest{InputFileID: f.ID, Endpoint: openai.BatchEndpointEmbeddings, CompletionWindow: "24h"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := s3Config(t, s, base, "pod-next")
+	next.ClaimTimeout = 2 * time.Second // a missed batch is then created at once, not after 5 min
+	r2, err := batchembed.Open(ctx, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r2.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := r2.Stats(); st.BatchesAdopted != 1 || st.BatchesCreated != 0 {
+		t.Fatalf("the replacement pod adopted %d and created %d batches; want 1 and 0", st.BatchesAdopted, st.BatchesCreated)
+	}
+	res, err := r2.Collect(ctx, 0, 50, dims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	check(t, res, 0, 50)
+}

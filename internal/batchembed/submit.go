@@ -363,9 +363,23 @@ func (r *Runner) saveClaim(ctx context.Context) (stored bool, err error) {
 // its vectors are of that run's texts). A batch is listed soon after it is created, and the
 // kill it recovers from happened just after, so the newest thousand batches are enough.
 func (r *Runner) find(ctx context.Context, key, inputFile string) (*openai.Batch, error) {
+	if inputFile == "" {
+		return nil, nil
+	}
+	// Batches are listed newest first, so paging stops at the first batch created before the
+	// input file was (both are OpenAI's timestamps: no clock skew): none further on can have
+	// been made from it. Without the file's time (deleted) the newest thousand are searched.
+	since, err := r.fileCreated(ctx, inputFile)
+	if err != nil {
+		return nil, err
+	}
+	pages := 10
+	if since > 0 {
+		pages = maxFindPages
+	}
 	limit := 100
 	var after *string
-	for range 10 {
+	for range pages {
 		page, err := r.cfg.Client.ListBatch(ctx, after, &limit)
 		if err != nil {
 			return nil, r.classify("list batches", err)
@@ -373,8 +387,11 @@ func (r *Runner) find(ctx context.Context, key, inputFile string) (*openai.Batch
 		for i := range page.Data {
 			m := page.Data[i].Metadata
 			if fmt.Sprint(m[MetaIngestion]) == r.cfg.Ingestion && fmt.Sprint(m[MetaChunk]) == strconv.Itoa(r.cfg.Chunk) && fmt.Sprint(m[MetaBatch]) == key &&
-				inputFile != "" && page.Data[i].InputFileID == inputFile {
+				page.Data[i].InputFileID == inputFile {
 				return &page.Data[i], nil
+			}
+			if since > 0 && int64(page.Data[i].CreatedAt) < since {
+				return nil, nil
 			}
 		}
 		if !page.HasMore || page.LastID == "" {
@@ -383,6 +400,28 @@ func (r *Runner) find(ctx context.Context, key, inputFile string) (*openai.Batch
 		after = &page.LastID
 	}
 	return nil, nil
+}
+
+// maxFindPages bounds find's paging (100 batches a page) when it knows where to stop.
+const maxFindPages = 200
+
+// fileCreated is when OpenAI created a file (Unix seconds), or 0 when it is gone.
+func (r *Runner) fileCreated(ctx context.Context, id string) (int64, error) {
+	if t, ok := r.fileTimes[id]; ok {
+		return t, nil
+	}
+	f, err := r.cfg.Client.GetFile(ctx, id)
+	if err != nil {
+		if apiStatus(err) == http.StatusNotFound {
+			return 0, nil
+		}
+		return 0, r.classify("retrieve file "+id, err)
+	}
+	if r.fileTimes == nil {
+		r.fileTimes = map[string]int64{}
+	}
+	r.fileTimes[id] = f.CreatedAt
+	return f.CreatedAt, nil
 }
 
 // upload sends a batch file as a streamed multipart body.
