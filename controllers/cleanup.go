@@ -44,6 +44,10 @@ func (r *Reconciler) cleanupStaged(ctx context.Context, obj *v1alpha1.CsvIngesti
 		return err
 	}
 	switch {
+	case foreign && !leftoverCleanupJob(existing, obj):
+		// Someone else's Job holds the name: it is neither adopted (its end says nothing about
+		// this ingestion's batches) nor deleted.
+		return cleanupNameTakenError(existing)
 	case foreign:
 		// An earlier ingestion of this name left its (unowned) cleanup Job: once it has ended it
 		// is deleted so this one's can be created; while it runs, this one waits.
@@ -80,13 +84,44 @@ func (r *Reconciler) cleanupStaged(ctx context.Context, obj *v1alpha1.CsvIngesti
 		job.OwnerReferences = nil
 		job.Spec.TTLSecondsAfterFinished = ptr.To(int32(r.Config.JobTTL.Seconds()))
 	}
-	if err := r.Create(ctx, job); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := r.Create(ctx, job); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			// The cache shows only Jobs with an ingestion's labels: a Job of that name without
+			// them is someone else's, which would otherwise hold the cleanup without a word.
+			return r.cleanupNameTaken(ctx, obj, job)
+		}
 		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 			return &namespaceTerminatingError{err: err}
 		}
 		return fmt.Errorf("create cleanup Job of %s: %w", obj.Name, err)
 	}
 	return nil
+}
+
+// cleanupNameTaken reads, past the cache, the Job a create of the cleanup Job met: nil if it is
+// the ingestion's own or one an earlier ingestion of the name left (the cache shows it soon),
+// otherwise an error naming it.
+func (r *Reconciler) cleanupNameTaken(ctx context.Context, obj *v1alpha1.CsvIngestion, job *batchv1.Job) error {
+	if r.APIReader == nil {
+		return nil
+	}
+	cur := &batchv1.Job{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(job), cur); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("cleanup Job %s existed when created and was gone when read; trying again", job.Name)
+		}
+		return fmt.Errorf("read cleanup Job %s: %w", job.Name, err)
+	}
+	if ownCleanupJob(cur, obj.UID) || leftoverCleanupJob(cur, obj) {
+		return nil
+	}
+	return cleanupNameTakenError(cur)
+}
+
+func cleanupNameTakenError(j *batchv1.Job) error {
+	// No HTTP code: with 409 the error would read as a conflict (see nameTaken).
+	return &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Reason: ReasonJobNameTaken,
+		Message: fmt.Sprintf("Job %s already exists and is not this ingestion's cleanup Job (labels %v): it is neither adopted nor deleted; delete or rename it", j.Name, j.Labels)}}
 }
 
 // namespaceTerminatingError: the cleanup Job cannot be created because the namespace is going.

@@ -92,6 +92,9 @@ type Reconciler struct {
 	Now     func() time.Time
 	// APIReader reads past the cache (the writers records); SetupWithManager sets the manager's.
 	APIReader client.Reader
+	// LiveBatches holds the running batch-mode chunks' live reports (nil: none; their batches
+	// show when they end).
+	LiveBatches LiveBatches
 
 	mu sync.Mutex
 	// trackErr remembers the last mirror failure per ingestion for the TrackingDegraded condition.
@@ -281,18 +284,26 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 	// The status is written: what it records may now be mirrored and then released.
 	// Staged copies (gzip, other encodings) go once the ingestion has ended.
+	var cleanupRetry time.Duration
 	if err := r.cleanupStaged(ctx, obj, kids); err != nil {
 		var nt *namespaceTerminatingError
-		if errors.As(err, &nt) && deleting && holdsBatchCleanup(obj) {
+		switch {
+		case errors.As(err, &nt) && deleting && holdsBatchCleanup(obj):
 			if err := r.giveUpBatchCleanup(ctx, obj, err); err != nil {
 				return ctrl.Result{}, err
 			}
-		} else {
+		case holdsBatchCleanup(obj):
+			if cleanupRetry, err = r.batchCleanupRefused(ctx, obj, err); err != nil {
+				return ctrl.Result{}, err
+			}
+		default:
 			log.Error(err, "staged objects not cleaned up yet")
 		}
 	}
-	if _, err := r.batchCleanup(ctx, obj, kids); err != nil {
+	if _, retry, err := r.batchCleanup(ctx, obj, kids); err != nil {
 		return ctrl.Result{}, err
+	} else if retry > 0 && (cleanupRetry == 0 || retry < cleanupRetry) {
+		cleanupRetry = retry
 	}
 	var res ctrl.Result
 	mirrorErr := error(nil)
@@ -312,7 +323,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	if obj.Status.Phase.Terminal() {
-		return r.finishTerminal(ctx, obj, mirrorErr)
+		res, err := r.finishTerminal(ctx, obj, mirrorErr)
+		if err == nil && !res.Requeue && cleanupRetry > 0 && (res.RequeueAfter == 0 || cleanupRetry < res.RequeueAfter) {
+			res.RequeueAfter = cleanupRetry
+		}
+		return res, err
 	}
 	if p.requeueAfter > 0 && (res.RequeueAfter == 0 || p.requeueAfter < res.RequeueAfter) {
 		res.RequeueAfter = p.requeueAfter
@@ -406,10 +421,13 @@ func (r *Reconciler) finalize(ctx context.Context, obj *v1alpha1.CsvIngestion) (
 	if err := r.releaseGone(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}, ""); err != nil {
 		return ctrl.Result{}, err
 	}
-	if !controllerutil.ContainsFinalizer(obj, FinalizerTaskCancel) {
+	// FinalizerBatchCleanup on an ingestion that is not in batch mode (added by hand, or copied
+	// from another object's manifest) is never ours to hold: no cleanup runs for it.
+	stray := obj.Spec.Embedding.Mode != v1alpha1.EmbeddingBatch && controllerutil.ContainsFinalizer(obj, FinalizerBatchCleanup)
+	if !controllerutil.ContainsFinalizer(obj, FinalizerTaskCancel) && !stray {
 		return ctrl.Result{}, nil
 	}
-	if r.tracked(obj) && !obj.Status.Phase.Terminal() {
+	if controllerutil.ContainsFinalizer(obj, FinalizerTaskCancel) && r.tracked(obj) && !obj.Status.Phase.Terminal() {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := r.Tracker.Cancelled(cctx, obj, r.Now())
 		cancel()
@@ -425,6 +443,9 @@ func (r *Reconciler) finalize(ctx context.Context, obj *v1alpha1.CsvIngestion) (
 		}
 	}
 	controllerutil.RemoveFinalizer(obj, FinalizerTaskCancel)
+	if stray {
+		controllerutil.RemoveFinalizer(obj, FinalizerBatchCleanup)
+	}
 	if err := r.Update(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, fmt.Errorf("remove finalizer of %s: %w", obj.Name, err)
 	}

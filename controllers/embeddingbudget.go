@@ -31,7 +31,23 @@ type BudgetStatusWriter struct {
 	Snapshot func() []ratelease.Snapshot
 	// Interval between passes (default 5 s).
 	Interval time.Duration
-	Log      logr.Logger
+	// Warmup: a new leader's lease server knows no holder until the pods have renewed with it
+	// (within a lease period), so passes before then would write every budget empty and then
+	// back (0 holders for a renewal or two at each leader change). Start skips writes for this
+	// long; 0: none.
+	Warmup time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	Log logr.Logger
+
+	started time.Time
+}
+
+func (w *BudgetStatusWriter) now() time.Time {
+	if w.Now != nil {
+		return w.Now()
+	}
+	return time.Now()
 }
 
 // NeedLeaderElection: only the leader serves leases, so only it knows the holders.
@@ -43,6 +59,7 @@ func (w *BudgetStatusWriter) Start(ctx context.Context) error {
 	if iv <= 0 {
 		iv = 5 * time.Second
 	}
+	w.started = w.now()
 	t := time.NewTicker(iv)
 	defer t.Stop()
 	for {
@@ -59,14 +76,29 @@ func (w *BudgetStatusWriter) Start(ctx context.Context) error {
 
 // Pass writes the status of every budget whose status changed. A write that conflicts (the
 // cache was behind, or the budget was edited meanwhile) is left to the next pass, which starts
-// from the newer object.
+// from the newer object. Within Warmup of Start it writes nothing.
 func (w *BudgetStatusWriter) Pass(ctx context.Context) error {
 	var list v1alpha1.EmbeddingBudgetList
-	if err := w.Client.List(ctx, &list); err != nil {
+	// Bounded, so that a cache that never syncs (the manager may not list the budgets) is
+	// logged at every pass instead of blocking the writer silently.
+	lctx, cancel := context.WithTimeout(ctx, time.Minute)
+	err := w.Client.List(lctx, &list)
+	timedOut := lctx.Err() != nil && ctx.Err() == nil
+	cancel()
+	if err != nil {
 		if meta.IsNoMatchError(err) {
 			return nil // the CRD is not installed: every budget is implicit
 		}
+		if timedOut {
+			return fmt.Errorf("list EmbeddingBudgets: not synced within a minute: is the manager allowed to get, list and watch "+
+				"embeddingbudgets.ingestion.vectordb.io cluster-wide? %w", err)
+		}
 		return fmt.Errorf("list EmbeddingBudgets: %w", err)
+	}
+	// Listed even while warming up: that starts the cache's informer, so the lease server's
+	// first renewals find it synced.
+	if !w.started.IsZero() && w.now().Sub(w.started) < w.Warmup {
+		return nil
 	}
 	if len(list.Items) == 0 {
 		return nil
@@ -97,7 +129,7 @@ func (w *BudgetStatusWriter) Pass(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("EmbeddingBudget %s: %w", b.Name, err))
 			continue
 		}
-		for _, e := range embeddingbudget.Events(b, old, st) {
+		for _, e := range embeddingbudget.Events(b, old, st, unlisted[b.Name]) {
 			w.Recorder.Eventf(upd, nil, e.Type, e.Reason, "Budget", "%s", e.Message)
 		}
 	}

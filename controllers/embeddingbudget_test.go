@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -161,7 +162,7 @@ func TestEmbeddingBudgetLeasesAndStatus(t *testing.T) {
 		return ok, fmt.Sprintf("%+v", b.Status)
 	})
 	m := b.Status.Models[0]
-	if m.Name != small || m.Effective.TokensPerMinute != 900_000 || math.Abs(float64(m.Granted.TokensPerMinute)-900_000) > 2 {
+	if m.Name != small || m.Declared.TokensPerMinute != 900_000 || m.Effective.TokensPerMinute != 900_000 || math.Abs(float64(m.Granted.TokensPerMinute)-900_000) > 2 {
 		t.Errorf("model status %+v: want the declared 900000 TPM effective and granted", m)
 	}
 	for _, h := range b.Status.Holders {
@@ -431,5 +432,145 @@ func TestEmbeddingBudgetWeights(t *testing.T) {
 	}
 	if math.Abs(gh.TPM-600_000) > 1 || math.Abs(gl.TPM-300_000) > 1 {
 		t.Fatalf("grants %g and %g TPM, want 600000 and 300000 (weights 2:1)", gh.TPM, gl.TPM)
+	}
+}
+
+// TestEmbeddingBudgetStatusWriterWarmup: a new leader's lease server knows no holder until the
+// pods have renewed with it. Its writer must not write the budget empty meanwhile (holders 0,
+// then back a pass later, at every leader change): it writes nothing within Warmup of Start,
+// and the relearned holders after it (clock injected).
+func TestEmbeddingBudgetStatusWriterWarmup(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	const model = "text-embedding-3-small"
+	name := "eb-warmup-" + ns
+	b := newBudget(name, v1alpha1.EmbeddingBudgetSpec{
+		Models:     []v1alpha1.BudgetModel{{Name: model, RequestsPerMinute: 10, TokensPerMinute: 1000}},
+		Namespaces: []v1alpha1.BudgetNamespace{{Name: ns, Weight: 1}},
+	})
+	if err := cluster.Client.Create(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), b) })
+	// The budget as the old leader left it: one holder.
+	b.Status = v1alpha1.EmbeddingBudgetStatus{Holders: []v1alpha1.BudgetHolder{{Namespace: ns, Ingestion: "ing", Model: model, Pods: 1}}}
+	if err := cluster.Client.Status().Update(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+
+	srv, err := ratelease.NewServer(ratelease.ServerOptions{Key: []byte("warmup-test-key-0123456789"),
+		Resolver: ratelease.ResolverFunc(func(context.Context, string, string, string) (ratelease.Budget, error) {
+			return ratelease.Budget{}, ratelease.ErrNotFound
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes := 0
+	wc, err := client.NewWithWatch(cluster.Config, client.Options{Scheme: cluster.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := interceptor.NewClient(wc, interceptor.Funcs{
+		SubResourceUpdate: func(ctx context.Context, cl client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			if obj.GetName() == name {
+				writes++
+			}
+			return cl.SubResource(sub).Update(ctx, obj, opts...)
+		},
+	})
+	now := time.Date(2026, 3, 29, 1, 59, 0, 0, time.UTC)
+	w := &controllers.BudgetStatusWriter{Client: c, Recorder: events.NewFakeRecorder(100), Snapshot: srv.Snapshot,
+		Warmup: 15 * time.Second, Now: func() time.Time { return now }}
+	// Start runs its first pass and, its context over, returns.
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := w.Start(done); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(14 * time.Second)
+	if err := w.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := getBudget(t, name); writes != 0 || len(got.Status.Holders) != 1 {
+		t.Fatalf("within the warmup: %d writes, holders %+v; want the old status untouched", writes, got.Status.Holders)
+	}
+	// The pod renews with the new leader; after the warmup the status is written from it.
+	if _, err := srv.Renew(ratelease.RenewRequest{Namespace: ns, Ingestion: "ing2", Job: "job", Holder: "pod", Model: model,
+		RemainingRequests: -1, RemainingTokens: -1},
+		ratelease.Budget{Key: embeddingbudget.Key(name, model), Declared: ratebudget.Rates{RPM: 10, TPM: 1000}, Weight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Second)
+	if err := w.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := getBudget(t, name); writes != 1 || len(got.Status.Holders) != 1 || got.Status.Holders[0].Ingestion != "ing2" {
+		t.Fatalf("after the warmup: %d writes, holders %+v; want one write with the relearned holder", writes, got.Status.Holders)
+	}
+}
+
+// TestEmbeddingBudgetLongEventsRecorded: the API server refuses an event whose note exceeds
+// 1024 bytes, and the recorder drops it with no more than a log line. A conflict over many
+// claims (or many unlisted models) makes a long condition message: the event still arrives,
+// shortened, with the full message in the condition.
+func TestEmbeddingBudgetLongEventsRecorded(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	var secrets []v1alpha1.BudgetSecret
+	for i := 0; i < 30; i++ {
+		secrets = append(secrets, v1alpha1.BudgetSecret{Namespace: ns, Name: fmt.Sprintf("openai-key-of-the-team-number-%02d", i)})
+	}
+	names := []string{"eb-long-a-" + ns, "eb-long-b-" + ns}
+	for _, name := range names {
+		b := newBudget(name, v1alpha1.EmbeddingBudgetSpec{
+			Models:  []v1alpha1.BudgetModel{{Name: "text-embedding-3-small", RequestsPerMinute: 10, TokensPerMinute: 1000}},
+			Secrets: secrets,
+		})
+		if err := cluster.Client.Create(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), b) })
+	}
+	cs, err := kubernetes.NewForConfig(cluster.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := events.NewBroadcaster(&events.EventSinkImpl{Interface: cs.EventsV1()})
+	stop := make(chan struct{})
+	defer close(stop)
+	bc.StartRecordingToSink(stop)
+	defer bc.Shutdown()
+	t.Cleanup(func() {
+		var evs eventsv1.EventList
+		if err := cluster.Client.List(context.Background(), &evs, client.InNamespace(metav1.NamespaceDefault)); err != nil {
+			return
+		}
+		for i := range evs.Items {
+			if e := &evs.Items[i]; e.Regarding.Kind == "EmbeddingBudget" && (e.Regarding.Name == names[0] || e.Regarding.Name == names[1]) {
+				_ = cluster.Client.Delete(context.Background(), e)
+			}
+		}
+	})
+	w := &controllers.BudgetStatusWriter{Client: cluster.Client, Recorder: bc.NewRecorder(cluster.Scheme, "vectordb-operator"),
+		Snapshot: func() []ratelease.Snapshot { return nil }}
+	for _, name := range names {
+		eventually(t, "status of "+name+" written", 10*time.Second, func() (bool, string) {
+			if err := w.Pass(ctx); err != nil {
+				return false, err.Error()
+			}
+			b := getBudget(t, name)
+			return meta.IsStatusConditionTrue(b.Status.Conditions, embeddingbudget.ConditionConflicting), condition(b, embeddingbudget.ConditionConflicting)
+		})
+		if c := condition(getBudget(t, name), embeddingbudget.ConditionConflicting); len(c) <= 1024 {
+			t.Fatalf("condition of %d bytes: the test needs one longer than an event's note", len(c))
+		}
+		eventually(t, "SharedClaim event of "+name, 20*time.Second, func() (bool, string) {
+			evs, err := budgetEvents(name)
+			if err != nil {
+				return false, err.Error()
+			}
+			note, ok := evs[embeddingbudget.ReasonSharedClaim]
+			return ok && len(note) <= 1024 && strings.Contains(note, "openai-key-of-the-team-number-00"), fmt.Sprint(evs)
+		})
 	}
 }

@@ -66,6 +66,9 @@ var (
 	lastProgressDesc = prometheus.NewDesc("vectordb_ingestion_last_progress_timestamp_seconds",
 		"When an unfinished, unsuspended ingestion last moved (started, changed phase, finished a chunk or resumed).",
 		[]string{"namespace", "name"}, nil)
+	liveBatchesDesc = prometheus.NewDesc("vectordb_batches_live",
+		"Batch API batches of the running chunks of an unfinished batch-mode ingestion, by OpenAI's state, from the chunks' live reports (status.batchLive; needs rate leases).",
+		[]string{"namespace", "name", "state"}, nil)
 )
 
 // The label values of the counters, all created at start.
@@ -85,7 +88,7 @@ func MetricNames() []string {
 		"vectordb_vectors_upserted_total", "vectordb_embedding_tokens_total", "vectordb_embedding_requests_total",
 		"vectordb_embedding_retries_total", "vectordb_embedding_rate_limited_total", "vectordb_chunk_duration_seconds",
 		"vectordb_ingestion_last_progress_timestamp_seconds", "vectordb_tracking_errors_total",
-		"vectordb_batches_total", "vectordb_batch_lines_total",
+		"vectordb_batches_total", "vectordb_batch_lines_total", "vectordb_batches_live",
 	}
 }
 
@@ -119,6 +122,7 @@ func (c *gaugeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- ingestionsDesc
 	ch <- chunksDesc
 	ch <- lastProgressDesc
+	ch <- liveBatchesDesc
 }
 
 func (c *gaugeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -141,6 +145,28 @@ func (c *gaugeCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, lp := range g.lastProgress {
 		ch <- prometheus.MustNewConstMetric(lastProgressDesc, prometheus.GaugeValue, lp.at, lp.namespace, lp.name)
 	}
+	for _, lb := range g.liveBatches {
+		ch <- prometheus.MustNewConstMetric(liveBatchesDesc, prometheus.GaugeValue, lb.n, lb.namespace, lb.name, lb.state)
+	}
+}
+
+type liveBatchSample struct {
+	namespace, name, state string
+	n                      float64
+}
+
+// liveBatchSamples are an ingestion's live batches by state (every state, zeros included, so a
+// batch moving on is a drop to 0, not a series that vanishes).
+func liveBatchSamples(ns, name string, b v1alpha1.BatchStatus) []liveBatchSample {
+	out := make([]liveBatchSample, 0, 7)
+	for _, s := range []struct {
+		state string
+		n     int32
+	}{{"validating", b.Validating}, {"in_progress", b.InProgress}, {"finalizing", b.Finalizing},
+		{"completed", b.Completed}, {"failed", b.Failed}, {"expired", b.Expired}, {"cancelled", b.Cancelled}} {
+		out = append(out, liveBatchSample{namespace: ns, name: name, state: s.state, n: float64(s.n)})
+	}
+	return out
 }
 
 type progressSample struct {
@@ -152,6 +178,7 @@ type gaugeValues struct {
 	phases          map[v1alpha1.Phase]float64
 	pending, active float64
 	lastProgress    []progressSample
+	liveBatches     []liveBatchSample
 }
 
 // computeGauges is the pure part of the collector: what the gauges say about these ingestions.
@@ -170,6 +197,9 @@ func computeGauges(items []v1alpha1.CsvIngestion) gaugeValues {
 		}
 		g.pending += float64(st.Chunks.Pending)
 		g.active += float64(st.Chunks.Active)
+		if obj.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch && st.BatchLive != nil {
+			g.liveBatches = append(g.liveBatches, liveBatchSamples(obj.Namespace, obj.Name, *st.BatchLive)...)
+		}
 		// A suspended ingestion is not stalled: it has no series, and resuming restarts the clock.
 		if obj.Spec.Suspend || meta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionSuspended) {
 			continue
@@ -244,17 +274,21 @@ func (p *pass) recordMetrics() {
 			chunkDuration.Observe(f.duration.Seconds())
 		}
 		if res := f.result; res != nil {
+			// The counts come from the pod's termination message: a negative one would make a
+			// counter panic, so it adds nothing.
 			if f.succeeded {
-				rowsTotal.WithLabelValues("processed").Add(float64(res.Processed))
-				rowsTotal.WithLabelValues("failed").Add(float64(res.Failed))
-				rowsTotal.WithLabelValues("skipped").Add(float64(res.Skipped))
+				rowsTotal.WithLabelValues("processed").Add(float64(max(res.Processed, 0)))
+				rowsTotal.WithLabelValues("failed").Add(float64(max(res.Failed, 0)))
+				rowsTotal.WithLabelValues("skipped").Add(float64(max(res.Skipped, 0)))
 			}
-			vectorsUpserted.Add(float64(res.VectorsUpserted))
-			embeddingTokens.Add(float64(res.Tokens))
-			embeddingRequests.Add(float64(res.Requests))
-			embeddingRetries.Add(float64(res.Retries))
-			embeddingRateLimited.Add(float64(res.RateLimited))
-			if b := res.Batch; b != nil {
+			vectorsUpserted.Add(float64(max(res.VectorsUpserted, 0)))
+			embeddingTokens.Add(float64(max(res.Tokens, 0)))
+			embeddingRequests.Add(float64(max(res.Requests, 0)))
+			embeddingRetries.Add(float64(max(res.Retries, 0)))
+			embeddingRateLimited.Add(float64(max(res.RateLimited, 0)))
+			if res.Batch != nil {
+				b := &v1alpha1.BatchStatus{}
+				b.Add(*res.Batch) // clamped
 				batchesTotal.WithLabelValues("completed").Add(float64(b.Completed))
 				batchesTotal.WithLabelValues("failed").Add(float64(b.Failed))
 				batchesTotal.WithLabelValues("expired").Add(float64(b.Expired))
@@ -266,7 +300,7 @@ func (p *pass) recordMetrics() {
 		}
 	}
 	for _, fc := range p.newlyFailed {
-		rowsTotal.WithLabelValues("failed").Add(float64(rowsOf(fc.Rows)))
+		rowsTotal.WithLabelValues("failed").Add(float64(max(rowsOf(fc.Rows), 0)))
 	}
 }
 

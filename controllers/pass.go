@@ -86,7 +86,10 @@ func (p *pass) recorded(i int) bool { return p.completed.Has(i) || p.failed.Has(
 func (p *pass) run(ctx context.Context) error {
 	st := &p.status
 	before := trackedView(st)
+	// The live part of status.batch is computed afresh by every pass (addLiveBatches).
+	withoutLive(st)
 	defer func() {
+		p.addLiveBatches()
 		// Every write of a changed task view gets a new version, so the task table can refuse
 		// anything older.
 		if trackedView(st) != before || len(p.outcomes) > 0 {
@@ -993,5 +996,9 @@ func trackedView(st *v1alpha1.CsvIngestionStatus) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s|%d|%d|%d|%d|%d|%+v|%s|%v", st.Phase, st.Records.Total, st.Records.Processed, st.Records.Failed,
 		st.Records.Deleted, usageVectors(st), st.Chunks, st.Message, st.CompletionTime != nil)
+	if st.Batch != nil {
+		// The task item's batch counts (live ones too, while chunks run).
+		fmt.Fprintf(&b, "|%+v", *st.Batch)
+	}
 	return b.String()
 }

@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"math"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -496,7 +498,9 @@ type EmbeddingSpec struct {
 
 	// RequestsPerMinute is the request budget of the whole ingestion, split across running chunks.
 	// With the manager's rate leases on, it is the budget of the key: ingestions with the same
-	// key Secret, baseURL and model in the namespace share the smallest one they declare.
+	// key Secret, baseURL and model in the namespace share the smallest one they declare. An
+	// EmbeddingBudget claiming the key Secret or namespace and listing the model replaces it
+	// (this field then only bounds a chunk before its first lease and after losing the manager).
 	// +optional
 	// +kubebuilder:default=300
 	// +kubebuilder:validation:Minimum=1
@@ -843,11 +847,19 @@ type CsvIngestionStatus struct {
 	// +optional
 	Usage *Usage `json:"usage,omitempty"`
 
-	// Batch (batch mode) adds up the Batch API batches of the recorded chunks, as each chunk's
-	// pod reported them when it ended: batches by OpenAI's state and lines done of lines
-	// submitted. Chunks still waiting on their batches are counted in chunks.active.
+	// Batch (batch mode) adds up the Batch API batches: those of the recorded chunks, as each
+	// chunk's pod reported them when it ended, plus batchLive (batches by OpenAI's state and
+	// lines done of lines submitted).
 	// +optional
 	Batch *BatchStatus `json:"batch,omitempty"`
+
+	// BatchLive (batch mode, with rate leases on) is the part of batch that comes from the live
+	// reports of chunks still running (each chunk pod reports its batches to the manager's
+	// lease service as they change); it is included in batch. The states validating,
+	// inProgress and finalizing of running chunks come only from here. Without rate leases a
+	// running chunk's batches show once it ends.
+	// +optional
+	BatchLive *BatchStatus `json:"batchLive,omitempty"`
 
 	// VectorSpace is what the planner's vector-space guard found.
 	// +optional
@@ -1020,19 +1032,38 @@ type BatchStatus struct {
 	LinesFailed int64 `json:"linesFailed,omitempty"`
 }
 
-// Add adds o's counts to b.
+// Add adds o's counts to b. A chunk's counts come from its pod's termination message, which the
+// manager does not trust: a negative count adds nothing, and a sum saturates instead of wrapping.
 func (b *BatchStatus) Add(o BatchStatus) {
-	b.Batches += o.Batches
-	b.Validating += o.Validating
-	b.InProgress += o.InProgress
-	b.Finalizing += o.Finalizing
-	b.Completed += o.Completed
-	b.Failed += o.Failed
-	b.Expired += o.Expired
-	b.Cancelled += o.Cancelled
-	b.Lines += o.Lines
-	b.LinesDone += o.LinesDone
-	b.LinesFailed += o.LinesFailed
+	for _, f := range [][2]*int32{{&b.Batches, &o.Batches}, {&b.Validating, &o.Validating}, {&b.InProgress, &o.InProgress},
+		{&b.Finalizing, &o.Finalizing}, {&b.Completed, &o.Completed}, {&b.Failed, &o.Failed}, {&b.Expired, &o.Expired},
+		{&b.Cancelled, &o.Cancelled}} {
+		*f[0] = int32(min(int64(*f[0])+max(int64(*f[1]), 0), math.MaxInt32))
+	}
+	for _, f := range [][2]*int64{{&b.Lines, &o.Lines}, {&b.LinesDone, &o.LinesDone}, {&b.LinesFailed, &o.LinesFailed}} {
+		if v := max(*f[1], 0); *f[0] > math.MaxInt64-v {
+			*f[0] = math.MaxInt64
+		} else {
+			*f[0] += v
+		}
+	}
+}
+
+// Sub subtracts o's counts from b, none below zero.
+func (b *BatchStatus) Sub(o BatchStatus) {
+	sub32 := func(x *int32, y int32) { *x = max(*x-y, 0) }
+	sub64 := func(x *int64, y int64) { *x = max(*x-y, 0) }
+	sub32(&b.Batches, o.Batches)
+	sub32(&b.Validating, o.Validating)
+	sub32(&b.InProgress, o.InProgress)
+	sub32(&b.Finalizing, o.Finalizing)
+	sub32(&b.Completed, o.Completed)
+	sub32(&b.Failed, o.Failed)
+	sub32(&b.Expired, o.Expired)
+	sub32(&b.Cancelled, o.Cancelled)
+	sub64(&b.Lines, o.Lines)
+	sub64(&b.LinesDone, o.LinesDone)
+	sub64(&b.LinesFailed, o.LinesFailed)
 }
 
 // VectorSpaceStatus is the outcome of the vector-space guard.

@@ -89,6 +89,10 @@ type BudgetRates struct {
 // BudgetModelStatus is one model's budget as the leader applies it now.
 type BudgetModelStatus struct {
 	Name string `json:"name"`
+	// Declared is the limit the leader applies: spec.models' after an edit once every pod has
+	// renewed (until then the smaller of the old and new limits).
+	// +optional
+	Declared BudgetRates `json:"declared"`
 	// Effective is the declared limit after backoff: below it while the provider answers 429.
 	Effective BudgetRates `json:"effective"`
 	// Granted is the sum of the live leases.

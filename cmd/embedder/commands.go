@@ -11,7 +11,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/chunkrun"
@@ -91,16 +90,16 @@ func newCleanupCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				// A plan ConfigMap already gone (a foreground deletion of the ingestion) is no
+				// error: the staged keys are named after the ingestion (planner.Cleanup).
 				keys, err := planner.Cleanup(cmd.Context(), ing, planner.Deps{Log: log}, kc)
 				log.Info("deleted staged objects", "keys", keys)
 				batch := ing.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch
-				if err != nil && !(batch && apierrors.IsNotFound(err)) {
+				if err != nil && !batch {
 					return err
 				}
-				// Batch mode: cancel the batches of chunks that never finished, delete their files.
-				// They are found by the chunks' records, so a plan ConfigMap already gone (a
-				// foreground deletion of the ingestion) does not stop this part; it is still
-				// reported, since the staged objects it named could not be deleted.
+				// Batch mode: cancel the batches of chunks that never finished, delete their files
+				// (found by the chunks' records), even if the staged objects could not be deleted.
 				n, berr := chunkrun.CleanupBatches(cmd.Context(), ing, chunkrun.Deps{OpenAIAPIKey: os.Getenv(worker.EnvOpenAIAPIKey)}, log)
 				if n > 0 {
 					log.Info("cleaned up batches at OpenAI", "chunks", n)

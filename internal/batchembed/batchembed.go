@@ -28,6 +28,7 @@ import (
 	"github.com/go-logr/logr"
 	openai "github.com/sashabaranov/go-openai"
 
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
@@ -109,6 +110,10 @@ type Config struct {
 	// DefaultClaimTimeout. Creating a batch (the lookup by metadata and CreateBatch) is bounded
 	// by half of it, so a live claimant never outlasts its claim.
 	ClaimTimeout time.Duration
+	// Report, when set, is called with the record's Summary whenever it changed, at most once
+	// per poll (live batch state for the manager). It must be quick and must not fail the
+	// chunk: it is best effort.
+	Report func(ctx context.Context, s v1alpha1.BatchStatus)
 }
 
 // DefaultClaimTimeout is Config.ClaimTimeout's default.
@@ -149,6 +154,8 @@ type Runner struct {
 	created, uploaded map[string]bool
 	// fileTimes: input files' creation times at OpenAI (find).
 	fileTimes map[string]int64
+	// reported is the summary last handed to Config.Report (nil: none yet).
+	reported *v1alpha1.BatchStatus
 }
 
 // Open loads the chunk's record, or starts one. A record of a finished run starts a new

@@ -18,6 +18,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	openai "github.com/sashabaranov/go-openai"
 
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/batchembed"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	fake "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
@@ -791,5 +792,54 @@ func TestRecordOfAnotherIngestionIsPermanent(t *testing.T) {
 		t.Fatal("opened another ingestion's record")
 	} else if _, ok := worker.AsPermanent(err); !ok {
 		t.Fatalf("want a permanent error, got %v", err)
+	}
+}
+
+// The live report: handed the record's summary when it changed, at most once per poll; polls
+// that change nothing report nothing; the last report is the record's final summary.
+func TestReportOnChangeOnly(t *testing.T) {
+	s := startFake(t)
+	s.HoldBatches(true)
+	ctx := context.Background()
+	cfg := config(t, s, &memStore{}, 40)
+	var reports []v1alpha1.BatchStatus
+	cfg.Report = func(_ context.Context, b v1alpha1.BatchStatus) { reports = append(reports, b) }
+	polls := 0
+	cfg.Sleep = func(ctx context.Context, _ time.Duration) error {
+		if polls++; polls == 3 {
+			s.HoldBatches(false) // then one step per retrieve
+		}
+		return ctx.Err()
+	}
+	r, err := batchembed.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(ctx, r, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	if len(reports) == 0 {
+		t.Fatal("no report")
+	}
+	// Three polls while held: one report.
+	if first := reports[0]; first.Batches != 3 || first.Validating != 3 || first.Lines != 100 {
+		t.Errorf("first report %+v, want 3 batches validating, 100 lines", first)
+	}
+	if len(reports) > 1 && reports[1].Validating == 3 {
+		t.Errorf("a held poll reported again: %+v", reports[:2])
+	}
+	for i := 1; i < len(reports); i++ {
+		if reports[i] == reports[i-1] {
+			t.Errorf("report %d repeats %+v", i, reports[i])
+		}
+	}
+	if polls+1 < len(reports) {
+		t.Errorf("%d reports in %d polls", len(reports), polls+1)
+	}
+	last, want := reports[len(reports)-1], r.Record().Summary()
+	if last != want || last.Completed != 3 || last.LinesDone+last.LinesFailed != 100 {
+		t.Errorf("last report %+v, want the record's final summary %+v (3 completed, 100 lines)", last, want)
 	}
 }

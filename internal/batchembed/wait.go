@@ -85,7 +85,22 @@ func (r *Runner) poll(ctx context.Context) (bool, error) {
 			return false, err
 		}
 	}
+	r.report(ctx)
 	return all, nil
+}
+
+// report hands the record's summary to Config.Report when it differs from the last one handed
+// (a create, an adoption or a poll changed it).
+func (r *Runner) report(ctx context.Context) {
+	if r.cfg.Report == nil {
+		return
+	}
+	s := r.rec.Summary()
+	if r.reported != nil && *r.reported == s {
+		return
+	}
+	r.cfg.Report(ctx, s)
+	r.reported = &s
 }
 
 // Wait creates any batch uploaded but not created, polls until every batch has ended, submits

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/chunkrun"
+	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	fakeopenai "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
 )
@@ -265,5 +269,54 @@ func runUntilBatches(e *env, ing worker.Ingestion, args worker.ChunkArgs, batche
 				return <-done
 			}
 		}
+	}
+}
+
+// TestBatchModeReportsLive: a batch-mode chunk with the lease environment reports its batches
+// to the lease service's report endpoint (the real handler, the real credential) while it
+// polls; the last report is its batches as they ended. Without a lease it reports nothing and
+// runs the same.
+func TestBatchModeReportsLive(t *testing.T) {
+	e := newEnv(t, fakeopenai.Options{})
+	rows := genLegacy(300, 5)
+	key := e.prefix + "exports/239.csv"
+	e.put(key, csvBytes(t, legacyCSV(rows)))
+	ing := batchIngestion(e, key)
+	ing.Spec.Chunking.RowsPerChunk = 1000
+	args, err := e.plan(ing).Chunk(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaseKey := []byte("chunkrun-test-lease-key-0123456789")
+	reports, err := ratelease.NewReports(ratelease.ReportsOptions{Key: leaseKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := 0
+	mux := http.NewServeMux()
+	mux.Handle(ratelease.ReportPath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen++
+		mu.Unlock()
+		reports.ServeHTTP(w, r)
+	}))
+	srv := httptest.NewServer(mux) // no lease endpoint: the lease client falls back, as with a manager down
+	defer srv.Close()
+	deps := e.deps()
+	deps.Lease = &ratelease.ClientOptions{URL: srv.URL + ratelease.Path, Credential: ratelease.Credential(leaseKey, ing.Namespace, ing.Name),
+		Namespace: ing.Namespace, Ingestion: ing.Name, Job: "job-0", Holder: "pod-0", Model: ing.Spec.Embedding.Model}
+	res, err := chunkrun.Run(context.Background(), ing, args, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := reports.Chunks(ing.Namespace, ing.Name, ing.UID)
+	if res.Batch == nil || len(got) != 1 || got[0].Summary != *res.Batch || got[0].Summary.Completed != 1 || got[0].Summary.Lines != 300 {
+		t.Fatalf("reports %+v, want chunk 0's final batches %+v (1 completed, 300 lines)", got, res.Batch)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if seen < 2 {
+		t.Errorf("%d reports, want one per change (created, in progress …, completed)", seen)
 	}
 }

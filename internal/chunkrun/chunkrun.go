@@ -312,6 +312,7 @@ func Run(ctx context.Context, ing worker.Ingestion, args worker.ChunkArgs, deps 
 	if ing.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch && args.Length > 0 {
 		cfg, cerr := batchConfig(ing, args, deps, cl, log)
 		if cerr == nil {
+			cfg.Report = batchReporter(ing, args.Index, deps.Lease, log)
 			batch, cerr = p.prepareBatch(ctx, cfg, args, openRows)
 		}
 		if cerr != nil {

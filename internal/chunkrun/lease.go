@@ -1,11 +1,13 @@
 package chunkrun
 
 import (
+	"cmp"
 	"context"
 	"os"
 
 	"github.com/go-logr/logr"
 
+	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/embedding"
 	"github.com/vectordb-io/vectordb-operator/internal/ratebudget"
 	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
@@ -72,4 +74,16 @@ func Lease(ctx context.Context, opts ratelease.ClientOptions, emb *embedding.Emb
 		cancel()
 		<-done
 	}
+}
+
+// batchReporter returns the live batch-state reporter of a batch-mode chunk (nil without a
+// lease: the state then reaches the manager when the chunk ends). It posts to the lease
+// service's report endpoint with the lease credential, best effort.
+func batchReporter(ing worker.Ingestion, chunk int, lease *ratelease.ClientOptions, log logr.Logger) func(context.Context, v1alpha1.BatchStatus) {
+	if lease == nil {
+		return nil
+	}
+	rep := ratelease.NewReporter(ratelease.ReportURL(lease.URL), lease.Credential, ing.Namespace, ing.Name,
+		cmp.Or(ing.UID, ing.ObjectID()), chunk, lease.HTTPClient, log.WithName("batch-report"))
+	return func(ctx context.Context, s v1alpha1.BatchStatus) { rep.Report(ctx, s) }
 }

@@ -41,6 +41,10 @@ const MaxHolders = 100
 // maxMessage bounds a condition message built from lists.
 const maxMessage = 2000
 
+// maxNote is the longest event note the API server accepts (events.k8s.io/v1); a longer one is
+// refused and the recorder drops the event.
+const maxNote = 1024
+
 // Ingestion is an ingestion as the status writer sees it: where it is, its key Secret and model.
 type Ingestion struct {
 	Namespace, Name, Secret, Model string
@@ -83,7 +87,7 @@ func Status(b *v1alpha1.EmbeddingBudget, snaps []ratelease.Snapshot, conflicts [
 		if !ok || name != b.Name {
 			continue
 		}
-		ms := v1alpha1.BudgetModelStatus{Name: model, Effective: rates(s.Effective), Granted: rates(s.Granted),
+		ms := v1alpha1.BudgetModelStatus{Name: model, Declared: rates(s.Declared), Effective: rates(s.Effective), Granted: rates(s.Granted),
 			Holders: int32(len(s.Holders)), RateLimited: s.RateLimited}
 		var used ratebudget.Rates
 		for id, g := range s.Holders {
@@ -181,8 +185,9 @@ type Event struct {
 }
 
 // Events are the events a status change calls for: a conflict or unlisted model appearing or
-// going, and a model backing off below (or recovering to) its declared limit.
-func Events(b *v1alpha1.EmbeddingBudget, old, cur v1alpha1.EmbeddingBudgetStatus) []Event {
+// going, and a model backing off below (or recovering to) its declared limit. unlisted are the
+// ingestions cur's UnlistedModels condition names (as passed to Status).
+func Events(b *v1alpha1.EmbeddingBudget, old, cur v1alpha1.EmbeddingBudgetStatus, unlisted []Ingestion) []Event {
 	var out []Event
 	was := func(t string) bool { return meta.IsStatusConditionTrue(old.Conditions, t) }
 	is := func(t string) *metav1.Condition { return meta.FindStatusCondition(cur.Conditions, t) }
@@ -196,38 +201,54 @@ func Events(b *v1alpha1.EmbeddingBudget, old, cur v1alpha1.EmbeddingBudgetStatus
 	}
 	if c := is(ConditionUnlistedModels); c != nil && c.Status == metav1.ConditionTrue &&
 		(!was(ConditionUnlistedModels) || conditionMessage(old, ConditionUnlistedModels) != c.Message) {
-		out = append(out, Event{corev1.EventTypeWarning, ReasonModelNotListed, c.Message})
+		out = append(out, Event{corev1.EventTypeWarning, ReasonModelNotListed, unlistedEvent(b.Name, unlisted)})
 	}
-	declared := map[string]v1alpha1.BudgetModel{}
-	for _, m := range b.Spec.Models {
-		declared[m.Name] = m
-	}
-	backedOff := func(s v1alpha1.EmbeddingBudgetStatus, model string) (v1alpha1.BudgetRates, bool) {
-		d, ok := declared[model]
-		if !ok {
-			return v1alpha1.BudgetRates{}, false
-		}
+	// Backed off is below the limit the leader applies (status declared), not below spec: after
+	// an edit the leader applies the smaller of the old and new limits until every pod has
+	// renewed, which is no backoff.
+	backedOff := func(s v1alpha1.EmbeddingBudgetStatus, model string) (v1alpha1.BudgetModelStatus, bool) {
 		for _, m := range s.Models {
 			if m.Name == model {
-				return m.Effective, m.Effective.TokensPerMinute < d.TokensPerMinute || m.Effective.RequestsPerMinute < d.RequestsPerMinute
+				return m, m.Effective.TokensPerMinute < m.Declared.TokensPerMinute || m.Effective.RequestsPerMinute < m.Declared.RequestsPerMinute
 			}
 		}
-		return v1alpha1.BudgetRates{}, false
+		return v1alpha1.BudgetModelStatus{}, false
 	}
 	for _, m := range b.Spec.Models {
-		eff, now := backedOff(cur, m.Name)
+		ms, now := backedOff(cur, m.Name)
 		_, before := backedOff(old, m.Name)
 		switch {
 		case now && !before:
 			out = append(out, Event{corev1.EventTypeWarning, ReasonBackedOff, fmt.Sprintf(
 				"model %s: the provider answered 429s, so the budget is backed off to %d requests and %d tokens per minute (declared %d and %d); it recovers step by step once they stop",
-				m.Name, eff.RequestsPerMinute, eff.TokensPerMinute, m.RequestsPerMinute, m.TokensPerMinute)})
+				m.Name, ms.Effective.RequestsPerMinute, ms.Effective.TokensPerMinute, ms.Declared.RequestsPerMinute, ms.Declared.TokensPerMinute)})
 		case before && !now && hasModel(cur, m.Name):
 			out = append(out, Event{corev1.EventTypeNormal, ReasonRecovered, fmt.Sprintf(
-				"model %s: back at the declared %d requests and %d tokens per minute", m.Name, m.RequestsPerMinute, m.TokensPerMinute)})
+				"model %s: back at the declared %d requests and %d tokens per minute", m.Name, ms.Declared.RequestsPerMinute, ms.Declared.TokensPerMinute)})
 		}
 	}
+	for i := range out {
+		out[i].Message = clipTo(out[i].Message, maxNote)
+	}
 	return out
+}
+
+// unlistedEvent says how many ingestions use which unlisted models, without naming them: events
+// about a cluster-scoped budget land in the namespace default, which far more people can read
+// than the budget (cluster admins); the condition on the budget names the ingestions.
+func unlistedEvent(budget string, unlisted []Ingestion) string {
+	seen := map[string]bool{}
+	var models []string
+	for _, u := range unlisted {
+		if !seen[u.Model] {
+			seen[u.Model] = true
+			models = append(models, u.Model)
+		}
+	}
+	sort.Strings(models)
+	return clip(fmt.Sprintf("%d ingestion(s) this budget claims use a model it does not list (%s) and keep their own "+
+		"spec.embedding budget; the UnlistedModels condition of EmbeddingBudget %s names them; add the model to spec.models to include them",
+		len(unlisted), strings.Join(models, ", "), budget))
 }
 
 func hasModel(s v1alpha1.EmbeddingBudgetStatus, model string) bool {
@@ -248,11 +269,14 @@ func conditionMessage(s v1alpha1.EmbeddingBudgetStatus, t string) string {
 
 func claimCount(b *v1alpha1.EmbeddingBudget) int { return len(b.Spec.Secrets) + len(b.Spec.Namespaces) }
 
-func clip(s string) string {
-	if len(s) <= maxMessage {
+func clip(s string) string { return clipTo(s, maxMessage) }
+
+// clipTo cuts s to at most n bytes of valid UTF-8, ending in "..." when cut.
+func clipTo(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	return strings.ToValidUTF8(s[:maxMessage-3], "") + "..."
+	return strings.ToValidUTF8(s[:n-3], "") + "..."
 }
 
 func rates(r ratebudget.Rates) v1alpha1.BudgetRates {

@@ -16,13 +16,20 @@ import (
 )
 
 func snap(key string, eff ratebudget.Rates, rateLimited int64, holders map[string][3]float64) ratelease.Snapshot {
-	s := ratelease.Snapshot{Key: key, Effective: eff, Holders: map[string]ratebudget.Rates{}, Use: map[string]ratelease.HolderUse{}, RateLimited: rateLimited}
+	s := ratelease.Snapshot{Key: key, Declared: eff, Effective: eff, Holders: map[string]ratebudget.Rates{}, Use: map[string]ratelease.HolderUse{}, RateLimited: rateLimited}
 	for id, h := range holders { // grant TPM, used TPM, 429s
 		s.Holders[id] = ratebudget.Rates{RPM: h[0] / 1000, TPM: h[0]}
 		s.Use[id] = ratelease.HolderUse{Used: ratebudget.Rates{RPM: h[1] / 1000, TPM: h[1]}, RateLimited: int64(h[2])}
 		s.Granted.RPM += h[0] / 1000
 		s.Granted.TPM += h[0]
 	}
+	return s
+}
+
+// snapDeclared is a snapshot without holders of a budget declared decl, applied at eff.
+func snapDeclared(key string, decl, eff ratebudget.Rates) ratelease.Snapshot {
+	s := snap(key, eff, 0, nil)
+	s.Declared = decl
 	return s
 }
 
@@ -39,7 +46,7 @@ func TestStatus(t *testing.T) {
 		snap("a/key:api-key//m", ratebudget.Rates{RPM: 1, TPM: 1}, 0, map[string][3]float64{"a/z/j/p": {1, 1, 0}}),
 	}
 	st := Status(&b, snaps, nil, nil)
-	wantModels := []v1alpha1.BudgetModelStatus{{Name: "m", Effective: v1alpha1.BudgetRates{RequestsPerMinute: 100, TokensPerMinute: 1000},
+	wantModels := []v1alpha1.BudgetModelStatus{{Name: "m", Declared: v1alpha1.BudgetRates{RequestsPerMinute: 100, TokensPerMinute: 1000}, Effective: v1alpha1.BudgetRates{RequestsPerMinute: 100, TokensPerMinute: 1000},
 		Granted: v1alpha1.BudgetRates{RequestsPerMinute: 1, TokensPerMinute: 1000}, Used: v1alpha1.BudgetRates{RequestsPerMinute: 1, TokensPerMinute: 750},
 		Holders: 3, RateLimited: 7}}
 	if !reflect.DeepEqual(st.Models, wantModels) {
@@ -134,8 +141,12 @@ func TestEvents(t *testing.T) {
 	plain := Status(&b, []ratelease.Snapshot{snap(Key("x", "m"), ratebudget.Rates{RPM: 100, TPM: 1000}, 0, nil)}, nil, nil)
 	conflict := []Conflict{{Claim: "key Secret a/k", Winner: "y", Others: []string{"y"}}}
 	withConflict := Status(&b, nil, conflict, nil)
-	backedOff := Status(&b, []ratelease.Snapshot{snap(Key("x", "m"), ratebudget.Rates{RPM: 50, TPM: 500}, 9, nil)}, nil, nil)
-	unlisted := Status(&b, nil, nil, []Ingestion{{Namespace: "a", Name: "i", Secret: "k", Model: "other"}})
+	backedOffSnap := snapDeclared(Key("x", "m"), ratebudget.Rates{RPM: 100, TPM: 1000}, ratebudget.Rates{RPM: 50, TPM: 500})
+	backedOffSnap.RateLimited = 9
+	backedOff := Status(&b, []ratelease.Snapshot{backedOffSnap}, nil, nil)
+	unl := []Ingestion{{Namespace: "tenant-a", Name: "quarterly-report", Secret: "k", Model: "other"},
+		{Namespace: "tenant-b", Name: "payroll", Secret: "k", Model: "big"}, {Namespace: "tenant-b", Name: "hr", Secret: "k", Model: "big"}}
+	unlisted := Status(&b, nil, nil, unl)
 	empty := v1alpha1.EmbeddingBudgetStatus{}
 	cases := []struct {
 		name     string
@@ -156,7 +167,7 @@ func TestEvents(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var got []string
-			for _, e := range Events(&b, c.old, c.cur) {
+			for _, e := range Events(&b, c.old, c.cur, unl) {
 				got = append(got, e.Reason)
 				if e.Message == "" {
 					t.Errorf("%s: empty message", e.Reason)
@@ -167,8 +178,43 @@ func TestEvents(t *testing.T) {
 			}
 		})
 	}
-	if e := Events(&b, plain, backedOff); len(e) != 1 || !strings.Contains(e[0].Message, "backed off to 50 requests and 500 tokens per minute (declared 100 and 1000)") {
+	if e := Events(&b, plain, backedOff, nil); len(e) != 1 || !strings.Contains(e[0].Message, "backed off to 50 requests and 500 tokens per minute (declared 100 and 1000)") {
 		t.Fatalf("backoff event %+v", e)
+	}
+	// The limit raised: the lease server applies the smaller declaration until every pod has
+	// renewed. Nothing backed off, so neither BackedOff meanwhile nor Recovered after.
+	raised := b.DeepCopy()
+	raised.Spec.Models[0] = v1alpha1.BudgetModel{Name: "m", RequestsPerMinute: 200, TokensPerMinute: 2000}
+	pending := Status(raised, []ratelease.Snapshot{snap(Key("x", "m"), ratebudget.Rates{RPM: 100, TPM: 1000}, 0, nil)}, nil, nil)
+	applied := Status(raised, []ratelease.Snapshot{snap(Key("x", "m"), ratebudget.Rates{RPM: 200, TPM: 2000}, 0, nil)}, nil, nil)
+	if e := Events(raised, plain, pending, nil); len(e) != 0 {
+		t.Errorf("limit raised, pods not all renewed: events %+v, want none", e)
+	}
+	if e := Events(raised, pending, applied, nil); len(e) != 0 {
+		t.Errorf("limit raised and applied: events %+v, want none (nothing had backed off)", e)
+	}
+	// Lowered, and backed off below the new limit: BackedOff names the limit applied.
+	lowered := b.DeepCopy()
+	lowered.Spec.Models[0] = v1alpha1.BudgetModel{Name: "m", RequestsPerMinute: 80, TokensPerMinute: 800}
+	loweredBackedOff := Status(lowered, []ratelease.Snapshot{snapDeclared(Key("x", "m"), ratebudget.Rates{RPM: 80, TPM: 800}, ratebudget.Rates{RPM: 40, TPM: 400})}, nil, nil)
+	if e := Events(lowered, plain, loweredBackedOff, nil); len(e) != 1 || e[0].Reason != ReasonBackedOff ||
+		!strings.Contains(e[0].Message, "backed off to 40 requests and 400 tokens per minute (declared 80 and 800)") {
+		t.Errorf("lowered and backed off: events %+v", e)
+	}
+
+	// Events about a cluster-scoped budget land in the namespace default, readable by far more
+	// people than the budget: they name no tenant's namespace or ingestion (the condition does).
+	e := Events(&b, plain, unlisted, unl)
+	if len(e) != 1 || !strings.Contains(e[0].Message, "3 ingestion(s)") || !strings.Contains(e[0].Message, "(big, other)") {
+		t.Fatalf("unlisted model event %+v: want the count and the models", e)
+	}
+	for _, leak := range []string{"tenant-a", "tenant-b", "quarterly-report", "payroll", "hr"} {
+		if strings.Contains(e[0].Message, leak) {
+			t.Errorf("unlisted model event %q names %q", e[0].Message, leak)
+		}
+	}
+	if c := meta.FindStatusCondition(unlisted.Conditions, ConditionUnlistedModels); c == nil || !strings.Contains(c.Message, "tenant-a/quarterly-report (other)") {
+		t.Errorf("UnlistedModels condition %+v: want the ingestions named", c)
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/controllers"
+	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
 	"github.com/vectordb-io/vectordb-operator/internal/shim"
 	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 	"github.com/vectordb-io/vectordb-operator/internal/tracking"
@@ -114,7 +115,7 @@ func FlagSet(o *Options) *pflag.FlagSet {
 	fs.StringVar(&o.Controller.WorkerServiceAccount, "worker-service-account", o.Controller.WorkerServiceAccount, "service account of worker pods unless spec.worker.serviceAccountName is set")
 	fs.Var(resourcesFlag{&o.Controller.DefaultWorkerResources}, "worker-resources", "resources of worker pods (JSON requests and limits) unless spec.worker.resources sets any; empty: none")
 	fs.DurationVar(&o.Controller.JobTTL, "job-ttl", o.Controller.JobTTL, "ttlSecondsAfterFinished set on a Job once its outcome is recorded (Jobs have none before)")
-	fs.DurationVar(&o.Controller.FinalizerTimeout, "finalizer-timeout", o.Controller.FinalizerTimeout, "how long deleting a running ingestion, or a finished one's final state, waits for the task table")
+	fs.DurationVar(&o.Controller.FinalizerTimeout, "finalizer-timeout", o.Controller.FinalizerTimeout, "how long deleting a running ingestion, or a finished one's final state, waits for the task table; also how long a deleted batch-mode ingestion waits for a cleanup Job the API server refuses")
 	fs.IntVar(&o.Controller.MaxConcurrentReconciles, "max-concurrent-reconciles", o.Controller.MaxConcurrentReconciles, "ingestions reconciled at once")
 	fs.BoolVar(&o.DisableTracking, "disable-tracking", o.DisableTracking, "never write DynamoDB task items, even when specs ask")
 	fs.StringVar(&o.DynamoDBEndpoint, "dynamodb-endpoint", o.DynamoDBEndpoint, "override the DynamoDB endpoint of every task table (local stacks)")
@@ -219,9 +220,10 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	var liveBatches *ratelease.Reports
 	if leaseKey != nil {
 		o.Controller.RateLeaseURL, o.Controller.RateLeaseKey = o.RateLease.URL, leaseKey
-		if err := addRateLeases(ctx, mgr, o.RateLease, leaseKey); err != nil {
+		if liveBatches, err = addRateLeases(ctx, mgr, o.RateLease, leaseKey); err != nil {
 			return err
 		}
 	}
@@ -236,6 +238,9 @@ func Run(ctx context.Context, o Options) error {
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("vectordb-operator"),
 		Config:   ctrlCfg,
+	}
+	if liveBatches != nil {
+		r.LiveBatches = liveBatches
 	}
 	var tracker *tracking.Tables
 	if !o.DisableTracking {

@@ -90,11 +90,13 @@ func rateLeaseKey(o RateLeaseOptions) ([]byte, error) {
 var leaseMetrics = sync.OnceValues(func() (*ratelease.Metrics, error) { return ratelease.NewMetrics(metrics.Registry) })
 
 // addRateLeases adds the lease service, served by the leader only: its state is soft and a
-// new leader re-learns it from the renewals (see ratelease.Server).
-func addRateLeases(ctx context.Context, mgr ctrl.Manager, o RateLeaseOptions, key []byte) error {
+// new leader re-learns it from the renewals (see ratelease.Server). The same listener takes the
+// batch-mode chunks' live batch reports (ratelease.ReportPath), kept in the returned store for
+// the controller.
+func addRateLeases(ctx context.Context, mgr ctrl.Manager, o RateLeaseOptions, key []byte) (*ratelease.Reports, error) {
 	m, err := leaseMetrics()
 	if err != nil {
-		return fmt.Errorf("rate lease metrics: %w", err)
+		return nil, fmt.Errorf("rate lease metrics: %w", err)
 	}
 	log := mgr.GetLogger().WithName("rate-leases")
 	srv, err := ratelease.NewServer(ratelease.ServerOptions{
@@ -102,22 +104,28 @@ func addRateLeases(ctx context.Context, mgr ctrl.Manager, o RateLeaseOptions, ke
 		Log: log, Metrics: m,
 	})
 	if err != nil {
-		return err
+		return nil, err
+	}
+	reports, err := ratelease.NewReports(ratelease.ReportsOptions{Key: key, Log: mgr.GetLogger().WithName("batch-reports")})
+	if err != nil {
+		return nil, err
 	}
 	// The leader writes each EmbeddingBudget's status from the server's state.
+	// It waits one lease period (the server's TTL, three renewals) after becoming leader, by
+	// which time every live pod has renewed with it.
 	if err := mgr.Add(&controllers.BudgetStatusWriter{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("vectordb-operator"),
-		Snapshot: srv.Snapshot, Interval: o.StatusInterval, Log: mgr.GetLogger().WithName("embedding-budgets")}); err != nil {
-		return err
+		Snapshot: srv.Snapshot, Interval: o.StatusInterval, Warmup: 3 * o.Renew, Log: mgr.GetLogger().WithName("embedding-budgets")}); err != nil {
+		return nil, err
 	}
-	l := &leaseRunnable{addr: o.Addr, handler: srv}
+	l := &leaseRunnable{addr: o.Addr, handler: srv, reports: reports}
 	if o.PodName != "" && o.PodNamespace != "" {
 		l.label = func(ctx context.Context, on bool) error { return labelLeader(ctx, mgr.GetClient(), o, on) }
 		// A restarted ex-leader must not keep receiving renewals it no longer answers.
 		if err := l.label(ctx, false); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return mgr.Add(l)
+	return reports, mgr.Add(l)
 }
 
 // labelLeader sets or removes LabelLeader on this replica's pod.
@@ -145,22 +153,64 @@ func labelLeader(ctx context.Context, c client.Client, o RateLeaseOptions, on bo
 // or namespace (package embeddingbudget decides which) when it lists the ingestion's model, else
 // the implicit budget of its spec (ImplicitBudgets). It reads the manager's cache on every
 // renewal, so budget edits reach the pods at their next renewal. Without the EmbeddingBudget
-// CRD installed every budget is implicit.
+// CRD installed every budget is implicit; the resolver then asks again only every noCRDRecheck,
+// since each miss costs a discovery request to the API server.
 func DeclaredBudgets(c client.Reader, log logr.Logger) ratelease.Resolver {
-	var once sync.Once
+	return declaredBudgets(c, log, time.Now)
+}
+
+// noCRDRecheck is how long the resolver trusts that the EmbeddingBudget CRD is absent: a REST
+// mapping miss makes the client ask the API server's discovery, which must not happen on every
+// renewal of every pod. A CRD installed later is picked up within this.
+const noCRDRecheck = time.Minute
+
+// budgetListTimeout bounds reading the budgets from the cache (instant once synced; the first
+// read waits for the sync, which goes on in the background when this expires).
+const budgetListTimeout = 2 * time.Second
+
+func declaredBudgets(c client.Reader, log logr.Logger, now func() time.Time) ratelease.Resolver {
+	var (
+		mu          sync.Mutex
+		absentUntil time.Time
+		absent      bool // last seen absent, for logging the change once
+	)
 	return ratelease.ResolverFunc(func(ctx context.Context, ns, name, _ string) (ratelease.Budget, error) {
 		obj, err := getIngestion(ctx, c, ns, name)
 		if err != nil {
 			return ratelease.Budget{}, err
 		}
 		var list v1alpha1.EmbeddingBudgetList
-		if err := c.List(ctx, &list); err != nil {
-			if !meta.IsNoMatchError(err) {
+		mu.Lock()
+		skip := now().Before(absentUntil)
+		mu.Unlock()
+		if !skip {
+			// Bounded: the cache waits for its informer to sync, which never happens when the
+			// manager may not list the budgets, and the pod's renewal would hang until it gives
+			// up, with no word of why.
+			lctx, cancel := context.WithTimeout(ctx, budgetListTimeout)
+			err := c.List(lctx, &list)
+			timedOut := lctx.Err() != nil && ctx.Err() == nil
+			cancel()
+			switch {
+			case err != nil && timedOut:
+				return ratelease.Budget{}, fmt.Errorf("list EmbeddingBudgets: not synced within %s: is the manager allowed to get, list and watch "+
+					"embeddingbudgets.ingestion.vectordb.io cluster-wide (the chart's <release>-embedding-budgets ClusterRole)? %w", budgetListTimeout, err)
+			case err != nil && !meta.IsNoMatchError(err):
 				return ratelease.Budget{}, fmt.Errorf("list EmbeddingBudgets: %w", err)
 			}
-			once.Do(func() {
-				log.Info("the EmbeddingBudget CRD is not installed: every ingestion keeps the implicit budget of its spec")
-			})
+			mu.Lock()
+			switch {
+			case err != nil:
+				absentUntil = now().Add(noCRDRecheck)
+				if !absent {
+					log.Info("the EmbeddingBudget CRD is not installed: every ingestion keeps the implicit budget of its spec", "recheck", noCRDRecheck)
+				}
+				absent = true
+			case absent:
+				log.Info("the EmbeddingBudget CRD is installed: ingestions draw from the budgets that claim them")
+				absent = false
+			}
+			mu.Unlock()
 		}
 		e := obj.Spec.Embedding
 		m := embeddingbudget.Find(list.Items, ns, e.APIKeySecretRef.Name, e.Model)
@@ -236,6 +286,7 @@ func endpoint(base string) string {
 type leaseRunnable struct {
 	addr    string
 	handler http.Handler
+	reports http.Handler                      // nil: no batch reports
 	label   func(context.Context, bool) error // nil: no pod to label
 }
 
@@ -244,6 +295,9 @@ func (l *leaseRunnable) NeedLeaderElection() bool { return true }
 func (l *leaseRunnable) Start(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.Handle(ratelease.Path, l.handler)
+	if l.reports != nil {
+		mux.Handle(ratelease.ReportPath, l.reports)
+	}
 	srv := &http.Server{Addr: l.addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", l.addr)
 	if err != nil {

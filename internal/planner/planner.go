@@ -214,7 +214,7 @@ func Plan(ctx context.Context, ing worker.Ingestion, deps Deps) (*worker.Plan, e
 		} else if leftover != nil {
 			log.Info("the staging location is writable but the probe could not be deleted (cleanup will fail the same way)", "error", leftover.Error())
 		}
-		stagedKey = prefix + ".utf8.csv"
+		stagedKey = prefix + stagedCopySuffix
 		var w io.Writer
 		stager, w = source.NewStager(ctx, cl, loc.Bucket, stagedKey)
 		r = io.TeeReader(r, w)
@@ -630,6 +630,21 @@ func stagePrefix(ing worker.Ingestion) (string, error) {
 	return "", worker.Permanent(worker.ReasonPermanentError, errors.New("spec.source: set s3 or metabase"))
 }
 
+// What the planner stages, after stagePrefix: the UTF-8 copy and the duplicate-id list.
+const (
+	stagedCopySuffix = ".utf8.csv"
+	duplicatesSuffix = ".duplicates"
+)
+
+// stagedKeys are every key the planner may stage for ing (whether it did or not).
+func stagedKeys(ing worker.Ingestion) ([]string, error) {
+	prefix, err := stagePrefix(ing)
+	if err != nil {
+		return nil, err
+	}
+	return []string{prefix + stagedCopySuffix, prefix + duplicatesSuffix}, nil
+}
+
 // DefaultStageKeyPrefix is the API default of spec.source.s3.stageKeyPrefix.
 const DefaultStageKeyPrefix = "vectordb-staging/"
 
@@ -643,7 +658,7 @@ func writeDuplicates(ctx context.Context, ing worker.Ingestion, cl *s3.Client, b
 	if err != nil {
 		return nil, err
 	}
-	key := prefix + ".duplicates"
+	key := prefix + duplicatesSuffix
 	ct := "application/octet-stream"
 	if _, err := cl.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: &key, Body: bytes.NewReader(body), ContentType: &ct}); err != nil {
 		return nil, stageError(source.Classify(fmt.Sprintf("s3://%s/%s", bucket, key), err), "the duplicate-id list")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -353,6 +354,46 @@ func TestCleanupDeletesStagedObjects(t *testing.T) {
 	}
 	// The source is never touched.
 	getObject(t, m, "clean/a.csv.gz")
+}
+
+// A foreground deletion removes the plan ConfigMap before the cleanup Job runs: the cleanup then
+// deletes the keys named by the ingestion's task id and UID, and only those.
+func TestCleanupWithoutThePlanConfigMap(t *testing.T) {
+	m := sharedMinIO(t)
+	put(t, m, "clean/fg.csv.gz", gzipBytes(t, []byte("id,body,kind\n1,a,k\n1,b,k\n")))
+	plans := map[string][]string{}
+	for _, uid := range []string{"uid-gone", "uid-other"} {
+		ing := ingestion(m, "clean/fg.csv.gz")
+		ing.TaskID, ing.UID = "task-fg", uid
+		plan, err := planner.Plan(context.Background(), ing, planner.Deps{S3: m.S3Client()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if plans[uid] = plan.StagedKeys(); len(plans[uid]) != 2 {
+			t.Fatalf("staged keys %q", plans[uid])
+		}
+	}
+	ing := ingestion(m, "clean/fg.csv.gz")
+	ing.TaskID, ing.UID = "task-fg", "uid-gone"
+	got, err := planner.Cleanup(context.Background(), ing, planner.Deps{S3: m.S3Client()}, &memConfigMaps{})
+	if err != nil || !slices.Equal(got, plans["uid-gone"]) {
+		t.Fatalf("cleanup without the plan: %q, %v; want the planner's keys %q", got, err, plans["uid-gone"])
+	}
+	head := func(k string) error {
+		_, err := m.S3Client().HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(k)})
+		return err
+	}
+	for _, k := range plans["uid-gone"] {
+		if head(k) == nil {
+			t.Errorf("%s still there", k)
+		}
+	}
+	// Another ingestion's staged objects (same task id, another UID) are untouched.
+	for _, k := range plans["uid-other"] {
+		if err := head(k); err != nil {
+			t.Errorf("%s of the other ingestion: %v", k, err)
+		}
+	}
 }
 
 // memConfigMaps holds one ConfigMap.

@@ -117,7 +117,7 @@ type UsageView struct {
 }
 
 // BatchView (batch mode) is status.batch: the recorded chunks' batches by OpenAI's state, and
-// their lines.
+// their lines, plus the running chunks' live reports (status.batchLive, with rate leases).
 type BatchView struct {
 	Batches     int32 `json:"batches"`
 	Validating  int32 `json:"validating"`

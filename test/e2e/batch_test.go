@@ -393,3 +393,35 @@ func TestBatchModeSuspendHoldsBatches(t *testing.T) {
 		t.Errorf("%d batches cancelled by a suspend", d)
 	}
 }
+
+// TestBatchModeLiveState: with rate leases on, the chunk pods (the real embedder) report their
+// batches while the fake holds them, and status.batch shows them in progress before any chunk
+// ends; once the run completes only the recorded chunks' batches remain.
+func TestBatchModeLiveState(t *testing.T) {
+	skipShort(t)
+	withRateLeases(t)
+	_, key := scenario(t, "batchlive", csvgen.Options{Rows: 2000, Seed: 47})
+	st.OpenAI.HoldBatches(true)
+	t.Cleanup(func() { st.OpenAI.HoldBatches(false) })
+	skip := len(st.OpenAI.BatchIDs())
+	obj := apply(t, batchIngestion("batchlive", key, 1000))
+	ids := waitBatches(t, skip, 2)
+	waitFor(t, "held batches live in status", time.Minute, func() (bool, string) {
+		s := get(t, obj).Status
+		return s.BatchLive != nil && s.Batch != nil && s.BatchLive.Validating == 2 && s.Batch.Validating == 2 &&
+			s.Batch.Lines == 2000 && s.CompletedChunks == "", fmt.Sprintf("batch %+v live %+v", s.Batch, s.BatchLive)
+	})
+	// Half of one batch runs: its lines done show while it is in progress.
+	st.OpenAI.StepBatch(ids[0], 0)
+	st.OpenAI.StepBatch(ids[0], 500)
+	waitFor(t, "an in-progress batch's lines live in status", time.Minute, func() (bool, string) {
+		s := get(t, obj).Status
+		return s.BatchLive != nil && s.BatchLive.InProgress == 1 && s.BatchLive.LinesDone == 500, fmt.Sprintf("live %+v", s.BatchLive)
+	})
+	st.OpenAI.HoldBatches(false)
+	final := waitTerminal(t, obj, 3*time.Minute)
+	if final.Status.Phase != v1alpha1.PhaseCompleted || final.Status.BatchLive != nil || final.Status.Batch == nil ||
+		final.Status.Batch.Completed != 2 || final.Status.Batch.InProgress+final.Status.Batch.Validating != 0 {
+		t.Fatalf("status phase %s batch %+v live %+v", final.Status.Phase, final.Status.Batch, final.Status.BatchLive)
+	}
+}
