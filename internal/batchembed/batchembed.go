@@ -146,6 +146,14 @@ type Runner struct {
 	trusted map[string]bool
 	// version is the stored record's version this runner last read or wrote.
 	version string
+	// seen: when this runner first saw each other writer's claim (claimSeen).
+	seen map[seenClaim]time.Time
+	// claimedAt: when this runner last wrote a claim of its own (real time; create's deadline).
+	claimedAt time.Time
+	// created, uploaded: the batches this runner created and the files it uploaded (cancelUnknown).
+	created, uploaded map[string]bool
+	// fileTimes: input files' creation times at OpenAI (find).
+	fileTimes map[string]int64
 	// reported is the summary last handed to Config.Report (nil: none yet).
 	reported *v1alpha1.BatchStatus
 }
@@ -272,6 +280,9 @@ func (r *Runner) refresh(ctx context.Context) error {
 	}
 	m, err := merge(r.rec, stored)
 	if err != nil {
+		if errors.Is(err, ErrSteppedBack) {
+			r.cancelUnknown(ctx, stored)
+		}
 		return err
 	}
 	for _, id := range m.duplicates {
@@ -289,6 +300,39 @@ func (r *Runner) refresh(ctx context.Context) error {
 	}
 	r.rec, r.version = m.rec, v
 	return nil
+}
+
+// cancelUnknown cancels the open batches this runner created that stored (a record another pod
+// finished, or of a later generation) does not hold: nobody will poll, collect or cancel them, so
+// they would run, billed, for up to a day (a batch created while the cleanup of a cancelled run
+// finished). Best effort: this runner is stepping back with ErrSteppedBack anyway.
+func (r *Runner) cancelUnknown(ctx context.Context, stored Record) {
+	known := map[string]bool{}
+	for _, b := range stored.Batches {
+		if stored.Generation == r.rec.Generation {
+			known[b.ID], known[b.InputFileID] = true, true
+		}
+	}
+	for _, b := range r.rec.Batches {
+		if b.ID == "" || !r.created[b.ID] || known[b.ID] || Terminal(b.State) {
+			continue
+		}
+		r.cfg.Log.Info("cancelling a batch this pod created that the finished record does not hold", "batch", b.ID)
+		if _, err := r.cfg.Client.CancelBatch(ctx, b.ID); err != nil {
+			r.cfg.Log.Error(r.classify("cancel batch "+b.ID, err), "could not cancel a batch nobody else knows of", "batch", b.ID)
+		}
+	}
+	// Files this runner uploaded that no entry of the finished record holds: nobody else will
+	// delete them (the batches made from them, if any, were just cancelled).
+	for id := range r.uploaded {
+		if known[id] {
+			continue
+		}
+		r.cfg.Log.Info("deleting a batch file this pod uploaded that the finished record does not hold", "file", id)
+		if err := r.cfg.Client.DeleteFile(ctx, id); err != nil && apiStatus(err) != http.StatusNotFound {
+			r.cfg.Log.Error(r.classify("delete file "+id, err), "could not delete a batch file nobody else knows of", "file", id)
+		}
+	}
 }
 
 // batchAt returns the record's entry for a batch (pass and index), which merges may move.

@@ -31,10 +31,31 @@ type outLine struct {
 	} `json:"error"`
 }
 
+// finishedElsewhere reads the stored record and returns ErrSteppedBack when another writer has
+// finished this generation (or started the next) since this runner read it; nil otherwise.
+func (r *Runner) finishedElsewhere(ctx context.Context) error {
+	stored, _, found, err := r.cfg.Store.Load(ctx)
+	if err != nil || !found {
+		return nil // the caller's own error stands
+	}
+	if stored.Generation > r.rec.Generation || (stored.Generation == r.rec.Generation && stored.Done && !r.rec.Done) {
+		return fmt.Errorf("%w (the stored record is at generation %d, done %t; this pod's at %d)",
+			ErrSteppedBack, stored.Generation, stored.Done, r.rec.Generation)
+	}
+	return nil
+}
+
 // readLines streams a file's JSONL lines to fn.
 func (r *Runner) readLines(ctx context.Context, fileID string, fn func(outLine) error) error {
 	raw, err := r.cfg.Client.GetFileContent(ctx, fileID)
 	if err != nil {
+		if apiStatus(err) == http.StatusNotFound {
+			// Another pod of the chunk may have finished meanwhile and deleted the files: then
+			// this pod steps back (retryable), instead of failing the chunk permanently.
+			if serr := r.finishedElsewhere(ctx); serr != nil {
+				return fmt.Errorf("read file %s: %w", fileID, serr)
+			}
+		}
 		return r.classify("read file "+fileID, err)
 	}
 	defer raw.Close()

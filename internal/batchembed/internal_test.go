@@ -1,6 +1,7 @@
 package batchembed
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -86,5 +87,29 @@ func TestCorruptRecordIsPermanent(t *testing.T) {
 	rec, err := decodeRecord([]byte(`{"version":1,"ingestion":"uid-1","chunk":2,"generation":1}`), "s3://b/k")
 	if err != nil || rec.Ingestion != "uid-1" || rec.Chunk != 2 || rec.Generation != 1 {
 		t.Fatalf("got %+v, %v", rec, err)
+	}
+}
+
+// A hostile record: too large (it was truncated at the limit; it must not be reported as
+// merely malformed), or not JSON, is a permanent error naming what to do.
+func TestRecordDecodeRefusesHostileContent(t *testing.T) {
+	defer func(n int) { maxRecordBytes = n }(maxRecordBytes)
+	maxRecordBytes = 64
+	ok := []byte(`{"version":1,"ingestion":"u","chunk":3}`)
+	if rec, err := decodeRecord(ok, "x"); err != nil || rec.Chunk != 3 {
+		t.Fatalf("a small record: %+v, %v", rec, err)
+	}
+	for name, b := range map[string][]byte{
+		"too large": []byte(`{"version":1,"ingestion":"` + strings.Repeat("a", 80) + `"}`)[:65],
+		"not JSON":  []byte(`{"version":`),
+	} {
+		_, err := decodeRecord(b, "x")
+		var perm *worker.PermanentError
+		if !errors.As(err, &perm) || !strings.Contains(err.Error(), "delete it") {
+			t.Errorf("%s: want a permanent error saying to delete it, got %v", name, err)
+		}
+		if name == "too large" && !strings.Contains(err.Error(), "over") {
+			t.Errorf("too large: the error does not say so: %v", err)
+		}
 	}
 }

@@ -269,7 +269,7 @@ func (s S3Store) Load(ctx context.Context) (Record, string, bool, error) {
 		return Record{}, "", false, fmt.Errorf("read batch record s3://%s/%s: %w", s.Bucket, s.Key, err)
 	}
 	defer out.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(out.Body, 64<<20))
+	b, err := io.ReadAll(io.LimitReader(out.Body, int64(maxRecordBytes)+1))
 	if err != nil {
 		return Record{}, "", false, fmt.Errorf("read batch record s3://%s/%s: %w", s.Bucket, s.Key, err)
 	}
@@ -277,9 +277,17 @@ func (s S3Store) Load(ctx context.Context) (Record, string, bool, error) {
 	return rec, aws.ToString(out.ETag), err == nil, err
 }
 
-// decodeRecord reads a stored record. One that is not JSON is a permanent error: no retry mends
-// it.
+// maxRecordBytes bounds a stored record read back (a chunk's is a few hundred bytes a batch).
+var maxRecordBytes = 64 << 20
+
+// decodeRecord reads a stored record. One that is not JSON, or larger than maxRecordBytes (b
+// holds at most one byte more), is a permanent error: no retry mends it.
 func decodeRecord(b []byte, where string) (Record, error) {
+	if len(b) > maxRecordBytes {
+		return Record{}, worker.Permanent(worker.ReasonPermanentError, fmt.Errorf(
+			"batch record %s is over %d MiB, far more than a chunk's batches take: it was not written by this chunk (delete it to start the chunk's batches afresh)",
+			where, maxRecordBytes>>20))
+	}
 	var rec Record
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return Record{}, worker.Permanent(worker.ReasonPermanentError, fmt.Errorf(
@@ -310,7 +318,47 @@ func (s S3Store) Save(ctx context.Context, rec Record, version string) (string, 
 	if out.ETag == nil || *out.ETag == "" {
 		return "", fmt.Errorf("write batch record s3://%s/%s: the store returned no ETag, which conditional writes need", s.Bucket, s.Key)
 	}
+	if version == "" {
+		// A store that ignores the conditions (MinIO before 2024, some S3-compatible stores)
+		// would let two pods of a chunk overwrite each other's batches silently: when the record
+		// is created, the same bytes are written again under conditions that must fail. The
+		// record exists, so If-None-Match: * must be refused, and If-Match of an ETag it cannot
+		// have too. Two small PUTs per record, harmless on a store that honours them.
+		if err := s.probeConditions(ctx, b); err != nil {
+			return "", err
+		}
+	}
 	return *out.ETag, nil
+}
+
+// probeETag is an ETag no object has (an MD5 is 32 hex digits).
+const probeETag = `"vectordb-conditional-write-probe"`
+
+// probeConditions checks that the store refuses conditional writes whose condition is false
+// (see Save). One it accepts is a permanent error: no retry makes the store safe.
+func (s S3Store) probeConditions(ctx context.Context, body []byte) error {
+	for _, c := range []struct{ header, match, noneMatch string }{
+		{"If-None-Match: *", "", "*"},
+		{"If-Match: " + probeETag, probeETag, ""},
+	} {
+		in := &s3.PutObjectInput{Bucket: &s.Bucket, Key: &s.Key, Body: bytes.NewReader(body), ContentType: aws.String("application/json")}
+		if c.match != "" {
+			in.IfMatch = aws.String(c.match)
+		}
+		if c.noneMatch != "" {
+			in.IfNoneMatch = aws.String(c.noneMatch)
+		}
+		_, err := s.Client.PutObject(ctx, in)
+		switch {
+		case err == nil:
+			return worker.Permanent(worker.ReasonPermanentError, fmt.Errorf(
+				"batch record s3://%s/%s: the object store accepted a write with %s whose condition was false: it ignores S3 conditional writes, which batch mode needs so that two pods of a chunk never overwrite each other's batches (use AWS S3 or a MinIO release from late 2024 on)",
+				s.Bucket, s.Key, c.header))
+		case !conditionFailed(err):
+			return fmt.Errorf("write batch record s3://%s/%s: check that the store honours %s: %w", s.Bucket, s.Key, c.header, err)
+		}
+	}
+	return nil
 }
 
 // conditionFailed says whether a conditional PUT lost: 412 Precondition Failed (the object

@@ -15,9 +15,12 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/vectordb-io/vectordb-operator/internal/batchembed"
+	"github.com/vectordb-io/vectordb-operator/internal/worker"
 	fake "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
 	"github.com/vectordb-io/vectordb-operator/test/harness"
 )
@@ -418,4 +421,472 @@ func TestClaimedBatchIsCreatedOnce(t *testing.T) {
 	if err != nil || len(rec.Batches) != 1 || rec.Batches[0].Claim != "pod-a" || rec.Batches[0].State != "completed" {
 		t.Fatalf("stored %+v (%v)", rec, err)
 	}
+}
+
+// stripConditions is an S3 client option that drops If-Match and If-None-Match from every
+// request before it is signed: the real MinIO then sees plain PUTs, as a store that ignores
+// conditional writes would.
+func stripConditions(o *s3.Options) {
+	o.APIOptions = append(o.APIOptions, func(st *middleware.Stack) error {
+		return st.Build.Add(middleware.BuildMiddlewareFunc("stripConditions", func(ctx context.Context, in middleware.BuildInput, next middleware.BuildHandler) (middleware.BuildOutput, middleware.Metadata, error) {
+			if req, ok := in.Request.(*smithyhttp.Request); ok {
+				req.Header.Del("If-Match")
+				req.Header.Del("If-None-Match")
+			}
+			return next.HandleBuild(ctx, in)
+		}), middleware.After)
+	})
+}
+
+// A store that ignores conditional writes is found out when the record is first written, as a
+// permanent error naming the cause, instead of letting two pods overwrite each other silently.
+// The same store with the conditions honoured passes.
+func TestS3StoreThatIgnoresConditionsIsRefused(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	rec := batchembed.Record{Version: 1, Ingestion: "uid-1", Chunk: 3}
+
+	honours := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "probe/ok.batches.json"}
+	t.Cleanup(func() { _ = honours.Delete(ctx) })
+	v, err := honours.Save(ctx, rec, "")
+	if err != nil || v == "" {
+		t.Fatalf("a store that honours conditions: %q, %v", v, err)
+	}
+	if _, v2, found, err := honours.Load(ctx); err != nil || !found || v2 != v {
+		t.Fatalf("after the probe the record is at %q (found %t, %v), want the version Save returned, %q", v2, found, err, v)
+	}
+
+	ignores := batchembed.S3Store{Client: s3.New(m.S3Client().Options(), stripConditions), Bucket: recordBucket, Key: "probe/ignored.batches.json"}
+	t.Cleanup(func() { _ = ignores.Delete(ctx) })
+	_, err = ignores.Save(ctx, rec, "")
+	var perm *worker.PermanentError
+	if !errors.As(err, &perm) || !strings.Contains(err.Error(), "ignores S3 conditional writes") {
+		t.Fatalf("a store that ignores conditions: want a permanent error naming it, got %v", err)
+	}
+}
+
+// Clock skew between pods: pod B's clock runs 10 minutes ahead of pod A's, which has claimed b0
+// and is about to create it. A claim's age is what B itself has seen of it, not B's clock minus
+// A's timestamp, so B waits for A's batch instead of taking the live claim over and creating a
+// second batch (which one of them would then have to cancel, paying for what it ran).
+func TestClaimAgeIsNotTakenFromTheClaimantsClock(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "skew/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	aClaimed, bThere := make(chan struct{}), make(chan struct{})
+	var bOnce sync.Once
+	signalB := func() { bOnce.Do(func() { close(bThere) }) }
+	a := &hookStore{Store: base, after: func(n int) {
+		if n == 2 { // save 1: b0 uploaded; save 2: A's claim
+			close(aClaimed)
+		}
+	}}
+	client := func(d openai.HTTPDoer) *openai.Client {
+		oc := openai.DefaultConfig(key)
+		oc.BaseURL, oc.HTTPClient = s.URL(), d
+		return openai.NewClientWithConfig(oc)
+	}
+	cfgA := s3Config(t, s, a, "pod-a")
+	// A stops just before CreateBatch until B has decided: reached CreateBatch, or waits.
+	cfgA.Client = client(gateCreate{c: &http.Client{}, gate: bThere})
+	cfgB := s3Config(t, s, base, "pod-b")
+	cfgB.Client = client(gateCreate{c: &http.Client{}, reached: signalB})
+	cfgB.Now = func() time.Time { return time.Now().Add(10 * time.Minute) }
+	sleepB := cfgB.Sleep
+	cfgB.Sleep = func(ctx context.Context, d time.Duration) error { signalB(); return sleepB(ctx, d) }
+
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	results := make([]*batchembed.Results, 2)
+	runners := make([]*batchembed.Runner, 2)
+	for i, cfg := range []batchembed.Config{cfgA, cfgB} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i == 1 {
+				<-aClaimed
+			}
+			r, err := batchembed.Open(ctx, cfg)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			runners[i] = r
+			results[i], errs[i] = run(ctx, r, 0, 50)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("pod %d: %v", i, err)
+		}
+		defer results[i].Close()
+		check(t, results[i], 0, 50)
+	}
+	if st := s.BatchStats(); st.BatchesCreated != 1 || st.LinesEmbedded+st.LinesFailed != 50 {
+		t.Fatalf("want one batch, each line run once: %+v", st)
+	}
+	if a, b := runners[0].Stats(), runners[1].Stats(); a.BatchesCreated != 1 || b.BatchesCreated != 0 {
+		t.Fatalf("pod A created %d batches, pod B (clock 10 min ahead) %d; want 1 and 0", a.BatchesCreated, b.BatchesCreated)
+	}
+}
+
+// A pod paused between writing its claim and creating the batch (a long GC pause, a frozen
+// node) for longer than half the claim timeout may already have lost its claim to another pod:
+// its creation deadline runs from the claim's write, not from when it resumes, so it creates
+// nothing and fails retryably (the Job's next pod adopts whatever batch the record names).
+func TestPausedClaimantDoesNotCreateAfterItsDeadline(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "pause/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	const claimTimeout = 400 * time.Millisecond
+	paused := &hookStore{Store: base, after: func(n int) {
+		if n == 2 { // save 2 is the claim: the pod freezes right after it is stored
+			time.Sleep(claimTimeout/2 + 100*time.Millisecond)
+		}
+	}}
+	cfg := s3Config(t, s, paused, "pod-paused")
+	cfg.ClaimTimeout = claimTimeout
+	r, err := batchembed.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = submitRows(ctx, r, 0, 50)
+	if !errors.Is(err, context.DeadlineExceeded) || batchembed.IsPermanent(err) {
+		t.Fatalf("want the creation refused for its passed deadline (retryable), got %v", err)
+	}
+	if st := s.BatchStats(); st.BatchesCreated != 0 {
+		t.Fatalf("the paused pod created a batch after its claim could be taken over: %+v", st)
+	}
+	rec, _, _, _ := base.Load(ctx)
+	if len(rec.Batches) != 1 || rec.Batches[0].Claim != "pod-paused" || rec.Batches[0].ID != "" {
+		t.Fatalf("want b0 claimed and not created: %+v", rec.Batches)
+	}
+}
+
+// Two pods of one chunk at the collect step: pod A collects, upserts and finishes (deleting the
+// chunk's files at OpenAI, record done) while pod B, which read the record before, is about to
+// collect. B's reads of the deleted files are answered 404; that is A's finish, not a broken
+// record, so B steps back (retryable) instead of failing the chunk permanently, which would fail
+// the Job through its podFailurePolicy although A succeeded.
+func TestCollectAfterAnotherPodFinishedStepsBack(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "collect/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	a, err := batchembed.Open(ctx, s3Config(t, s, base, "pod-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(ctx, a, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, res, 0, 100)
+	res.Close()
+	b, err := batchembed.Open(ctx, s3Config(t, s, base, "pod-b")) // reads the record before A finishes
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := b.Wait(ctx); err != nil || again {
+		t.Fatalf("pod B's wait: %t, %v", again, err)
+	}
+	_, err = b.Collect(ctx, 0, 100, dims)
+	if !errors.Is(err, batchembed.ErrSteppedBack) || batchembed.IsPermanent(err) {
+		t.Fatalf("pod B collecting files pod A deleted: want ErrSteppedBack (retryable), got %v", err)
+	}
+	if st := s.BatchStats(); st.BatchesCreated != 2 {
+		t.Fatalf("want the 2 batches created once: %+v", st)
+	}
+}
+
+// hookDoer calls before ahead of, and after behind, every request it sends.
+type hookDoer struct {
+	c             *http.Client
+	before, after func(*http.Request)
+}
+
+func (h hookDoer) Do(req *http.Request) (*http.Response, error) {
+	if h.before != nil {
+		h.before(req)
+	}
+	resp, err := h.c.Do(req)
+	if h.after != nil {
+		h.after(req)
+	}
+	return resp, err
+}
+
+// Two pods at the cancel step: the ingestion is cancelled while a chunk pod (still running on a
+// partitioned node) has claimed batch b0 and is creating it. The cleanup pod finds no batch to
+// cancel, deletes the files and marks the record done; the chunk pod's batch is created just
+// before that, and its record write then loses to the finished record. The chunk pod steps back,
+// and cancels the batch it created, which nobody else knows of: left alone it would run and be
+// billed for up to 24 hours.
+func TestBatchCreatedWhileTheCleanupFinishedIsCancelled(t *testing.T) {
+	// chunkFirst: the chunk pod's record of its batch is stored before the cleanup's finished
+	// record, which then merges it in (as an open batch of a done record) and must cancel it;
+	// otherwise the chunk pod's write loses to the finished record and it cancels its own.
+	for _, chunkFirst := range []bool{false, true} {
+		t.Run(fmt.Sprint("chunk-pod-records-first-", chunkFirst), func(t *testing.T) { cleanupRace(t, chunkFirst) })
+	}
+}
+
+func cleanupRace(t *testing.T, chunkFirst bool) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "cancel/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	claimed, cAtDelete, bCreated, cDone, bSaved := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var atDelete sync.Once
+	client := func(d openai.HTTPDoer) *openai.Client {
+		oc := openai.DefaultConfig(key)
+		oc.BaseURL, oc.HTTPClient = s.URL(), d
+		return openai.NewClientWithConfig(oc)
+	}
+	isCreate := func(req *http.Request) bool {
+		return req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/batches")
+	}
+	chunkStore := &hookStore{Store: base,
+		before: func(n int) {
+			if n == 3 && !chunkFirst { // the batch's record, after CreateBatch: once the cleanup finished
+				<-cDone
+			}
+		},
+		after: func(n int) {
+			if n == 2 { // save 1: b0 uploaded; save 2: the claim
+				close(claimed)
+			}
+			if n == 3 {
+				close(bSaved)
+			}
+		}}
+	cfgB := s3Config(t, s, chunkStore, "pod-chunk")
+	cfgB.Client = client(hookDoer{c: &http.Client{},
+		before: func(req *http.Request) {
+			if isCreate(req) {
+				<-cAtDelete
+			}
+		},
+		after: func(req *http.Request) {
+			if isCreate(req) {
+				close(bCreated)
+			}
+		}})
+	cleanupStore := &hookStore{Store: base, before: func(n int) {
+		if n == 2 && chunkFirst { // save 1: Cancel's; save 2: Finish's done record
+			<-bSaved
+		}
+	}}
+	cfgC := s3Config(t, s, cleanupStore, "pod-cleanup")
+	cfgC.Client = client(hookDoer{c: &http.Client{}, before: func(req *http.Request) {
+		if req.Method == http.MethodDelete && strings.Contains(req.URL.Path, "/files/") {
+			atDelete.Do(func() { close(cAtDelete); <-bCreated })
+		}
+	}})
+
+	var wg sync.WaitGroup
+	var errB, errC error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		r, err := batchembed.Open(ctx, cfgB)
+		if err == nil {
+			err = submitRows(ctx, r, 0, 50)
+		}
+		errB = err
+	}()
+	go func() {
+		defer wg.Done()
+		defer close(cDone)
+		<-claimed
+		r, err := batchembed.Open(ctx, cfgC)
+		if err == nil {
+			err = r.Abandon(ctx)
+		}
+		errC = err
+	}()
+	wg.Wait()
+	if errC != nil {
+		t.Fatalf("cleanup: %v", errC)
+	}
+	if !chunkFirst && !errors.Is(errB, batchembed.ErrSteppedBack) {
+		t.Fatalf("chunk pod: want ErrSteppedBack, got %v", errB)
+	}
+	if chunkFirst && errB != nil && !errors.Is(errB, batchembed.ErrSteppedBack) {
+		t.Fatalf("chunk pod: %v", errB)
+	}
+	st := s.BatchStats()
+	if st.BatchesCreated != 1 || st.BatchesCanceled != 1 {
+		t.Fatalf("want the chunk pod's batch created once and cancelled: %+v", st)
+	}
+}
+
+// A record deleted under a chunk (by a user, or a lifecycle rule on the dead-letter bucket)
+// after a run whose batches still exist at OpenAI: the next run starts at generation 0 again, so
+// its batch keys equal the old run's. The lookup by metadata (meant for a batch created by a pod
+// killed before recording it) must not adopt the old run's batch, made from another input file:
+// its vectors are of the old texts.
+func TestOldRunsBatchWithTheSameKeyIsNotAdopted(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "stale-key/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	old, err := batchembed.Open(ctx, s3Config(t, s, base, "pod-old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(ctx, old, 0, 50) // killed after collecting: its files are still at OpenAI
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Close()
+	if err := base.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	r, err := batchembed.Open(ctx, s3Config(t, s, base, "pod-new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := func(row int64) string { return fmt.Sprintf("the new text of row %d", row) }
+	sub := r.Submitter(0)
+	for row := range int64(50) {
+		if err := sub.Add(ctx, row, text(row), 5); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sub.Close(ctx, 50); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err = r.Collect(ctx, 0, 50, dims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	for row := range int64(50) {
+		vec, rowErr, err := res.Lookup(row, nil)
+		if err != nil || rowErr != nil {
+			t.Fatalf("row %d: %v %+v", row, err, rowErr)
+		}
+		if want := fake.Vector(text(row), dims); vec[0] != want[0] {
+			t.Fatalf("row %d has a vector of another text (the old run's batch was adopted)", row)
+		}
+	}
+	if st := s.BatchStats(); st.BatchesCreated != 2 {
+		t.Fatalf("want one batch per run: %+v", st)
+	}
+}
+
+// A pod that uploads a batch file just as another pod of the chunk finished it: its write of
+// the upload loses to the finished record and it steps back; the file it uploaded, which no
+// record holds, is deleted at OpenAI rather than left in the organisation's file storage.
+func TestUploadAfterAnotherPodFinishedIsDeleted(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "orphan/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	late, err := batchembed.Open(ctx, s3Config(t, s, base, "pod-late")) // reads no record
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := batchembed.Open(ctx, s3Config(t, s, base, "pod-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(ctx, a, 0, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Close()
+	if err := a.Finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := s.BatchStats()
+	if err := submitRows(ctx, late, 0, 50); !errors.Is(err, batchembed.ErrSteppedBack) {
+		t.Fatalf("want ErrSteppedBack, got %v", err)
+	}
+	st := s.BatchStats()
+	if st.FilesUploaded != before.FilesUploaded+1 || st.FilesDeleted != before.FilesDeleted+1 || st.BatchesCreated != before.BatchesCreated {
+		t.Fatalf("want the late pod's one upload deleted and no batch created: before %+v, after %+v", before, st)
+	}
+}
+
+// failSave is a Store whose save number n fails (the pod is killed just before that write).
+type failSave struct {
+	batchembed.Store
+	n, saves int
+}
+
+func (f *failSave) Save(ctx context.Context, rec batchembed.Record, version string) (string, error) {
+	if f.saves++; f.saves == f.n {
+		return "", errors.New("killed before recording the batch")
+	}
+	return f.Store.Save(ctx, rec, version)
+}
+
+// A pod killed after creating its batch and before recording it, in a busy organisation: over a
+// thousand other batches were created before its replacement looks. The lookup by metadata pages
+// back to the batch's input file's creation (OpenAI's clock), not a fixed thousand batches, so
+// the batch is adopted instead of created a second time (and both billed).
+func TestKilledPodsBatchIsFoundBehindManyOthers(t *testing.T) {
+	ctx := context.Background()
+	m := harness.StartMinIO(t, recordBucket)
+	s := startFake(t)
+	base := batchembed.S3Store{Client: m.S3Client(), Bucket: recordBucket, Key: "busy/chunk-0003.batches.json"}
+	t.Cleanup(func() { _ = base.Delete(ctx) })
+	dead := s3Config(t, s, &failSave{Store: base, n: 3}, "pod-dead") // save 1: upload; 2: claim; 3: the batch
+	r, err := batchembed.Open(ctx, dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := submitRows(ctx, r, 0, 50); err == nil || !strings.Contains(err.Error(), "killed before recording") {
+		t.Fatalf("want the kill, got %v", err)
+	}
+	// 1,050 other batches in the organisation (another team's), newer than the dead pod's.
+	oc := openai.DefaultConfig(key)
+	oc.BaseURL = s.URL()
+	other := openai.NewClientWithConfig(oc)
+	f, err := other.CreateFileBytes(ctx, openai.FileBytesRequest{Name: "other.jsonl", Purpose: openai.PurposeBatch,
+		Bytes: []byte(`{"custom_id":"x","method":"POST","url":"/v1/embeddings","body":{"model":"` + model + `","input":["other"]}}` + "\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 1050 {
+		if _, err := other.CreateBatch(ctx, openai.CreateBatchRequest{InputFileID: f.ID, Endpoint: openai.BatchEndpointEmbeddings, CompletionWindow: "24h"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := s3Config(t, s, base, "pod-next")
+	next.ClaimTimeout = 2 * time.Second // a missed batch is then created at once, not after 5 min
+	r2, err := batchembed.Open(ctx, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r2.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := r2.Stats(); st.BatchesAdopted != 1 || st.BatchesCreated != 0 {
+		t.Fatalf("the replacement pod adopted %d and created %d batches; want 1 and 0", st.BatchesAdopted, st.BatchesCreated)
+	}
+	res, err := r2.Collect(ctx, 0, 50, dims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	check(t, res, 0, 50)
 }

@@ -226,11 +226,17 @@ func (r *Runner) create(ctx context.Context, pass, index int) error {
 		return nil // the other writer's batch, merged in while claiming
 	}
 	key := r.batchKey(*b)
-	// Bounded by half the claim's life, so that no other writer takes the claim over while this
-	// one may still create the batch.
-	cctx, cancel := context.WithTimeout(ctx, r.cfg.ClaimTimeout/2)
+	// Bounded by half the claim's life from when the claim was written (not from now: a pause
+	// between the claim and here, a GC or a frozen node, counts), so that no other writer takes
+	// the claim over while this one may still create the batch.
+	deadline := r.claimedAt.Add(r.cfg.ClaimTimeout / 2)
+	if time.Now().After(deadline) {
+		return fmt.Errorf("batch %s: not created, this pod's claim on it is older than half the claim timeout (%s; the pod was paused?) and another pod may take it over: %w",
+			key, r.cfg.ClaimTimeout, context.DeadlineExceeded)
+	}
+	cctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	found, err := r.find(cctx, key)
+	found, err := r.find(cctx, key, b.InputFileID)
 	if err != nil {
 		return err
 	}
@@ -249,6 +255,10 @@ func (r *Runner) create(ctx context.Context, pass, index int) error {
 		return r.classify(fmt.Sprintf("create batch %s", key), err)
 	}
 	r.stats.BatchesCreated++
+	if r.created == nil {
+		r.created = map[string]bool{}
+	}
+	r.created[resp.ID] = true
 	r.update(b, resp.Batch)
 	r.trust(resp.ID)
 	r.cfg.Log.Info("batch created", "batch", b.ID, "key", key, "lines", b.Lines, "tokens", b.Tokens)
@@ -268,11 +278,11 @@ func (r *Runner) claim(ctx context.Context, pass, index int) error {
 		switch {
 		case b.ID != "":
 			return nil
-		case b.Claim != "" && b.Claim != r.cfg.Writer && now.Sub(time.Unix(b.ClaimedAt, 0)) < r.cfg.ClaimTimeout:
+		case b.Claim != "" && b.Claim != r.cfg.Writer && now.Sub(r.claimSeen(*b, now)) < r.cfg.ClaimTimeout:
 			// The claimant may have created the batch and died before recording it (a killed
 			// pod's replacement): then the batch is listed with its metadata, and adopted.
 			key := r.batchKey(*b)
-			found, err := r.find(ctx, key)
+			found, err := r.find(ctx, key, b.InputFileID)
 			if err != nil {
 				return err
 			}
@@ -284,7 +294,7 @@ func (r *Runner) claim(ctx context.Context, pass, index int) error {
 				return r.save(ctx)
 			}
 			r.cfg.Log.Info("another pod of this chunk is creating the batch; waiting for it", "batch", key, "claim", b.Claim,
-				"takeOverAt", time.Unix(b.ClaimedAt, 0).Add(r.cfg.ClaimTimeout).UTC())
+				"takeOverAt", r.claimSeen(*b, now).Add(r.cfg.ClaimTimeout).UTC())
 			if err := r.cfg.Sleep(ctx, r.cfg.PollInterval); err != nil {
 				return err
 			}
@@ -297,12 +307,38 @@ func (r *Runner) claim(ctx context.Context, pass, index int) error {
 				"batch", r.batchKey(*b), "claim", b.Claim, "claimedAt", time.Unix(b.ClaimedAt, 0).UTC())
 		}
 		// Ours, unclaimed or stale: claim it. A lost race merges the stored claim in, and the
-		// loop looks again.
+		// loop looks again. The claim's deadline runs from before the write (real time: the
+		// context's clock), since another pod may see the claim as soon as it is stored.
 		b.Claim, b.ClaimedAt = r.cfg.Writer, now.Unix()
+		r.claimedAt = time.Now()
 		if stored, err := r.saveClaim(ctx); err != nil || stored {
 			return err
 		}
 	}
+}
+
+// claimSeen is when this runner first saw another writer's claim on b as it is now (its clock).
+// A claim's age is measured from there, not from the claim's own timestamp, which is the
+// claimant's clock: a pod whose clock runs ahead would take a live claim over at once, one whose
+// clock lags never. Seeing it first late only makes the wait longer, never too short.
+func (r *Runner) claimSeen(b Batch, now time.Time) time.Time {
+	k := seenClaim{pass: b.Pass, index: b.Index, try: b.Try, claim: b.Claim, at: b.ClaimedAt}
+	if r.seen == nil {
+		r.seen = map[seenClaim]time.Time{}
+	}
+	t, ok := r.seen[k]
+	if !ok {
+		t = now
+		r.seen[k] = t
+	}
+	return t
+}
+
+// seenClaim is one claim as stored: a claim written again (a takeover, a new try) is a new one.
+type seenClaim struct {
+	pass, index, try int
+	claim            string
+	at               int64
 }
 
 // saveClaim writes a claim once. A lost race does not write again, as save would: the stored
@@ -321,21 +357,41 @@ func (r *Runner) saveClaim(ctx context.Context) (stored bool, err error) {
 	return false, r.refresh(ctx)
 }
 
-// find lists batches, newest first, for one whose metadata names this chunk's batch key. A batch
-// is listed soon after it is created, and the kill it recovers from happened just after, so the
-// newest thousand batches are enough.
-func (r *Runner) find(ctx context.Context, key string) (*openai.Batch, error) {
+// find lists batches, newest first, for one whose metadata names this chunk's batch key and that
+// was made from inputFile, the file the record holds for it (a claimant creates from that file;
+// a batch of an earlier run whose record was deleted has the same key but another file, and
+// its vectors are of that run's texts). A batch is listed soon after it is created, and the
+// kill it recovers from happened just after, so the newest thousand batches are enough.
+func (r *Runner) find(ctx context.Context, key, inputFile string) (*openai.Batch, error) {
+	if inputFile == "" {
+		return nil, nil
+	}
+	// Batches are listed newest first, so paging stops at the first batch created before the
+	// input file was (both are OpenAI's timestamps: no clock skew): none further on can have
+	// been made from it. Without the file's time (deleted) the newest thousand are searched.
+	since, err := r.fileCreated(ctx, inputFile)
+	if err != nil {
+		return nil, err
+	}
+	pages := 10
+	if since > 0 {
+		pages = maxFindPages
+	}
 	limit := 100
 	var after *string
-	for range 10 {
+	for range pages {
 		page, err := r.cfg.Client.ListBatch(ctx, after, &limit)
 		if err != nil {
 			return nil, r.classify("list batches", err)
 		}
 		for i := range page.Data {
 			m := page.Data[i].Metadata
-			if fmt.Sprint(m[MetaIngestion]) == r.cfg.Ingestion && fmt.Sprint(m[MetaChunk]) == strconv.Itoa(r.cfg.Chunk) && fmt.Sprint(m[MetaBatch]) == key {
+			if fmt.Sprint(m[MetaIngestion]) == r.cfg.Ingestion && fmt.Sprint(m[MetaChunk]) == strconv.Itoa(r.cfg.Chunk) && fmt.Sprint(m[MetaBatch]) == key &&
+				page.Data[i].InputFileID == inputFile {
 				return &page.Data[i], nil
+			}
+			if since > 0 && int64(page.Data[i].CreatedAt) < since {
+				return nil, nil
 			}
 		}
 		if !page.HasMore || page.LastID == "" {
@@ -344,6 +400,28 @@ func (r *Runner) find(ctx context.Context, key string) (*openai.Batch, error) {
 		after = &page.LastID
 	}
 	return nil, nil
+}
+
+// maxFindPages bounds find's paging (100 batches a page) when it knows where to stop.
+const maxFindPages = 200
+
+// fileCreated is when OpenAI created a file (Unix seconds), or 0 when it is gone.
+func (r *Runner) fileCreated(ctx context.Context, id string) (int64, error) {
+	if t, ok := r.fileTimes[id]; ok {
+		return t, nil
+	}
+	f, err := r.cfg.Client.GetFile(ctx, id)
+	if err != nil {
+		if apiStatus(err) == http.StatusNotFound {
+			return 0, nil
+		}
+		return 0, r.classify("retrieve file "+id, err)
+	}
+	if r.fileTimes == nil {
+		r.fileTimes = map[string]int64{}
+	}
+	r.fileTimes[id] = f.CreatedAt
+	return f.CreatedAt, nil
 }
 
 // upload sends a batch file as a streamed multipart body.
@@ -395,6 +473,10 @@ func (r *Runner) upload(ctx context.Context, f *os.File, name string, size int64
 	}
 	r.stats.FilesUploaded++
 	r.stats.BytesUploaded += size
+	if r.uploaded == nil {
+		r.uploaded = map[string]bool{}
+	}
+	r.uploaded[file.ID] = true
 	return file.ID, nil
 }
 

@@ -193,7 +193,7 @@ func (r *Runner) Cancel(ctx context.Context) error {
 	for i := range r.rec.Batches {
 		b := &r.rec.Batches[i]
 		if b.ID == "" && b.State == StateUploaded {
-			found, err := r.find(ctx, r.batchKey(*b))
+			found, err := r.find(ctx, r.batchKey(*b), b.InputFileID)
 			if err != nil {
 				return err
 			}
@@ -246,7 +246,30 @@ func (r *Runner) Finish(ctx context.Context) error {
 		return err
 	}
 	r.rec.Done = true
-	return r.save(ctx)
+	if err := r.save(ctx); err != nil {
+		return err
+	}
+	// Every batch this runner knew of has ended (Collect and Abandon wait for it). One still
+	// open came in through the save's merge: another pod of the chunk created it meanwhile (the
+	// cleanup of a cancelled run racing a chunk pod). The record is done, so nobody would ever
+	// poll, collect or cancel it: cancel it now (best effort, after checking it is this chunk's).
+	for _, b := range r.rec.Batches {
+		if b.ID == "" || Terminal(b.State) || b.State == "cancelling" {
+			continue
+		}
+		if !r.trusted[b.ID] {
+			got, err := r.cfg.Client.RetrieveBatch(ctx, b.ID)
+			if err != nil || !r.ours(got.Metadata, r.batchKey(b)) {
+				r.cfg.Log.Info("not cancelling an open batch the finished record names: not verified as this chunk's", "batch", b.ID, "error", fmt.Sprint(err))
+				continue
+			}
+		}
+		r.cfg.Log.Info("cancelling a batch another pod of this chunk created while this one finished", "batch", b.ID)
+		if _, err := r.cfg.Client.CancelBatch(ctx, b.ID); err != nil {
+			r.cfg.Log.Error(r.classify("cancel batch "+b.ID, err), "could not cancel a batch of the finished record", "batch", b.ID)
+		}
+	}
+	return nil
 }
 
 // Abandon is the end of a chunk whose ingestion was cancelled or failed: it cancels the open
