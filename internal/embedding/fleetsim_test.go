@@ -28,6 +28,9 @@ type benchFleet struct {
 	noRaise bool
 	// burst: the token bucket's burst in seconds of the grant (0: one batch, as SetRates sizes it).
 	burst float64
+	// split: a batch that does not fit the own window's room sends the inputs that fit (rows of
+	// 250 tokens) and keeps the rest for the next request.
+	split bool
 }
 
 // fleetRun is what simulate measured.
@@ -139,10 +142,30 @@ func (f benchFleet) simulate() fleetRun {
 				}
 				p.paid = size
 			}
-			if s, _ := p.own.admit(t, size, 0, p.own.tpm.value(t)); s == nil {
+			s, _ := p.own.admit(t, size, 0, p.own.tpm.value(t))
+			if s == nil && f.split {
+				p.own.mu.Lock()
+				room := int(p.own.tpm.value(t))
+				for _, e := range p.own.events {
+					if e.at.After(t.Add(-ownWindowSize)) {
+						room -= e.tokens
+					}
+				}
+				p.own.mu.Unlock()
+				if part := room / 250 * 250; part >= 250 {
+					s, _ = p.own.admit(t, part, 0, p.own.tpm.value(t))
+					if s != nil {
+						p.paid = size - part // paid for the rest already
+						size = part
+					}
+				}
+			}
+			if s == nil {
 				continue
 			}
-			p.paid = 0
+			if !f.split || p.paid >= size {
+				p.paid = 0
+			}
 			p.left -= size
 			sentTotal += size
 			bins[len(bins)-1] += size
@@ -206,6 +229,7 @@ func BenchmarkSimulatedBenchFleet(b *testing.B) {
 			f.starts, f.startup = []time.Duration{0, 0, 0, 0}, 0
 			return f
 		}},
+		{"split-to-fit", func(f benchFleet) benchFleet { f.split = true; return f }},
 		{"inherit-predecessor-window", func(f benchFleet) benchFleet { f.inherit = true; return f }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
