@@ -49,18 +49,6 @@ func NewBackoff() Backoff { return Backoff{Factor: 1} }
 // Observe records one round (the renewals since the last round): requests sent and how many of
 // them the provider answered with 429. It returns the new factor.
 func (b *Backoff) Observe(requests, rateLimited int64) float64 {
-	b.observe(requests, rateLimited, nil)
-	return b.Factor
-}
-
-// limitedCounts: the 429s of a window are sustained (both thresholds above).
-func limitedCounts(requests, limited int64) bool {
-	return limited >= sustained429s && float64(limited) >= sustained429Share*float64(max(requests, 1))
-}
-
-// observe is Observe; a cut also needs corroborated (nil: always) to agree. It reports whether
-// the factor was cut and whether the window counted as rate limited (cut or not).
-func (b *Backoff) observe(requests, rateLimited int64, corroborated func() bool) (cut, limited bool) {
 	if b.Factor <= 0 {
 		b.Factor = 1
 	}
@@ -71,14 +59,26 @@ func (b *Backoff) observe(requests, rateLimited int64, corroborated func() bool)
 		reqs += r.requests
 		lim += r.limited
 	}
-	limited = limitedCounts(reqs, lim) && (corroborated == nil || corroborated())
+	if b.step(limitedCounts(reqs, lim), rateLimited == 0) {
+		// The 429s counted were answers to the old budget: the next cut needs new ones.
+		b.recent = [sustainedRounds]struct{ requests, limited int64 }{}
+	}
+	return b.Factor
+}
+
+// limitedCounts: the 429s of a window are sustained (both thresholds above).
+func limitedCounts(requests, limited int64) bool {
+	return limited >= sustained429s && float64(limited) >= sustained429Share*float64(max(requests, 1))
+}
+
+// step moves the factor for one round: cut when limited (unless cooling down), else up by a
+// step when the round was quiet. It reports a cut.
+func (b *Backoff) step(limited, quietRound bool) bool {
 	switch {
 	case limited && b.cooldown == 0:
 		b.Factor = max(BackoffFloor, b.Factor*backoffCut)
 		b.cooldown = cutCooldown
-		// The 429s counted were answers to the old budget: the next cut needs new ones.
-		b.recent = [sustainedRounds]struct{ requests, limited int64 }{}
-		return true, true
+		return true
 	case limited:
 		b.cooldown--
 	default:
@@ -86,11 +86,11 @@ func (b *Backoff) observe(requests, rateLimited int64, corroborated func() bool)
 			b.cooldown--
 		}
 		// A round with a stray 429 holds the factor; only a quiet one raises it.
-		if rateLimited == 0 {
+		if quietRound {
 			b.Factor = min(1, b.Factor+backoffStep)
 		}
 	}
-	return false, limited
+	return false
 }
 
 // Counts are what one ingestion's pods reported in a round.
@@ -135,68 +135,76 @@ func (s *Shared) Observe(round map[string]Counts, active int) float64 {
 	if s.groups == nil {
 		s.groups = map[string]*Backoff{}
 	}
-	s.rounds[s.pos] = round
-	s.pos = (s.pos + 1) % sustainedRounds
-	var reqs, lim int64
-	for _, c := range round {
-		reqs += c.Requests
-		lim += c.RateLimited
+	// A round is quiet for the budget when none but ingestions already singled out (own factor
+	// cut) report 429s: a liar must not hold a backed-off budget down either.
+	kept := make(map[string]Counts, len(round))
+	quiet := true
+	for name, c := range round {
+		kept[name] = c
+		if c.RateLimited > 0 && s.GroupFactor(name) >= 1 {
+			quiet = false
+		}
 	}
-	cut, limited := s.Budget.observe(reqs, lim, func() bool { return active <= 1 || s.corroborated() })
+	s.rounds[s.pos] = kept
+	s.pos = (s.pos + 1) % sustainedRounds
+	if s.Budget.Factor <= 0 {
+		s.Budget.Factor = 1
+	}
+	// The budget's window is s.rounds (not s.Budget's own ring): an ingestion's 429s that cut
+	// its own factor are dropped from it, and must not cut the budget afterwards either.
+	by := s.byGroup()
+	var wreqs, wlim int64
+	for _, c := range by {
+		wreqs += c.Requests
+		wlim += c.RateLimited
+	}
+	limited := limitedCounts(wreqs, wlim) && (active <= 1 || corroborated(by, wreqs, wlim))
+	cut := s.Budget.step(limited, quiet)
 	if cut {
 		// The ingestions' 429s were answers to the old budget as well.
 		s.rounds = [sustainedRounds]map[string]Counts{}
-		for _, g := range s.groups {
-			g.recent = [sustainedRounds]struct{ requests, limited int64 }{}
+	}
+	// An ingestion is cut on its own 429s over the same window, only while the budget is not
+	// rate limited: when it is (or was just cut), that is the remedy, and the same 429s must
+	// not cut an ingestion on top.
+	by = s.byGroup()
+	for name, c := range by {
+		if s.groups[name] == nil && c.RateLimited > 0 && !limited {
+			b := NewBackoff()
+			s.groups[name] = &b
 		}
 	}
 	for name, g := range s.groups {
-		c := round[name]
-		if limited {
-			// The budget counts as rate limited (or was just cut): that is the remedy, and the
-			// same 429s must not cut an ingestion on top, now or later. Its factor holds.
-			g.cooldown = max(0, g.cooldown-1)
-			continue
+		c := by[name]
+		if g.step(!limited && limitedCounts(c.Requests, c.RateLimited), round[name].RateLimited == 0) {
+			// The next cut of this ingestion needs new 429s.
+			for _, r := range s.rounds {
+				delete(r, name)
+			}
 		}
-		g.observe(c.Requests, c.RateLimited, nil)
-		if g.Factor >= 1 && g.cooldown == 0 && g.quiet() {
+		if g.Factor >= 1 && g.cooldown == 0 && by[name].RateLimited == 0 {
 			delete(s.groups, name)
-		}
-	}
-	for name, c := range round {
-		if s.groups[name] == nil && !limited && c.RateLimited > 0 {
-			b := NewBackoff()
-			b.observe(c.Requests, c.RateLimited, nil)
-			s.groups[name] = &b
 		}
 	}
 	return s.Budget.Factor
 }
 
-// quiet: no 429 in the window.
-func (b *Backoff) quiet() bool {
-	for _, r := range b.recent {
-		if r.limited > 0 {
-			return false
+// byGroup sums the window by ingestion.
+func (s *Shared) byGroup() map[string]Counts {
+	by := map[string]Counts{}
+	for _, r := range s.rounds {
+		for name, c := range r {
+			x := by[name]
+			by[name] = Counts{Requests: x.Requests + c.Requests, RateLimited: x.RateLimited + c.RateLimited}
 		}
 	}
-	return true
+	return by
 }
 
 // corroborated: the window counts as rate limited whichever single ingestion's reports are
 // left out (its requests as well as its 429s, so a tenant can neither carry a cut alone nor
 // dilute the others' 429s away).
-func (s *Shared) corroborated() bool {
-	by := map[string]Counts{}
-	var reqs, lim int64
-	for _, r := range s.rounds {
-		for name, c := range r {
-			x := by[name]
-			by[name] = Counts{Requests: x.Requests + c.Requests, RateLimited: x.RateLimited + c.RateLimited}
-			reqs += c.Requests
-			lim += c.RateLimited
-		}
-	}
+func corroborated(by map[string]Counts, reqs, lim int64) bool {
 	for _, c := range by {
 		if c.RateLimited > 0 && !limitedCounts(reqs-c.Requests, lim-c.RateLimited) {
 			return false
