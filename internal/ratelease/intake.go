@@ -38,13 +38,19 @@ func (s *Server) usageBound(h *holderState, req RenewRequest, eff ratebudget.Rat
 	return reqs, toks
 }
 
-// clampUse bounds req's counts (usageBound; 429s at most the requests). The first clamp of a
+// clampUse bounds req's counts (usageBound; 429s at most the requests, scaled with them). The first clamp of a
 // holder is logged (names and counts only); every clamp is counted in the metric.
 func (s *Server) clampUse(key string, h *holderState, req *RenewRequest, eff ratebudget.Rates, now time.Time) {
 	req.UsedRequests, req.UsedTokens = min(req.UsedRequests, maxCount), min(req.UsedTokens, maxCount)
 	maxReqs, maxToks := s.usageBound(h, *req, eff, now)
 	reported := *req
 	if maxReqs >= 0 && float64(req.UsedRequests) > maxReqs {
+		// The 429s keep their share of the requests: an honest pod back from a long outage
+		// (its counts since its last renewal above one interval's bound) must not look like
+		// one seeing nothing but 429s.
+		if req.RateLimited > 0 {
+			req.RateLimited = int64(math.Round(float64(min(req.RateLimited, req.UsedRequests)) * maxReqs / float64(req.UsedRequests)))
+		}
 		req.UsedRequests = int64(maxReqs)
 	}
 	if maxToks >= 0 && float64(req.UsedTokens) > maxToks {

@@ -22,6 +22,7 @@ func TestReportsAreClamped(t *testing.T) {
 		{name: "within the grant", requests: 40, limited: 10, wantLimited: 10, wantRequestsCounted: 40},
 		{name: "at the bound", requests: 51, limited: 51, wantLimited: 51, wantRequestsCounted: 51},
 		{name: "above the grant", requests: 10_000, limited: 10_000, wantLimited: 51, wantClampedReports: 1, wantRequestsCounted: 51},
+		{name: "above the grant, 429s keep their share", requests: 10_000, limited: 1_000, wantLimited: 5, wantClampedReports: 1, wantRequestsCounted: 51},
 		{name: "more 429s than requests", requests: 20, limited: 30, wantLimited: 20, wantClampedReports: 1, wantRequestsCounted: 20},
 		{name: "a first renewal", first: true, requests: 1 << 40, limited: 1 << 40, wantLimited: 101, wantClampedReports: 1, wantRequestsCounted: 101},
 	} {
