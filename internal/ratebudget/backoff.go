@@ -129,6 +129,17 @@ func (s *Shared) GroupFactor(group string) float64 {
 	return 1
 }
 
+// GroupFactors are the ingestions' own factors below 1.
+func (s *Shared) GroupFactors() map[string]float64 {
+	out := map[string]float64{}
+	for name, g := range s.groups {
+		if g.Factor < 1 {
+			out[name] = g.Factor
+		}
+	}
+	return out
+}
+
 // Observe records one round: each ingestion's counts, and how many ingestions hold leases of
 // the budget now. It returns the budget's factor.
 func (s *Shared) Observe(round map[string]Counts, active int) float64 {

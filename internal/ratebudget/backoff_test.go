@@ -100,6 +100,9 @@ func TestSharedBackoffRecovers(t *testing.T) {
 	if f := s.GroupFactor("liar"); f != BackoffFloor {
 		t.Fatalf("liar's factor %g after 20 lying rounds, want the floor %g", f, BackoffFloor)
 	}
+	if fs := s.GroupFactors(); len(fs) != 1 || fs["liar"] != BackoffFloor {
+		t.Fatalf("ingestion factors %v, want the liar's only", fs)
+	}
 	for range 30 {
 		s.Observe(map[string]Counts{"liar": {Requests: 60}, "b": {Requests: 60}}, 2)
 	}

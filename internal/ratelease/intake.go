@@ -72,6 +72,19 @@ func (s *Server) clampUse(key string, h *holderState, req *RenewRequest, eff rat
 	}
 }
 
+// observeRound feeds the round to the budget's backoff and logs an ingestion singled out (its
+// own factor cut on 429s no other ingestion saw): nothing about it is silent.
+func (s *Server) observeRound(key string, st *budgetState, active int) {
+	before := st.backoff.GroupFactors()
+	st.backoff.Observe(st.round, active)
+	for ing, f := range st.backoff.GroupFactors() {
+		if was, ok := before[ing]; !ok || f < was {
+			s.opts.Log.Info("rate lease: 429s only this ingestion reports on a shared budget cut its own grants, not the budget's",
+				"budget", key, "ingestion", ing, "factor", f, "activeIngestions", active)
+		}
+	}
+}
+
 // activeGroups counts the ingestions holding leases of a budget, with group if renewing (a
 // first renewal is not among the holders yet).
 func activeGroups(holders map[string]*holderState, group string, renewing bool) int {

@@ -260,7 +260,7 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 	st.round[group] = ratebudget.Counts{Requests: c.Requests + req.UsedRequests, RateLimited: c.RateLimited + req.RateLimited}
 	st.rateLimited += req.RateLimited
 	if now.Sub(st.roundStart) >= s.opts.Renew {
-		st.backoff.Observe(st.round, activeGroups(st.holders, group, !req.Release))
+		s.observeRound(b.Key, st, activeGroups(st.holders, group, !req.Release))
 		st.roundStart, st.round = now, nil
 	}
 	s.opts.Metrics.observeUse(b.Key, req)
