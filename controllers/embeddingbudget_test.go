@@ -178,11 +178,12 @@ func TestEmbeddingBudgetLeasesAndStatus(t *testing.T) {
 		t.Errorf("UnlistedModels %q must name %s/%s and its model", msg, ns, u.Name)
 	}
 
-	// Sustained 429s: the budget backs off, the status shows the effective budget and the 429s,
-	// and an event follows the write.
+	// Sustained 429s that both ingestions see (one's alone would cut only its own grant): the
+	// budget backs off, the status shows the effective budget and the 429s, and an event
+	// follows the write.
 	eventually(t, "backed off", 30*time.Second, func() (bool, string) {
 		la = renewUsing(t, url, key, ns, a.Name, "eb-a-chunk-0", func(r *ratelease.RenewRequest) { r.UsedRequests, r.RateLimited = 100, 50 })
-		renewUsing(t, url, key, ns, c.Name, "eb-c-chunk-0", nil)
+		renewUsing(t, url, key, ns, c.Name, "eb-c-chunk-0", func(r *ratelease.RenewRequest) { r.UsedRequests, r.RateLimited = 100, 50 })
 		b = getBudget(t, older.Name)
 		evs, err := budgetEvents(older.Name)
 		ok := err == nil && len(b.Status.Models) == 1 && b.Status.Models[0].Effective.TokensPerMinute < 900_000 &&

@@ -59,13 +59,26 @@ func (b *Backoff) Observe(requests, rateLimited int64) float64 {
 		reqs += r.requests
 		lim += r.limited
 	}
-	limited := lim >= sustained429s && float64(lim) >= sustained429Share*float64(max(reqs, 1))
+	if b.step(limitedCounts(reqs, lim), rateLimited == 0) {
+		// The 429s counted were answers to the old budget: the next cut needs new ones.
+		b.recent = [sustainedRounds]struct{ requests, limited int64 }{}
+	}
+	return b.Factor
+}
+
+// limitedCounts: the 429s of a window are sustained (both thresholds above).
+func limitedCounts(requests, limited int64) bool {
+	return limited >= sustained429s && float64(limited) >= sustained429Share*float64(max(requests, 1))
+}
+
+// step moves the factor for one round: cut when limited (unless cooling down), else up by a
+// step when the round was quiet. It reports a cut.
+func (b *Backoff) step(limited, quietRound bool) bool {
 	switch {
 	case limited && b.cooldown == 0:
 		b.Factor = max(BackoffFloor, b.Factor*backoffCut)
 		b.cooldown = cutCooldown
-		// The 429s counted were answers to the old budget: the next cut needs new ones.
-		b.recent = [sustainedRounds]struct{ requests, limited int64 }{}
+		return true
 	case limited:
 		b.cooldown--
 	default:
@@ -73,11 +86,142 @@ func (b *Backoff) Observe(requests, rateLimited int64) float64 {
 			b.cooldown--
 		}
 		// A round with a stray 429 holds the factor; only a quiet one raises it.
-		if rateLimited == 0 {
+		if quietRound {
 			b.Factor = min(1, b.Factor+backoffStep)
 		}
 	}
-	return b.Factor
+	return false
+}
+
+// Counts are what one ingestion's pods reported in a round.
+type Counts struct{ Requests, RateLimited int64 }
+
+// Shared is the backoff of a budget that several ingestions (tenants) may draw from. Their
+// pods' reports are their word: one tenant reporting nothing but 429s must not throttle the
+// others. So the budget's factor is cut only on corroborated 429s: while more than one
+// ingestion is active, the window must count as rate limited with any single ingestion's 429s
+// left out (whatever one tenant says, the others' own 429s must carry the cut). When all pods
+// of an over-limit budget see 429s, each one's are enough and the budget converges as a
+// single Backoff does. 429s only one ingestion sees (a liar, or a tenant whose large requests
+// alone hit the provider's limit) cut that ingestion's own factor, which scales only its
+// pods' grants (GroupFactor). With one active ingestion its share is the whole budget, and the
+// budget's factor is cut as before. The zero value is not usable; start from NewShared.
+type Shared struct {
+	// Budget is the budget's factor, as for a single Backoff.
+	Budget Backoff
+	// rounds holds the last sustainedRounds rounds' counts by ingestion (a ring, next at pos),
+	// for the leave-one-out check.
+	rounds [sustainedRounds]map[string]Counts
+	pos    int
+	// groups are the ingestions' own factors; an ingestion back at 1 is forgotten.
+	groups map[string]*Backoff
+}
+
+// NewShared returns a factor of 1 for the budget and every ingestion.
+func NewShared() Shared { return Shared{Budget: NewBackoff(), groups: map[string]*Backoff{}} }
+
+// GroupFactor is the factor of one ingestion's grants, in [BackoffFloor, 1], on top of the
+// budget's.
+func (s *Shared) GroupFactor(group string) float64 {
+	if g := s.groups[group]; g != nil && g.Factor > 0 {
+		return g.Factor
+	}
+	return 1
+}
+
+// GroupFactors are the ingestions' own factors below 1.
+func (s *Shared) GroupFactors() map[string]float64 {
+	out := map[string]float64{}
+	for name, g := range s.groups {
+		if g.Factor < 1 {
+			out[name] = g.Factor
+		}
+	}
+	return out
+}
+
+// Observe records one round: each ingestion's counts, and how many ingestions hold leases of
+// the budget now. It returns the budget's factor.
+func (s *Shared) Observe(round map[string]Counts, active int) float64 {
+	if s.groups == nil {
+		s.groups = map[string]*Backoff{}
+	}
+	// A round is quiet for the budget when none but ingestions already singled out (own factor
+	// cut) report 429s: a liar must not hold a backed-off budget down either.
+	kept := make(map[string]Counts, len(round))
+	quiet := true
+	for name, c := range round {
+		kept[name] = c
+		if c.RateLimited > 0 && s.GroupFactor(name) >= 1 {
+			quiet = false
+		}
+	}
+	s.rounds[s.pos] = kept
+	s.pos = (s.pos + 1) % sustainedRounds
+	if s.Budget.Factor <= 0 {
+		s.Budget.Factor = 1
+	}
+	// The budget's window is s.rounds (not s.Budget's own ring): an ingestion's 429s that cut
+	// its own factor are dropped from it, and must not cut the budget afterwards either.
+	by := s.byGroup()
+	var wreqs, wlim int64
+	for _, c := range by {
+		wreqs += c.Requests
+		wlim += c.RateLimited
+	}
+	limited := limitedCounts(wreqs, wlim) && (active <= 1 || corroborated(by, wreqs, wlim))
+	cut := s.Budget.step(limited, quiet)
+	if cut {
+		// The ingestions' 429s were answers to the old budget as well.
+		s.rounds = [sustainedRounds]map[string]Counts{}
+	}
+	// An ingestion is cut on its own 429s over the same window, only while the budget is not
+	// rate limited: when it is (or was just cut), that is the remedy, and the same 429s must
+	// not cut an ingestion on top.
+	by = s.byGroup()
+	for name, c := range by {
+		if s.groups[name] == nil && c.RateLimited > 0 && !limited {
+			b := NewBackoff()
+			s.groups[name] = &b
+		}
+	}
+	for name, g := range s.groups {
+		c := by[name]
+		if g.step(!limited && limitedCounts(c.Requests, c.RateLimited), round[name].RateLimited == 0) {
+			// The next cut of this ingestion needs new 429s.
+			for _, r := range s.rounds {
+				delete(r, name)
+			}
+		}
+		if g.Factor >= 1 && g.cooldown == 0 && by[name].RateLimited == 0 {
+			delete(s.groups, name)
+		}
+	}
+	return s.Budget.Factor
+}
+
+// byGroup sums the window by ingestion.
+func (s *Shared) byGroup() map[string]Counts {
+	by := map[string]Counts{}
+	for _, r := range s.rounds {
+		for name, c := range r {
+			x := by[name]
+			by[name] = Counts{Requests: x.Requests + c.Requests, RateLimited: x.RateLimited + c.RateLimited}
+		}
+	}
+	return by
+}
+
+// corroborated: the window counts as rate limited whichever single ingestion's reports are
+// left out (its requests as well as its 429s, so a tenant can neither carry a cut alone nor
+// dilute the others' 429s away).
+func corroborated(by map[string]Counts, reqs, lim int64) bool {
+	for _, c := range by {
+		if c.RateLimited > 0 && !limitedCounts(reqs-c.Requests, lim-c.RateLimited) {
+			return false
+		}
+	}
+	return true
 }
 
 // Effective is the declared budget times the factor.

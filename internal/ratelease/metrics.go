@@ -18,6 +18,9 @@ const (
 	// MetricIngestionGranted is the part of a budget's grants that one ingestion's pods hold:
 	// it shows a newcomer's share arriving and a finished one's going.
 	MetricIngestionGranted = "vectordb_rate_budget_ingestion_granted_per_minute"
+	// MetricClamped counts renewals whose counts were above what the pod's grant allowed (and
+	// were clamped), by ingestion: a pod that misreports, or a bound too tight.
+	MetricClamped = "vectordb_rate_budget_clamped_reports_total"
 )
 
 // Metrics are the lease service's series, by budget key; "kind" is requests or tokens.
@@ -27,6 +30,7 @@ type Metrics struct {
 	holders, factor              *prometheus.GaugeVec
 	used                         *prometheus.CounterVec
 	rateLimited                  *prometheus.CounterVec
+	clampedReports               *prometheus.CounterVec
 }
 
 // NewMetrics registers the series with reg.
@@ -50,8 +54,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Requests sent and tokens billed under a budget, as its pods reported them."}, kinds),
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricRateLimited,
 			Help: "429 answers a budget's pods reported."}, []string{"budget"}),
+		clampedReports: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricClamped,
+			Help: "Renewals reporting more requests, tokens or 429s than the pod's grant allowed, clamped, by ingestion (namespace/name)."},
+			[]string{"budget", "ingestion"}),
 	}
-	for _, c := range []prometheus.Collector{m.declared, m.effective, m.granted, m.ingestionGranted, m.holders, m.factor, m.used, m.rateLimited} {
+	for _, c := range []prometheus.Collector{m.declared, m.effective, m.granted, m.ingestionGranted, m.holders, m.factor, m.used, m.rateLimited, m.clampedReports} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -66,6 +73,13 @@ func (m *Metrics) observeUse(key string, req RenewRequest) {
 	m.used.WithLabelValues(key, "requests").Add(float64(req.UsedRequests))
 	m.used.WithLabelValues(key, "tokens").Add(float64(req.UsedTokens))
 	m.rateLimited.WithLabelValues(key).Add(float64(req.RateLimited))
+}
+
+func (m *Metrics) clamped(key, ingestion string) {
+	if m == nil {
+		return
+	}
+	m.clampedReports.WithLabelValues(key, ingestion).Inc()
 }
 
 func (m *Metrics) setBudget(key string, declared, eff, granted ratebudget.Rates, holders int, factor float64) {
@@ -112,5 +126,5 @@ func (m *Metrics) forget(key string) {
 
 // MetricNames are the series the lease service exports (each appears with its first budget).
 func MetricNames() []string {
-	return []string{MetricDeclared, MetricEffective, MetricGranted, MetricIngestionGranted, MetricHolders, MetricFactor, MetricUsed, MetricRateLimited}
+	return []string{MetricDeclared, MetricEffective, MetricGranted, MetricIngestionGranted, MetricHolders, MetricFactor, MetricUsed, MetricRateLimited, MetricClamped}
 }

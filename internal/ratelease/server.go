@@ -77,12 +77,12 @@ type Server struct {
 
 type budgetState struct {
 	declared   ratebudget.Rates
-	backoff    ratebudget.Backoff
+	backoff    ratebudget.Shared
 	holders    map[string]*holderState
 	maxHolders int
 	roundStart time.Time
-	roundReqs  int64
-	roundLim   int64
+	// round holds the counts reported since roundStart, by ingestion.
+	round map[string]ratebudget.Counts
 	// oldLeader: a pod came with a previous leader's grant (so this server is warming up).
 	oldLeader bool
 	// rateLimited counts the 429s reported since this server learned the budget (for status).
@@ -106,6 +106,9 @@ type holderState struct {
 	// its 429s since this server first heard from it.
 	use     HolderUse
 	renewed time.Time
+	// burst is the token burst of its last lease; clampLogged: a clamp of its reports was logged.
+	burst       int
+	clampLogged bool
 }
 
 // NewServer validates opts and returns a Server.
@@ -225,7 +228,7 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 	}
 	st := s.budgets[b.Key]
 	if st == nil {
-		st = &budgetState{backoff: ratebudget.NewBackoff(), holders: map[string]*holderState{}, roundStart: now}
+		st = &budgetState{backoff: ratebudget.NewShared(), holders: map[string]*holderState{}, roundStart: now}
 		s.budgets[b.Key] = st
 	}
 	for hid, h := range st.holders {
@@ -246,28 +249,31 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 				"a new pod gets one when an old one's is released or expires", ErrTooManyHolders, group, 2*b.MaxHolders, n)
 		}
 	}
-	// Counts are the pod's word: bounded, so a sum cannot overflow into a round of nothing but
-	// 429s, and no more 429s than requests.
-	req.UsedRequests, req.UsedTokens = min(req.UsedRequests, maxCount), min(req.UsedTokens, maxCount)
-	req.RateLimited = min(req.RateLimited, req.UsedRequests)
-	st.roundReqs += req.UsedRequests
-	st.roundLim += req.RateLimited
+	// Counts are the pod's word: bounded by what its grant allowed (intake.go), no more 429s
+	// than requests, and kept by ingestion so that the backoff can tell one tenant's 429s
+	// from a budget's.
+	s.clampUse(b.Key, st.holders[id], &req, st.backoff.Budget.Effective(declared(st.holders, b.Declared)), now)
+	if st.round == nil {
+		st.round = map[string]ratebudget.Counts{}
+	}
+	c := st.round[group]
+	st.round[group] = ratebudget.Counts{Requests: c.Requests + req.UsedRequests, RateLimited: c.RateLimited + req.RateLimited}
 	st.rateLimited += req.RateLimited
 	if now.Sub(st.roundStart) >= s.opts.Renew {
-		st.backoff.Observe(st.roundReqs, st.roundLim)
-		st.roundStart, st.roundReqs, st.roundLim = now, 0, 0
+		s.observeRound(b.Key, st, activeGroups(st.holders, group, !req.Release))
+		st.roundStart, st.round = now, nil
 	}
 	s.opts.Metrics.observeUse(b.Key, req)
 
 	if req.Release {
 		delete(st.holders, id)
 		st.declared = declared(st.holders, ratebudget.Rates{})
-		eff := st.backoff.Effective(st.declared)
+		eff := st.backoff.Budget.Effective(st.declared)
 		s.report(b.Key, st, eff)
 		// The last holder gone: forget the budget, unless it is backed off. Chunk pods come and go
 		// (one after another at parallelism 1), and the next must not start at the full
 		// declaration again while the provider refuses it.
-		if len(st.holders) == 0 && st.backoff.Factor >= 1 {
+		if len(st.holders) == 0 && st.backoff.Budget.Factor >= 1 {
 			delete(s.budgets, b.Key)
 			s.opts.Metrics.forget(b.Key)
 		}
@@ -290,7 +296,7 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 	// Edits reach every pod at its next renewal. Ingestions sharing an implicit budget may
 	// declare different ones: the smallest holds, since they all draw from the same key.
 	st.declared = declared(st.holders, b.Declared)
-	eff := st.backoff.Effective(st.declared)
+	eff := st.backoff.Budget.Effective(st.declared)
 	st.maxHolders = max(st.maxHolders, len(st.holders))
 
 	ids := make([]string, 0, len(st.holders))
@@ -308,6 +314,8 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 		}
 	}
 	target := ratebudget.Allocate(eff, holders)[mine]
+	// An ingestion whose 429s nobody else sees has its own factor (1 otherwise).
+	target.Rates = scaled(target.Rates, st.backoff.GroupFactor(group))
 
 	// Never hand out more than the others leave free: they keep their grants until they renew,
 	// so a newcomer grows into its share as they shrink (within one renewal).
@@ -364,6 +372,7 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 	if g.TPM > 0 {
 		lease.BurstTokens = max(target.BurstTokens, req.MaxRequestTokens, 1)
 	}
+	h.burst = lease.BurstTokens
 	return lease, nil
 }
 
@@ -380,11 +389,11 @@ func (s *Server) sweep(now time.Time) {
 			}
 		}
 		switch {
-		case len(st.holders) == 0 && st.backoff.Factor >= 1:
+		case len(st.holders) == 0 && st.backoff.Budget.Factor >= 1:
 			delete(s.budgets, key)
 			s.opts.Metrics.forget(key)
 		case len(st.holders) < n:
-			s.report(key, st, st.backoff.Effective(st.declared))
+			s.report(key, st, st.backoff.Budget.Effective(st.declared))
 		}
 	}
 }
@@ -458,7 +467,7 @@ func (s *Server) report(key string, st *budgetState, eff ratebudget.Rates) {
 		g := byIngestion[h.group]
 		byIngestion[h.group] = ratebudget.Rates{RPM: g.RPM + h.grant.RPM, TPM: g.TPM + h.grant.TPM}
 	}
-	s.opts.Metrics.setBudget(key, st.declared, eff, granted, len(st.holders), st.backoff.Factor)
+	s.opts.Metrics.setBudget(key, st.declared, eff, granted, len(st.holders), st.backoff.Budget.Factor)
 	s.opts.Metrics.setIngestions(key, byIngestion)
 }
 
@@ -507,8 +516,8 @@ func (s *Server) Snapshot() []Snapshot {
 	defer s.mu.Unlock()
 	out := make([]Snapshot, 0, len(s.budgets))
 	for key, st := range s.budgets {
-		sn := Snapshot{Key: key, Declared: st.declared, Effective: st.backoff.Effective(st.declared),
-			Factor: st.backoff.Factor, Holders: map[string]ratebudget.Rates{},
+		sn := Snapshot{Key: key, Declared: st.declared, Effective: st.backoff.Budget.Effective(st.declared),
+			Factor: st.backoff.Budget.Factor, Holders: map[string]ratebudget.Rates{},
 			Use: map[string]HolderUse{}, RateLimited: st.rateLimited}
 		for id, h := range st.holders {
 			if now.Before(h.expires) {

@@ -17,6 +17,9 @@ func TestSnapshotUse(t *testing.T) {
 	e.renew("b", "b-0", nil)
 	e.clk.Add(5 * time.Second)
 	e.renew("a", "a-0", func(r *RenewRequest) { r.UsedRequests, r.UsedTokens, r.RateLimited = 10, 20_000, 2 })
+	// b's first grant was capped (a held the budget): it renews for its share before it sends
+	// (counts above what a grant allows are clamped).
+	e.renew("b", "b-0", nil)
 	e.clk.Add(2 * time.Second)
 	e.renew("b", "b-0", func(r *RenewRequest) { r.UsedRequests, r.UsedTokens, r.RateLimited, r.Release = 4, 400, 4, true })
 
