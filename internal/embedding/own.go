@@ -103,8 +103,13 @@ func (w *ownWindow) limits(now time.Time) (rpm, tpm float64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	unl := func(v float64) float64 {
-		if math.IsInf(v, 1) {
+		switch {
+		case math.IsInf(v, 1):
 			return 0
+		case v <= 0:
+			// A grant grown from zero to zero (the instant of the first grant) is the tightest
+			// limit, not admit's "no limit".
+			return math.SmallestNonzeroFloat64
 		}
 		return v
 	}

@@ -16,12 +16,14 @@ import (
 // usageBound is the most a holder can have sent since its last renewal: its grant over the
 // elapsed time, plus one renewal period's worth (a request waited for before the last renewal
 // may be counted after it) and its burst. A holder the server has not heard from yet is bounded
-// by the grant it says it holds (else the whole effective budget) over one TTL. A zero rate
+// by the grant it says it holds (at most the whole effective budget; else all of it) over one TTL. A zero rate
 // (unlimited) bounds nothing: -1.
 func (s *Server) usageBound(h *holderState, req RenewRequest, eff ratebudget.Rates, now time.Time) (reqs, toks float64) {
 	grant, elapsed, burst := eff, s.opts.TTL, float64(req.MaxRequestTokens)
 	if req.Current != nil {
-		grant = *req.Current
+		// No leader hands out more than the budget: a claimed grant above it, or unlimited (0)
+		// on a limited budget, is bounded by the budget.
+		grant = ratebudget.Rates{RPM: minLimit(req.Current.RPM, eff.RPM), TPM: minLimit(req.Current.TPM, eff.TPM)}
 	}
 	if h != nil && !h.renewed.IsZero() {
 		grant, elapsed = h.grant, now.Sub(h.renewed)
