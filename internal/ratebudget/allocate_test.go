@@ -213,8 +213,11 @@ func TestBackoff(t *testing.T) {
 		{"429s spread over recent rounds add up", []round{{20, 1}, {20, 1}, {20, 1}}, 0.5},
 		{"old 429s leave the window", []round{{20, 1}, {20, 1}, {20, 0}, {20, 0}, {20, 0}, {20, 0}, {20, 0}, {20, 0}, {20, 1}}, 1},
 		{"many requests dilute a few 429s", []round{{1000, 3}, {1000, 3}}, 1},
-		{"a cut forgets the 429s that caused it", []round{{100, 10}, {100, 0}, {100, 0}, {100, 1}}, 0.6},
-		{"recovery is held by a round with a 429", []round{{100, 10}, {100, 0}, {100, 1}}, 0.55},
+		{"a cut forgets the 429s that caused it", []round{{100, 10}, {100, 0}, {100, 0}, {100, 2}}, 0.6},
+		{"recovery is held by a round with more than 1 % 429s", []round{{100, 10}, {100, 0}, {100, 2}}, 0.55},
+		// In a large fleet a round without any 429 may never come: a stray 1 % does not hold it.
+		{"1 % of 429s does not hold recovery", []round{{100, 10}, {100, 1}, {100, 1}, {100, 1}}, 0.65},
+		{"3 % holds the factor without cutting it", []round{{100, 10}, {100, 3}, {100, 3}}, 0.5},
 		// Grant changes leave a few 429s behind (the provider's minute still holds the old
 		// grants' sends): below 5 % of the requests they are retried, not answered with a cut.
 		{"429s below 5 % of the requests are not sustained", []round{{100, 4}}, 1},

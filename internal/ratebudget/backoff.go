@@ -41,7 +41,17 @@ const (
 	sustainedRounds = 6
 	// cutCooldown rounds pass between two cuts.
 	cutCooldown = 2
+	// recover429Share: a round whose 429s are at most this share of its requests is quiet and
+	// raises the factor. In a large fleet a round without a single 429 may never come, and a
+	// factor held by 1 % of 429s stayed cut for good (a review probe: 0.25 for 200 rounds).
+	// Between this share and sustained429Share the factor holds.
+	recover429Share = 0.01
 )
+
+// quietCounts: a round that raises a factor (no 429, or at most recover429Share of them).
+func quietCounts(requests, limited int64) bool {
+	return limited <= 0 || float64(limited) <= recover429Share*float64(requests)
+}
 
 // NewBackoff returns a factor of 1: the declared budget.
 func NewBackoff() Backoff { return Backoff{Factor: 1} }
@@ -59,7 +69,7 @@ func (b *Backoff) Observe(requests, rateLimited int64) float64 {
 		reqs += r.requests
 		lim += r.limited
 	}
-	if b.step(limitedCounts(reqs, lim), rateLimited == 0) {
+	if b.step(limitedCounts(reqs, lim), quietCounts(requests, rateLimited)) {
 		// The 429s counted were answers to the old budget: the next cut needs new ones.
 		b.recent = [sustainedRounds]struct{ requests, limited int64 }{}
 	}
@@ -85,7 +95,7 @@ func (b *Backoff) step(limited, quietRound bool) bool {
 		if b.cooldown > 0 {
 			b.cooldown--
 		}
-		// A round with a stray 429 holds the factor; only a quiet one raises it.
+		// A round with more than a stray 429 holds the factor; only a quiet one raises it.
 		if quietRound {
 			b.Factor = min(1, b.Factor+backoffStep)
 		}
@@ -146,16 +156,18 @@ func (s *Shared) Observe(round map[string]Counts, active int) float64 {
 	if s.groups == nil {
 		s.groups = map[string]*Backoff{}
 	}
-	// A round is quiet for the budget when none but ingestions already singled out (own factor
-	// cut) report 429s: a liar must not hold a backed-off budget down either.
+	// A round is quiet for the budget when the ingestions not singled out (own factor cut)
+	// report at most a stray share of 429s: a liar must not hold a backed-off budget down either.
 	kept := make(map[string]Counts, len(round))
-	quiet := true
+	var qreqs, qlim int64
 	for name, c := range round {
 		kept[name] = c
-		if c.RateLimited > 0 && s.GroupFactor(name) >= 1 {
-			quiet = false
+		if s.GroupFactor(name) >= 1 {
+			qreqs += c.Requests
+			qlim += c.RateLimited
 		}
 	}
+	quiet := quietCounts(qreqs, qlim)
 	s.rounds[s.pos] = kept
 	s.pos = (s.pos + 1) % sustainedRounds
 	if s.Budget.Factor <= 0 {
@@ -187,7 +199,7 @@ func (s *Shared) Observe(round map[string]Counts, active int) float64 {
 	}
 	for name, g := range s.groups {
 		c := by[name]
-		if g.step(!limited && limitedCounts(c.Requests, c.RateLimited), round[name].RateLimited == 0) {
+		if g.step(!limited && limitedCounts(c.Requests, c.RateLimited), quietCounts(round[name].Requests, round[name].RateLimited)) {
 			// The next cut of this ingestion needs new 429s.
 			for _, r := range s.rounds {
 				delete(r, name)

@@ -168,3 +168,35 @@ func TestSharedBackoffLiarCannotHoldTheBudgetDown(t *testing.T) {
 		t.Fatalf("after 40 rounds of the liar's 429s alone: budget %g, liar %g; want 1 and cut", s.Budget.Factor, s.GroupFactor("liar"))
 	}
 }
+
+// TestStrayShareDoesNotHoldRecovery: after a cut, rounds with a stray 1 % of 429s raise the
+// factors back (a review probe found them held at 0.25 for 200 rounds, since only a round
+// without a single 429 counted as quiet).
+func TestStrayShareDoesNotHoldRecovery(t *testing.T) {
+	s := NewShared()
+	for range 4 {
+		s.Observe(map[string]Counts{"a": {20, 10}, "b": {20, 0}}, 2)
+	}
+	if f := s.GroupFactor("a"); f >= 1 {
+		t.Fatalf("a's own factor %v after its lone 429s, want cut", f)
+	}
+	for range 200 {
+		s.Observe(map[string]Counts{"a": {100, 1}, "b": {100, 0}}, 2)
+	}
+	if f := s.GroupFactor("a"); f != 1 || s.Budget.Factor != 1 {
+		t.Errorf("after 200 rounds at 1 %% 429s: a's factor %v, budget %v, want both back at 1", f, s.Budget.Factor)
+	}
+	alone := NewShared()
+	for range 4 {
+		alone.Observe(map[string]Counts{"a": {20, 10}}, 1)
+	}
+	if alone.Budget.Factor >= 1 {
+		t.Fatalf("a lone ingestion's 429s did not cut the budget: %v", alone.Budget.Factor)
+	}
+	for range 200 {
+		alone.Observe(map[string]Counts{"a": {100, 1}}, 1)
+	}
+	if alone.Budget.Factor != 1 {
+		t.Errorf("a lone ingestion's budget after 200 rounds at 1 %% 429s: %v, want 1", alone.Budget.Factor)
+	}
+}
