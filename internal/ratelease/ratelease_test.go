@@ -712,6 +712,32 @@ func TestBackoffOutlivesTheLastHolder(t *testing.T) {
 	}
 }
 
+// TestIdleBackoffIsForgotten: a backed-off budget whose last holder went is remembered for the
+// next pod, but not for ever (it was: a newcomer hours later started at the old factor).
+func TestIdleBackoffIsForgotten(t *testing.T) {
+	e := newEnv(t)
+	e.res.set("ns/a", key)
+	other := key
+	other.Key = "another budget"
+	e.res.set("ns/b-other", other)
+	e.renew("a", "a-chunk-0", nil)
+	e.clk.Add(5 * time.Second)
+	e.renew("a", "a-chunk-0", func(r *RenewRequest) { r.UsedRequests, r.RateLimited = 20, 10 })
+	e.renew("a", "a-chunk-0", func(r *RenewRequest) { r.Release = true })
+	// Just short of idleForget: still remembered.
+	e.clk.Add(idleForget - 10*time.Second)
+	e.renew("b-other", "x", nil) // any renewal sweeps; another ingestion on no budget of ours
+	if l := e.renew("a", "a-chunk-1", nil); l.TPM > 400_000 {
+		t.Fatalf("a pod %v after the last holder left: %g TPM, want the backed-off half (plus a quiet round's step)", idleForget-10*time.Second, l.TPM)
+	}
+	e.renew("a", "a-chunk-1", func(r *RenewRequest) { r.Release = true })
+	e.clk.Add(idleForget + 10*time.Second)
+	e.renew("b-other", "x", nil)
+	if l := e.renew("a", "a-chunk-2", nil); !near(l.TPM, 600_000) {
+		t.Fatalf("a pod %v after the last holder left: %g TPM, want the whole budget again", idleForget+10*time.Second, l.TPM)
+	}
+}
+
 // TestHostileCounts: usage counts are summed per round; a renewal reporting MaxInt64 requests
 // overflowed the round's sum, which then read as a round of almost nothing but 429s and halved
 // the budget of every ingestion on the key. 429s beyond the requests reported are not counted

@@ -87,7 +87,15 @@ type budgetState struct {
 	oldLeader bool
 	// rateLimited counts the 429s reported since this server learned the budget (for status).
 	rateLimited int64
+	// idleSince: when its last holder went (zero while it has holders). A backed-off budget is
+	// remembered for a newcomer, but not for ever: see idleForget.
+	idleSince time.Time
 }
+
+// idleForget is how long a backed-off budget without holders is remembered. After it the
+// provider's minute has long been clear; a budget still above the real limit is cut again by
+// its next holders' 429s.
+const idleForget = 10 * time.Minute
 
 type holderState struct {
 	group    string
@@ -388,8 +396,13 @@ func (s *Server) sweep(now time.Time) {
 				delete(st.holders, hid)
 			}
 		}
+		if len(st.holders) > 0 {
+			st.idleSince = time.Time{}
+		} else if st.idleSince.IsZero() {
+			st.idleSince = now
+		}
 		switch {
-		case len(st.holders) == 0 && st.backoff.Budget.Factor >= 1:
+		case len(st.holders) == 0 && (st.backoff.Budget.Factor >= 1 || now.Sub(st.idleSince) >= idleForget):
 			delete(s.budgets, key)
 			s.opts.Metrics.forget(key)
 		case len(st.holders) < n:
