@@ -758,8 +758,8 @@ func TestHostileCounts(t *testing.T) {
 		t.Fatalf("after 50 429s reported with no requests: %g TPM, want the whole budget", l.TPM)
 	}
 	big := map[string]any{"namespace": "ns", "ingestion": "a", "job": "a-0", "holder": strings.Repeat("x", maxBody)}
-	if code, body := e.post(Credential(testKey, "ns", "a"), big); code != http.StatusBadRequest || !strings.Contains(body, "too large") {
-		t.Fatalf("a %d-byte body: %d %s, want 400", maxBody, code, body)
+	if code, body := e.post(Credential(testKey, "ns", "a"), big); code != http.StatusRequestEntityTooLarge || !strings.Contains(body, "exceeds") {
+		t.Fatalf("a %d-byte body: %d %s, want 413", maxBody, code, body)
 	}
 }
 

@@ -132,31 +132,9 @@ func (s *Reports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusMethodNotAllowed, "batch reports are sent with POST")
 		return
 	}
-	cred, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || cred == "" {
-		httpError(w, http.StatusUnauthorized, "missing credential: send the Job's "+EnvCredential+" as a bearer token")
-		return
-	}
 	var rep BatchReport
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxReportBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&rep); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("bad batch report: the body exceeds %d bytes", maxReportBody))
-			return
-		}
-		httpError(w, http.StatusBadRequest, "bad batch report: "+err.Error())
-		return
-	}
-	if err := rep.Validate(); err != nil {
-		httpError(w, http.StatusBadRequest, "bad batch report: "+err.Error())
-		return
-	}
-	if !validCredential(s.key, cred, rep.Namespace, rep.Ingestion) {
-		httpError(w, http.StatusForbidden, fmt.Sprintf(
-			"the credential is not valid for ingestion %s/%s: a pod may only report for the ingestion its Job belongs to",
-			rep.Namespace, rep.Ingestion))
+	if !readAuthenticated(w, r, s.key, maxReportBody, "batch report", "report", &rep, rep.Validate,
+		func() (string, string) { return rep.Namespace, rep.Ingestion }) {
 		return
 	}
 	if err := s.Put(rep); err != nil {

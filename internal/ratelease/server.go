@@ -139,6 +139,41 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	return &Server{opts: opts, started: opts.Now(), budgets: map[string]*budgetState{}}, nil
 }
 
+// readAuthenticated reads a POST body of at most limit bytes into v (unknown fields refused),
+// validates it and checks the bearer credential against the ingestion it names: a credential is
+// minted for one ingestion, and a pod may only act for that one. It answers a failure itself
+// (401, 400, 413, 403) and reports whether to go on. what names the body in messages, act what
+// the pod may only do for its own ingestion.
+func readAuthenticated(w http.ResponseWriter, r *http.Request, key []byte, limit int64, what, act string,
+	v any, validate func() error, owner func() (namespace, name string)) bool {
+	cred, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || cred == "" {
+		httpError(w, http.StatusUnauthorized, "missing credential: send the Job's "+EnvCredential+" as a bearer token")
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("bad %s: the body exceeds %d bytes", what, limit))
+			return false
+		}
+		httpError(w, http.StatusBadRequest, "bad "+what+": "+err.Error())
+		return false
+	}
+	if err := validate(); err != nil {
+		httpError(w, http.StatusBadRequest, "bad "+what+": "+err.Error())
+		return false
+	}
+	if ns, name := owner(); !validCredential(key, cred, ns, name) {
+		httpError(w, http.StatusForbidden, fmt.Sprintf(
+			"the credential is not valid for ingestion %s/%s: a pod may only %s for the ingestion its Job belongs to", ns, name, act))
+		return false
+	}
+	return true
+}
+
 // maxBody bounds a renewal's body.
 const maxBody = 16 << 10
 
@@ -149,27 +184,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusMethodNotAllowed, "rate leases are renewed with POST")
 		return
 	}
-	cred, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || cred == "" {
-		httpError(w, http.StatusUnauthorized, "missing credential: send the Job's "+EnvCredential+" as a bearer token")
-		return
-	}
 	var req RenewRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		httpError(w, http.StatusBadRequest, "bad renewal: "+err.Error())
-		return
-	}
-	if err := req.validate(); err != nil {
-		httpError(w, http.StatusBadRequest, "bad renewal: "+err.Error())
-		return
-	}
-	if !validCredential(s.opts.Key, cred, req.Namespace, req.Ingestion) {
-		// The credential is minted for one ingestion: a pod may lease only for that.
-		httpError(w, http.StatusForbidden, fmt.Sprintf(
-			"the credential is not valid for ingestion %s/%s: a pod may only lease for the ingestion its Job belongs to",
-			req.Namespace, req.Ingestion))
+	if !readAuthenticated(w, r, s.opts.Key, maxBody, "renewal", "lease", &req, req.validate, func() (string, string) { return req.Namespace, req.Ingestion }) {
 		return
 	}
 	b, err := s.opts.Resolver.Resolve(r.Context(), req.Namespace, req.Ingestion, req.Model)
