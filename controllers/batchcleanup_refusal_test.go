@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -27,31 +26,8 @@ import (
 // finalizer timeout (5 s in these tests), then goes with BatchCleanupFailed, as in a terminating
 // namespace. Before, the error was only logged and the ingestion never went.
 func TestBatchCleanupRefusedJobDoesNotHoldDeletion(t *testing.T) {
-	ctx := context.Background()
 	ns := newNamespace(t)
-	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "no-cleanup-" + ns},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
-			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
-			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
-				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"batch"}, APIVersions: []string{"v1"}, Resources: []string{"jobs"}},
-				},
-			}}},
-			Validations: []admissionregistrationv1.Validation{{
-				Expression: `!has(object.metadata.labels) || !('ingestion.vectordb.io/role' in object.metadata.labels) || object.metadata.labels['ingestion.vectordb.io/role'] != 'cleanup'`,
-				Message:    "cleanup Jobs are not allowed here by policy",
-			}},
-		},
-	}
-	enforcePolicy(t, ns, policy, func() (bool, string) {
-		j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: ns, Labels: map[string]string{worker.LabelRole: worker.RoleCleanup}},
-			Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
-				Containers: []corev1.Container{{Name: "c", Image: "x"}}}}}}
-		err := cluster.Client.Create(ctx, j, client.DryRunAll)
-		return err != nil && strings.Contains(err.Error(), "not allowed here by policy"), fmt.Sprint(err)
-	})
+	denyJobs(t, ns, worker.RoleCleanup)
 	startManager(t, nil, ns)
 
 	obj := runningBatch(t, ns, "refused")

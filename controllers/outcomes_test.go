@@ -9,12 +9,10 @@ import (
 	"testing"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
@@ -28,31 +26,8 @@ import (
 // An admission policy refuses chunk Jobs: the ingestion says so (Blocked, with the server's
 // message, and a Warning event), keeps retrying, and clears the condition once the policy goes.
 func TestRefusedCreateIsBlockedThenClears(t *testing.T) {
-	ctx := context.Background()
 	ns := newNamespace(t)
-	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "no-chunks-" + ns},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
-			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
-			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
-				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"batch"}, APIVersions: []string{"v1"}, Resources: []string{"jobs"}},
-				},
-			}}},
-			Validations: []admissionregistrationv1.Validation{{
-				Expression: `!has(object.metadata.labels) || !('ingestion.vectordb.io/role' in object.metadata.labels) || object.metadata.labels['ingestion.vectordb.io/role'] != 'chunk'`,
-				Message:    "chunk Jobs are not allowed here by policy",
-			}},
-		},
-	}
-	lift := enforcePolicy(t, ns, policy, func() (bool, string) {
-		j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: ns, Labels: map[string]string{worker.LabelRole: worker.RoleChunk}},
-			Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
-				Containers: []corev1.Container{{Name: "c", Image: "x"}}}}}}
-		err := cluster.Client.Create(ctx, j, client.DryRunAll)
-		return err != nil && strings.Contains(err.Error(), "not allowed here by policy"), fmt.Sprint(err)
-	})
+	lift := denyJobs(t, ns, worker.RoleChunk)
 
 	startManager(t, nil, ns)
 	obj := create(t, newIngestion(ns, "blocked", nil))

@@ -10,7 +10,6 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -20,36 +19,6 @@ import (
 	"github.com/vectordb-io/vectordb-operator/controllers"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
-
-// denyJobs makes the API server refuse the creation of Jobs with the given role in ns (an
-// admission policy, as a quota or a cluster's policy would) until the test ends.
-func denyJobs(t *testing.T, ns, role string) {
-	t.Helper()
-	ctx := context.Background()
-	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "no-" + role + "-" + ns},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
-			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
-			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
-				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"batch"}, APIVersions: []string{"v1"}, Resources: []string{"jobs"}},
-				},
-			}}},
-			Validations: []admissionregistrationv1.Validation{{
-				Expression: fmt.Sprintf(`!has(object.metadata.labels) || !('ingestion.vectordb.io/role' in object.metadata.labels) || object.metadata.labels['ingestion.vectordb.io/role'] != %q`, role),
-				Message:    role + " Jobs are not allowed here by policy",
-			}},
-		},
-	}
-	enforcePolicy(t, ns, policy, func() (bool, string) {
-		j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: ns, Labels: map[string]string{worker.LabelRole: role}},
-			Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
-				Containers: []corev1.Container{{Name: "c", Image: "x"}}}}}}
-		err := cluster.Client.Create(ctx, j, client.DryRunAll)
-		return err != nil && strings.Contains(err.Error(), "not allowed here by policy"), fmt.Sprint(err)
-	})
-}
 
 // A run whose sync step claimed the prefix but did not get its sync Job (the API server refused
 // it; a manager restart between the claim and the Job is the same) and then holds for a newer
