@@ -5,7 +5,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/csv"
 	"flag"
 	"fmt"
 	"os"
@@ -322,24 +321,7 @@ func TestMalformedRowsPartiallyComplete(t *testing.T) {
 	for _, b := range stats.Bad {
 		want[fmt.Sprint(b.Row)] = b.Reason
 	}
-	got := map[string]string{}
-	for i := 0; i < int(final.Status.Chunks.Total); i++ {
-		body, err := st.Object(context.Background(), fmt.Sprintf("failed/%s/chunk-%04d.csv", worker.FromObject(final).ObjectID(), i))
-		if err != nil {
-			continue // a chunk without failed rows writes nothing
-		}
-		r := csv.NewReader(bytes.NewReader(body))
-		r.FieldsPerRecord = -1
-		recs, err := r.ReadAll()
-		if err != nil {
-			t.Fatalf("dead letter of chunk %d: %v", i, err)
-		}
-		hdr := recs[0]
-		rowCol, reasonCol := indexOf(hdr, "_row"), indexOf(hdr, "_reason")
-		for _, rec := range recs[1:] {
-			got[rec[rowCol]] = rec[reasonCol]
-		}
-	}
+	got, _ := deadLetters(t, final)
 	if fmt.Sprint(sortedMap(got)) != fmt.Sprint(sortedMap(want)) {
 		t.Fatalf("dead letters\n got %v\nwant %v", sortedMap(got), sortedMap(want))
 	}
