@@ -142,7 +142,7 @@ func (f benchFleet) simulate() fleetRun {
 				}
 				p.paid = size
 			}
-			s, _ := p.own.admit(t, size, 0, p.own.tpm.value(t))
+			s, _ := p.own.admit(t, size, 0, p.own.tpm.value(t), p.own.tpm.settled(t))
 			if s == nil && f.split {
 				p.own.mu.Lock()
 				room := int(p.own.tpm.value(t))
@@ -153,7 +153,7 @@ func (f benchFleet) simulate() fleetRun {
 				}
 				p.own.mu.Unlock()
 				if part := room / 250 * 250; part >= 250 {
-					s, _ = p.own.admit(t, part, 0, p.own.tpm.value(t))
+					s, _ = p.own.admit(t, part, 0, p.own.tpm.value(t), p.own.tpm.settled(t))
 					if s != nil {
 						p.paid = size - part // paid for the rest already
 						size = part

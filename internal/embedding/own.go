@@ -24,14 +24,17 @@ type ownWindow struct {
 	rpm, tpm ownLimit
 }
 
-// ownLimit is one of the window's limits: the lesser of the current grant and the grant's mean
-// over the last window (no grant counting as zero). The provider's minute still holds what the
-// holders sent under their old grants, a pod that finished or was lowered leaves its last minute
-// of sends behind it, and those age out over a minute: the capacity a raise hands over frees up
-// at that pace, not at the renewal. The means of all holders' grants add up to the mean of their
-// sum, within the budget; a lowered grant holds at once. A newcomer's first grant grows from
-// zero the same way. (A ramp restarted at each raise would ratchet down a grant that goes up and
-// down with its holders' demand; the mean does not.)
+// ownLimit is one of the window's limits: the grant's mean over the last window (no grant counting
+// as zero), up and down alike. The provider meters a sliding minute, and what a pod sent under
+// its old grant stays in it for a minute: a finished or lowered pod's sends age out over that
+// minute, so the capacity a raise (or a newcomer's first grant) hands over frees up at that pace,
+// and a lowered pod's own past sends fill its part of the minute the same way. The means of all
+// holders' grants (the finished ones' included) add up to the mean of their sum, within the
+// budget whenever the grants are; a lowered pod's token bucket still takes the lower grant at
+// once, so it sends at the lower rate while its mean comes down, instead of stopping until its
+// window has drained below the new grant (which left a minute's capacity unsent at every
+// arrival). A ramp restarted at each raise would ratchet down a grant that goes up and down
+// with its holders' demand; the mean does not.
 type ownLimit struct {
 	// grants are the grants set (per minute; +Inf: unlimited) since the window before the
 	// latest, oldest first, each from its at until the next one's.
@@ -72,7 +75,17 @@ func (l ownLimit) value(now time.Time) float64 {
 		}
 		sum += v * end.Sub(start).Seconds()
 	}
-	return min(cur, sum/ownWindowSize.Seconds())
+	return sum / ownWindowSize.Seconds()
+}
+
+// settled reports whether the grant has held for a whole window (or there is none, or it is
+// unlimited): the limit is the grant itself then.
+func (l ownLimit) settled(now time.Time) bool {
+	if len(l.grants) == 0 {
+		return true
+	}
+	last := l.grants[len(l.grants)-1]
+	return math.IsInf(last.v, 1) || !now.Before(last.at.Add(ownWindowSize))
 }
 
 // set changes the limit at now to perMinute (≤ 0: unlimited).
@@ -98,8 +111,9 @@ func (w *ownWindow) setGrant(now time.Time, rpm, tpm float64) {
 	w.tpm.set(now, tpm)
 }
 
-// limits are the window's limits at now, 0 meaning unlimited (admit's convention).
-func (w *ownWindow) limits(now time.Time) (rpm, tpm float64) {
+// limits are the window's limits at now, 0 meaning unlimited (admit's convention), and whether a
+// request of any size may go into an empty window (lone: see admit).
+func (w *ownWindow) limits(now time.Time) (rpm, tpm float64, lone bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	unl := func(v float64) float64 {
@@ -113,8 +127,12 @@ func (w *ownWindow) limits(now time.Time) (rpm, tpm float64) {
 		}
 		return v
 	}
-	return unl(w.rpm.value(now)), unl(w.tpm.value(now))
+	return unl(w.rpm.value(now)), unl(w.tpm.value(now)), w.rpm.settled(now) && w.tpm.settled(now)
 }
+
+// ownGrowSlice is how often a request waiting for the own window checks again: the limit grows
+// (a raise, a newcomer) between sends leaving the window, and a request should follow it closely.
+const ownGrowSlice = 200 * time.Millisecond
 
 type ownSend struct {
 	at     time.Time
@@ -125,9 +143,13 @@ type ownSend struct {
 
 // admit records a request of n tokens at now when it fits rpm and tpm per minute (≤ 0: no limit)
 // with what the window holds, and returns it; otherwise it returns how long until the oldest
-// send leaves the window. A request always fits an empty window (a grant below one request or
-// one batch per minute then sends one at a time, paced by the buckets).
-func (w *ownWindow) admit(now time.Time, n int, rpm, tpm float64) (*ownSend, time.Duration) {
+// send leaves the window (or, when the window is empty, until the limit may have grown: a
+// ownGrowSlice, as the limit grows meanwhile). With lone, a request fits an empty window whatever its size: a grant that has held
+// for a whole window but is below one request or one batch per minute then sends one at a time,
+// paced by the buckets. Not before: a newcomer's limit grows from zero, and a newcomer whose
+// grant is still capped at almost nothing (the others have not renewed yet) must wait for its
+// share, or every pod start would put one request above the budget into the provider's minute.
+func (w *ownWindow) admit(now time.Time, n int, rpm, tpm float64, lone bool) (*ownSend, time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	i := 0
@@ -142,10 +164,13 @@ func (w *ownWindow) admit(now time.Time, n int, rpm, tpm float64) (*ownSend, tim
 			toks += e.tokens
 		}
 	}
-	if reqs == 0 || (rpm <= 0 || float64(reqs+1) <= rpm) && (tpm <= 0 || float64(toks+n) <= tpm) {
+	if reqs == 0 && lone || (rpm <= 0 || float64(reqs+1) <= rpm) && (tpm <= 0 || float64(toks+n) <= tpm) {
 		s := &ownSend{at: now, tokens: n}
 		w.events = append(w.events, s)
 		return s, 0
+	}
+	if len(w.events) == 0 {
+		return nil, 0
 	}
 	return nil, w.events[0].at.Add(ownWindowSize).Sub(now)
 }
@@ -160,8 +185,8 @@ func (w *ownWindow) refund(s *ownSend) {
 }
 
 // waitOwn waits until a request of n tokens fits the pod's own window (under a lease only; nil
-// otherwise). It checks again at least every leaseWaitSlice, so a raised grant takes effect as
-// it grows.
+// otherwise). It checks again at least every ownGrowSlice, so a raised grant takes effect as it
+// grows.
 func (e *Embedder) waitOwn(ctx context.Context, n int) (*ownSend, error) {
 	if !e.leased.Load() {
 		return nil, nil
@@ -174,15 +199,18 @@ func (e *Embedder) waitOwn(ctx context.Context, n int) (*ownSend, error) {
 	}()
 	for {
 		now := time.Now()
-		rpm, tpm := e.own.limits(now)
-		s, wait := e.own.admit(now, n, rpm, tpm)
+		rpm, tpm, lone := e.own.limits(now)
+		s, wait := e.own.admit(now, n, rpm, tpm, lone)
 		if s != nil {
 			return s, nil
 		}
 		if done == nil {
 			done = e.startWait()
 		}
-		if err := sleep(ctx, min(leaseWaitSlice, max(time.Millisecond, wait))); err != nil {
+		if wait <= 0 || wait > ownGrowSlice {
+			wait = ownGrowSlice // the limit grows meanwhile
+		}
+		if err := sleep(ctx, max(time.Millisecond, wait)); err != nil {
 			return nil, err
 		}
 	}

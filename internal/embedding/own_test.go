@@ -29,28 +29,31 @@ func TestOwnWindow(t *testing.T) {
 		before   []send
 		at       time.Duration
 		n        int
+		lone     bool // a request fits an empty window whatever its size
 		ok       bool
 		wait     time.Duration // when !ok
 	}{
-		{"empty window", 6, 1000, nil, 0, 100, true, 0},
-		{"requests full", 2, 0, []send{{0, 1, false}, {10 * time.Second, 1, false}}, 20 * time.Second, 1, false, 41 * time.Second},
-		{"tokens full", 0, 1000, []send{{0, 600, false}}, 5 * time.Second, 500, false, 56 * time.Second},
-		{"tokens fit exactly", 0, 1000, []send{{0, 600, false}}, 5 * time.Second, 400, true, 0},
-		{"the oldest left", 2, 0, []send{{0, 1, false}, {10 * time.Second, 1, false}}, ownWindowSize, 1, true, 0},
-		{"still inside until the window's end", 2, 0, []send{{0, 1, false}, {10 * time.Second, 1, false}}, ownWindowSize - time.Millisecond, 1, false, time.Millisecond},
-		{"a refused send counts for nothing", 1, 0, []send{{0, 1, true}}, time.Second, 1, true, 0},
-		{"a tiny grant still sends into an empty window", 0.001, 0.001, nil, 0, 5000, true, 0},
-		{"a tiny grant: one at a time", 0.001, 0.001, []send{{0, 10, false}}, 30 * time.Second, 1, false, 31 * time.Second},
-		{"unlimited", 0, 0, []send{{0, 1 << 20, false}, {0, 1 << 20, false}}, time.Second, 1 << 20, true, 0},
+		{"empty window", 6, 1000, nil, 0, 100, false, true, 0},
+		{"empty window, above the limit: waits for it to grow", 6, 1000, nil, 0, 1001, false, false, 0},
+		{"requests full", 2, 0, []send{{0, 1, false}, {10 * time.Second, 1, false}}, 20 * time.Second, 1, true, false, 41 * time.Second},
+		{"tokens full", 0, 1000, []send{{0, 600, false}}, 5 * time.Second, 500, true, false, 56 * time.Second},
+		{"tokens fit exactly", 0, 1000, []send{{0, 600, false}}, 5 * time.Second, 400, false, true, 0},
+		{"the oldest left", 2, 0, []send{{0, 1, false}, {10 * time.Second, 1, false}}, ownWindowSize, 1, false, true, 0},
+		{"still inside until the window's end", 2, 0, []send{{0, 1, false}, {10 * time.Second, 1, false}}, ownWindowSize - time.Millisecond, 1, true, false, time.Millisecond},
+		{"a refused send counts for nothing", 1, 0, []send{{0, 1, true}}, time.Second, 1, false, true, 0},
+		{"a settled tiny grant still sends into an empty window", 0.001, 0.001, nil, 0, 5000, true, true, 0},
+		{"a tiny grant not yet settled waits", 0.001, 0.001, nil, 0, 5000, false, false, 0},
+		{"a tiny grant: one at a time", 0.001, 0.001, []send{{0, 10, false}}, 30 * time.Second, 1, true, false, 31 * time.Second},
+		{"unlimited", 0, 0, []send{{0, 1 << 20, false}, {0, 1 << 20, false}}, time.Second, 1 << 20, false, true, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var w ownWindow
 			for _, b := range c.before {
-				s, _ := w.admit(t0.Add(b.at), b.tokens, 0, 0)
+				s, _ := w.admit(t0.Add(b.at), b.tokens, 0, 0, true)
 				w.refund(map[bool]*ownSend{true: s}[b.refunded])
 			}
-			s, wait := w.admit(t0.Add(c.at), c.n, c.rpm, c.tpm)
+			s, wait := w.admit(t0.Add(c.at), c.n, c.rpm, c.tpm, c.lone)
 			if (s != nil) != c.ok || !c.ok && wait != c.wait {
 				t.Fatalf("admitted %v, wait %s; want %v, %s", s != nil, wait, c.ok, c.wait)
 			}
@@ -134,7 +137,7 @@ func simulateFleet(pods int, budget float64, own bool, seed uint64) int {
 				p.paid = true
 			}
 			if own {
-				if s, _ := p.own.admit(t, p.n, 0, grant); s == nil {
+				if s, _ := p.own.admit(t, p.n, 0, grant, true); s == nil {
 					continue
 				}
 			}
@@ -175,11 +178,12 @@ func TestOwnWindowKeepsTheFleetWithinBudget(t *testing.T) {
 	}
 }
 
-// TestOwnLimitFollowsTheGrant: the own window's limit is the lesser of the grant and its mean
-// over the window: a lowered grant holds at once, a raised one grows in over one window (the
-// others' sends under their old grants leave the provider's minute at that pace), a grant going
-// up and down is not ratcheted down, the first grant grows from zero; an unlimited grant holds
-// at once, and a grant after it is a lowering.
+// TestOwnLimitFollowsTheGrant: the own window's limit is the grant's mean over the window: a
+// raised grant grows in over one window (the others' sends under their old grants leave the
+// provider's minute at that pace), a lowered one comes down the same way (the pod's own sends
+// under its old grant fill its part of the minute as they leave it, while its bucket sends at the
+// lower grant at once), a grant going up and down keeps its mean (no ratchet), the first grant
+// grows from zero; an unlimited grant holds at once, and a grant after it too.
 func TestOwnLimitFollowsTheGrant(t *testing.T) {
 	t0 := time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)
 	inf := math.Inf(1)
@@ -196,15 +200,16 @@ func TestOwnLimitFollowsTheGrant(t *testing.T) {
 		{"first grant: from zero", []set{{0, 6000}}, 0, 0},
 		{"first grant: half way after half a window", []set{{0, 6000}}, ownWindowSize / 2, 3000},
 		{"first grant: all of it after a window", []set{{0, 6000}}, ownWindowSize, 6000},
-		{"lowered: at once", []set{{-2 * ownWindowSize, 6000}, {0, 2000}}, 0, 2000},
+		{"lowered: from the old grant", []set{{-2 * ownWindowSize, 6000}, {0, 2000}}, 0, 6000},
+		{"lowered: a quarter of the way", []set{{-2 * ownWindowSize, 6000}, {0, 2000}}, ownWindowSize / 4, 5000},
+		{"lowered: all of it after a window", []set{{-2 * ownWindowSize, 6000}, {0, 2000}}, ownWindowSize, 2000},
 		{"raised: from the old grant", []set{{-2 * ownWindowSize, 2000}, {0, 6000}}, 0, 2000},
 		{"raised: a quarter of the way", []set{{-2 * ownWindowSize, 2000}, {0, 6000}}, ownWindowSize / 4, 3000},
 		{"raised: all of it after a window", []set{{-2 * ownWindowSize, 2000}, {0, 6000}}, 2 * ownWindowSize, 6000},
 		{"raised mid-way: from where it stood", []set{{-2 * ownWindowSize, 2000}, {0, 6000}, {ownWindowSize / 2, 10000}}, ownWindowSize / 2, 4000},
-		{"lowered mid-way below where it stood: at once", []set{{-2 * ownWindowSize, 2000}, {0, 6000}, {ownWindowSize / 2, 3000}}, ownWindowSize / 2, 3000},
-		{"lowered mid-way above where it stood: the mean until then", []set{{-2 * ownWindowSize, 2000}, {0, 6000}, {ownWindowSize / 2, 5000}}, ownWindowSize / 2, 4000},
-		{"lowered mid-way above where it stood: the new grant once the mean is above it", []set{{-2 * ownWindowSize, 2000}, {0, 6000}, {ownWindowSize / 2, 5000}}, ownWindowSize, 5000},
-		{"a grant going up and down keeps its mean", []set{{-2 * ownWindowSize, 2000}, {0, 3000}, {ownWindowSize / 4, 2000}, {ownWindowSize / 2, 3000}, {3 * ownWindowSize / 4, 2000}}, ownWindowSize, 2000},
+		{"lowered mid-way: from where it stood", []set{{-2 * ownWindowSize, 2000}, {0, 6000}, {ownWindowSize / 2, 3000}}, ownWindowSize / 2, 4000},
+		{"lowered mid-way: the mean a half window on", []set{{-2 * ownWindowSize, 2000}, {0, 6000}, {ownWindowSize / 2, 3000}}, ownWindowSize, 4500},
+		{"a grant going up and down keeps its mean", []set{{-2 * ownWindowSize, 2000}, {0, 3000}, {ownWindowSize / 4, 2000}, {ownWindowSize / 2, 3000}, {3 * ownWindowSize / 4, 2000}}, ownWindowSize, 2500},
 		{"a grant going up and down: up again, the mean", []set{{-2 * ownWindowSize, 2000}, {0, 3000}, {ownWindowSize / 4, 2000}, {ownWindowSize / 2, 3000}, {3 * ownWindowSize / 4, 2000}, {ownWindowSize, 3000}}, ownWindowSize, 2500},
 		{"before any grant: unlimited", nil, 0, inf},
 		{"unlimited: at once", []set{{-2 * ownWindowSize, 2000}, {0, 0}}, 0, inf},
@@ -223,9 +228,9 @@ func TestOwnLimitFollowsTheGrant(t *testing.T) {
 	}
 }
 
-// TestSetRatesGrowsTheOwnWindow: through SetRates, a raised grant reaches the own window over a
-// window (its mean) while the buckets take it at once (a raise is what the others' shrinking minutes free
-// up), and a lowered one reaches both at once.
+// TestSetRatesGrowsTheOwnWindow: through SetRates, a grant reaches the own window over a window
+// (its mean) while the buckets take it at once: a raise is what the others' shrinking minutes free
+// up, and a lowered pod's own past sends fill its part of the minute as they leave it.
 func TestSetRatesGrowsTheOwnWindow(t *testing.T) {
 	srv := startFake(t, fakeopenai.Options{})
 	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL(), RequestsPerMinute: 600, TokensPerMinute: 200_000})
@@ -234,22 +239,28 @@ func TestSetRatesGrowsTheOwnWindow(t *testing.T) {
 	e.own.rpm.grants[0].at = e.own.rpm.grants[0].at.Add(-2 * ownWindowSize) // grown into
 	e.own.tpm.grants[0].at = e.own.tpm.grants[0].at.Add(-2 * ownWindowSize)
 	e.own.mu.Unlock()
-	if rpm, tpm := e.own.limits(time.Now()); rpm != 60 || tpm != 100_000 {
+	if rpm, tpm, _ := e.own.limits(time.Now()); rpm != 60 || tpm != 100_000 {
 		t.Fatalf("own limits %g/%g after a window, want 60/100000", rpm, tpm)
 	}
 	e.SetRates(120, 200_000, 0)
 	if rpm, tpm, _ := e.Rates(); rpm != 120 || tpm != 200_000 {
 		t.Fatalf("bucket rates %g/%g right after a raise, want 120/200000", rpm, tpm)
 	}
-	if rpm, tpm := e.own.limits(time.Now()); rpm < 60 || rpm > 62 || tpm < 100_000 || tpm > 103_000 {
+	if rpm, tpm, _ := e.own.limits(time.Now()); rpm < 60 || rpm > 62 || tpm < 100_000 || tpm > 103_000 {
 		t.Fatalf("own limits %g/%g right after a raise, want about 60/100000 (growing)", rpm, tpm)
 	}
-	if rpm, tpm := e.own.limits(time.Now().Add(ownWindowSize)); rpm != 120 || tpm != 200_000 {
+	if rpm, tpm, _ := e.own.limits(time.Now().Add(ownWindowSize)); rpm != 120 || tpm != 200_000 {
 		t.Fatalf("own limits %g/%g a window after a raise, want 120/200000", rpm, tpm)
 	}
 	e.SetRates(30, 50_000, 0)
-	if rpm, tpm := e.own.limits(time.Now()); rpm != 30 || tpm != 50_000 {
-		t.Fatalf("own limits %g/%g right after a lowering, want 30/50000", rpm, tpm)
+	if rpm, tpm, _ := e.Rates(); rpm != 30 || tpm != 50_000 {
+		t.Fatalf("bucket rates %g/%g right after a lowering, want 30/50000", rpm, tpm)
+	}
+	if rpm, tpm, _ := e.own.limits(time.Now()); rpm < 60 || rpm > 62 || tpm < 100_000 || tpm > 103_000 {
+		t.Fatalf("own limits %g/%g right after a lowering, want about 60/100000 (coming down)", rpm, tpm)
+	}
+	if rpm, tpm, _ := e.own.limits(time.Now().Add(ownWindowSize)); rpm != 30 || tpm != 50_000 {
+		t.Fatalf("own limits %g/%g a window after a lowering, want 30/50000", rpm, tpm)
 	}
 }
 
@@ -385,7 +396,7 @@ func simulateGrantChange(departure, grow bool) int {
 				}
 				p.paid = true
 			}
-			if s, _ := p.own.admit(t, size, 0, p.own.tpm.value(t)); s == nil {
+			if s, _ := p.own.admit(t, size, 0, p.own.tpm.value(t), p.own.tpm.settled(t)); s == nil {
 				continue
 			}
 			p.paid = false

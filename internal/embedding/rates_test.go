@@ -55,7 +55,8 @@ func TestRateLimitRemaining(t *testing.T) {
 
 // TestRaisedGrantReachesAWaitingRequest: once a lease drives the limits, a request waiting at
 // a tiny rate goes as soon as the grant is raised, not after the wait computed at the old rate
-// (one request per hour here; the test's deadline is far shorter).
+// (one request per hour here; the test's deadline is far shorter). A first grant grows from zero,
+// so even the first request waits for it.
 func TestRaisedGrantReachesAWaitingRequest(t *testing.T) {
 	srv := startFake(t, fakeopenai.Options{})
 	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL(), MaxInputsPerRequest: 1, MaxInFlight: 1})
@@ -64,20 +65,23 @@ func TestRaisedGrantReachesAWaitingRequest(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, _, err := e.Embed(ctx, texts(2)) // the first request takes the burst, the second waits
+		_, _, err := e.Embed(ctx, texts(2))
 		done <- err
 	}()
-	// Raise the grant once the first request has gone (the second is then waiting).
-	for srv.Stats().Accepted < 1 {
+	// Raise the grant once a request has waited a while.
+	for e.Waited() < 300*time.Millisecond {
 		select {
 		case err := <-done:
 			t.Fatalf("Embed returned before the grant was raised: %v", err)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	if got := srv.Stats().Accepted; got != 0 {
+		t.Fatalf("%d requests accepted under a first grant of one an hour still growing from zero, want 0", got)
+	}
 	e.SetRates(6000, 0, 0)
 	if err := <-done; err != nil {
-		t.Fatalf("the waiting request did not go after the grant was raised: %v", err)
+		t.Fatalf("the waiting requests did not go after the grant was raised: %v", err)
 	}
 	if got := srv.Stats().Accepted; got != 2 {
 		t.Fatalf("%d requests accepted, want 2", got)
