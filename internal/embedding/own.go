@@ -143,12 +143,12 @@ type ownSend struct {
 
 // admit records a request of n tokens at now when it fits rpm and tpm per minute (≤ 0: no limit)
 // with what the window holds, and returns it; otherwise it returns how long until the oldest
-// send leaves the window (or, when the window is empty, until the limit may have grown: a
-// ownGrowSlice, as the limit grows meanwhile). With lone, a request fits an empty window whatever its size: a grant that has held
-// for a whole window but is below one request or one batch per minute then sends one at a time,
-// paced by the buckets. Not before: a newcomer's limit grows from zero, and a newcomer whose
-// grant is still capped at almost nothing (the others have not renewed yet) must wait for its
-// share, or every pod start would put one request above the budget into the provider's minute.
+// send leaves the window (0 when it is empty: only the limit's growth can admit it). With lone,
+// a request fits an empty window whatever its size: a grant that has held for a whole window but
+// is below one request or one batch per minute then sends one at a time, paced by the buckets.
+// Not before: a newcomer's limit grows from zero, and a newcomer whose grant is still capped at
+// almost nothing (the others have not renewed yet) must wait for its share, or every pod start
+// would put one request above the budget into the provider's minute.
 func (w *ownWindow) admit(now time.Time, n int, rpm, tpm float64, lone bool) (*ownSend, time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -386,7 +386,10 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 		Budget: b.Key, RPM: g.RPM, TPM: g.TPM,
 		TTLSeconds: s.opts.TTL.Seconds(), RenewSeconds: s.opts.Renew.Seconds(),
 		Holders: len(st.holders), MaxHolders: st.maxHolders,
-		Fallback: ratebudget.Rates{RPM: eff.RPM / float64(st.maxHolders), TPM: eff.TPM / float64(st.maxHolders)},
+		// The static share, scaled like the grant by the ingestion's own factor: a tenant cut for
+		// 429s only it sees must not get its cut back by losing the manager.
+		Fallback: scaled(ratebudget.Rates{RPM: eff.RPM / float64(st.maxHolders), TPM: eff.TPM / float64(st.maxHolders)},
+			st.backoff.GroupFactor(group)),
 	}
 	if g.RPM < target.Rates.RPM || g.TPM < target.Rates.TPM {
 		// Held below its share until the others renew: come back soon for the rest.

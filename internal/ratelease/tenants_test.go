@@ -60,6 +60,8 @@ func TestTenantsShareABudget(t *testing.T) {
 		// want: the budget's factor cut; the TPM of each tenant's pod at the end.
 		budgetCut bool
 		want      map[string]func(tpm float64) bool
+		// wantFallback: the TPM of each tenant's static share at the end (nil: not checked).
+		wantFallback map[string]func(tpm float64) bool
 	}{
 		{
 			name:     "a liar among three: the others keep their thirds",
@@ -69,6 +71,11 @@ func TestTenantsShareABudget(t *testing.T) {
 				"a": func(x float64) bool { return x <= 200_000*0.25 },
 				"b": func(x float64) bool { return near(x, 200_000) },
 				"c": func(x float64) bool { return near(x, 200_000) },
+			},
+			// Its static share is cut like its grant: losing the manager must not give it back.
+			wantFallback: map[string]func(float64) bool{
+				"a": func(x float64) bool { return x <= 200_000*0.25 },
+				"b": func(x float64) bool { return near(x, 200_000) },
 			},
 		},
 		{
@@ -95,7 +102,7 @@ func TestTenantsShareABudget(t *testing.T) {
 				e.res.set("ns/"+ing, key)
 				e.renew(ing, ing+"-0", nil)
 			}
-			got, rpm := map[string]float64{}, map[string]float64{}
+			got, rpm, fallback := map[string]float64{}, map[string]float64{}, map[string]float64{}
 			for range 12 {
 				e.clk.Add(5 * time.Second)
 				for _, ing := range c.tenants {
@@ -103,7 +110,7 @@ func TestTenantsShareABudget(t *testing.T) {
 					l := e.renew(ing, ing+"-0", func(q *RenewRequest) {
 						q.UsedRequests, q.RateLimited = sent, int64(float64(sent)*c.share429[ing])
 					})
-					got[ing], rpm[ing] = l.TPM, l.RPM
+					got[ing], rpm[ing], fallback[ing] = l.TPM, l.RPM, l.Fallback.TPM
 				}
 			}
 			s := e.srv.Snapshot()
@@ -116,6 +123,11 @@ func TestTenantsShareABudget(t *testing.T) {
 			for ing, ok := range c.want {
 				if !ok(got[ing]) {
 					t.Errorf("%s's pod holds %s TPM", ing, fmt.Sprint(got[ing]))
+				}
+			}
+			for ing, ok := range c.wantFallback {
+				if !ok(fallback[ing]) {
+					t.Errorf("%s's pod falls back to %s TPM", ing, fmt.Sprint(fallback[ing]))
 				}
 			}
 			if n := testutilSum(t, e, "ns/"); n != 0 {
