@@ -575,3 +575,49 @@ func TestEmbeddingBudgetLongEventsRecorded(t *testing.T) {
 		})
 	}
 }
+
+// TestEmbeddingBudgetBackoffSurvivesALeaderChange: the old leader wrote the budget backed off to
+// half (status: effective ÷ declared); a new leader resolving an ingestion it claims resumes the
+// budget from there, and its first lease is half the declaration, not the full budget the
+// provider was refusing.
+func TestEmbeddingBudgetBackoffSurvivesALeaderChange(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	const model = "text-embedding-3-small"
+	ing := create(t, newIngestion(ns, "eb-resume", nil))
+	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), ing) })
+	b := newBudget("eb-resume-"+ns, v1alpha1.EmbeddingBudgetSpec{
+		Models:     []v1alpha1.BudgetModel{{Name: model, RequestsPerMinute: 300, TokensPerMinute: 900_000}},
+		Namespaces: []v1alpha1.BudgetNamespace{{Name: ns, Weight: 1}},
+	})
+	if err := cluster.Client.Create(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), b) })
+	b.Status = v1alpha1.EmbeddingBudgetStatus{Models: []v1alpha1.BudgetModelStatus{{Name: model,
+		Declared:  v1alpha1.BudgetRates{RequestsPerMinute: 300, TokensPerMinute: 900_000},
+		Effective: v1alpha1.BudgetRates{RequestsPerMinute: 150, TokensPerMinute: 450_000}, Holders: 1}}}
+	if err := cluster.Client.Status().Update(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+
+	res := manager.DeclaredBudgets(cluster.Client, logr.Discard())
+	got, err := res.Resolve(ctx, ns, ing.Name, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(got.LastFactor-0.5) > 1e-9 {
+		t.Fatalf("resolved %+v: want the last leader's factor 0.5", got)
+	}
+	srv, err := ratelease.NewServer(ratelease.ServerOptions{Key: []byte("resume-test-key-0123456789"), Resolver: res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := srv.Renew(ratelease.RenewRequest{Namespace: ns, Ingestion: ing.Name, Job: "j", Holder: "p", Model: model}, got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(l.TPM-450_000) > 1 || math.Abs(l.RPM-150) > 1e-6 {
+		t.Fatalf("the new leader's first lease: %g RPM, %g TPM; want 150 and 450000 (half, as the last leader left it)", l.RPM, l.TPM)
+	}
+}

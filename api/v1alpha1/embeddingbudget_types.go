@@ -93,7 +93,8 @@ type BudgetModelStatus struct {
 	// renewed (until then the smaller of the old and new limits).
 	// +optional
 	Declared BudgetRates `json:"declared"`
-	// Effective is the declared limit after backoff: below it while the provider answers 429.
+	// Effective is the declared limit after backoff: below it while the provider answers 429. A
+	// new leader resumes the backoff from it.
 	Effective BudgetRates `json:"effective"`
 	// Granted is the sum of the live leases.
 	Granted BudgetRates `json:"granted"`

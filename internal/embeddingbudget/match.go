@@ -179,3 +179,26 @@ func Conflicts(budgets []v1alpha1.EmbeddingBudget) map[string][]Conflict {
 	}
 	return out
 }
+
+// LastFactor is the backoff factor the leader last wrote for model in b's status (effective ÷
+// declared, the smaller of requests and tokens), or 0 when the status does not show the model
+// backed off. A new leader resumes the budget from it (ratelease.Budget.LastFactor).
+func LastFactor(b *v1alpha1.EmbeddingBudget, model string) float64 {
+	for _, m := range b.Status.Models {
+		if m.Name != model {
+			continue
+		}
+		f := 1.0
+		if d := m.Declared.RequestsPerMinute; d > 0 {
+			f = min(f, float64(m.Effective.RequestsPerMinute)/float64(d))
+		}
+		if d := m.Declared.TokensPerMinute; d > 0 {
+			f = min(f, float64(m.Effective.TokensPerMinute)/float64(d))
+		}
+		if f > 0 && f < 1 {
+			return f
+		}
+		return 0
+	}
+	return 0
+}

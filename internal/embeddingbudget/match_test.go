@@ -1,6 +1,7 @@
 package embeddingbudget
 
 import (
+	"math"
 	"reflect"
 	"testing"
 	"time"
@@ -149,5 +150,38 @@ func TestKeys(t *testing.T) {
 		if b != c.budget || m != c.model || ok != c.ok {
 			t.Errorf("ParseKey(%q) = %q %q %v, want %q %q %v", c.key, b, m, ok, c.budget, c.model, c.ok)
 		}
+	}
+}
+
+// TestLastFactor: the backoff a leader left in a budget's status is effective ÷ declared for the
+// model, the smaller of requests and tokens; a model not backed off, not in the status, or with
+// nothing declared has none (0).
+func TestLastFactor(t *testing.T) {
+	const model = "text-embedding-3-small"
+	st := func(dr, dt, er, et int64) v1alpha1.BudgetModelStatus {
+		return v1alpha1.BudgetModelStatus{Name: model, Declared: v1alpha1.BudgetRates{RequestsPerMinute: dr, TokensPerMinute: dt},
+			Effective: v1alpha1.BudgetRates{RequestsPerMinute: er, TokensPerMinute: et}}
+	}
+	for _, c := range []struct {
+		name   string
+		models []v1alpha1.BudgetModelStatus
+		model  string
+		want   float64
+	}{
+		{"halved", []v1alpha1.BudgetModelStatus{st(300, 1_000_000, 150, 500_000)}, model, 0.5},
+		{"the smaller of the two", []v1alpha1.BudgetModelStatus{st(300, 1_000_000, 150, 250_000)}, model, 0.25},
+		{"requests unlimited", []v1alpha1.BudgetModelStatus{st(0, 1_000_000, 0, 400_000)}, model, 0.4},
+		{"not backed off", []v1alpha1.BudgetModelStatus{st(300, 1_000_000, 300, 1_000_000)}, model, 0},
+		{"another model's backoff", []v1alpha1.BudgetModelStatus{st(300, 1_000_000, 150, 500_000)}, "text-embedding-3-large", 0},
+		{"no status", nil, model, 0},
+		{"nothing declared", []v1alpha1.BudgetModelStatus{st(0, 0, 0, 0)}, model, 0},
+		{"effective zero", []v1alpha1.BudgetModelStatus{st(300, 1_000_000, 0, 0)}, model, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := &v1alpha1.EmbeddingBudget{Status: v1alpha1.EmbeddingBudgetStatus{Models: c.models}}
+			if got := LastFactor(b, c.model); math.Abs(got-c.want) > 1e-9 {
+				t.Fatalf("LastFactor %g, want %g", got, c.want)
+			}
+		})
 	}
 }

@@ -224,6 +224,7 @@ func declaredBudgets(c client.Reader, log logr.Logger, now func() time.Time) rat
 			Declared:   ratebudget.Rates{RPM: float64(m.Model.RequestsPerMinute), TPM: float64(m.Model.TokensPerMinute)},
 			Weight:     m.Weight,
 			MaxHolders: int(obj.Spec.Chunking.Parallelism),
+			LastFactor: embeddingbudget.LastFactor(m.Budget, e.Model),
 		}, nil
 	})
 }

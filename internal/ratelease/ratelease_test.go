@@ -840,3 +840,47 @@ func TestClientFallsBackWhileTheRenewalHangs(t *testing.T) {
 	rpm, tpm := lim.rates()
 	t.Fatalf("10 s after a 0.3 s lease the pod still runs at %g/%g (granted first: %v), want the fallback 7/7000", rpm, tpm, granted)
 }
+
+// TestBackoffResumesFromTheLastLeader: a new leader starts a budget it does not know from the
+// factor the last one left (a declared budget's status), so a key the provider was refusing is
+// not stormed again at the full declaration after every leader change; a factor is taken only
+// for a budget the leader does not know yet, never above 1 nor below the floor.
+func TestBackoffResumesFromTheLastLeader(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		last float64
+		want float64
+	}{
+		{"backed off to half", 0.5, 0.5},
+		{"below the floor: the floor", 0.01, ratebudget.BackoffFloor},
+		{"none", 0, 1},
+		{"not backed off", 1, 1},
+		{"above 1: none", 1.5, 1},
+		{"negative: none", -0.5, 1},
+		{"not a number: none", math.NaN(), 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			b := key
+			b.LastFactor = c.last
+			e.res.set("ns/a", b)
+			l := e.renew("a", "a-0", nil)
+			s := e.srv.Snapshot()
+			if len(s) != 1 || !near(s[0].Factor, c.want) {
+				t.Fatalf("snapshot %+v, want factor %g", s, c.want)
+			}
+			if !near(l.TPM, key.Declared.TPM*c.want) || !near(l.RPM, key.Declared.RPM*c.want) {
+				t.Fatalf("grant %g RPM, %g TPM; want %g of the declared %+v", l.RPM, l.TPM, c.want, key.Declared)
+			}
+			// Known now: a later resolution's factor (the status the leader itself wrote, or a
+			// stale one) does not reset it.
+			b.LastFactor = 0.2
+			e.res.set("ns/a", b)
+			e.clk.Add(5 * time.Second)
+			e.renew("a", "a-0", nil)
+			if f := e.srv.Snapshot()[0].Factor; f < c.want-1e-9 {
+				t.Fatalf("factor %g after a renewal resolving 0.2, want it to stay from %g up", f, c.want)
+			}
+		})
+	}
+}

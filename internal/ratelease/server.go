@@ -30,6 +30,11 @@ type Budget struct {
 	// refuses more, so a pod inventing Job or pod names can neither grow the leader's table
 	// without end nor shrink the fallback share of the budget's other holders. ≤ 0: no bound.
 	MaxHolders int
+	// LastFactor is the backoff factor a previous leader left for the budget (a declared
+	// budget's status: effective ÷ declared), in (0, 1) when it was backed off; anything else is
+	// none. A new leader starts a budget it does not know yet from it instead of from the full
+	// declaration, which the provider refused a moment ago. Once a budget is known it is ignored.
+	LastFactor float64
 }
 
 // ErrNotFound: the ingestion is gone; its pods get a 404 and fall back.
@@ -253,6 +258,10 @@ func (s *Server) Renew(req RenewRequest, b Budget) (Lease, error) {
 	st := s.budgets[b.Key]
 	if st == nil {
 		st = &budgetState{backoff: ratebudget.NewShared(), holders: map[string]*holderState{}, roundStart: now}
+		if f := b.LastFactor; f > 0 && f < 1 && !math.IsNaN(f) {
+			st.backoff.Budget.Factor = max(ratebudget.BackoffFloor, f)
+			s.opts.Log.Info("rate budget resumed backed off, as the last leader left it", "budget", b.Key, "factor", st.backoff.Budget.Factor)
+		}
 		s.budgets[b.Key] = st
 	}
 	for hid, h := range st.holders {
