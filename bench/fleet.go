@@ -78,6 +78,9 @@ type FleetRun struct {
 	Vectors, Missing            int64
 	Unexpected                  int64
 	FailedAttempts              int64
+	// Throughput is the key's tokens stored in each throughputBin from the start, as a share of
+	// the budget's (see throughput).
+	Throughput []float64
 	// MinFactor is the lowest backoff factor the lease service reported (1: never backed off;
 	// 0: leases off), BackedOff how long it was below 1 (sampled every second).
 	MinFactor float64
@@ -106,6 +109,38 @@ func backoffFactor(st *stack.Stack) (f float64, ok bool) {
 type fleetSample struct {
 	at     time.Duration
 	tokens []int64
+}
+
+// throughput is the key's tokens stored in each bin (from the run's start) as a share of what the
+// budget allows in it (tpm per minute), summed over the ingestions, up to the last sample: where
+// a leased run loses time against its floor. A bin's tokens are the growth between the last
+// samples at or before its edges.
+func throughput(samples []fleetSample, bin time.Duration, tpm float64) []float64 {
+	if len(samples) < 2 || bin <= 0 || tpm <= 0 {
+		return nil
+	}
+	total := func(s fleetSample) (n int64) {
+		for _, v := range s.tokens {
+			n += v
+		}
+		return n
+	}
+	at := func(t time.Duration) int64 { // tokens stored by t
+		var n int64
+		for _, s := range samples {
+			if s.at > t {
+				break
+			}
+			n = total(s)
+		}
+		return n
+	}
+	end := samples[len(samples)-1].at
+	var out []float64
+	for from := time.Duration(0); from < end; from += bin {
+		out = append(out, float64(at(from+bin)-at(from))/(tpm*bin.Minutes()))
+	}
+	return out
 }
 
 // fleetShares finds the span in which every ingestion was making progress (from the latest first
@@ -422,6 +457,12 @@ func fleetRun(ctx context.Context, c Config, st *stack.Stack, ns, mode string, f
 		}
 	}
 	out.FirstProgress, out.LastProgress = progressTimes(samples)
+	out.Throughput = throughput(samples, throughputBin, float64(fl.TPM))
+	var bins []string
+	for _, v := range out.Throughput {
+		bins = append(bins, fmt.Sprintf("%.0f", 100*v))
+	}
+	c.logf("fleet %s: the key's tokens stored per %s, %% of the budget: %s", mode, throughputBin, strings.Join(bins, " "))
 	var ok bool
 	out.WindowFrom, out.WindowTo, out.Shares, ok = fleetShares(samples)
 	if ok {
@@ -471,6 +512,9 @@ func fleetRun(ctx context.Context, c Config, st *stack.Stack, ns, mode string, f
 }
 
 const fleetInputsPerRequest = 100
+
+// throughputBin is the report's resolution of the key's throughput over the run.
+const throughputBin = 20 * time.Second
 
 func abs(x float64) float64 {
 	if x < 0 {
@@ -546,6 +590,13 @@ func FleetMarkdown(fl Fleet, command string) string {
 			s = append(s, fmt.Sprintf("%s %s", x.Phases[i], d.Round(time.Second)))
 		}
 		return strings.Join(s, ", ")
+	})
+	row(fmt.Sprintf("the key's tokens stored per %s from the first create, %% of the budget's", throughputBin), "", func(x FleetRun) string {
+		var s []string
+		for _, v := range x.Throughput {
+			s = append(s, fmt.Sprintf("%.0f", 100*v))
+		}
+		return strings.Join(s, " ")
 	})
 	row("vectors stored / lost / unexpected", "– / 0 / 0", func(x FleetRun) string {
 		return fmt.Sprintf("%d / %d / %d", x.Vectors, x.Missing, x.Unexpected)

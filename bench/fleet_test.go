@@ -48,3 +48,36 @@ func TestFleetShares(t *testing.T) {
 		})
 	}
 }
+
+// throughput: the key's tokens per bin as a share of the budget's, from the samples' totals.
+func TestThroughput(t *testing.T) {
+	s := func(sec int, tok ...int64) fleetSample {
+		return fleetSample{at: time.Duration(sec) * time.Second, tokens: tok}
+	}
+	for _, tc := range []struct {
+		name    string
+		samples []fleetSample
+		bin     time.Duration
+		tpm     float64
+		want    []float64
+	}{
+		{"at the budget, then half", []fleetSample{s(0, 0, 0), s(10, 50, 50), s(20, 100, 100), s(30, 125, 125), s(40, 150, 150)},
+			10 * time.Second, 600, []float64{1, 1, 0.5, 0.5}},
+		{"bins between samples take the last sample before each edge", []fleetSample{s(0, 0), s(15, 150), s(30, 300)},
+			10 * time.Second, 600, []float64{0, 1.5, 1.5}},
+		{"too few samples", []fleetSample{s(0, 5)}, 10 * time.Second, 600, nil},
+		{"no budget", []fleetSample{s(0, 0), s(10, 5)}, 10 * time.Second, 0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := throughput(tc.samples, tc.bin, tc.tpm)
+			if len(got) != len(tc.want) {
+				t.Fatalf("throughput %v, want %v", got, tc.want)
+			}
+			for i := range got {
+				if math.Abs(got[i]-tc.want[i]) > 1e-9 {
+					t.Fatalf("throughput %v, want %v", got, tc.want)
+				}
+			}
+		})
+	}
+}
