@@ -28,9 +28,9 @@ type benchFleet struct {
 	noRaise bool
 	// burst: the token bucket's burst in seconds of the grant (0: one batch, as SetRates sizes it).
 	burst float64
-	// split: a batch that does not fit the own window's room sends the inputs that fit (rows of
-	// 250 tokens) and keeps the rest for the next request.
-	split bool
+	// noSplit: a batch that does not fit the own window's room waits until all of it fits (before
+	// waitOwnFit sent the inputs that fit and kept the rest for the next request).
+	noSplit bool
 }
 
 // fleetRun is what simulate measured.
@@ -143,17 +143,15 @@ func (f benchFleet) simulate() fleetRun {
 				p.paid = size
 			}
 			s, _ := p.own.admit(t, size, 0, p.own.tpm.value(t), p.own.tpm.settled(t))
-			if s == nil && f.split {
-				p.own.mu.Lock()
-				room := int(p.own.tpm.value(t))
-				for _, e := range p.own.events {
-					if e.at.After(t.Add(-ownWindowSize)) {
-						room -= e.tokens
-					}
+			if s == nil && !f.noSplit {
+				// As waitOwnFit: the first inputs that fit (rows of 250 tokens), when at least a quarter.
+				b := Batch{Tokens: size}
+				for left := size; left > 0; left -= 250 {
+					b.Inputs = append(b.Inputs, Input{})
+					b.counts = append(b.counts, min(250, left))
 				}
-				p.own.mu.Unlock()
-				if part := room / 250 * 250; part >= 250 {
-					s, _ = p.own.admit(t, part, 0, p.own.tpm.value(t), p.own.tpm.settled(t))
+				if k, part := p.own.fitting(t, b, 0, p.own.tpm.value(t)); k > 0 {
+					s, _ = p.own.admit(t, part, 0, p.own.tpm.value(t), false)
 					if s != nil {
 						p.paid = size - part // paid for the rest already
 						size = part
@@ -163,7 +161,7 @@ func (f benchFleet) simulate() fleetRun {
 			if s == nil {
 				continue
 			}
-			if !f.split || p.paid >= size {
+			if f.noSplit || p.paid >= size {
 				p.paid = 0
 			}
 			p.left -= size
@@ -229,7 +227,7 @@ func BenchmarkSimulatedBenchFleet(b *testing.B) {
 			f.starts, f.startup = []time.Duration{0, 0, 0, 0}, 0
 			return f
 		}},
-		{"split-to-fit", func(f benchFleet) benchFleet { f.split = true; return f }},
+		{"no-split-to-fit", func(f benchFleet) benchFleet { f.noSplit = true; return f }},
 		{"inherit-predecessor-window", func(f benchFleet) benchFleet { f.inherit = true; return f }},
 	} {
 		b.Run(c.name, func(b *testing.B) {

@@ -184,6 +184,74 @@ func (w *ownWindow) refund(s *ownSend) {
 	w.mu.Unlock()
 }
 
+// waitOwnFit waits until b fits the pod's own window (under a lease only; nil otherwise) and
+// returns its place and len(b.Inputs); or, when the window has room for b's first inputs but not
+// for all of them, at least a quarter of b's tokens (and b was made by a Batcher, so its inputs'
+// counts are known), admits those and returns their number.
+func (e *Embedder) waitOwnFit(ctx context.Context, b Batch) (*ownSend, int, error) {
+	if !e.leased.Load() {
+		return nil, len(b.Inputs), nil
+	}
+	var done func()
+	defer func() {
+		if done != nil {
+			done()
+		}
+	}()
+	for {
+		now := time.Now()
+		rpm, tpm, lone := e.own.limits(now)
+		s, wait := e.own.admit(now, b.Tokens, rpm, tpm, lone)
+		if s != nil {
+			return s, len(b.Inputs), nil
+		}
+		if k, n := e.own.fitting(now, b, rpm, tpm); k > 0 {
+			if s, _ := e.own.admit(now, n, rpm, tpm, false); s != nil {
+				return s, k, nil
+			}
+		}
+		if done == nil {
+			done = e.startWait()
+		}
+		if wait <= 0 || wait > ownGrowSlice {
+			wait = ownGrowSlice // the limit grows meanwhile
+		}
+		if err := sleep(ctx, max(time.Millisecond, wait)); err != nil {
+			return nil, 0, err
+		}
+	}
+}
+
+// fitting is how many of b's first inputs (k, n tokens) fit the room the window has at now under
+// tpm, when that is not all of them and at least a quarter of b's tokens; 0 otherwise (also when
+// another request does not fit rpm, or b's inputs' counts are unknown).
+func (w *ownWindow) fitting(now time.Time, b Batch, rpm, tpm float64) (k, n int) {
+	if tpm <= 0 || len(b.Inputs) < 2 || len(b.counts) != len(b.Inputs) {
+		return 0, 0
+	}
+	w.mu.Lock()
+	reqs, toks := 0, 0
+	for _, e := range w.events {
+		if !e.refunded && e.at.After(now.Add(-ownWindowSize)) {
+			reqs++
+			toks += e.tokens
+		}
+	}
+	w.mu.Unlock()
+	if rpm > 0 && float64(reqs+1) > rpm {
+		return 0, 0
+	}
+	room := tpm - float64(toks)
+	for k < len(b.counts) && float64(n+b.counts[k]) <= room {
+		n += b.counts[k]
+		k++
+	}
+	if k == len(b.counts) || 4*n < b.Tokens {
+		return 0, 0
+	}
+	return k, n
+}
+
 // waitOwn waits until a request of n tokens fits the pod's own window (under a lease only; nil
 // otherwise). It checks again at least every ownGrowSlice, so a raised grant takes effect as it
 // grows.
