@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
+	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
 )
 
@@ -62,6 +63,9 @@ type Config struct {
 	// the key. Either empty: each chunk keeps the share frozen into its Job (the old behaviour).
 	RateLeaseURL string
 	RateLeaseKey []byte
+	// RateBudgets, with rate leases on, resolves the budget an ingestion's pods draw from (the
+	// lease service's resolver), shown in status.rateBudget. nil: not shown.
+	RateBudgets ratelease.Resolver
 }
 
 func (c *Config) defaults() {

@@ -638,6 +638,7 @@ func (p *pass) decide(ctx context.Context) error {
 			}
 			next = nil
 		}
+		p.noteRateBudget(ctx)
 	}
 	for _, i := range next {
 		if p.blocked != nil {

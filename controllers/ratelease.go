@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -11,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
@@ -95,4 +97,25 @@ func (r *Reconciler) leaseEnv(obj *v1alpha1.CsvIngestion, job string) []corev1.E
 		{Name: ratelease.EnvJob, Value: job},
 		{Name: ratelease.EnvPod, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 	}
+}
+
+// rateBudgetTimeout bounds resolving the budget for status: the resolver reads the cache, which
+// waits for its informer when the manager may not list EmbeddingBudgets (the lease service then
+// answers the pods with that message; a pass must not wait on it).
+const rateBudgetTimeout = 500 * time.Millisecond
+
+// noteRateBudget shows in status.rateBudget the budget the online chunk pods about to start will
+// lease from. Not resolved: the last one stays, and the lease service tells the pods why.
+func (p *pass) noteRateBudget(ctx context.Context) {
+	if p.r.Config.RateBudgets == nil || p.obj.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, rateBudgetTimeout)
+	defer cancel()
+	b, err := p.r.Config.RateBudgets.Resolve(rctx, p.obj.Namespace, p.obj.Name, p.obj.Spec.Embedding.Model)
+	if err != nil {
+		logf.FromContext(ctx).V(1).Info("rate budget not resolved for status", "error", err.Error())
+		return
+	}
+	p.status.RateBudget = b.Key
 }

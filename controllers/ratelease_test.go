@@ -121,6 +121,11 @@ func TestRateLeases(t *testing.T) {
 		chunks = listJobs(t, a, worker.RoleChunk)
 		return len(chunks) == 2, fmt.Sprintf("%d jobs", len(chunks))
 	})
+	// The status names the budget the chunk pods lease from (the metrics' budget label).
+	eventually(t, "status.rateBudget", 30*time.Second, func() (bool, string) {
+		got := get(t, a).Status.RateBudget
+		return got == manager.ImplicitBudgetKey(ns, a.Spec.Embedding), got
+	})
 	secret := ratelease.SecretName(a.Name)
 	for _, j := range chunks {
 		env := envByName(j.Spec.Template.Spec.Containers[0])

@@ -861,6 +861,14 @@ type CsvIngestionStatus struct {
 	// +optional
 	BatchLive *BatchStatus `json:"batchLive,omitempty"`
 
+	// RateBudget (with the manager's rate leases on, online mode) names the budget the chunk pods
+	// lease their rates from, as resolved when the controller last started chunks: a declared
+	// EmbeddingBudget's model (`embeddingbudget:<name>/<model>`) or the implicit budget of the
+	// key (`<namespace>/<secret>:<key>/<baseURL>/<model>`). It is the metrics' budget label; an
+	// EmbeddingBudget's status lists what draws from it.
+	// +optional
+	RateBudget string `json:"rateBudget,omitempty"`
+
 	// VectorSpace is what the planner's vector-space guard found.
 	// +optional
 	VectorSpace *VectorSpaceStatus `json:"vectorSpace,omitempty"`

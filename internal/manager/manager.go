@@ -223,7 +223,9 @@ func Run(ctx context.Context, o Options) error {
 	var liveBatches *ratelease.Reports
 	if leaseKey != nil {
 		o.Controller.RateLeaseURL, o.Controller.RateLeaseKey = o.RateLease.URL, leaseKey
-		if liveBatches, err = addRateLeases(ctx, mgr, o.RateLease, leaseKey); err != nil {
+		res := DeclaredBudgets(mgr.GetClient(), mgr.GetLogger().WithName("rate-leases"))
+		o.Controller.RateBudgets = res // shown in status.rateBudget
+		if liveBatches, err = addRateLeases(ctx, mgr, o.RateLease, leaseKey, res); err != nil {
 			return err
 		}
 	}

@@ -93,14 +93,14 @@ var leaseMetrics = sync.OnceValues(func() (*ratelease.Metrics, error) { return r
 // new leader re-learns it from the renewals (see ratelease.Server). The same listener takes the
 // batch-mode chunks' live batch reports (ratelease.ReportPath), kept in the returned store for
 // the controller.
-func addRateLeases(ctx context.Context, mgr ctrl.Manager, o RateLeaseOptions, key []byte) (*ratelease.Reports, error) {
+func addRateLeases(ctx context.Context, mgr ctrl.Manager, o RateLeaseOptions, key []byte, res ratelease.Resolver) (*ratelease.Reports, error) {
 	m, err := leaseMetrics()
 	if err != nil {
 		return nil, fmt.Errorf("rate lease metrics: %w", err)
 	}
 	log := mgr.GetLogger().WithName("rate-leases")
 	srv, err := ratelease.NewServer(ratelease.ServerOptions{
-		Key: key, Resolver: DeclaredBudgets(mgr.GetClient(), log), Renew: o.Renew,
+		Key: key, Resolver: res, Renew: o.Renew,
 		Log: log, Metrics: m,
 	})
 	if err != nil {
