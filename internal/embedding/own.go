@@ -78,14 +78,17 @@ func (l ownLimit) value(now time.Time) float64 {
 	return sum / ownWindowSize.Seconds()
 }
 
-// settled reports whether the grant has held for a whole window (or there is none, or it is
-// unlimited): the limit is the grant itself then.
+// settled reports whether the pod has held grants for a whole window (or has none, or an
+// unlimited one): its limit no longer counts the time before its first grant as zero, so it is no
+// newcomer whose share the others may still hold. Not "the latest grant was set a window ago":
+// every renewal sets the grant again (the same, or a little different as holders come and go),
+// so a renewed pod never settled, and one granted less than one request or input a minute never
+// sent at all.
 func (l ownLimit) settled(now time.Time) bool {
 	if len(l.grants) == 0 {
 		return true
 	}
-	last := l.grants[len(l.grants)-1]
-	return math.IsInf(last.v, 1) || !now.Before(last.at.Add(ownWindowSize))
+	return math.IsInf(l.grants[len(l.grants)-1].v, 1) || !l.grants[0].at.After(now.Add(-ownWindowSize))
 }
 
 // set changes the limit at now to perMinute (≤ 0: unlimited).
@@ -144,8 +147,9 @@ type ownSend struct {
 // admit records a request of n tokens at now when it fits rpm and tpm per minute (≤ 0: no limit)
 // with what the window holds, and returns it; otherwise it returns how long until the oldest
 // send leaves the window (0 when it is empty: only the limit's growth can admit it). With lone,
-// a request fits an empty window whatever its size: a grant that has held for a whole window but
-// is below one request or one batch per minute then sends one at a time, paced by the buckets.
+// a request fits an empty window whatever its size: a pod that has held grants for a whole window
+// but is granted less than one request or one batch per minute then sends one at a time, paced by
+// the buckets.
 // Not before: a newcomer's limit grows from zero, and a newcomer whose grant is still capped at
 // almost nothing (the others have not renewed yet) must wait for its share, or every pod start
 // would put one request above the budget into the provider's minute.

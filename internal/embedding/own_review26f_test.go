@@ -1,0 +1,57 @@
+package embedding
+
+import (
+	"testing"
+	"time"
+)
+
+// TestRenewedTinyGrantSends: a lease is renewed every few seconds, and each renewal sets the
+// grant again (SetRates), the same or a little different as holders come and go. A grant below
+// one request (RPM < 1) or one input per minute must still send one request at a time into an
+// empty window once the pod has held grants for a whole window; only a newcomer, whose limit still
+// counts the time before its first grant as zero, waits. (When settled meant "the latest grant was
+// set a window ago", a renewed pod never settled, and such a pod never sent at all.)
+func TestRenewedTinyGrantSends(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)
+	const renew = 5 * time.Second
+	for _, c := range []struct {
+		name     string
+		rpm, tpm func(i int) float64 // the grant set at the i-th renewal
+		n        int                 // the request's tokens
+	}{
+		{"below one request a minute, renewed unchanged", func(int) float64 { return 0.5 }, func(int) float64 { return 100_000 }, 100},
+		{"below one input a minute, renewed unchanged", func(int) float64 { return 60 }, func(int) float64 { return 100 }, 500},
+		{"below one input a minute, changing at each renewal", func(int) float64 { return 60 }, func(i int) float64 { return float64(90 + i%3*5) }, 500},
+		{"requests only, below one a minute", func(i int) float64 { return 0.3 + float64(i%2)*0.1 }, func(int) float64 { return 0 }, 100},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var w ownWindow
+			i := 0
+			at := func(d time.Duration) {
+				for ; time.Duration(i)*renew <= d; i++ {
+					w.setGrant(t0.Add(time.Duration(i)*renew), c.rpm(i), c.tpm(i))
+				}
+			}
+			// A newcomer: not before its grants have held a whole window.
+			at(ownWindowSize - time.Second)
+			now := t0.Add(ownWindowSize - time.Second)
+			rpm, tpm, lone := w.limits(now)
+			if s, _ := w.admit(now, c.n, rpm, tpm, lone); s != nil {
+				t.Fatalf("a newcomer's request of %d tokens went into its empty window above its limits %g/%g", c.n, rpm, tpm)
+			}
+			// Renewed for two windows: one request at a time.
+			end := 2*ownWindowSize + 3*time.Second
+			at(end)
+			now = t0.Add(end)
+			rpm, tpm, lone = w.limits(now)
+			if s, _ := w.admit(now, c.n, rpm, tpm, lone); s == nil {
+				t.Fatalf("after %s of renewals the pod's request of %d tokens does not go into its empty window (limits %g/%g, lone %v): it never sends", end, c.n, rpm, tpm, lone)
+			}
+			// ...and only one.
+			rpm, tpm, lone = w.limits(now.Add(time.Second))
+			if s, _ := w.admit(now.Add(time.Second), c.n, rpm, tpm, lone); s != nil {
+				t.Fatal("a second request above the limits went into the window")
+			}
+		})
+	}
+}
