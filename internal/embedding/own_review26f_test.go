@@ -1,8 +1,13 @@
 package embedding
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
+
+	fakeopenai "github.com/vectordb-io/vectordb-operator/test/fakes/openai"
 )
 
 // TestRenewedTinyGrantSends: a lease is renewed every few seconds, and each renewal sets the
@@ -53,5 +58,27 @@ func TestRenewedTinyGrantSends(t *testing.T) {
 				t.Fatal("a second request above the limits went into the window")
 			}
 		})
+	}
+}
+
+// TestRenewedPodBelowOneInputSends: the same through an Embedder: a pod that has held a grant
+// below one input a minute for a whole window, renewed a moment ago (SetRates again, as every
+// renewal does), sends its input into its empty window instead of waiting for ever.
+func TestRenewedPodBelowOneInputSends(t *testing.T) {
+	srv := startFake(t, fakeopenai.Options{})
+	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL()})
+	batches, rejected := e.Split(texts(1))
+	if len(batches) != 1 || len(rejected) != 0 {
+		t.Fatalf("split into %d batches, %d rejected; want one batch", len(batches), len(rejected))
+	}
+	grant := float64(batches[0].Tokens) / 2 // half the input a minute
+	leasedAt(e, grant)                      // held for two windows
+	e.SetRates(0, grant, 0)                 // renewed now
+	e.tokens.SetLimit(rate.Inf)             // only the own window paces it here
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	outs, refused, err := e.EmbedBatch(ctx, batches[0])
+	if err != nil || len(outs) != 1 || len(refused) != 0 {
+		t.Fatalf("a renewed pod granted half an input a minute: %d outputs, %d refused, %v; want its input sent into its empty window", len(outs), len(refused), err)
 	}
 }
