@@ -82,3 +82,45 @@ func TestRenewedPodBelowOneInputSends(t *testing.T) {
 		t.Fatalf("a renewed pod granted half an input a minute: %d outputs, %d refused, %v; want its input sent into its empty window", len(outs), len(refused), err)
 	}
 }
+
+// TestLoneWindowTakesAPartFirst: a settled pod's empty window takes a request above its limit
+// (lone) only when nothing smaller will do: a batch larger than the limit (packed for a higher
+// grant before it was lowered) sends the inputs that fit the limit, or its first input alone
+// when not even that fits, instead of the whole batch above the limit into the provider's minute.
+func TestLoneWindowTakesAPartFirst(t *testing.T) {
+	batch := func(counts ...int) Batch {
+		b := Batch{counts: counts}
+		for i, c := range counts {
+			b.Inputs = append(b.Inputs, Input{ID: int64(i), Text: "x"})
+			b.Tokens += c
+		}
+		return b
+	}
+	for _, c := range []struct {
+		name   string
+		b      Batch
+		limit  float64
+		k      int // inputs admitted
+		tokens int // tokens in the window after
+	}{
+		{"half fits the limit", batch(400, 400, 400, 400), 1000, 2, 800},
+		{"not a quarter fits: the first input alone", batch(600, 600, 600, 600), 500, 1, 600},
+		{"all fit: all", batch(200, 200), 1000, 2, 400},
+		{"one input above the limit: alone", batch(5000), 1000, 1, 5000},
+		{"counts unknown: the whole batch", Batch{Inputs: make([]Input, 4), Tokens: 2400}, 500, 4, 2400},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: "http://127.0.0.1:1"})
+			leasedAt(e, c.limit) // settled
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			s, k, err := e.waitOwnFit(ctx, c.b)
+			if err != nil || s == nil {
+				t.Fatalf("nothing admitted into the settled pod's empty window: %v", err)
+			}
+			if k != c.k || s.tokens != c.tokens {
+				t.Fatalf("admitted %d inputs, %d tokens; want %d, %d (limit %g)", k, s.tokens, c.k, c.tokens, c.limit)
+			}
+		})
+	}
+}
