@@ -191,7 +191,7 @@ func LastFactor(b *v1alpha1.EmbeddingBudget, model string) float64 {
 		f := 1.0
 		ratio := func(e, d int64) {
 			switch {
-			case d <= 0:
+			case d <= 0 || e < 0: // nothing declared, or not a rate the leader writes
 			case e > 0:
 				f = min(f, float64(e)/float64(d))
 			default:
