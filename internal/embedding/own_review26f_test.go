@@ -124,3 +124,86 @@ func TestLoneWindowTakesAPartFirst(t *testing.T) {
 		})
 	}
 }
+
+// TestPartsOfConcurrentBatches: two batches in flight at once, the own window with room for part
+// of one: each input is embedded once and comes back in its batch's order, the window holds each
+// batch's tokens once (parts add up to the batch), and no in-flight slot is left taken.
+func TestPartsOfConcurrentBatches(t *testing.T) {
+	srv := startFake(t, fakeopenai.Options{})
+	e := newTestEmbedder(t, Config{APIKey: testKey, BaseURL: srv.URL(), MaxInputsPerRequest: 8, MaxInFlight: 2})
+	in := texts(16)
+	batches, rejected := e.Split(in)
+	if len(batches) != 2 || len(rejected) != 0 {
+		t.Fatalf("split into %d batches, %d rejected; want two", len(batches), len(rejected))
+	}
+	head := 0
+	for _, c := range batches[0].counts[:4] {
+		head += c
+	}
+	const limit = 10_000
+	leasedAt(e, limit)
+	filler, _ := e.own.admit(time.Now(), limit-head, 0, 0, true) // room for four inputs of one batch
+	type result struct {
+		outs []Output
+		err  error
+	}
+	done := make(chan result, 2)
+	for _, b := range batches {
+		go func() {
+			o, _, err := e.EmbedBatch(context.Background(), b)
+			done <- result{o, err}
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.Stats().Accepted < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no part was sent while the window had room for four inputs")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := srv.Stats(); st.Inputs == 0 || st.Inputs >= 8 {
+		t.Fatalf("the first request embedded %d inputs, want a part of a batch", st.Inputs)
+	}
+	e.own.refund(filler)
+	seen := map[int64]int{}
+	for range batches {
+		select {
+		case r := <-done:
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			for i := 1; i < len(r.outs); i++ {
+				if r.outs[i].ID <= r.outs[i-1].ID {
+					t.Fatalf("outputs out of the batch's order: %d after %d", r.outs[i].ID, r.outs[i-1].ID)
+				}
+			}
+			for _, o := range r.outs {
+				seen[o.ID]++
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a batch did not finish once the window had room")
+		}
+	}
+	for _, x := range in {
+		if seen[x.ID] != 1 {
+			t.Fatalf("input %d came back %d times, want once", x.ID, seen[x.ID])
+		}
+	}
+	if st := srv.Stats(); st.Inputs != 16 {
+		t.Fatalf("the fake embedded %d inputs, want 16", st.Inputs)
+	}
+	e.own.mu.Lock()
+	toks := 0
+	for _, s := range e.own.events {
+		if !s.refunded {
+			toks += s.tokens
+		}
+	}
+	e.own.mu.Unlock()
+	if want := batches[0].Tokens + batches[1].Tokens; toks != want {
+		t.Fatalf("the own window holds %d tokens, want the two batches' %d once", toks, want)
+	}
+	if n := len(e.inFlight); n != 0 {
+		t.Fatalf("%d in-flight slots still taken", n)
+	}
+}
