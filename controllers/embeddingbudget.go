@@ -41,6 +41,9 @@ type BudgetStatusWriter struct {
 	Log logr.Logger
 
 	started time.Time
+	// known are the budget keys this leader's lease server has shown in a snapshot (since Start):
+	// a backed-off model it has not known yet keeps the last leader's status (CarryBackoff).
+	known map[string]bool
 }
 
 func (w *BudgetStatusWriter) now() time.Time {
@@ -60,6 +63,7 @@ func (w *BudgetStatusWriter) Start(ctx context.Context) error {
 		iv = 5 * time.Second
 	}
 	w.started = w.now()
+	w.known = nil
 	t := time.NewTicker(iv)
 	defer t.Stop()
 	for {
@@ -104,6 +108,12 @@ func (w *BudgetStatusWriter) Pass(ctx context.Context) error {
 		return nil
 	}
 	snaps := w.Snapshot()
+	if w.known == nil {
+		w.known = map[string]bool{}
+	}
+	for _, sn := range snaps {
+		w.known[sn.Key] = true
+	}
 	unlisted, err := w.unlisted(ctx, list.Items, snaps)
 	if err != nil {
 		return err
@@ -116,6 +126,7 @@ func (w *BudgetStatusWriter) Pass(ctx context.Context) error {
 			continue
 		}
 		st := embeddingbudget.Status(b, snaps, conflicts[b.Name], unlisted[b.Name])
+		embeddingbudget.CarryBackoff(b, &st, func(model string) bool { return w.known[embeddingbudget.Key(b.Name, model)] })
 		if equality.Semantic.DeepEqual(st, b.Status) {
 			continue
 		}

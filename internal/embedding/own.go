@@ -78,14 +78,17 @@ func (l ownLimit) value(now time.Time) float64 {
 	return sum / ownWindowSize.Seconds()
 }
 
-// settled reports whether the grant has held for a whole window (or there is none, or it is
-// unlimited): the limit is the grant itself then.
+// settled reports whether the pod has held grants for a whole window (or has none, or an
+// unlimited one): its limit no longer counts the time before its first grant as zero, so it is no
+// newcomer whose share the others may still hold. Not "the latest grant was set a window ago":
+// every renewal sets the grant again (the same, or a little different as holders come and go),
+// so a renewed pod never settled, and one granted less than one request or input a minute never
+// sent at all.
 func (l ownLimit) settled(now time.Time) bool {
 	if len(l.grants) == 0 {
 		return true
 	}
-	last := l.grants[len(l.grants)-1]
-	return math.IsInf(last.v, 1) || !now.Before(last.at.Add(ownWindowSize))
+	return math.IsInf(l.grants[len(l.grants)-1].v, 1) || !l.grants[0].at.After(now.Add(-ownWindowSize))
 }
 
 // set changes the limit at now to perMinute (≤ 0: unlimited).
@@ -144,8 +147,9 @@ type ownSend struct {
 // admit records a request of n tokens at now when it fits rpm and tpm per minute (≤ 0: no limit)
 // with what the window holds, and returns it; otherwise it returns how long until the oldest
 // send leaves the window (0 when it is empty: only the limit's growth can admit it). With lone,
-// a request fits an empty window whatever its size: a grant that has held for a whole window but
-// is below one request or one batch per minute then sends one at a time, paced by the buckets.
+// a request fits an empty window whatever its size: a pod that has held grants for a whole window
+// but is granted less than one request or one batch per minute then sends one at a time, paced by
+// the buckets.
 // Not before: a newcomer's limit grows from zero, and a newcomer whose grant is still capped at
 // almost nothing (the others have not renewed yet) must wait for its share, or every pod start
 // would put one request above the budget into the provider's minute.
@@ -187,7 +191,8 @@ func (w *ownWindow) refund(s *ownSend) {
 // waitOwnFit waits until b fits the pod's own window (under a lease only; nil otherwise) and
 // returns its place and len(b.Inputs); or, when the window has room for b's first inputs but not
 // for all of them, at least a quarter of b's tokens (and b was made by a Batcher, so its inputs'
-// counts are known), admits those and returns their number.
+// counts are known), admits those and returns their number; or, when the pod is settled and its
+// window empty, admits what admitLone takes.
 func (e *Embedder) waitOwnFit(ctx context.Context, b Batch) (*ownSend, int, error) {
 	if !e.leased.Load() {
 		return nil, len(b.Inputs), nil
@@ -201,12 +206,17 @@ func (e *Embedder) waitOwnFit(ctx context.Context, b Batch) (*ownSend, int, erro
 	for {
 		now := time.Now()
 		rpm, tpm, lone := e.own.limits(now)
-		s, wait := e.own.admit(now, b.Tokens, rpm, tpm, lone)
+		s, wait := e.own.admit(now, b.Tokens, rpm, tpm, false)
 		if s != nil {
 			return s, len(b.Inputs), nil
 		}
 		if k, n := e.own.fitting(now, b, rpm, tpm); k > 0 {
 			if s, _ := e.own.admit(now, n, rpm, tpm, false); s != nil {
+				return s, k, nil
+			}
+		}
+		if lone {
+			if s, k := e.own.admitLone(now, b, tpm); s != nil {
 				return s, k, nil
 			}
 		}
@@ -220,6 +230,31 @@ func (e *Embedder) waitOwnFit(ctx context.Context, b Batch) (*ownSend, int, erro
 			return nil, 0, err
 		}
 	}
+}
+
+// admitLone admits into an empty window (lone: see admit) b's first inputs, as many as fit tpm (≤ 0:
+// no limit) and at least one, and returns their number; all of b when its inputs' counts are
+// unknown. Only what nothing smaller can avoid goes above the limit: a batch packed for a higher
+// grant before it was lowered sends a part, and a grant below one input sends one input.
+func (w *ownWindow) admitLone(now time.Time, b Batch, tpm float64) (*ownSend, int) {
+	k, n := len(b.Inputs), b.Tokens
+	if tpm > 0 && float64(n) > tpm && len(b.counts) == len(b.Inputs) && len(b.counts) > 1 {
+		k, n = 1, b.counts[0]
+		for k < len(b.counts) && float64(n+b.counts[k]) <= tpm {
+			n += b.counts[k]
+			k++
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, e := range w.events {
+		if !e.refunded && e.at.After(now.Add(-ownWindowSize)) {
+			return nil, 0
+		}
+	}
+	s := &ownSend{at: now, tokens: n}
+	w.events = append(w.events, s)
+	return s, k
 }
 
 // fitting is how many of b's first inputs (k, n tokens) fit the room the window has at now under

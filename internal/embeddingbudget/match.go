@@ -189,12 +189,19 @@ func LastFactor(b *v1alpha1.EmbeddingBudget, model string) float64 {
 			continue
 		}
 		f := 1.0
-		if d := m.Declared.RequestsPerMinute; d > 0 {
-			f = min(f, float64(m.Effective.RequestsPerMinute)/float64(d))
+		ratio := func(e, d int64) {
+			switch {
+			case d <= 0 || e < 0: // nothing declared, or not a rate the leader writes
+			case e > 0:
+				f = min(f, float64(e)/float64(d))
+			default:
+				// The status holds whole numbers: a small declaration backed off far (3 requests
+				// a minute at the floor) shows 0, which is below half of one, not "no backoff".
+				f = min(f, 0.5/float64(d))
+			}
 		}
-		if d := m.Declared.TokensPerMinute; d > 0 {
-			f = min(f, float64(m.Effective.TokensPerMinute)/float64(d))
-		}
+		ratio(m.Effective.RequestsPerMinute, m.Declared.RequestsPerMinute)
+		ratio(m.Effective.TokensPerMinute, m.Declared.TokensPerMinute)
 		if f > 0 && f < 1 {
 			return f
 		}

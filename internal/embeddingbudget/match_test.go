@@ -175,7 +175,12 @@ func TestLastFactor(t *testing.T) {
 		{"another model's backoff", []v1alpha1.BudgetModelStatus{st(300, 1_000_000, 150, 500_000)}, "text-embedding-3-large", 0},
 		{"no status", nil, model, 0},
 		{"nothing declared", []v1alpha1.BudgetModelStatus{st(0, 0, 0, 0)}, model, 0},
-		{"effective zero", []v1alpha1.BudgetModelStatus{st(300, 1_000_000, 0, 0)}, model, 0},
+		// The status holds whole numbers (rounded): a small declaration backed off far rounds its
+		// effective to zero, which says "below half of one", not "not backed off".
+		{"requests rounded to zero, tokens backed off", []v1alpha1.BudgetModelStatus{st(4, 1_000_000, 0, 100_000)}, model, 0.1},
+		{"requests only, rounded to zero", []v1alpha1.BudgetModelStatus{st(3, 0, 0, 0)}, model, 0.5 / 3},
+		{"a negative effective says nothing", []v1alpha1.BudgetModelStatus{st(300, 1_000_000, -5, 500_000)}, model, 0.5},
+		{"effective zero: at most half a unit", []v1alpha1.BudgetModelStatus{st(300, 1_000_000, 0, 0)}, model, 0.5 / 1_000_000},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b := &v1alpha1.EmbeddingBudget{Status: v1alpha1.EmbeddingBudgetStatus{Models: c.models}}

@@ -289,3 +289,28 @@ func round(f float64) int64 {
 	}
 	return int64(math.Round(min(f, math.MaxInt64/2)))
 }
+
+// CarryBackoff keeps in st (b's status computed from this leader's state) the models of b the
+// status before (the last leader's word) showed backed off and this leader has not known yet
+// (known false), with no holders. A leader keeps a backed-off budget while no pod holds a lease
+// of it, so that the next pod does not storm the key again; a new leader that no pod of the
+// budget has renewed with yet would otherwise write that away after its warmup, and the next pod
+// would start at the full declaration (ratelease.Budget.LastFactor reads it from here). Once
+// this leader has known a model, its own state is the status (a budget it forgot had recovered).
+func CarryBackoff(b *v1alpha1.EmbeddingBudget, st *v1alpha1.EmbeddingBudgetStatus, known func(model string) bool) {
+	carried := false
+	for _, m := range b.Spec.Models {
+		if known(m.Name) || hasModel(*st, m.Name) || LastFactor(b, m.Name) <= 0 {
+			continue
+		}
+		for _, old := range b.Status.Models {
+			if old.Name == m.Name {
+				st.Models = append(st.Models, v1alpha1.BudgetModelStatus{Name: old.Name, Declared: old.Declared, Effective: old.Effective})
+				carried = true
+			}
+		}
+	}
+	if carried {
+		sort.Slice(st.Models, func(i, j int) bool { return st.Models[i].Name < st.Models[j].Name })
+	}
+}
