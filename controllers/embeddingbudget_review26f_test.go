@@ -8,7 +8,6 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/tools/events"
 
-	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
 	"github.com/vectordb-io/vectordb-operator/controllers"
 	"github.com/vectordb-io/vectordb-operator/internal/embeddingbudget"
 	"github.com/vectordb-io/vectordb-operator/internal/manager"
@@ -27,20 +26,7 @@ func TestEmbeddingBudgetIdleBackoffSurvivesALeaderChange(t *testing.T) {
 	ing := create(t, newIngestion(ns, "eb-idle", nil))
 	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), ing) })
 	name := "eb-idle-" + ns
-	b := newBudget(name, v1alpha1.EmbeddingBudgetSpec{
-		Models:     []v1alpha1.BudgetModel{{Name: model, RequestsPerMinute: 300, TokensPerMinute: 900_000}},
-		Namespaces: []v1alpha1.BudgetNamespace{{Name: ns, Weight: 1}},
-	})
-	if err := cluster.Client.Create(ctx, b); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), b) })
-	b.Status = v1alpha1.EmbeddingBudgetStatus{Models: []v1alpha1.BudgetModelStatus{{Name: model,
-		Declared:  v1alpha1.BudgetRates{RequestsPerMinute: 300, TokensPerMinute: 900_000},
-		Effective: v1alpha1.BudgetRates{RequestsPerMinute: 150, TokensPerMinute: 450_000}}}}
-	if err := cluster.Client.Status().Update(ctx, b); err != nil {
-		t.Fatal(err)
-	}
+	halvedBudget(t, name, ns, model)
 
 	res := manager.DeclaredBudgets(cluster.Client, logr.Discard())
 	srv, err := ratelease.NewServer(ratelease.ServerOptions{Key: []byte("idle-resume-test-key-0123456789"), Resolver: res})

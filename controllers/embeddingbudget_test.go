@@ -586,20 +586,7 @@ func TestEmbeddingBudgetBackoffSurvivesALeaderChange(t *testing.T) {
 	const model = "text-embedding-3-small"
 	ing := create(t, newIngestion(ns, "eb-resume", nil))
 	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), ing) })
-	b := newBudget("eb-resume-"+ns, v1alpha1.EmbeddingBudgetSpec{
-		Models:     []v1alpha1.BudgetModel{{Name: model, RequestsPerMinute: 300, TokensPerMinute: 900_000}},
-		Namespaces: []v1alpha1.BudgetNamespace{{Name: ns, Weight: 1}},
-	})
-	if err := cluster.Client.Create(ctx, b); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), b) })
-	b.Status = v1alpha1.EmbeddingBudgetStatus{Models: []v1alpha1.BudgetModelStatus{{Name: model,
-		Declared:  v1alpha1.BudgetRates{RequestsPerMinute: 300, TokensPerMinute: 900_000},
-		Effective: v1alpha1.BudgetRates{RequestsPerMinute: 150, TokensPerMinute: 450_000}, Holders: 1}}}
-	if err := cluster.Client.Status().Update(ctx, b); err != nil {
-		t.Fatal(err)
-	}
+	halvedBudget(t, "eb-resume-"+ns, ns, model)
 
 	res := manager.DeclaredBudgets(cluster.Client, logr.Discard())
 	got, err := res.Resolve(ctx, ns, ing.Name, model)
@@ -620,4 +607,26 @@ func TestEmbeddingBudgetBackoffSurvivesALeaderChange(t *testing.T) {
 	if math.Abs(l.TPM-450_000) > 1 || math.Abs(l.RPM-150) > 1e-6 {
 		t.Fatalf("the new leader's first lease: %g RPM, %g TPM; want 150 and 450000 (half, as the last leader left it)", l.RPM, l.TPM)
 	}
+}
+
+// halvedBudget creates an EmbeddingBudget of 300 RPM and 900,000 TPM of model for namespace ns
+// whose status shows it backed off to half, as a leader that has since gone left it.
+func halvedBudget(t *testing.T, name, ns, model string) *v1alpha1.EmbeddingBudget {
+	t.Helper()
+	ctx := context.Background()
+	b := newBudget(name, v1alpha1.EmbeddingBudgetSpec{
+		Models:     []v1alpha1.BudgetModel{{Name: model, RequestsPerMinute: 300, TokensPerMinute: 900_000}},
+		Namespaces: []v1alpha1.BudgetNamespace{{Name: ns, Weight: 1}},
+	})
+	if err := cluster.Client.Create(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), b) })
+	b.Status = v1alpha1.EmbeddingBudgetStatus{Models: []v1alpha1.BudgetModelStatus{{Name: model,
+		Declared:  v1alpha1.BudgetRates{RequestsPerMinute: 300, TokensPerMinute: 900_000},
+		Effective: v1alpha1.BudgetRates{RequestsPerMinute: 150, TokensPerMinute: 450_000}}}}
+	if err := cluster.Client.Status().Update(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

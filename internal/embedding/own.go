@@ -288,33 +288,8 @@ func (w *ownWindow) fitting(now time.Time, b Batch, rpm, tpm float64) (k, n int)
 }
 
 // waitOwn waits until a request of n tokens fits the pod's own window (under a lease only; nil
-// otherwise). It checks again at least every ownGrowSlice, so a raised grant takes effect as it
-// grows.
+// otherwise): waitOwnFit for a request whose inputs' counts are unknown, so it goes whole.
 func (e *Embedder) waitOwn(ctx context.Context, n int) (*ownSend, error) {
-	if !e.leased.Load() {
-		return nil, nil
-	}
-	var done func()
-	defer func() {
-		if done != nil {
-			done()
-		}
-	}()
-	for {
-		now := time.Now()
-		rpm, tpm, lone := e.own.limits(now)
-		s, wait := e.own.admit(now, n, rpm, tpm, lone)
-		if s != nil {
-			return s, nil
-		}
-		if done == nil {
-			done = e.startWait()
-		}
-		if wait <= 0 || wait > ownGrowSlice {
-			wait = ownGrowSlice // the limit grows meanwhile
-		}
-		if err := sleep(ctx, max(time.Millisecond, wait)); err != nil {
-			return nil, err
-		}
-	}
+	s, _, err := e.waitOwnFit(ctx, Batch{Tokens: n})
+	return s, err
 }
