@@ -242,25 +242,22 @@ func TestSetRatesGrowsTheOwnWindow(t *testing.T) {
 	if rpm, tpm, _ := e.own.limits(time.Now()); rpm != 60 || tpm != 100_000 {
 		t.Fatalf("own limits %g/%g after a window, want 60/100000", rpm, tpm)
 	}
-	e.SetRates(120, 200_000, 0)
-	if rpm, tpm, _ := e.Rates(); rpm != 120 || tpm != 200_000 {
-		t.Fatalf("bucket rates %g/%g right after a raise, want 120/200000", rpm, tpm)
-	}
-	if rpm, tpm, _ := e.own.limits(time.Now()); rpm < 60 || rpm > 62 || tpm < 100_000 || tpm > 103_000 {
-		t.Fatalf("own limits %g/%g right after a raise, want about 60/100000 (growing)", rpm, tpm)
-	}
-	if rpm, tpm, _ := e.own.limits(time.Now().Add(ownWindowSize)); rpm != 120 || tpm != 200_000 {
-		t.Fatalf("own limits %g/%g a window after a raise, want 120/200000", rpm, tpm)
-	}
-	e.SetRates(30, 50_000, 0)
-	if rpm, tpm, _ := e.Rates(); rpm != 30 || tpm != 50_000 {
-		t.Fatalf("bucket rates %g/%g right after a lowering, want 30/50000", rpm, tpm)
-	}
-	if rpm, tpm, _ := e.own.limits(time.Now()); rpm < 60 || rpm > 62 || tpm < 100_000 || tpm > 103_000 {
-		t.Fatalf("own limits %g/%g right after a lowering, want about 60/100000 (coming down)", rpm, tpm)
-	}
-	if rpm, tpm, _ := e.own.limits(time.Now().Add(ownWindowSize)); rpm != 30 || tpm != 50_000 {
-		t.Fatalf("own limits %g/%g a window after a lowering, want 30/50000", rpm, tpm)
+	// From 60/100000, raised and then lowered: the buckets take each grant at once, the own window
+	// starts where it stood (about 60/100000) and holds the new grant a window later.
+	for _, g := range []struct {
+		what     string
+		rpm, tpm float64
+	}{{"raise", 120, 200_000}, {"lowering", 30, 50_000}} {
+		e.SetRates(g.rpm, g.tpm, 0)
+		if rpm, tpm, _ := e.Rates(); rpm != g.rpm || tpm != g.tpm {
+			t.Fatalf("bucket rates %g/%g right after a %s, want %g/%g", rpm, tpm, g.what, g.rpm, g.tpm)
+		}
+		if rpm, tpm, _ := e.own.limits(time.Now()); rpm < 60 || rpm > 62 || tpm < 100_000 || tpm > 103_000 {
+			t.Fatalf("own limits %g/%g right after a %s, want about 60/100000 (on the way)", rpm, tpm, g.what)
+		}
+		if rpm, tpm, _ := e.own.limits(time.Now().Add(ownWindowSize)); rpm != g.rpm || tpm != g.tpm {
+			t.Fatalf("own limits %g/%g a window after a %s, want %g/%g", rpm, tpm, g.what, g.rpm, g.tpm)
+		}
 	}
 }
 
