@@ -1,6 +1,7 @@
 package embedding
 
 import (
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -44,6 +45,7 @@ type fleetRun struct {
 	holders  []int   // active pods at each 10 s bin's start
 	sent     int     // tokens sent, of total
 	total    int
+	sends    []int // each request's tokens
 }
 
 // simulate runs the fleet on a synthetic clock in steps of 10 ms with an ideal lease server
@@ -57,10 +59,15 @@ func (f benchFleet) simulate() fleetRun {
 		left   int
 		bucket *rate.Limiter
 		own    *ownWindow
-		paid   int
-		grant  float64
-		since  time.Time
+		// cur is the batch being sent (the rest of one sent in parts), paid: its tokens were
+		// drawn from the bucket.
+		cur   Batch
+		paid  bool
+		owed  int // of cur's tokens, still to draw from the bucket
+		grant float64
+		since time.Time
 	}
+	rows := rand.New(rand.NewPCG(26, 7)) // row sizes: 150–350 tokens, as the bench's varied rows
 	var active []*pod
 	pending := make([]int, len(f.chunks)) // chunks not started
 	running := make([]int, len(f.chunks))
@@ -135,35 +142,58 @@ func (f benchFleet) simulate() fleetRun {
 		}
 		for i := 0; i < len(active); i++ {
 			p := active[i]
-			size := min(p.left, 25_000, max(MaxInputTokens, int(p.grant/20)))
-			if !f.noBucket && p.paid < size {
-				if !p.bucket.AllowN(t, size-p.paid) {
+			if len(p.cur.Inputs) == 0 {
+				// A new batch of rows, packed for the grant as the Batcher packs it.
+				limit := min(25_000, max(MaxInputTokens, int(p.grant/20)))
+				p.cur, p.paid = Batch{}, false
+				for p.cur.Tokens < p.left {
+					n := min(150+rows.IntN(201), p.left-p.cur.Tokens)
+					if len(p.cur.Inputs) > 0 && p.cur.Tokens+n > limit {
+						break
+					}
+					p.cur.Inputs = append(p.cur.Inputs, Input{})
+					p.cur.counts = append(p.cur.counts, n)
+					p.cur.Tokens += n
+				}
+			}
+			if !f.noBucket && !p.paid {
+				// Drawn in pieces of the burst as it is now, as waitN does (a batch packed for a
+				// higher grant can be larger than a lowered burst).
+				if p.owed == 0 {
+					p.owed = p.cur.Tokens
+				}
+				take := min(p.owed, p.bucket.Burst())
+				if !p.bucket.AllowN(t, take) {
 					continue
 				}
-				p.paid = size
-			}
-			s, _ := p.own.admit(t, size, 0, p.own.tpm.value(t), p.own.tpm.settled(t))
-			if s == nil && !f.noSplit {
-				// As waitOwnFit: the first inputs that fit (rows of 250 tokens), when at least a quarter.
-				b := Batch{Tokens: size}
-				for left := size; left > 0; left -= 250 {
-					b.Inputs = append(b.Inputs, Input{})
-					b.counts = append(b.counts, min(250, left))
+				if p.owed -= take; p.owed > 0 {
+					continue
 				}
-				if k, part := p.own.fitting(t, b, 0, p.own.tpm.value(t)); k > 0 {
-					s, _ = p.own.admit(t, part, 0, p.own.tpm.value(t), false)
-					if s != nil {
-						p.paid = size - part // paid for the rest already
-						size = part
+				p.paid = true
+			}
+			// As waitOwnFit: all of it within the limit, else the first inputs that fit (a quarter of
+			// it at least), else, settled into an empty window, what admitLone takes.
+			lim := p.own.tpm.value(t)
+			part := p.cur
+			s, _ := p.own.admit(t, part.Tokens, 0, lim, false)
+			if s == nil && !f.noSplit {
+				if k, n := p.own.fitting(t, p.cur, 0, lim); k > 0 {
+					if s, _ = p.own.admit(t, n, 0, lim, false); s != nil {
+						part, _ = p.cur.cut(k)
 					}
+				}
+			}
+			if s == nil && p.own.tpm.settled(t) {
+				var k int
+				if s, k = p.own.admitLone(t, p.cur, lim); s != nil {
+					part, _ = p.cur.cut(k)
 				}
 			}
 			if s == nil {
 				continue
 			}
-			if f.noSplit || p.paid >= size {
-				p.paid = 0
-			}
+			_, p.cur = p.cur.cut(len(part.Inputs))
+			size := part.Tokens
 			p.left -= size
 			sentTotal += size
 			bins[len(bins)-1] += size
@@ -198,7 +228,11 @@ func (f benchFleet) simulate() fleetRun {
 	}
 	wall := last.Sub(t0)
 	floor := time.Duration(float64(total) / f.budget * float64(time.Minute))
-	return fleetRun{wall: wall, floor: floor, peak: peak, peakAt: peakAtT, sent: sentTotal, total: total, bins: bins, holders: holders,
+	sends := make([]int, len(log))
+	for i, x := range log {
+		sends[i] = x.tokens
+	}
+	return fleetRun{wall: wall, floor: floor, peak: peak, peakAt: peakAtT, sent: sentTotal, total: total, bins: bins, holders: holders, sends: sends,
 		idleFrac: 1 - float64(sentTotal)/(f.budget*wall.Minutes())}
 }
 
@@ -242,6 +276,7 @@ func BenchmarkSimulatedBenchFleet(b *testing.B) {
 			b.ReportMetric(r.wall.Seconds()/r.floor.Seconds(), "wall/floor")
 			b.ReportMetric(float64(r.peak)/f.budget, "peak/budget")
 			b.ReportMetric(100*r.idleFrac, "%unsent")
+			b.ReportMetric(float64(len(r.sends)), "requests")
 			b.Logf("wall %v, floor %v, busiest minute %d tokens ending at +%v, budget %.0f",
 				r.wall.Round(time.Second), r.floor.Round(time.Second), r.peak, r.peakAt.Round(10*time.Millisecond), f.budget)
 			for i, sent := range r.bins {
