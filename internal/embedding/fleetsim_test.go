@@ -49,9 +49,11 @@ type fleetRun struct {
 }
 
 // simulate runs the fleet on a synthetic clock in steps of 10 ms with an ideal lease server
-// (every active pod gets budget ÷ holders at once on each arrival and departure): each pod is
-// paced by its token bucket (burst: one batch, as SetRates sizes it) and its own window, as an
-// embedder under a lease is.
+// (every active pod gets budget ÷ holders at once on each arrival and departure): each pod packs
+// rows of 150–350 tokens into batches for its grant and is paced by its token bucket (burst: one
+// batch, as SetRates sizes it) and its own window, as an embedder under a lease is (waitOwnFit:
+// a batch in parts when only its first rows fit). The request budget is not modelled: the
+// requests reported say what a variant would need of it.
 func (f benchFleet) simulate() fleetRun {
 	t0 := time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)
 	type pod struct {
@@ -237,11 +239,11 @@ func (f benchFleet) simulate() fleetRun {
 }
 
 // BenchmarkSimulatedBenchFleet measures where the bench's fleet phase loses time against its
-// floor (docs/benchmarks.md "Fleet": 1.074 × floor on the local stack), on a synthetic clock so
-// each cause can be switched off alone. It reports wall ÷ floor, the busiest minute ÷ the budget
-// (above 1: the provider would answer 429) and the unsent share of budget × wall; -v logs each
-// variant's tokens per 10 s against the budget's. Figures, not pass/fail: see the report of
-// issue #26 part D for what they showed.
+// floor (docs/benchmarks.md "Fleet" and the note below it), on a synthetic clock so each cause
+// can be switched off alone. It reports wall ÷ floor, the busiest minute ÷ the budget (above 1:
+// the provider would answer 429), the unsent share of budget × wall and the requests sent; -v
+// logs each variant's tokens per 10 s against the budget's. Figures, not pass/fail; the note in
+// docs/benchmarks.md says what they showed.
 //
 //	go test -run '^$' -bench SimulatedBenchFleet -benchtime 1x -v ./internal/embedding/
 func BenchmarkSimulatedBenchFleet(b *testing.B) {
