@@ -93,7 +93,7 @@ func DefaultConfig() Config {
 		// ≈ 5 min of fleet at the floor (issue #26): pod start-up and the fake's 60 s window stay
 		// small beside it; each mode takes about that long.
 		FleetRows: []int{8000, 6000, 4000, 2000}, FleetStarts: []time.Duration{0, 0, 10 * time.Second, 20 * time.Second},
-		FleetFloor: 5 * time.Minute, FleetRowsPerChunk: 2000, FleetParallelism: 2, FleetRenew: 5 * time.Second}
+		FleetFloor: 5 * time.Minute, FleetRowsPerChunk: 2000, FleetParallelism: 2, FleetRenew: 3 * time.Second}
 }
 
 // Report holds every figure.

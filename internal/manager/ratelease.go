@@ -66,7 +66,9 @@ func bindRateLeaseFlags(fs *pflag.FlagSet, o *RateLeaseOptions) {
 }
 
 func defaultRateLeaseOptions() RateLeaseOptions {
-	return RateLeaseOptions{Addr: ":8083", Renew: 5 * time.Second, StatusInterval: 5 * time.Second,
+	// Renew: a finished pod's share idles until the others renew, so a shorter period hands it on
+	// sooner (the fleet bench lost about 2 % of its floor at 5 s); each renewal is one small POST.
+	return RateLeaseOptions{Addr: ":8083", Renew: 3 * time.Second, StatusInterval: 5 * time.Second,
 		PodName: os.Getenv("POD_NAME"), PodNamespace: os.Getenv("POD_NAMESPACE")}
 }
 

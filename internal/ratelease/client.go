@@ -74,7 +74,7 @@ func NewClient(opts ClientOptions, lim Limiter) *Client {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Client{opts: opts, lim: lim, fallback: opts.Fallback, renew: 5 * time.Second, lastAt: opts.Now()}
+	return &Client{opts: opts, lim: lim, fallback: opts.Fallback, renew: 3 * time.Second, lastAt: opts.Now()}
 }
 
 // FirstLeaseWait bounds how long a pod waits for its first lease before its first provider

@@ -59,7 +59,7 @@ type ServerOptions struct {
 	// Key signs and checks the per-Job credentials. Required.
 	Key      []byte
 	Resolver Resolver
-	// Renew is how often pods renew (default 5 s); leases last TTL (default 3 × Renew).
+	// Renew is how often pods renew (default 3 s); leases last TTL (default 3 × Renew).
 	Renew, TTL time.Duration
 	// Now is the clock (tests inject one); default time.Now.
 	Now     func() time.Time
@@ -133,7 +133,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		return nil, errors.New("rate lease server: no resolver")
 	}
 	if opts.Renew <= 0 {
-		opts.Renew = 5 * time.Second
+		opts.Renew = 3 * time.Second
 	}
 	if opts.TTL <= 0 {
 		opts.TTL = 3 * opts.Renew
