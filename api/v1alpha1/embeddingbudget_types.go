@@ -118,6 +118,10 @@ type BudgetHolder struct {
 	Used    BudgetRates `json:"used"`
 	// RateLimited counts the 429s its live pods reported.
 	RateLimited int64 `json:"rateLimited"`
+	// BackoffPercent is the ingestion's own backoff, in percent of its share, when the provider's
+	// 429s came to its pods alone (its grants are cut, the others' are not); omitted at 100.
+	// +optional
+	BackoffPercent int32 `json:"backoffPercent,omitempty"`
 }
 
 // EmbeddingBudgetStatus is written by the leader from the lease service every few seconds,

@@ -108,6 +108,9 @@ func Status(b *v1alpha1.EmbeddingBudget, snaps []ratelease.Snapshot, conflicts [
 			h.granted.RPM, h.granted.TPM = h.granted.RPM+g.RPM, h.granted.TPM+g.TPM
 			h.used.RPM, h.used.TPM = h.used.RPM+u.Used.RPM, h.used.TPM+u.Used.TPM
 			h.h.RateLimited += u.RateLimited
+			if f, ok := s.GroupFactors[k.ns+"/"+k.ing]; ok && f < 1 {
+				h.h.BackoffPercent = int32(math.Round(100 * f))
+			}
 		}
 		ms.Used = rates(used)
 		st.Models = append(st.Models, ms)

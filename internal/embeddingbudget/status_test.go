@@ -45,6 +45,8 @@ func TestStatus(t *testing.T) {
 		snap(Key("other", "m"), ratebudget.Rates{RPM: 1, TPM: 1}, 0, map[string][3]float64{"x/y/j/p": {1, 1, 0}}),
 		snap("a/key:api-key//m", ratebudget.Rates{RPM: 1, TPM: 1}, 0, map[string][3]float64{"a/z/j/p": {1, 1, 0}}),
 	}
+	// ing1's pods alone saw 429s: its own factor is cut (a factor of 1 is never listed).
+	snaps[0].GroupFactors = map[string]float64{"a/ing1": 0.254, "x/y": 0.5}
 	st := Status(&b, snaps, nil, nil)
 	wantModels := []v1alpha1.BudgetModelStatus{{Name: "m", Declared: v1alpha1.BudgetRates{RequestsPerMinute: 100, TokensPerMinute: 1000}, Effective: v1alpha1.BudgetRates{RequestsPerMinute: 100, TokensPerMinute: 1000},
 		Granted: v1alpha1.BudgetRates{RequestsPerMinute: 1, TokensPerMinute: 1000}, Used: v1alpha1.BudgetRates{RequestsPerMinute: 1, TokensPerMinute: 750},
@@ -54,7 +56,7 @@ func TestStatus(t *testing.T) {
 	}
 	wantHolders := []v1alpha1.BudgetHolder{
 		{Namespace: "a", Ingestion: "ing1", Model: "m", Pods: 2, Granted: v1alpha1.BudgetRates{RequestsPerMinute: 1, TokensPerMinute: 600},
-			Used: v1alpha1.BudgetRates{RequestsPerMinute: 0, TokensPerMinute: 350}, RateLimited: 3},
+			Used: v1alpha1.BudgetRates{RequestsPerMinute: 0, TokensPerMinute: 350}, RateLimited: 3, BackoffPercent: 25},
 		{Namespace: "r", Ingestion: "ing2", Model: "m", Pods: 1, Granted: v1alpha1.BudgetRates{RequestsPerMinute: 0, TokensPerMinute: 400},
 			Used: v1alpha1.BudgetRates{RequestsPerMinute: 0, TokensPerMinute: 400}},
 	}

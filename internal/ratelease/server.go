@@ -548,6 +548,8 @@ type Snapshot struct {
 	// RateLimited counts the 429s reported since the server learned the budget (it forgets a
 	// budget once no one holds it and it is not backed off).
 	RateLimited int64
+	// GroupFactors are the ingestions' (namespace/name) own backoff factors below 1.
+	GroupFactors map[string]float64
 }
 
 // Snapshot returns every budget's state, live holders only.
@@ -559,7 +561,7 @@ func (s *Server) Snapshot() []Snapshot {
 	for key, st := range s.budgets {
 		sn := Snapshot{Key: key, Declared: st.declared, Effective: st.backoff.Budget.Effective(st.declared),
 			Factor: st.backoff.Budget.Factor, Holders: map[string]ratebudget.Rates{},
-			Use: map[string]HolderUse{}, RateLimited: st.rateLimited}
+			Use: map[string]HolderUse{}, RateLimited: st.rateLimited, GroupFactors: st.backoff.GroupFactors()}
 		for id, h := range st.holders {
 			if now.Before(h.expires) {
 				sn.Holders[id] = h.grant

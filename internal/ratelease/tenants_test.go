@@ -60,6 +60,8 @@ func TestTenantsShareABudget(t *testing.T) {
 		// want: the budget's factor cut; the TPM of each tenant's pod at the end.
 		budgetCut bool
 		want      map[string]func(tpm float64) bool
+		// cutAlone: the ingestion whose own factor is cut ("": none).
+		cutAlone string
 		// wantFallback: the TPM of each tenant's static share at the end (nil: not checked).
 		wantFallback map[string]func(tpm float64) bool
 	}{
@@ -67,6 +69,7 @@ func TestTenantsShareABudget(t *testing.T) {
 			name:     "a liar among three: the others keep their thirds",
 			tenants:  []string{"a", "b", "c"},
 			share429: map[string]float64{"a": 1},
+			cutAlone: "a",
 			want: map[string]func(float64) bool{
 				"a": func(x float64) bool { return x <= 200_000*0.25 },
 				"b": func(x float64) bool { return near(x, 200_000) },
@@ -116,6 +119,18 @@ func TestTenantsShareABudget(t *testing.T) {
 			s := e.srv.Snapshot()
 			if len(s) != 1 {
 				t.Fatalf("%d budgets", len(s))
+			}
+			// An ingestion cut alone shows in the snapshot (the budget's status lists it), and only
+			// that one.
+			if c.cutAlone != "" {
+				for ing, f := range s[0].GroupFactors {
+					if ing != "ns/"+c.cutAlone || f > 0.25 {
+						t.Errorf("snapshot: %s's own factor %g, want only %q's, a quarter or less", ing, f, c.cutAlone)
+					}
+				}
+				if _, ok := s[0].GroupFactors["ns/"+c.cutAlone]; !ok {
+					t.Errorf("snapshot: %s not cut alone (%v)", c.cutAlone, s[0].GroupFactors)
+				}
 			}
 			if cut := s[0].Factor < 1; cut != c.budgetCut {
 				t.Errorf("budget factor %g: cut %v, want %v", s[0].Factor, cut, c.budgetCut)
