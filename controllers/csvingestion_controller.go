@@ -120,7 +120,9 @@ type Reconciler struct {
 	unclaimed map[types.UID]bool
 	// leaseSecrets: ingestions whose lease Secret this process has written.
 	leaseSecrets map[types.UID]bool
-	cleanupMu    sync.Mutex
+	// rateBudgetPausedUntil: status.rateBudget is not resolved before then (a resolve timed out).
+	rateBudgetPausedUntil time.Time
+	cleanupMu             sync.Mutex
 	// cleanupFailures holds the failed cleanup Jobs already reported by an event.
 	cleanupFailures map[types.UID]bool
 }

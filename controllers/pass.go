@@ -637,8 +637,9 @@ func (p *pass) decide(ctx context.Context) error {
 				return err
 			}
 			next = nil
+		} else {
+			p.noteRateBudget(ctx)
 		}
-		p.noteRateBudget(ctx)
 	}
 	for _, i := range next {
 		if p.blocked != nil {

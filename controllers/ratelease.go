@@ -104,16 +104,36 @@ func (r *Reconciler) leaseEnv(obj *v1alpha1.CsvIngestion, job string) []corev1.E
 // answers the pods with that message; a pass must not wait on it).
 const rateBudgetTimeout = 500 * time.Millisecond
 
+// rateBudgetPause: after a resolve ran out of time, passes skip it this long. Unsynced stays
+// unsynced (missing RBAC), and every pass that starts chunks, of every ingestion, would spend
+// rateBudgetTimeout of a reconcile worker on it.
+const rateBudgetPause = time.Minute
+
 // noteRateBudget shows in status.rateBudget the budget the online chunk pods about to start will
 // lease from. Not resolved: the last one stays, and the lease service tells the pods why.
 func (p *pass) noteRateBudget(ctx context.Context) {
 	if p.r.Config.RateBudgets == nil || p.obj.Spec.Embedding.Mode == v1alpha1.EmbeddingBatch {
 		return
 	}
+	now := p.r.Now()
+	p.r.mu.Lock()
+	paused := now.Before(p.r.rateBudgetPausedUntil)
+	p.r.mu.Unlock()
+	if paused {
+		return
+	}
 	rctx, cancel := context.WithTimeout(ctx, rateBudgetTimeout)
 	defer cancel()
 	b, err := p.r.Config.RateBudgets.Resolve(rctx, p.obj.Namespace, p.obj.Name, p.obj.Spec.Embedding.Model)
 	if err != nil {
+		if rctx.Err() != nil && ctx.Err() == nil {
+			p.r.mu.Lock()
+			p.r.rateBudgetPausedUntil = now.Add(rateBudgetPause)
+			p.r.mu.Unlock()
+			logf.FromContext(ctx).Info("rate budget not resolved in time for status.rateBudget; not tried again for a while",
+				"timeout", rateBudgetTimeout, "pause", rateBudgetPause, "error", err.Error())
+			return
+		}
 		logf.FromContext(ctx).V(1).Info("rate budget not resolved for status", "error", err.Error())
 		return
 	}

@@ -108,8 +108,8 @@ func Status(b *v1alpha1.EmbeddingBudget, snaps []ratelease.Snapshot, conflicts [
 			h.granted.RPM, h.granted.TPM = h.granted.RPM+g.RPM, h.granted.TPM+g.TPM
 			h.used.RPM, h.used.TPM = h.used.RPM+u.Used.RPM, h.used.TPM+u.Used.TPM
 			h.h.RateLimited += u.RateLimited
-			if f, ok := s.GroupFactors[k.ns+"/"+k.ing]; ok && f < 1 {
-				h.h.BackoffPercent = int32(math.Round(100 * f))
+			if f, ok := s.GroupFactors[k.ns+"/"+k.ing]; ok {
+				h.h.BackoffPercent = backoffPercent(f)
 			}
 		}
 		ms.Used = rates(used)
@@ -316,4 +316,14 @@ func CarryBackoff(b *v1alpha1.EmbeddingBudget, st *v1alpha1.EmbeddingBudgetStatu
 	if carried {
 		sort.Slice(st.Models, func(i, j int) bool { return st.Models[i].Name < st.Models[j].Name })
 	}
+}
+
+// backoffPercent is an ingestion's own factor in whole percent for holders[].backoffPercent: 0
+// (omitted) only when it is not cut; a cut one shows 1..99, never 100 (which would read as not
+// cut, though omitempty keeps it) nor 0 (which omitempty drops, hiding the cut).
+func backoffPercent(f float64) int32 {
+	if !(f < 1) { // NaN too: nothing to show
+		return 0
+	}
+	return int32(min(99, max(1, math.Round(100*f))))
 }

@@ -233,3 +233,37 @@ func TestUnlisted(t *testing.T) {
 		t.Fatalf("unlisted %+v, want %+v", got, want)
 	}
 }
+
+// An ingestion's own factor shows in whole percent, and a cut one never reads as uncut: rounded
+// to 100 it would claim no cut (omitempty keeps 100), rounded to 0 omitempty would drop it.
+func TestStatusHolderBackoffPercent(t *testing.T) {
+	for _, c := range []struct {
+		factor float64
+		set    bool // the snapshot lists the ingestion's factor
+		want   int32
+	}{
+		{set: false, want: 0},
+		{factor: 1, set: true, want: 0},
+		{factor: 0.5, set: true, want: 50},
+		{factor: 0.125, set: true, want: 13},
+		{factor: 0.1, set: true, want: 10},
+		{factor: 0.996, set: true, want: 99},
+		{factor: 0.004, set: true, want: 1},
+	} {
+		t.Run(fmt.Sprint(c.factor, c.set), func(t *testing.T) {
+			b := budget("prod", 0, []string{"a/key"}, nil, "m")
+			s := snap(Key("prod", "m"), ratebudget.Rates{RPM: 100, TPM: 1000}, 0, map[string][3]float64{
+				"a/ing/job-0/pod-0": {300, 0, 0}, "a/ing/job-1/pod-1": {300, 0, 0}})
+			if c.set {
+				s.GroupFactors = map[string]float64{"a/ing": c.factor}
+			}
+			st := Status(&b, []ratelease.Snapshot{s}, nil, nil)
+			if len(st.Holders) != 1 {
+				t.Fatalf("holders %+v, want the ingestion's two pods merged into one", st.Holders)
+			}
+			if got := st.Holders[0].BackoffPercent; got != c.want {
+				t.Errorf("backoffPercent %d, want %d", got, c.want)
+			}
+		})
+	}
+}
