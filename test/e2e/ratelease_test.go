@@ -216,7 +216,7 @@ func TestRateLeasesHoldTheKeysBudget(t *testing.T) {
 	// credit that paid for it has left. This run drops grants many times (parallelism 2 → 6, the
 	// second ingestion's arrival, chunk pods finishing, the manager's restart), so the bound is
 	// the budget plus one request per pod holding a lease at once (six of the first ingestion's,
-	// one of the second's). Measured: 40 or 41 (43–45 before an empty window stopped taking a
+	// one of the second's). Measured: 39 to 41 (43–45 before an empty window stopped taking a
 	// newcomer's first request above its limit).
 	// Without leases the new Jobs' frozen shares and the second ingestion's add half the budget
 	// and more on top.
