@@ -367,52 +367,14 @@ func TestClaimedBatchIsCreatedOnce(t *testing.T) {
 			<-aClaimed
 		}
 	}}
-	client := func(d openai.HTTPDoer) *openai.Client {
-		oc := openai.DefaultConfig(key)
-		oc.BaseURL, oc.HTTPClient = s.URL(), d
-		return openai.NewClientWithConfig(oc)
-	}
 	cfgA := s3Config(t, s, a, "pod-a")
-	cfgA.Client = client(gateCreate{c: &http.Client{}, gate: bThere})
+	cfgA.Client = fakeClient(s, gateCreate{c: &http.Client{}, gate: bThere})
 	cfgB := s3Config(t, s, b, "pod-b")
-	cfgB.Client = client(gateCreate{c: &http.Client{}, reached: signalB})
+	cfgB.Client = fakeClient(s, gateCreate{c: &http.Client{}, reached: signalB})
 	sleepB := cfgB.Sleep
 	cfgB.Sleep = func(ctx context.Context, d time.Duration) error { signalB(); return sleepB(ctx, d) }
 
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	results := make([]*batchembed.Results, 2)
-	runners := make([]*batchembed.Runner, 2)
-	for i, cfg := range []batchembed.Config{cfgA, cfgB} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if i == 1 {
-				<-startB
-			}
-			r, err := batchembed.Open(ctx, cfg)
-			if i == 1 {
-				close(bLoaded)
-			}
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			runners[i] = r
-			results[i], errs[i] = run(ctx, r, 0, 50)
-		}()
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("pod %d: %v", i, err)
-		}
-		defer results[i].Close()
-		check(t, results[i], 0, 50)
-	}
-	if st := s.BatchStats(); st.BatchesCreated != 1 || st.LinesEmbedded+st.LinesFailed != 50 {
-		t.Fatalf("want one batch, each line run once: %+v", st)
-	}
+	runners := runTwoPods(ctx, t, s, cfgA, cfgB, startB, func() { close(bLoaded) })
 	// A created it; B, which lost the claim, adopted it.
 	if a, b := runners[0].Stats(), runners[1].Stats(); a.BatchesCreated != 1 || b.BatchesCreated != 0 {
 		t.Fatalf("pod A created %d batches, pod B %d; want 1 and 0", a.BatchesCreated, b.BatchesCreated)
@@ -483,51 +445,16 @@ func TestClaimAgeIsNotTakenFromTheClaimantsClock(t *testing.T) {
 			close(aClaimed)
 		}
 	}}
-	client := func(d openai.HTTPDoer) *openai.Client {
-		oc := openai.DefaultConfig(key)
-		oc.BaseURL, oc.HTTPClient = s.URL(), d
-		return openai.NewClientWithConfig(oc)
-	}
 	cfgA := s3Config(t, s, a, "pod-a")
 	// A stops just before CreateBatch until B has decided: reached CreateBatch, or waits.
-	cfgA.Client = client(gateCreate{c: &http.Client{}, gate: bThere})
+	cfgA.Client = fakeClient(s, gateCreate{c: &http.Client{}, gate: bThere})
 	cfgB := s3Config(t, s, base, "pod-b")
-	cfgB.Client = client(gateCreate{c: &http.Client{}, reached: signalB})
+	cfgB.Client = fakeClient(s, gateCreate{c: &http.Client{}, reached: signalB})
 	cfgB.Now = func() time.Time { return time.Now().Add(10 * time.Minute) }
 	sleepB := cfgB.Sleep
 	cfgB.Sleep = func(ctx context.Context, d time.Duration) error { signalB(); return sleepB(ctx, d) }
 
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	results := make([]*batchembed.Results, 2)
-	runners := make([]*batchembed.Runner, 2)
-	for i, cfg := range []batchembed.Config{cfgA, cfgB} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if i == 1 {
-				<-aClaimed
-			}
-			r, err := batchembed.Open(ctx, cfg)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			runners[i] = r
-			results[i], errs[i] = run(ctx, r, 0, 50)
-		}()
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("pod %d: %v", i, err)
-		}
-		defer results[i].Close()
-		check(t, results[i], 0, 50)
-	}
-	if st := s.BatchStats(); st.BatchesCreated != 1 || st.LinesEmbedded+st.LinesFailed != 50 {
-		t.Fatalf("want one batch, each line run once: %+v", st)
-	}
+	runners := runTwoPods(ctx, t, s, cfgA, cfgB, aClaimed, nil)
 	if a, b := runners[0].Stats(), runners[1].Stats(); a.BatchesCreated != 1 || b.BatchesCreated != 0 {
 		t.Fatalf("pod A created %d batches, pod B (clock 10 min ahead) %d; want 1 and 0", a.BatchesCreated, b.BatchesCreated)
 	}
@@ -648,11 +575,6 @@ func cleanupRace(t *testing.T, chunkFirst bool) {
 	t.Cleanup(func() { _ = base.Delete(ctx) })
 	claimed, cAtDelete, bCreated, cDone, bSaved := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var atDelete sync.Once
-	client := func(d openai.HTTPDoer) *openai.Client {
-		oc := openai.DefaultConfig(key)
-		oc.BaseURL, oc.HTTPClient = s.URL(), d
-		return openai.NewClientWithConfig(oc)
-	}
 	isCreate := func(req *http.Request) bool {
 		return req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/batches")
 	}
@@ -671,7 +593,7 @@ func cleanupRace(t *testing.T, chunkFirst bool) {
 			}
 		}}
 	cfgB := s3Config(t, s, chunkStore, "pod-chunk")
-	cfgB.Client = client(hookDoer{c: &http.Client{},
+	cfgB.Client = fakeClient(s, hookDoer{c: &http.Client{},
 		before: func(req *http.Request) {
 			if isCreate(req) {
 				<-cAtDelete
@@ -688,7 +610,7 @@ func cleanupRace(t *testing.T, chunkFirst bool) {
 		}
 	}}
 	cfgC := s3Config(t, s, cleanupStore, "pod-cleanup")
-	cfgC.Client = client(hookDoer{c: &http.Client{}, before: func(req *http.Request) {
+	cfgC.Client = fakeClient(s, hookDoer{c: &http.Client{}, before: func(req *http.Request) {
 		if req.Method == http.MethodDelete && strings.Contains(req.URL.Path, "/files/") {
 			atDelete.Do(func() { close(cAtDelete); <-bCreated })
 		}
@@ -889,4 +811,55 @@ func TestKilledPodsBatchIsFoundBehindManyOthers(t *testing.T) {
 	}
 	defer res.Close()
 	check(t, res, 0, 50)
+}
+
+// fakeClient is an OpenAI client of the fake s sending through d.
+func fakeClient(s *fake.Server, d openai.HTTPDoer) *openai.Client {
+	oc := openai.DefaultConfig(key)
+	oc.BaseURL, oc.HTTPClient = s.URL(), d
+	return openai.NewClientWithConfig(oc)
+}
+
+// runTwoPods runs the same 50 lines as pod A (cfgA) and pod B (cfgB) at once, B opening its
+// runner once waitB is closed (bOpened, when set, is called right after it opened), and checks
+// that each got every line and the fake created one batch and ran each line once. It returns the
+// two runners, A's first.
+func runTwoPods(ctx context.Context, t *testing.T, s *fake.Server, cfgA, cfgB batchembed.Config,
+	waitB <-chan struct{}, bOpened func()) []*batchembed.Runner {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	results := make([]*batchembed.Results, 2)
+	runners := make([]*batchembed.Runner, 2)
+	for i, cfg := range []batchembed.Config{cfgA, cfgB} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i == 1 {
+				<-waitB
+			}
+			r, err := batchembed.Open(ctx, cfg)
+			if i == 1 && bOpened != nil {
+				bOpened()
+			}
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			runners[i] = r
+			results[i], errs[i] = run(ctx, r, 0, 50)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("pod %d: %v", i, err)
+		}
+		t.Cleanup(func() { results[i].Close() })
+		check(t, results[i], 0, 50)
+	}
+	if st := s.BatchStats(); st.BatchesCreated != 1 || st.LinesEmbedded+st.LinesFailed != 50 {
+		t.Fatalf("want one batch, each line run once: %+v", st)
+	}
+	return runners
 }
