@@ -47,23 +47,7 @@ func TestDeclaredBudgetsWithoutTheCRD(t *testing.T) {
 	if err := cl.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}}); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "config", "samples", "ingestion_v1alpha1_csvingestion_minimal.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Unstructured, so the API server fills the defaults the typed struct would send as zeros.
-	u := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal(b, &u.Object); err != nil {
-		t.Fatal(err)
-	}
-	u.SetNamespace("team-a")
-	if err := cl.Create(ctx, u); err != nil {
-		t.Fatal(err)
-	}
-	var ing v1alpha1.CsvIngestion
-	if err := cl.Get(ctx, client.ObjectKeyFromObject(u), &ing); err != nil {
-		t.Fatal(err)
-	}
+	ing := sampleIngestion(ctx, t, cl, "team-a")
 
 	r := DeclaredBudgets(cl, logr.Discard())
 	got, err := r.Resolve(ctx, "team-a", ing.Name, ing.Spec.Embedding.Model)
@@ -112,22 +96,7 @@ func TestDeclaredBudgetsWithoutTheCRDAskDiscoveryRarely(t *testing.T) {
 	if err := cl.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-b"}}); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "config", "samples", "ingestion_v1alpha1_csvingestion_minimal.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal(b, &u.Object); err != nil {
-		t.Fatal(err)
-	}
-	u.SetNamespace("team-b")
-	if err := cl.Create(ctx, u); err != nil {
-		t.Fatal(err)
-	}
-	var ing v1alpha1.CsvIngestion
-	if err := cl.Get(ctx, client.ObjectKeyFromObject(u), &ing); err != nil {
-		t.Fatal(err)
-	}
+	ing := sampleIngestion(ctx, t, cl, "team-b")
 
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	r := declaredBudgets(cl, logr.Discard(), func() time.Time { return now })
@@ -200,18 +169,7 @@ func TestDeclaredBudgetsNotAllowedToList(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "config", "samples", "ingestion_v1alpha1_csvingestion_minimal.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal(b, &u.Object); err != nil {
-		t.Fatal(err)
-	}
-	u.SetNamespace("team-c")
-	if err := cl.Create(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	ing := sampleIngestion(ctx, t, cl, "team-c")
 
 	cfg := rest.CopyConfig(c.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
@@ -228,11 +186,35 @@ func TestDeclaredBudgetsNotAllowedToList(t *testing.T) {
 	// The pod's renewal; the bound is only there so that the test ends if the resolver hangs.
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	_, err = DeclaredBudgets(cache, logr.Discard()).Resolve(rctx, "team-c", u.GetName(), "")
+	_, err = DeclaredBudgets(cache, logr.Discard()).Resolve(rctx, "team-c", ing.Name, "")
 	if err == nil || !strings.Contains(err.Error(), "embeddingbudgets") || !strings.Contains(err.Error(), "allowed") {
 		t.Fatalf("resolve without permission on embeddingbudgets: %v; want an error naming the missing permission", err)
 	}
 	if rctx.Err() != nil {
 		t.Fatalf("the resolver waited until the renewal gave up (%v): %v", rctx.Err(), err)
 	}
+}
+
+// sampleIngestion creates the minimal sample CsvIngestion in namespace ns and returns it as the
+// API server stored it. Unstructured, so the API server fills the defaults the typed struct would
+// send as zeros.
+func sampleIngestion(ctx context.Context, t *testing.T, cl client.Client, ns string) v1alpha1.CsvIngestion {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "config", "samples", "ingestion_v1alpha1_csvingestion_minimal.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(b, &u.Object); err != nil {
+		t.Fatal(err)
+	}
+	u.SetNamespace(ns)
+	if err := cl.Create(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	var ing v1alpha1.CsvIngestion
+	if err := cl.Get(ctx, client.ObjectKeyFromObject(u), &ing); err != nil {
+		t.Fatal(err)
+	}
+	return ing
 }
