@@ -153,6 +153,22 @@ func run(ctx context.Context, r *batchembed.Runner, first, n int64) (*batchembed
 }
 
 // check asserts every row has its vector, or, for marked rows, the refusal.
+// openRun opens a runner of cfg and runs rows first..first+n through it, failing the test on an
+// error; the results are closed when the test ends.
+func openRun(ctx context.Context, t *testing.T, cfg batchembed.Config, first, n int64) (*batchembed.Runner, *batchembed.Results) {
+	t.Helper()
+	r, err := batchembed.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(ctx, r, first, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { res.Close() })
+	return r, res
+}
+
 func check(t *testing.T, res *batchembed.Results, first, n int64) {
 	t.Helper()
 	for row := first; row < first+n; row++ {
@@ -182,16 +198,8 @@ func TestBatchesWithinLimitsCollectEveryRow(t *testing.T) {
 	ctx := context.Background()
 	s := startFake(t)
 	store := &memStore{}
-	r, err := batchembed.Open(ctx, config(t, s, store, 60))
-	if err != nil {
-		t.Fatal(err)
-	}
 	const first, n = 1000, 250
-	res, err := run(ctx, r, first, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Close()
+	r, res := openRun(ctx, t, config(t, s, store, 60), first, n)
 	check(t, res, first, n)
 	st := s.BatchStats()
 	if st.BatchesCreated != 5 || st.FilesUploaded != 5 || st.LinesEmbedded+st.LinesFailed != n || st.LinesFailed != 5 {
@@ -247,15 +255,7 @@ func TestLimitsSplitBatches(t *testing.T) {
 			cfg := config(t, s, &memStore{}, 0)
 			cfg.Limits = tc.limits
 			cfg.Ingestion = "uid-" + tc.name // one fake for all: batches of another subtest are not ours
-			r, err := batchembed.Open(ctx, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := run(ctx, r, 0, 100)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer res.Close()
+			r, res := openRun(ctx, t, cfg, 0, 100)
 			check(t, res, 0, 100)
 			got := s.BatchStats().BatchesCreated - before
 			if tc.batches > 0 && got != tc.batches || got < 2 {
@@ -811,15 +811,7 @@ func TestReportOnChangeOnly(t *testing.T) {
 		}
 		return ctx.Err()
 	}
-	r, err := batchembed.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := run(ctx, r, 0, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Close()
+	r, _ := openRun(ctx, t, cfg, 0, 100)
 	if len(reports) == 0 {
 		t.Fatal("no report")
 	}
