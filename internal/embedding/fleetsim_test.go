@@ -98,13 +98,7 @@ func (f benchFleet) simulate() fleetRun {
 			if f.burst > 0 {
 				batch = max(batch, int(g*f.burst/60))
 			}
-			if p.bucket == nil {
-				p.bucket = rate.NewLimiter(rate.Limit(g/60), batch)
-				p.bucket.AllowN(now, batch) // empty at the first grant
-			} else {
-				p.bucket.SetLimitAt(now, rate.Limit(g/60))
-				p.bucket.SetBurstAt(now, batch)
-			}
+			p.bucket = grantBucket(p.bucket, now, g, batch)
 			p.grant = g
 			p.own.setGrant(now, 0, g)
 		}
@@ -286,4 +280,17 @@ func BenchmarkSimulatedBenchFleet(b *testing.B) {
 			}
 		})
 	}
+}
+
+// grantBucket sets a simulated pod's token bucket to a grant of g tokens a minute with a burst
+// of batch, as SetRates does: a new one (b nil) starts empty at its first grant.
+func grantBucket(b *rate.Limiter, now time.Time, g float64, batch int) *rate.Limiter {
+	if b == nil {
+		b = rate.NewLimiter(rate.Limit(g/60), batch)
+		b.AllowN(now, batch) // empty at the first grant
+		return b
+	}
+	b.SetLimitAt(now, rate.Limit(g/60))
+	b.SetBurstAt(now, batch)
+	return b
 }

@@ -330,15 +330,7 @@ func simulateGrantChange(departure, grow bool) int {
 		paid   bool
 	}
 	setGrant := func(p *pod, now time.Time, g float64) {
-		first := p.bucket == nil
-		batch := max(MaxInputTokens, int(g/20))
-		if first {
-			p.bucket = rate.NewLimiter(rate.Limit(g/60), batch)
-			p.bucket.AllowN(now, batch) // empty at the first grant
-		} else {
-			p.bucket.SetLimitAt(now, rate.Limit(g/60))
-			p.bucket.SetBurstAt(now, batch)
-		}
+		p.bucket = grantBucket(p.bucket, now, g, max(MaxInputTokens, int(g/20)))
 		p.grant = g
 		if grow {
 			p.own.setGrant(now, 0, g)
