@@ -238,6 +238,13 @@ func TestBatchStatusAddsUpChunks(t *testing.T) {
 		return got == "completed 2 failed 1 expired 1 cancelled 0; lines submitted 3000 done 1998 failed 1002", got
 	})
 	// The finished run's cleanup Job ends; the finalizer goes, then the ingestion.
+	finishCleanup(t, obj)
+}
+
+// finishCleanup ends the batch cleanup Job of obj (deleted, its finished run's batches to clean
+// up) as its pod would, then waits for the finalizer to go and the ingestion with it.
+func finishCleanup(t *testing.T, obj *v1alpha1.CsvIngestion) {
+	t.Helper()
 	finishJob(t, waitCleanupJob(t, obj, ""), worker.Result{Role: worker.RoleCleanup}, 0, "")
 	eventually(t, "finalizer removed", 20*time.Second, func() (bool, string) {
 		cur := get(t, obj)

@@ -3,7 +3,6 @@ package controllers_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
@@ -11,7 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vectordb-io/vectordb-operator/api/v1alpha1"
-	"github.com/vectordb-io/vectordb-operator/controllers"
 	"github.com/vectordb-io/vectordb-operator/internal/ratelease"
 	"github.com/vectordb-io/vectordb-operator/internal/tasktable"
 	"github.com/vectordb-io/vectordb-operator/internal/worker"
@@ -108,11 +106,5 @@ func TestBatchLiveReports(t *testing.T) {
 	eventually(t, "live series gone", 10*time.Second, func() (bool, string) {
 		return gauge() == "validating 0 in_progress 0 completed 0", gauge()
 	})
-	finishJob(t, waitCleanupJob(t, obj, ""), worker.Result{Role: worker.RoleCleanup}, 0, "")
-	eventually(t, "finalizer removed", 20*time.Second, func() (bool, string) {
-		cur := get(t, obj)
-		return !slices.Contains(cur.Finalizers, controllers.FinalizerBatchCleanup), fmt.Sprint(cur.Finalizers)
-	})
-	deleteIngestion(t, get(t, obj))
-	waitGone(t, obj)
+	finishCleanup(t, obj)
 }
