@@ -161,13 +161,7 @@ func (w *ownWindow) admit(now time.Time, n int, rpm, tpm float64, lone bool) (*o
 		i++
 	}
 	w.events = w.events[i:]
-	reqs, toks := 0, 0
-	for _, e := range w.events {
-		if !e.refunded {
-			reqs++
-			toks += e.tokens
-		}
-	}
+	reqs, toks := w.live(now)
 	if reqs == 0 && lone || (rpm <= 0 || float64(reqs+1) <= rpm) && (tpm <= 0 || float64(toks+n) <= tpm) {
 		s := &ownSend{at: now, tokens: n}
 		w.events = append(w.events, s)
@@ -239,18 +233,14 @@ func (e *Embedder) waitOwnFit(ctx context.Context, b Batch) (*ownSend, int, erro
 func (w *ownWindow) admitLone(now time.Time, b Batch, tpm float64) (*ownSend, int) {
 	k, n := len(b.Inputs), b.Tokens
 	if tpm > 0 && float64(n) > tpm && len(b.counts) == len(b.Inputs) && len(b.counts) > 1 {
-		k, n = 1, b.counts[0]
-		for k < len(b.counts) && float64(n+b.counts[k]) <= tpm {
-			n += b.counts[k]
-			k++
+		if k, n = prefix(b.counts, tpm); k == 0 {
+			k, n = 1, b.counts[0]
 		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, e := range w.events {
-		if !e.refunded && e.at.After(now.Add(-ownWindowSize)) {
-			return nil, 0
-		}
+	if reqs, _ := w.live(now); reqs > 0 {
+		return nil, 0
 	}
 	s := &ownSend{at: now, tokens: n}
 	w.events = append(w.events, s)
@@ -265,24 +255,34 @@ func (w *ownWindow) fitting(now time.Time, b Batch, rpm, tpm float64) (k, n int)
 		return 0, 0
 	}
 	w.mu.Lock()
-	reqs, toks := 0, 0
+	reqs, toks := w.live(now)
+	w.mu.Unlock()
+	if rpm > 0 && float64(reqs+1) > rpm {
+		return 0, 0
+	}
+	if k, n = prefix(b.counts, tpm-float64(toks)); k == len(b.counts) || 4*n < b.Tokens {
+		return 0, 0
+	}
+	return k, n
+}
+
+// live counts the sends in the window at now that the provider counts (a refused one does not).
+// Called with w.mu held.
+func (w *ownWindow) live(now time.Time) (reqs, toks int) {
 	for _, e := range w.events {
 		if !e.refunded && e.at.After(now.Add(-ownWindowSize)) {
 			reqs++
 			toks += e.tokens
 		}
 	}
-	w.mu.Unlock()
-	if rpm > 0 && float64(reqs+1) > rpm {
-		return 0, 0
-	}
-	room := tpm - float64(toks)
-	for k < len(b.counts) && float64(n+b.counts[k]) <= room {
-		n += b.counts[k]
+	return reqs, toks
+}
+
+// prefix is how many of counts' first entries add up to at most limit, and their sum.
+func prefix(counts []int, limit float64) (k, n int) {
+	for k < len(counts) && float64(n+counts[k]) <= limit {
+		n += counts[k]
 		k++
-	}
-	if k == len(b.counts) || 4*n < b.Tokens {
-		return 0, 0
 	}
 	return k, n
 }
